@@ -1,0 +1,147 @@
+// Package credentials owns the Source interface, the credential cache that
+// wraps any Source, and the STS source.
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Tag is one STS session tag.
+type Tag struct {
+	Key   string
+	Value string
+}
+
+// Request names one set of temporary credentials. Two requests that are
+// equal get the same credentials; everything that changes what AWS issues is
+// in here, so a cache keyed by Request never hands one pod's session to
+// another.
+type Request struct {
+	// RoleARN is the full IAM role ARN to assume.
+	RoleARN string
+	// ExternalID is passed to sts:AssumeRole; empty when none.
+	ExternalID string
+	// SessionName is the role session name; empty lets the source choose
+	// (Roles Anywhere then sends none).
+	SessionName string
+	// Tags are STS session tags sorted by key; nil when tagging is off.
+	Tags []Tag
+}
+
+// Key is a stable string form of the request, usable as a map key.
+func (r Request) Key() string {
+	var b strings.Builder
+	b.WriteString(r.RoleARN)
+	b.WriteByte(0)
+	b.WriteString(r.ExternalID)
+	b.WriteByte(0)
+	b.WriteString(r.SessionName)
+	for _, t := range r.Tags {
+		b.WriteByte(0)
+		b.WriteString(t.Key)
+		b.WriteByte('=')
+		b.WriteString(t.Value)
+	}
+	return b.String()
+}
+
+// Credentials are temporary AWS credentials as IMDS serves them.
+type Credentials struct {
+	// AccessKeyID is the temporary access key (ASIA...).
+	AccessKeyID string
+	// SecretAccessKey is secret: never logged.
+	SecretAccessKey string
+	// SessionToken is secret: never logged.
+	SessionToken string
+	// Expiration is when AWS stops accepting these credentials.
+	Expiration time.Time
+	// LastUpdated is when kube2ra obtained them.
+	LastUpdated time.Time
+}
+
+// String hides the secret parts so Credentials can be logged safely.
+func (c Credentials) String() string {
+	return fmt.Sprintf("Credentials{AccessKeyID: %s, Expiration: %s}", c.AccessKeyID, c.Expiration.UTC().Format(time.RFC3339))
+}
+
+// Source obtains credentials from AWS (STS AssumeRole or Roles Anywhere
+// CreateSession). Implementations return *Error for failures AWS reported
+// or that prevented the call.
+type Source interface {
+	// Name is a short label for metrics and logs: "sts" or "rolesanywhere".
+	Name() string
+	// Fetch makes one upstream call for req.
+	Fetch(ctx context.Context, req Request) (Credentials, error)
+}
+
+// ErrorKind tells callers what to do about a failed fetch.
+type ErrorKind int
+
+const (
+	// KindUnavailable: AWS could not be reached or answered 5xx; retry later.
+	KindUnavailable ErrorKind = iota
+	// KindDenied: AWS refused (AccessDenied, untrusted certificate, ...).
+	KindDenied
+	// KindThrottled: AWS asked us to slow down.
+	KindThrottled
+	// KindInvalid: the request itself is wrong (bad ARN, bad duration, ...).
+	KindInvalid
+)
+
+func (k ErrorKind) String() string {
+	switch k {
+	case KindDenied:
+		return "denied"
+	case KindThrottled:
+		return "throttled"
+	case KindInvalid:
+		return "invalid"
+	default:
+		return "unavailable"
+	}
+}
+
+// Error is a failed fetch with the service's own code and message.
+type Error struct {
+	// Kind classifies the failure.
+	Kind ErrorKind
+	// Source is the Source's Name.
+	Source string
+	// RoleARN is the role that was asked for.
+	RoleARN string
+	// Code is the AWS error code (AccessDenied, ThrottlingException, ...), if any.
+	Code string
+	// Message is the service's message, if any.
+	Message string
+	// Err is the underlying error, if any.
+	Err error
+}
+
+func (e *Error) Error() string {
+	msg := fmt.Sprintf("%s: getting credentials for %s failed (%s)", e.Source, e.RoleARN, e.Kind)
+	if e.Code != "" {
+		msg += ": " + e.Code
+	}
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// KindOf returns the kind of err, KindUnavailable when err is not an *Error.
+func KindOf(err error) ErrorKind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return KindUnavailable
+}

@@ -1,0 +1,90 @@
+// Package k8s knows who is calling: it watches this node's pods and all
+// namespaces, maps a source IP to the one pod that owns it, and resolves the
+// pod's role against its namespace's policy.
+package k8s
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Pod is what kube2ra keeps of a pod: enough to identify it, pick its role
+// and name its session.
+type Pod struct {
+	// UID tells a pod from a later one with the same name.
+	UID types.UID
+	// Namespace of the pod.
+	Namespace string
+	// Name of the pod.
+	Name string
+	// ServiceAccount is spec.serviceAccountName.
+	ServiceAccount string
+	// NodeName is spec.nodeName.
+	NodeName string
+	// IPs are the addresses from status.podIPs.
+	IPs []netip.Addr
+	// Annotations holds only the annotations kube2ra reads (role, external ID).
+	Annotations map[string]string
+	// Terminating is true once deletionTimestamp is set.
+	Terminating bool
+}
+
+// Key is namespace/name.
+func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }
+
+// Role is the role a pod may have, after policy.
+type Role struct {
+	// ARN is the full role ARN.
+	ARN string
+	// Name is the last element of the ARN's resource path: what IMDS lists
+	// under iam/security-credentials/.
+	Name string
+	// ExternalID comes from the pod's external-ID annotation; empty if none.
+	ExternalID string
+	// Default is true when the role came from --default-role, not the pod.
+	Default bool
+}
+
+var (
+	// ErrPodNotFound: no live pod on this node has the IP (after waiting).
+	ErrPodNotFound = errors.New("no pod on this node has this IP")
+	// ErrAmbiguousIP: several live pods claim the IP; kube2ra will not guess.
+	ErrAmbiguousIP = errors.New("several pods on this node claim this IP")
+	// ErrNotSynced: the informers have not synced within the wait.
+	ErrNotSynced = errors.New("pod informer has not synced yet")
+	// ErrNoRole: the pod has no role annotation and there is no default role.
+	ErrNoRole = errors.New("pod has no role and no default role is set")
+)
+
+// DenialReason says why a role was refused.
+type DenialReason string
+
+const (
+	// DeniedByNamespace: the namespace's allowed-roles policy does not list the role.
+	DeniedByNamespace DenialReason = "NamespacePolicy"
+	// DeniedInvalidPolicy: the namespace's policy annotation cannot be parsed.
+	DeniedInvalidPolicy DenialReason = "InvalidRolePolicy"
+	// DeniedInvalidRole: the pod's role annotation is not a usable role.
+	DeniedInvalidRole DenialReason = "InvalidRole"
+	// DeniedExternalID: an external ID was asked for where the source cannot use one.
+	DeniedExternalID DenialReason = "ExternalIDUnsupported"
+)
+
+// DenialError is a role the pod asked for and may not have.
+type DenialError struct {
+	// Reason classifies the denial.
+	Reason DenialReason
+	// Role is the role as asked for (annotation value or normalised ARN).
+	Role string
+	// Namespace is the pod's namespace.
+	Namespace string
+	// Detail is a sentence for logs and Events: what was wrong and what to do.
+	Detail string
+}
+
+func (e *DenialError) Error() string {
+	return fmt.Sprintf("role %q denied in namespace %q (%s): %s", e.Role, e.Namespace, e.Reason, e.Detail)
+}
