@@ -1,0 +1,622 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+const (
+	// KubeVersion is the kube-apiserver version hack/build-kube-apiserver.sh
+	// builds and Start looks for in the cache.
+	KubeVersion = "v1.36.3"
+
+	// DefaultStartTimeout bounds Start from launching etcd to /readyz ok. The
+	// target is well under 15 s; the margin is for a loaded 2-core machine.
+	DefaultStartTimeout = 90 * time.Second
+
+	// AdminUser is the CN of the admin client certificate (group system:masters).
+	AdminUser = "kube2ra-admin"
+
+	// serviceAccountIssuer is the "iss" of service account tokens.
+	serviceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
+	// serviceClusterIPRange is where Service cluster IPs come from; its first
+	// address belongs to the "kubernetes" Service and to the serving cert.
+	serviceClusterIPRange = "10.0.0.0/24"
+	serviceClusterIP      = "10.0.0.1"
+
+	// pollInterval is how often readiness is checked during Start.
+	pollInterval = 50 * time.Millisecond
+	// portAttempts bounds retries when a free port picked for a child process
+	// is taken by someone else before the child binds it.
+	portAttempts = 3
+
+	installEtcdHint          = "apt-get install etcd-server or run hack/install-test-deps.sh"
+	installKubeAPIServerHint = "run hack/install-test-deps.sh (make test-deps)"
+)
+
+// Options configures Start. The zero value is ready to use on a machine
+// prepared by hack/install-test-deps.sh.
+type Options struct {
+	// KubeAPIServer is the kube-apiserver binary; default $KUBE_APISERVER,
+	// else $KUBE2RA_CACHE (default ~/.cache/kube2ra)/kube-apiserver-v1.36.3.
+	KubeAPIServer string
+	// Etcd is the etcd binary; default: etcd on PATH.
+	Etcd string
+	// BindAddress is where both processes listen; default 127.0.0.1. Set it for
+	// use inside a network namespace (it is also --advertise-address).
+	BindAddress string
+	// Log, when set, receives both processes' full output if Start fails.
+	// Output is always kept in files under Dir, and the tail of the failing
+	// process's log is part of every Start error.
+	Log io.Writer
+	// SecurePort is kube-apiserver's port; 0 picks a free one.
+	SecurePort int
+	// EtcdPort is etcd's client port; 0 picks a free one.
+	EtcdPort int
+	// StartTimeout bounds Start until /readyz is ok; default DefaultStartTimeout.
+	StartTimeout time.Duration
+	// TempRoot is the parent of run directories; default
+	// $TMPDIR/kube2ra-controlplane. Start removes directories (and kills the
+	// process groups) left there by test processes that no longer run.
+	TempRoot string
+}
+
+// ControlPlane is a running etcd and kube-apiserver pair. Its methods are safe
+// for concurrent use.
+type ControlPlane struct {
+	// Dir is the run's temp directory: certificates, etcd data, logs.
+	Dir string
+	// Kubeconfig is the admin kubeconfig path (client cert in group system:masters).
+	Kubeconfig string
+	// StartupDuration is from launching etcd to kube-apiserver's /readyz ok.
+	StartupDuration time.Duration
+	// EtcdURL is etcd's client URL (plain HTTP on BindAddress).
+	EtcdURL string
+
+	url        string        // https://host:port of kube-apiserver
+	ca         *authority    // signs user certificates
+	admin      *rest.Config  // template for AdminConfig; copied on every call
+	etcd       *process      // the etcd child
+	apiserver  *process      // the kube-apiserver child
+	stopOnce   sync.Once     // makes Stop idempotent
+	stopErr    error         // Stop's result, returned again on later calls
+	userSerial atomic.Uint64 // numbers the kubeconfig files UserKubeconfig writes
+}
+
+// Start launches etcd and kube-apiserver on free ports, waits for /readyz and
+// returns the running control plane. The caller must call Stop. Start fails
+// with an error that says what to do: how to install a missing binary, which
+// port is taken, or the tail of a crashed process's log.
+func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.TempRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the control plane temp root %s: %w", opts.TempRoot, err)
+	}
+	cleanStaleRuns(opts.TempRoot)
+
+	var lastErr error
+	for attempt := 1; attempt <= portAttempts; attempt++ {
+		cp, err := startOnce(ctx, opts)
+		if err == nil {
+			return cp, nil
+		}
+		lastErr = err
+		// Only a race on a port we picked ourselves is worth another try.
+		var inUse *portInUseError
+		if !errors.As(err, &inUse) || !inUse.picked || ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.KubeAPIServer == "" {
+		o.KubeAPIServer = DefaultKubeAPIServer()
+	}
+	if o.Etcd == "" {
+		path, err := exec.LookPath("etcd")
+		if err != nil {
+			return o, fmt.Errorf("etcd is not on PATH: %s", installEtcdHint)
+		}
+		o.Etcd = path
+	}
+	if o.BindAddress == "" {
+		o.BindAddress = "127.0.0.1"
+	}
+	if net.ParseIP(o.BindAddress) == nil {
+		return o, fmt.Errorf("BindAddress %q is not an IP address; use one like 127.0.0.1", o.BindAddress)
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = DefaultStartTimeout
+	}
+	if o.TempRoot == "" {
+		o.TempRoot = filepath.Join(os.TempDir(), "kube2ra-controlplane")
+	}
+	for name, path := range map[string]string{"kube-apiserver": o.KubeAPIServer, "etcd": o.Etcd} {
+		hint := installKubeAPIServerHint
+		if name == "etcd" {
+			hint = installEtcdHint
+		}
+		info, err := os.Stat(path)
+		if err != nil {
+			return o, fmt.Errorf("%s not found at %s: %s: %w", name, path, hint, err)
+		}
+		if info.IsDir() || info.Mode()&0o111 == 0 {
+			return o, fmt.Errorf("%s at %s is not an executable file: %s", name, path, hint)
+		}
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return o, fmt.Errorf("resolving the %s path %s: %w", name, path, err)
+		}
+		if name == "etcd" {
+			o.Etcd = abs
+		} else {
+			o.KubeAPIServer = abs
+		}
+	}
+	return o, nil
+}
+
+// DefaultKubeAPIServer is where Start looks for kube-apiserver when
+// Options.KubeAPIServer is empty: $KUBE_APISERVER, else the cache that
+// hack/build-kube-apiserver.sh fills.
+func DefaultKubeAPIServer() string {
+	if p := os.Getenv("KUBE_APISERVER"); p != "" {
+		return p
+	}
+	return filepath.Join(CacheDir(), "kube-apiserver-"+KubeVersion)
+}
+
+// CacheDir is $KUBE2RA_CACHE, else $XDG_CACHE_HOME/kube2ra, else
+// ~/.cache/kube2ra — the same rule as the hack/ scripts.
+func CacheDir() string {
+	if d := os.Getenv("KUBE2RA_CACHE"); d != "" {
+		return d
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = filepath.Join(os.TempDir(), "cache")
+	}
+	return filepath.Join(base, "kube2ra")
+}
+
+// portInUseError says a child process could not bind its port.
+type portInUseError struct {
+	process string // which child failed to bind
+	addr    string // host:port it tried
+	picked  bool   // true when Start chose the port (a race worth retrying)
+	detail  string // log tail or the listen error
+}
+
+func (e *portInUseError) Error() string {
+	return fmt.Sprintf("%s cannot listen on %s: the port is in use by another process "+
+		"(see who holds it with `ss -ltnp 'sport = :%s'`, or leave the port option 0 to pick a free one)\n%s",
+		e.process, e.addr, portOf(e.addr), e.detail)
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
+// startOnce makes one attempt with fresh ports and a fresh directory; on
+// failure everything it started is stopped and removed.
+func startOnce(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
+	dir, err := os.MkdirTemp(opts.TempRoot, "run-")
+	if err != nil {
+		return nil, fmt.Errorf("creating a run directory under %s: %w", opts.TempRoot, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(ownerRecord()+"\n"), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("writing the owner file in %s: %w", dir, err)
+	}
+	cp := &ControlPlane{Dir: dir}
+	defer func() {
+		if err != nil {
+			if opts.Log != nil {
+				cp.copyLogs(opts.Log)
+			}
+			_ = cp.Stop()
+		}
+	}()
+
+	etcdPort, etcdPicked, err := choosePort(opts.BindAddress, opts.EtcdPort, "etcd")
+	if err != nil {
+		return nil, err
+	}
+	peerPort, _, err := choosePort(opts.BindAddress, 0, "etcd peer")
+	if err != nil {
+		return nil, err
+	}
+	securePort, securePicked, err := choosePort(opts.BindAddress, opts.SecurePort, "kube-apiserver")
+	if err != nil {
+		return nil, err
+	}
+	host := opts.BindAddress
+	cp.EtcdURL = "http://" + net.JoinHostPort(host, strconv.Itoa(etcdPort))
+	cp.url = "https://" + net.JoinHostPort(host, strconv.Itoa(securePort))
+
+	files, err := cp.writeCredentials(host)
+	if err != nil {
+		return nil, err
+	}
+
+	begin := time.Now()
+	deadline := begin.Add(opts.StartTimeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	peerURL := "http://" + net.JoinHostPort(host, strconv.Itoa(peerPort))
+	cp.etcd, err = startProcess("etcd", opts.Etcd, []string{
+		"--name=kube2ra-test",
+		"--data-dir=" + filepath.Join(dir, "etcd-data"),
+		"--listen-client-urls=" + cp.EtcdURL,
+		"--advertise-client-urls=" + cp.EtcdURL,
+		"--listen-peer-urls=" + peerURL,
+		"--initial-advertise-peer-urls=" + peerURL,
+		"--initial-cluster=kube2ra-test=" + peerURL,
+		"--initial-cluster-state=new",
+		// Tests write little and never need the history.
+		"--snapshot-count=10000",
+		"--quota-backend-bytes=" + strconv.Itoa(2<<30),
+	}, dir, filepath.Join(dir, "etcd.log"))
+	if err != nil {
+		return nil, err
+	}
+	if err := waitEtcd(ctx, cp.etcd, cp.EtcdURL, etcdPicked, net.JoinHostPort(host, strconv.Itoa(etcdPort)), opts.StartTimeout); err != nil {
+		return nil, err
+	}
+
+	cp.apiserver, err = startProcess("kube-apiserver", opts.KubeAPIServer, []string{
+		"--etcd-servers=" + cp.EtcdURL,
+		"--bind-address=" + host,
+		"--advertise-address=" + host,
+		"--secure-port=" + strconv.Itoa(securePort),
+		"--tls-cert-file=" + files.servingCert,
+		"--tls-private-key-file=" + files.servingKey,
+		"--client-ca-file=" + files.caCert,
+		"--authorization-mode=Node,RBAC",
+		"--anonymous-auth=false",
+		"--service-account-issuer=" + serviceAccountIssuer,
+		"--service-account-key-file=" + files.saKey,
+		"--service-account-signing-key-file=" + files.saKey,
+		"--service-cluster-ip-range=" + serviceClusterIPRange,
+		// No controller-manager runs, so nothing creates the "default"
+		// ServiceAccount the admission plugin would require for every pod.
+		"--disable-admission-plugins=ServiceAccount",
+		"--allow-privileged=true",
+		// A loopback advertise address is not a valid Endpoints address;
+		// nothing here needs the "kubernetes" Service's endpoints.
+		"--endpoint-reconciler-type=none",
+		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
+	}, dir, filepath.Join(dir, "kube-apiserver.log"))
+	if err != nil {
+		return nil, err
+	}
+	if err := cp.waitReady(ctx, securePicked, opts.StartTimeout); err != nil {
+		return nil, err
+	}
+	cp.StartupDuration = time.Since(begin)
+	return cp, nil
+}
+
+// choosePort returns the requested port after checking it is free, or a free
+// one picked by the kernel. picked says which.
+func choosePort(host string, requested int, what string) (port int, picked bool, err error) {
+	addr := net.JoinHostPort(host, strconv.Itoa(requested))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		if requested != 0 && errors.Is(err, syscall.EADDRINUSE) {
+			return 0, false, &portInUseError{process: what, addr: addr, detail: err.Error()}
+		}
+		return 0, false, fmt.Errorf("finding a port for %s on %s: %w (is BindAddress an address of this network namespace, and is its interface up?)", what, host, err)
+	}
+	port = l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		return 0, false, fmt.Errorf("releasing the probe listener on %s: %w", addr, err)
+	}
+	return port, requested == 0, nil
+}
+
+// credentialFiles are the paths kube-apiserver reads.
+type credentialFiles struct {
+	caCert      string // the CA that signs client certificates
+	servingCert string // kube-apiserver's TLS certificate
+	servingKey  string // and its key
+	saKey       string // the service account signing key
+}
+
+// writeCredentials creates the CA, serving certificate, service account key
+// and admin kubeconfig under cp.Dir.
+func (cp *ControlPlane) writeCredentials(host string) (credentialFiles, error) {
+	now := time.Now()
+	ca, err := newAuthority(now)
+	if err != nil {
+		return credentialFiles{}, err
+	}
+	cp.ca = ca
+	ips := []net.IP{net.ParseIP(host), net.ParseIP("127.0.0.1"), net.ParseIP(serviceClusterIP)}
+	serving, err := ca.serving(now, []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}, ips)
+	if err != nil {
+		return credentialFiles{}, err
+	}
+	saKey, err := newServiceAccountKey()
+	if err != nil {
+		return credentialFiles{}, err
+	}
+	caKey, err := privateKeyPEM(ca.key)
+	if err != nil {
+		return credentialFiles{}, err
+	}
+	files := credentialFiles{
+		caCert:      filepath.Join(cp.Dir, "ca.crt"),
+		servingCert: filepath.Join(cp.Dir, "apiserver.crt"),
+		servingKey:  filepath.Join(cp.Dir, "apiserver.key"),
+		saKey:       filepath.Join(cp.Dir, "service-account.key"),
+	}
+	if err := writeFiles(map[string][]byte{
+		files.caCert:                    ca.certPEM,
+		filepath.Join(cp.Dir, "ca.key"): caKey,
+		files.servingCert:               serving.certPEM,
+		files.servingKey:                serving.keyPEM,
+		files.saKey:                     saKey,
+	}); err != nil {
+		return credentialFiles{}, err
+	}
+	admin, err := ca.client(now, AdminUser, []string{"system:masters"})
+	if err != nil {
+		return credentialFiles{}, err
+	}
+	cp.admin = cp.restConfig(admin)
+	cp.Kubeconfig = filepath.Join(cp.Dir, "admin.kubeconfig")
+	if err := writeKubeconfig(cp.Kubeconfig, cp.admin, AdminUser); err != nil {
+		return credentialFiles{}, err
+	}
+	return files, nil
+}
+
+func (cp *ControlPlane) restConfig(kp keyPair) *rest.Config {
+	return &rest.Config{
+		Host: cp.url,
+		TLSClientConfig: rest.TLSClientConfig{
+			CAData:   cp.ca.certPEM,
+			CertData: kp.certPEM,
+			KeyData:  kp.keyPEM,
+		},
+		// Tests create objects in bursts; client-go's default 5 QPS would
+		// make them slow for no reason.
+		QPS:   200,
+		Burst: 400,
+	}
+}
+
+// waitEtcd waits until etcd answers /health, or fails with its log tail.
+func waitEtcd(ctx context.Context, p *process, url string, picked bool, addr string, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	last := "no answer yet"
+	for {
+		if p.exited() {
+			return processFailed(p, addr, picked)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
+		if err != nil {
+			return fmt.Errorf("building the etcd health request for %s: %w", url, err)
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"true"`) {
+				return nil
+			}
+			last = fmt.Sprintf("HTTP %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			if p.exited() {
+				return processFailed(p, addr, picked)
+			}
+			return fmt.Errorf("etcd at %s was not healthy within %s (the start timeout; last check: %s); its log ends with:\n%s",
+				url, timeout, last, logTail(p.logPath))
+		case <-p.done:
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// waitReady waits until kube-apiserver answers /readyz with 200 and the
+// "default" namespace exists, or fails with the reason and the log tail.
+func (cp *ControlPlane) waitReady(ctx context.Context, picked bool, timeout time.Duration) error {
+	tlsConfig, err := rest.TLSConfigFor(cp.admin)
+	if err != nil {
+		return fmt.Errorf("building the admin TLS config: %w", err)
+	}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
+	defer client.CloseIdleConnections()
+	addr := strings.TrimPrefix(cp.url, "https://")
+	last := "no answer yet"
+	// /readyz first; then the "default" namespace, which the bootstrap
+	// controller creates just after and tests commonly use.
+	for _, check := range []string{"/readyz", "/api/v1/namespaces/default"} {
+		for {
+			if cp.apiserver.exited() {
+				return processFailed(cp.apiserver, addr, picked)
+			}
+			ok, status := get(ctx, client, cp.url+check)
+			if ok {
+				break
+			}
+			last = check + ": " + status
+			select {
+			case <-ctx.Done():
+				if cp.apiserver.exited() {
+					return processFailed(cp.apiserver, addr, picked)
+				}
+				return fmt.Errorf("kube-apiserver at %s was not ready within %s (the start timeout; last check %s); its log ends with:\n%s",
+					cp.url, timeout, last, logTail(cp.apiserver.logPath))
+			case <-cp.apiserver.done:
+			case <-time.After(pollInterval):
+			}
+		}
+	}
+	return nil
+}
+
+// get reports whether url answered 200, and otherwise a short reason.
+func get(ctx context.Context, client *http.Client, url string) (bool, string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+	if resp.StatusCode == http.StatusOK {
+		return true, ""
+	}
+	// /readyz lists failing checks as "[-]name failed"; keep just those.
+	var failing []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "[-]") {
+			failing = append(failing, strings.TrimSpace(line))
+		}
+	}
+	if len(failing) == 0 {
+		failing = []string{strings.TrimSpace(string(body))}
+	}
+	return false, fmt.Sprintf("HTTP %d %s", resp.StatusCode, strings.Join(failing, "; "))
+}
+
+// processFailed explains why a child exited during Start.
+func processFailed(p *process, addr string, picked bool) error {
+	tail := logTail(p.logPath)
+	if strings.Contains(tail, "address already in use") {
+		return &portInUseError{process: p.name, addr: addr, picked: picked,
+			detail: "its log ends with:\n" + tail}
+	}
+	return fmt.Errorf("%s exited during start (%s); its log ends with:\n%s", p.name, p.describeExit(), tail)
+}
+
+// copyLogs writes both processes' full logs to w.
+func (cp *ControlPlane) copyLogs(w io.Writer) {
+	for _, p := range []*process{cp.etcd, cp.apiserver} {
+		if p == nil {
+			continue
+		}
+		fmt.Fprintf(w, "===== %s log (%s) =====\n", p.name, p.logPath)
+		if f, err := os.Open(p.logPath); err == nil {
+			_, _ = io.Copy(w, f)
+			f.Close()
+		}
+	}
+}
+
+// Stop ends kube-apiserver and etcd (SIGTERM to each process group, SIGKILL
+// after a grace period) and removes Dir. It is safe to call more than once.
+func (cp *ControlPlane) Stop() error {
+	cp.stopOnce.Do(func() {
+		var errs []error
+		for _, p := range []*process{cp.apiserver, cp.etcd} {
+			if p == nil {
+				continue
+			}
+			if err := p.stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if cp.Dir != "" {
+			if err := os.RemoveAll(cp.Dir); err != nil {
+				errs = append(errs, fmt.Errorf("removing the control plane directory %s: %w", cp.Dir, err))
+			}
+		}
+		cp.stopErr = errors.Join(errs...)
+	})
+	return cp.stopErr
+}
+
+// URL is kube-apiserver's https:// address.
+func (cp *ControlPlane) URL() string { return cp.url }
+
+// AdminConfig returns a new copy of the admin client configuration (client
+// certificate in group system:masters), safe to modify.
+func (cp *ControlPlane) AdminConfig() *rest.Config { return rest.CopyConfig(cp.admin) }
+
+// UserConfig returns a client configuration authenticating as user in groups
+// with a fresh client certificate signed by the control plane's CA. Without
+// RBAC bindings such a user is forbidden everything but discovery.
+func (cp *ControlPlane) UserConfig(user string, groups ...string) (*rest.Config, error) {
+	kp, err := cp.ca.client(time.Now(), user, groups)
+	if err != nil {
+		return nil, err
+	}
+	return cp.restConfig(kp), nil
+}
+
+// UserKubeconfig is UserConfig written as a kubeconfig file under Dir (for
+// kubectl, helm or a kube2ra process). It returns the file's path.
+func (cp *ControlPlane) UserKubeconfig(user string, groups ...string) (string, error) {
+	cfg, err := cp.UserConfig(user, groups...)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(cp.Dir, fmt.Sprintf("user-%d.kubeconfig", cp.userSerial.Add(1)))
+	if err := writeKubeconfig(path, cfg, user); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// writeKubeconfig writes cfg (host, CA, client certificate) as a kubeconfig
+// with a single context.
+func writeKubeconfig(path string, cfg *rest.Config, user string) error {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["kube2ra-test"] = &clientcmdapi.Cluster{
+		Server:                   cfg.Host,
+		CertificateAuthorityData: cfg.CAData,
+	}
+	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: cfg.CertData,
+		ClientKeyData:         cfg.KeyData,
+	}
+	kc.Contexts["kube2ra-test"] = &clientcmdapi.Context{Cluster: "kube2ra-test", AuthInfo: user}
+	kc.CurrentContext = "kube2ra-test"
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return fmt.Errorf("writing the kubeconfig %s: %w", path, err)
+	}
+	return os.Chmod(path, 0o600)
+}
+
+// CACertPool returns a pool holding the control plane's CA, for clients that
+// build their own TLS configuration.
+func (cp *ControlPlane) CACertPool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(cp.ca.cert)
+	return pool
+}
