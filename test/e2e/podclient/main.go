@@ -1,0 +1,58 @@
+// Command podclient is what an application in a pod does: aws-sdk-go-v2's
+// default credential chain and region lookup, with no configuration, from
+// inside the pod's network namespace. It prints what it obtained as JSON so
+// the end-to-end tests can compare it with what the fake AWS issued.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+)
+
+// result is printed on stdout.
+type result struct {
+	AccessKeyID     string    `json:"AccessKeyId"`
+	SecretAccessKey string    `json:"SecretAccessKey"`
+	SessionToken    string    `json:"SessionToken"`
+	Expires         time.Time `json:"Expires"`
+	Source          string    `json:"Source"`
+	Region          string    `json:"Region"`
+	Error           string    `json:"Error,omitempty"`
+}
+
+func main() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out result
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err == nil {
+		var region *imds.GetRegionOutput
+		region, err = imds.NewFromConfig(cfg).GetRegion(ctx, &imds.GetRegionInput{})
+		if err == nil {
+			out.Region = region.Region
+		}
+		creds, cerr := cfg.Credentials.Retrieve(ctx)
+		if cerr != nil {
+			err = cerr
+		} else {
+			out.AccessKeyID, out.SecretAccessKey, out.SessionToken = creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken
+			out.Expires, out.Source = creds.Expires, creds.Source
+		}
+	}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	enc := json.NewEncoder(os.Stdout)
+	if e := enc.Encode(out); e != nil {
+		fmt.Fprintln(os.Stderr, e)
+	}
+	if err != nil {
+		os.Exit(1)
+	}
+}
