@@ -1,0 +1,399 @@
+// Package fakests is a fake AWS STS endpoint for tests: a real HTTP server
+// that speaks the Query protocol (Version 2011-06-15), verifies SigV4
+// signatures with the secrets it was configured with, enforces which callers
+// may assume which roles (trust, ExternalId, sts:TagSession), and answers
+// AssumeRole and GetCallerIdentity with the XML shapes STS uses. Knobs make it
+// slow, failing, throttling or unreachable, and counters tell tests how often
+// it was called.
+package fakests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// DefaultRegion is the signing region the fake accepts when Options.Region
+// is empty.
+const DefaultRegion = "us-east-1"
+
+// Principal is a caller with its own credentials: an IAM user, or a role
+// session such as a node's instance profile.
+type Principal struct {
+	// AccessKeyID identifies the caller in the SigV4 Credential scope.
+	AccessKeyID string
+	// SecretAccessKey is the key the fake verifies signatures with.
+	SecretAccessKey string
+	// SessionToken, when set, must arrive in X-Amz-Security-Token.
+	SessionToken string
+	// ARN is who the caller is: arn:aws:iam::ACCOUNT:user/NAME or
+	// arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION.
+	ARN string
+}
+
+// Role is an assumable role and its trust policy.
+type Role struct {
+	// ARN is the role's ARN, arn:aws:iam::ACCOUNT:role/[PATH/]NAME.
+	ARN string
+	// Trust lists the principals that may assume the role: user or role
+	// ARNs, assumed-role session ARNs, arn:aws:iam::ACCOUNT:root for a whole
+	// account, or "*".
+	Trust []string
+	// ExternalID, when set, is a condition: AssumeRole must pass exactly it.
+	ExternalID string
+	// AllowTagSession grants sts:TagSession; without it tagged calls are denied.
+	AllowTagSession bool
+	// MaxSessionDuration is the role's MaxSessionDuration; 0 means 1 h as in IAM.
+	MaxSessionDuration time.Duration
+}
+
+// Options configure a Server.
+type Options struct {
+	// Region is the signing region requests must be scoped to; DefaultRegion if empty.
+	Region string
+	// Principals are the callers with long-lived credentials.
+	Principals []Principal
+	// Roles are the roles that exist.
+	Roles []Role
+	// Clock issues and expires sessions; the real clock if nil.
+	Clock clock.PassiveClock
+	// SigningClock checks the request time in signatures (±5 min); the real
+	// clock if nil, because SDKs sign with the real time even when a test
+	// drives Clock.
+	SigningClock clock.PassiveClock
+}
+
+// Session is what the fake remembers about credentials it issued.
+type Session struct {
+	// AccessKeyID is the issued ASIA... key.
+	AccessKeyID string
+	// RoleARN is the role assumed.
+	RoleARN string
+	// AssumedRoleARN is arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION.
+	AssumedRoleARN string
+	// AssumedRoleID is ROLEID:SESSION.
+	AssumedRoleID string
+	// SessionName is the RoleSessionName passed.
+	SessionName string
+	// ExternalID is the ExternalId passed, empty when none.
+	ExternalID string
+	// Tags are the session tags passed, nil when none.
+	Tags map[string]string
+	// SourceARN is the caller that assumed the role.
+	SourceARN string
+	// Expiration is when the session stops being accepted.
+	Expiration time.Time
+	// secretAccessKey verifies requests signed with this session.
+	secretAccessKey string
+	// sessionToken must accompany requests signed with this session.
+	sessionToken string
+}
+
+// Server is the fake STS endpoint. Its methods are safe for concurrent use.
+type Server struct {
+	// region is the signing region requests must be scoped to.
+	region string
+	// clock issues and expires sessions.
+	clock clock.PassiveClock
+	// signingClock checks signature times.
+	signingClock clock.PassiveClock
+
+	// mu guards everything below.
+	mu sync.Mutex
+	// principals maps access key ID to long-lived callers.
+	principals map[string]Principal
+	// roles maps role ARN to role.
+	roles map[string]Role
+	// sessions maps issued access key ID to session.
+	sessions map[string]*Session
+	// calls counts received requests by Action.
+	calls map[string]int
+	// total counts all received requests.
+	total int
+	// latency delays every answer.
+	latency time.Duration
+	// failPercent is the share of requests answered 500.
+	failPercent int
+	// failNext is how many next requests are answered 500.
+	failNext int
+	// throttle answers every request 400 Throttling.
+	throttle bool
+	// throttleNext is how many next requests are answered 400 Throttling.
+	throttleNext int
+	// outage drops every connection without an answer.
+	outage bool
+	// test is the loopback server started by Start, nil otherwise.
+	test *httptest.Server
+	// servers are the servers started by Serve.
+	servers []*http.Server
+}
+
+// New builds a Server without listening; use Start, Serve or Handler.
+func New(opts Options) (*Server, error) {
+	s := &Server{
+		region:       opts.Region,
+		clock:        opts.Clock,
+		signingClock: opts.SigningClock,
+		principals:   map[string]Principal{},
+		roles:        map[string]Role{},
+		sessions:     map[string]*Session{},
+		calls:        map[string]int{},
+	}
+	if s.region == "" {
+		s.region = DefaultRegion
+	}
+	if s.clock == nil {
+		s.clock = clock.RealClock{}
+	}
+	if s.signingClock == nil {
+		s.signingClock = clock.RealClock{}
+	}
+	for _, p := range opts.Principals {
+		if err := s.AddPrincipal(p); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range opts.Roles {
+		if err := s.AddRole(r); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Start builds a Server and serves it on a loopback port; Close stops it.
+func Start(opts Options) (*Server, error) {
+	s, err := New(opts)
+	if err != nil {
+		return nil, err
+	}
+	s.test = httptest.NewServer(s.Handler())
+	return s, nil
+}
+
+// URL is the base URL of the server started by Start ("http://127.0.0.1:port").
+func (s *Server) URL() string {
+	if s.test == nil {
+		return ""
+	}
+	return s.test.URL
+}
+
+// Handler is the STS endpoint, to mount on any server.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Serve answers STS requests on l until Close; it returns http.ErrServerClosed then.
+func (s *Server) Serve(l net.Listener) error {
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.mu.Lock()
+	s.servers = append(s.servers, srv)
+	s.mu.Unlock()
+	return srv.Serve(l)
+}
+
+// Close stops the servers started by Start and Serve.
+func (s *Server) Close() {
+	s.mu.Lock()
+	test, servers := s.test, s.servers
+	s.servers = nil
+	s.mu.Unlock()
+	if test != nil {
+		test.CloseClientConnections()
+		test.Close()
+	}
+	for _, srv := range servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(ctx)
+		cancel()
+	}
+}
+
+// AddPrincipal adds or replaces a caller.
+func (s *Server) AddPrincipal(p Principal) error {
+	if p.AccessKeyID == "" || p.SecretAccessKey == "" {
+		return errors.New("fakests: a principal needs AccessKeyID and SecretAccessKey")
+	}
+	if _, err := parseCallerARN(p.ARN); err != nil {
+		return fmt.Errorf("fakests: principal %s: %w", p.AccessKeyID, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.principals[p.AccessKeyID] = p
+	return nil
+}
+
+// AddRole adds or replaces a role (and so its trust policy).
+func (s *Server) AddRole(r Role) error {
+	if _, _, ok := parseRoleARN(r.ARN); !ok {
+		return fmt.Errorf("fakests: role ARN %q is not arn:PARTITION:iam::ACCOUNT:role/NAME", r.ARN)
+	}
+	if r.MaxSessionDuration == 0 {
+		r.MaxSessionDuration = time.Hour
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.roles[r.ARN] = r
+	return nil
+}
+
+// RemoveRole deletes a role; assuming it is then denied.
+func (s *Server) RemoveRole(arn string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.roles, arn)
+}
+
+// SetLatency delays every answer by d (real time; the request's context
+// still cancels the wait).
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency = d
+}
+
+// SetFailurePercent answers that share (0..100) of requests 500 InternalFailure.
+func (s *Server) SetFailurePercent(p int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failPercent = p
+}
+
+// FailNext answers the next n requests 500 InternalFailure.
+func (s *Server) FailNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failNext = n
+}
+
+// SetThrottle answers every request 400 Throttling "Rate exceeded" while on.
+func (s *Server) SetThrottle(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.throttle = on
+}
+
+// ThrottleNext answers the next n requests 400 Throttling.
+func (s *Server) ThrottleNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.throttleNext = n
+}
+
+// SetOutage drops every connection without an answer while on, as an
+// unreachable endpoint would.
+func (s *Server) SetOutage(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.outage = on
+}
+
+// Calls is how many requests for action (AssumeRole, GetCallerIdentity, ...)
+// arrived, whatever their outcome.
+func (s *Server) Calls(action string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[action]
+}
+
+// TotalCalls is how many requests arrived in all.
+func (s *Server) TotalCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
+// Issued is how many sessions AssumeRole issued.
+func (s *Server) Issued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Session answers "who is access key id?" for keys the fake issued.
+func (s *Server) Session(accessKeyID string) (Session, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess, ok := s.sessions[accessKeyID]
+	if !ok {
+		return Session{}, false
+	}
+	out := *sess
+	out.secretAccessKey, out.sessionToken = "", ""
+	return out, true
+}
+
+// fault is what the knobs decide for one request.
+type fault int
+
+const (
+	faultNone fault = iota
+	faultOutage
+	faultFail
+	faultThrottle
+)
+
+// countAndDecide counts the request and applies the knobs.
+func (s *Server) countAndDecide(action string) (fault, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls[action]++
+	s.total++
+	switch {
+	case s.outage:
+		return faultOutage, 0
+	case s.failNext > 0:
+		s.failNext--
+		return faultFail, s.latency
+	case s.failPercent > 0 && rand.IntN(100) < s.failPercent:
+		return faultFail, s.latency
+	case s.throttleNext > 0:
+		s.throttleNext--
+		return faultThrottle, s.latency
+	case s.throttle:
+		return faultThrottle, s.latency
+	}
+	return faultNone, s.latency
+}
+
+// caller is an authenticated request's identity.
+type caller struct {
+	// arn is what GetCallerIdentity answers and AccessDenied names.
+	arn string
+	// trustARN is what trust policies match: the role ARN for role sessions.
+	trustARN string
+	// account is the caller's account ID.
+	account string
+	// userID is what GetCallerIdentity answers as UserId.
+	userID string
+	// chained is true when the caller is itself a role session.
+	chained bool
+}
+
+// parseCallerARN derives a caller from a configured principal ARN.
+func parseCallerARN(arn string) (caller, error) {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" || parts[4] == "" {
+		return caller{}, fmt.Errorf("ARN %q is not arn:PARTITION:SERVICE::ACCOUNT:RESOURCE", arn)
+	}
+	c := caller{arn: arn, trustARN: arn, account: parts[4], userID: "AIDA" + stableID(arn)}
+	if parts[2] == "sts" && strings.HasPrefix(parts[5], "assumed-role/") {
+		fields := strings.Split(parts[5], "/")
+		if len(fields) != 3 {
+			return caller{}, fmt.Errorf("ARN %q is not arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION", arn)
+		}
+		roleARN := "arn:" + parts[1] + ":iam::" + parts[4] + ":role/" + fields[1]
+		c.trustARN = roleARN
+		c.userID = "AROA" + stableID(roleARN) + ":" + fields[2]
+		c.chained = true
+	}
+	return c, nil
+}
