@@ -262,7 +262,9 @@ func TestSignatureVerification(t *testing.T) {
 		{name: "body changed after signing", signAt: time.Now(), service: "sts", wantCode: "SignatureDoesNotMatch", status: 403,
 			tamper: func(r *http.Request) { setBody(r, strings.Replace(form, "a.b", "x.y", 1)) }},
 		{name: "signed header changed after signing", signAt: time.Now(), service: "sts", wantCode: "SignatureDoesNotMatch", status: 403,
-			tamper: func(r *http.Request) { r.Header.Set("X-Amz-Date", time.Now().Add(time.Second).UTC().Format("20060102T150405Z")) }},
+			tamper: func(r *http.Request) {
+				r.Header.Set("X-Amz-Date", time.Now().Add(time.Second).UTC().Format("20060102T150405Z"))
+			}},
 		{name: "signature hex altered", signAt: time.Now(), service: "sts", wantCode: "SignatureDoesNotMatch", status: 403,
 			tamper: func(r *http.Request) {
 				h := r.Header.Get("Authorization")
