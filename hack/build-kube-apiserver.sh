@@ -18,6 +18,19 @@ if [ -x "$OUT" ]; then
   exit 0
 fi
 
+# One build at a time per version: a second caller (another `make test`)
+# waits for the first and then uses its binary.
+mkdir -p "$CACHE_DIR"
+exec 9>"$CACHE_DIR/.kube-apiserver-$KUBE_VERSION.lock"
+if ! flock -n 9; then
+  echo "build-kube-apiserver: another build of $KUBE_VERSION is running; waiting for it" >&2
+  flock 9
+fi
+if [ -x "$OUT" ]; then
+  echo "$OUT"
+  exit 0
+fi
+
 export GONOSUMDB=k8s.io GOFLAGS=-mod=mod GOTOOLCHAIN=local
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -57,15 +70,14 @@ GO
   echo ")"
 } > go.mod
 
-mkdir -p "$CACHE_DIR"
 start=$(date +%s)
 if ! go mod tidy >build.log 2>&1; then
-  echo "build-kube-apiserver: resolving modules failed:" >&2; cat build.log >&2; exit 1
+  echo "build-kube-apiserver: resolving modules for k8s.io/kubernetes@$KUBE_VERSION failed:" >&2; tail -n 100 build.log >&2; exit 1
 fi
 if ! go build -trimpath -o "$OUT.tmp" \
   -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$STAGING_VERSION" | cut -d. -f2) -X k8s.io/component-base/version.gitTreeState=clean" \
   . >build.log 2>&1; then
-  echo "build-kube-apiserver: go build failed:" >&2; cat build.log >&2; exit 1
+  echo "build-kube-apiserver: go build of kube-apiserver $KUBE_VERSION failed:" >&2; tail -n 100 build.log >&2; exit 1
 fi
 mv "$OUT.tmp" "$OUT"
 echo "build-kube-apiserver: built $KUBE_VERSION in $(( $(date +%s) - start ))s" >&2

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Installs what kube2ra's test tiers need, and only what is missing:
+#   - Debian packages: etcd-server (test control plane), iptables (both the
+#     nft and legacy backends) nftables iproute2 conntrack (simulated nodes),
+#     awscli (a client we did not write), curl jq;
+#   - kube-apiserver, built from the Go module proxy by build-kube-apiserver.sh
+#     and cached in $KUBE2RA_CACHE (default ~/.cache/kube2ra);
+#   - helm and staticcheck, built with `go install` into $KUBE2RA_CACHE/bin.
+# Safe to run again: a second run only checks. Prints how long each step took.
+# Runs non-interactively (CI=true or not). Needs root (or password-less sudo)
+# only when a Debian package is missing.
+set -euo pipefail
+
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+# staticcheck 2026.1 is module version v0.7.0; the proxy cannot resolve the
+# "2026.1" tag name itself.
+STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.7.0}"
+KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
+APT_PACKAGES=(etcd-server iptables nftables iproute2 awscli curl jq conntrack)
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE_DIR="${KUBE2RA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube2ra}"
+BIN_DIR="$CACHE_DIR/bin"
+export DEBIAN_FRONTEND=noninteractive GOTOOLCHAIN=local
+
+log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+fail() { printf 'install-test-deps: FAILED: %s\n' "$*" >&2; exit 1; }
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# elapsed START_MS: seconds since START_MS, one decimal.
+elapsed() { local ms=$(( $(now_ms) - $1 )); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
+# step NAME COMMAND...: runs one step and prints its duration.
+step() {
+  local name="$1"; shift
+  local start; start=$(now_ms)
+  if ! "$@"; then
+    fail "step '$name' failed after $(elapsed "$start")s; see the messages above"
+  fi
+  printf 'install-test-deps: %-28s %6ss\n' "$name" "$(elapsed "$start")" >&2
+}
+
+# as_root runs a command as root, through sudo -n when needed.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo -n "$@"
+  else
+    log "need root to run: $*"
+    log "run this script as root, or install the packages yourself: apt-get install ${APT_PACKAGES[*]}"
+    return 1
+  fi
+}
+
+apt_packages() {
+  local missing=()
+  local p
+  for p in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$p")
+    fi
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "Debian packages present: ${APT_PACKAGES[*]}"
+    return 0
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq || { log "apt-get update failed"; return 1; }
+  as_root apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" ||
+    { log "apt-get install ${missing[*]} failed"; return 1; }
+}
+
+check_tools() {
+  local t
+  for t in etcd ip nft iptables iptables-legacy iptables-nft ip6tables-legacy ip6tables-nft conntrack aws curl jq; do
+    command -v "$t" >/dev/null 2>&1 || { log "$t is not on PATH after installing the Debian packages"; return 1; }
+  done
+  # Both iptables backends must work: kube2ra picks whichever the host uses.
+  local b out
+  for b in iptables-legacy iptables-nft; do
+    out=$("$b" -V 2>&1) || { log "$b -V failed: $out"; return 1; }
+    if [ "$(id -u)" -eq 0 ]; then
+      out=$("$b" -w 5 -t nat -S 2>&1) ||
+        { log "$b cannot read the nat table ($out); the kernel may lack the module for this backend"; return 1; }
+    fi
+  done
+  log "iptables backends usable: $(iptables-legacy -V), $(iptables-nft -V)"
+}
+
+kube_apiserver() {
+  local out="$CACHE_DIR/kube-apiserver-$KUBE_VERSION"
+  if [ -x "$out" ]; then
+    log "kube-apiserver cached: $out"
+    return 0
+  fi
+  log "building kube-apiserver $KUBE_VERSION (about 5-10 minutes on 2 cores; once per machine)"
+  KUBE_VERSION="$KUBE_VERSION" KUBE2RA_CACHE="$CACHE_DIR" "$HACK_DIR/build-kube-apiserver.sh" >/dev/null
+}
+
+# go_tool NAME PACKAGE MODULE VERSION: installs PACKAGE@VERSION into BIN_DIR
+# unless the binary there was already built from MODULE at VERSION.
+go_tool() {
+  local name="$1" pkg="$2" module="$3" version="$4"
+  local bin="$BIN_DIR/$name"
+  if [ -x "$bin" ] && go version -m "$bin" 2>/dev/null | grep -qE "^\s+mod\s+$module\s+$version\s"; then
+    log "$name $version present: $bin"
+    return 0
+  fi
+  command -v go >/dev/null 2>&1 || { log "go is not on PATH; install Go 1.26"; return 1; }
+  log "installing $name $version with go install (a minute or two)"
+  mkdir -p "$BIN_DIR"
+  # GOFLAGS from the environment (e.g. -mod=vendor) must not leak into this.
+  GOFLAGS= GOBIN="$BIN_DIR" go install "$pkg@$version" ||
+    { log "go install $pkg@$version failed"; return 1; }
+}
+
+main() {
+  local start; start=$(now_ms)
+  step "Debian packages" apt_packages
+  step "tool check" check_tools
+  step "kube-apiserver $KUBE_VERSION" kube_apiserver
+  step "helm $HELM_VERSION" go_tool helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3 "$HELM_VERSION"
+  step "staticcheck $STATICCHECK_VERSION" go_tool staticcheck honnef.co/go/tools/cmd/staticcheck honnef.co/go/tools "$STATICCHECK_VERSION"
+  printf 'install-test-deps: %-28s %6ss\n' "total" "$(elapsed "$start")" >&2
+  log "tools are in $BIN_DIR (add it to PATH) and $CACHE_DIR"
+}
+
+main "$@"
