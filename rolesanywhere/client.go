@@ -126,7 +126,7 @@ type Client struct {
 func NewClient(keys KeyPairProvider, opts ClientOptions) (*Client, error) {
 	u, err := url.Parse(opts.Endpoint)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("Roles Anywhere endpoint %q is not an http(s) URL; set --ra-endpoint like https://rolesanywhere.eu-central-1.amazonaws.com", opts.Endpoint)
+		return nil, fmt.Errorf("the Roles Anywhere endpoint %q is not an http(s) URL; set --ra-endpoint like https://rolesanywhere.eu-central-1.amazonaws.com", opts.Endpoint)
 	}
 	if opts.Region == "" {
 		return nil, errors.New("no signing region for Roles Anywhere; it comes from the trust anchor ARN")
