@@ -1,0 +1,249 @@
+//go:build integration
+
+package chart_test
+
+import (
+	"path"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/kube2ra/kube2ra/test/chart"
+)
+
+// agentFlags are the agent's flag names, the contract cmd/kube2ra owns (the
+// Flags list in the helpers' brief). The chart may pass no other.
+var agentFlags = []string{
+	"node", "host-ip", "app-port", "metrics-port", "host-interface", "iptables",
+	"iptables-mode", "iptables-resync", "ipv6", "credential-source", "base-role-arn",
+	"auto-discover-base-arn", "default-role", "auto-discover-default-role", "iam-role-key",
+	"iam-external-id", "namespace-key", "namespace-restrictions", "namespace-restriction-format",
+	"iam-role-session-ttl", "session-tags", "sts-endpoint", "region", "ra-trust-anchor-arn",
+	"ra-profile-arn", "ra-certificate", "ra-private-key", "ra-intermediates",
+	"ra-private-key-password-file", "ra-endpoint", "ra-fips", "ra-session-duration",
+	"ra-role-session-name", "metadata-addr", "metadata-allow-path", "imdsv2-required",
+	"pod-lookup-timeout", "upstream-qps", "upstream-burst", "credential-min-ttl", "rate-limit",
+	"log-format", "log-level", "debug", "kubeconfig", "shutdown-timeout",
+}
+
+// repeatableFlags may appear more than once.
+var repeatableFlags = []string{"metadata-allow-path"}
+
+// wantClusterRules is everything the agent may do cluster-wide.
+var wantClusterRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+}
+
+// wantNamespaceRules is everything the agent may do in its own namespace: read its DaemonSet.
+var wantNamespaceRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{chart.ReleaseName}, Verbs: []string{"get"}},
+}
+
+// agentDaemonSet returns the rendered DaemonSet, decoded strictly (an unknown field fails).
+func agentDaemonSet(t *testing.T, objects []*unstructured.Unstructured) *appsv1.DaemonSet {
+	t.Helper()
+	obj := chart.Find(objects, "DaemonSet", chart.ReleaseName)
+	if obj == nil {
+		t.Fatalf("no DaemonSet %s rendered", chart.ReleaseName)
+	}
+	var ds appsv1.DaemonSet
+	if err := chart.Convert(obj, &ds); err != nil {
+		t.Fatal(err)
+	}
+	return &ds
+}
+
+// flagValues parses the container's arguments: "run", then --name=value only.
+func flagValues(t *testing.T, args []string) map[string][]string {
+	t.Helper()
+	if len(args) == 0 || args[0] != "run" {
+		t.Fatalf("the agent's arguments must start with the run subcommand, got %q", args)
+	}
+	flags := map[string][]string{}
+	for _, arg := range args[1:] {
+		name, value, ok := strings.Cut(strings.TrimPrefix(arg, "--"), "=")
+		if !strings.HasPrefix(arg, "--") || !ok {
+			t.Errorf("argument %q is not of the form --flag=value", arg)
+			continue
+		}
+		if !slices.Contains(agentFlags, name) {
+			t.Errorf("argument %q names no flag of the agent (see the Flags contract)", arg)
+		}
+		if len(flags[name]) > 0 && !slices.Contains(repeatableFlags, name) {
+			t.Errorf("flag --%s is passed twice", name)
+		}
+		flags[name] = append(flags[name], value)
+	}
+	return flags
+}
+
+// TestDaemonSetKeepsItsSecurityPromises checks, for every value set, what the
+// chart promises about the pod: host network wiring, downward-API identity,
+// probes on the metrics port, the smallest capability set on a read-only root,
+// the shared xtables lock, and flags that the agent actually has.
+func TestDaemonSetKeepsItsSecurityPromises(t *testing.T) {
+	for _, set := range valueSets(t) {
+		t.Run(set.name, func(t *testing.T) {
+			ds := agentDaemonSet(t, renderObjects(t, set))
+			spec := ds.Spec.Template.Spec
+
+			if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+				t.Errorf("hostNetwork %v, dnsPolicy %q: want hostNetwork with ClusterFirstWithHostNet", spec.HostNetwork, spec.DNSPolicy)
+			}
+			if spec.PriorityClassName != "system-node-critical" {
+				t.Errorf("priorityClassName %q, want system-node-critical", spec.PriorityClassName)
+			}
+			if !slices.ContainsFunc(spec.Tolerations, func(tol corev1.Toleration) bool {
+				return tol.Operator == corev1.TolerationOpExists && tol.Key == "" && tol.Effect == ""
+			}) {
+				t.Errorf("tolerations %+v do not tolerate every taint", spec.Tolerations)
+			}
+			if s := ds.Spec.UpdateStrategy; s.Type != appsv1.RollingUpdateDaemonSetStrategyType || s.RollingUpdate == nil || s.RollingUpdate.MaxUnavailable == nil {
+				t.Errorf("updateStrategy %+v, want RollingUpdate with maxUnavailable", s)
+			}
+			if len(spec.Containers) != 1 {
+				t.Fatalf("%d containers, want the agent alone", len(spec.Containers))
+			}
+			c := spec.Containers[0]
+			flags := flagValues(t, c.Args)
+
+			for name, field := range map[string]string{
+				"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP",
+				"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace",
+			} {
+				i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
+				if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.FieldRef == nil || c.Env[i].ValueFrom.FieldRef.FieldPath != field {
+					t.Errorf("env %s is not taken from the downward API's %s", name, field)
+				}
+			}
+			if flags["node"][0] != "$(NODE_NAME)" || flags["host-ip"][0] != "$(HOST_IP)" {
+				t.Errorf("--node=%v --host-ip=%v, want the downward-API variables", flags["node"], flags["host-ip"])
+			}
+
+			metricsPort := slices.IndexFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" })
+			if metricsPort < 0 || flags["metrics-port"][0] != strconv.Itoa(int(c.Ports[metricsPort].ContainerPort)) {
+				t.Errorf("container port metrics %v does not match --metrics-port=%v", c.Ports, flags["metrics-port"])
+			}
+			for probe, wantPath := range map[*corev1.Probe]string{c.LivenessProbe: "/healthz", c.ReadinessProbe: "/readyz"} {
+				if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != wantPath || probe.HTTPGet.Port.String() != "metrics" {
+					t.Errorf("probe %+v, want GET %s on the metrics port", probe, wantPath)
+				}
+			}
+			if len(c.Resources.Requests) == 0 || c.Resources.Limits.Memory().IsZero() {
+				t.Errorf("resources %+v: want requests and a memory limit", c.Resources)
+			}
+
+			sc := c.SecurityContext
+			if sc == nil || sc.Capabilities == nil || !reflect.DeepEqual(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+				t.Fatalf("securityContext %+v must drop ALL capabilities", sc)
+			}
+			iptables := flags["iptables"][0] == "true"
+			wantAdd := []corev1.Capability(nil)
+			if iptables {
+				wantAdd = []corev1.Capability{"NET_ADMIN", "NET_RAW"}
+			} else if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 {
+				t.Errorf("without iptables the agent must run as non-root, got runAsUser %v runAsNonRoot %v", sc.RunAsUser, sc.RunAsNonRoot)
+			}
+			if !reflect.DeepEqual(sc.Capabilities.Add, wantAdd) {
+				t.Errorf("capabilities added %v, want %v", sc.Capabilities.Add, wantAdd)
+			}
+			if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+				sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+				(sc.Privileged != nil && *sc.Privileged) ||
+				sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+				t.Errorf("securityContext %+v: want read-only root, no privilege escalation, not privileged, seccomp RuntimeDefault", sc)
+			}
+
+			mounts := map[string]string{} // volume name -> mount path
+			for _, m := range c.VolumeMounts {
+				mounts[m.Name] = m.MountPath
+			}
+			var lockVolume bool
+			for _, v := range spec.Volumes {
+				if v.HostPath == nil {
+					continue
+				}
+				if v.HostPath.Path != "/run/xtables.lock" || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathFileOrCreate || mounts[v.Name] != "/run/xtables.lock" {
+					t.Errorf("host path volume %+v: the only host path allowed is /run/xtables.lock (FileOrCreate) mounted at the same place", v)
+				}
+				lockVolume = true
+			}
+			if lockVolume != iptables {
+				t.Errorf("xtables lock mounted: %v, iptables on: %v; want the lock exactly when iptables is on", lockVolume, iptables)
+			}
+
+			if certs, ok := flags["ra-certificate"]; ok {
+				key := flags["ra-private-key"]
+				certDir := mounts["node-certificate"]
+				if certDir == "" || len(key) != 1 || path.Dir(certs[0]) != certDir || path.Dir(key[0]) != certDir {
+					t.Errorf("--ra-certificate=%v --ra-private-key=%v are not in the mounted node certificate volume (%q)", certs, key, certDir)
+				}
+				if len(flags["ra-trust-anchor-arn"]) != 1 || len(flags["ra-profile-arn"]) != 1 {
+					t.Errorf("Roles Anywhere flags without trust anchor or profile: %v", flags)
+				}
+			}
+		})
+	}
+}
+
+// TestRBACIsExactlyWhatTheAgentNeeds pins the rendered rules for every value
+// set, checks the bindings point at the DaemonSet's ServiceAccount, and that
+// RenderedAgentRBAC (what the agent's integration tests bind) returns them.
+func TestRBACIsExactlyWhatTheAgentNeeds(t *testing.T) {
+	for _, set := range valueSets(t) {
+		t.Run(set.name, func(t *testing.T) {
+			objects := renderObjects(t, set)
+			sa := agentDaemonSet(t, objects).Spec.Template.Spec.ServiceAccountName
+
+			var clusterRole rbacv1.ClusterRole
+			var role rbacv1.Role
+			var clusterBinding rbacv1.ClusterRoleBinding
+			var binding rbacv1.RoleBinding
+			for kind, into := range map[string]any{"ClusterRole": &clusterRole, "Role": &role, "ClusterRoleBinding": &clusterBinding, "RoleBinding": &binding} {
+				obj := chart.Find(objects, kind, chart.ReleaseName)
+				if obj == nil {
+					t.Fatalf("no %s %s rendered", kind, chart.ReleaseName)
+				}
+				if err := chart.Convert(obj, into); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !reflect.DeepEqual(clusterRole.Rules, wantClusterRules) {
+				t.Errorf("ClusterRole rules %+v, want exactly %+v", clusterRole.Rules, wantClusterRules)
+			}
+			if !reflect.DeepEqual(role.Rules, wantNamespaceRules) || role.Namespace != chart.Namespace {
+				t.Errorf("Role %s/%s rules %+v, want exactly %+v in %s", role.Namespace, role.Name, role.Rules, wantNamespaceRules, chart.Namespace)
+			}
+			wantSubject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: chart.Namespace}}
+			if clusterBinding.RoleRef.Kind != "ClusterRole" || clusterBinding.RoleRef.Name != clusterRole.Name || !reflect.DeepEqual(clusterBinding.Subjects, wantSubject) {
+				t.Errorf("ClusterRoleBinding %+v does not bind ClusterRole %s to %+v", clusterBinding, clusterRole.Name, wantSubject)
+			}
+			if binding.RoleRef.Kind != "Role" || binding.RoleRef.Name != role.Name || !reflect.DeepEqual(binding.Subjects, wantSubject) {
+				t.Errorf("RoleBinding %+v does not bind Role %s to %+v", binding, role.Name, wantSubject)
+			}
+
+			rules, err := chart.RenderedAgentRBAC(set.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(rules, wantClusterRules) {
+				t.Errorf("RenderedAgentRBAC = %+v, want %+v", rules, wantClusterRules)
+			}
+			nsRules, err := chart.RenderedAgentNamespaceRBAC(set.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(nsRules, wantNamespaceRules) {
+				t.Errorf("RenderedAgentNamespaceRBAC = %+v, want %+v", nsRules, wantNamespaceRules)
+			}
+		})
+	}
+}
