@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -34,13 +35,16 @@ import (
 // shared is the package's control plane, started once in TestMain.
 var shared *controlplane.ControlPlane
 
-// childEnv makes the test binary act as a control plane owner that the
-// parent kills (TestCrashedOwnerLeavesNoProcesses).
+// childEnv makes the test binary act as a child of a test: "crash" for
+// TestCrashedOwnerLeavesNoProcesses, "netns" for TestRunsInsideNetworkNamespace.
 const childEnv = "KUBE2RA_CONTROLPLANE_CHILD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(runChild())
+	switch os.Getenv(childEnv) {
+	case "crash":
+		os.Exit(runCrashChild())
+	case "netns":
+		os.Exit(runNetnsChild())
 	}
 	var err error
 	shared, err = controlplane.Start(context.Background(), controlplane.Options{})
@@ -56,9 +60,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// runChild starts a control plane, prints the pids of its processes and waits
-// to be killed.
-func runChild() int {
+// runCrashChild starts a control plane, prints the pids of its processes and
+// waits to be killed.
+func runCrashChild() int {
 	cp, err := controlplane.Start(context.Background(), controlplane.Options{})
 	if err != nil {
 		fmt.Println("ERROR", err)
@@ -70,6 +74,28 @@ func runChild() int {
 		fmt.Println("PID", strings.SplitN(string(pid), "\n", 2)[0])
 	}
 	time.Sleep(time.Minute)
+	return 0
+}
+
+// bindEnv passes the BindAddress to the "netns" child.
+const bindEnv = "KUBE2RA_CONTROLPLANE_BIND"
+
+// runNetnsChild starts a control plane on $KUBE2RA_CONTROLPLANE_BIND, lists
+// namespaces through it, prints "READY <url>" and stops when stdin closes.
+func runNetnsChild() int {
+	cp, err := controlplane.Start(context.Background(), controlplane.Options{BindAddress: os.Getenv(bindEnv)})
+	if err != nil {
+		fmt.Println("ERROR", strings.ReplaceAll(err.Error(), "\n", " | "))
+		return 1
+	}
+	defer cp.Stop()
+	client := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	if _, err := client.CoreV1().Namespaces().Get(context.Background(), "default", metav1.GetOptions{}); err != nil {
+		fmt.Println("ERROR getting namespace default inside the network namespace:", err)
+		return 1
+	}
+	fmt.Println("READY", cp.URL(), cp.StartupDuration.Milliseconds())
+	_, _ = io.Copy(io.Discard, os.Stdin)
 	return 0
 }
 
@@ -345,7 +371,7 @@ func TestStopEndsProcessesAndRemovesFiles(t *testing.T) {
 // directory.
 func TestCrashedOwnerLeavesNoProcesses(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.Env = append(os.Environ(), childEnv+"=crash")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -401,6 +427,73 @@ func TestCrashedOwnerLeavesNoProcesses(t *testing.T) {
 	defer cp.Stop()
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the next Start did not remove the crashed run's dir %s (stat: %v)", dir, err)
+	}
+}
+
+// The control plane runs inside a network namespace with no default route
+// (as a simulated node's would), bound to an address only that namespace has.
+func TestRunsInsideNetworkNamespace(t *testing.T) {
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Fatalf("ip (iproute2) is not on PATH; run hack/install-test-deps.sh: %v", err)
+	}
+	netns := fmt.Sprintf("k2r-cp-%d", os.Getpid())
+	const addr = "10.254.77.1"
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s (this test needs root)", strings.Join(args, " "), err, out)
+		}
+	}
+	run("netns", "add", netns)
+	t.Cleanup(func() { _ = exec.Command(ip, "netns", "del", netns).Run() })
+	run("-n", netns, "link", "set", "lo", "up")
+	run("-n", netns, "addr", "add", addr+"/32", "dev", "lo")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ip, "netns", "exec", netns, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=netns", bindEnv+"="+addr)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	var ready string
+	lines := bufio.NewScanner(stdout)
+	for ready == "" && lines.Scan() {
+		switch line := lines.Text(); {
+		case strings.HasPrefix(line, "ERROR"):
+			t.Fatalf("inside the network namespace: %s", line)
+		case strings.HasPrefix(line, "READY "):
+			ready = strings.TrimPrefix(line, "READY ")
+		}
+	}
+	if ready == "" {
+		t.Fatalf("the child exited without starting a control plane")
+	}
+	fields := strings.Fields(ready)
+	if !strings.HasPrefix(fields[0], "https://"+addr+":") {
+		t.Fatalf("URL %s, want one on %s", fields[0], addr)
+	}
+	t.Logf("inside %s: %s ready in %s ms", netns, fields[0], fields[1])
+	// The host namespace has no such address: the server is not there.
+	if conn, err := net.DialTimeout("tcp", strings.TrimPrefix(fields[0], "https://"), 300*time.Millisecond); err == nil {
+		conn.Close()
+		t.Fatalf("%s is reachable from the host namespace; it should exist only inside %s", fields[0], netns)
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the child did not stop cleanly: %v", err)
 	}
 }
 
