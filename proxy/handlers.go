@@ -1,0 +1,372 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/k8s"
+)
+
+// imdsTimeLayout is how IMDS writes times; botocore parses exactly this.
+const imdsTimeLayout = "2006-01-02T15:04:05Z"
+
+// Denial reasons that are not k8s.DenialReason values.
+const (
+	reasonPodNotFound      = "PodNotFound"
+	reasonAmbiguousIP      = "AmbiguousIP"
+	reasonNotSynced        = "NotSynced"
+	reasonLookupError      = "LookupError"
+	reasonNoRole           = "NoRole"
+	reasonResolveError     = "ResolveError"
+	reasonRoleNameMismatch = "RoleNameMismatch"
+	reasonPathNotAllowed   = "PathNotAllowed"
+	reasonForwardedFor     = "ForwardedFor"
+	reasonBadTokenTTL      = "BadTokenTTL"
+)
+
+// handleToken mints an IMDSv2 session token for the caller's IP.
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	info := requestInfoFrom(r.Context())
+	info.route = routeToken
+	// IMDS refuses a token PUT that went through a proxy, so a token cannot
+	// be minted on a pod's behalf by something that forwards for it.
+	if _, ok := r.Header[forwardedForHeader]; ok {
+		s.deny(w, info, http.StatusForbidden, reasonForwardedFor)
+		return
+	}
+	if _, ok := r.Header["Forwarded"]; ok {
+		s.deny(w, info, http.StatusForbidden, reasonForwardedFor)
+		return
+	}
+	ttl, ok := parseTTL(r.Header)
+	if !ok {
+		// The Go SDK treats 400 on the PUT as fatal, as it should be: the
+		// client sent no or a bad TTL.
+		s.deny(w, info, http.StatusBadRequest, reasonBadTokenTTL)
+		return
+	}
+	tok := s.tokens.mint(info.ip, time.Duration(ttl)*time.Second)
+	w.Header().Set(ttlHeader, strconv.Itoa(ttl))
+	writeText(w, http.StatusOK, tok)
+	s.metrics.tokensIssued.Inc()
+}
+
+// identify finds the calling pod and its role. On failure it has answered
+// (404 for who-are-you problems, as IMDS does on an instance without a
+// profile; 503 while the pod cache is not synced; 500 for internal errors)
+// and returns false; the reason is logged, never sent.
+func (s *Server) identify(w http.ResponseWriter, r *http.Request, info *requestInfo) (*k8s.Pod, k8s.Role, bool) {
+	pod, role, status, reason, err := s.lookupRole(r.Context(), info)
+	if status != 0 {
+		info.err = err
+		s.deny(w, info, status, reason)
+		return nil, k8s.Role{}, false
+	}
+	return pod, role, true
+}
+
+// lookupRole is identify without answering: it returns the status and
+// reason to refuse with, or status 0.
+func (s *Server) lookupRole(ctx context.Context, info *requestInfo) (*k8s.Pod, k8s.Role, int, string, error) {
+	pod, err := s.pods.FindPod(ctx, info.ip)
+	switch {
+	case errors.Is(err, k8s.ErrPodNotFound):
+		return nil, k8s.Role{}, http.StatusNotFound, reasonPodNotFound, err
+	case errors.Is(err, k8s.ErrAmbiguousIP):
+		return nil, k8s.Role{}, http.StatusNotFound, reasonAmbiguousIP, err
+	case errors.Is(err, k8s.ErrNotSynced):
+		// Transient: the Go SDK retries 503; kube2ra is not ready yet.
+		return nil, k8s.Role{}, http.StatusServiceUnavailable, reasonNotSynced, err
+	case err != nil:
+		return nil, k8s.Role{}, http.StatusInternalServerError, reasonLookupError, err
+	case pod == nil:
+		return nil, k8s.Role{}, http.StatusNotFound, reasonPodNotFound, k8s.ErrPodNotFound
+	}
+	info.pod = pod
+	role, err := s.roles.ResolveRole(ctx, pod)
+	var denial *k8s.DenialError
+	switch {
+	case errors.Is(err, k8s.ErrNoRole):
+		return pod, k8s.Role{}, http.StatusNotFound, reasonNoRole, err
+	case errors.As(err, &denial):
+		return pod, k8s.Role{}, http.StatusNotFound, string(denial.Reason), err
+	case err != nil:
+		return pod, k8s.Role{}, http.StatusInternalServerError, reasonResolveError, err
+	case role.ARN == "" || role.Name == "":
+		return pod, k8s.Role{}, http.StatusNotFound, string(k8s.DeniedInvalidRole),
+			fmt.Errorf("the role resolver returned a role without ARN or name (%q, %q)", role.ARN, role.Name)
+	}
+	info.role = role.ARN
+	return pod, role, 0, "", nil
+}
+
+// handleCredentialsList answers iam/security-credentials[/] with the pod's role name.
+func (s *Server) handleCredentialsList(w http.ResponseWriter, r *http.Request) {
+	info := requestInfoFrom(r.Context())
+	info.route = routeCredentialsList
+	_, role, ok := s.identify(w, r, info)
+	if !ok {
+		return
+	}
+	writeText(w, http.StatusOK, role.Name)
+}
+
+// imdsCredentials is the IMDS credential document, fields in IMDS's order.
+type imdsCredentials struct {
+	Code            string `json:"Code"`
+	LastUpdated     string `json:"LastUpdated"`
+	Type            string `json:"Type"`
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	Token           string `json:"Token"`
+	Expiration      string `json:"Expiration"`
+}
+
+// handleCredentials answers iam/security-credentials/{name}, only for the
+// pod's own role name.
+func (s *Server) handleCredentials(w http.ResponseWriter, r *http.Request) {
+	info := requestInfoFrom(r.Context())
+	info.route = routeCredentials
+	pod, role, ok := s.identify(w, r, info)
+	if !ok {
+		return
+	}
+	if name := mux.Vars(r)["name"]; name != role.Name {
+		info.err = fmt.Errorf("asked for role name %q, the pod's role is %q", name, role.Name)
+		s.deny(w, info, http.StatusNotFound, reasonRoleNameMismatch)
+		return
+	}
+	creds, err := s.creds.GetCredentials(r.Context(), pod, role)
+	if err != nil {
+		status := credentialErrorStatus(err)
+		info.err = err
+		info.reason = credentialErrorReason(err)
+		writeStatus(w, status)
+		return
+	}
+	if creds.AccessKeyID == "" || creds.SecretAccessKey == "" || creds.SessionToken == "" || creds.Expiration.IsZero() {
+		info.err = fmt.Errorf("the credential getter returned incomplete credentials (%s)", creds)
+		writeStatus(w, http.StatusInternalServerError)
+		return
+	}
+	updated := creds.LastUpdated
+	if updated.IsZero() {
+		updated = s.clock.Now()
+	}
+	body, err := json.Marshal(imdsCredentials{
+		Code:            "Success",
+		LastUpdated:     updated.UTC().Format(imdsTimeLayout),
+		Type:            "AWS-HMAC",
+		AccessKeyID:     creds.AccessKeyID,
+		SecretAccessKey: creds.SecretAccessKey,
+		Token:           creds.SessionToken,
+		Expiration:      creds.Expiration.UTC().Format(imdsTimeLayout),
+	})
+	if err != nil {
+		info.err = fmt.Errorf("encoding the credential document failed: %w", err)
+		writeStatus(w, http.StatusInternalServerError)
+		return
+	}
+	writeText(w, http.StatusOK, string(body))
+}
+
+// credentialErrorStatus maps a credential failure to what SDKs handle
+// sensibly. Throttled and unavailable are transient: 503, which
+// aws-sdk-go-v2's retryer retries with backoff (botocore makes its single
+// attempt and moves on either way). Denied and invalid are configuration
+// errors that retrying will not fix: 500, so the SDK reports a server-side
+// failure rather than "no role" (which 404 would mean). The body never
+// carries AWS's message; the log does.
+func credentialErrorStatus(err error) int {
+	switch credentials.KindOf(err) {
+	case credentials.KindThrottled, credentials.KindUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// credentialErrorReason names a credential failure for the log.
+func credentialErrorReason(err error) string {
+	switch credentials.KindOf(err) {
+	case credentials.KindDenied:
+		return "CredentialsDenied"
+	case credentials.KindThrottled:
+		return "CredentialsThrottled"
+	case credentials.KindInvalid:
+		return "CredentialsInvalid"
+	default:
+		return "CredentialsUnavailable"
+	}
+}
+
+// iamInfo is the IMDS iam/info document.
+type iamInfo struct {
+	Code               string `json:"Code"`
+	LastUpdated        string `json:"LastUpdated"`
+	InstanceProfileArn string `json:"InstanceProfileArn"`
+	InstanceProfileID  string `json:"InstanceProfileId"`
+}
+
+// handleIAMInfo answers iam/info for the pod's role: an instance profile
+// named like the role, so tools that read the account or partition from it
+// (and kube2iam-era scripts) keep working.
+func (s *Server) handleIAMInfo(w http.ResponseWriter, r *http.Request) {
+	info := requestInfoFrom(r.Context())
+	info.route = routeIAMInfo
+	_, role, ok := s.identify(w, r, info)
+	if !ok {
+		return
+	}
+	profileARN, err := instanceProfileARN(role.ARN)
+	if err != nil {
+		info.err = err
+		s.deny(w, info, http.StatusNotFound, string(k8s.DeniedInvalidRole))
+		return
+	}
+	body, err := json.Marshal(iamInfo{
+		Code:               "Success",
+		LastUpdated:        s.clock.Now().UTC().Format(imdsTimeLayout),
+		InstanceProfileArn: profileARN,
+		InstanceProfileID:  instanceProfileID(profileARN),
+	})
+	if err != nil {
+		info.err = fmt.Errorf("encoding iam/info failed: %w", err)
+		writeStatus(w, http.StatusInternalServerError)
+		return
+	}
+	writeText(w, http.StatusOK, string(body))
+}
+
+// instanceProfileARN turns arn:P:iam::A:role/path/name into
+// arn:P:iam::A:instance-profile/path/name.
+func instanceProfileARN(roleARN string) (string, error) {
+	parts := strings.SplitN(roleARN, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" || parts[2] != "iam" || !strings.HasPrefix(parts[5], "role/") {
+		return "", fmt.Errorf("role ARN %q is not arn:<partition>:iam::<account>:role/<name>; fix the role annotation or --base-role-arn", roleARN)
+	}
+	parts[5] = "instance-profile/" + strings.TrimPrefix(parts[5], "role/")
+	return strings.Join(parts, ":"), nil
+}
+
+// instanceProfileID is a stable made-up ID in IAM's format (AIPA + 17).
+func instanceProfileID(profileARN string) string {
+	sum := sha256.Sum256([]byte(profileARN))
+	return "AIPA" + base32.StdEncoding.EncodeToString(sum[:])[:17]
+}
+
+// handleIAMList answers iam[/] for a pod with a role.
+func (s *Server) handleIAMList(w http.ResponseWriter, r *http.Request) {
+	info := requestInfoFrom(r.Context())
+	info.route = routeIAMList
+	if _, _, ok := s.identify(w, r, info); !ok {
+		return
+	}
+	writeText(w, http.StatusOK, "info\nsecurity-credentials/")
+}
+
+// handleIAMOther refuses everything else under iam/.
+func (s *Server) handleIAMOther(w http.ResponseWriter, r *http.Request) {
+	info := requestInfoFrom(r.Context())
+	info.route = routeIAMOther
+	s.deny(w, info, http.StatusNotFound, reasonPathNotAllowed)
+}
+
+// handleMetadata answers every other GET: version listings, the meta-data
+// listing (filtered, with iam/ only for a pod with a role), allowlisted
+// pass-through, filtered listings of directories above allowlisted paths,
+// and 404 for the rest.
+func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
+	info := requestInfoFrom(r.Context())
+	c := info.path
+	switch {
+	case c.root:
+		info.route = routeListing
+		writeText(w, http.StatusOK, "latest")
+	case len(c.segs) == 0:
+		info.route = routeListing
+		writeText(w, http.StatusOK, "dynamic\nmeta-data")
+	case len(c.segs) == 1 && c.segs[0] == "meta-data":
+		info.route = routeListing
+		s.serveListing(w, r, info, true)
+	case s.allow.allows(c.segs):
+		info.route = routePassthrough
+		resp, err := s.backend.get(r.Context(), c.raw)
+		if err != nil {
+			info.err = err
+			writeStatus(w, http.StatusBadGateway)
+			return
+		}
+		if resp.status == http.StatusUnauthorized {
+			// kube2ra's own upstream token was refused twice; the pod's
+			// token is fine, so do not tell it otherwise.
+			info.err = errors.New("the metadata service refused kube2ra's own token")
+			writeStatus(w, http.StatusBadGateway)
+			return
+		}
+		writeText(w, resp.status, string(resp.body))
+	case s.allow.isAncestor(c.segs):
+		info.route = routeListing
+		s.serveListing(w, r, info, false)
+	default:
+		info.route = routePassthrough
+		s.deny(w, info, http.StatusNotFound, reasonPathNotAllowed)
+	}
+}
+
+// serveListing fetches a directory listing from the backend and keeps only
+// entries that are allowed or lead to something allowed. For meta-data/ it
+// adds iam/ when the caller is a pod with a role: the node's own iam/ entry
+// is never what a pod sees.
+func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, info *requestInfo, metaData bool) {
+	c := info.path
+	resp, err := s.backend.get(r.Context(), c.raw)
+	if err != nil {
+		info.err = err
+		writeStatus(w, http.StatusBadGateway)
+		return
+	}
+	if resp.status == http.StatusUnauthorized {
+		info.err = errors.New("the metadata service refused kube2ra's own token")
+		writeStatus(w, http.StatusBadGateway)
+		return
+	}
+	if resp.status != http.StatusOK {
+		writeText(w, resp.status, string(resp.body))
+		return
+	}
+	lines := s.allow.filterListing(c.segs, string(resp.body))
+	if metaData {
+		if _, _, status, _, _ := s.lookupRole(r.Context(), info); status == 0 {
+			lines = append(lines, "iam/")
+		}
+		slices.Sort(lines)
+	}
+	writeText(w, http.StatusOK, strings.Join(lines, "\n"))
+}
+
+// handleNotFound answers paths no route knows.
+func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	info := requestInfoFrom(r.Context())
+	info.route = routeNotFound
+	s.deny(w, info, http.StatusNotFound, reasonPathNotAllowed)
+}
+
+// handleMethodNotAllowed answers methods a route does not take.
+func (s *Server) handleMethodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	info := requestInfoFrom(r.Context())
+	info.route = routeMethodNotAllowed
+	s.deny(w, info, http.StatusMethodNotAllowed, "MethodNotAllowed")
+}

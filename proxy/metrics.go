@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Route labels: a fixed, small set so the metrics stay bounded whatever
+// paths clients send.
+const (
+	routeToken            = "token"
+	routeCredentialsList  = "credentials_list"
+	routeCredentials      = "credentials"
+	routeIAMInfo          = "iam_info"
+	routeIAMList          = "iam_list"
+	routeIAMOther         = "iam_other"
+	routeListing          = "listing"
+	routePassthrough      = "passthrough"
+	routeRefused          = "refused"
+	routeRateLimited      = "rate_limited"
+	routeUnauthorized     = "unauthorized"
+	routeNotFound         = "not_found"
+	routeMethodNotAllowed = "method_not_allowed"
+)
+
+// metrics are the proxy's Prometheus collectors.
+type metrics struct {
+	// requests counts answered requests by route and status code.
+	requests *prometheus.CounterVec
+	// duration observes request latency by route.
+	duration *prometheus.HistogramVec
+	// denials counts refusals by reason (pod not found, policy, bad path, ...).
+	denials *prometheus.CounterVec
+	// passthrough counts upstream answers by status code ("error" for transport failures).
+	passthrough *prometheus.CounterVec
+	// tokensIssued counts IMDSv2 tokens minted.
+	tokensIssued prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kube2ra_http_requests_total",
+			Help: "Metadata requests answered, by route and HTTP status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kube2ra_http_request_duration_seconds",
+			Help: "Time to answer a metadata request, by route.",
+			// SDKs give up after 1 s (botocore) or 0.5 s to the first byte (Go v2).
+			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+		}, []string{"route"}),
+		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kube2ra_denials_total",
+			Help: "Requests refused, by reason.",
+		}, []string{"reason"}),
+		passthrough: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kube2ra_passthrough_requests_total",
+			Help: "Requests sent to the upstream metadata service, by its status code (error: no answer).",
+		}, []string{"code"}),
+		tokensIssued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kube2ra_imds_tokens_issued_total",
+			Help: "IMDSv2 session tokens issued to pods.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.denials, m.passthrough, m.tokensIssued} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering the proxy metrics failed (is a second proxy registered on the same registry?): %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+)
+
+// DefaultReadinessTimeout bounds one call of the readiness function.
+const DefaultReadinessTimeout = 2 * time.Second
+
+// OpsOptions configure the ops server (health, readiness, metrics, debug).
+type OpsOptions struct {
+	// Addr is host:port to bind (":9181" by kube2ra's default). Ignored with Listener.
+	Addr string
+	// Listener, when set, is served instead of binding Addr.
+	Listener net.Listener
+	// Gatherer is what /metrics exposes; nil serves an empty registry.
+	Gatherer prometheus.Gatherer
+	// Ready is /readyz: nil error when synced, rules in place and the
+	// credential source usable. nil means always ready.
+	Ready func(ctx context.Context) error
+	// ReadinessTimeout bounds one Ready call; default DefaultReadinessTimeout.
+	ReadinessTimeout time.Duration
+	// Debug enables /debug/store.
+	Debug bool
+	// DebugStore returns the IP → pod → role table for /debug/store; it must
+	// hold no secrets.
+	DebugStore func() any
+	// Logger receives readiness failures; default discards.
+	Logger logrus.FieldLogger
+	// ShutdownTimeout bounds a graceful shutdown; default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+}
+
+// OpsServer serves /healthz, /readyz, /metrics and (with Debug) /debug/store.
+type OpsServer struct {
+	// handler is the ops mux.
+	handler http.Handler
+	// listener runs the HTTP server.
+	listener *httpListener
+}
+
+// NewOpsServer builds the ops server; call Listen and Serve to run it.
+func NewOpsServer(opts OpsOptions) (*OpsServer, error) {
+	if opts.Logger == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		opts.Logger = l
+	}
+	if opts.Gatherer == nil {
+		opts.Gatherer = prometheus.NewRegistry()
+	}
+	if opts.ReadinessTimeout <= 0 {
+		opts.ReadinessTimeout = DefaultReadinessTimeout
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if opts.Listener == nil && opts.Addr == "" {
+		return nil, errors.New("proxy: the ops server needs an address (--metrics-port) or a listener")
+	}
+	if opts.Debug && opts.DebugStore == nil {
+		return nil, errors.New("proxy: --debug is on but no debug store function was given")
+	}
+	h := newOpsHandler(opts)
+	return &OpsServer{
+		handler: h,
+		listener: &httpListener{
+			name: "ops server",
+			addr: opts.Addr,
+			srv: &http.Server{
+				Handler:           h,
+				ReadHeaderTimeout: DefaultReadHeaderTimeout,
+				ReadTimeout:       DefaultReadTimeout,
+				WriteTimeout:      DefaultWriteTimeout,
+				IdleTimeout:       DefaultIdleTimeout,
+				MaxHeaderBytes:    DefaultMaxHeaderBytes,
+				ErrorLog:          newServerErrorLog(opts.Logger, "ops"),
+			},
+			shutdownTimeout: opts.ShutdownTimeout,
+			ln:              opts.Listener,
+		},
+	}, nil
+}
+
+func newOpsHandler(opts OpsOptions) http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeText(w, http.StatusOK, "ok")
+	})
+	m.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if opts.Ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), opts.ReadinessTimeout)
+			defer cancel()
+			if err := opts.Ready(ctx); err != nil {
+				opts.Logger.WithError(err).Warn("not ready")
+				writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+				return
+			}
+		}
+		writeText(w, http.StatusOK, "ok")
+	})
+	m.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	if opts.Debug {
+		m.HandleFunc("GET /debug/store", func(w http.ResponseWriter, _ *http.Request) {
+			body, err := json.MarshalIndent(opts.DebugStore(), "", "  ")
+			if err != nil {
+				writeText(w, http.StatusInternalServerError, "encoding the store failed: "+err.Error())
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(body)
+		})
+	}
+	return m
+}
+
+// Handler is the ops handler, for tests and custom listeners.
+func (o *OpsServer) Handler() http.Handler { return o.handler }
+
+// Listen binds the ops address (or adopts OpsOptions.Listener).
+func (o *OpsServer) Listen() error { return o.listener.listen() }
+
+// Addr is the bound address, nil before Listen.
+func (o *OpsServer) Addr() net.Addr { return o.listener.address() }
+
+// Serve answers until ctx ends, then shuts down gracefully; nil after that.
+func (o *OpsServer) Serve(ctx context.Context) error { return o.listener.serve(ctx) }
+
+// Shutdown stops the server, waiting for open requests until ctx ends.
+func (o *OpsServer) Shutdown(ctx context.Context) error { return o.listener.shutdown(ctx) }

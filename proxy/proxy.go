@@ -1,0 +1,547 @@
+// Package proxy is the metadata server every pod talks to: it answers the
+// IMDS credential routes for the calling pod's role, mints and checks IMDSv2
+// session tokens, refuses non-canonical paths before routing, and passes an
+// allowlist of harmless paths to the node's metadata service (or answers
+// them synthetically off AWS). It also serves /healthz, /readyz, /metrics
+// and /debug/store on a separate ops port (OpsServer).
+//
+// It knows nothing of Kubernetes or AWS APIs: it consumes a PodFinder, a
+// RoleResolver and a CredentialGetter, wired by cmd/kube2ra.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/k8s"
+)
+
+// PodFinder finds the one live pod on this node that owns a source IP.
+// It returns k8s.ErrPodNotFound, k8s.ErrAmbiguousIP or k8s.ErrNotSynced
+// when it cannot.
+type PodFinder interface {
+	FindPod(ctx context.Context, ip netip.Addr) (*k8s.Pod, error)
+}
+
+// RoleResolver picks the pod's role after namespace policy. It returns
+// k8s.ErrNoRole or a *k8s.DenialError when the pod gets none.
+type RoleResolver interface {
+	ResolveRole(ctx context.Context, pod *k8s.Pod) (k8s.Role, error)
+}
+
+// CredentialGetter returns temporary credentials for the pod's role
+// (normally from the credential cache). Failures are *credentials.Error.
+type CredentialGetter interface {
+	GetCredentials(ctx context.Context, pod *k8s.Pod, role k8s.Role) (credentials.Credentials, error)
+}
+
+// Defaults for zero Options fields.
+const (
+	// DefaultRequestTimeout bounds pod lookup, credential fetch and upstream
+	// reads for one request. SDKs give up sooner; this only stops runaway work.
+	DefaultRequestTimeout = 5 * time.Second
+	// DefaultUpstreamTimeout bounds one call to the upstream metadata service.
+	DefaultUpstreamTimeout = 2 * time.Second
+	// DefaultReadHeaderTimeout stops clients that trickle headers (slowloris).
+	DefaultReadHeaderTimeout = 2 * time.Second
+	// DefaultReadTimeout bounds reading a whole request.
+	DefaultReadTimeout = 5 * time.Second
+	// DefaultWriteTimeout bounds a request from headers read to response written;
+	// it is above DefaultRequestTimeout so a slow credential fetch still answers.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultIdleTimeout closes idle keep-alive connections.
+	DefaultIdleTimeout = 60 * time.Second
+	// DefaultMaxHeaderBytes: IMDS requests carry a handful of short headers.
+	DefaultMaxHeaderBytes = 8 << 10
+	// DefaultShutdownTimeout bounds a graceful shutdown.
+	DefaultShutdownTimeout = 10 * time.Second
+	// maxBodyBytes: no IMDS request has a body; this is the most one may carry.
+	maxBodyBytes = 1 << 10
+	// maxLoggedPathLen bounds the path written to the log.
+	maxLoggedPathLen = 300
+)
+
+// Options configure a Server. Zero values mean the documented defaults.
+type Options struct {
+	// HostIP is the address the metadata port binds to: the node's IP, never
+	// 0.0.0.0, so only DNATed pod traffic reaches it. Ignored with Listener.
+	HostIP string
+	// AppPort is the metadata port (kube2ra's default 8181; 0 picks a free port).
+	AppPort int
+	// Listener, when set, is served instead of binding HostIP:AppPort.
+	Listener net.Listener
+	// IMDSv2Required refuses GETs without a session token (401), as EC2's HttpTokens=required.
+	IMDSv2Required bool
+	// MetadataAddr is the upstream metadata service: host, host:port or
+	// http URL; empty means 169.254.169.254, "none" means off AWS
+	// (synthetic region answers, nothing passed through).
+	MetadataAddr string
+	// AllowPaths are extra pass-through patterns (see DefaultAllowPaths for the syntax).
+	AllowPaths []string
+	// Region is the region answered off AWS; required with MetadataAddr "none".
+	Region string
+	// AvailabilityZone is answered off AWS; default Region+"a".
+	AvailabilityZone string
+	// RateLimit is requests per second per caller IP; 0 disables the limit.
+	RateLimit float64
+	// RateLimitBurst is the bucket size per caller IP; default max(1, RateLimit).
+	RateLimitBurst int
+	// RequestTimeout bounds the work for one request; default DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// UpstreamTimeout bounds one upstream call; default DefaultUpstreamTimeout.
+	UpstreamTimeout time.Duration
+	// ReadHeaderTimeout, default DefaultReadHeaderTimeout.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout, default DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// WriteTimeout, default DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// IdleTimeout, default DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes, default DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// ShutdownTimeout bounds a graceful shutdown; default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Logger receives one line per request; default discards.
+	Logger logrus.FieldLogger
+	// Registerer gets the proxy's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
+	// Clock tells time for tokens, rate limits and durations; default the real clock.
+	Clock clock.PassiveClock
+	// UpstreamTransport replaces the transport to the upstream (tests only).
+	UpstreamTransport http.RoundTripper
+}
+
+// Server is the metadata server.
+type Server struct {
+	// pods finds the calling pod.
+	pods PodFinder
+	// roles resolves the pod's role.
+	roles RoleResolver
+	// creds gets credentials for the role.
+	creds CredentialGetter
+	// imdsv2Required refuses token-less GETs.
+	imdsv2Required bool
+	// requestTimeout bounds one request's work.
+	requestTimeout time.Duration
+	// tokens mints and checks session tokens.
+	tokens *tokenMinter
+	// allow is the pass-through allowlist.
+	allow *allowlist
+	// backend answers pass-through reads (upstream or synthetic).
+	backend metadataBackend
+	// limiter is the per-IP rate limit, nil when off.
+	limiter *ipRateLimiter
+	// metrics are the Prometheus collectors.
+	metrics *metrics
+	// log is the base logger.
+	log logrus.FieldLogger
+	// clock tells time.
+	clock clock.PassiveClock
+	// router dispatches canonical requests.
+	router *mux.Router
+	// listener runs the HTTP server.
+	listener *httpListener
+}
+
+// New builds a metadata server. It does not bind a port; call Listen.
+func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGetter) (*Server, error) {
+	if pods == nil || roles == nil || creds == nil {
+		return nil, errors.New("proxy: New needs a PodFinder, a RoleResolver and a CredentialGetter; one of them is nil")
+	}
+	setDuration := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	setDuration(&opts.RequestTimeout, DefaultRequestTimeout)
+	setDuration(&opts.UpstreamTimeout, DefaultUpstreamTimeout)
+	setDuration(&opts.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDuration(&opts.ReadTimeout, DefaultReadTimeout)
+	setDuration(&opts.WriteTimeout, DefaultWriteTimeout)
+	setDuration(&opts.IdleTimeout, DefaultIdleTimeout)
+	setDuration(&opts.ShutdownTimeout, DefaultShutdownTimeout)
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if opts.Logger == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		opts.Logger = l
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.RateLimit < 0 {
+		return nil, fmt.Errorf("proxy: rate limit %v is negative; use 0 to disable it", opts.RateLimit)
+	}
+	if opts.Listener == nil {
+		if _, err := netip.ParseAddr(opts.HostIP); err != nil {
+			return nil, fmt.Errorf("proxy: host IP %q is not an IP address; set --host-ip (env HOST_IP) to the node's IP: %w", opts.HostIP, err)
+		}
+		if opts.AppPort < 0 || opts.AppPort > 65535 {
+			return nil, fmt.Errorf("proxy: app port %d is out of range 0..65535", opts.AppPort)
+		}
+	}
+
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := newTokenMinter(opts.Clock)
+	if err != nil {
+		return nil, err
+	}
+	patterns := append(append([]string{}, DefaultAllowPaths...), opts.AllowPaths...)
+	allow, err := newAllowlist(patterns)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	var backend metadataBackend
+	if opts.MetadataAddr == MetadataAddrNone {
+		if opts.Region == "" {
+			return nil, errors.New("proxy: metadata address is \"none\" but no region is set; set --region so SDKs can discover it")
+		}
+		zone := opts.AvailabilityZone
+		if zone == "" {
+			zone = opts.Region + "a"
+		}
+		if backend, err = newSynthetic(opts.Region, zone); err != nil {
+			return nil, err
+		}
+		if len(opts.AllowPaths) > 0 {
+			opts.Logger.WithField("allow_paths", opts.AllowPaths).Warn("metadata allow paths are ignored: there is no upstream metadata service (--metadata-addr=none)")
+		}
+	} else {
+		base, err := parseMetadataAddr(opts.MetadataAddr)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+		backend = newUpstream(base, opts.UpstreamTransport, opts.UpstreamTimeout, opts.Clock, func(code string) {
+			m.passthrough.WithLabelValues(code).Inc()
+		})
+	}
+
+	s := &Server{
+		pods:           pods,
+		roles:          roles,
+		creds:          creds,
+		imdsv2Required: opts.IMDSv2Required,
+		requestTimeout: opts.RequestTimeout,
+		tokens:         tokens,
+		allow:          allow,
+		backend:        backend,
+		metrics:        m,
+		log:            opts.Logger,
+		clock:          opts.Clock,
+	}
+	if opts.RateLimit > 0 {
+		s.limiter = newIPRateLimiter(opts.RateLimit, opts.RateLimitBurst, opts.Clock)
+	}
+	s.router = s.newRouter()
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		ReadTimeout:       opts.ReadTimeout,
+		WriteTimeout:      opts.WriteTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		ErrorLog:          newServerErrorLog(opts.Logger, "metadata"),
+	}
+	s.listener = &httpListener{
+		name:            "metadata server",
+		addr:            net.JoinHostPort(opts.HostIP, strconv.Itoa(opts.AppPort)),
+		srv:             srv,
+		shutdownTimeout: opts.ShutdownTimeout,
+		ln:              opts.Listener,
+	}
+	return s, nil
+}
+
+// newRouter lays out the IMDS routes. Paths arrive canonical and without a
+// trailing slash (the gate ran first), so nothing here cleans or redirects.
+func (s *Server) newRouter() *mux.Router {
+	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
+	const v = "/{version}"
+	r.HandleFunc(v+"/api/token", s.handleToken).Methods(http.MethodPut)
+	r.HandleFunc(v+"/api/token", s.handleMethodNotAllowed)
+	get := []string{http.MethodGet, http.MethodHead}
+	r.HandleFunc(v+"/meta-data/iam/security-credentials", s.handleCredentialsList).Methods(get...)
+	r.HandleFunc(v+"/meta-data/iam/security-credentials/{name}", s.handleCredentials).Methods(get...)
+	r.HandleFunc(v+"/meta-data/iam/info", s.handleIAMInfo).Methods(get...)
+	r.HandleFunc(v+"/meta-data/iam", s.handleIAMList).Methods(get...)
+	// Anything else under iam/ is not IMDS's and never reaches pass-through.
+	r.PathPrefix(v + "/meta-data/iam/").HandlerFunc(s.handleIAMOther)
+	r.PathPrefix("/").HandlerFunc(s.handleMetadata).Methods(get...)
+	r.NotFoundHandler = http.HandlerFunc(s.handleNotFound)
+	r.MethodNotAllowedHandler = http.HandlerFunc(s.handleMethodNotAllowed)
+	return r
+}
+
+// Listen binds HostIP:AppPort (or adopts Options.Listener). Call it before
+// installing the DNAT rule, so a port clash stops the start early.
+func (s *Server) Listen() error { return s.listener.listen() }
+
+// Addr is the bound address, nil before Listen.
+func (s *Server) Addr() net.Addr { return s.listener.address() }
+
+// Serve answers requests until ctx ends, then shuts down gracefully within
+// ShutdownTimeout. It returns nil after such a shutdown.
+func (s *Server) Serve(ctx context.Context) error { return s.listener.serve(ctx) }
+
+// Shutdown stops the server, waiting for open requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.listener.shutdown(ctx) }
+
+// Handler is the whole metadata handler (gate, tokens, routes), for tests
+// and for serving on a listener of one's own.
+func (s *Server) Handler() http.Handler { return s }
+
+// ServeHTTP runs one request: rate limit, body limit, canonical-path gate,
+// token check, then the router; and writes the request's log line and metrics.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := s.clock.Now()
+	info := &requestInfo{ip: callerIP(r), route: routeRefused, log: s.log}
+	sw := &statusWriter{ResponseWriter: w}
+	defer s.finish(sw, r, info, start)
+
+	if s.limiter != nil && !s.limiter.allow(info.ip) {
+		info.route = routeRateLimited
+		s.deny(sw, info, http.StatusTooManyRequests, "RateLimited")
+		return
+	}
+	if r.ContentLength > maxBodyBytes {
+		s.deny(sw, info, http.StatusRequestEntityTooLarge, "BodyTooLarge")
+		return
+	}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(sw, r.Body, maxBodyBytes)
+	}
+
+	target := r.RequestURI
+	if target == "" {
+		// A handler called without a server (tests): rebuild the target.
+		target = r.URL.RequestURI()
+	}
+	c, status, reason := checkPath(target)
+	if status == 0 && (r.URL.RawQuery != "" || r.URL.ForceQuery || r.URL.Fragment != "") {
+		status, reason = http.StatusBadRequest, reasonMalformedPath
+	}
+	if status != 0 {
+		s.deny(sw, info, status, reason)
+		return
+	}
+	info.path = c
+
+	if r.Method != http.MethodPut {
+		vals := r.Header.Values(tokenHeader)
+		switch {
+		case len(vals) > 0 && (len(vals) != 1 || !s.tokens.valid(vals[0], info.ip)):
+			info.route = routeUnauthorized
+			s.deny(sw, info, http.StatusUnauthorized, "InvalidToken")
+			return
+		case len(vals) == 0 && s.imdsv2Required:
+			info.route = routeUnauthorized
+			s.deny(sw, info, http.StatusUnauthorized, "TokenRequired")
+			return
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, infoKey{}, info)
+	r2 := r.WithContext(ctx)
+	u := *r.URL
+	u.Path, u.RawPath = c.routePath(), ""
+	r2.URL = &u
+	s.router.ServeHTTP(sw, r2)
+}
+
+// callerIP is the TCP peer's address. Headers such as X-Forwarded-For are
+// never believed: the pod is whoever opened the connection.
+func callerIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// deny answers status and counts the refusal by reason. The body never
+// says why: the reason goes to the log and the metric.
+func (s *Server) deny(w http.ResponseWriter, info *requestInfo, status int, reason string) {
+	info.reason = reason
+	s.metrics.denials.WithLabelValues(reason).Inc()
+	writeStatus(w, status)
+}
+
+// finish records the request's metrics and writes its log line.
+func (s *Server) finish(sw *statusWriter, r *http.Request, info *requestInfo, start time.Time) {
+	status := sw.statusCode()
+	elapsed := s.clock.Since(start)
+	s.metrics.requests.WithLabelValues(info.route, strconv.Itoa(status)).Inc()
+	s.metrics.duration.WithLabelValues(info.route).Observe(elapsed.Seconds())
+
+	path := r.RequestURI
+	if len(path) > maxLoggedPathLen {
+		path = path[:maxLoggedPathLen] + "..."
+	}
+	fields := logrus.Fields{
+		"client_ip":   info.ip.String(),
+		"method":      r.Method,
+		"path":        path,
+		"route":       info.route,
+		"status":      status,
+		"duration_ms": float64(elapsed.Microseconds()) / 1000,
+	}
+	if info.pod != nil {
+		fields["pod"] = info.pod.Name
+		fields["namespace"] = info.pod.Namespace
+	}
+	if info.role != "" {
+		fields["role"] = info.role
+	}
+	if info.reason != "" {
+		fields["reason"] = info.reason
+	}
+	entry := s.log.WithFields(fields)
+	if info.err != nil {
+		entry = entry.WithError(info.err)
+	}
+	switch {
+	case status >= http.StatusInternalServerError:
+		entry.Error("metadata request failed")
+	case info.reason != "":
+		entry.Warn("metadata request refused")
+	default:
+		entry.Info("metadata request")
+	}
+}
+
+// writeStatus answers code with its status text, as plain text.
+func writeStatus(w http.ResponseWriter, code int) {
+	writeText(w, code, http.StatusText(code))
+}
+
+// writeText answers code with body as text/plain, as IMDS does for everything.
+func writeText(w http.ResponseWriter, code int, body string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
+}
+
+// statusWriter remembers the status written.
+type statusWriter struct {
+	http.ResponseWriter
+	// status is the code written, 0 until then.
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// statusCode is the status the client got (200 if the handler wrote nothing).
+func (w *statusWriter) statusCode() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// requestInfo is what a request learned on its way, for its log line and metrics.
+type requestInfo struct {
+	// ip is the caller's address.
+	ip netip.Addr
+	// path is the canonical path (zero if the gate refused it).
+	path canonicalPath
+	// route is the metrics label of the handler that answered.
+	route string
+	// reason is why the request was refused, empty if it was not.
+	reason string
+	// pod is the calling pod, once known.
+	pod *k8s.Pod
+	// role is the pod's role ARN, once known.
+	role string
+	// err is the failure to log, if any.
+	err error
+	// log is the server's base logger.
+	log logrus.FieldLogger
+}
+
+// infoKey is the context key of *requestInfo.
+type infoKey struct{}
+
+// requestInfoFrom returns the request's info (a throwaway one outside ServeHTTP).
+func requestInfoFrom(ctx context.Context) *requestInfo {
+	if info, ok := ctx.Value(infoKey{}).(*requestInfo); ok {
+		return info
+	}
+	return &requestInfo{}
+}
+
+// LoggerFrom returns the logger of the request that ctx belongs to, with
+// its fields (client IP, path, and pod and role once known), for the
+// PodFinder, RoleResolver and CredentialGetter to log with. Outside a
+// request it returns a logger that discards.
+func LoggerFrom(ctx context.Context) logrus.FieldLogger {
+	info, ok := ctx.Value(infoKey{}).(*requestInfo)
+	if !ok || info.log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		return l
+	}
+	fields := logrus.Fields{"client_ip": info.ip.String(), "path": info.path.raw}
+	if info.pod != nil {
+		fields["pod"], fields["namespace"] = info.pod.Name, info.pod.Namespace
+	}
+	if info.role != "" {
+		fields["role"] = info.role
+	}
+	return info.log.WithFields(fields)
+}
+
+// serverErrorLog sends net/http's own complaints (accept errors, broken
+// connections) to the injected logger.
+type serverErrorLog struct {
+	// log receives each line.
+	log logrus.FieldLogger
+}
+
+func (l serverErrorLog) Write(p []byte) (int, error) {
+	l.log.Warn(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func newServerErrorLog(l logrus.FieldLogger, server string) *log.Logger {
+	return log.New(serverErrorLog{log: l.WithField("server", server)}, "", 0)
+}

@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+const (
+	// tokenHeader carries an IMDSv2 session token on GETs.
+	tokenHeader = "X-aws-ec2-metadata-token"
+	// ttlHeader asks for (PUT) and reports (response) a token lifetime in seconds.
+	ttlHeader = "X-aws-ec2-metadata-token-ttl-seconds"
+	// forwardedForHeader on a token PUT means the request went through a
+	// proxy; IMDS refuses those so a token cannot be minted from afar.
+	forwardedForHeader = "X-Forwarded-For"
+	// maxTokenTTLSeconds is IMDS's upper bound (6 hours).
+	maxTokenTTLSeconds = 21600
+	// tokenFormatVersion is the first byte of every token kube2ra mints.
+	tokenFormatVersion = 1
+	// tokenKeyBytes is the size of the per-process HMAC key.
+	tokenKeyBytes = 32
+	// tokenPayloadLen is version (1) + expiry in Unix seconds (8) + caller IP (16).
+	tokenPayloadLen = 1 + 8 + 16
+	// tokenLen is payload + HMAC-SHA256.
+	tokenLen = tokenPayloadLen + sha256.Size
+)
+
+// tokenMinter mints and checks IMDSv2 session tokens. A token is
+// base64url(version | expiry | caller IP | HMAC-SHA256(key, the rest)); the
+// key is random per process, so a restart invalidates every token and SDKs
+// fetch a new one after their 401.
+type tokenMinter struct {
+	// key is the HMAC key, generated at start and never exported.
+	key []byte
+	// clock decides expiry.
+	clock clock.PassiveClock
+}
+
+func newTokenMinter(c clock.PassiveClock) (*tokenMinter, error) {
+	key := make([]byte, tokenKeyBytes)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generating the IMDSv2 token key from crypto/rand failed: %w", err)
+	}
+	return &tokenMinter{key: key, clock: c}, nil
+}
+
+// parseTTL reads the TTL header of a token PUT: exactly one value, a
+// decimal integer in 1..21600.
+func parseTTL(h http.Header) (int, bool) {
+	vals := h.Values(ttlHeader)
+	if len(vals) != 1 {
+		return 0, false
+	}
+	v := vals[0]
+	if v == "" || len(v) > 5 {
+		return 0, false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxTokenTTLSeconds {
+		return 0, false
+	}
+	return n, true
+}
+
+// mint issues a token for ip valid for ttl.
+func (m *tokenMinter) mint(ip netip.Addr, ttl time.Duration) string {
+	var buf [tokenLen]byte
+	buf[0] = tokenFormatVersion
+	binary.BigEndian.PutUint64(buf[1:9], uint64(m.clock.Now().Add(ttl).Unix()))
+	a := ip.Unmap().As16()
+	copy(buf[9:tokenPayloadLen], a[:])
+	mac := hmac.New(sha256.New, m.key)
+	mac.Write(buf[:tokenPayloadLen])
+	// Sum appends to the payload, filling the rest of buf without allocating.
+	mac.Sum(buf[:tokenPayloadLen])
+	return base64.RawURLEncoding.EncodeToString(buf[:])
+}
+
+// valid reports whether tok was minted by this process for ip and has not
+// expired. It never says why, and the token is never logged.
+func (m *tokenMinter) valid(tok string, ip netip.Addr) bool {
+	if base64.RawURLEncoding.DecodedLen(len(tok)) != tokenLen {
+		return false
+	}
+	var buf [tokenLen]byte
+	n, err := base64.RawURLEncoding.Strict().Decode(buf[:], []byte(tok))
+	if err != nil || n != tokenLen || buf[0] != tokenFormatVersion {
+		return false
+	}
+	mac := hmac.New(sha256.New, m.key)
+	mac.Write(buf[:tokenPayloadLen])
+	if !hmac.Equal(mac.Sum(nil), buf[tokenPayloadLen:]) {
+		return false
+	}
+	a := ip.Unmap().As16()
+	if !hmac.Equal(a[:], buf[9:tokenPayloadLen]) {
+		return false
+	}
+	expiry := int64(binary.BigEndian.Uint64(buf[1:9]))
+	return m.clock.Now().Unix() < expiry
+}
