@@ -42,9 +42,10 @@ var wantClusterRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 }
 
-// wantNamespaceRules is everything the agent may do in its own namespace: read its DaemonSet.
+// wantNamespaceRules is everything the agent may do in its own namespace: read and watch its
+// own DaemonSet, by name.
 var wantNamespaceRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{chart.ReleaseName}, Verbs: []string{"get"}},
+	{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{chart.ReleaseName}, Verbs: []string{"get", "list", "watch"}},
 }
 
 // agentDaemonSet returns the rendered DaemonSet, decoded strictly (an unknown field fails).

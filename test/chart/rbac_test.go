@@ -77,6 +77,7 @@ func TestRenderedRBACAllowsTheAgentAndNothingElse(t *testing.T) {
 	}
 
 	nodePods := metav1.ListOptions{FieldSelector: "spec.nodeName=node-1"}
+	ownDaemonSet := metav1.ListOptions{FieldSelector: "metadata.name=" + chart.ReleaseName}
 	event := &corev1.Event{
 		ObjectMeta:     metav1.ObjectMeta{Name: "kube2ra-rbac-test.1", Namespace: rbacNamespace},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: rbacNamespace, Name: "app", APIVersion: "v1"},
@@ -117,6 +118,15 @@ func TestRenderedRBACAllowsTheAgentAndNothingElse(t *testing.T) {
 			_, err := agent.AppsV1().DaemonSets(rbacNamespace).Get(ctx, chart.ReleaseName, metav1.GetOptions{})
 			return err
 		}},
+		{"list its own DaemonSet by name (an informer's list)", func() error {
+			_, err := agent.AppsV1().DaemonSets(rbacNamespace).List(ctx, ownDaemonSet)
+			return err
+		}},
+		{"watch its own DaemonSet by name", func() error {
+			return canI(ctx, agent, authorizationv1.ResourceAttributes{
+				Namespace: rbacNamespace, Verb: "watch", Group: "apps", Resource: "daemonsets", Name: chart.ReleaseName,
+			})
+		}},
 	}
 	for _, tt := range allowed {
 		t.Run("allowed/"+tt.name, func(t *testing.T) {
@@ -138,7 +148,7 @@ func TestRenderedRBACAllowsTheAgentAndNothingElse(t *testing.T) {
 			_, err := agent.AppsV1().DaemonSets(rbacNamespace).Get(ctx, other.Name, metav1.GetOptions{})
 			return err
 		}},
-		{"list DaemonSets", func() error {
+		{"list DaemonSets without naming its own", func() error {
 			_, err := agent.AppsV1().DaemonSets(rbacNamespace).List(ctx, metav1.ListOptions{})
 			return err
 		}},

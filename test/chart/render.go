@@ -247,8 +247,9 @@ func RenderedAgentRBAC(valuesFile string) ([]rbacv1.PolicyRule, error) {
 }
 
 // RenderedAgentNamespaceRBAC is like RenderedAgentRBAC for the Role the chart
-// creates in the release namespace (get on the agent's own DaemonSet, named
-// ReleaseName, in Namespace).
+// creates in the release namespace: get, list and watch of the agent's own
+// DaemonSet only (resourceNames ReleaseName; list and watch need the field
+// selector metadata.name=ReleaseName), in Namespace.
 func RenderedAgentNamespaceRBAC(valuesFile string) ([]rbacv1.PolicyRule, error) {
 	return renderedRules(valuesFile, "Role")
 }

@@ -1,0 +1,55 @@
+# kube2ra node agent image: a static Go binary on Debian slim with both
+# iptables backends (iptables-nft and iptables-legacy), and nothing else.
+#
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
+#                --build-arg COMMIT=$(git rev-parse HEAD) -t kube2ra:dev .
+#
+# Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 ...
+# (the builder runs on the build machine's platform and cross-compiles).
+
+ARG GO_IMAGE=golang:1.26-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+FROM --platform=$BUILDPLATFORM ${GO_IMAGE} AS build
+WORKDIR /src
+# Modules first, so source edits do not invalidate the download layer.
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG TARGETOS=linux
+ARG TARGETARCH
+ARG VERSION=dev
+ARG COMMIT=unknown
+RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
+    go build -trimpath \
+      -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
+      -o /out/kube2ra ./cmd/kube2ra
+
+FROM ${RUNTIME_IMAGE}
+# iptables brings /usr/sbin/iptables-nft and /usr/sbin/iptables-legacy (and the
+# ip6tables pair); the agent picks the one the host's rules live in.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/*
+COPY --from=build /out/kube2ra /kube2ra
+
+ARG VERSION=dev
+ARG COMMIT=unknown
+ARG CREATED=""
+LABEL org.opencontainers.image.title="kube2ra" \
+      org.opencontainers.image.description="Per-pod AWS IAM roles on any Kubernetes cluster: IMDS for pods, credentials from IAM Roles Anywhere or STS" \
+      org.opencontainers.image.source="https://github.com/kube2ra/kube2ra" \
+      org.opencontainers.image.url="https://github.com/kube2ra/kube2ra" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${COMMIT}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+
+# Non-root by default: `kube2ra version`, `credentials` and `run --iptables=false`
+# need nothing more. Managing the DNAT rule needs uid 0 with NET_ADMIN and NET_RAW
+# (Kubernetes grants no ambient capabilities to other users); the Helm chart asks
+# for exactly that in the pod's securityContext, with every other capability dropped.
+USER 65532:65532
+ENTRYPOINT ["/kube2ra"]
+CMD ["run"]
