@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -32,21 +33,35 @@ type Request struct {
 	Tags []Tag
 }
 
-// Key is a stable string form of the request, usable as a map key.
+// Key is a stable string form of the request, usable as a map key. Each
+// field is length-prefixed, so no choice of field values (an external ID
+// from a pod annotation, say) can make two different requests share a key.
 func (r Request) Key() string {
-	var b strings.Builder
-	b.WriteString(r.RoleARN)
-	b.WriteByte(0)
-	b.WriteString(r.ExternalID)
-	b.WriteByte(0)
-	b.WriteString(r.SessionName)
+	n := len(r.RoleARN) + len(r.ExternalID) + len(r.SessionName) + 3*keyLenPrefixBytes
 	for _, t := range r.Tags {
-		b.WriteByte(0)
-		b.WriteString(t.Key)
-		b.WriteByte('=')
-		b.WriteString(t.Value)
+		n += len(t.Key) + len(t.Value) + 2*keyLenPrefixBytes
+	}
+	var b strings.Builder
+	b.Grow(n)
+	writeKeyField(&b, r.RoleARN)
+	writeKeyField(&b, r.ExternalID)
+	writeKeyField(&b, r.SessionName)
+	for _, t := range r.Tags {
+		writeKeyField(&b, t.Key)
+		writeKeyField(&b, t.Value)
 	}
 	return b.String()
+}
+
+// keyLenPrefixBytes is room for one length prefix ("123:") in Key.
+const keyLenPrefixBytes = 8
+
+// writeKeyField writes len(s) ':' s.
+func writeKeyField(b *strings.Builder, s string) {
+	var num [20]byte
+	b.Write(strconv.AppendInt(num[:0], int64(len(s)), 10))
+	b.WriteByte(':')
+	b.WriteString(s)
 }
 
 // Credentials are temporary AWS credentials as IMDS serves them.

@@ -1,0 +1,283 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
+)
+
+const (
+	// STSSourceName is the STS source's Name, used in metrics and cache keys.
+	STSSourceName = "sts"
+	// DefaultSessionDuration is DurationSeconds when STSOptions.Duration is 0;
+	// also the most STS grants when the base credentials are a role session
+	// (role chaining), as on EC2.
+	DefaultSessionDuration = time.Hour
+	// MinSessionDuration and MaxSessionDuration bound DurationSeconds.
+	MinSessionDuration = 15 * time.Minute
+	MaxSessionDuration = 12 * time.Hour
+	// defaultSTSMaxAttempts: one retry for connection errors and 5xx; the
+	// cache does the rest with backoff.
+	defaultSTSMaxAttempts = 2
+	// sdkRetryDelayMax bounds the SDK's delay before its one retry, short
+	// because a pod's SDK waits at most about a second.
+	sdkRetryDelayMax = 100 * time.Millisecond
+)
+
+// STSOptions configure the STS source. cmd/kube2ra fills them from flags.
+type STSOptions struct {
+	// Region is the region whose regional endpoint is used (--region); empty
+	// takes the default chain's (AWS_REGION, shared config).
+	Region string
+	// Endpoint overrides the endpoint URL (--sts-endpoint); empty leaves the
+	// SDK's choice: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, shared config, or
+	// https://sts.{region}.amazonaws.com.
+	Endpoint string
+	// BaseCredentials sign AssumeRole; nil takes the SDK's default chain (on
+	// EC2 the node's instance profile through IMDS).
+	BaseCredentials aws.CredentialsProvider
+	// Duration is DurationSeconds of each session (--iam-role-session-ttl);
+	// 0 means DefaultSessionDuration.
+	Duration time.Duration
+	// MaxAttempts bounds the SDK's attempts per Fetch; 0 means 2. Throttling
+	// is never retried by the SDK: the cache backs off instead.
+	MaxAttempts int
+	// HTTPClient sends the requests; nil takes the SDK's default client
+	// (which honours AWS_CA_BUNDLE; a client given here must bring its own CAs).
+	HTTPClient *http.Client
+	// Clock stamps LastUpdated; the real clock if nil.
+	Clock clock.PassiveClock
+	// Logger receives debug lines about calls; never secrets.
+	Logger logrus.FieldLogger
+}
+
+// STSSource fetches credentials with sts:AssumeRole.
+type STSSource struct {
+	// client is the SDK's STS client, configured once.
+	client *sts.Client
+	// duration is DurationSeconds of every session.
+	duration time.Duration
+	// clock stamps LastUpdated.
+	clock clock.PassiveClock
+	// log receives debug lines.
+	log logrus.FieldLogger
+}
+
+var _ Source = (*STSSource)(nil)
+
+// NewSTSSource loads the SDK configuration (default chain unless
+// BaseCredentials is given) and builds the STS client. It makes no call.
+func NewSTSSource(ctx context.Context, opts STSOptions) (*STSSource, error) {
+	duration := opts.Duration
+	if duration == 0 {
+		duration = DefaultSessionDuration
+	}
+	if duration < MinSessionDuration || duration > MaxSessionDuration || duration%time.Second != 0 {
+		return nil, fmt.Errorf("sts: session duration %s is outside %s..%s in whole seconds; set --iam-role-session-ttl within that range", duration, MinSessionDuration, MaxSessionDuration)
+	}
+	maxAttempts := opts.MaxAttempts
+	if maxAttempts == 0 {
+		maxAttempts = defaultSTSMaxAttempts
+	}
+	var loadOpts []func(*config.LoadOptions) error
+	if opts.Region != "" {
+		loadOpts = append(loadOpts, config.WithRegion(opts.Region))
+	}
+	if opts.BaseCredentials != nil {
+		loadOpts = append(loadOpts, config.WithCredentialsProvider(opts.BaseCredentials))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("sts: loading the AWS SDK configuration (environment, shared config files) failed: %w; fix the AWS_* environment or ~/.aws files", err)
+	}
+	if cfg.Region == "" {
+		return nil, errors.New("sts: no region configured; set --region or AWS_REGION so the regional STS endpoint can be used")
+	}
+	client := sts.NewFromConfig(cfg, func(o *sts.Options) {
+		if opts.Endpoint != "" {
+			o.BaseEndpoint = aws.String(opts.Endpoint)
+		}
+		if opts.HTTPClient != nil {
+			o.HTTPClient = opts.HTTPClient
+		}
+		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+			so.MaxAttempts = maxAttempts
+			so.RateLimiter = ratelimit.None
+			so.Backoff = retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) {
+				return rand.N(sdkRetryDelayMax), nil
+			})
+			// The default list without the throttle codes.
+			so.Retryables = []retry.IsErrorRetryable{
+				retry.NoRetryCanceledError{},
+				retry.RetryableError{},
+				retry.RetryableConnectionError{},
+				retry.RetryableHTTPStatusCode{Codes: retry.DefaultRetryableHTTPStatusCodes},
+				retry.RetryableErrorCode{Codes: retry.DefaultRetryableErrorCodes},
+			}
+		})
+	})
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	log := opts.Logger
+	if log == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		log = l
+	}
+	return &STSSource{client: client, duration: duration, clock: clk, log: log.WithField("source", STSSourceName)}, nil
+}
+
+// Name is "sts".
+func (s *STSSource) Name() string { return STSSourceName }
+
+// Fetch calls sts:AssumeRole for req.
+func (s *STSSource) Fetch(ctx context.Context, req Request) (Credentials, error) {
+	if req.SessionName == "" {
+		return Credentials{}, &Error{Kind: KindInvalid, Source: STSSourceName, RoleARN: req.RoleARN, Message: "a role session name is required by sts:AssumeRole; derive one with SessionName(namespace, pod)"}
+	}
+	in := &sts.AssumeRoleInput{
+		RoleArn:         aws.String(req.RoleARN),
+		RoleSessionName: aws.String(req.SessionName),
+		DurationSeconds: aws.Int32(int32(s.duration / time.Second)),
+	}
+	if req.ExternalID != "" {
+		in.ExternalId = aws.String(req.ExternalID)
+	}
+	for _, t := range req.Tags {
+		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
+	}
+	out, err := s.client.AssumeRole(ctx, in)
+	if err != nil {
+		e := stsError(req.RoleARN, err)
+		s.log.WithFields(logrus.Fields{"role": req.RoleARN, "session": req.SessionName, "kind": e.Kind.String(), "code": e.Code}).Debug("sts:AssumeRole failed")
+		return Credentials{}, e
+	}
+	c := out.Credentials
+	if c == nil || c.AccessKeyId == nil || c.SecretAccessKey == nil || c.SessionToken == nil || c.Expiration == nil {
+		return Credentials{}, &Error{Kind: KindUnavailable, Source: STSSourceName, RoleARN: req.RoleARN, Message: "sts:AssumeRole answered without complete credentials"}
+	}
+	creds := Credentials{
+		AccessKeyID:     *c.AccessKeyId,
+		SecretAccessKey: *c.SecretAccessKey,
+		SessionToken:    *c.SessionToken,
+		Expiration:      c.Expiration.UTC(),
+		LastUpdated:     s.clock.Now().UTC(),
+	}
+	s.log.WithFields(logrus.Fields{"role": req.RoleARN, "session": req.SessionName, "accessKeyID": creds.AccessKeyID, "expiration": creds.Expiration}).Debug("sts:AssumeRole succeeded")
+	return creds, nil
+}
+
+// stsErrorKinds classifies the error codes STS (and the AWS front end)
+// answer. Codes not listed are classified by HTTP status.
+var stsErrorKinds = map[string]ErrorKind{
+	"AccessDenied":                KindDenied,
+	"AccessDeniedException":       KindDenied,
+	"InvalidClientTokenId":        KindDenied,
+	"SignatureDoesNotMatch":       KindDenied,
+	"MissingAuthenticationToken":  KindDenied,
+	"IncompleteSignature":         KindDenied,
+	"UnrecognizedClientException": KindDenied,
+	"Throttling":                  KindThrottled,
+	"ThrottlingException":         KindThrottled,
+	"RequestLimitExceeded":        KindThrottled,
+	"TooManyRequestsException":    KindThrottled,
+	"RequestThrottled":            KindThrottled,
+	"SlowDown":                    KindThrottled,
+	"ValidationError":             KindInvalid,
+	"ValidationException":         KindInvalid,
+	"MalformedPolicyDocument":     KindInvalid,
+	"PackedPolicyTooLarge":        KindInvalid,
+	"InvalidParameterValue":       KindInvalid,
+	"InvalidParameterCombination": KindInvalid,
+	"MissingParameter":            KindInvalid,
+	"InvalidAction":               KindInvalid,
+	"RegionDisabledException":     KindInvalid,
+	// The base credentials expired: they are refreshed from their own
+	// source, so a later call can succeed.
+	"ExpiredToken":          KindUnavailable,
+	"ExpiredTokenException": KindUnavailable,
+	"InternalFailure":       KindUnavailable,
+	"InternalError":         KindUnavailable,
+	"ServiceUnavailable":    KindUnavailable,
+}
+
+// stsError maps an SDK error to *Error, keeping the service's code and
+// message; the SDK's error stays reachable through Unwrap.
+func stsError(roleARN string, err error) *Error {
+	e := &Error{Kind: KindUnavailable, Source: STSSourceName, RoleARN: roleARN, Err: err}
+	status := 0
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		status = re.HTTPStatusCode()
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		e.Code, e.Message = apiErr.ErrorCode(), apiErr.ErrorMessage()
+		// The SDK's own text repeats code and message: show only what it adds.
+		summary := fmt.Sprintf("HTTP %d", status)
+		if re != nil && re.ServiceRequestID() != "" {
+			summary += ", request ID " + re.ServiceRequestID()
+		}
+		e.Err = &sdkCause{summary: summary, err: err}
+		if kind, ok := stsErrorKinds[e.Code]; ok {
+			e.Kind = kind
+			return e
+		}
+	}
+	var (
+		malformed *ststypes.MalformedPolicyDocumentException
+		tooLarge  *ststypes.PackedPolicyTooLargeException
+		disabled  *ststypes.RegionDisabledException
+	)
+	switch {
+	case errors.As(err, &malformed), errors.As(err, &tooLarge), errors.As(err, &disabled):
+		e.Kind = KindInvalid
+	case status == http.StatusTooManyRequests:
+		e.Kind = KindThrottled
+	case status == http.StatusForbidden || status == http.StatusUnauthorized:
+		e.Kind = KindDenied
+	case status >= 400 && status < 500:
+		e.Kind = KindInvalid
+	default:
+		// 5xx, connection errors, timeouts, missing base credentials.
+		e.Kind = KindUnavailable
+		var sendErr *smithyhttp.RequestSendError
+		if apiErr == nil && errors.As(err, &sendErr) {
+			e.Message = "STS did not answer; check the network path to the STS endpoint (--sts-endpoint, --region)"
+		}
+	}
+	return e
+}
+
+// sdkCause shortens the SDK's error text but keeps it for errors.As.
+type sdkCause struct {
+	// summary is what Error shows.
+	summary string
+	// err is the SDK's error.
+	err error
+}
+
+func (c *sdkCause) Error() string { return c.summary }
+func (c *sdkCause) Unwrap() error { return c.err }
+
+// discard is an io.Writer that drops everything, for the default logger.
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,0 +1,233 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/smithy-go"
+)
+
+func TestSTSSourceAssumesTheRequestedRole(t *testing.T) {
+	env := newSTSEnv(t)
+	req := Request{RoleARN: tagRoleARN, SessionName: SessionName("team-a", "web-0"), Tags: SessionTags("team-a", "web-0", "web", "node-1")}
+	creds, err := env.source.Fetch(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(creds.AccessKeyID, "ASIA") || creds.SecretAccessKey == "" || creds.SessionToken == "" {
+		t.Fatalf("incomplete credentials %s", creds)
+	}
+	if want := env.clock.Now().Add(testDuration); !creds.Expiration.Equal(want) {
+		t.Errorf("expiration %s, want %s (DurationSeconds from STSOptions.Duration)", creds.Expiration, want)
+	}
+	if !creds.LastUpdated.Equal(env.clock.Now()) {
+		t.Errorf("LastUpdated %s, want the injected clock's %s", creds.LastUpdated, env.clock.Now())
+	}
+	sess, ok := env.fake.Session(creds.AccessKeyID)
+	if !ok {
+		t.Fatal("the fake did not issue these credentials")
+	}
+	if sess.RoleARN != tagRoleARN || sess.SessionName != "team-a.web-0" || sess.SourceARN != nodeARN {
+		t.Errorf("issued for %+v", sess)
+	}
+	want := map[string]string{TagNamespace: "team-a", TagPodName: "web-0", TagServiceAccount: "web", TagNode: "node-1"}
+	if len(sess.Tags) != len(want) {
+		t.Errorf("tags %v, want %v", sess.Tags, want)
+	}
+	for k, v := range want {
+		if sess.Tags[k] != v {
+			t.Errorf("tag %s = %q, want %q", k, sess.Tags[k], v)
+		}
+	}
+	if s := creds.String(); strings.Contains(s, creds.SecretAccessKey) || strings.Contains(s, creds.SessionToken) {
+		t.Error("Credentials.String shows a secret")
+	}
+}
+
+func TestSTSSourcePassesTheExternalID(t *testing.T) {
+	env := newSTSEnv(t)
+	creds, err := env.source.Fetch(context.Background(), Request{RoleARN: extRoleARN, ExternalID: extRoleID, SessionName: "ns.pod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess, _ := env.fake.Session(creds.AccessKeyID); sess.ExternalID != extRoleID {
+		t.Errorf("external ID at STS = %q, want %q", sess.ExternalID, extRoleID)
+	}
+}
+
+func TestSTSSourceMapsErrorsToKinds(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		secret    string
+		req       Request
+		setup     func(*stsEnv)
+		duration  time.Duration
+		wantKind  ErrorKind
+		wantCode  string
+		wantInMsg string
+		wantCalls int
+	}{
+		{name: "a bad signature is denied", secret: "wrong-secret", req: Request{RoleARN: appRoleARN, SessionName: "ns.pod"},
+			wantKind: KindDenied, wantCode: "SignatureDoesNotMatch", wantCalls: 1},
+		{name: "an untrusted role is denied with STS's message", req: Request{RoleARN: deniedRoleARN, SessionName: "ns.pod"},
+			wantKind: KindDenied, wantCode: "AccessDenied", wantCalls: 1,
+			wantInMsg: "User: " + nodeARN + " is not authorized to perform: sts:AssumeRole on resource: " + deniedRoleARN},
+		{name: "a missing external ID is denied", req: Request{RoleARN: extRoleARN, SessionName: "ns.pod"},
+			wantKind: KindDenied, wantCode: "AccessDenied", wantCalls: 1},
+		{name: "a wrong external ID is denied", req: Request{RoleARN: extRoleARN, ExternalID: "ext-999", SessionName: "ns.pod"},
+			wantKind: KindDenied, wantCode: "AccessDenied", wantCalls: 1},
+		{name: "an invalid session name is invalid", req: Request{RoleARN: appRoleARN, SessionName: "ns pod"},
+			wantKind: KindInvalid, wantCode: "ValidationError", wantInMsg: "roleSessionName", wantCalls: 1},
+		{name: "a duration over the role's maximum is invalid", req: Request{RoleARN: appRoleARN, SessionName: "ns.pod"}, duration: 2 * time.Hour,
+			wantKind: KindInvalid, wantCode: "ValidationError", wantInMsg: "MaxSessionDuration", wantCalls: 1},
+		{name: "throttling is throttled and not retried by the SDK", req: Request{RoleARN: appRoleARN, SessionName: "ns.pod"},
+			setup:    func(e *stsEnv) { e.fake.SetThrottle(true) },
+			wantKind: KindThrottled, wantCode: "Throttling", wantInMsg: "Rate exceeded", wantCalls: 1},
+		{name: "a 500 is unavailable after one SDK retry", req: Request{RoleARN: appRoleARN, SessionName: "ns.pod"},
+			setup:    func(e *stsEnv) { e.fake.SetFailurePercent(100) },
+			wantKind: KindUnavailable, wantCode: "InternalFailure", wantCalls: 2},
+		{name: "an unreachable endpoint is unavailable", req: Request{RoleARN: appRoleARN, SessionName: "ns.pod"},
+			setup:    func(e *stsEnv) { e.fake.SetOutage(true) },
+			wantKind: KindUnavailable, wantCalls: 2},
+		{name: "no session name is invalid without a call", req: Request{RoleARN: appRoleARN},
+			wantKind: KindInvalid, wantInMsg: "session name", wantCalls: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newSTSEnv(t, func(o *STSOptions) {
+				if tc.secret != "" {
+					o.BaseCredentials = awscreds.NewStaticCredentialsProvider(nodeKeyID, tc.secret, "")
+				}
+				if tc.duration != 0 {
+					o.Duration = tc.duration
+				}
+			})
+			if tc.setup != nil {
+				tc.setup(env)
+			}
+			_, err := env.source.Fetch(context.Background(), tc.req)
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("want *Error, got %v", err)
+			}
+			if e.Kind != tc.wantKind || e.Code != tc.wantCode || KindOf(err) != tc.wantKind {
+				t.Errorf("kind %s code %q, want %s %q (%v)", e.Kind, e.Code, tc.wantKind, tc.wantCode, err)
+			}
+			if e.Source != STSSourceName || e.RoleARN != tc.req.RoleARN {
+				t.Errorf("error names source %q role %q", e.Source, e.RoleARN)
+			}
+			if !strings.Contains(e.Error(), tc.wantInMsg) {
+				t.Errorf("message %q lacks %q", e.Error(), tc.wantInMsg)
+			}
+			if tc.wantCode != "" {
+				var ae smithy.APIError
+				if !errors.As(err, &ae) {
+					t.Error("the SDK's API error is not reachable with errors.As")
+				}
+			}
+			if got := env.fake.Calls("AssumeRole"); got != tc.wantCalls {
+				t.Errorf("%d calls reached STS, want %d", got, tc.wantCalls)
+			}
+		})
+	}
+}
+
+func TestSTSEndpointFromTheSDKEnvironment(t *testing.T) {
+	env := newSTSEnv(t)
+	t.Setenv("AWS_ENDPOINT_URL_STS", env.fake.URL())
+	src, err := NewSTSSource(context.Background(), STSOptions{
+		Region:          testRegion,
+		BaseCredentials: awscreds.NewStaticCredentialsProvider(nodeKeyID, nodeSecretKey, ""),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Fetch(context.Background(), Request{RoleARN: appRoleARN, SessionName: "ns.pod"}); err != nil {
+		t.Fatalf("AWS_ENDPOINT_URL_STS was not used: %v", err)
+	}
+	if env.fake.Calls("AssumeRole") != 1 {
+		t.Errorf("the fake saw %d calls", env.fake.Calls("AssumeRole"))
+	}
+}
+
+func TestSTSEndpointOptionWinsOverTheEnvironment(t *testing.T) {
+	env := newSTSEnv(t)
+	t.Setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1") // nothing listens there
+	src, err := NewSTSSource(context.Background(), STSOptions{
+		Region:          testRegion,
+		Endpoint:        env.fake.URL(),
+		BaseCredentials: awscreds.NewStaticCredentialsProvider(nodeKeyID, nodeSecretKey, ""),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Fetch(context.Background(), Request{RoleARN: appRoleARN, SessionName: "ns.pod"}); err != nil {
+		t.Fatalf("--sts-endpoint did not win: %v", err)
+	}
+}
+
+// hostRecorder is an HTTP transport that records where requests would go
+// and answers none, so endpoint resolution is checked without a network.
+type hostRecorder struct {
+	mu    sync.Mutex
+	hosts []string
+}
+
+func (h *hostRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	h.mu.Lock()
+	h.hosts = append(h.hosts, r.URL.Scheme+"://"+r.URL.Host)
+	h.mu.Unlock()
+	return nil, errors.New("recorded, not sent")
+}
+
+func TestSTSUsesTheRegionalEndpoint(t *testing.T) {
+	for _, region := range []string{"eu-west-1", "us-east-1", "ap-southeast-2"} {
+		t.Run(region, func(t *testing.T) {
+			isolateAWSEnv(t)
+			rec := &hostRecorder{}
+			src, err := NewSTSSource(context.Background(), STSOptions{
+				Region:          region,
+				BaseCredentials: awscreds.NewStaticCredentialsProvider(nodeKeyID, nodeSecretKey, ""),
+				HTTPClient:      &http.Client{Transport: rec},
+				MaxAttempts:     1,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = src.Fetch(context.Background(), Request{RoleARN: appRoleARN, SessionName: "ns.pod"})
+			if KindOf(err) != KindUnavailable {
+				t.Errorf("a transport error should be unavailable: %v", err)
+			}
+			want := "https://sts." + region + ".amazonaws.com"
+			if len(rec.hosts) != 1 || rec.hosts[0] != want {
+				t.Errorf("requests went to %v, want %s", rec.hosts, want)
+			}
+		})
+	}
+}
+
+func TestNewSTSSourceRejectsBadOptions(t *testing.T) {
+	isolateAWSEnv(t)
+	base := awscreds.NewStaticCredentialsProvider(nodeKeyID, nodeSecretKey, "")
+	for _, tc := range []struct {
+		name string
+		opts STSOptions
+		want string
+	}{
+		{name: "no region anywhere", opts: STSOptions{BaseCredentials: base}, want: "--region"},
+		{name: "duration under 15 minutes", opts: STSOptions{Region: testRegion, BaseCredentials: base, Duration: time.Minute}, want: "--iam-role-session-ttl"},
+		{name: "duration over 12 hours", opts: STSOptions{Region: testRegion, BaseCredentials: base, Duration: 13 * time.Hour}, want: "--iam-role-session-ttl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewSTSSource(context.Background(), tc.opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error naming %s", err, tc.want)
+			}
+		})
+	}
+}
