@@ -211,6 +211,11 @@ type portInUseError struct {
 }
 
 func (e *portInUseError) Error() string {
+	if e.picked {
+		return fmt.Sprintf("%s cannot listen on %s: the port is in use; free ports picked by Start were taken by another process "+
+			"before %s bound them, %d times in a row (see who holds ports with `ss -ltnp`)\n%s",
+			e.process, e.addr, e.process, portAttempts, e.detail)
+	}
 	return fmt.Sprintf("%s cannot listen on %s: the port is in use by another process "+
 		"(see who holds it with `ss -ltnp 'sport = :%s'`, or leave the port option 0 to pick a free one)\n%s",
 		e.process, e.addr, portOf(e.addr), e.detail)
@@ -310,7 +315,6 @@ func startOnce(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		// A loopback advertise address is not a valid Endpoints address;
 		// nothing here needs the "kubernetes" Service's endpoints.
 		"--endpoint-reconciler-type=none",
-		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
 	}, dir, filepath.Join(dir, "kube-apiserver.log"))
 	if err != nil {
 		return nil, err
@@ -440,6 +444,9 @@ func waitEtcd(ctx context.Context, p *process, url string, picked bool, addr str
 			if p.exited() {
 				return processFailed(p, addr, picked)
 			}
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return fmt.Errorf("start canceled while waiting for etcd at %s: %w", url, ctx.Err())
+			}
 			return fmt.Errorf("etcd at %s was not healthy within %s (the start timeout; last check: %s); its log ends with:\n%s",
 				url, timeout, last, logTail(p.logPath))
 		case <-p.done:
@@ -475,6 +482,9 @@ func (cp *ControlPlane) waitReady(ctx context.Context, picked bool, timeout time
 			case <-ctx.Done():
 				if cp.apiserver.exited() {
 					return processFailed(cp.apiserver, addr, picked)
+				}
+				if errors.Is(ctx.Err(), context.Canceled) {
+					return fmt.Errorf("start canceled while waiting for kube-apiserver at %s: %w", cp.url, ctx.Err())
 				}
 				return fmt.Errorf("kube-apiserver at %s was not ready within %s (the start timeout; last check %s); its log ends with:\n%s",
 					cp.url, timeout, last, logTail(cp.apiserver.logPath))

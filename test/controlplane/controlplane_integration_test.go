@@ -288,6 +288,10 @@ func TestStartFailsWithInstructions(t *testing.T) {
 	if err := os.WriteFile(crashing, []byte("#!/bin/sh\necho 'F0101 something specific broke' >&2\nexit 3\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	racing := filepath.Join(dir, "kube-apiserver-racing")
+	if err := os.WriteFile(racing, []byte("#!/bin/sh\necho 'E0101 listen tcp 127.0.0.1:6443: bind: address already in use' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -321,6 +325,11 @@ func TestStartFailsWithInstructions(t *testing.T) {
 			want: []string{"etcd cannot listen on 127.0.0.1:" + strconv.Itoa(busyPort), "in use"},
 		},
 		{
+			name: "kube-apiserver losing the race for a picked port is retried, then says the port is in use",
+			opts: controlplane.Options{KubeAPIServer: racing},
+			want: []string{"kube-apiserver cannot listen on 127.0.0.1:", "in use", "bind: address already in use"},
+		},
+		{
 			name: "crashing kube-apiserver shows its exit and log tail",
 			opts: controlplane.Options{KubeAPIServer: crashing},
 			want: []string{"kube-apiserver exited during start", "exit status 3", "F0101 something specific broke"},
@@ -335,6 +344,7 @@ func TestStartFailsWithInstructions(t *testing.T) {
 				cp.Stop()
 				t.Fatalf("Start succeeded, want an error containing %q", tt.want)
 			}
+			t.Logf("Start error:\n%v", err)
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error does not contain %q:\n%v", w, err)
@@ -350,9 +360,11 @@ func TestStopEndsProcessesAndRemovesFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	pids := readPids(t, cp.Dir)
+	begin := time.Now()
 	if err := cp.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
+	t.Logf("Stop took %s", time.Since(begin))
 	for _, pid := range pids {
 		if alive(pid) {
 			t.Errorf("process %d still runs after Stop", pid)
