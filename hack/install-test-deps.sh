@@ -6,6 +6,7 @@
 #   - kube-apiserver, built from the Go module proxy by build-kube-apiserver.sh
 #     and cached in $KUBE2RA_CACHE (default ~/.cache/kube2ra);
 #   - helm and staticcheck, built with `go install` into $KUBE2RA_CACHE/bin.
+# Arguments pick parts (all, packages, kube-apiserver, tools; default all).
 # Safe to run again: a second run only checks. Prints how long each step took.
 # Runs non-interactively (CI=true or not). Needs root (or password-less sudo)
 # only when a Debian package is missing.
@@ -114,13 +115,38 @@ go_tool() {
     { log "go install $pkg@$version failed"; return 1; }
 }
 
+usage() {
+  echo "usage: $0 [all|packages|kube-apiserver|tools]..." >&2
+  echo "  all (default)   everything below" >&2
+  echo "  packages        Debian packages, and a check that both iptables backends work" >&2
+  echo "  kube-apiserver  build and cache kube-apiserver $KUBE_VERSION" >&2
+  echo "  tools           helm $HELM_VERSION and staticcheck $STATICCHECK_VERSION in $BIN_DIR" >&2
+}
+
 main() {
   local start; start=$(now_ms)
-  step "Debian packages" apt_packages
-  step "tool check" check_tools
-  step "kube-apiserver $KUBE_VERSION" kube_apiserver
-  step "helm $HELM_VERSION" go_tool helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3 "$HELM_VERSION"
-  step "staticcheck $STATICCHECK_VERSION" go_tool staticcheck honnef.co/go/tools/cmd/staticcheck honnef.co/go/tools "$STATICCHECK_VERSION"
+  local parts=("$@")
+  [ ${#parts[@]} -gt 0 ] || parts=(all)
+  local part
+  for part in "${parts[@]}"; do
+    case "$part" in
+      all|packages|kube-apiserver|tools) ;;
+      -h|--help) usage; exit 0 ;;
+      *) usage; fail "unknown part '$part'" ;;
+    esac
+  done
+  want() { local p; for p in "${parts[@]}"; do [ "$p" = all ] || [ "$p" = "$1" ] && return 0; done; return 1; }
+  if want packages; then
+    step "Debian packages" apt_packages
+    step "tool check" check_tools
+  fi
+  if want kube-apiserver; then
+    step "kube-apiserver $KUBE_VERSION" kube_apiserver
+  fi
+  if want tools; then
+    step "helm $HELM_VERSION" go_tool helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3 "$HELM_VERSION"
+    step "staticcheck $STATICCHECK_VERSION" go_tool staticcheck honnef.co/go/tools/cmd/staticcheck honnef.co/go/tools "$STATICCHECK_VERSION"
+  fi
   printf 'install-test-deps: %-28s %6ss\n' "total" "$(elapsed "$start")" >&2
   log "tools are in $BIN_DIR (add it to PATH) and $CACHE_DIR"
 }
