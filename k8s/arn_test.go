@@ -1,0 +1,100 @@
+package k8s
+
+import (
+	"strings"
+	"testing"
+)
+
+const testBase = "arn:aws:iam::123456789012:role/"
+
+func TestNormalizeRoleARN(t *testing.T) {
+	tests := []struct {
+		name     string
+		role     string
+		base     string
+		wantARN  string
+		wantName string
+		wantErr  string
+	}{
+		{name: "bare name gets the base prepended", role: "app", base: testBase,
+			wantARN: testBase + "app", wantName: "app"},
+		{name: "path and name get the base prepended, name is the last element", role: "team/app", base: testBase,
+			wantARN: testBase + "team/app", wantName: "app"},
+		{name: "leading slash of a path is dropped", role: "/team/sub/app", base: testBase,
+			wantARN: testBase + "team/sub/app", wantName: "app"},
+		{name: "surrounding spaces are ignored", role: "  app \n", base: testBase,
+			wantARN: testBase + "app", wantName: "app"},
+		{name: "base with a path keeps it", role: "app", base: "arn:aws:iam::123456789012:role/platform/",
+			wantARN: "arn:aws:iam::123456789012:role/platform/app", wantName: "app"},
+		{name: "full ARN is kept", role: "arn:aws:iam::210987654321:role/other", base: testBase,
+			wantARN: "arn:aws:iam::210987654321:role/other", wantName: "other"},
+		{name: "full ARN works without a base", role: "arn:aws:iam::210987654321:role/x/y/other",
+			wantARN: "arn:aws:iam::210987654321:role/x/y/other", wantName: "other"},
+		{name: "GovCloud partition", role: "arn:aws-us-gov:iam::123456789012:role/gov",
+			wantARN: "arn:aws-us-gov:iam::123456789012:role/gov", wantName: "gov"},
+		{name: "China partition", role: "arn:aws-cn:iam::123456789012:role/cn-app",
+			wantARN: "arn:aws-cn:iam::123456789012:role/cn-app", wantName: "cn-app"},
+		{name: "China base with bare name", role: "app", base: "arn:aws-cn:iam::123456789012:role/",
+			wantARN: "arn:aws-cn:iam::123456789012:role/app", wantName: "app"},
+		{name: "ISO-B partition", role: "arn:aws-iso-b:iam::123456789012:role/secret",
+			wantARN: "arn:aws-iso-b:iam::123456789012:role/secret", wantName: "secret"},
+		{name: "name characters allowed by IAM", role: "a+b=c,d.e@f_g-h", base: testBase,
+			wantARN: testBase + "a+b=c,d.e@f_g-h", wantName: "a+b=c,d.e@f_g-h"},
+
+		{name: "bare name without base is refused", role: "app", wantErr: "no base role ARN"},
+		{name: "empty role is refused", role: "  ", base: testBase, wantErr: "empty"},
+		{name: "unknown partition is refused", role: "arn:aws-mars:iam::123456789012:role/x", wantErr: "unknown partition"},
+		{name: "non-IAM service is refused", role: "arn:aws:s3:::bucket/role/x", wantErr: "not an IAM role"},
+		{name: "IAM user is refused", role: "arn:aws:iam::123456789012:user/bob", wantErr: "not a role"},
+		{name: "instance profile is refused", role: "arn:aws:iam::123456789012:instance-profile/x", wantErr: "not a role"},
+		{name: "STS assumed-role ARN is refused", role: "arn:aws:sts::123456789012:assumed-role/x/s", wantErr: "not an IAM role"},
+		{name: "region in an IAM ARN is refused", role: "arn:aws:iam:us-east-1:123456789012:role/x", wantErr: "region"},
+		{name: "short account is refused", role: "arn:aws:iam::12345:role/x", wantErr: "12 digits"},
+		{name: "non-digit account is refused", role: "arn:aws:iam::12345678901a:role/x", wantErr: "12 digits"},
+		{name: "too few fields is refused", role: "arn:aws:iam::123456789012", wantErr: "six colon-separated"},
+		{name: "trailing slash (empty name) is refused", role: "team/", base: testBase, wantErr: "empty name"},
+		{name: "empty path element is refused", role: "arn:aws:iam::123456789012:role/a//b", wantErr: "empty element"},
+		{name: "space in a name is refused", role: "my app", base: testBase, wantErr: "contains"},
+		{name: "colon in a name is refused", role: "arn:aws:iam::123456789012:role/a:b", wantErr: "contains"},
+		{name: "65-character name is refused", role: strings.Repeat("a", 65), base: testBase, wantErr: "at most 64"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			arn, name, err := NormalizeRoleARN(tt.role, tt.base)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("NormalizeRoleARN(%q, %q) = %q, %q, %v; want error containing %q", tt.role, tt.base, arn, name, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || arn != tt.wantARN || name != tt.wantName {
+				t.Fatalf("NormalizeRoleARN(%q, %q) = %q, %q, %v; want %q, %q", tt.role, tt.base, arn, name, err, tt.wantARN, tt.wantName)
+			}
+		})
+	}
+}
+
+func TestParseBaseRoleARN(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    string
+		wantErr bool
+	}{
+		{name: "base with trailing slash is kept", in: testBase, want: testBase},
+		{name: "missing trailing slash is added", in: "arn:aws:iam::123456789012:role", want: testBase},
+		{name: "base with a path", in: "arn:aws:iam::123456789012:role/team", want: "arn:aws:iam::123456789012:role/team/"},
+		{name: "GovCloud base", in: "arn:aws-us-gov:iam::123456789012:role/", want: "arn:aws-us-gov:iam::123456789012:role/"},
+		{name: "empty base is refused", in: "", wantErr: true},
+		{name: "user ARN prefix is refused", in: "arn:aws:iam::123456789012:user/", wantErr: true},
+		{name: "bad account is refused", in: "arn:aws:iam::1:role/", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseBaseRoleARN(tt.in)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("ParseBaseRoleARN(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,214 @@
+package k8s
+
+import (
+	"fmt"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// podIPIndex is the name of the informer index from IP to pods.
+const podIPIndex = "podIP"
+
+// podIPIndexFunc is the informer index function: the IPs of a pod that may
+// own them. It depends on the object alone (no clock, no node state), so
+// the index always agrees with the store. Host-network pods share the
+// node's address and pods in phase Succeeded or Failed have given theirs
+// back to the CNI, so neither is ever indexed.
+func podIPIndexFunc(obj any) ([]string, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return nil, fmt.Errorf("pod IP index: got %T, want *v1.Pod", obj)
+	}
+	if !indexable(pod) {
+		return nil, nil
+	}
+	ips := podIPs(pod)
+	keys := make([]string, 0, len(ips))
+	for _, ip := range ips {
+		keys = append(keys, ip.String())
+	}
+	return keys, nil
+}
+
+// indexable reports whether a pod can own its IPs.
+func indexable(pod *corev1.Pod) bool {
+	if pod.Spec.HostNetwork {
+		return false
+	}
+	switch pod.Status.Phase {
+	case corev1.PodSucceeded, corev1.PodFailed:
+		return false
+	}
+	return true
+}
+
+// podIPs parses status.podIPs (or status.podIP when the list is empty),
+// unmapping IPv4-in-IPv6 so one address has one index key. Unparsable
+// entries are skipped: they cannot match a source address anyway.
+func podIPs(pod *corev1.Pod) []netip.Addr {
+	var ips []netip.Addr
+	add := func(s string) {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return
+		}
+		ip = ip.Unmap().WithZone("")
+		for _, have := range ips {
+			if have == ip {
+				return
+			}
+		}
+		ips = append(ips, ip)
+	}
+	for _, p := range pod.Status.PodIPs {
+		add(p.IP)
+	}
+	if len(ips) == 0 && pod.Status.PodIP != "" {
+		add(pod.Status.PodIP)
+	}
+	return ips
+}
+
+// ipKey is the index key of a source address.
+func ipKey(ip netip.Addr) string {
+	return ip.Unmap().WithZone("").String()
+}
+
+// ownership is what the single-owner rule decided for one IP.
+type ownership int
+
+const (
+	// ownerNone: no live pod holds the IP (none at all, or only terminating
+	// ones); the caller may wait for the informer to learn a live one.
+	ownerNone ownership = iota
+	// ownerOne: exactly one live pod holds the IP; it is the owner.
+	ownerOne
+	// ownerAmbiguous: several live pods hold the IP; deny.
+	ownerAmbiguous
+)
+
+// ownerOf applies the single-owner rule to the pods indexed under one IP:
+// the one pod without deletionTimestamp owns it. Several live pods mean the
+// node's view is inconsistent and kube2ra will not guess. A terminating pod
+// never owns an IP: once it is being deleted its address may already have
+// been handed to a pod the informer has not seen yet, and answering with
+// the old pod's role would give the newcomer the wrong credentials. (A pod
+// in graceful shutdown keeps the credentials its SDK already cached.)
+// Pods that are not indexable are ignored, so a stale index entry cannot
+// let a Completed pod win.
+func ownerOf(pods []*corev1.Pod) (*corev1.Pod, ownership) {
+	var owner *corev1.Pod
+	live := 0
+	for _, p := range pods {
+		if !indexable(p) || p.DeletionTimestamp != nil {
+			continue
+		}
+		live++
+		owner = p
+	}
+	switch live {
+	case 0:
+		return nil, ownerNone
+	case 1:
+		return owner, ownerOne
+	}
+	return nil, ownerAmbiguous
+}
+
+// transformPod keeps only what kube2ra reads of a pod, in a new object so
+// the decoded original (managedFields, containers, conditions...) can be
+// freed. keep lists the annotation keys to retain. It is pure and
+// idempotent, as client-go asks of transforms.
+func transformPod(keep []string) cache.TransformFunc {
+	return func(obj any) (any, error) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return obj, nil
+		}
+		out := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:              pod.Name,
+				Namespace:         pod.Namespace,
+				UID:               pod.UID,
+				ResourceVersion:   pod.ResourceVersion,
+				DeletionTimestamp: pod.DeletionTimestamp,
+				Annotations:       keepAnnotations(pod.Annotations, keep),
+			},
+			Spec: corev1.PodSpec{
+				NodeName:           pod.Spec.NodeName,
+				ServiceAccountName: pod.Spec.ServiceAccountName,
+				HostNetwork:        pod.Spec.HostNetwork,
+			},
+			Status: corev1.PodStatus{
+				Phase: pod.Status.Phase,
+			},
+		}
+		if len(pod.Status.PodIPs) > 0 {
+			out.Status.PodIPs = make([]corev1.PodIP, len(pod.Status.PodIPs))
+			for i, ip := range pod.Status.PodIPs {
+				out.Status.PodIPs[i] = corev1.PodIP{IP: ip.IP}
+			}
+		} else if pod.Status.PodIP != "" {
+			out.Status.PodIPs = []corev1.PodIP{{IP: pod.Status.PodIP}}
+		}
+		return out, nil
+	}
+}
+
+// transformNamespace keeps a namespace's identity and the annotations in
+// keep.
+func transformNamespace(keep []string) cache.TransformFunc {
+	return func(obj any) (any, error) {
+		ns, ok := obj.(*corev1.Namespace)
+		if !ok {
+			return obj, nil
+		}
+		return &corev1.Namespace{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:            ns.Name,
+				UID:             ns.UID,
+				ResourceVersion: ns.ResourceVersion,
+				Annotations:     keepAnnotations(ns.Annotations, keep),
+			},
+		}, nil
+	}
+}
+
+// keepAnnotations copies the annotations named in keep; nil when none.
+func keepAnnotations(in map[string]string, keep []string) map[string]string {
+	var out map[string]string
+	for _, k := range keep {
+		if v, ok := in[k]; ok {
+			if out == nil {
+				out = make(map[string]string, len(keep))
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// podFromObject converts a cached pod to kube2ra's Pod. The annotations map
+// is copied so callers cannot change the cache.
+func podFromObject(p *corev1.Pod) *Pod {
+	var ann map[string]string
+	if len(p.Annotations) > 0 {
+		ann = make(map[string]string, len(p.Annotations))
+		for k, v := range p.Annotations {
+			ann[k] = v
+		}
+	}
+	return &Pod{
+		UID:            p.UID,
+		Namespace:      p.Namespace,
+		Name:           p.Name,
+		ServiceAccount: p.Spec.ServiceAccountName,
+		NodeName:       p.Spec.NodeName,
+		IPs:            podIPs(p),
+		Annotations:    ann,
+		Terminating:    p.DeletionTimestamp != nil,
+	}
+}

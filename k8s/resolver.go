@@ -1,0 +1,308 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+)
+
+// NamespaceGetter returns a cached namespace; *Watcher implements it.
+type NamespaceGetter interface {
+	Namespace(name string) (*corev1.Namespace, bool)
+}
+
+var _ NamespaceGetter = (*Watcher)(nil)
+
+// ResolverOptions configures a RoleResolver. cmd/kube2ra fills it from flags.
+type ResolverOptions struct {
+	// Keys names the annotations (--iam-role-key, --iam-external-id, --namespace-key).
+	Keys AnnotationKeys
+	// DefaultRole is --default-role: the role of pods without the role
+	// annotation; empty for none. Exempt from namespace policy.
+	DefaultRole string
+	// BaseRoleARN returns the base role ARN (--base-role-arn, or one the
+	// credential source discovered), "" while none is known. Called per
+	// resolution, so a base discovered later takes effect. Nil means none.
+	BaseRoleARN func() string
+	// NamespaceRestrictions is --namespace-restrictions (true by default in
+	// the flags; the zero value here turns the check off, so set it).
+	NamespaceRestrictions bool
+	// Format is --namespace-restriction-format; PolicyGlob when empty.
+	Format PolicyFormat
+	// ExternalIDAllowed is false for sources without external IDs (Roles
+	// Anywhere): a pod asking for one is denied with DeniedExternalID.
+	ExternalIDAllowed bool
+	// Events records RoleDenied and InvalidRolePolicy; nil records none.
+	// Give it a rate-limited recorder (NewEventRecorder).
+	Events record.EventRecorder
+	// Logger receives denial logs; required.
+	Logger logrus.FieldLogger
+}
+
+// StaticBaseARN returns a BaseRoleARN func for a fixed value.
+func StaticBaseARN(arn string) func() string { return func() string { return arn } }
+
+// RoleResolver decides which role a pod gets: its annotation, else the
+// default role, checked against its namespace's policy.
+type RoleResolver struct {
+	// opts are the options with defaults applied.
+	opts ResolverOptions
+	// namespaces gives the cached namespaces.
+	namespaces NamespaceGetter
+	// log is the injected logger.
+	log logrus.FieldLogger
+	// base memoises the last parsed base role ARN.
+	base atomic.Pointer[parsedBase]
+	// mu guards policies.
+	mu sync.RWMutex
+	// policies caches each namespace's compiled policy, by namespace name.
+	policies map[string]*policyEntry
+}
+
+// parsedBase is a base role ARN as given and as parsed.
+type parsedBase struct {
+	// raw is what BaseRoleARN returned.
+	raw string
+	// arn is the validated base, "" when raw is empty or invalid.
+	arn string
+	// err says why raw is invalid.
+	err error
+}
+
+// policyEntry is one namespace's compiled policy and what it was built from.
+type policyEntry struct {
+	// uid and resourceVersion identify the namespace object it came from.
+	uid types.UID
+	// resourceVersion of the namespace when compiled or last confirmed.
+	resourceVersion string
+	// present is false when the namespace has no policy annotation.
+	present bool
+	// raw is the annotation value.
+	raw string
+	// base is the base role ARN the patterns were normalised with.
+	base string
+	// policy is the compiled policy; nil when err is set or !present.
+	policy *rolePolicy
+	// err says why the annotation could not be used.
+	err error
+}
+
+// NewRoleResolver builds a resolver reading namespaces from namespaces.
+func NewRoleResolver(namespaces NamespaceGetter, opts ResolverOptions) (*RoleResolver, error) {
+	if namespaces == nil {
+		return nil, errors.New("k8s.NewRoleResolver needs a namespace source (the Watcher)")
+	}
+	if opts.Logger == nil {
+		return nil, errors.New("k8s.NewRoleResolver needs a logger")
+	}
+	opts.Keys = opts.Keys.withDefaults()
+	if opts.Format == "" {
+		opts.Format = PolicyGlob
+	}
+	if _, err := ParsePolicyFormat(string(opts.Format)); err != nil {
+		return nil, err
+	}
+	if opts.BaseRoleARN == nil {
+		opts.BaseRoleARN = StaticBaseARN("")
+	}
+	r := &RoleResolver{
+		opts:       opts,
+		namespaces: namespaces,
+		log:        opts.Logger.WithField("component", "k8s"),
+		policies:   make(map[string]*policyEntry),
+	}
+	// A bad base or default role is a configuration error: say so now.
+	if raw := strings.TrimSpace(opts.BaseRoleARN()); raw != "" {
+		if _, err := ParseBaseRoleARN(raw); err != nil {
+			return nil, fmt.Errorf("--base-role-arn: %w", err)
+		}
+	}
+	if opts.DefaultRole != "" {
+		if base, _ := r.baseARN(); base != "" || strings.HasPrefix(strings.TrimSpace(opts.DefaultRole), arnPrefix) {
+			if _, _, err := NormalizeRoleARN(opts.DefaultRole, base); err != nil {
+				return nil, fmt.Errorf("--default-role: %w", err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// baseARN returns the parsed base role ARN, parsing only when it changed.
+func (r *RoleResolver) baseARN() (string, error) {
+	raw := strings.TrimSpace(r.opts.BaseRoleARN())
+	if b := r.base.Load(); b != nil && b.raw == raw {
+		return b.arn, b.err
+	}
+	b := &parsedBase{raw: raw}
+	if raw != "" {
+		b.arn, b.err = ParseBaseRoleARN(raw)
+		if b.err != nil {
+			b.err = fmt.Errorf("the base role ARN is invalid: %w", b.err)
+		}
+	}
+	r.base.Store(b)
+	return b.arn, b.err
+}
+
+// ResolveRole returns the role pod may have, ErrNoRole, or a *DenialError.
+// Denials are recorded as Warning Events (rate-limited): RoleDenied on the
+// pod and, for an unparsable policy, InvalidRolePolicy on the namespace.
+func (r *RoleResolver) ResolveRole(_ context.Context, pod *Pod) (Role, error) {
+	role, err := r.resolve(pod)
+	var denial *DenialError
+	if errors.As(err, &denial) {
+		r.recordDenial(pod, denial)
+	}
+	return role, err
+}
+
+// resolve is ResolveRole without Events: used for notifications and the
+// debug page too.
+func (r *RoleResolver) resolve(pod *Pod) (Role, error) {
+	if pod == nil {
+		return Role{}, errors.New("k8s: ResolveRole called without a pod")
+	}
+	base, baseErr := r.baseARN()
+	asked := strings.TrimSpace(pod.Annotations[r.opts.Keys.Role])
+	externalID := strings.TrimSpace(pod.Annotations[r.opts.Keys.ExternalID])
+	deny := func(reason DenialReason, role, detail string) (Role, error) {
+		return Role{}, &DenialError{Reason: reason, Role: role, Namespace: pod.Namespace, Detail: detail}
+	}
+
+	var defaultARN, defaultName string
+	if r.opts.DefaultRole != "" {
+		arn, name, err := NormalizeRoleARN(r.opts.DefaultRole, base)
+		if err != nil && asked == "" {
+			return deny(DeniedInvalidRole, r.opts.DefaultRole, "the default role is not usable: "+withBaseErr(err, baseErr).Error()+"; fix --default-role or --base-role-arn")
+		}
+		defaultARN, defaultName = arn, name
+	}
+
+	role := Role{ExternalID: externalID}
+	switch {
+	case asked != "":
+		arn, name, err := NormalizeRoleARN(asked, base)
+		if err != nil {
+			return deny(DeniedInvalidRole, asked, fmt.Sprintf("annotation %s is not a usable role: %v", r.opts.Keys.Role, withBaseErr(err, baseErr)))
+		}
+		role.ARN, role.Name = arn, name
+	case defaultARN != "":
+		role.ARN, role.Name, role.Default = defaultARN, defaultName, true
+	default:
+		return Role{}, fmt.Errorf("%w: pod %s has no %s annotation", ErrNoRole, pod.Key(), r.opts.Keys.Role)
+	}
+
+	// The default role is granted cluster-wide by the operator, so it is
+	// exempt from namespace policy even when a pod names it explicitly.
+	if r.opts.NamespaceRestrictions && role.ARN != defaultARN {
+		if err := r.checkPolicy(pod, role.ARN, base, baseErr); err != nil {
+			return Role{}, err
+		}
+	}
+	if externalID != "" && !r.opts.ExternalIDAllowed {
+		return deny(DeniedExternalID, role.ARN, fmt.Sprintf("annotation %s is set but the credential source (IAM Roles Anywhere) has no external ID; remove the annotation", r.opts.Keys.ExternalID))
+	}
+	return role, nil
+}
+
+// withBaseErr adds why the base ARN is unusable to err, when it is.
+func withBaseErr(err, baseErr error) error {
+	if baseErr != nil {
+		return fmt.Errorf("%w (%v)", err, baseErr)
+	}
+	return err
+}
+
+// checkPolicy denies arn unless the namespace's policy allows it.
+func (r *RoleResolver) checkPolicy(pod *Pod, arn, base string, baseErr error) error {
+	ns, ok := r.namespaces.Namespace(pod.Namespace)
+	if !ok {
+		return &DenialError{Reason: DeniedByNamespace, Role: arn, Namespace: pod.Namespace,
+			Detail: fmt.Sprintf("namespace %q is not in the cache yet, so its %s policy cannot be checked; retry shortly", pod.Namespace, r.opts.Keys.Namespace)}
+	}
+	e := r.policyFor(ns, base)
+	switch {
+	case e.err != nil:
+		return &DenialError{Reason: DeniedInvalidPolicy, Role: arn, Namespace: pod.Namespace,
+			Detail: fmt.Sprintf("namespace annotation %s is invalid, so no role is allowed: %v", r.opts.Keys.Namespace, withBaseErr(e.err, baseErr))}
+	case !e.present:
+		return &DenialError{Reason: DeniedByNamespace, Role: arn, Namespace: pod.Namespace,
+			Detail: fmt.Sprintf("namespace has no %s annotation, so only the default role is allowed; add the role to it", r.opts.Keys.Namespace)}
+	case !e.policy.allows(arn):
+		return &DenialError{Reason: DeniedByNamespace, Role: arn, Namespace: pod.Namespace,
+			Detail: fmt.Sprintf("namespace annotation %s (%s) %s does not allow it; add the role to it", r.opts.Keys.Namespace, r.opts.Format, e.policy)}
+	}
+	return nil
+}
+
+// policyFor returns the namespace's compiled policy, compiling only when
+// the annotation or the base ARN changed since the last call.
+func (r *RoleResolver) policyFor(ns *corev1.Namespace, base string) *policyEntry {
+	r.mu.RLock()
+	e := r.policies[ns.Name]
+	r.mu.RUnlock()
+	if e != nil && e.uid == ns.UID && e.resourceVersion == ns.ResourceVersion && e.base == base {
+		return e
+	}
+	raw, present := ns.Annotations[r.opts.Keys.Namespace]
+	if e != nil && e.present == present && e.raw == raw && e.base == base {
+		// Same policy under a new resourceVersion (a label changed, say).
+		same := *e
+		same.uid, same.resourceVersion = ns.UID, ns.ResourceVersion
+		e = &same
+	} else {
+		e = &policyEntry{uid: ns.UID, resourceVersion: ns.ResourceVersion, present: present, raw: raw, base: base}
+		if present {
+			e.policy, e.err = compilePolicy(raw, base, r.opts.Format)
+		}
+	}
+	r.mu.Lock()
+	r.policies[ns.Name] = e
+	r.mu.Unlock()
+	return e
+}
+
+// NamespaceChanged compiles a namespace's policy ahead of requests and
+// records InvalidRolePolicy when it cannot be parsed. The RoleNotifier
+// calls it from the namespace informer.
+func (r *RoleResolver) NamespaceChanged(ns *corev1.Namespace) {
+	base, _ := r.baseARN()
+	e := r.policyFor(ns, base)
+	if e.err != nil {
+		r.log.WithFields(logrus.Fields{"namespace": ns.Name}).WithError(e.err).Warn("namespace role policy is invalid; its pods get no role but the default")
+		r.event(namespaceRef(ns), ReasonInvalidRolePolicy, e.err.Error())
+	}
+}
+
+// NamespaceDeleted forgets a namespace's compiled policy.
+func (r *RoleResolver) NamespaceDeleted(name string) {
+	r.mu.Lock()
+	delete(r.policies, name)
+	r.mu.Unlock()
+}
+
+// recordDenial logs a denial and records its Events.
+func (r *RoleResolver) recordDenial(pod *Pod, d *DenialError) {
+	r.log.WithFields(logrus.Fields{"pod": pod.Key(), "namespace": pod.Namespace, "role": d.Role, "reason": d.Reason}).Warn(d.Detail)
+	r.event(podRef(pod), ReasonRoleDenied, fmt.Sprintf("role %s denied in namespace %s: %s", d.Role, d.Namespace, d.Detail))
+	if d.Reason == DeniedInvalidPolicy {
+		if ns, ok := r.namespaces.Namespace(pod.Namespace); ok {
+			r.event(namespaceRef(ns), ReasonInvalidRolePolicy, d.Detail)
+		}
+	}
+}
+
+// event records a Warning Event when a recorder is configured.
+func (r *RoleResolver) event(ref *corev1.ObjectReference, reason, message string) {
+	if r.opts.Events != nil {
+		r.opts.Events.Event(ref, corev1.EventTypeWarning, reason, message)
+	}
+}

@@ -1,0 +1,262 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+)
+
+// fakeNamespaces is a NamespaceGetter over a map.
+type fakeNamespaces map[string]*corev1.Namespace
+
+func (f fakeNamespaces) Namespace(name string) (*corev1.Namespace, bool) {
+	ns, ok := f[name]
+	return ns, ok
+}
+
+func testLogger() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+func namespace(name, rv string, policy *string) *corev1.Namespace {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-ns-" + name), ResourceVersion: rv}}
+	if policy != nil {
+		ns.Annotations = map[string]string{DefaultNamespaceKey: *policy}
+	}
+	return ns
+}
+
+func ptr(s string) *string { return &s }
+
+func annotatedPod(ns string, ann map[string]string) *Pod {
+	return &Pod{UID: "uid-pod", Namespace: ns, Name: "pod", Annotations: ann}
+}
+
+func TestResolveRole(t *testing.T) {
+	namespaces := fakeNamespaces{
+		"apps":    namespace("apps", "1", ptr(`["app","team/*"]`)),
+		"open":    namespace("open", "1", ptr(`["*"]`)),
+		"none":    namespace("none", "1", nil),
+		"broken":  namespace("broken", "1", ptr(`app`)),
+		"badre":   namespace("badre", "1", ptr(`["app(["]`)),
+		"regexps": namespace("regexps", "1", ptr(`["app"]`)),
+		"gov":     namespace("gov", "1", ptr(`["gov-*"]`)),
+	}
+	base := StaticBaseARN(testBase)
+	tests := []struct {
+		name       string
+		opts       ResolverOptions
+		ns         string
+		ann        map[string]string
+		want       Role
+		wantErr    error
+		wantReason DenialReason
+	}{
+		{name: "bare name allowed by policy", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "apps", ann: map[string]string{DefaultRoleKey: "app"},
+			want: Role{ARN: testBase + "app", Name: "app"}},
+		{name: "path role allowed by glob", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "apps", ann: map[string]string{DefaultRoleKey: "team/db"},
+			want: Role{ARN: testBase + "team/db", Name: "db"}},
+		{name: "full ARN allowed by a bare pattern", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "apps", ann: map[string]string{DefaultRoleKey: testBase + "app"},
+			want: Role{ARN: testBase + "app", Name: "app"}},
+		{name: "app-admin is not app", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "apps", ann: map[string]string{DefaultRoleKey: "app-admin"}, wantReason: DeniedByNamespace},
+		{name: "role of another account denied by bare patterns", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "open", ann: map[string]string{DefaultRoleKey: "arn:aws:iam::210987654321:role/app"}, wantReason: DeniedByNamespace},
+		{name: "namespace without policy denies a pod role", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "none", ann: map[string]string{DefaultRoleKey: "app"}, wantReason: DeniedByNamespace},
+		{name: "unknown namespace denies", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "ghost", ann: map[string]string{DefaultRoleKey: "app"}, wantReason: DeniedByNamespace},
+		{name: "unparsable policy denies", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "broken", ann: map[string]string{DefaultRoleKey: "app"}, wantReason: DeniedInvalidPolicy},
+		{name: "invalid regexp policy denies", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true, Format: PolicyRegexp},
+			ns: "badre", ann: map[string]string{DefaultRoleKey: "app"}, wantReason: DeniedInvalidPolicy},
+		{name: "regexp policy allows the exact role", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true, Format: PolicyRegexp},
+			ns: "regexps", ann: map[string]string{DefaultRoleKey: "app"}, want: Role{ARN: testBase + "app", Name: "app"}},
+		{name: "regexp policy is anchored", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true, Format: PolicyRegexp},
+			ns: "regexps", ann: map[string]string{DefaultRoleKey: "app-admin"}, wantReason: DeniedByNamespace},
+		{name: "restrictions off allows any valid role", opts: ResolverOptions{BaseRoleARN: base},
+			ns: "none", ann: map[string]string{DefaultRoleKey: "anything"}, want: Role{ARN: testBase + "anything", Name: "anything"}},
+		{name: "invalid role annotation denies and does not fall back to the default",
+			opts: ResolverOptions{BaseRoleARN: base, DefaultRole: "fallback", NamespaceRestrictions: true},
+			ns:   "open", ann: map[string]string{DefaultRoleKey: "arn:aws:iam::123456789012:user/bob"}, wantReason: DeniedInvalidRole},
+		{name: "bare role without base ARN denies", opts: ResolverOptions{NamespaceRestrictions: true},
+			ns: "open", ann: map[string]string{DefaultRoleKey: "app"}, wantReason: DeniedInvalidRole},
+		{name: "no role and no default", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "apps", ann: nil, wantErr: ErrNoRole},
+		{name: "empty role annotation counts as none", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "apps", ann: map[string]string{DefaultRoleKey: "  "}, wantErr: ErrNoRole},
+		{name: "default role is used and exempt from policy", opts: ResolverOptions{BaseRoleARN: base, DefaultRole: "node-default", NamespaceRestrictions: true},
+			ns: "none", ann: nil, want: Role{ARN: testBase + "node-default", Name: "node-default", Default: true}},
+		{name: "default role named explicitly is exempt too", opts: ResolverOptions{BaseRoleARN: base, DefaultRole: "node-default", NamespaceRestrictions: true},
+			ns: "none", ann: map[string]string{DefaultRoleKey: testBase + "node-default"}, want: Role{ARN: testBase + "node-default", Name: "node-default"}},
+		{name: "default role exempt even under an unparsable policy", opts: ResolverOptions{BaseRoleARN: base, DefaultRole: "node-default", NamespaceRestrictions: true},
+			ns: "broken", ann: nil, want: Role{ARN: testBase + "node-default", Name: "node-default", Default: true}},
+		{name: "external ID passed through when allowed", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true, ExternalIDAllowed: true},
+			ns: "apps", ann: map[string]string{DefaultRoleKey: "app", DefaultExternalIDKey: "ext-1"},
+			want: Role{ARN: testBase + "app", Name: "app", ExternalID: "ext-1"}},
+		{name: "external ID refused for Roles Anywhere", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "apps", ann: map[string]string{DefaultRoleKey: "app", DefaultExternalIDKey: "ext-1"}, wantReason: DeniedExternalID},
+		{name: "custom annotation keys", opts: ResolverOptions{BaseRoleARN: base, Keys: AnnotationKeys{Role: "example.com/role"}},
+			ns: "none", ann: map[string]string{"example.com/role": "custom", DefaultRoleKey: "ignored"},
+			want: Role{ARN: testBase + "custom", Name: "custom"}},
+		{name: "GovCloud base and policy", opts: ResolverOptions{BaseRoleARN: StaticBaseARN("arn:aws-us-gov:iam::123456789012:role/"), NamespaceRestrictions: true},
+			ns: "gov", ann: map[string]string{DefaultRoleKey: "gov-app"},
+			want: Role{ARN: "arn:aws-us-gov:iam::123456789012:role/gov-app", Name: "gov-app"}},
+		{name: "China full ARN under a commercial base is not matched by bare patterns", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "gov", ann: map[string]string{DefaultRoleKey: "arn:aws-cn:iam::123456789012:role/gov-app"}, wantReason: DeniedByNamespace},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.Logger = testLogger()
+			r, err := NewRoleResolver(namespaces, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := r.ResolveRole(context.Background(), annotatedPod(tt.ns, tt.ann))
+			switch {
+			case tt.wantReason != "":
+				var d *DenialError
+				if !errors.As(err, &d) || d.Reason != tt.wantReason {
+					t.Fatalf("ResolveRole = %+v, %v; want denial %s", got, err, tt.wantReason)
+				}
+				if got != (Role{}) {
+					t.Fatalf("denial returned a role %+v", got)
+				}
+				if d.Detail == "" || d.Namespace != tt.ns {
+					t.Fatalf("denial %+v lacks detail or namespace", d)
+				}
+			case tt.wantErr != nil:
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("ResolveRole = %+v, %v; want %v", got, err, tt.wantErr)
+				}
+			default:
+				if err != nil || got != tt.want {
+					t.Fatalf("ResolveRole = %+v, %v; want %+v", got, err, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestNewRoleResolverRejectsBadConfiguration(t *testing.T) {
+	tests := []struct {
+		name string
+		opts ResolverOptions
+	}{
+		{name: "invalid base role ARN", opts: ResolverOptions{BaseRoleARN: StaticBaseARN("arn:aws:iam::1:role/")}},
+		{name: "invalid default role", opts: ResolverOptions{BaseRoleARN: StaticBaseARN(testBase), DefaultRole: "bad name"}},
+		{name: "invalid default role ARN without base", opts: ResolverOptions{DefaultRole: "arn:aws:iam::123456789012:user/x"}},
+		{name: "unknown format", opts: ResolverOptions{Format: "regex"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.Logger = testLogger()
+			if _, err := NewRoleResolver(fakeNamespaces{}, tt.opts); err == nil {
+				t.Fatal("NewRoleResolver succeeded; want a configuration error")
+			}
+		})
+	}
+}
+
+func TestBaseRoleARNSuppliedLater(t *testing.T) {
+	var base string
+	r, err := NewRoleResolver(fakeNamespaces{}, ResolverOptions{BaseRoleARN: func() string { return base }, DefaultRole: "dflt", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := annotatedPod("ns", nil)
+	var d *DenialError
+	if _, err := r.ResolveRole(context.Background(), pod); !errors.As(err, &d) || d.Reason != DeniedInvalidRole {
+		t.Fatalf("before the base is known: %v; want an InvalidRole denial", err)
+	}
+	base = "arn:aws-cn:iam::123456789012:role/"
+	got, err := r.ResolveRole(context.Background(), pod)
+	if err != nil || got.ARN != base+"dflt" {
+		t.Fatalf("after the base is known: %+v, %v; want %sdflt", got, err, base)
+	}
+}
+
+func TestPolicyCompiledOncePerResourceVersion(t *testing.T) {
+	namespaces := fakeNamespaces{"apps": namespace("apps", "1", ptr(`["app"]`))}
+	r, err := NewRoleResolver(namespaces, ResolverOptions{BaseRoleARN: StaticBaseARN(testBase), NamespaceRestrictions: true, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := annotatedPod("apps", map[string]string{DefaultRoleKey: "app"})
+	if _, err := r.ResolveRole(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	first := r.policies["apps"].policy
+	for range 10 {
+		if _, err := r.ResolveRole(context.Background(), pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.policies["apps"].policy != first {
+		t.Fatal("the policy was recompiled without a namespace change")
+	}
+	// A new resourceVersion with the same annotation (a label changed) keeps the compiled policy.
+	namespaces["apps"] = namespace("apps", "2", ptr(`["app"]`))
+	if _, err := r.ResolveRole(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if r.policies["apps"].policy != first {
+		t.Fatal("the policy was recompiled although only the resourceVersion changed")
+	}
+	// A changed annotation takes effect at once.
+	namespaces["apps"] = namespace("apps", "3", ptr(`["other"]`))
+	var d *DenialError
+	if _, err := r.ResolveRole(context.Background(), pod); !errors.As(err, &d) || d.Reason != DeniedByNamespace {
+		t.Fatalf("after the policy changed: %v; want a NamespacePolicy denial", err)
+	}
+}
+
+func TestDenialsRecordEvents(t *testing.T) {
+	namespaces := fakeNamespaces{
+		"apps":   namespace("apps", "1", ptr(`["app"]`)),
+		"broken": namespace("broken", "1", ptr(`not json`)),
+	}
+	rec := record.NewFakeRecorder(100)
+	r, err := NewRoleResolver(namespaces, ResolverOptions{BaseRoleARN: StaticBaseARN(testBase), NamespaceRestrictions: true, Events: rec, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ResolveRole(context.Background(), annotatedPod("apps", map[string]string{DefaultRoleKey: "app-admin"})); err == nil {
+		t.Fatal("app-admin allowed")
+	}
+	ev := <-rec.Events
+	for _, want := range []string{"Warning", ReasonRoleDenied, testBase + "app-admin", "apps", testBase + "app"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("event %q does not mention %q", ev, want)
+		}
+	}
+	if _, err := r.ResolveRole(context.Background(), annotatedPod("broken", map[string]string{DefaultRoleKey: "app"})); err == nil {
+		t.Fatal("role allowed under an unparsable policy")
+	}
+	podEvent, nsEvent := <-rec.Events, <-rec.Events
+	if !strings.Contains(podEvent, ReasonRoleDenied) || !strings.Contains(nsEvent, ReasonInvalidRolePolicy) || !strings.Contains(nsEvent, "not a JSON array") {
+		t.Errorf("events %q and %q; want RoleDenied on the pod and InvalidRolePolicy naming the problem", podEvent, nsEvent)
+	}
+	// No role at all is not a denial and records nothing.
+	if _, err := r.ResolveRole(context.Background(), annotatedPod("apps", nil)); !errors.Is(err, ErrNoRole) {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-rec.Events:
+		t.Fatalf("unexpected event %q", ev)
+	default:
+	}
+}

@@ -1,0 +1,375 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+)
+
+const (
+	// DefaultLookupTimeout is --pod-lookup-timeout: how long a lookup of an
+	// unknown IP waits for the informer. AWS SDKs give up after about 1 s.
+	DefaultLookupTimeout = time.Second
+	// DefaultRoleKey is the pod annotation naming its role (--iam-role-key).
+	DefaultRoleKey = "iam.amazonaws.com/role"
+	// DefaultExternalIDKey is the pod annotation with the external ID (--iam-external-id).
+	DefaultExternalIDKey = "iam.amazonaws.com/external-id"
+	// DefaultNamespaceKey is the namespace annotation listing allowed roles (--namespace-key).
+	DefaultNamespaceKey = "iam.amazonaws.com/allowed-roles"
+)
+
+// AnnotationKeys names the annotations kube2ra reads. The informer cache
+// keeps these and drops every other annotation.
+type AnnotationKeys struct {
+	// Role is the pod annotation with the role (default iam.amazonaws.com/role).
+	Role string
+	// ExternalID is the pod annotation with the external ID (default iam.amazonaws.com/external-id).
+	ExternalID string
+	// Namespace is the namespace annotation with the allowed roles (default iam.amazonaws.com/allowed-roles).
+	Namespace string
+}
+
+// withDefaults fills empty keys with kube2iam's names.
+func (k AnnotationKeys) withDefaults() AnnotationKeys {
+	if k.Role == "" {
+		k.Role = DefaultRoleKey
+	}
+	if k.ExternalID == "" {
+		k.ExternalID = DefaultExternalIDKey
+	}
+	if k.Namespace == "" {
+		k.Namespace = DefaultNamespaceKey
+	}
+	return k
+}
+
+// WatcherOptions configures a Watcher.
+type WatcherOptions struct {
+	// NodeName is this node (--node); only pods with spec.nodeName equal to
+	// it are watched. Required.
+	NodeName string
+	// LookupTimeout bounds the wait for an IP the informer does not know
+	// yet (--pod-lookup-timeout); DefaultLookupTimeout when zero.
+	LookupTimeout time.Duration
+	// SyncTimeout bounds how long a lookup made before the first sync waits
+	// for it; LookupTimeout when zero, since the caller gives up soon after.
+	SyncTimeout time.Duration
+	// Keys names the annotations to keep in the cache.
+	Keys AnnotationKeys
+	// Logger receives informer and lookup logs; required.
+	Logger logrus.FieldLogger
+	// Clock times the waits; clock.RealClock when nil.
+	Clock clock.Clock
+}
+
+// Watcher watches this node's pods and all namespaces and answers which
+// pod owns a source IP. It is kube2ra's PodFinder.
+type Watcher struct {
+	// opts are the options with defaults applied.
+	opts WatcherOptions
+	// log is the injected logger.
+	log logrus.FieldLogger
+	// clock times lookup and sync waits.
+	clock clock.Clock
+	// podFactory owns the node-scoped pod informer.
+	podFactory informers.SharedInformerFactory
+	// nsFactory owns the namespace informer.
+	nsFactory informers.SharedInformerFactory
+	// pods is the node-scoped pod informer, indexed by IP.
+	pods cache.SharedIndexInformer
+	// namespaces is the namespace informer.
+	namespaces cache.SharedIndexInformer
+	// synced is closed once both informers have synced.
+	synced chan struct{}
+	// mu guards changed.
+	mu sync.Mutex
+	// changed is closed and replaced whenever the pod store gains or
+	// changes a pod: a broadcast to lookups waiting for an unknown IP.
+	changed chan struct{}
+	// startOnce makes Start idempotent.
+	startOnce sync.Once
+}
+
+// NewWatcher builds the informers; call Start to run them.
+func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, error) {
+	if opts.NodeName == "" {
+		return nil, errors.New("the node name is empty; set --node or the NODE_NAME environment variable (from spec.nodeName via the downward API)")
+	}
+	if opts.Logger == nil {
+		return nil, errors.New("k8s.NewWatcher needs a logger")
+	}
+	if opts.LookupTimeout <= 0 {
+		opts.LookupTimeout = DefaultLookupTimeout
+	}
+	if opts.SyncTimeout <= 0 {
+		opts.SyncTimeout = opts.LookupTimeout
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	opts.Keys = opts.Keys.withDefaults()
+	w := &Watcher{
+		opts:    opts,
+		log:     opts.Logger.WithField("component", "k8s"),
+		clock:   opts.Clock,
+		synced:  make(chan struct{}),
+		changed: make(chan struct{}),
+	}
+	// No resync: the handlers react to changes only, and a periodic resync
+	// would wake every waiting lookup for nothing.
+	const noResync = 0
+	w.podFactory = informers.NewSharedInformerFactoryWithOptions(client, noResync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
+		}),
+		informers.WithTransform(transformPod([]string{opts.Keys.Role, opts.Keys.ExternalID})),
+	)
+	w.nsFactory = informers.NewSharedInformerFactoryWithOptions(client, noResync,
+		informers.WithTransform(transformNamespace([]string{opts.Keys.Namespace})),
+	)
+	w.pods = w.podFactory.Core().V1().Pods().Informer()
+	w.namespaces = w.nsFactory.Core().V1().Namespaces().Informer()
+	if err := w.pods.AddIndexers(cache.Indexers{podIPIndex: podIPIndexFunc}); err != nil {
+		return nil, fmt.Errorf("adding the pod IP index: %w", err)
+	}
+	if _, err := w.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { w.broadcast() },
+		UpdateFunc: func(_, _ any) { w.broadcast() },
+	}); err != nil {
+		return nil, fmt.Errorf("adding the pod lookup handler: %w", err)
+	}
+	return w, nil
+}
+
+// Start runs the informers until ctx ends and returns at once. Call
+// Shutdown after ctx ends to wait for them to stop.
+func (w *Watcher) Start(ctx context.Context) {
+	w.startOnce.Do(func() {
+		w.podFactory.StartWithContext(ctx)
+		w.nsFactory.StartWithContext(ctx)
+		go func() {
+			if cache.WaitForCacheSync(ctx.Done(), w.pods.HasSynced, w.namespaces.HasSynced) {
+				w.log.WithFields(logrus.Fields{"node": w.opts.NodeName, "pods": len(w.pods.GetStore().ListKeys()),
+					"namespaces": len(w.namespaces.GetStore().ListKeys())}).Info("pod and namespace informers synced")
+				close(w.synced)
+				w.broadcast()
+			}
+		}()
+	})
+}
+
+// Shutdown waits for the informers to stop; cancel Start's context first.
+func (w *Watcher) Shutdown() {
+	w.podFactory.Shutdown()
+	w.nsFactory.Shutdown()
+}
+
+// Synced reports whether both informers have synced: the readiness signal.
+func (w *Watcher) Synced() bool {
+	select {
+	case <-w.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// WaitForSync blocks until both informers have synced or ctx ends.
+func (w *Watcher) WaitForSync(ctx context.Context) error {
+	select {
+	case <-w.synced:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for the pod and namespace informers of node %q: %w", ErrNotSynced, w.opts.NodeName, ctx.Err())
+	}
+}
+
+// broadcast wakes every lookup waiting for an unknown IP.
+func (w *Watcher) broadcast() {
+	w.mu.Lock()
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// changes returns the channel the next broadcast closes.
+func (w *Watcher) changes() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
+}
+
+// FindPod returns the one live pod on this node that owns ip. Before the
+// first sync it waits up to SyncTimeout, then fails with ErrNotSynced. An
+// IP held by several live pods fails at once with ErrAmbiguousIP. An IP no
+// live pod holds is waited for, woken by informer events, up to
+// LookupTimeout, then fails with ErrPodNotFound.
+func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
+	if !ip.IsValid() {
+		return nil, fmt.Errorf("%w: the source address is not a valid IP", ErrPodNotFound)
+	}
+	if err := w.waitSynced(ctx); err != nil {
+		return nil, err
+	}
+	key := ipKey(ip)
+	var timeout clock.Timer
+	for {
+		// Take the channel before looking, so an event between the look
+		// and the wait still wakes us.
+		changed := w.changes()
+		pod, own := w.lookup(key)
+		switch own {
+		case ownerOne:
+			if timeout != nil {
+				timeout.Stop()
+			}
+			return podFromObject(pod), nil
+		case ownerAmbiguous:
+			if timeout != nil {
+				timeout.Stop()
+			}
+			return nil, fmt.Errorf("%w: %s; deny until only one live pod holds it", ErrAmbiguousIP, ip)
+		}
+		if timeout == nil {
+			timeout = w.clock.NewTimer(w.opts.LookupTimeout)
+			defer timeout.Stop()
+		}
+		select {
+		case <-changed:
+		case <-timeout.C():
+			return nil, fmt.Errorf("%w: %s on node %q after waiting %s", ErrPodNotFound, ip, w.opts.NodeName, w.opts.LookupTimeout)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: lookup of %s ended early: %w", ErrPodNotFound, ip, ctx.Err())
+		}
+	}
+}
+
+// waitSynced waits, bounded by SyncTimeout, for the first sync.
+func (w *Watcher) waitSynced(ctx context.Context) error {
+	select {
+	case <-w.synced:
+		return nil
+	default:
+	}
+	t := w.clock.NewTimer(w.opts.SyncTimeout)
+	defer t.Stop()
+	select {
+	case <-w.synced:
+		return nil
+	case <-t.C():
+		return fmt.Errorf("%w: still syncing after %s; the agent is not ready", ErrNotSynced, w.opts.SyncTimeout)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrNotSynced, ctx.Err())
+	}
+}
+
+// lookup applies the single-owner rule to the pods indexed under key.
+func (w *Watcher) lookup(key string) (*corev1.Pod, ownership) {
+	objs, err := w.pods.GetIndexer().ByIndex(podIPIndex, key)
+	if err != nil {
+		// Only an unknown index name fails, which NewWatcher rules out.
+		w.log.WithError(err).Error("pod IP index lookup failed")
+		return nil, ownerNone
+	}
+	return ownerOf(w.nodePods(objs))
+}
+
+// nodePods converts index results, dropping anything not on this node
+// (the field selector already does; this keeps a wrong selector from
+// becoming a wrong answer).
+func (w *Watcher) nodePods(objs []any) []*corev1.Pod {
+	pods := make([]*corev1.Pod, 0, len(objs))
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName == w.opts.NodeName {
+			pods = append(pods, p)
+		}
+	}
+	return pods
+}
+
+// Namespace returns the cached namespace; it implements NamespaceGetter.
+func (w *Watcher) Namespace(name string) (*corev1.Namespace, bool) {
+	obj, ok, err := w.namespaces.GetStore().GetByKey(name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	ns, ok := obj.(*corev1.Namespace)
+	return ns, ok
+}
+
+// CachedPods is the number of pods in the informer store (all phases).
+func (w *Watcher) CachedPods() int { return len(w.pods.GetStore().ListKeys()) }
+
+// CachedNamespaces is the number of namespaces in the informer store.
+func (w *Watcher) CachedNamespaces() int { return len(w.namespaces.GetStore().ListKeys()) }
+
+// Pods returns every cached pod of this node, live or not, for listings.
+func (w *Watcher) Pods() []*Pod {
+	objs := w.pods.GetStore().List()
+	out := make([]*Pod, 0, len(objs))
+	for _, p := range w.nodePods(objs) {
+		out = append(out, podFromObject(p))
+	}
+	return out
+}
+
+// IPEntry is one address of the store as /debug/store shows it.
+type IPEntry struct {
+	// IP is the address.
+	IP string `json:"ip"`
+	// Holders are the indexed pods claiming it, "namespace/name" with
+	// " (terminating)" when being deleted.
+	Holders []string `json:"holders"`
+	// Owner is the pod the single-owner rule picks; nil when none or ambiguous.
+	Owner *Pod `json:"owner,omitempty"`
+	// Verdict is "owned", "ambiguous" or "no live pod".
+	Verdict string `json:"verdict"`
+}
+
+// Snapshot lists every indexed IP with its holders and owner, sorted by IP.
+func (w *Watcher) Snapshot() []IPEntry {
+	idx := w.pods.GetIndexer()
+	keys := idx.ListIndexFuncValues(podIPIndex)
+	sort.Strings(keys)
+	out := make([]IPEntry, 0, len(keys))
+	for _, key := range keys {
+		objs, err := idx.ByIndex(podIPIndex, key)
+		if err != nil || len(objs) == 0 {
+			continue
+		}
+		pods := w.nodePods(objs)
+		e := IPEntry{IP: key}
+		for _, p := range pods {
+			h := p.Namespace + "/" + p.Name
+			if p.DeletionTimestamp != nil {
+				h += " (terminating)"
+			}
+			e.Holders = append(e.Holders, h)
+		}
+		sort.Strings(e.Holders)
+		owner, own := ownerOf(pods)
+		switch own {
+		case ownerOne:
+			e.Owner, e.Verdict = podFromObject(owner), "owned"
+		case ownerAmbiguous:
+			e.Verdict = "ambiguous"
+		default:
+			e.Verdict = "no live pod"
+		}
+		out = append(out, e)
+	}
+	return out
+}
