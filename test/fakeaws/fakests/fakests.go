@@ -328,6 +328,12 @@ func (s *Server) Session(accessKeyID string) (Session, bool) {
 	}
 	out := *sess
 	out.secretAccessKey, out.sessionToken = "", ""
+	if sess.Tags != nil {
+		out.Tags = make(map[string]string, len(sess.Tags))
+		for k, v := range sess.Tags {
+			out.Tags[k] = v
+		}
+	}
 	return out, true
 }
 
