@@ -121,6 +121,9 @@ func newRootCA(t testing.TB, now time.Time) *testCA {
 	return &testCA{cert: cert, key: key}
 }
 
+// certs is the CA certificate as a trust list.
+func (ca *testCA) certs() []*x509.Certificate { return []*x509.Certificate{ca.cert} }
+
 // intermediate makes a CA signed by ca.
 func (ca *testCA) intermediate(t testing.TB, now time.Time) *testCA {
 	t.Helper()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,9 +106,9 @@ func TestRotationBySymlinkSwapUnderLoadHasNoFailedRequest(t *testing.T) {
 	now := time.Now()
 	root := newRootCA(t, now)
 	env := startFake(t, root, true, fakera.Profile{})
-	var logs bytes.Buffer
+	logs := &syncBuffer{}
 	logger := logrus.New()
-	logger.SetOutput(&logs)
+	logger.SetOutput(logs)
 	logger.SetLevel(logrus.DebugLevel)
 
 	type gen struct {
@@ -134,32 +135,34 @@ func TestRotationBySymlinkSwapUnderLoadHasNoFailedRequest(t *testing.T) {
 
 	loadCtx, stopLoad := context.WithCancel(context.Background())
 	l := startLoad(loadCtx, src, 4)
-	waitFor := func(serial string) {
+	// waitServed waits until the fake has granted a few requests signed
+	// with serial, so every generation is exercised under load however
+	// slow the machine.
+	waitServed := func(serial string) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for src.KeyPair().Serial() != serial {
+		deadline := time.Now().Add(20 * time.Second)
+		for countAccepted(env.fake, serial) < 3 {
 			if time.Now().After(deadline) {
-				t.Fatalf("serial %s not picked up; still %s", serial, src.KeyPair().Serial())
+				t.Fatalf("serial %s: %d requests granted; pair in use %s", serial, countAccepted(env.fake, serial), src.KeyPair().Serial())
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		time.Sleep(60 * time.Millisecond) // let requests run with it
 	}
 
-	time.Sleep(60 * time.Millisecond)
+	waitServed(gens[0].leaf.SerialNumber.String())
 	bad := newGen(p256, sec1)
 	for i, g := range gens[1:] {
 		if i == 1 {
 			// A broken update (certificate of one pair, key of another)
 			// must be refused while the old pair keeps serving.
 			kd.swap(t, bad.cert, gens[0].key)
-			time.Sleep(80 * time.Millisecond)
+			waitLogged(t, logs, "Rejected changed Roles Anywhere certificate or key")
 			if got := src.KeyPair().Serial(); got == bad.leaf.SerialNumber.String() {
 				t.Fatal("mismatched pair was loaded")
 			}
 		}
 		kd.swap(t, g.cert, g.key)
-		waitFor(g.leaf.SerialNumber.String())
+		waitServed(g.leaf.SerialNumber.String())
 	}
 	stopLoad()
 	l.wg.Wait()
@@ -168,9 +171,6 @@ func TestRotationBySymlinkSwapUnderLoadHasNoFailedRequest(t *testing.T) {
 
 	if n := l.failed.Load(); n != 0 {
 		t.Fatalf("%d requests failed during rotation, first: %v", n, l.errs[0])
-	}
-	if l.ok.Load() < 20 {
-		t.Fatalf("only %d requests ran; the test proves nothing", l.ok.Load())
 	}
 	seen := map[string]int{}
 	for _, a := range env.fake.Accepted() {
@@ -189,7 +189,7 @@ func TestRotationBySymlinkSwapUnderLoadHasNoFailedRequest(t *testing.T) {
 	// Logs mention the rotation and the refusal, never a secret.
 	out := logs.String()
 	for _, want := range []string{"Loaded rotated Roles Anywhere certificate", "Rejected changed Roles Anywhere certificate or key", "does not match"} {
-		if !bytes.Contains(logs.Bytes(), []byte(want)) {
+		if !strings.Contains(out, want) {
 			t.Errorf("logs lack %q", want)
 		}
 	}
@@ -214,39 +214,84 @@ func TestRotationByInPlaceRewriteIsNeverHalfApplied(t *testing.T) {
 	k1, k2 := testKeys.fresh(t, p256), testKeys.fresh(t, p256)
 	l1, l2 := root.leaf(t, k1, now, leafOpts{}), root.leaf(t, k2, now, leafOpts{})
 	files := KeyFiles{Certificate: writeFile(t, dir, "tls.crt", certPEM(l1)), PrivateKey: writeFile(t, dir, "tls.key", keyPEM(t, k1, sec1))}
-	src := newTestSource(t, env, files, func(c *Config, _ *Deps) { c.ReloadInterval = 5 * time.Millisecond })
+	logs := &syncBuffer{}
+	logger := logrus.New()
+	logger.SetOutput(logs)
+	src := newTestSource(t, env, files, func(c *Config, d *Deps) {
+		c.ReloadInterval = 5 * time.Millisecond
+		d.Logger = logger
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go src.Run(ctx)
 	loadCtx, stopLoad := context.WithCancel(context.Background())
 	l := startLoad(loadCtx, src, 3)
 
-	time.Sleep(30 * time.Millisecond)
 	writeFile(t, dir, "tls.crt", certPEM(l2))
-	time.Sleep(50 * time.Millisecond) // several polls see cert 2 + key 1
+	waitLogged(t, logs, "does not match") // a poll saw cert 2 + key 1 and refused it
 	if src.KeyPair().Serial() != l1.SerialNumber.String() {
 		t.Fatal("half-written pair was loaded")
 	}
 	writeFile(t, dir, "tls.key", keyPEM(t, k2, sec1))
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for src.KeyPair().Serial() != l2.SerialNumber.String() {
 		if time.Now().After(deadline) {
 			t.Fatal("finished pair not picked up")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	time.Sleep(30 * time.Millisecond)
+	deadline = time.Now().Add(20 * time.Second)
+	for countAccepted(env.fake, l2.SerialNumber.String()) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("new serial never reached the fake")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	stopLoad()
 	l.wg.Wait()
 	if n := l.failed.Load(); n != 0 {
 		t.Fatalf("%d requests failed, first: %v", n, l.errs[0])
 	}
-	var sawNew bool
-	for _, a := range env.fake.Accepted() {
-		sawNew = sawNew || a.Serial == l2.SerialNumber.String()
+}
+
+// countAccepted is how many requests the fake granted to serial.
+func countAccepted(f *fakera.Server, serial string) int {
+	n := 0
+	for _, a := range f.Accepted() {
+		if a.Serial == serial {
+			n++
+		}
 	}
-	if !sawNew {
-		t.Fatal("new serial never reached the fake")
+	return n
+}
+
+// syncBuffer is a log sink safe to read while loggers write.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitLogged waits until the log holds want.
+func waitLogged(t *testing.T, logs *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never showed %q", want)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
