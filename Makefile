@@ -1,0 +1,57 @@
+# kube2ra — see README.md. `make test` runs every tier on a fresh machine.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+BIN := bin/kube2ra
+export KUBE2RA_CACHE ?= $(HOME)/.cache/kube2ra
+export GOFLAGS ?= -buildvcs=false
+TOOLS := $(KUBE2RA_CACHE)/bin
+IMAGE ?= kube2ra:$(VERSION)
+
+.PHONY: all build test test-deps test-unit test-integration e2e bench soak demo lint chart-test controlplane image clean fuzz
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kube2ra
+
+# Every tier, installing what it needs first.
+test: test-deps lint build test-unit test-integration chart-test e2e
+
+test-deps:
+	@hack/install-test-deps.sh
+
+# Seconds: no root, loopback only.
+test-unit:
+	$(GO) test -race -count=1 ./...
+
+# Real kube-apiserver + etcd, real iptables in network namespaces (root).
+# test/chart runs under chart-test, test/e2e under e2e.
+test-integration:
+	$(GO) test -race -count=1 -tags integration -timeout 20m $$($(GO) list -tags integration ./... | grep -v -e /test/chart -e /test/e2e)
+
+e2e: build
+	$(GO) test -count=1 -tags e2e -timeout 20m ./test/e2e/...
+
+chart-test:
+	@hack/chart-test.sh
+
+controlplane:
+	$(GO) run ./test/controlplane/cmd
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+	$(GO) vet -tags e2e ./...
+	@if [ ! -x $(TOOLS)/staticcheck ]; then hack/install-test-deps.sh tools; fi
+	$(TOOLS)/staticcheck ./...
+	$(TOOLS)/staticcheck -tags integration,e2e ./...
+
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+
+clean:
+	rm -rf bin

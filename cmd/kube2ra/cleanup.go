@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/kube2ra/kube2ra/iptables"
+)
+
+// cleanupTimeout bounds `kube2ra cleanup`; each iptables call takes milliseconds
+// unless the xtables lock is held.
+const cleanupTimeout = 60 * time.Second
+
+// cleanupCommand removes every kube2ra rule and chain from both iptables
+// backends and both families, and succeeds when there are none.
+func cleanupCommand(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "kube2ra cleanup: %v\n", err)
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if err := iptables.RemoveAll(ctx, log); err != nil {
+		fmt.Fprintf(stderr, "kube2ra cleanup: %v\n", err)
+		return 1
+	}
+	log.Info("kube2ra iptables rules and chains removed (or none were installed)")
+	return 0
+}

@@ -1,0 +1,445 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Credential sources.
+const (
+	sourceAuto          = "auto"
+	sourceRolesAnywhere = "rolesanywhere"
+	sourceSTS           = "sts"
+)
+
+// metadataNone turns pass-through off: kube2ra answers region and identity
+// document itself, as a node outside AWS has no metadata service.
+const metadataNone = "none"
+
+// defaultMetadataAddr is the EC2 instance metadata service.
+const defaultMetadataAddr = "169.254.169.254"
+
+// Config is every setting of `kube2ra run`, from flags and environment.
+type Config struct {
+	// Node is this node's name; only its pods are watched.
+	Node string
+	// HostIP is the node address the proxy binds to and DNATs to.
+	HostIP string
+	// HostIPv6 is the node's IPv6 address for the IPv6 DNAT rule.
+	HostIPv6 string
+	// AppPort is the metadata proxy port.
+	AppPort int
+	// MetricsPort serves /healthz, /readyz, /metrics and /debug/store.
+	MetricsPort int
+	// HostInterface is the comma list of pod-facing interfaces for DNAT.
+	HostInterface string
+	// IPTables installs the DNAT rules when true.
+	IPTables bool
+	// IPTablesMode picks the iptables backend: auto, nft or legacy.
+	IPTablesMode string
+	// IPTablesResync is how often the rules are verified and restored.
+	IPTablesResync time.Duration
+	// IPv6 also redirects fd00:ec2::254.
+	IPv6 bool
+
+	// CredentialSource is auto, rolesanywhere or sts.
+	CredentialSource string
+	// BaseRoleARN is prepended to bare role names.
+	BaseRoleARN string
+	// AutoDiscoverBaseARN discovers BaseRoleARN from the source (kube2iam flag).
+	AutoDiscoverBaseARN bool
+	// DefaultRole is used for pods without a role annotation.
+	DefaultRole string
+	// AutoDiscoverDefaultRole is kube2iam's; refused because it serves the node's role.
+	AutoDiscoverDefaultRole bool
+	// IAMRoleKey is the pod annotation naming the role.
+	IAMRoleKey string
+	// IAMExternalIDKey is the pod annotation naming the external ID.
+	IAMExternalIDKey string
+	// NamespaceKey is the namespace annotation listing allowed roles.
+	NamespaceKey string
+	// NamespaceRestrictions enforces NamespaceKey.
+	NamespaceRestrictions bool
+	// NamespaceRestrictionFormat is glob or regexp.
+	NamespaceRestrictionFormat string
+	// SessionTTL is the STS session duration.
+	SessionTTL time.Duration
+	// SessionTags adds kubernetes-* session tags to AssumeRole.
+	SessionTags bool
+	// STSEndpoint overrides the STS endpoint.
+	STSEndpoint string
+	// Region is the AWS region; discovered when empty.
+	Region string
+
+	// RATrustAnchorARN is the Roles Anywhere trust anchor.
+	RATrustAnchorARN string
+	// RAProfileARN is the Roles Anywhere profile.
+	RAProfileARN string
+	// RACertificate is the node certificate PEM file.
+	RACertificate string
+	// RAPrivateKey is the node private key PEM file.
+	RAPrivateKey string
+	// RAIntermediates is an optional PEM bundle of intermediate CAs.
+	RAIntermediates string
+	// RAPrivateKeyPasswordFile holds the password of an encrypted key.
+	RAPrivateKeyPasswordFile string
+	// RAEndpoint overrides the Roles Anywhere endpoint.
+	RAEndpoint string
+	// RAFIPS uses the FIPS endpoint.
+	RAFIPS bool
+	// RASessionDuration is the CreateSession duration.
+	RASessionDuration time.Duration
+	// RARoleSessionName sends the pod's session name (the profile must accept it).
+	RARoleSessionName bool
+
+	// MetadataAddr is the upstream metadata service, or "none".
+	MetadataAddr string
+	// MetadataAllowPaths are extra pass-through path patterns.
+	MetadataAllowPaths stringList
+	// IMDSv2Required refuses token-less GETs.
+	IMDSv2Required bool
+	// PodLookupTimeout bounds the wait for an unknown pod IP.
+	PodLookupTimeout time.Duration
+	// UpstreamQPS limits calls to STS or Roles Anywhere.
+	UpstreamQPS float64
+	// UpstreamBurst is the token bucket size for UpstreamQPS.
+	UpstreamBurst int
+	// CredentialMinTTL is the least lifetime credentials must have left when served.
+	CredentialMinTTL time.Duration
+	// RateLimit is requests per second per pod IP.
+	RateLimit float64
+
+	// LogFormat is text or json.
+	LogFormat string
+	// LogLevel is a logrus level.
+	LogLevel string
+	// Debug enables debug logs and /debug/store.
+	Debug bool
+	// Kubeconfig is used outside a cluster; in-cluster config otherwise.
+	Kubeconfig string
+	// ShutdownTimeout bounds draining on SIGTERM.
+	ShutdownTimeout time.Duration
+}
+
+// stringList is a repeatable flag that also accepts comma lists.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*s = append(*s, p)
+		}
+	}
+	return nil
+}
+
+// NewConfig returns the defaults.
+func NewConfig() *Config {
+	return &Config{
+		AppPort:                    8181,
+		MetricsPort:                9181,
+		HostInterface:              "cni0",
+		IPTables:                   true,
+		IPTablesMode:               "auto",
+		IPTablesResync:             30 * time.Second,
+		CredentialSource:           sourceAuto,
+		AutoDiscoverBaseARN:        true,
+		IAMRoleKey:                 "iam.amazonaws.com/role",
+		IAMExternalIDKey:           "iam.amazonaws.com/external-id",
+		NamespaceKey:               "iam.amazonaws.com/allowed-roles",
+		NamespaceRestrictions:      true,
+		NamespaceRestrictionFormat: "glob",
+		SessionTTL:                 time.Hour,
+		RASessionDuration:          time.Hour,
+		PodLookupTimeout:           time.Second,
+		UpstreamQPS:                10,
+		UpstreamBurst:              50,
+		CredentialMinTTL:           time.Minute,
+		RateLimit:                  200,
+		LogFormat:                  "text",
+		LogLevel:                   "info",
+		ShutdownTimeout:            10 * time.Second,
+	}
+}
+
+// BindFlags registers every run flag on fs.
+func (c *Config) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Node, "node", c.Node, "this node's name; only pods scheduled here are served (env NODE_NAME)")
+	fs.StringVar(&c.HostIP, "host-ip", c.HostIP, "node IP the proxy listens on and DNAT targets (env HOST_IP)")
+	fs.StringVar(&c.HostIPv6, "host-ipv6", c.HostIPv6, "node IPv6 address for the IPv6 DNAT rule (with --ipv6)")
+	fs.IntVar(&c.AppPort, "app-port", c.AppPort, "metadata proxy port on --host-ip")
+	fs.IntVar(&c.MetricsPort, "metrics-port", c.MetricsPort, "port for /healthz, /readyz, /metrics (and /debug/store with --debug)")
+	fs.StringVar(&c.HostInterface, "host-interface", c.HostInterface, "pod-facing interfaces to redirect, comma separated: exact (cni0), wildcard (cali+), negation (!eth0)")
+	fs.BoolVar(&c.IPTables, "iptables", c.IPTables, "install the DNAT rules for 169.254.169.254 (without them pods reach the real metadata service)")
+	fs.StringVar(&c.IPTablesMode, "iptables-mode", c.IPTablesMode, "iptables backend: auto (the one holding the host's rules), nft or legacy")
+	fs.DurationVar(&c.IPTablesResync, "iptables-resync", c.IPTablesResync, "how often the rules are verified and restored if flushed")
+	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "also redirect the IPv6 metadata address fd00:ec2::254 (needs --host-ipv6)")
+
+	fs.StringVar(&c.CredentialSource, "credential-source", c.CredentialSource, "where credentials come from: auto (rolesanywhere when --ra-trust-anchor-arn is set, else sts), rolesanywhere or sts")
+	fs.StringVar(&c.BaseRoleARN, "base-role-arn", c.BaseRoleARN, "prefix for bare role names, e.g. arn:aws:iam::123456789012:role/ (default: discovered)")
+	fs.BoolVar(&c.AutoDiscoverBaseARN, "auto-discover-base-arn", c.AutoDiscoverBaseARN, "discover --base-role-arn from the instance profile (sts) or the trust anchor (rolesanywhere)")
+	fs.StringVar(&c.DefaultRole, "default-role", c.DefaultRole, "role for pods without a role annotation (exempt from namespace restrictions); empty: none")
+	fs.BoolVar(&c.AutoDiscoverDefaultRole, "auto-discover-default-role", c.AutoDiscoverDefaultRole, "kube2iam flag, refused: kube2ra never serves the node's role; set --default-role")
+	fs.StringVar(&c.IAMRoleKey, "iam-role-key", c.IAMRoleKey, "pod annotation naming the role")
+	fs.StringVar(&c.IAMExternalIDKey, "iam-external-id", c.IAMExternalIDKey, "pod annotation naming the sts:AssumeRole external ID")
+	fs.StringVar(&c.NamespaceKey, "namespace-key", c.NamespaceKey, "namespace annotation with a JSON array of allowed role patterns")
+	fs.BoolVar(&c.NamespaceRestrictions, "namespace-restrictions", c.NamespaceRestrictions, "enforce the namespace's allowed roles (a namespace without the annotation allows none)")
+	fs.StringVar(&c.NamespaceRestrictionFormat, "namespace-restriction-format", c.NamespaceRestrictionFormat, "allowed-roles pattern syntax: glob or regexp (anchored)")
+	fs.DurationVar(&c.SessionTTL, "iam-role-session-ttl", c.SessionTTL, "STS session duration (15m to 12h; 1h at most when the base credentials are themselves a role)")
+	fs.BoolVar(&c.SessionTags, "session-tags", c.SessionTags, "add kubernetes-namespace, -pod-name, -service-account and -node session tags (trust policy needs sts:TagSession)")
+	fs.StringVar(&c.STSEndpoint, "sts-endpoint", c.STSEndpoint, "STS endpoint URL (default: the regional endpoint; AWS_ENDPOINT_URL_STS also works)")
+	fs.StringVar(&c.Region, "region", c.Region, "AWS region (default: the trust anchor's region, or the instance's)")
+
+	fs.StringVar(&c.RATrustAnchorARN, "ra-trust-anchor-arn", c.RATrustAnchorARN, "IAM Roles Anywhere trust anchor ARN")
+	fs.StringVar(&c.RAProfileARN, "ra-profile-arn", c.RAProfileARN, "IAM Roles Anywhere profile ARN")
+	fs.StringVar(&c.RACertificate, "ra-certificate", c.RACertificate, "node certificate PEM file (may be followed by its intermediates); reloaded when it changes")
+	fs.StringVar(&c.RAPrivateKey, "ra-private-key", c.RAPrivateKey, "node private key PEM file (PKCS#1, PKCS#8 or SEC1); reloaded when it changes")
+	fs.StringVar(&c.RAIntermediates, "ra-intermediates", c.RAIntermediates, "optional PEM bundle of intermediate CA certificates")
+	fs.StringVar(&c.RAPrivateKeyPasswordFile, "ra-private-key-password-file", c.RAPrivateKeyPasswordFile, "file holding the password of an encrypted private key")
+	fs.StringVar(&c.RAEndpoint, "ra-endpoint", c.RAEndpoint, "Roles Anywhere endpoint URL (default: https://rolesanywhere.<region>.amazonaws.com)")
+	fs.BoolVar(&c.RAFIPS, "ra-fips", c.RAFIPS, "use the Roles Anywhere FIPS endpoint")
+	fs.DurationVar(&c.RASessionDuration, "ra-session-duration", c.RASessionDuration, "Roles Anywhere session duration (15m to 12h)")
+	fs.BoolVar(&c.RARoleSessionName, "ra-role-session-name", c.RARoleSessionName, "send namespace.pod as roleSessionName (the profile must accept custom session names)")
+
+	fs.StringVar(&c.MetadataAddr, "metadata-addr", c.MetadataAddr, "upstream metadata service host[:port] for allowed paths, or none (default: 169.254.169.254 with sts, none with rolesanywhere)")
+	fs.Var(&c.MetadataAllowPaths, "metadata-allow-path", "extra pass-through path pattern (glob under /latest/), repeatable")
+	fs.BoolVar(&c.IMDSv2Required, "imdsv2-required", c.IMDSv2Required, "refuse metadata GETs without an IMDSv2 token")
+	fs.DurationVar(&c.PodLookupTimeout, "pod-lookup-timeout", c.PodLookupTimeout, "how long a request from an unknown IP waits for the pod to appear")
+	fs.Float64Var(&c.UpstreamQPS, "upstream-qps", c.UpstreamQPS, "calls per second to STS or Roles Anywhere from this node")
+	fs.IntVar(&c.UpstreamBurst, "upstream-burst", c.UpstreamBurst, "burst of calls to STS or Roles Anywhere")
+	fs.DurationVar(&c.CredentialMinTTL, "credential-min-ttl", c.CredentialMinTTL, "never serve credentials with less than this left")
+	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "metadata requests per second per pod IP (429 beyond)")
+
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+	fs.BoolVar(&c.Debug, "debug", c.Debug, "debug logs and the /debug/store page on the metrics port")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file (default: in-cluster configuration)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests in flight")
+}
+
+// envName is the environment variable that can set a flag.
+func envName(flagName string) string {
+	return "KUBE2RA_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// legacyEnv are the downward-API variables the DaemonSet sets, as kube2iam reads them.
+var legacyEnv = map[string]string{"node": "NODE_NAME", "host-ip": "HOST_IP"}
+
+// applyEnv sets every flag not given on the command line from its
+// environment variable; flags win.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		name := envName(f.Name)
+		v := getenv(name)
+		if v == "" && legacyEnv[f.Name] != "" {
+			name = legacyEnv[f.Name]
+			v = getenv(name)
+		}
+		if v == "" {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("invalid value %q in environment variable %s for --%s: %w", v, name, f.Name, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+var (
+	roleARNPattern   = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/$`)
+	raARNPattern     = regexp.MustCompile(`^arn:aws[a-z-]*:rolesanywhere:[a-z0-9-]+:\d{12}:(trust-anchor|profile)/[A-Za-z0-9-]+$`)
+	annotationKeyFmt = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+)
+
+// resolvedSource is the credential source after "auto".
+func (c *Config) resolvedSource() string {
+	if c.CredentialSource != sourceAuto {
+		return c.CredentialSource
+	}
+	if c.RATrustAnchorARN != "" {
+		return sourceRolesAnywhere
+	}
+	return sourceSTS
+}
+
+// resolvedMetadataAddr is the upstream metadata address after defaults.
+func (c *Config) resolvedMetadataAddr() string {
+	if c.MetadataAddr != "" {
+		return c.MetadataAddr
+	}
+	if c.resolvedSource() == sourceRolesAnywhere {
+		return metadataNone
+	}
+	return defaultMetadataAddr
+}
+
+// Validate checks every setting and names each problem with the accepted form.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.Node == "" {
+		bad("--node is empty: set it or NODE_NAME to this node's name (the downward API's spec.nodeName)")
+	}
+	if c.HostIP == "" {
+		bad("--host-ip is empty: set it or HOST_IP to this node's IP (the downward API's status.hostIP)")
+	} else if ip, err := netip.ParseAddr(c.HostIP); err != nil || ip.IsUnspecified() {
+		bad("--host-ip %q is not a usable IP address: give the node's own IP, e.g. 10.0.1.23", c.HostIP)
+	}
+	for name, port := range map[string]int{"--app-port": c.AppPort, "--metrics-port": c.MetricsPort} {
+		if port < 1 || port > 65535 {
+			bad("%s %d is out of range: use 1..65535", name, port)
+		}
+	}
+	if c.AppPort == c.MetricsPort {
+		bad("--app-port and --metrics-port are both %d: give them different ports", c.AppPort)
+	}
+	if strings.TrimSpace(c.HostInterface) == "" && c.IPTables {
+		bad("--host-interface is empty: list the pod-facing interfaces, e.g. cni0, cali+ or !eth0")
+	}
+	switch c.IPTablesMode {
+	case "auto", "nft", "legacy":
+	default:
+		bad("--iptables-mode %q is unknown: use auto, nft or legacy", c.IPTablesMode)
+	}
+	if c.IPTablesResync < time.Second {
+		bad("--iptables-resync %s is too short: use 1s or more", c.IPTablesResync)
+	}
+	if c.IPv6 {
+		if ip, err := netip.ParseAddr(c.HostIPv6); err != nil || !ip.Is6() || ip.Is4In6() {
+			bad("--ipv6 needs --host-ipv6 set to the node's IPv6 address (got %q)", c.HostIPv6)
+		}
+	}
+
+	switch c.CredentialSource {
+	case sourceAuto, sourceRolesAnywhere, sourceSTS:
+	default:
+		bad("--credential-source %q is unknown: use auto, rolesanywhere or sts", c.CredentialSource)
+	}
+	if c.BaseRoleARN != "" && !roleARNPattern.MatchString(c.BaseRoleARN) {
+		bad("--base-role-arn %q is not a role ARN prefix: use arn:<partition>:iam::<12-digit account>:role/ (with the trailing slash)", c.BaseRoleARN)
+	}
+	if c.AutoDiscoverDefaultRole {
+		bad("--auto-discover-default-role is not supported: kube2ra never serves the node's own role to pods; name a role with --default-role")
+	}
+	for name, key := range map[string]string{"--iam-role-key": c.IAMRoleKey, "--iam-external-id": c.IAMExternalIDKey, "--namespace-key": c.NamespaceKey} {
+		if !annotationKeyFmt.MatchString(key) || len(key) > 316 {
+			bad("%s %q is not a valid annotation key: use prefix/name, e.g. iam.amazonaws.com/role", name, key)
+		}
+	}
+	switch c.NamespaceRestrictionFormat {
+	case "glob", "regexp":
+	default:
+		bad("--namespace-restriction-format %q is unknown: use glob or regexp", c.NamespaceRestrictionFormat)
+	}
+	if c.SessionTTL < 15*time.Minute || c.SessionTTL > 12*time.Hour {
+		bad("--iam-role-session-ttl %s is out of range: STS accepts 15m to 12h", c.SessionTTL)
+	}
+	if c.STSEndpoint != "" && !strings.HasPrefix(c.STSEndpoint, "https://") && !strings.HasPrefix(c.STSEndpoint, "http://") {
+		bad("--sts-endpoint %q is not a URL: use https://host[:port]", c.STSEndpoint)
+	}
+
+	switch c.resolvedSource() {
+	case sourceRolesAnywhere:
+		if !raARNPattern.MatchString(c.RATrustAnchorARN) || !strings.Contains(c.RATrustAnchorARN, ":trust-anchor/") {
+			bad("--ra-trust-anchor-arn %q is not a trust anchor ARN: use arn:aws:rolesanywhere:<region>:<account>:trust-anchor/<id>", c.RATrustAnchorARN)
+		}
+		if !raARNPattern.MatchString(c.RAProfileARN) || !strings.Contains(c.RAProfileARN, ":profile/") {
+			bad("--ra-profile-arn %q is not a profile ARN: use arn:aws:rolesanywhere:<region>:<account>:profile/<id>", c.RAProfileARN)
+		}
+		for name, path := range map[string]string{"--ra-certificate": c.RACertificate, "--ra-private-key": c.RAPrivateKey} {
+			if path == "" {
+				bad("%s is empty: give the node's PEM file (with rolesanywhere)", name)
+			} else if _, err := os.Stat(path); err != nil {
+				bad("%s %q cannot be read: %v", name, path, err)
+			}
+		}
+		for name, path := range map[string]string{"--ra-intermediates": c.RAIntermediates, "--ra-private-key-password-file": c.RAPrivateKeyPasswordFile} {
+			if path == "" {
+				continue
+			}
+			if _, err := os.Stat(path); err != nil {
+				bad("%s %q cannot be read: %v", name, path, err)
+			}
+		}
+		if c.RASessionDuration < 15*time.Minute || c.RASessionDuration > 12*time.Hour {
+			bad("--ra-session-duration %s is out of range: Roles Anywhere accepts 15m to 12h", c.RASessionDuration)
+		}
+		if c.RAEndpoint != "" && !strings.HasPrefix(c.RAEndpoint, "https://") && !strings.HasPrefix(c.RAEndpoint, "http://") {
+			bad("--ra-endpoint %q is not a URL: use https://host[:port]", c.RAEndpoint)
+		}
+	case sourceSTS:
+		if c.RATrustAnchorARN != "" || c.RAProfileARN != "" {
+			bad("--ra-* flags are set but --credential-source is sts: drop them or use --credential-source=rolesanywhere")
+		}
+	}
+
+	if addr := c.MetadataAddr; addr != "" && addr != metadataNone {
+		if _, err := netip.ParseAddrPort(addr); err != nil {
+			if _, err := netip.ParseAddr(addr); err != nil {
+				bad("--metadata-addr %q is not an address: use host, host:port or none", addr)
+			}
+		}
+	}
+	for _, p := range c.MetadataAllowPaths {
+		if !strings.HasPrefix(p, "/") || strings.Contains(p, "..") || strings.Contains(p, "//") {
+			bad("--metadata-allow-path %q is not a canonical absolute path pattern: use e.g. /latest/meta-data/tags/instance/*", p)
+		}
+	}
+	if c.PodLookupTimeout <= 0 || c.PodLookupTimeout > 30*time.Second {
+		bad("--pod-lookup-timeout %s is out of range: use more than 0 and at most 30s", c.PodLookupTimeout)
+	}
+	if c.UpstreamQPS <= 0 {
+		bad("--upstream-qps %g must be positive", c.UpstreamQPS)
+	}
+	if c.UpstreamBurst < 1 {
+		bad("--upstream-burst %d must be at least 1", c.UpstreamBurst)
+	}
+	if c.CredentialMinTTL < 0 || c.CredentialMinTTL > 10*time.Minute {
+		bad("--credential-min-ttl %s is out of range: use 0 to 10m", c.CredentialMinTTL)
+	}
+	if c.RateLimit <= 0 {
+		bad("--rate-limit %g must be positive (requests per second per pod)", c.RateLimit)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("--log-format %q is unknown: use text or json", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "warning", "error":
+	default:
+		bad("--log-level %q is unknown: use debug, info, warn or error", c.LogLevel)
+	}
+	if c.ShutdownTimeout < 0 || c.ShutdownTimeout > 5*time.Minute {
+		bad("--shutdown-timeout %s is out of range: use 0 to 5m", c.ShutdownTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+// String lists every setting, one key=value per field, for the start-up log.
+// Nothing in Config is a secret itself (the key and password are file paths),
+// so nothing needs masking; fields are sorted for stable output.
+func (c *Config) String() string {
+	fs := flag.NewFlagSet("print", flag.ContinueOnError)
+	c.BindFlags(fs)
+	var parts []string
+	fs.VisitAll(func(f *flag.Flag) { parts = append(parts, f.Name+"="+f.Value.String()) })
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}

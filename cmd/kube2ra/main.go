@@ -1,0 +1,101 @@
+// Command kube2ra gives every Kubernetes pod its own AWS IAM role: a node
+// agent that answers the instance metadata service on behalf of the pod.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+)
+
+// Set by the Makefile with -ldflags -X.
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+// exitUsage is the exit code for bad flags or configuration.
+const exitUsage = 2
+
+type subcommand struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
+
+func subcommands() []subcommand {
+	return []subcommand{
+		{"run", "run the node agent (metadata proxy, pod identity, DNAT rules)", runCommand},
+		{"credentials", "fetch credentials for one role once and print them as credential_process JSON", credentialsCommand},
+		{"cleanup", "remove kube2ra's iptables rules and chains from this node", cleanupCommand},
+		{"version", "print version, commit and Go version", versionCommand},
+	}
+}
+
+func main() {
+	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func dispatch(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return 0
+	}
+	for _, sc := range subcommands() {
+		if sc.name == args[0] {
+			return sc.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "kube2ra: unknown command %q: use one of run, credentials, cleanup, version (kube2ra --help)\n", args[0])
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "kube2ra %s: per-pod AWS IAM roles on any Kubernetes cluster\n\nUsage: kube2ra <command> [flags]\n\nCommands:\n", version)
+	for _, sc := range subcommands() {
+		fmt.Fprintf(w, "  %-12s %s\n", sc.name, sc.summary)
+	}
+	fmt.Fprintf(w, "\nFlags of 'run' (each also from environment KUBE2RA_<FLAG>, e.g. KUBE2RA_HOST_IP; flags win):\n")
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	NewConfig().BindFlags(fs)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+// parseFlags parses args into fs, then fills unset flags from the environment.
+// It returns false and an exit code when parsing ended the command.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (int, bool) {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return 0, false
+		}
+		return exitUsage, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kube2ra %s: unexpected argument %q: every setting is a --flag\n", fs.Name(), fs.Arg(0))
+		return exitUsage, false
+	}
+	if err := applyEnv(fs, os.Getenv); err != nil {
+		fmt.Fprintf(stderr, "kube2ra %s: %v\n", fs.Name(), err)
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+func versionCommand(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	fmt.Fprintf(stdout, "kube2ra %s (commit %s, %s, %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return 0
+}

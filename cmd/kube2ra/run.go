@@ -1,0 +1,435 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sirupsen/logrus"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/iptables"
+	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/proxy"
+)
+
+// syncTimeout bounds the first informer sync. Listing one node's pods and all
+// namespaces takes well under a second; two minutes covers an API server that
+// is itself restarting when the node boots.
+const syncTimeout = 2 * time.Minute
+
+// sourceCheckTimeout bounds resolving the STS base credentials at start; the
+// instance profile comes from IMDS in milliseconds.
+const sourceCheckTimeout = 30 * time.Second
+
+// rulesTimeout bounds installing or removing the iptables rules.
+const rulesTimeout = 30 * time.Second
+
+// kubeQPS and kubeBurst are the agent's API budget: it only lists, watches
+// and writes a few Events.
+const (
+	kubeQPS   = 20
+	kubeBurst = 40
+)
+
+func runCommand(args []string, stdout, stderr io.Writer) int {
+	cfg := NewConfig()
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	cfg.BindFlags(fs)
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
+	}
+	if err := cfg.Validate(); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "kube2ra run: %s\n", line)
+		}
+		return exitUsage
+	}
+	level := cfg.LogLevel
+	if cfg.Debug {
+		level = "debug"
+	}
+	log, err := newLogger(stderr, cfg.LogFormat, level)
+	if err != nil {
+		fmt.Fprintf(stderr, "kube2ra run: %v\n", err)
+		return exitUsage
+	}
+	log.WithField("version", version).WithField("commit", commit).Infof("kube2ra starting: %s", cfg)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := runAgent(ctx, cfg, log); err != nil {
+		log.WithError(err).Error("kube2ra stopped")
+		return 1
+	}
+	return 0
+}
+
+// agent is one running node agent: the parts and their readiness.
+type agent struct {
+	// cfg is the validated configuration.
+	cfg *Config
+	// log is the process logger.
+	log logrus.FieldLogger
+	// kube talks to the API server.
+	kube kubernetes.Interface
+	// watcher finds pods by IP.
+	watcher *k8s.Watcher
+	// source is the credential source behind the cache.
+	source *sourceParts
+	// owner follows the agent's own DaemonSet, to decide the rules on exit.
+	owner *ownerWatch
+	// rules is the DNAT; nil with --iptables=false.
+	rules *iptables.Redirect
+	// synced, sourceReady and rulesReady are the readiness conditions.
+	synced, sourceReady, rulesReady atomic.Bool
+	// baseARN is the discovered or configured base role ARN.
+	baseARN atomic.Pointer[string]
+}
+
+func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kube2ra_build_info", Help: "Build of the running agent (always 1)."}, []string{"version", "commit", "source"})
+	reg.MustRegister(buildInfo)
+	a := &agent{cfg: cfg, log: log}
+	empty := ""
+	a.baseARN.Store(&empty)
+	if cfg.BaseRoleARN != "" {
+		a.baseARN.Store(&cfg.BaseRoleARN)
+	}
+
+	restCfg, err := kubeConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.UserAgent = "kube2ra/" + version
+	restCfg.QPS, restCfg.Burst = kubeQPS, kubeBurst
+	a.kube, err = kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("building the Kubernetes client: %w", err)
+	}
+
+	// The credential source is made usable before the informers start, so
+	// the pods announced during the first sync are prefetched at once.
+	a.source, err = newSourceParts(ctx, cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	if err := a.source.check(ctx, cfg, log); err != nil {
+		return err
+	}
+	a.sourceReady.Store(true)
+	log.WithField("source", a.source.name).WithField("region", a.source.region).Info("credential source ready")
+	buildInfo.WithLabelValues(version, commit, a.source.name).Set(1)
+	if b := a.source.baseARN(); b != "" && cfg.BaseRoleARN == "" && cfg.AutoDiscoverBaseARN {
+		a.baseARN.Store(&b)
+	}
+	cache, err := credentials.NewCredentialCache(credentials.CacheOptions{
+		Source:     a.source.source,
+		Registerer: reg,
+		Logger:     log.WithField("component", "credentials"),
+		MinTTL:     cfg.CredentialMinTTL,
+		QPS:        cfg.UpstreamQPS,
+		Burst:      cfg.UpstreamBurst,
+	})
+	if err != nil {
+		return fmt.Errorf("building the credential cache: %w", err)
+	}
+	broker := &podCredentials{cache: cache, sessionNames: a.source.sessionNames, sessionTags: cfg.SessionTags && a.source.name == sourceSTS, node: cfg.Node}
+
+	keys := k8s.AnnotationKeys{Role: cfg.IAMRoleKey, ExternalID: cfg.IAMExternalIDKey, Namespace: cfg.NamespaceKey}
+	a.watcher, err = k8s.NewWatcher(a.kube, k8s.WatcherOptions{
+		NodeName:      cfg.Node,
+		LookupTimeout: cfg.PodLookupTimeout,
+		Keys:          keys,
+		Logger:        log.WithField("component", "k8s"),
+	})
+	if err != nil {
+		return err
+	}
+	events, err := k8s.NewEventRecorder(a.kube, k8s.EventOptions{NodeName: cfg.Node, Logger: log.WithField("component", "events")})
+	if err != nil {
+		return err
+	}
+	defer events.Shutdown()
+	format, err := k8s.ParsePolicyFormat(cfg.NamespaceRestrictionFormat)
+	if err != nil {
+		return err
+	}
+	resolver, err := k8s.NewRoleResolver(a.watcher, k8s.ResolverOptions{
+		Keys:                  keys,
+		DefaultRole:           cfg.DefaultRole,
+		BaseRoleARN:           func() string { return *a.baseARN.Load() },
+		NamespaceRestrictions: cfg.NamespaceRestrictions,
+		Format:                format,
+		ExternalIDAllowed:     a.source.name == sourceSTS,
+		Events:                events,
+		Logger:                log.WithField("component", "roles"),
+	})
+	if err != nil {
+		return err
+	}
+	notifier, err := k8s.NewRoleNotifier(a.watcher, resolver, broker, log.WithField("component", "notifier"))
+	if err != nil {
+		return err
+	}
+
+	server, err := proxy.New(proxy.Options{
+		HostIP:          cfg.HostIP,
+		AppPort:         cfg.AppPort,
+		IMDSv2Required:  cfg.IMDSv2Required,
+		MetadataAddr:    cfg.resolvedMetadataAddr(),
+		AllowPaths:      cfg.MetadataAllowPaths,
+		Region:          a.source.region,
+		RateLimit:       cfg.RateLimit,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          log.WithField("component", "proxy"),
+		Registerer:      reg,
+	}, a.watcher, resolver, broker)
+	if err != nil {
+		return err
+	}
+	ops, err := proxy.NewOpsServer(proxy.OpsOptions{
+		Addr:       net.JoinHostPort(cfg.HostIP, strconv.Itoa(cfg.MetricsPort)),
+		Gatherer:   reg,
+		Ready:      a.ready,
+		Debug:      cfg.Debug,
+		DebugStore: func() any { return k8s.DebugStore(a.watcher, resolver) },
+		Logger:     log.WithField("component", "ops"),
+	})
+	if err != nil {
+		return err
+	}
+
+	// 1. Listen: health and metrics answer from now on, readiness says why not yet.
+	if err := server.Listen(); err != nil {
+		return fmt.Errorf("listening on %s:%d (--host-ip, --app-port): %w", cfg.HostIP, cfg.AppPort, err)
+	}
+	if err := ops.Listen(); err != nil {
+		return fmt.Errorf("listening on %s:%d (--host-ip, --metrics-port): %w", cfg.HostIP, cfg.MetricsPort, err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 2)
+	for _, srv := range []interface{ Serve(context.Context) error }{server, ops} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(runCtx); err != nil {
+				serveErr <- err
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); cache.Run(runCtx) }()
+	go func() { defer wg.Done(); a.source.run(runCtx) }()
+
+	// 2. Informers synced (the credential source was made usable first).
+	a.watcher.Start(runCtx)
+	a.owner = watchOwner(runCtx, a.kube)
+	syncCtx, syncCancel := context.WithTimeout(runCtx, syncTimeout)
+	err = a.watcher.WaitForSync(syncCtx)
+	syncCancel()
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return fmt.Errorf("pod and namespace informers did not sync within %s (is the API server reachable, and may kube2ra list pods and namespaces?): %w", syncTimeout, err)
+	}
+	notifier.Resync()
+	a.synced.Store(true)
+	log.WithField("pods", a.watcher.CachedPods()).WithField("namespaces", a.watcher.CachedNamespaces()).Info("informers synced")
+
+	log.WithField("base_role_arn", *a.baseARN.Load()).Debug("base role ARN")
+
+	// 3. DNAT rules, only now that every request can be answered.
+	if cfg.IPTables {
+		if err := a.installRules(runCtx, reg); err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.rules.Monitor(runCtx, cfg.IPTablesResync); err != nil && runCtx.Err() == nil {
+				log.WithError(err).Error("iptables monitor stopped")
+			}
+		}()
+	}
+	a.rulesReady.Store(true)
+	log.Info("kube2ra ready")
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("signal received: draining requests in flight")
+	case runErr = <-serveErr:
+		log.WithError(runErr).Error("a listener failed")
+	}
+	a.synced.Store(false)
+	shutdownCtx, shutdownCancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	_ = server.Shutdown(shutdownCtx)
+	shutdownCancel()
+	if cfg.IPTables && a.rules != nil {
+		a.decideRules()
+	}
+	cancel()
+	shutdownCtx, shutdownCancel = context.WithTimeout(context.Background(), time.Second)
+	_ = ops.Shutdown(shutdownCtx)
+	shutdownCancel()
+	a.watcher.Shutdown()
+	wg.Wait()
+	return runErr
+}
+
+func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) error {
+	ifaces, err := iptables.ParseInterfaces(a.cfg.HostInterface)
+	if err != nil {
+		return fmt.Errorf("--host-interface: %w", err)
+	}
+	mode, err := iptables.ParseMode(a.cfg.IPTablesMode)
+	if err != nil {
+		return fmt.Errorf("--iptables-mode: %w", err)
+	}
+	icfg := iptables.Config{
+		HostIP:     netip.MustParseAddr(a.cfg.HostIP),
+		Port:       a.cfg.AppPort,
+		Interfaces: ifaces,
+		IPv6:       a.cfg.IPv6,
+		Mode:       mode,
+		Logger:     a.log.WithField("component", "iptables"),
+		Registerer: reg,
+	}
+	if a.cfg.IPv6 {
+		icfg.HostIPv6 = netip.MustParseAddr(a.cfg.HostIPv6)
+	}
+	rulesCtx, cancel := context.WithTimeout(ctx, rulesTimeout)
+	defer cancel()
+	a.rules, err = iptables.New(rulesCtx, icfg)
+	if err != nil {
+		return err
+	}
+	changed, err := a.rules.EnsureRules(rulesCtx)
+	if err != nil {
+		return fmt.Errorf("installing the DNAT rules: %w", err)
+	}
+	a.log.WithField("backend", a.rules.Backend()).WithField("changed", changed).Info("DNAT rules in place")
+	return nil
+}
+
+// ready is /readyz: every start-up step done and the rules still in place.
+func (a *agent) ready(ctx context.Context) error {
+	var missing []string
+	if !a.synced.Load() {
+		missing = append(missing, "pod and namespace informers not synced")
+	}
+	if !a.sourceReady.Load() {
+		missing = append(missing, "credential source not ready")
+	} else if err := a.source.ready(); err != nil {
+		missing = append(missing, "credential source: "+err.Error())
+	}
+	if !a.rulesReady.Load() {
+		missing = append(missing, "DNAT rules not installed")
+	} else if a.rules != nil {
+		if ok, err := a.rules.RulesPresent(ctx); err != nil || !ok {
+			missing = append(missing, fmt.Sprintf("DNAT rules missing (restored at the next resync): %v", err))
+		}
+	}
+	if len(missing) > 0 {
+		return errors.New(strings.Join(missing, "; "))
+	}
+	return nil
+}
+
+// decideRules keeps the DNAT rules on exit (fail closed: during a rolling
+// update pods get a refused connection, never the node's metadata service)
+// unless the agent's own DaemonSet is gone or being deleted, which means
+// kube2ra is being uninstalled and a stale rule would break every pod's
+// metadata access.
+func (a *agent) decideRules() {
+	remove, why := a.owner.gone()
+	log := a.log.WithField("reason", why)
+	if !remove {
+		log.Info("keeping the DNAT rules for the next agent")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rulesTimeout)
+	defer cancel()
+	if err := a.rules.Remove(ctx); err != nil {
+		log.WithError(err).Error("removing the DNAT rules failed: run `kube2ra cleanup` on this node")
+		return
+	}
+	log.Info("DNAT rules removed")
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig %q: %w", path, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("not running in a cluster and no --kubeconfig given: %w", err)
+	}
+	return cfg, nil
+}
+
+// podCredentials adapts the credential cache to the proxy (credentials for
+// a pod's role) and to the pod notifier (prefetch and eviction). It owns the
+// one rule that turns a pod and its role into a cache key, so a prefetch and
+// the pod's first request always meet in the same entry.
+type podCredentials struct {
+	// cache holds the credentials.
+	cache *credentials.CredentialCache
+	// sessionNames names sessions after the pod (STS always, Roles Anywhere on request).
+	sessionNames bool
+	// sessionTags adds kubernetes-* session tags (STS only).
+	sessionTags bool
+	// node is this node's name, for the node tag.
+	node string
+}
+
+func (p *podCredentials) request(pod *k8s.Pod, role k8s.Role) credentials.Request {
+	req := credentials.Request{RoleARN: role.ARN, ExternalID: role.ExternalID}
+	if p.sessionNames {
+		req.SessionName = credentials.SessionName(pod.Namespace, pod.Name)
+	}
+	if p.sessionTags {
+		req.Tags = credentials.SessionTags(pod.Namespace, pod.Name, pod.ServiceAccount, p.node)
+	}
+	return req
+}
+
+// GetCredentials implements proxy.CredentialGetter.
+func (p *podCredentials) GetCredentials(ctx context.Context, pod *k8s.Pod, role k8s.Role) (credentials.Credentials, error) {
+	return p.cache.Get(ctx, p.request(pod, role))
+}
+
+// PodRoleChanged implements k8s.RoleListener: track (and prefetch) the entry.
+func (p *podCredentials) PodRoleChanged(pod *k8s.Pod, role k8s.Role) {
+	p.cache.Track(string(pod.UID), p.request(pod, role))
+}
+
+// PodRoleGone implements k8s.RoleListener.
+func (p *podCredentials) PodRoleGone(pod *k8s.Pod) { p.cache.Untrack(string(pod.UID)) }

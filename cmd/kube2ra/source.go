@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/rolesanywhere"
+)
+
+// sourceParts is the chosen credential source with what the agent needs to
+// know about it: its region, base role ARN and readiness.
+type sourceParts struct {
+	// name is sourceSTS or sourceRolesAnywhere.
+	name string
+	// source fetches credentials.
+	source credentials.Source
+	// region is answered to pods off AWS and used for endpoints.
+	region string
+	// sessionNames names sessions after pods.
+	sessionNames bool
+	// ra is the Roles Anywhere source, nil with STS.
+	ra *rolesanywhere.Source
+	// base is the STS source's base credentials, nil with Roles Anywhere.
+	base aws.CredentialsProvider
+	// imds reads the node's own metadata (region, instance profile); nil off AWS.
+	imds *imds.Client
+	// discoveredBase is the base role ARN found at check time.
+	discoveredBase atomic.Pointer[string]
+}
+
+// newSourceParts builds the source without network calls; check verifies it
+// (and, for STS, completes it).
+func newSourceParts(ctx context.Context, cfg *Config, log logrus.FieldLogger, reg prometheus.Registerer) (*sourceParts, error) {
+	p := &sourceParts{name: cfg.resolvedSource()}
+	switch p.name {
+	case sourceRolesAnywhere:
+		src, err := rolesanywhere.NewSource(raConfig(cfg), rolesanywhere.Deps{
+			Logger:     log.WithField("component", "rolesanywhere"),
+			Registerer: reg,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("roles anywhere: %w", err)
+		}
+		p.source, p.ra, p.region, p.sessionNames = src, src, src.Region(), cfg.RARoleSessionName
+		if cfg.Region != "" {
+			p.region = cfg.Region
+		}
+		return p, nil
+	default:
+		opts := []func(*config.LoadOptions) error{}
+		if addr := cfg.resolvedMetadataAddr(); addr != metadataNone {
+			// The node's own credentials come from the same metadata service
+			// kube2ra passes allowed paths to.
+			opts = append(opts, config.WithEC2IMDSEndpoint(metadataURL(addr)))
+		}
+		awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("loading the AWS configuration for STS: %w", err)
+		}
+		p.base, p.sessionNames = awsCfg.Credentials, true
+		if addr := cfg.resolvedMetadataAddr(); addr != metadataNone {
+			p.imds = imds.NewFromConfig(awsCfg, func(o *imds.Options) { o.Endpoint = metadataURL(addr) })
+		}
+		p.region = cfg.Region
+		if p.region == "" {
+			p.region = awsCfg.Region
+		}
+		return p, nil
+	}
+}
+
+// metadataURL turns --metadata-addr into an endpoint URL.
+func metadataURL(addr string) string {
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		return addr
+	}
+	return "http://" + addr
+}
+
+func raConfig(cfg *Config) rolesanywhere.Config {
+	return rolesanywhere.Config{
+		TrustAnchorARN:  cfg.RATrustAnchorARN,
+		ProfileARN:      cfg.RAProfileARN,
+		Certificate:     cfg.RACertificate,
+		PrivateKey:      cfg.RAPrivateKey,
+		Intermediates:   cfg.RAIntermediates,
+		PasswordFile:    cfg.RAPrivateKeyPasswordFile,
+		Endpoint:        cfg.RAEndpoint,
+		FIPS:            cfg.RAFIPS,
+		Region:          cfg.Region,
+		SessionDuration: cfg.RASessionDuration,
+		RoleSessionName: cfg.RARoleSessionName,
+	}
+}
+
+// check makes the source usable: for STS it discovers the region and base
+// role ARN from the instance, resolves the base credentials, and builds the
+// STS client (which needs the region).
+func (p *sourceParts) check(ctx context.Context, cfg *Config, log logrus.FieldLogger) error {
+	if p.ra != nil {
+		if err := p.ra.Ready(); err != nil {
+			return fmt.Errorf("roles anywhere: %w", err)
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, sourceCheckTimeout)
+	defer cancel()
+	if p.imds != nil {
+		if p.region == "" {
+			out, err := p.imds.GetRegion(ctx, &imds.GetRegionInput{})
+			if err != nil {
+				return fmt.Errorf("sts: no --region given and the instance's region cannot be read from the metadata service: %w", err)
+			}
+			p.region = out.Region
+		}
+		if info, err := p.imds.GetIAMInfo(ctx, &imds.GetIAMInfoInput{}); err == nil {
+			if base, ok := baseFromInstanceProfile(info.InstanceProfileArn); ok {
+				p.discoveredBase.Store(&base)
+			}
+		}
+	}
+	if p.region == "" {
+		return fmt.Errorf("sts: no region: set --region (or AWS_REGION) when there is no metadata service")
+	}
+	if _, err := p.base.Retrieve(ctx); err != nil {
+		return fmt.Errorf("sts: the node's own credentials (which sign AssumeRole) cannot be resolved: %w", err)
+	}
+	src, err := credentials.NewSTSSource(ctx, credentials.STSOptions{
+		Region:          p.region,
+		Endpoint:        cfg.STSEndpoint,
+		BaseCredentials: p.base,
+		Duration:        cfg.SessionTTL,
+		Logger:          log.WithField("component", "sts"),
+	})
+	if err != nil {
+		return fmt.Errorf("sts: %w", err)
+	}
+	p.source = src
+	return nil
+}
+
+// baseFromInstanceProfile turns arn:aws:iam::123:instance-profile/x into arn:aws:iam::123:role/.
+func baseFromInstanceProfile(arn string) (string, bool) {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) != 6 || parts[2] != "iam" || !strings.HasPrefix(parts[5], "instance-profile/") {
+		return "", false
+	}
+	return strings.Join(parts[:5], ":") + ":role/", true
+}
+
+// baseARN is the base role ARN the source implies, "" if none.
+func (p *sourceParts) baseARN() string {
+	if p.ra != nil {
+		return p.ra.BaseRoleARN()
+	}
+	if b := p.discoveredBase.Load(); b != nil {
+		return *b
+	}
+	return ""
+}
+
+// ready is the source's part of /readyz after start.
+func (p *sourceParts) ready() error {
+	if p.ra != nil {
+		return p.ra.Ready()
+	}
+	return nil
+}
+
+// run runs the source's background work (certificate reload).
+func (p *sourceParts) run(ctx context.Context) {
+	if p.ra != nil {
+		p.ra.Run(ctx)
+	}
+}
