@@ -336,5 +336,4 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels ma
 // errTest is a generic failure for fakes.
 var errTest = errors.New("test failure")
 
-
 func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }

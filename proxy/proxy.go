@@ -262,6 +262,8 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
 		ErrorLog:          newServerErrorLog(opts.Logger, "metadata"),
+		// "OPTIONS *" reaches the gate (and is refused) instead of net/http's 200.
+		DisableGeneralOptionsHandler: true,
 	}
 	s.listener = &httpListener{
 		name:            "metadata server",
@@ -286,7 +288,7 @@ func (s *Server) newRouter() *mux.Router {
 	r.HandleFunc(v+"/meta-data/iam/info", s.handleIAMInfo).Methods(get...)
 	r.HandleFunc(v+"/meta-data/iam", s.handleIAMList).Methods(get...)
 	// Anything else under iam/ is not IMDS's and never reaches pass-through.
-	r.PathPrefix(v + "/meta-data/iam/").HandlerFunc(s.handleIAMOther)
+	r.PathPrefix(v + "/meta-data/iam/").HandlerFunc(s.handleIAMOther).Methods(get...)
 	r.PathPrefix("/").HandlerFunc(s.handleMetadata).Methods(get...)
 	r.NotFoundHandler = http.HandlerFunc(s.handleNotFound)
 	r.MethodNotAllowedHandler = http.HandlerFunc(s.handleMethodNotAllowed)
@@ -359,6 +361,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.deny(sw, info, http.StatusUnauthorized, "TokenRequired")
 			return
 		}
+		info.imdsv2 = len(vals) == 1
 	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
@@ -407,6 +410,7 @@ func (s *Server) finish(sw *statusWriter, r *http.Request, info *requestInfo, st
 		"route":       info.route,
 		"status":      status,
 		"duration_ms": float64(elapsed.Microseconds()) / 1000,
+		"imdsv2":      info.imdsv2,
 	}
 	if info.pod != nil {
 		fields["pod"] = info.pod.Name
@@ -496,6 +500,8 @@ type requestInfo struct {
 	err error
 	// log is the server's base logger.
 	log logrus.FieldLogger
+	// imdsv2 is true when the request carried a valid session token.
+	imdsv2 bool
 }
 
 // infoKey is the context key of *requestInfo.

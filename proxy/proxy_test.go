@@ -22,7 +22,7 @@ import (
 
 func TestCredentialDocumentIsExactlyIMDSFormat(t *testing.T) {
 	e := newTestEnv(t, Options{})
-	c := testCredentials()
+	c := e.creds.creds
 	status, body, hdr := httpGet(t, e.url+"/latest/meta-data/iam/security-credentials/"+testRoleName, nil)
 	if status != http.StatusOK {
 		t.Fatalf("status %d, body %q", status, body)
