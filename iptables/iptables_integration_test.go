@@ -35,28 +35,26 @@ func TestInterfaceSpecs(t *testing.T) {
 			save: []string{"cni0", "cali+", "!eth+"}},
 	}
 	eachBackend(t, func(t *testing.T, mode iptables.Mode) {
-		for _, tc := range cases {
-			t.Run(tc.name, func(t *testing.T) {
-				t.Parallel()
-				n := newNode(t, mode, false)
-				pods := map[*pod]bool{}
-				none := map[*pod]bool{}
-				for iface, reach := range tc.pods {
-					p := n.addPod(iface)
-					pods[p] = reach
-					none[p] = false
-				}
-				expectReach(t, metadataURL, none)
-				expectSave(t, n, "4", builtinChains)
+		concurrently(t, len(cases), func(i int) string { return cases[i].name }, func(t *testing.T, i int) {
+			tc := cases[i]
+			n := newNode(t, mode, false)
+			pods := map[*pod]bool{}
+			none := map[*pod]bool{}
+			for iface, reach := range tc.pods {
+				p := n.addPod(iface)
+				pods[p] = reach
+				none[p] = false
+			}
+			expectReach(t, metadataURL, none)
+			expectSave(t, n, "4", builtinChains)
 
-				ops := n.mustOps(tc.spec, "ensure", "present")
-				if !ops[0].Changed || !ops[1].Present {
-					t.Errorf("ensure changed=%v, present=%v; want true, true", ops[0].Changed, ops[1].Present)
-				}
-				expectSave(t, n, "4", wantSave("4", target, tc.save...))
-				expectReach(t, metadataURL, pods)
-			})
-		}
+			ops := n.mustOps(tc.spec, "ensure", "present")
+			if !ops[0].Changed || !ops[1].Present {
+				t.Errorf("ensure changed=%v, present=%v; want true, true", ops[0].Changed, ops[1].Present)
+			}
+			expectSave(t, n, "4", wantSave("4", target, tc.save...))
+			expectReach(t, metadataURL, pods)
+		})
 	})
 }
 
@@ -106,22 +104,20 @@ func TestEnsureConvergesFromAnyState(t *testing.T) {
 			{"-N", "KUBE2RA"}, append([]string{"-A", "PREROUTING"}, jump...)}},
 	}
 	eachBackend(t, func(t *testing.T, mode iptables.Mode) {
-		for _, tc := range cases {
-			t.Run(tc.name, func(t *testing.T) {
-				t.Parallel()
-				n := newNode(t, mode, false)
-				p := n.addPod("cni0")
-				for _, args := range tc.setup {
-					n.ipt("4", append([]string{"-t", "nat"}, args...)...)
-				}
-				ops := n.mustOps("cni0,!eth0", "ensure", "ensure", "present")
-				if !ops[0].Changed || ops[1].Changed || !ops[2].Present {
-					t.Errorf("changed %v then %v, present %v; want true, false, true", ops[0].Changed, ops[1].Changed, ops[2].Present)
-				}
-				expectSave(t, n, "4", wantSave("4", target, "cni0", "!eth0"))
-				expectReach(t, metadataURL, map[*pod]bool{p: true})
-			})
-		}
+		concurrently(t, len(cases), func(i int) string { return cases[i].name }, func(t *testing.T, i int) {
+			tc := cases[i]
+			n := newNode(t, mode, false)
+			p := n.addPod("cni0")
+			for _, args := range tc.setup {
+				n.ipt("4", append([]string{"-t", "nat"}, args...)...)
+			}
+			ops := n.mustOps("cni0,!eth0", "ensure", "ensure", "present")
+			if !ops[0].Changed || ops[1].Changed || !ops[2].Present {
+				t.Errorf("changed %v then %v, present %v; want true, false, true", ops[0].Changed, ops[1].Changed, ops[2].Present)
+			}
+			expectSave(t, n, "4", wantSave("4", target, "cni0", "!eth0"))
+			expectReach(t, metadataURL, map[*pod]bool{p: true})
+		})
 	})
 }
 
@@ -164,7 +160,9 @@ func TestMonitorRestoresFlushedNatTable(t *testing.T) {
 				t.Fatal("flush left the rules in place")
 			}
 			for n.save("4") != want {
-				if time.Since(flushed) > interval+time.Second {
+				// at most one interval until the next check, plus the
+				// restore itself (about ten iptables commands)
+				if time.Since(flushed) > interval+2*time.Second {
 					t.Fatalf("rules not restored %s after %v; table:\n%s\nlogs:\n%s", time.Since(flushed), flush, n.save("4"), logs.String())
 				}
 				time.Sleep(50 * time.Millisecond)
@@ -172,7 +170,7 @@ func TestMonitorRestoresFlushedNatTable(t *testing.T) {
 			// The restore ends with a verification; flushing again before
 			// it is logged would make that check fail and the count differ.
 			for strings.Count(logs.String(), "rules restored") < i+1 {
-				if time.Since(flushed) > interval+2*time.Second {
+				if time.Since(flushed) > interval+3*time.Second {
 					t.Fatalf("restore not logged:\n%s", logs.String())
 				}
 				time.Sleep(20 * time.Millisecond)
@@ -254,28 +252,26 @@ func TestAutoModePicksTheHostBackend(t *testing.T) {
 		{name: "nft host", rules: iptables.ModeNFT, want: iptables.ModeNFT},
 		{name: "empty host", want: iptables.ModeNFT},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			n := newNode(t, tc.want, false)
-			if tc.rules != "" {
-				run(t, "ip", "netns", "exec", n.ns, "iptables-"+string(tc.rules), "-w", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
-			}
-			p := n.addPod("cni0")
-			res, logs := n.rules(helperRequest{Mode: "auto", Interfaces: "cni0", Ops: []string{"ensure"}})
-			if res.NewErr != "" || res.Ops[0].Err != "" {
-				t.Fatalf("auto: %s %s\n%s", res.NewErr, res.Ops[0].Err, logs)
-			}
-			if iptables.Mode(res.Backend) != tc.want {
-				t.Errorf("auto chose %s, want %s\n%s", res.Backend, tc.want, logs)
-			}
-			if !strings.Contains(logs, "iptables backend chosen by detection") {
-				t.Errorf("no log line names the chosen backend:\n%s", logs)
-			}
-			expectSave(t, n, "4", wantSave("4", target, "cni0")) // n.mode == tc.want
-			expectReach(t, metadataURL, map[*pod]bool{p: true})
-		})
-	}
+	concurrently(t, len(cases), func(i int) string { return cases[i].name }, func(t *testing.T, i int) {
+		tc := cases[i]
+		n := newNode(t, tc.want, false)
+		if tc.rules != "" {
+			run(t, "ip", "netns", "exec", n.ns, "iptables-"+string(tc.rules), "-w", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+		}
+		p := n.addPod("cni0")
+		res, logs := n.rules(helperRequest{Mode: "auto", Interfaces: "cni0", Ops: []string{"ensure"}})
+		if res.NewErr != "" || res.Ops[0].Err != "" {
+			t.Fatalf("auto: %s %s\n%s", res.NewErr, res.Ops[0].Err, logs)
+		}
+		if iptables.Mode(res.Backend) != tc.want {
+			t.Errorf("auto chose %s, want %s\n%s", res.Backend, tc.want, logs)
+		}
+		if !strings.Contains(logs, "iptables backend chosen by detection") {
+			t.Errorf("no log line names the chosen backend:\n%s", logs)
+		}
+		expectSave(t, n, "4", wantSave("4", target, "cni0")) // n.mode == tc.want
+		expectReach(t, metadataURL, map[*pod]bool{p: true})
+	})
 }
 
 // TestLegacyCommandsWaitForTheXtablesLock: while another process holds the
