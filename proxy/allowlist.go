@@ -81,8 +81,15 @@ func newAllowlist(patterns []string) (*allowlist, error) {
 	return a, nil
 }
 
-// blocked reports whether segs lies under a path that is never passed through.
+// blocked reports whether segs lies under a path that is never passed
+// through, or is not a plain path (the gate refuses those already; this is
+// the second lock).
 func blocked(segs []string) bool {
+	for _, s := range segs {
+		if s == "" || s == "." || s == ".." {
+			return true
+		}
+	}
 	for _, b := range blockedPrefixes {
 		if len(segs) >= len(b) && segsEqual(segs[:len(b)], b) {
 			return true

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -371,7 +372,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	w.Header().Set("Content-Type", "text/plain")
 	w.Header().Set("Server", "EC2ws")
-	p := r.URL.Path
+	// Worst case for the proxy: like a lenient web server, resolve "." and
+	// ".." segments, collapse "//" and decode %-escapes (r.URL.Path is
+	// decoded), so a non-canonical path that slipped through would reach
+	// the secret it spells.
+	p := path.Clean("/" + r.URL.Path)
 	if p == "/" {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			status(w, http.StatusMethodNotAllowed)
