@@ -226,8 +226,9 @@ func (n *Node) RemovePod(name string) error {
 	return run("ip", "netns", "del", p.Netns)
 }
 
-// Close deletes every pod namespace. The node namespace itself is removed by
-// Reexec's parent.
+// Close deletes every pod namespace and the node's own interfaces, so Setup
+// can build the node again in the same process. The node namespace itself is
+// removed by Reexec's parent.
 func (n *Node) Close() {
 	n.mu.Lock()
 	pods := n.pods
@@ -236,6 +237,9 @@ func (n *Node) Close() {
 	for _, p := range pods {
 		_ = exec.Command("ip", "netns", "del", p.Netns).Run()
 	}
+	// Deleting one end of a veth deletes its peer.
+	_ = exec.Command("ip", "link", "del", "eth0").Run()
+	_ = exec.Command("ip", "link", "del", Bridge).Run()
 }
 
 // Command runs name with args inside the pod's namespace.

@@ -318,6 +318,16 @@ func (s *Server) Issued() int {
 	return len(s.sessions)
 }
 
+// Matches reports whether secret and token are exactly what the fake issued
+// with accessKeyID, so tests can prove a client received those credentials
+// and no others (Session hides the secrets).
+func (s *Server) Matches(accessKeyID, secret, token string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess, ok := s.sessions[accessKeyID]
+	return ok && sess.secretAccessKey == secret && sess.sessionToken == token
+}
+
 // Session answers "who is access key id?" for keys the fake issued.
 func (s *Server) Session(accessKeyID string) (Session, bool) {
 	s.mu.Lock()
