@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -320,6 +321,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info := &requestInfo{ip: callerIP(r), route: routeRefused, log: s.log}
 	sw := &statusWriter{ResponseWriter: w}
 	defer s.finish(sw, r, info, start)
+	defer func() {
+		// A bug in a handler or a consumer interface answers 500 and is
+		// logged with this request's line, rather than dropping the connection.
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			info.err = fmt.Errorf("panic while answering: %v\n%s", p, debug.Stack())
+			if sw.status == 0 {
+				writeStatus(sw, http.StatusInternalServerError)
+			}
+		}
+	}()
 
 	if s.limiter != nil && !s.limiter.allow(info.ip) {
 		info.route = routeRateLimited

@@ -583,3 +583,24 @@ func TestHandlerWithoutServerRebuildsTarget(t *testing.T) {
 		t.Errorf("%d %q", rec.Code, rec.Body.String())
 	}
 }
+
+// panickingCreds is a CredentialGetter with a bug.
+type panickingCreds struct{}
+
+func (panickingCreds) GetCredentials(context.Context, *k8s.Pod, k8s.Role) (credentials.Credentials, error) {
+	panic("bug in the getter")
+}
+
+func TestPanicInAConsumerIsA500(t *testing.T) {
+	s, err := New(Options{HostIP: "127.0.0.1"}, &fakePods{byIP: map[netip.Addr]*k8s.Pod{loopback: testPod()}}, &fakeRoles{role: testRole()}, panickingCreds{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/latest/meta-data/iam/security-credentials/"+testRoleName, nil)
+	req.RemoteAddr = "127.0.0.1:1"
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, req)
+	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "bug") {
+		t.Errorf("%d %q", rec.Code, rec.Body.String())
+	}
+}
