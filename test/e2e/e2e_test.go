@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/test/fakeaws/fakeimds"
 	"github.com/kube2ra/kube2ra/test/harness"
 	"github.com/kube2ra/kube2ra/test/simnode"
 )
@@ -40,6 +41,8 @@ const (
 )
 
 var allRoles = []string{roleWeb, roleWorker, roleAdmin, roleApp, roleDefault, roleReports}
+
+const fakeimdsSecretMarker = fakeimds.SecretMarker
 
 const credsPath = "/latest/meta-data/iam/security-credentials/"
 
@@ -152,6 +155,18 @@ func TestFlavours(t *testing.T) {
 		t.Run(string(flavour), func(t *testing.T) {
 			env := startEnv(t, flavour)
 			t.Run("AnnotatedPodGetsItsRoleThroughEveryClient", func(t *testing.T) { testEveryClient(t, env) })
+			t.Run("NoRoleAndNoDefaultRoleIs404NeverTheNodeRole", func(t *testing.T) { testNoRole(t, env) })
+			t.Run("NamespacePolicyAllowsDeniesAndFollowsLiveEdits", func(t *testing.T) { testNamespacePolicy(t, env) })
+			t.Run("RoleInURLOtherThanThePodsIs404", func(t *testing.T) { testWrongRoleInURL(t, env) })
+			t.Run("ReusedPodIPGetsTheNewPodsRoleFromItsFirstRequest", func(t *testing.T) { testIPReuse(t, env) })
+			t.Run("NewPodsFirstRequestIsACacheHit", func(t *testing.T) { testPrefetch(t, env) })
+			if flavour == harness.EC2 {
+				t.Run("NodeSecretsNeverReachAPodAllowedPathsDo", func(t *testing.T) { testEC2Paths(t, env) })
+			}
+			t.Run("DefaultRoleAndRegexpPolicies", func(t *testing.T) { testDefaultRoleAndRegexp(t, env) })
+			t.Run("IMDSv2Required", func(t *testing.T) { testIMDSv2Required(t, env) })
+			t.Run("AgentRestartUnderLoadFailsClosed", func(t *testing.T) { testAgentRestart(t, env) })
+			t.Run("RulesKeptOnSIGTERMUnlessTheDaemonSetIsGone", func(t *testing.T) { testRulesOnExit(t, env) })
 		})
 	}
 }
@@ -222,4 +237,444 @@ func iptablesSave(t *testing.T) string {
 		keep = append(keep, l)
 	}
 	return strings.Join(keep, "\n")
+}
+
+// nodeSecrets are strings that must never appear in an answer to a pod.
+func nodeSecrets(env *harness.Env) []string {
+	if env.IMDS == nil {
+		return nil
+	}
+	c := env.IMDS.Credentials()
+	return []string{c.AccessKeyID, c.SecretAccessKey, c.Token, fakeimdsSecretMarker}
+}
+
+func assertNoSecrets(t *testing.T, env *harness.Env, what, body string) {
+	t.Helper()
+	for _, secret := range nodeSecrets(env) {
+		if secret != "" && strings.Contains(body, secret) {
+			t.Fatalf("%s: the answer carries node secret material: %q", what, body)
+		}
+	}
+}
+
+func expectStatus(t *testing.T, env *harness.Env, p *harness.Pod, path string, token bool, want int) string {
+	t.Helper()
+	code, body, err := p.PodGet(ctxT(t), path, token)
+	if err != nil {
+		t.Fatalf("pod %s/%s GET %s: %v", p.Namespace, p.Name, path, err)
+	}
+	assertNoSecrets(t, env, path, body)
+	if code != want {
+		t.Fatalf("pod %s/%s GET %s: status %d (%q), want %d", p.Namespace, p.Name, path, code, body, want)
+	}
+	return body
+}
+
+// eventually retries f until it returns nil or the informer-propagation
+// budget is spent.
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func statusIs(p *harness.Pod, path string, want int) func() error {
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		code, body, err := p.PodGet(ctx, path, true)
+		if err != nil {
+			return err
+		}
+		if code != want {
+			return fmt.Errorf("status %d (%q), want %d", code, body, want)
+		}
+		return nil
+	}
+}
+
+func testNoRole(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "plain", `["*"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "plain", Name: "no-role"})
+	expectStatus(t, env, p, credsPath, true, 404)
+	expectStatus(t, env, p, strings.TrimSuffix(credsPath, "/"), false, 404)
+	expectStatus(t, env, p, credsPath+"node-instance-role", true, 404)
+	expectStatus(t, env, p, "/latest/meta-data/iam/info", true, 404)
+}
+
+func testNamespacePolicy(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "team", `["app"]`)
+	allowed := mustPod(t, env, harness.PodSpec{Namespace: "team", Name: "allowed", Annotations: roleAnnotation(roleApp)})
+	denied := mustPod(t, env, harness.PodSpec{Namespace: "team", Name: "denied", Annotations: roleAnnotation(roleAdmin)})
+	if body := expectStatus(t, env, allowed, credsPath, true, 200); body != roleApp {
+		t.Fatalf("allowed pod lists %q, want %q", body, roleApp)
+	}
+	getCreds(t, allowed, roleApp, true)
+	// The pattern "app" must not allow "app-admin".
+	expectStatus(t, env, denied, credsPath, true, 404)
+	expectStatus(t, env, denied, credsPath+roleAdmin, true, 404)
+
+	// RoleDenied is an Event on the pod, visible with kubectl.
+	eventually(t, "RoleDenied event on team/denied", func() error {
+		out, err := exec.Command("kubectl", "--kubeconfig", env.CP.Kubeconfig, "get", "events", "-n", "team",
+			"--field-selector", "reason=RoleDenied,involvedObject.name=denied", "-o", "name").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("kubectl: %v: %s", err, out)
+		}
+		if strings.TrimSpace(string(out)) == "" {
+			return fmt.Errorf("no RoleDenied event yet")
+		}
+		return nil
+	})
+
+	// Live edit: app-* now allows app-admin, without a restart.
+	if err := env.SetNamespacePolicy(ctxT(t), "team", `["app", "app-*"]`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "live policy edit allows app-admin", statusIs(denied, credsPath+roleAdmin, 200))
+	c := getCreds(t, denied, roleAdmin, true)
+	assertIssuedFor(t, env, "curl after live edit", harness.ClientCreds{AccessKeyID: c.AccessKeyId, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}, roleAdmin, "")
+
+	// A malformed policy denies everything and says so on the namespace.
+	if err := env.SetNamespacePolicy(ctxT(t), "team", `app-*`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "malformed policy denies", statusIs(allowed, credsPath+roleApp, 404))
+	expectStatus(t, env, denied, credsPath+roleAdmin, true, 404)
+	eventually(t, "InvalidRolePolicy event for namespace team", func() error {
+		out, err := exec.Command("kubectl", "--kubeconfig", env.CP.Kubeconfig, "get", "events", "-A",
+			"--field-selector", "reason=InvalidRolePolicy,involvedObject.name=team", "-o", "name").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("kubectl: %v: %s", err, out)
+		}
+		if strings.TrimSpace(string(out)) == "" {
+			return fmt.Errorf("no InvalidRolePolicy event yet")
+		}
+		return nil
+	})
+}
+
+func testWrongRoleInURL(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "urls", `["web", "worker"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "urls", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	getCreds(t, p, roleWeb, true)
+	expectStatus(t, env, p, credsPath+roleWorker, true, 404)
+	expectStatus(t, env, p, credsPath+"WEB", true, 404)
+}
+
+func testIPReuse(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "reuse", `["web", "worker"]`)
+	a := mustPod(t, env, harness.PodSpec{Namespace: "reuse", Name: "a", Annotations: roleAnnotation(roleWeb)})
+	getCreds(t, a, roleWeb, true)
+	ip := a.Net.IP
+	if err := env.DeletePod(ctxT(t), "reuse", "a"); err != nil {
+		t.Fatal(err)
+	}
+	b := mustPod(t, env, harness.PodSpec{Namespace: "reuse", Name: "b", Annotations: roleAnnotation(roleWorker), IP: ip})
+	// The very first request of b: never a's role.
+	code, body, err := b.PodGet(ctxT(t), credsPath, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 200 || body != roleWorker {
+		t.Fatalf("first request of the pod reusing %s: %d %q, want 200 %q", ip, code, body, roleWorker)
+	}
+	c := getCreds(t, b, roleWorker, true)
+	assertIssuedFor(t, env, "reused IP", harness.ClientCreds{AccessKeyID: c.AccessKeyId, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}, roleWorker, expectedSession(env, "reuse", "b"))
+}
+
+func testPrefetch(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "fresh", `["reports"]`)
+	before, err := env.Agent.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := mustPod(t, env, harness.PodSpec{Namespace: "fresh", Name: "reporter", Annotations: roleAnnotation(roleReports)})
+	// The pod's application starts after its IP is set; by then the agent
+	// has seen the pod and fetched its credentials.
+	eventually(t, "prefetch for the new pod", func() error {
+		m, err := env.Agent.Metrics()
+		if err != nil {
+			return err
+		}
+		if harness.Sum(m, "kube2ra_credential_prefetches_total") <= harness.Sum(before, "kube2ra_credential_prefetches_total") {
+			return fmt.Errorf("no prefetch yet")
+		}
+		return nil
+	})
+	mid, err := env.Agent.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	getCreds(t, p, roleReports, false)
+	after, err := env.Agent.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits := harness.Sum(after, "kube2ra_credential_cache_hits_total") - harness.Sum(mid, "kube2ra_credential_cache_hits_total")
+	misses := harness.Sum(after, "kube2ra_credential_cache_misses_total") - harness.Sum(mid, "kube2ra_credential_cache_misses_total")
+	if hits != 1 || misses != 0 {
+		t.Fatalf("first request of a new pod: %v hits, %v misses; want 1 hit, 0 misses", hits, misses)
+	}
+}
+
+func testEC2Paths(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "ec2paths", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "ec2paths", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	env.IMDS.ResetRequests()
+	forbidden := []string{
+		"/latest/user-data",
+		"/latest/user-data/",
+		"/latest/meta-data/iam/security-credentials/node-instance-role",
+		"/latest/meta-data/iam/security-credentials//node-instance-role",
+		"/latest/meta-data/iam/security-credentials/web/../node-instance-role",
+		"/latest/meta-data/iam/security-credentials/%6eode-instance-role",
+		"/latest//user-data",
+		"/latest/meta-data/../user-data",
+		"/latest/dynamic/instance-identity/pkcs7",
+		"/latest/dynamic/instance-identity/signature",
+		"/latest/dynamic/instance-identity/rsa2048",
+		"/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
+		"/2021-07-15/user-data",
+		"/latest/Meta-Data/iam/security-credentials/node-instance-role",
+	}
+	for _, path := range forbidden {
+		code, body, err := p.PodGet(ctxT(t), path, true)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		assertNoSecrets(t, env, path, body)
+		if code == 200 {
+			t.Fatalf("GET %s answered 200 (%q): must be refused", path, body)
+		}
+	}
+	for _, r := range env.IMDS.Requests() {
+		for _, bad := range []string{"user-data", "pkcs7", "signature", "rsa2048", "identity-credentials", "security-credentials"} {
+			if strings.Contains(r.RequestURI, bad) {
+				t.Fatalf("a forbidden path reached the upstream metadata service: %s", r.RequestURI)
+			}
+		}
+	}
+	if body := expectStatus(t, env, p, "/latest/meta-data/placement/region", true, 200); body != harness.EC2Region {
+		t.Fatalf("placement/region: %q, want %q", body, harness.EC2Region)
+	}
+	body := expectStatus(t, env, p, "/latest/dynamic/instance-identity/document", false, 200)
+	if !strings.Contains(body, harness.EC2Region) {
+		t.Fatalf("identity document without the region: %q", body)
+	}
+}
+
+// baseArgs are each Env's agent arguments as harness.Start chose them.
+var baseArgs = map[*harness.Env][]string{}
+
+// restartAgent stops the agent (SIGTERM: the rules stay) and starts it again
+// with the environment's original arguments plus extra.
+func restartAgent(t *testing.T, env *harness.Env, extra ...string) {
+	t.Helper()
+	if _, ok := baseArgs[env]; !ok {
+		baseArgs[env] = env.Agent.Args
+	}
+	if err := env.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	env.Agent.Args = append(append([]string{}, baseArgs[env]...), extra...)
+	if err := env.Agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := env.Agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testDefaultRoleAndRegexp(t *testing.T, env *harness.Env) {
+	restartAgent(t, env, "--default-role", roleDefault, "--namespace-restriction-format", "regexp")
+	t.Cleanup(func() { restartAgent(t, env) })
+	// The default role is exempt from the namespace policy.
+	mustNamespace(t, env, "defaults", "")
+	p := mustPod(t, env, harness.PodSpec{Namespace: "defaults", Name: "plain"})
+	if body := expectStatus(t, env, p, credsPath, true, 200); body != roleDefault {
+		t.Fatalf("pod without annotation lists %q, want the default role %q", body, roleDefault)
+	}
+	getCreds(t, p, roleDefault, true)
+	// Regexp patterns are anchored: "app" allows app, not app-admin; "app-.*" does.
+	mustNamespace(t, env, "regex", `["app"]`)
+	app := mustPod(t, env, harness.PodSpec{Namespace: "regex", Name: "app", Annotations: roleAnnotation(roleApp)})
+	admin := mustPod(t, env, harness.PodSpec{Namespace: "regex", Name: "admin", Annotations: roleAnnotation(roleAdmin)})
+	getCreds(t, app, roleApp, true)
+	expectStatus(t, env, admin, credsPath+roleAdmin, true, 404)
+	if err := env.SetNamespacePolicy(ctxT(t), "regex", `["app-.*"]`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "regexp app-.* allows app-admin", statusIs(admin, credsPath+roleAdmin, 200))
+}
+
+func testIMDSv2Required(t *testing.T, env *harness.Env) {
+	restartAgent(t, env, "--imdsv2-required")
+	t.Cleanup(func() { restartAgent(t, env) })
+	mustNamespace(t, env, "v2only", `["web"]`)
+	a := mustPod(t, env, harness.PodSpec{Namespace: "v2only", Name: "a", Annotations: roleAnnotation(roleWeb)})
+	b := mustPod(t, env, harness.PodSpec{Namespace: "v2only", Name: "b", Annotations: roleAnnotation(roleWeb)})
+	expectStatus(t, env, a, credsPath+roleWeb, false, 401)
+	getCreds(t, a, roleWeb, true)
+	// A token minted for pod a is refused in pod b.
+	ctx := ctxT(t)
+	tok, err := a.Net.Command(ctx, "curl", "-sS", "-f", "--max-time", "2", "-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60", "http://169.254.169.254/latest/api/token").Output()
+	if err != nil || len(tok) == 0 {
+		t.Fatalf("token PUT in pod a: %v", err)
+	}
+	out, err := b.Net.Command(ctx, "curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "-H", "X-aws-ec2-metadata-token: "+string(tok), "http://169.254.169.254"+credsPath+roleWeb).Output()
+	if err != nil {
+		t.Fatalf("GET in pod b: %v", err)
+	}
+	if string(out) != "401" {
+		t.Fatalf("pod b with pod a's token: status %s, want 401", out)
+	}
+}
+
+func testAgentRestart(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "restart", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "restart", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	getCreds(t, p, roleWeb, true)
+	rulesBefore := iptablesSave(t)
+
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	results := make(chan result, 1000)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			code, body, err := p.PodGet(ctx, credsPath+roleWeb, false)
+			cancel()
+			results <- result{code, body, err}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if err := env.Agent.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if err := env.Agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := env.Agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	<-done
+	close(results)
+
+	var ok, refused int
+	for r := range results {
+		assertNoSecrets(t, env, "during restart", r.body)
+		switch {
+		case r.err != nil:
+			refused++ // connection refused: the rule points at a port nobody listens on
+		case r.code == 200:
+			var c imdsCreds
+			if err := json.Unmarshal([]byte(r.body), &c); err != nil {
+				t.Fatalf("200 without a credential document during restart: %q", r.body)
+			}
+			if role, _, found := env.WhoIs(c.AccessKeyId); !found || role != harness.RoleARN(roleWeb) {
+				t.Fatalf("during restart the pod got credentials for %q (found %v)", role, found)
+			}
+			ok++
+		default:
+			t.Fatalf("during restart: status %d %q", r.code, r.body)
+		}
+	}
+	if refused == 0 || ok == 0 {
+		t.Fatalf("restart under load: %d answered, %d refused; want both (the gap must be refused, never answered otherwise)", ok, refused)
+	}
+	t.Logf("restart under load: %d answered with the pod's role, %d refused during the gap", ok, refused)
+	getCreds(t, p, roleWeb, true)
+	if after := iptablesSave(t); after != rulesBefore {
+		t.Fatalf("rules after SIGKILL and restart differ:\nbefore:\n%s\nafter:\n%s", rulesBefore, after)
+	}
+}
+
+func testRulesOnExit(t *testing.T, env *harness.Env) {
+	ctx := ctxT(t)
+	ds, pod, err := env.CreateAgentOwner(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := env.Agent.Env
+	env.Agent.Env = append(append([]string{}, base...), "POD_NAME="+pod, "POD_NAMESPACE=kube-system")
+	t.Cleanup(func() { env.Agent.Env = base })
+	restartAgent(t, env)
+	if err := env.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(iptablesSave(t), "-j KUBE2RA") {
+		t.Fatalf("SIGTERM with the DaemonSet present removed the rules:\n%s", iptablesSave(t))
+	}
+	if !strings.Contains(env.Agent.Log(), "still exists") {
+		t.Fatalf("the agent did not say why it kept the rules")
+	}
+
+	if err := env.Agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.DeleteAgentOwner(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the watch delivers the deletion
+	if err := env.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if save := iptablesSave(t); strings.Contains(save, "KUBE2RA") {
+		t.Fatalf("SIGTERM after the DaemonSet was deleted kept the rules:\n%s", save)
+	}
+
+	// Without an owner the rules stay, and `kube2ra cleanup` removes them (twice is fine).
+	env.Agent.Env = base
+	if err := env.Agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Agent.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(iptablesSave(t), "KUBE2RA") {
+		t.Fatal("rules gone after SIGTERM without an owner")
+	}
+	for i := 0; i < 2; i++ {
+		if out, err := exec.Command(env.Agent.Binary, "cleanup").CombinedOutput(); err != nil {
+			t.Fatalf("kube2ra cleanup (run %d): %v: %s", i+1, err, out)
+		}
+	}
+	if save := iptablesSave(t); strings.Contains(save, "KUBE2RA") {
+		t.Fatalf("kube2ra cleanup left rules:\n%s", save)
+	}
+	restartAgent(t, env)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -514,3 +515,45 @@ func Get(url string) (int, string, error) {
 
 // FilePath joins a file name onto the environment's directory.
 func (e *Env) FilePath(name string) string { return filepath.Join(e.Dir, name) }
+
+// AgentDaemonSet is the name the chart gives the DaemonSet (release kube2ra).
+const AgentDaemonSet = "kube2ra"
+
+// CreateAgentOwner creates the agent's DaemonSet and a host-network Pod it
+// owns on this node, as a real install has, and returns both names. With
+// POD_NAME and POD_NAMESPACE set to the pod, the agent can tell a rolling
+// update from an uninstall.
+func (e *Env) CreateAgentOwner(ctx context.Context) (string, string, error) {
+	labels := map[string]string{"app.kubernetes.io/name": "kube2ra"}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: AgentDaemonSet, Namespace: "kube-system"},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{HostNetwork: true, Containers: []corev1.Container{{Name: "kube2ra", Image: "example.invalid/kube2ra:1"}}},
+			},
+		},
+	}
+	created, err := e.Kube.AppsV1().DaemonSets("kube-system").Create(ctx, ds, metav1.CreateOptions{})
+	if err != nil {
+		return "", "", err
+	}
+	yes := true
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: AgentDaemonSet + "-" + NodeName, Namespace: "kube-system", Labels: labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: created.Name, UID: created.UID, Controller: &yes}},
+		},
+		Spec: corev1.PodSpec{NodeName: NodeName, HostNetwork: true, Containers: []corev1.Container{{Name: "kube2ra", Image: "example.invalid/kube2ra:1"}}},
+	}
+	if _, err := e.Kube.CoreV1().Pods("kube-system").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return "", "", err
+	}
+	return created.Name, pod.Name, nil
+}
+
+// DeleteAgentOwner deletes the agent's DaemonSet, as `helm uninstall` does.
+func (e *Env) DeleteAgentOwner(ctx context.Context, name string) error {
+	return e.Kube.AppsV1().DaemonSets("kube-system").Delete(ctx, name, metav1.DeleteOptions{})
+}
