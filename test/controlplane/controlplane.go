@@ -99,6 +99,11 @@ type ControlPlane struct {
 	stopOnce   sync.Once     // makes Stop idempotent
 	stopErr    error         // Stop's result, returned again on later calls
 	userSerial atomic.Uint64 // numbers the kubeconfig files UserKubeconfig writes
+
+	restartMu       sync.Mutex    // serialises RestartAPIServer with itself and with Stop
+	apiserverBinary string        // the kube-apiserver binary, for RestartAPIServer
+	apiserverArgs   []string      // its flags (same port, same etcd), for RestartAPIServer
+	startTimeout    time.Duration // bounds waiting for /readyz after a restart
 }
 
 // Start launches etcd and kube-apiserver on free ports, waits for /readyz and
@@ -294,7 +299,8 @@ func startOnce(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		return nil, err
 	}
 
-	cp.apiserver, err = startProcess("kube-apiserver", opts.KubeAPIServer, []string{
+	cp.apiserverBinary, cp.startTimeout = opts.KubeAPIServer, opts.StartTimeout
+	cp.apiserverArgs = []string{
 		"--etcd-servers=" + cp.EtcdURL,
 		"--bind-address=" + host,
 		"--advertise-address=" + host,
@@ -315,7 +321,8 @@ func startOnce(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		// A loopback advertise address is not a valid Endpoints address;
 		// nothing here needs the "kubernetes" Service's endpoints.
 		"--endpoint-reconciler-type=none",
-	}, dir, filepath.Join(dir, "kube-apiserver.log"))
+	}
+	cp.apiserver, err = startProcess("kube-apiserver", cp.apiserverBinary, cp.apiserverArgs, dir, filepath.Join(dir, "kube-apiserver.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -552,6 +559,8 @@ func (cp *ControlPlane) copyLogs(w io.Writer) {
 // after a grace period) and removes Dir. It is safe to call more than once.
 func (cp *ControlPlane) Stop() error {
 	cp.stopOnce.Do(func() {
+		cp.restartMu.Lock()
+		defer cp.restartMu.Unlock()
 		var errs []error
 		for _, p := range []*process{cp.apiserver, cp.etcd} {
 			if p == nil {
@@ -629,4 +638,33 @@ func (cp *ControlPlane) CACertPool() *x509.CertPool {
 	pool := x509.NewCertPool()
 	pool.AddCert(cp.ca.cert)
 	return pool
+}
+
+// RestartAPIServer stops kube-apiserver (SIGTERM, as an upgrade or a crash
+// loop does), leaves it down for downtime, and starts it again with the same
+// flags, port, certificates and etcd data, so clients reconnect to the same
+// URL and find their objects. It returns once /readyz answers 200 again.
+// etcd keeps running throughout.
+func (cp *ControlPlane) RestartAPIServer(ctx context.Context, downtime time.Duration) error {
+	cp.restartMu.Lock()
+	defer cp.restartMu.Unlock()
+	if cp.apiserver == nil || cp.apiserverBinary == "" {
+		return errors.New("RestartAPIServer: the control plane was not started by Start")
+	}
+	if err := cp.apiserver.stop(); err != nil {
+		return fmt.Errorf("RestartAPIServer: stopping kube-apiserver: %w", err)
+	}
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("RestartAPIServer: canceled while kube-apiserver was down (it stays down): %w", ctx.Err())
+	case <-time.After(downtime):
+	}
+	p, err := startProcess("kube-apiserver", cp.apiserverBinary, cp.apiserverArgs, cp.Dir, cp.apiserver.logPath)
+	if err != nil {
+		return fmt.Errorf("RestartAPIServer: %w", err)
+	}
+	cp.apiserver = p
+	ctx, cancel := context.WithTimeout(ctx, cp.startTimeout)
+	defer cancel()
+	return cp.waitReady(ctx, false, cp.startTimeout)
 }

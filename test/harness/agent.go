@@ -136,6 +136,16 @@ func (a *Agent) Running() bool {
 	return a.cmd != nil
 }
 
+// PID is the running process's id (for /proc readings), 0 when stopped.
+func (a *Agent) PID() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil || a.cmd.Process == nil {
+		return 0
+	}
+	return a.cmd.Process.Pid
+}
+
 // Signal sends sig and waits up to timeout for the process to exit.
 func (a *Agent) Signal(sig syscall.Signal, timeout time.Duration) error {
 	a.mu.Lock()
