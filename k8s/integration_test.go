@@ -4,7 +4,7 @@ package k8s
 
 // Integration tier: everything here runs against a real etcd and
 // kube-apiserver (test/controlplane), and every Watcher runs as the agent,
-// a client bound only to AgentRBACRules. Each test uses its own node name
+// a client bound only to the ClusterRole the Helm chart renders. Each test uses its own node name
 // and namespace, so their pod stores are independent.
 
 import (
@@ -29,16 +29,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/kube2ra/kube2ra/test/chart"
 	"github.com/kube2ra/kube2ra/test/controlplane"
 )
-
-// AgentRBACRules is everything the kube2ra agent may do in the cluster:
-// read pods and namespaces, write Events. The tests run the agent with
-// exactly these rules; later they can be read from the Helm chart instead.
-var AgentRBACRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
-	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-}
 
 const (
 	// agentUser is the agent's identity: the kube2ra ServiceAccount.
@@ -54,7 +47,7 @@ var (
 	cp *controlplane.ControlPlane
 	// admin is a cluster-admin client with a high rate limit for setup.
 	admin kubernetes.Interface
-	// agentConfig authenticates as agentUser, bound to AgentRBACRules only.
+	// agentConfig authenticates as agentUser, bound to the chart's ClusterRole only.
 	agentConfig *rest.Config
 )
 
@@ -94,15 +87,20 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// grantAgentRole creates the ClusterRole with AgentRBACRules and binds the
-// agent's ServiceAccount to it.
+// grantAgentRole creates the ClusterRole the Helm chart renders (read from
+// the rendered YAML, not copied, so these tests prove the chart's RBAC is
+// enough) and binds the agent's ServiceAccount to it.
 func grantAgentRole(ctx context.Context) error {
+	rules, err := chart.RenderedAgentRBAC("")
+	if err != nil {
+		return fmt.Errorf("rendering the chart's ClusterRole: %w", err)
+	}
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: agentRoleName}, Rules: AgentRBACRules,
+		ObjectMeta: metav1.ObjectMeta{Name: agentRoleName}, Rules: rules,
 	}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	_, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+	_, err = admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: agentRoleName},
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: agentRoleName},
 		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "kube2ra", Namespace: "kube-system"}},
