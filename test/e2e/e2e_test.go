@@ -166,6 +166,12 @@ func TestFlavours(t *testing.T) {
 			t.Run("DefaultRoleAndRegexpPolicies", func(t *testing.T) { testDefaultRoleAndRegexp(t, env) })
 			t.Run("IMDSv2Required", func(t *testing.T) { testIMDSv2Required(t, env) })
 			t.Run("AgentRestartUnderLoadFailsClosed", func(t *testing.T) { testAgentRestart(t, env) })
+			if flavour == harness.RolesAnywhere {
+				// On EC2 a pod reaches the instance's own metadata service
+				// until the agent is first installed; that is the node's
+				// hop-limit setting, not kube2ra's.
+				t.Run("NoRuleUntilTheAgentCanAnswer", func(t *testing.T) { testNoRuleBeforeReady(t, env) })
+			}
 			t.Run("RulesKeptOnSIGTERMUnlessTheDaemonSetIsGone", func(t *testing.T) { testRulesOnExit(t, env) })
 		})
 	}
@@ -677,4 +683,55 @@ func testRulesOnExit(t *testing.T, env *harness.Env) {
 		t.Fatalf("kube2ra cleanup left rules:\n%s", save)
 	}
 	restartAgent(t, env)
+}
+
+func testNoRuleBeforeReady(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "early", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "early", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	getCreds(t, p, roleWeb, true)
+	if err := env.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(env.Agent.Binary, "cleanup").CombinedOutput(); err != nil {
+		t.Fatalf("kube2ra cleanup: %v: %s", err, out)
+	}
+	// An agent whose informers cannot sync (its user has no RBAC) never
+	// becomes ready, so it must never redirect pods to itself.
+	nobody, err := env.CP.UserKubeconfig("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	restartWithoutWait(t, env, "--kubeconfig", nobody)
+	deadline := time.Now().Add(3 * time.Second)
+	for attempts := 0; time.Now().Before(deadline); attempts++ {
+		code, body, err := p.PodGet(ctxT(t), credsPath+roleWeb, false)
+		if err == nil {
+			t.Fatalf("before ready, attempt %d: the pod got an answer %d %q", attempts, code, body)
+		}
+		if strings.Contains(iptablesSave(t), "KUBE2RA") {
+			t.Fatal("the DNAT rule was installed before the agent was ready")
+		}
+	}
+	if code, _, _ := harness.Get(env.Agent.MetricsURL + "/readyz"); code == 200 {
+		t.Fatal("an agent whose informers cannot sync says it is ready")
+	}
+	restartAgent(t, env)
+	getCreds(t, p, roleWeb, true)
+}
+
+// restartWithoutWait restarts the agent with extra arguments and does not
+// wait for readiness.
+func restartWithoutWait(t *testing.T, env *harness.Env, extra ...string) {
+	t.Helper()
+	if _, ok := baseArgs[env]; !ok {
+		baseArgs[env] = env.Agent.Args
+	}
+	if err := env.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	env.Agent.Args = append(append([]string{}, baseArgs[env]...), extra...)
+	if err := env.Agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // past listen, inside the sync wait
 }
