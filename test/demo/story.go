@@ -101,8 +101,16 @@ func run(ctx context.Context, out io.Writer, flavour harness.Flavour, keep bool)
 			}
 		}
 	}
+	if ctx.Err() != nil {
+		d.fail("interrupted")
+	}
 	d.summary()
-	if keep && d.env != nil {
+	if keep && d.env != nil && ctx.Err() == nil {
+		for _, p := range d.pods {
+			if err := exposeToHost(ctx, p); err != nil {
+				fmt.Fprintf(d.out, "(pod %s/%s's network namespace is reachable only from inside the demo: %v)\n", p.Namespace, p.Name, err)
+			}
+		}
 		d.howToGetIn()
 		<-ctx.Done()
 		fmt.Fprintln(d.out)
