@@ -35,6 +35,10 @@ test-integration:
 e2e: build
 	$(GO) test -count=1 -tags e2e -timeout 20m ./test/e2e/...
 
+# KEEP=1 leaves it running; DEMO_FLAVOUR=ec2 for the STS flavour.
+demo: test-deps build
+	KEEP=$(KEEP) DEMO_FLAVOUR=$(DEMO_FLAVOUR) $(GO) run ./test/demo
+
 chart-test:
 	@hack/chart-test.sh
 

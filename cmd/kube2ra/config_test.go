@@ -125,7 +125,7 @@ func TestEnvironmentFillsUnsetFlagsOnly(t *testing.T) {
 		"NODE_NAME":                   "node-env",
 		"HOST_IP":                     "10.0.0.1",
 		"KUBE2RA_HOST_IP":             "10.0.0.2",
-		"KUBE2RA_METADATA_ALLOW_PATH": "/latest/meta-data/tags/*",
+		"KUBE2RA_METADATA_ALLOW_PATH": "meta-data/tags/instance/**",
 	}
 	c := NewConfig()
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
