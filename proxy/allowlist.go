@@ -86,7 +86,7 @@ func newAllowlist(patterns []string) (*allowlist, error) {
 // the second lock).
 func blocked(segs []string) bool {
 	for _, s := range segs {
-		if s == "" || s == "." || s == ".." {
+		if s == "" || s[0] == '.' {
 			return true
 		}
 	}

@@ -53,6 +53,7 @@ func TestHostileRequests(t *testing.T) {
 		{"dot-dot through an allowed prefix to the node role", rawGet("/latest/meta-data/placement/../iam/security-credentials/node-instance-role"), 404},
 		{"dot-dot through an allowed prefix to user-data", rawGet("/latest/meta-data/network/../../user-data"), 404},
 		{"dot segment inside an allowed prefix", rawGet("/latest/meta-data/placement/./region"), 404},
+		{"dot-led segment inside an allowed prefix", rawGet("/latest/meta-data/placement/..0"), 404},
 		{"double slash inside an allowed prefix", rawGet("/latest/meta-data/placement//region"), 404},
 		{"dot-dot version escape", rawGet("/latest/../latest/user-data"), 404},
 		{"encoded slash", rawGet("/latest/meta-data/iam%2Fsecurity-credentials/"), 400},

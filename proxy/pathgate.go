@@ -88,7 +88,7 @@ func checkPath(target string) (canonicalPath, int, string) {
 	}
 	version, after, hasMore := strings.Cut(rest, "/")
 	if !validVersion(version) {
-		if version == "" || version == "." || version == ".." {
+		if version == "" || version[0] == '.' {
 			return canonicalPath{}, http.StatusNotFound, reasonNonCanonical
 		}
 		return canonicalPath{}, http.StatusNotFound, reasonUnknownVersion
@@ -99,7 +99,11 @@ func checkPath(target string) (canonicalPath, int, string) {
 	}
 	c.segs = strings.Split(after, "/")
 	for _, s := range c.segs {
-		if s == "" || s == "." || s == ".." {
+		// Empty ("//"), "." and ".." segments, and anything else starting
+		// with a dot ("..0", ".x"): no IMDS name starts with one, and a
+		// server that trims or decodes oddly must never see something
+		// that resembles a dot segment.
+		if s == "" || s[0] == '.' {
 			return canonicalPath{}, http.StatusNotFound, reasonNonCanonical
 		}
 	}

@@ -51,6 +51,8 @@ func TestCheckPath(t *testing.T) {
 		{"dot-dot segment", "/latest/meta-data/iam/security-credentials/../../user-data", http.StatusNotFound, "", nil},
 		{"trailing dot-dot", "/latest/meta-data/iam/security-credentials/..", http.StatusNotFound, "", nil},
 		{"dot-dot as version", "/../latest/user-data", http.StatusNotFound, "", nil},
+		{"segment starting with dots (fuzz finding)", "/latest/meta-data/placement/..0", http.StatusNotFound, "", nil},
+		{"hidden-file segment", "/latest/meta-data/.placement/region", http.StatusNotFound, "", nil},
 		{"unknown version", "/v1/meta-data/", http.StatusNotFound, "", nil},
 		{"upper-case version", "/LATEST/meta-data/", http.StatusNotFound, "", nil},
 		{"impossible month", "/2021-13-15/meta-data/", http.StatusNotFound, "", nil},

@@ -192,8 +192,14 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		return nil, fmt.Errorf("proxy: rate limit %v is negative; use 0 to disable it", opts.RateLimit)
 	}
 	if opts.Listener == nil {
-		if _, err := netip.ParseAddr(opts.HostIP); err != nil {
+		ip, err := netip.ParseAddr(opts.HostIP)
+		if err != nil {
 			return nil, fmt.Errorf("proxy: host IP %q is not an IP address; set --host-ip (env HOST_IP) to the node's IP: %w", opts.HostIP, err)
+		}
+		if ip.IsUnspecified() {
+			// On the host network 0.0.0.0 would expose pods' credentials
+			// route to anything that can reach the node.
+			return nil, fmt.Errorf("proxy: host IP %s would listen on every interface; set --host-ip (env HOST_IP) to the node's own IP", opts.HostIP)
 		}
 		if opts.AppPort < 0 || opts.AppPort > 65535 {
 			return nil, fmt.Errorf("proxy: app port %d is out of range 0..65535", opts.AppPort)

@@ -425,7 +425,9 @@ func TestNewRefusesOffAWSWithoutRegion(t *testing.T) {
 func TestNewRefusesBadOptions(t *testing.T) {
 	for name, o := range map[string]Options{
 		"no host IP":         {},
-		"wildcard host name": {HostIP: "localhost"},
+		"host name":          {HostIP: "localhost"},
+		"every interface":    {HostIP: "0.0.0.0"},
+		"every v6 interface": {HostIP: "::"},
 		"bad allow path":     {HostIP: "127.0.0.1", AllowPaths: []string{"../user-data"}},
 		"https upstream":     {HostIP: "127.0.0.1", MetadataAddr: "https://169.254.169.254"},
 		"upstream with path": {HostIP: "127.0.0.1", MetadataAddr: "http://169.254.169.254/latest"},
