@@ -64,7 +64,7 @@ func newAllowlist(patterns []string) (*allowlist, error) {
 		segs := strings.Split(p, "/")
 		for i, s := range segs {
 			if s == "" || s == "." || s == ".." {
-				return nil, fmt.Errorf("metadata allow path %q has an empty or dot segment; write it without // . or ..", orig)
+				return nil, fmt.Errorf("metadata allow path %q has an empty or dot segment; write it without empty, dot or dot-dot segments", orig)
 			}
 			if s == "**" {
 				if i != len(segs)-1 {
