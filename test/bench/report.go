@@ -67,6 +67,8 @@ type Report struct {
 	Started time.Time `json:"started"`
 	// WallSeconds is the run's duration.
 	WallSeconds float64 `json:"wallSeconds"`
+	// Machine describes the host (CPUs, how busy it was), for reading the figures.
+	Machine string `json:"machine,omitempty"`
 	// Figures are in the order issue 10 lists them.
 	Figures []Figure `json:"figures"`
 	// Checks are statements over several figures.
@@ -164,7 +166,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.Quick {
 		mode = "quick (BENCH_QUICK=1)"
 	}
-	fmt.Fprintf(w, "\nkube2ra benchmarks, %s run, %.0f s\n\n", mode, r.WallSeconds)
+	fmt.Fprintf(w, "\nkube2ra benchmarks, %s run, %.0f s\n", mode, r.WallSeconds)
+	if r.Machine != "" {
+		fmt.Fprintf(w, "machine: %s\n", r.Machine)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "figure\tvalue\tunit\ttarget\t\tnote")
 	for _, f := range r.Figures {

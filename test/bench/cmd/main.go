@@ -1,0 +1,224 @@
+// Command bench is `make bench`: kube2ra measured on the end-to-end harness
+// (the built binary in a simulated node's network namespace, real iptables
+// DNAT, a real kube-apiserver, fake AWS), against a bare net/http baseline
+// behind the same DNAT rule, with load generated from inside pod network
+// namespaces. It prints a table, one `BENCH <name> <value> <unit>` line per
+// figure of issue 10, and writes JSON to $BENCH_OUT when set.
+//
+// Environment: BENCH_QUICK=1 runs a shorter, smaller version with the same
+// figure names (under two minutes); BENCH_OUT=path writes the JSON report;
+// BENCH_ONLY=cred,pass,cold,sess,mem runs a subset (for tuning);
+// BENCH_PROFILE=dir records a perf CPU profile of the agent under the
+// credential load into dir (needs perf; builds an unstripped agent).
+//
+// The same binary is also the in-pod load generator: `bench loadgen`,
+// `bench firstreq`, `bench fetch` and `bench baseline` read their options
+// as JSON on stdin and are started by the orchestrator through
+// `ip netns exec`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/kube2ra/kube2ra/test/bench"
+	"github.com/kube2ra/kube2ra/test/simnode"
+)
+
+// netnsPrefix names every network namespace this program creates.
+const netnsPrefix = "k2r-bench"
+
+// Phases that BENCH_ONLY can select.
+const (
+	phaseCred = "cred"
+	phasePass = "pass"
+	phaseCold = "cold"
+	phaseSess = "sess"
+	phaseMem  = "mem"
+)
+
+var allPhases = []string{phaseCred, phaseCold, phaseSess, phasePass, phaseMem}
+
+// config is the size of a run.
+type config struct {
+	// quick is BENCH_QUICK.
+	quick bool
+	// out is BENCH_OUT.
+	out string
+	// profileDir is BENCH_PROFILE.
+	profileDir string
+	// phases to run.
+	phases []string
+
+	// rounds is the number of A/B pairs.
+	rounds int
+	// warmup and measure are the parts of one A or B phase.
+	warmup, measure time.Duration
+	// loadPods and connsPerPod shape the closed-loop load.
+	loadPods, connsPerPod int
+	// coldPods is the size of each cold-start burst.
+	coldPods int
+	// sessionPods, sessionRoles, sessionLoad and sessionRate shape the
+	// upstream-cost run.
+	sessionPods, sessionRoles int
+	sessionLoad               time.Duration
+	sessionRate               float64
+	// localPods, namespaces and remotePods shape the memory run.
+	localPods, namespaces, remotePods int
+	// readyRuns is how many agent starts ready_ms takes the median of.
+	readyRuns int
+	// rssSettle is how long after ready RSS is read.
+	rssSettle time.Duration
+}
+
+func newConfig() (config, error) {
+	c := config{
+		quick:      os.Getenv("BENCH_QUICK") != "" && os.Getenv("BENCH_QUICK") != "0",
+		out:        os.Getenv("BENCH_OUT"),
+		profileDir: os.Getenv("BENCH_PROFILE"),
+		phases:     allPhases,
+
+		rounds: 3, warmup: time.Second, measure: 5 * time.Second,
+		loadPods: 4, connsPerPod: 4,
+		coldPods:    50,
+		sessionPods: 50, sessionRoles: 5, sessionLoad: 60 * time.Second, sessionRate: 20,
+		localPods: 110, namespaces: 2000, remotePods: 20000,
+		readyRuns: 3, rssSettle: 3 * time.Second,
+	}
+	if c.quick {
+		c.warmup, c.measure = 500*time.Millisecond, 2*time.Second
+		c.sessionLoad = 5 * time.Second
+		c.namespaces, c.remotePods = 500, 1000
+		c.readyRuns = 1
+		c.rssSettle = time.Second
+	}
+	if only := os.Getenv("BENCH_ONLY"); only != "" {
+		c.phases = nil
+		for _, p := range strings.Split(only, ",") {
+			p = strings.TrimSpace(p)
+			if !slices.Contains(allPhases, p) {
+				return c, fmt.Errorf("BENCH_ONLY: unknown phase %q (phases: %s)", p, strings.Join(allPhases, ","))
+			}
+			c.phases = append(c.phases, p)
+		}
+	}
+	return c, nil
+}
+
+func (c config) runs(phase string) bool { return slices.Contains(c.phases, phase) }
+
+func main() {
+	if len(os.Args) > 1 {
+		if sub, ok := subcommands[os.Args[1]]; ok {
+			if err := sub(); err != nil {
+				fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+	if _, inside := simnode.Inside(); !inside {
+		os.Exit(simnode.Reexec(netnsPrefix))
+	}
+	cfg, err := newConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: FAILED:", err)
+		os.Exit(1)
+	}
+}
+
+// runBound caps the whole run: full runs take about five minutes.
+const runBound = 15 * time.Minute
+
+func run(cfg config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), runBound)
+	defer cancel()
+	s, err := newSuite(cfg)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	rep := s.report
+	loadStart := loadAverage()
+	var errs []error
+	step := func(phase string, f func(context.Context) error) {
+		if !cfg.runs(phase) || ctx.Err() != nil {
+			return
+		}
+		if err := f(ctx); err != nil {
+			s.logf("phase %s failed: %v", phase, err)
+			errs = append(errs, fmt.Errorf("%s: %w", phase, err))
+		}
+	}
+	// One Roles Anywhere node for the credential route, cold starts and
+	// upstream cost; an EC2 node for pass-through; a fresh Roles Anywhere
+	// node for readiness and memory, so nothing measured before is in it.
+	if cfg.runs(phaseCred) || cfg.runs(phaseCold) || cfg.runs(phaseSess) {
+		if err := s.startRA(ctx); err != nil {
+			return err
+		}
+		step(phaseCred, s.credRoute)
+		step(phaseCold, s.coldStarts)
+		// The session run also lets the upstream rate limiter refill
+		// between the two cold-start bursts.
+		step(phaseSess, s.upstreamSessions)
+		step(phaseCold, s.coldNoPrefetch)
+		s.closeEnv()
+	}
+	if cfg.runs(phasePass) {
+		if err := s.startEC2(ctx); err != nil {
+			return err
+		}
+		step(phasePass, s.passThrough)
+		s.closeEnv()
+	}
+	step(phaseMem, s.memory)
+
+	rep.WallSeconds = time.Since(rep.Started).Seconds()
+	rep.Machine = fmt.Sprintf("%d CPUs, 1-minute load average %s at start, %s at end (other work on the machine competes with every figure)", runtime.NumCPU(), loadStart, loadAverage())
+	if err := rep.WriteTable(os.Stdout); err != nil {
+		return err
+	}
+	fmt.Println()
+	if err := rep.WriteBenchLines(os.Stdout); err != nil {
+		return err
+	}
+	if cfg.out != "" {
+		if err := rep.WriteJSON(cfg.out); err != nil {
+			return err
+		}
+		fmt.Printf("\nJSON report written to %s\n", cfg.out)
+	}
+	if len(cfg.phases) == len(allPhases) {
+		if missing := rep.Missing(); len(missing) > 0 {
+			errs = append(errs, fmt.Errorf("figures not measured: %s", strings.Join(missing, ", ")))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// quickNote marks figures measured at a reduced scale in quick mode.
+func (s *suite) quickNote(full, quick string) string {
+	if s.cfg.quick {
+		return quick
+	}
+	return full
+}
+
+// subcommands run inside pods (or the node) on the orchestrator's behalf.
+var subcommands = map[string]func() error{
+	"loadgen":  bench.LoadgenMain,
+	"firstreq": bench.FirstRequestMain,
+	"fetch":    bench.FetchMain,
+	"baseline": bench.BaselineMain,
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/kube2ra/kube2ra/test/bench"
+	"github.com/kube2ra/kube2ra/test/harness"
+	"github.com/kube2ra/kube2ra/test/simnode"
+)
+
+// loadRole is the role of the pods under load.
+const loadRole = "bench-0"
+
+// passThroughPath is an allowlisted metadata path every SDK reads.
+const passThroughPath = "/latest/meta-data/instance-id"
+
+// raRoles are every role the Roles Anywhere node hands out.
+func raRoles(cfg config) []string {
+	roles := []string{}
+	for i := range 5 {
+		roles = append(roles, fmt.Sprintf("bench-%d", i))
+	}
+	for i := range cfg.coldPods {
+		roles = append(roles, coldRole("cold", i), coldRole("nopf", i))
+	}
+	for i := range cfg.sessionRoles {
+		roles = append(roles, fmt.Sprintf("sess-%d", i))
+	}
+	return roles
+}
+
+// loadPodSpecs are the pods that carry the closed-loop load.
+func (s *suite) loadPodSpecs(namespace string) []harness.PodSpec {
+	specs := make([]harness.PodSpec, s.cfg.loadPods)
+	for i := range specs {
+		specs[i] = harness.PodSpec{Namespace: namespace, Name: fmt.Sprintf("load-%d", i), Annotations: map[string]string{"iam.amazonaws.com/role": loadRole}}
+	}
+	return specs
+}
+
+// loadOptions is the closed-loop load of one A or B phase.
+func (s *suite) loadOptions(path, expect string) bench.LoadOptions {
+	return bench.LoadOptions{
+		Addr: metadataAddr, Path: path, Conns: s.cfg.connsPerPod, Token: true,
+		Warmup: s.cfg.warmup, Duration: s.cfg.measure, Timeout: 5 * time.Second, Expect: expect,
+	}
+}
+
+// credRoute measures the cached credential route against the baseline:
+// A = kube2ra, B = a bare net/http server on kube2ra's own address (kube2ra
+// stopped; its DNAT rule stays, as it does on every exit), so both are
+// reached by exactly the same packets through exactly the same rule.
+func (s *suite) credRoute(ctx context.Context) error {
+	env := s.env
+	if err := env.CreateNamespace(ctx, "load", allowAll); err != nil {
+		return err
+	}
+	pods, err := s.createPods(ctx, s.loadPodSpecs("load"))
+	if err != nil {
+		return fmt.Errorf("creating the load pods: %w", err)
+	}
+	nets := podNets(pods)
+	path := credPathPrefix + loadRole
+
+	// kube2ra's exact answer, for the baseline to repeat.
+	var ref bench.Response
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p, err := s.startSub(ctx, nets[0], "fetch", bench.FetchOptions{Addr: metadataAddr, Path: path, Token: true})
+		if err == nil {
+			err = p.result(10*time.Second, &ref)
+		}
+		if err == nil && ref.Status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the load pod never got its credentials (last: %d, %v); agent log:\n%s", ref.Status, err, s.agentLogTail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	baseline := bench.BaselineOptions{
+		Addr:   net.JoinHostPort(simnode.HostIP, strconv.Itoa(harness.AppPort)),
+		Path:   path,
+		Header: ref.Header,
+		Body:   ref.Body,
+	}
+	opts := s.loadOptions(path, `{"Code":"Success"`)
+
+	var a, b []stats
+	var rpsRatios, p99Ratios []float64
+	for round := 1; round <= s.cfg.rounds; round++ {
+		if !env.Agent.Running() {
+			if err := s.restartAgent(ctx); err != nil {
+				return err
+			}
+		}
+		ra, cpuA, err := s.runLoadCPU(ctx, nets, opts, env.Agent.PID())
+		if err == nil {
+			err = checkClean("kube2ra", ra)
+		}
+		if err != nil {
+			return fmt.Errorf("round %d, kube2ra: %w; agent log:\n%s", round, err, s.agentLogTail())
+		}
+		sa := summarise(ra)
+		sa.CPUPerReqUS = cpuPerReq(cpuA, ra.OK)
+		s.logf("credential route round %d: kube2ra  %8.0f req/s  p50 %6.0f µs  p99 %6.0f µs  server CPU %5.1f µs/req", round, sa.RPS, sa.P50us, sa.P99us, sa.CPUPerReqUS)
+
+		if err := env.Agent.Stop(); err != nil {
+			return fmt.Errorf("stopping the agent for the baseline: %w", err)
+		}
+		srv, err := s.startSub(ctx, nil, "baseline", baseline)
+		if err != nil {
+			return err
+		}
+		if l, err := srv.line(10 * time.Second); err != nil || l != "listening" {
+			return fmt.Errorf("baseline did not start (%q): %w", l, err)
+		}
+		rb, cpuB, err := s.runLoadCPU(ctx, nets, opts, srv.cmd.Process.Pid)
+		_ = srv.stop()
+		if err == nil {
+			err = checkClean("baseline", rb)
+		}
+		if err != nil {
+			return fmt.Errorf("round %d, baseline: %w", round, err)
+		}
+		sb := summarise(rb)
+		sb.CPUPerReqUS = cpuPerReq(cpuB, rb.OK)
+		s.logf("credential route round %d: baseline %8.0f req/s  p50 %6.0f µs  p99 %6.0f µs  server CPU %5.1f µs/req (load avg %s)", round, sb.RPS, sb.P50us, sb.P99us, sb.CPUPerReqUS, loadAverage())
+		if err := s.restartAgent(ctx); err != nil {
+			return err
+		}
+		a, b = append(a, sa), append(b, sb)
+		rpsRatios = append(rpsRatios, sa.RPS/sb.RPS)
+		p99Ratios = append(p99Ratios, sa.P99us/sb.P99us)
+	}
+	if s.cfg.profileDir != "" {
+		if err := s.profileCredRoute(ctx, nets, opts); err != nil {
+			return err
+		}
+	}
+	conns := fmt.Sprintf("%d pods × %d keep-alive conns, IMDSv2, %d rounds of %s", s.cfg.loadPods, s.cfg.connsPerPod, s.cfg.rounds, s.cfg.measure)
+	r := s.report
+	r.Add("cred_rps", bench.Median(pick(a, rpsOf)), "req/s", fmt.Sprintf("median of rounds; %s; agent CPU %.1f µs/req", conns, bench.Median(pick(a, cpuOf))))
+	r.Add("baseline_rps", bench.Median(pick(b, rpsOf)), "req/s", fmt.Sprintf("bare net/http on HOST_IP:8181 behind the same DNAT rule; its CPU %.1f µs/req", bench.Median(pick(b, cpuOf))))
+	r.Add("cred_rps_ratio", bench.Median(rpsRatios), "ratio", "median of pairwise A/B ratios: "+bench.JoinFloats(rpsRatios))
+	r.Add("cred_p50_us", bench.Median(pick(a, p50Of)), "us", "median of rounds")
+	r.Add("cred_p99_us", bench.Median(pick(a, p99Of)), "us", "median of rounds: "+bench.JoinFloats(pick(a, p99Of)))
+	r.Add("baseline_p99_us", bench.Median(pick(b, p99Of)), "us", "median of rounds: "+bench.JoinFloats(pick(b, p99Of)))
+	r.Add("cred_p99_ratio", bench.Median(p99Ratios), "ratio", "median of pairwise A/B ratios: "+bench.JoinFloats(p99Ratios))
+	r.Detail("cred_route", map[string]any{"kube2ra": a, "baseline": b, "rps_ratios": rpsRatios, "p99_ratios": p99Ratios, "connections": conns})
+	return nil
+}
+
+// restartAgent starts the agent and waits until it is ready.
+func (s *suite) restartAgent(ctx context.Context) error {
+	if err := s.env.Agent.Start(); err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return s.env.Agent.WaitReady(rctx)
+}
+
+// passThrough measures an allowlisted path through kube2ra (A, from pods)
+// against the fake upstream asked directly (B, from the node namespace,
+// where no DNAT applies), alternating.
+func (s *suite) passThrough(ctx context.Context) error {
+	env := s.env
+	if err := env.CreateNamespace(ctx, "pt", allowAll); err != nil {
+		return err
+	}
+	pods, err := s.createPods(ctx, s.loadPodSpecs("pt"))
+	if err != nil {
+		return fmt.Errorf("creating the pass-through pods: %w", err)
+	}
+	nets := podNets(pods)
+	direct := make([]*simnode.Pod, len(nets)) // nil: run in the node namespace
+	opts := s.loadOptions(passThroughPath, env.IMDS.InstanceID())
+	var a, b []stats
+	for round := 1; round <= s.cfg.rounds; round++ {
+		ra, cpuA, err := s.runLoadCPU(ctx, nets, opts, env.Agent.PID())
+		env.IMDS.ResetRequests()
+		if err == nil {
+			err = checkClean("pass-through", ra)
+		}
+		if err != nil {
+			return fmt.Errorf("round %d, pass-through: %w; agent log:\n%s", round, err, s.agentLogTail())
+		}
+		rb, err := s.runLoad(ctx, direct, opts)
+		env.IMDS.ResetRequests()
+		if err == nil {
+			err = checkClean("direct upstream", rb)
+		}
+		if err != nil {
+			return fmt.Errorf("round %d, direct upstream: %w", round, err)
+		}
+		sa, sb := summarise(ra), summarise(rb)
+		sa.CPUPerReqUS = cpuPerReq(cpuA, ra.OK)
+		s.logf("pass-through round %d: kube2ra %8.0f req/s p99 %6.0f µs | direct %8.0f req/s p99 %6.0f µs", round, sa.RPS, sa.P99us, sb.RPS, sb.P99us)
+		a, b = append(a, sa), append(b, sb)
+	}
+	r := s.report
+	r.Add("passthrough_rps", bench.Median(pick(a, rpsOf)), "req/s", fmt.Sprintf("%s via kube2ra to the fake IMDS (EC2 node); direct: %.0f req/s; agent CPU %.1f µs/req", passThroughPath, bench.Median(pick(b, rpsOf)), bench.Median(pick(a, cpuOf))))
+	r.Add("passthrough_p99_us", bench.Median(pick(a, p99Of)), "us", "median of rounds: "+bench.JoinFloats(pick(a, p99Of)))
+	r.Add("direct_upstream_p99_us", bench.Median(pick(b, p99Of)), "us", "same load from the node namespace straight to the fake IMDS")
+	r.Detail("pass_through", map[string]any{"kube2ra": a, "direct": b})
+	return nil
+}
+
+func pick(xs []stats, f func(stats) float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = f(x)
+	}
+	return out
+}
+
+func rpsOf(s stats) float64 { return s.RPS }
+func cpuOf(s stats) float64 { return s.CPUPerReqUS }
+
+// cpuPerReq is CPU microseconds per request.
+func cpuPerReq(cpu time.Duration, n uint64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(cpu) / float64(time.Microsecond) / float64(n)
+}
+func p50Of(s stats) float64 { return s.P50us }
+func p99Of(s stats) float64 { return s.P99us }

@@ -1,0 +1,462 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kube2ra/kube2ra/test/bench"
+	"github.com/kube2ra/kube2ra/test/harness"
+	"github.com/kube2ra/kube2ra/test/simnode"
+)
+
+// metadataAddr is where pods send metadata requests.
+const metadataAddr = simnode.MetadataIP + ":80"
+
+// credPathPrefix is the IMDS credential route.
+const credPathPrefix = "/latest/meta-data/iam/security-credentials/"
+
+// allowAll is a namespace policy allowing every role of the account.
+const allowAll = `["*"]`
+
+// spawnDelay is how far ahead the shared start of a load is set, so that
+// every load process (started through `ip netns exec`) is connected by then.
+const spawnDelay = 800 * time.Millisecond
+
+// agentArgs are the agent's flags for every benchmark node, after the
+// harness's own: production log settings (the harness turns --debug on),
+// and a per-pod rate limit high enough not to refuse a closed-loop load;
+// the limiter still runs on every request, so its cost is measured.
+// BENCH_AGENT_ARGS (space separated) adds flags, for what-if runs.
+var agentArgs = []string{"--debug=false", "--log-level", "info", "--rate-limit", "1000000"}
+
+// suite is one benchmark run: its configuration, the node under test, and
+// the report.
+type suite struct {
+	// cfg sizes the run.
+	cfg config
+	// report collects figures.
+	report *bench.Report
+	// self is this executable, run inside pods for the client side.
+	self string
+	// env is the node under test, nil between nodes.
+	env *harness.Env
+	// fast is an admin client without client-side throttling, for bursts.
+	fast kubernetes.Interface
+	// lastBurst is when the last cold-start burst ended (upstream tokens).
+	lastBurst time.Time
+	// logSeq numbers kept agent logs.
+	logSeq int
+	// vethSeq numbers node-side veth names (simnode's own numbering is not
+	// safe for concurrent AddPod calls).
+	vethSeq int
+}
+
+func newSuite(cfg config) (*suite, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding this executable (it runs in pods as the load generator): %w", err)
+	}
+	if cfg.profileDir != "" {
+		bin, err := buildSymbolBinary(cfg.profileDir)
+		if err != nil {
+			return nil, err
+		}
+		os.Setenv("KUBE2RA_BINARY", bin)
+	}
+	if _, err := harness.FindBinary(); err != nil {
+		return nil, err
+	}
+	return &suite{cfg: cfg, self: self, report: &bench.Report{Quick: cfg.quick, Started: time.Now()}}, nil
+}
+
+func (s *suite) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(s.report.Started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// startEnv starts a node of the given flavour with the roles the phases use.
+func (s *suite) startEnv(ctx context.Context, flavour harness.Flavour, roles []string, noAgent bool) error {
+	s.closeEnv()
+	t0 := time.Now()
+	args := append(slices.Clone(agentArgs), strings.Fields(os.Getenv("BENCH_AGENT_ARGS"))...)
+	env, err := harness.Start(ctx, harness.Options{Flavour: flavour, Roles: roles, AgentArgs: args, NoAgent: noAgent})
+	if err != nil {
+		return fmt.Errorf("starting the %s node: %w", flavour, err)
+	}
+	s.env = env
+	cfg := env.CP.AdminConfig()
+	cfg.QPS, cfg.Burst = 5000, 5000
+	if s.fast, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
+	}
+	s.logf("%s node up in %.1fs", flavour, time.Since(t0).Seconds())
+	return nil
+}
+
+// startRA starts the Roles Anywhere node for the credential, cold-start and
+// upstream-cost phases.
+func (s *suite) startRA(ctx context.Context) error {
+	return s.startEnv(ctx, harness.RolesAnywhere, raRoles(s.cfg), false)
+}
+
+// startEC2 starts the EC2 node for pass-through.
+func (s *suite) startEC2(ctx context.Context) error {
+	return s.startEnv(ctx, harness.EC2, []string{loadRole}, false)
+}
+
+func (s *suite) closeEnv() {
+	if s.env == nil {
+		return
+	}
+	// BENCH_AGENT_LOG=prefix keeps each node's agent log, for digging.
+	if prefix := os.Getenv("BENCH_AGENT_LOG"); prefix != "" {
+		s.logSeq++
+		path := fmt.Sprintf("%s-%d-%s.log", prefix, s.logSeq, s.env.Flavour)
+		if err := os.WriteFile(path, []byte(s.env.Agent.Log()), 0o644); err != nil {
+			s.logf("keeping the agent log: %v", err)
+		}
+	}
+	s.env.Close()
+	s.env = nil
+}
+
+func (s *suite) close() { s.closeEnv() }
+
+// agentLogTail is the end of the agent's log, for failures.
+func (s *suite) agentLogTail() string {
+	if s.env == nil || s.env.Agent == nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(s.env.Agent.Log(), "\n"), "\n")
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// nextVeth is a unique node-side interface name.
+func (s *suite) nextVeth() string {
+	s.vethSeq++
+	return fmt.Sprintf("vb%05d", s.vethSeq)
+}
+
+// createPods creates pods (network namespace and Running object) with a
+// few in parallel.
+func (s *suite) createPods(ctx context.Context, specs []harness.PodSpec) ([]*harness.Pod, error) {
+	for i := range specs {
+		if specs[i].HostVeth == "" {
+			specs[i].HostVeth = s.nextVeth()
+		}
+	}
+	pods := make([]*harness.Pod, len(specs))
+	err := parallel(ctx, len(specs), 8, func(i int) error {
+		p, err := s.env.CreatePod(ctx, specs[i])
+		pods[i] = p
+		return err
+	})
+	return pods, err
+}
+
+// addNetns creates only the network namespaces (the objects come later).
+func (s *suite) addNetns(ctx context.Context, names []string) ([]*simnode.Pod, error) {
+	veths := make([]string, len(names))
+	for i := range names {
+		veths[i] = s.nextVeth()
+	}
+	nets := make([]*simnode.Pod, len(names))
+	err := parallel(ctx, len(names), 8, func(i int) error {
+		p, err := s.env.Node.AddPod(names[i], netip.Addr{}, veths[i])
+		nets[i] = p
+		return err
+	})
+	return nets, err
+}
+
+// parallel runs f(0..n-1) on workers goroutines and returns the first error.
+func parallel(ctx context.Context, n, workers int, f func(i int) error) error {
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				if err := f(i); err != nil {
+					once.Do(func() { first = err })
+				}
+			}
+		}()
+	}
+	for i := range n {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// subprocess is a started subcommand with its output.
+type subprocess struct {
+	// cmd is the process.
+	cmd *exec.Cmd
+	// stdout delivers its output line by line.
+	stdout *bufio.Reader
+	// stderr collects its complaints.
+	stderr *bytes.Buffer
+}
+
+// startSub starts `self <sub>` (inside the pod when net is not nil) and
+// writes opts as JSON to its stdin.
+func (s *suite) startSub(ctx context.Context, net *simnode.Pod, sub string, opts any) (*subprocess, error) {
+	var cmd *exec.Cmd
+	if net != nil {
+		cmd = net.Command(ctx, s.self, sub)
+	} else {
+		cmd = exec.CommandContext(ctx, s.self, sub)
+	}
+	cmd.Env = harness.CleanEnviron()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := json.Marshal(opts)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdin = bytes.NewReader(in)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	p := &subprocess{cmd: cmd, stdout: bufio.NewReader(out), stderr: &bytes.Buffer{}}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting bench %s: %w", sub, err)
+	}
+	return p, nil
+}
+
+// line reads one output line, or fails after timeout.
+func (p *subprocess) line(timeout time.Duration) (string, error) {
+	type result struct {
+		s   string
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		l, err := p.stdout.ReadString('\n')
+		ch <- result{strings.TrimSpace(l), err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil && r.s == "" {
+			_ = p.cmd.Wait()
+			return "", fmt.Errorf("%s: %w: %s", strings.Join(p.cmd.Args, " "), r.err, strings.TrimSpace(p.stderr.String()))
+		}
+		return r.s, nil
+	case <-time.After(timeout):
+		_ = p.cmd.Process.Kill()
+		return "", fmt.Errorf("%s printed nothing within %s", strings.Join(p.cmd.Args, " "), timeout)
+	}
+}
+
+// result decodes the process's final JSON line and waits for it to exit.
+func (p *subprocess) result(timeout time.Duration, v any) error {
+	l, err := p.line(timeout)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal([]byte(l), v); err != nil {
+		return fmt.Errorf("%s printed %.200q: %w", strings.Join(p.cmd.Args, " "), l, err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		return fmt.Errorf("%s: %w: %s", strings.Join(p.cmd.Args, " "), err, strings.TrimSpace(p.stderr.String()))
+	}
+	return nil
+}
+
+// stop sends SIGTERM and waits.
+func (p *subprocess) stop() error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_, _ = io.Copy(io.Discard, p.stdout)
+	return p.cmd.Wait()
+}
+
+// runLoad runs one load process per network namespace (nil: the node
+// itself), all with the same options and a shared start, and merges what
+// they measured.
+func (s *suite) runLoad(ctx context.Context, nets []*simnode.Pod, o bench.LoadOptions) (bench.LoadResult, error) {
+	r, _, err := s.runLoadCPU(ctx, nets, o, 0)
+	return r, err
+}
+
+// runLoadCPU is runLoad that also reads the CPU time the server process
+// pid (0: none) spent in the measured window.
+func (s *suite) runLoadCPU(ctx context.Context, nets []*simnode.Pod, o bench.LoadOptions, pid int) (bench.LoadResult, time.Duration, error) {
+	o.Start = time.Now().Add(spawnDelay)
+	cpu := make(chan time.Duration, 1)
+	if pid != 0 {
+		go func() { cpu <- cpuInWindow(pid, o.Start.Add(o.Warmup), o.Start.Add(o.Warmup+o.Duration)) }()
+	} else {
+		cpu <- 0
+	}
+	r, err := s.collectLoad(ctx, nets, o)
+	return r, <-cpu, err
+}
+
+// collectLoad starts the load processes and merges their results.
+func (s *suite) collectLoad(ctx context.Context, nets []*simnode.Pod, o bench.LoadOptions) (bench.LoadResult, error) {
+	procs := make([]*subprocess, len(nets))
+	for i, n := range nets {
+		p, err := s.startSub(ctx, n, "loadgen", o)
+		if err != nil {
+			return bench.LoadResult{}, err
+		}
+		procs[i] = p
+	}
+	total := bench.LoadResult{Statuses: map[int]uint64{}, Latency: &bench.Histogram{}}
+	bound := spawnDelay + o.Warmup + o.Duration + 30*time.Second
+	for _, p := range procs {
+		var r bench.LoadResult
+		if err := p.result(bound, &r); err != nil {
+			return total, err
+		}
+		total.Merge(r)
+	}
+	return total, nil
+}
+
+// cpuInWindow is the user+system CPU time pid used between from and to
+// (0 if it cannot be read).
+func cpuInWindow(pid int, from, to time.Time) time.Duration {
+	time.Sleep(time.Until(from))
+	a, err := processCPU(pid)
+	if err != nil {
+		return 0
+	}
+	time.Sleep(time.Until(to))
+	b, err := processCPU(pid)
+	if err != nil {
+		return 0
+	}
+	return b - a
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
+const clockTicks = 100
+
+// processCPU is utime+stime of pid from /proc/<pid>/stat.
+func processCPU(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; fields start after its ")".
+	i := bytes.LastIndexByte(raw, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(raw[i+1:]))
+	// After ")": state(3) ... utime is field 14, stime 15 (1-based overall).
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// loadAverage is the first field of /proc/loadavg: how busy the shared
+// machine was, for reading the figures.
+func loadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(raw))[0]
+}
+
+// podNets are the network namespaces of pods.
+func podNets(pods []*harness.Pod) []*simnode.Pod {
+	out := make([]*simnode.Pod, len(pods))
+	for i, p := range pods {
+		out[i] = p.Net
+	}
+	return out
+}
+
+// newPodObject is a pod bound to this node, Pending, as the scheduler leaves it.
+func newPodObject(namespace, name, role string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Annotations: map[string]string{"iam.amazonaws.com/role": role}},
+		Spec: corev1.PodSpec{
+			NodeName:           harness.NodeName,
+			ServiceAccountName: "default",
+			Containers:         []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}},
+		},
+	}
+}
+
+// setRunning sets a pod's IP and phase through the status subresource, as
+// the kubelet does once the sandbox has its address.
+func setRunning(pod *corev1.Pod, ip string) {
+	pod.Status.Phase = corev1.PodRunning
+	pod.Status.PodIP = ip
+	pod.Status.PodIPs = []corev1.PodIP{{IP: ip}}
+	pod.Status.HostIP = simnode.HostIP
+}
+
+// stats summarises a load result for notes and details.
+type stats struct {
+	// CPUPerReqUS is the server process's CPU time per answered request.
+	CPUPerReqUS float64 `json:"cpu_us_per_req,omitempty"`
+	RPS         float64 `json:"rps"`
+	P50us       float64 `json:"p50_us"`
+	P99us       float64 `json:"p99_us"`
+	P999us      float64 `json:"p999_us"`
+	OK          uint64  `json:"ok"`
+	Errors      uint64  `json:"errors"`
+}
+
+func summarise(r bench.LoadResult) stats {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	return stats{RPS: r.RPS(), P50us: us(r.Latency.Quantile(0.5)), P99us: us(r.Latency.Quantile(0.99)), P999us: us(r.Latency.Quantile(0.999)), OK: r.OK, Errors: r.Errors}
+}
+
+// checkClean fails a load with errors: a benchmark of failures means nothing.
+func checkClean(what string, r bench.LoadResult) error {
+	if r.Errors > 0 {
+		return fmt.Errorf("%s: %d of %d requests failed (statuses %v), first: %s", what, r.Errors, r.Errors+r.OK, r.Statuses, r.FirstError)
+	}
+	if r.OK == 0 {
+		return fmt.Errorf("%s: no request succeeded", what)
+	}
+	return nil
+}
