@@ -96,7 +96,8 @@ func (s *suite) coldNoPrefetch(ctx context.Context) error {
 }
 
 // coldBurst runs one burst of cfg.coldPods pods in namespace prefix, each
-// with its own role prefix-NN (so every pod costs one upstream call).
+// with its own role prefix-NN (so every pod costs one upstream call), and
+// deletes them afterwards.
 func (s *suite) coldBurst(ctx context.Context, prefix string, prefetch bool) (coldResult, error) {
 	n := s.cfg.coldPods
 	if err := s.env.CreateNamespace(ctx, prefix, allowAll); err != nil {
@@ -106,9 +107,10 @@ func (s *suite) coldBurst(ctx context.Context, prefix string, prefetch bool) (co
 	for i := range names {
 		names[i] = coldRole(prefix, i)
 	}
-	nets, err := s.addNetns(ctx, names)
+	t0 := time.Now()
+	nets, err := s.burstNets(ctx, n)
 	if err != nil {
-		return coldResult{}, fmt.Errorf("creating the %s pod namespaces: %w", prefix, err)
+		return coldResult{}, err
 	}
 	// Every pod starts asking now, before its Pod object exists.
 	deadline := time.Now().Add(30 * time.Second)
@@ -128,6 +130,7 @@ func (s *suite) coldBurst(ctx context.Context, prefix string, prefetch bool) (co
 		}
 	}
 	callsBefore := s.env.UpstreamCalls()
+	s.logf("%s: %d pods' clients asking after %.1fs", prefix, n, time.Since(t0).Seconds())
 
 	pods := s.fast.CoreV1().Pods(prefix)
 	knownAt := make([]time.Time, n) // the agent may know the pod from here (prefetch)
@@ -196,5 +199,10 @@ func (s *suite) coldBurst(ctx context.Context, prefix string, prefetch bool) (co
 		res.UpstreamAtMS = append(res.UpstreamAtMS, up)
 	}
 	res.UpstreamCalls = s.env.UpstreamCalls() - callsBefore
+	// The network namespaces serve the next burst, with new pods on the
+	// same IPs (as IPs are reused on a node).
+	if err := s.deleteNamespacePods(ctx, prefix); err != nil {
+		return res, err
+	}
 	return res, nil
 }

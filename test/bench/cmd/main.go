@@ -11,9 +11,8 @@
 // BENCH_PROFILE=dir records a perf CPU profile of the agent under the
 // credential load into dir (needs perf; builds an unstripped agent).
 //
-// The same binary is also the in-pod load generator: `bench loadgen`,
-// `bench firstreq`, `bench fetch` and `bench baseline` read their options
-// as JSON on stdin and are started by the orchestrator through
+// The client side runs inside pod network namespaces as a separate small
+// program, test/bench/loadgen, built once at the start and started through
 // `ip netns exec`.
 package main
 
@@ -27,7 +26,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kube2ra/kube2ra/test/bench"
 	"github.com/kube2ra/kube2ra/test/simnode"
 )
 
@@ -43,7 +41,7 @@ const (
 	phaseMem  = "mem"
 )
 
-var allPhases = []string{phaseCred, phaseCold, phaseSess, phasePass, phaseMem}
+var allPhases = []string{phaseMem, phaseCred, phaseCold, phaseSess, phasePass}
 
 // config is the size of a run.
 type config struct {
@@ -114,15 +112,6 @@ func newConfig() (config, error) {
 func (c config) runs(phase string) bool { return slices.Contains(c.phases, phase) }
 
 func main() {
-	if len(os.Args) > 1 {
-		if sub, ok := subcommands[os.Args[1]]; ok {
-			if err := sub(); err != nil {
-				fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
-				os.Exit(1)
-			}
-			return
-		}
-	}
 	if _, inside := simnode.Inside(); !inside {
 		os.Exit(simnode.Reexec(netnsPrefix))
 	}
@@ -160,12 +149,19 @@ func run(cfg config) error {
 			errs = append(errs, fmt.Errorf("%s: %w", phase, err))
 		}
 	}
-	// One Roles Anywhere node for the credential route, cold starts and
-	// upstream cost; an EC2 node for pass-through; a fresh Roles Anywhere
-	// node for readiness and memory, so nothing measured before is in it.
-	if cfg.runs(phaseCred) || cfg.runs(phaseCold) || cfg.runs(phaseSess) {
+	// One Roles Anywhere node for readiness and memory (measured first, on
+	// a fresh agent), then, with those pods and namespaces still there as a
+	// realistic cluster, the credential route, cold starts and upstream
+	// cost; an EC2 node for pass-through.
+	if cfg.runs(phaseMem) || cfg.runs(phaseCred) || cfg.runs(phaseCold) || cfg.runs(phaseSess) {
 		if err := s.startRA(ctx); err != nil {
 			return err
+		}
+		step(phaseMem, s.memory)
+		if !s.env.Agent.Running() {
+			if err := s.restartAgent(ctx); err != nil {
+				return err
+			}
 		}
 		step(phaseCred, s.credRoute)
 		step(phaseCold, s.coldStarts)
@@ -182,7 +178,6 @@ func run(cfg config) error {
 		step(phasePass, s.passThrough)
 		s.closeEnv()
 	}
-	step(phaseMem, s.memory)
 
 	rep.WallSeconds = time.Since(rep.Started).Seconds()
 	rep.Machine = fmt.Sprintf("%d CPUs, 1-minute load average %s at start, %s at end (other work on the machine competes with every figure)", runtime.NumCPU(), loadStart, loadAverage())
@@ -213,12 +208,4 @@ func (s *suite) quickNote(full, quick string) string {
 		return quick
 	}
 	return full
-}
-
-// subcommands run inside pods (or the node) on the orchestrator's behalf.
-var subcommands = map[string]func() error{
-	"loadgen":  bench.LoadgenMain,
-	"firstreq": bench.FirstRequestMain,
-	"fetch":    bench.FetchMain,
-	"baseline": bench.BaselineMain,
 }

@@ -28,24 +28,27 @@ func (s *suite) upstreamSessions(ctx context.Context) error {
 			before++
 		}
 	}
-	specs := make([]harness.PodSpec, s.cfg.sessionPods)
-	for i := range specs {
-		role := fmt.Sprintf("sess-%d", i%s.cfg.sessionRoles)
-		specs[i] = harness.PodSpec{Namespace: "sess", Name: fmt.Sprintf("sess-%02d", i), Annotations: map[string]string{"iam.amazonaws.com/role": role}}
+	n := s.cfg.sessionPods
+	names, roles := make([]string, n), make([]string, n)
+	for i := range names {
+		names[i], roles[i] = fmt.Sprintf("sess-%02d", i), fmt.Sprintf("sess-%d", i%s.cfg.sessionRoles)
+	}
+	nets, err := s.burstNets(ctx, n)
+	if err != nil {
+		return err
 	}
 	t0 := time.Now()
-	pods, err := s.createPods(ctx, specs)
-	if err != nil {
+	if err := s.createRunningPods(ctx, "sess", names, roles, nets); err != nil {
 		return fmt.Errorf("creating the session pods: %w", err)
 	}
 	// Each pod asks for its own role's credentials at a steady pace.
-	results := make([]bench.LoadResult, len(pods))
-	err = parallel(ctx, len(pods), len(pods), func(i int) error {
+	results := make([]bench.LoadResult, n)
+	err = parallel(ctx, n, n, func(i int) error {
 		o := bench.LoadOptions{
-			Addr: metadataAddr, Path: credPathPrefix + specs[i].Annotations["iam.amazonaws.com/role"], Conns: 1, Token: true,
+			Addr: metadataAddr, Path: credPathPrefix + roles[i], Conns: 1, Token: true,
 			Duration: s.cfg.sessionLoad, RatePerConn: s.cfg.sessionRate, Timeout: 5 * time.Second, Expect: `{"Code":"Success"`,
 		}
-		r, err := s.runLoad(ctx, podNets(pods[i:i+1]), o)
+		r, err := s.runLoad(ctx, nets[i:i+1], o)
 		results[i] = r
 		return err
 	})
@@ -77,5 +80,5 @@ func (s *suite) upstreamSessions(ctx context.Context) error {
 		fmt.Sprintf("%d CreateSession calls / %d sessions; %d pods sharing %d roles, %.0f req/s each for %s (%d requests)",
 			calls, len(sessions), s.cfg.sessionPods, s.cfg.sessionRoles, s.cfg.sessionRate, s.cfg.sessionLoad, total.OK))
 	s.report.Detail("upstream_sessions", map[string]any{"calls": calls, "sessions": len(sessions), "requests": total.OK})
-	return nil
+	return s.deleteNamespacePods(ctx, "sess")
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,8 +54,10 @@ type suite struct {
 	cfg config
 	// report collects figures.
 	report *bench.Report
-	// self is this executable, run inside pods for the client side.
-	self string
+	// loadgen is the client-side program (test/bench/loadgen), built at start.
+	loadgen string
+	// tmp holds the built program.
+	tmp string
 	// env is the node under test, nil between nodes.
 	env *harness.Env
 	// fast is an admin client without client-side throttling, for bursts.
@@ -63,15 +66,24 @@ type suite struct {
 	lastBurst time.Time
 	// logSeq numbers kept agent logs.
 	logSeq int
+	// netns are the pod network namespaces created on the current node.
+	netns []string
+	// pool are reusable pod network namespaces (see burstNets).
+	pool []*simnode.Pod
 	// vethSeq numbers node-side veth names (simnode's own numbering is not
 	// safe for concurrent AddPod calls).
 	vethSeq int
 }
 
 func newSuite(cfg config) (*suite, error) {
-	self, err := os.Executable()
+	tmp, err := os.MkdirTemp("", "kube2ra-bench-")
 	if err != nil {
-		return nil, fmt.Errorf("finding this executable (it runs in pods as the load generator): %w", err)
+		return nil, err
+	}
+	loadgen, err := buildLoadgen(tmp)
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, err
 	}
 	if cfg.profileDir != "" {
 		bin, err := buildSymbolBinary(cfg.profileDir)
@@ -83,7 +95,41 @@ func newSuite(cfg config) (*suite, error) {
 	if _, err := harness.FindBinary(); err != nil {
 		return nil, err
 	}
-	return &suite{cfg: cfg, self: self, report: &bench.Report{Quick: cfg.quick, Started: time.Now()}}, nil
+	return &suite{cfg: cfg, loadgen: loadgen, tmp: tmp, report: &bench.Report{Quick: cfg.quick, Started: time.Now()}}, nil
+}
+
+// buildLoadgen builds test/bench/loadgen into dir.
+func buildLoadgen(dir string) (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "loadgen")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./test/bench/loadgen")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the load generator: %w: %s", err, out)
+	}
+	return bin, nil
+}
+
+// repoRoot is the directory holding go.mod, above the working directory.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above %s: run the benchmarks from the repository (make bench)", dir)
+		}
+		dir = parent
+	}
 }
 
 func (s *suite) logf(format string, args ...any) {
@@ -109,10 +155,10 @@ func (s *suite) startEnv(ctx context.Context, flavour harness.Flavour, roles []s
 	return nil
 }
 
-// startRA starts the Roles Anywhere node for the credential, cold-start and
-// upstream-cost phases.
+// startRA starts the Roles Anywhere node, its agent not yet started (the
+// memory phase times the start).
 func (s *suite) startRA(ctx context.Context) error {
-	return s.startEnv(ctx, harness.RolesAnywhere, raRoles(s.cfg), false)
+	return s.startEnv(ctx, harness.RolesAnywhere, raRoles(s.cfg), true)
 }
 
 // startEC2 starts the EC2 node for pass-through.
@@ -132,11 +178,20 @@ func (s *suite) closeEnv() {
 			s.logf("keeping the agent log: %v", err)
 		}
 	}
+	// The harness removes pod namespaces one by one; in parallel it is
+	// several seconds faster with a hundred and fifty pods.
+	t0 := time.Now()
+	_ = parallel(context.Background(), len(s.netns), 8, func(i int) error { return s.env.Node.RemovePod(s.netns[i]) })
+	s.netns, s.pool = nil, nil
 	s.env.Close()
 	s.env = nil
+	s.logf("node closed in %.1fs", time.Since(t0).Seconds())
 }
 
-func (s *suite) close() { s.closeEnv() }
+func (s *suite) close() {
+	s.closeEnv()
+	_ = os.RemoveAll(s.tmp)
+}
 
 // agentLogTail is the end of the agent's log, for failures.
 func (s *suite) agentLogTail() string {
@@ -170,7 +225,77 @@ func (s *suite) createPods(ctx context.Context, specs []harness.PodSpec) ([]*har
 		pods[i] = p
 		return err
 	})
+	for _, p := range pods {
+		if p != nil {
+			s.netns = append(s.netns, p.Net.Name)
+		}
+	}
 	return pods, err
+}
+
+// burstNets returns n pod network namespaces for pods whose objects the
+// caller creates; they are made once and reused by every burst (each burst
+// deletes its pods, so the next one gets the same IPs, as a node reuses
+// them): creating and deleting network namespaces costs seconds per fifty.
+func (s *suite) burstNets(ctx context.Context, n int) ([]*simnode.Pod, error) {
+	if missing := n - len(s.pool); missing > 0 {
+		names := make([]string, missing)
+		for i := range names {
+			names[i] = fmt.Sprintf("burst-%03d", len(s.pool)+i)
+		}
+		nets, err := s.addNetns(ctx, names)
+		if err != nil {
+			return nil, fmt.Errorf("creating pod network namespaces: %w", err)
+		}
+		s.pool = append(s.pool, nets...)
+	}
+	return s.pool[:n], nil
+}
+
+// deleteNamespacePods deletes every pod of a namespace at once (grace 0,
+// as after the kubelet confirmed) and waits until the API has none left.
+func (s *suite) deleteNamespacePods(ctx context.Context, namespace string) error {
+	pods := s.fast.CoreV1().Pods(namespace)
+	list, err := pods.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	zero := int64(0)
+	err = parallel(ctx, len(list.Items), 16, func(i int) error {
+		return pods.Delete(ctx, list.Items[i].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	})
+	if err != nil {
+		return fmt.Errorf("deleting the %s pods: %w", namespace, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		list, err := pods.List(ctx, metav1.ListOptions{})
+		if err == nil && len(list.Items) == 0 {
+			// The agent's watch delivers the deletions within milliseconds;
+			// give it a moment so no old pod shares an IP with a new one.
+			time.Sleep(200 * time.Millisecond)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the %s pods were not gone within 30s", namespace)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// createRunningPods creates pods bound to the node on the given network
+// namespaces and sets their IPs, a few in parallel.
+func (s *suite) createRunningPods(ctx context.Context, namespace string, names, roles []string, nets []*simnode.Pod) error {
+	pods := s.fast.CoreV1().Pods(namespace)
+	return parallel(ctx, len(names), 8, func(i int) error {
+		created, err := pods.Create(ctx, newPodObject(namespace, names[i], roles[i]), metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		setRunning(created, nets[i].IP.String())
+		_, err = pods.UpdateStatus(ctx, created, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 // addNetns creates only the network namespaces (the objects come later).
@@ -185,6 +310,11 @@ func (s *suite) addNetns(ctx context.Context, names []string) ([]*simnode.Pod, e
 		nets[i] = p
 		return err
 	})
+	for _, p := range nets {
+		if p != nil {
+			s.netns = append(s.netns, p.Name)
+		}
+	}
 	return nets, err
 }
 
@@ -229,14 +359,14 @@ type subprocess struct {
 	stderr *bytes.Buffer
 }
 
-// startSub starts `self <sub>` (inside the pod when net is not nil) and
+// startSub starts `loadgen <sub>` (inside the pod when net is not nil) and
 // writes opts as JSON to its stdin.
 func (s *suite) startSub(ctx context.Context, net *simnode.Pod, sub string, opts any) (*subprocess, error) {
 	var cmd *exec.Cmd
 	if net != nil {
-		cmd = net.Command(ctx, s.self, sub)
+		cmd = net.Command(ctx, s.loadgen, sub)
 	} else {
-		cmd = exec.CommandContext(ctx, s.self, sub)
+		cmd = exec.CommandContext(ctx, s.loadgen, sub)
 	}
 	cmd.Env = harness.CleanEnviron()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
