@@ -479,23 +479,11 @@ func testEC2Paths(t *testing.T, env *harness.Env) {
 	}
 }
 
-// baseArgs are each Env's agent arguments as harness.Start chose them.
-var baseArgs = map[*harness.Env][]string{}
-
-// restartAgent stops the agent (SIGTERM: the rules stay) and starts it again
-// with the environment's original arguments plus extra.
+// restartAgent stops the agent (SIGTERM: the rules stay), starts it again
+// with the environment's original arguments plus extra, and waits until ready.
 func restartAgent(t *testing.T, env *harness.Env, extra ...string) {
 	t.Helper()
-	if _, ok := baseArgs[env]; !ok {
-		baseArgs[env] = env.Agent.Args
-	}
-	if err := env.Agent.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	env.Agent.Args = append(append([]string{}, baseArgs[env]...), extra...)
-	if err := env.Agent.Start(); err != nil {
-		t.Fatal(err)
-	}
+	restartWithoutWait(t, env, extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := env.Agent.WaitReady(ctx); err != nil {
@@ -702,6 +690,7 @@ func testNoRuleBeforeReady(t *testing.T, env *harness.Env) {
 		t.Fatal(err)
 	}
 	restartWithoutWait(t, env, "--kubeconfig", nobody)
+	time.Sleep(300 * time.Millisecond) // past listen, inside the sync wait
 	deadline := time.Now().Add(3 * time.Second)
 	for attempts := 0; time.Now().Before(deadline); attempts++ {
 		code, body, err := p.PodGet(ctxT(t), credsPath+roleWeb, false)
@@ -719,8 +708,11 @@ func testNoRuleBeforeReady(t *testing.T, env *harness.Env) {
 	getCreds(t, p, roleWeb, true)
 }
 
-// restartWithoutWait restarts the agent with extra arguments and does not
-// wait for readiness.
+// baseArgs are each Env's agent arguments as harness.Start chose them.
+var baseArgs = map[*harness.Env][]string{}
+
+// restartWithoutWait restarts the agent with the original arguments plus
+// extra and does not wait for readiness.
 func restartWithoutWait(t *testing.T, env *harness.Env, extra ...string) {
 	t.Helper()
 	if _, ok := baseArgs[env]; !ok {
@@ -733,5 +725,4 @@ func restartWithoutWait(t *testing.T, env *harness.Env, extra ...string) {
 	if err := env.Agent.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // past listen, inside the sync wait
 }
