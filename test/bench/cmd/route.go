@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/kube2ra/kube2ra/test/bench"
+	"github.com/kube2ra/kube2ra/test/fakeaws/fakeimds"
 	"github.com/kube2ra/kube2ra/test/harness"
 	"github.com/kube2ra/kube2ra/test/simnode"
 )
@@ -98,7 +100,7 @@ func (s *suite) credRoute(ctx context.Context) error {
 				return err
 			}
 		}
-		ra, cpuA, err := s.runLoadCPU(ctx, nets, opts, env.Agent.PID())
+		ra, cpuA, err := s.runLoadCPU(ctx, nets, opts, env.Agent.PID(), os.Getpid())
 		if err == nil {
 			err = checkClean("kube2ra", ra)
 		}
@@ -106,8 +108,8 @@ func (s *suite) credRoute(ctx context.Context) error {
 			return fmt.Errorf("round %d, kube2ra: %w; agent log:\n%s", round, err, s.agentLogTail())
 		}
 		sa := summarise(ra)
-		sa.CPUPerReqUS = cpuPerReq(cpuA, ra.OK)
-		s.logf("credential route round %d: kube2ra  %8.0f req/s  p50 %6.0f µs  p99 %6.0f µs  server CPU %5.1f µs/req", round, sa.RPS, sa.P50us, sa.P99us, sa.CPUPerReqUS)
+		sa.CPUPerReqUS, sa.HarnessCPUPerReqUS = cpuPerReq(cpuA[0], ra.OK), cpuPerReq(cpuA[1], ra.OK)
+		s.logf("credential route round %d: kube2ra  %8.0f req/s  p50 %6.0f µs  p99 %6.0f µs  server CPU %5.1f µs/req (log reader %4.1f)", round, sa.RPS, sa.P50us, sa.P99us, sa.CPUPerReqUS, sa.HarnessCPUPerReqUS)
 
 		if err := env.Agent.Stop(); err != nil {
 			return fmt.Errorf("stopping the agent for the baseline: %w", err)
@@ -119,7 +121,7 @@ func (s *suite) credRoute(ctx context.Context) error {
 		if l, err := srv.line(10 * time.Second); err != nil || l != "listening" {
 			return fmt.Errorf("baseline did not start (%q): %w", l, err)
 		}
-		rb, cpuB, err := s.runLoadCPU(ctx, nets, opts, srv.cmd.Process.Pid)
+		rb, cpuB, err := s.runLoadCPU(ctx, nets, opts, srv.cmd.Process.Pid, os.Getpid())
 		_ = srv.stop()
 		if err == nil {
 			err = checkClean("baseline", rb)
@@ -128,8 +130,8 @@ func (s *suite) credRoute(ctx context.Context) error {
 			return fmt.Errorf("round %d, baseline: %w", round, err)
 		}
 		sb := summarise(rb)
-		sb.CPUPerReqUS = cpuPerReq(cpuB, rb.OK)
-		s.logf("credential route round %d: baseline %8.0f req/s  p50 %6.0f µs  p99 %6.0f µs  server CPU %5.1f µs/req (load avg %s)", round, sb.RPS, sb.P50us, sb.P99us, sb.CPUPerReqUS, loadAverage())
+		sb.CPUPerReqUS, sb.HarnessCPUPerReqUS = cpuPerReq(cpuB[0], rb.OK), cpuPerReq(cpuB[1], rb.OK)
+		s.logf("credential route round %d: baseline %8.0f req/s  p50 %6.0f µs  p99 %6.0f µs  server CPU %5.1f µs/req (harness %4.1f; load avg %s)", round, sb.RPS, sb.P50us, sb.P99us, sb.CPUPerReqUS, sb.HarnessCPUPerReqUS, loadAverage())
 		if err := s.restartAgent(ctx); err != nil {
 			return err
 		}
@@ -181,8 +183,10 @@ func (s *suite) passThrough(ctx context.Context) error {
 	direct := make([]*simnode.Pod, len(nets)) // nil: run in the node namespace
 	opts := s.loadOptions(passThroughPath, env.IMDS.InstanceID())
 	var a, b []stats
+	var conns, reqs []int
 	for round := 1; round <= s.cfg.rounds; round++ {
 		ra, cpuA, err := s.runLoadCPU(ctx, nets, opts, env.Agent.PID())
+		upstreamConns, upstreamReqs := connectionsSeen(env.IMDS.Requests())
 		env.IMDS.ResetRequests()
 		if err == nil {
 			err = checkClean("pass-through", ra)
@@ -199,16 +203,30 @@ func (s *suite) passThrough(ctx context.Context) error {
 			return fmt.Errorf("round %d, direct upstream: %w", round, err)
 		}
 		sa, sb := summarise(ra), summarise(rb)
-		sa.CPUPerReqUS = cpuPerReq(cpuA, ra.OK)
-		s.logf("pass-through round %d: kube2ra %8.0f req/s p99 %6.0f µs | direct %8.0f req/s p99 %6.0f µs", round, sa.RPS, sa.P99us, sb.RPS, sb.P99us)
+		sa.CPUPerReqUS = cpuPerReq(cpuA[0], ra.OK)
+		s.logf("pass-through round %d: kube2ra %8.0f req/s p99 %6.0f µs | direct %8.0f req/s p99 %6.0f µs | upstream saw %d connections for %d requests from kube2ra",
+			round, sa.RPS, sa.P99us, sb.RPS, sb.P99us, upstreamConns, upstreamReqs)
 		a, b = append(a, sa), append(b, sb)
+		conns = append(conns, upstreamConns)
+		reqs = append(reqs, upstreamReqs)
 	}
 	r := s.report
 	r.Add("passthrough_rps", bench.Median(pick(a, rpsOf)), "req/s", fmt.Sprintf("%s via kube2ra to the fake IMDS (EC2 node); direct: %.0f req/s; agent CPU %.1f µs/req", passThroughPath, bench.Median(pick(b, rpsOf)), bench.Median(pick(a, cpuOf))))
 	r.Add("passthrough_p99_us", bench.Median(pick(a, p99Of)), "us", "median of rounds: "+bench.JoinFloats(pick(a, p99Of)))
 	r.Add("direct_upstream_p99_us", bench.Median(pick(b, p99Of)), "us", "same load from the node namespace straight to the fake IMDS")
-	r.Detail("pass_through", map[string]any{"kube2ra": a, "direct": b})
+	r.Detail("pass_through", map[string]any{"kube2ra": a, "direct": b, "upstream_connections": conns, "upstream_requests": reqs})
 	return nil
+}
+
+// connectionsSeen counts the distinct client connections (source address
+// and port) among the upstream's recorded requests, and those requests
+// (during a kube2ra phase only kube2ra talks to it).
+func connectionsSeen(reqs []fakeimds.Request) (conns, n int) {
+	seen := map[string]bool{}
+	for _, r := range reqs {
+		seen[r.RemoteAddr] = true
+	}
+	return len(seen), len(reqs)
 }
 
 func pick(xs []stats, f func(stats) float64) []float64 {

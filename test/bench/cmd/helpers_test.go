@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestProcessReadingsOfThisProcessAreSane(t *testing.T) {
+	r, err := readRSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.MiB <= 1 || r.HWMMiB < r.MiB {
+		t.Fatalf("RSS %.1f MiB, peak %.1f MiB", r.MiB, r.HWMMiB)
+	}
+	// Burn a little CPU and see /proc/self/stat count it.
+	before, err := processCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(60 * time.Millisecond); time.Now().Before(end); {
+	}
+	after, err := processCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < 20*time.Millisecond {
+		t.Fatalf("60 ms of spinning counted as %v", after-before)
+	}
+	if _, err := readRSS(0); err == nil {
+		t.Fatal("pid 0 accepted")
+	}
+}
+
+func TestSyncedLineFindsTheLastSync(t *testing.T) {
+	log := `time="x" level=info msg="informers synced" namespaces=4 pods=0
+time="y" level=info msg="informers synced" namespaces=2004 pods=110
+`
+	if got := syncedLine(log); got != "agent cached pods=110 namespaces=2004" {
+		t.Fatalf("got %q", got)
+	}
+	if got := syncedLine("nothing"); got != "no sync line in the agent log" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestParallelRunsEveryJobAndReturnsAnError(t *testing.T) {
+	var n atomic.Int32
+	boom := errors.New("boom")
+	err := parallel(context.Background(), 100, 7, func(i int) error {
+		n.Add(1)
+		if i == 42 {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) || n.Load() != 100 {
+		t.Fatalf("err %v after %d jobs", err, n.Load())
+	}
+	if err := parallel(context.Background(), 0, 4, func(int) error { return boom }); err != nil {
+		t.Fatalf("no jobs, error %v", err)
+	}
+}
+
+func TestQuickConfigKeepsEveryPhaseButSmaller(t *testing.T) {
+	t.Setenv("BENCH_QUICK", "1")
+	t.Setenv("BENCH_ONLY", "")
+	q, err := newConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BENCH_QUICK", "")
+	f, err := newConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q.phases) != len(allPhases) || q.rounds < 3 || q.measure >= f.measure || q.remotePods >= f.remotePods || q.coldPods != 50 {
+		t.Fatalf("quick %+v\nfull %+v", q, f)
+	}
+	t.Setenv("BENCH_ONLY", "cred,nope")
+	if _, err := newConfig(); err == nil {
+		t.Fatal("unknown phase accepted")
+	}
+}
