@@ -166,6 +166,10 @@ func TestFlavours(t *testing.T) {
 			t.Run("DefaultRoleAndRegexpPolicies", func(t *testing.T) { testDefaultRoleAndRegexp(t, env) })
 			t.Run("IMDSv2Required", func(t *testing.T) { testIMDSv2Required(t, env) })
 			t.Run("AgentRestartUnderLoadFailsClosed", func(t *testing.T) { testAgentRestart(t, env) })
+			t.Run("FlushedNatTableIsRestored", func(t *testing.T) { testFlushRestored(t, env) })
+			if flavour == harness.EC2 {
+				t.Run("HopLimitKeepsTokensFromPodsButNotFromTheAgent", func(t *testing.T) { testHopLimit(t, env) })
+			}
 			if flavour == harness.RolesAnywhere {
 				// On EC2 a pod reaches the instance's own metadata service
 				// until the agent is first installed; that is the node's
@@ -724,5 +728,64 @@ func restartWithoutWait(t *testing.T, env *harness.Env, extra ...string) {
 	env.Agent.Args = append(append([]string{}, baseArgs[env]...), extra...)
 	if err := env.Agent.Start(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func testFlushRestored(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "flush", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "flush", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	getCreds(t, p, roleWeb, true)
+	want := iptablesSave(t)
+	if out, err := exec.Command("iptables", "-t", "nat", "-F").CombinedOutput(); err != nil {
+		t.Fatalf("flushing the nat table: %v: %s", err, out)
+	}
+	if strings.Contains(iptablesSave(t), "-j DNAT") {
+		t.Fatal("the flush did not remove the DNAT rule")
+	}
+	start := time.Now()
+	eventually(t, "rules restored after a flush", func() error {
+		if got := iptablesSave(t); got != want {
+			return fmt.Errorf("rules not back yet:\n%s", got)
+		}
+		return nil
+	})
+	t.Logf("rules restored %s after the flush (resync interval 2s)", time.Since(start).Round(10*time.Millisecond))
+	getCreds(t, p, roleWeb, true)
+	m, err := env.Agent.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if harness.Sum(m, "kube2ra_iptables_restores_total") < 1 {
+		t.Fatal("the restore is not counted in kube2ra_iptables_restores_total")
+	}
+}
+
+// testHopLimit: with the instance's hop limit at 1, a pod that reached the
+// real metadata service could not get a token, while kube2ra on the node
+// passes allowed paths through with its own token.
+func testHopLimit(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "hops", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "hops", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	env.IMDS.ResetRequests()
+	expectStatus(t, env, p, "/latest/meta-data/instance-id", true, 200)
+	var withToken bool
+	for _, r := range env.IMDS.Requests() {
+		if strings.HasSuffix(r.RequestURI, "/meta-data/instance-id") && r.Header.Get("X-aws-ec2-metadata-token") != "" {
+			withToken = true
+		}
+	}
+	if !withToken {
+		t.Fatal("kube2ra did not pass instance-id through with an upstream token under hop limit 1")
+	}
+	if err := env.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(env.Agent.Binary, "cleanup").CombinedOutput(); err != nil {
+		t.Fatalf("kube2ra cleanup: %v: %s", err, out)
+	}
+	defer restartAgent(t, env)
+	out, err := p.Net.Command(ctxT(t), "curl", "-sS", "--max-time", "2", "-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60", "http://169.254.169.254/latest/api/token").CombinedOutput()
+	if err == nil {
+		t.Fatalf("a pod reaching the metadata service directly got a token: %q", out)
 	}
 }

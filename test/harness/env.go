@@ -205,7 +205,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		if err := e.Node.AddMetadataAddress(); err != nil {
 			return nil, err
 		}
-		e.IMDS = fakeimds.New(fakeimds.Options{Addr: simnode.MetadataIP + ":80", AccountID: Account, Region: EC2Region})
+		// Hop limit 1, as EKS recommends: kube2ra on the node gets tokens,
+		// a pod reaching the metadata service directly would not.
+		e.IMDS = fakeimds.New(fakeimds.Options{Addr: simnode.MetadataIP + ":80", AccountID: Account, Region: EC2Region, HopLimit: 1})
 		if err := e.IMDS.Start(); err != nil {
 			return nil, err
 		}

@@ -87,6 +87,12 @@ type Options struct {
 	MAC string
 	// RequireToken makes every GET without a valid token answer 401 (HttpTokens=required).
 	RequireToken bool
+	// HopLimit is EC2's HttpPutResponseHopLimit. With 1, the token PUT of a
+	// caller that is not on this host (a pod, one routing hop away) gets no
+	// answer: the connection is closed, as the response's packets would
+	// expire on the way. 0 means no limit (the worst case: pods could get
+	// tokens if nothing redirected them).
+	HopLimit int
 	// TokenPUTStatus, when non-zero, is the status every token PUT gets
 	// (403/404/405 simulate an upstream without IMDSv2).
 	TokenPUTStatus int
@@ -416,6 +422,15 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		status(w, http.StatusMethodNotAllowed)
 		return
 	}
+	if s.opts.HopLimit == 1 && !onThisHost(r.RemoteAddr) {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
 	if _, forwarded := r.Header[http.CanonicalHeaderKey("X-Forwarded-For")]; forwarded {
 		status(w, http.StatusForbidden)
 		return
@@ -500,4 +515,30 @@ func validVersion(v string) bool {
 func status(w http.ResponseWriter, code int) {
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(http.StatusText(code) + "\n"))
+}
+
+// onThisHost reports whether remoteAddr is one of this network namespace's
+// own addresses, i.e. zero routing hops away.
+func onThisHost(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }
