@@ -10,6 +10,9 @@
 // BENCH_ONLY=cred,pass,cold,sess,mem runs a subset (for tuning);
 // BENCH_PROFILE=dir records a perf CPU profile of the agent under the
 // credential load into dir (needs perf; builds an unstripped agent).
+// What-if runs: BENCH_AGENT_ARGS="--log-level=warn" adds agent flags,
+// BENCH_AGENT_ENV="GOGC=400" adds agent environment; BENCH_AGENT_LOG=prefix
+// keeps each node's agent log.
 //
 // The client side runs inside pod network namespaces as a separate small
 // program, test/bench/loadgen, built once at the start and started through

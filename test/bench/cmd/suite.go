@@ -141,7 +141,8 @@ func (s *suite) startEnv(ctx context.Context, flavour harness.Flavour, roles []s
 	s.closeEnv()
 	t0 := time.Now()
 	args := append(slices.Clone(agentArgs), strings.Fields(os.Getenv("BENCH_AGENT_ARGS"))...)
-	env, err := harness.Start(ctx, harness.Options{Flavour: flavour, Roles: roles, AgentArgs: args, NoAgent: noAgent})
+	// BENCH_AGENT_ENV (space separated K=V) adds environment, e.g. GOGC.
+	env, err := harness.Start(ctx, harness.Options{Flavour: flavour, Roles: roles, AgentArgs: args, AgentEnv: strings.Fields(os.Getenv("BENCH_AGENT_ENV")), NoAgent: noAgent})
 	if err != nil {
 		return fmt.Errorf("starting the %s node: %w", flavour, err)
 	}
