@@ -107,6 +107,8 @@ type judge struct {
 	t tally
 	// waiters are probes waiting for an IP's first good credential answer.
 	waiters map[netip.Addr]*waiter
+	// pending are the results not yet classified.
+	pending []pending
 	// suspects are answers that matched no entitlement; finish decides
 	// whether an API outage explains them.
 	suspects []suspect
@@ -334,13 +336,34 @@ func (j *judge) windowFor(s, e time.Time) *window {
 	return nil
 }
 
-// record classifies one result from the client of pod at ip.
+// pending is a result waiting to be classified.
+type pending struct {
+	ip  netip.Addr
+	pod string
+	r   wire.Result
+}
+
+// record keeps one result from the client of pod at ip for finish, which
+// classifies every result against the complete history: a client can print
+// an answer before the driver has recorded the API write that explains it.
+// Probes are answered at once.
 func (j *judge) record(ip netip.Addr, pod string, r wire.Result) {
 	if r.Kind == wire.KindSlow || r.Kind == wire.KindPaused {
 		return
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.pending = append(j.pending, pending{ip: ip, pod: pod, r: r})
+	if w := j.waiters[ip]; w != nil && r.Status == 200 && r.Kind == wire.KindCreds && time.Unix(0, r.Start).After(w.since) {
+		if role, session, ok := j.whoIs(r.AccessKeyID); ok && w.want.role == role && (w.want.session == "" || w.want.session == session) {
+			w.done <- time.Unix(0, r.End)
+			delete(j.waiters, ip)
+		}
+	}
+}
+
+// classify decides one result; the caller holds mu.
+func (j *judge) classify(ip netip.Addr, pod string, r wire.Result) {
 	s, e := time.Unix(0, r.Start), time.Unix(0, r.End)
 	j.t.requests[r.Kind]++
 	at := fmt.Sprintf("%s+%dms %s (%s) %s %s token=%v keepalive=%v", s.Format("15:04:05.000"), e.Sub(s).Milliseconds(), pod, ip, r.Kind, r.Path, r.Token, r.KeepAlive)
@@ -379,10 +402,6 @@ func (j *judge) record(ip netip.Addr, pod string, r wire.Result) {
 		j.countVerdict(v, late, at, role, session, ip, s, e, false)
 		if v == verdictOK {
 			j.t.latencies = append(j.t.latencies, e.Sub(s))
-			if w := j.waiters[ip]; w != nil && s.After(w.since) && w.want.role == role && (w.want.session == "" || w.want.session == session) {
-				w.done <- e
-				delete(j.waiters, ip)
-			}
 		}
 		return
 	case r.Status == 200 && r.Kind == wire.KindList:
@@ -429,6 +448,10 @@ func (j *judge) addLag(from, until time.Time) {
 func (j *judge) finish() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	for _, p := range j.pending {
+		j.classify(p.ip, p.pod, p.r)
+	}
+	j.pending = nil
 	for _, sp := range j.suspects {
 		if j.explainedByLag(sp) {
 			j.t.stale = append(j.t.stale, fmt.Sprintf("%s: got %s session %q; entitled: %s", sp.at, sp.role, sp.session, j.describe(sp.ip)))

@@ -154,6 +154,7 @@ func TestJudgeRefusalsAndErrors(t *testing.T) {
 				j.closeWindow(w, tc.window.end)
 			}
 			j.record(ipA, "ns/pod", tc.result)
+			j.finish()
 			unexpl := 0
 			for _, n := range j.t.unexplainedByKind {
 				unexpl += n
@@ -176,6 +177,7 @@ func TestJudge404AfterARoleChangeWithinGraceIsPropagation(t *testing.T) {
 	ownerChange(j)
 	j.record(ipA, "ns/pod", status(wire.KindCreds, 11*time.Second, 11*time.Second, 404))
 	j.record(ipA, "ns/pod", status(wire.KindCreds, 15*time.Second, 15*time.Second, 404))
+	j.finish()
 	if j.t.propagation != 1 || j.t.unexplainedByKind["creds:404"] != 1 {
 		t.Fatalf("propagation %d, unexplained %v; want the 404 within grace excused and the later one not", j.t.propagation, j.t.unexplainedByKind)
 	}
@@ -186,8 +188,21 @@ func TestJudgeLeaksAndForbiddenAnswers(t *testing.T) {
 	ownerChange(j)
 	j.record(ipA, "ns/pod", wire.Result{Kind: wire.KindForbidden, Path: "user-data", Start: at(time.Second).UnixNano(), End: at(time.Second).UnixNano(), Status: 200, Leak: "node secret marker"})
 	j.record(ipA, "ns/pod", wire.Result{Kind: wire.KindForbidden, Path: "dot-dot", Start: at(time.Second).UnixNano(), End: at(time.Second).UnixNano(), Status: 404})
+	j.finish()
 	if len(j.t.leaks) != 1 || len(j.t.forbiddenServed) != 1 || j.t.forbiddenRefused[404] != 1 {
 		t.Fatalf("leaks %v, served %v, refused %v", j.t.leaks, j.t.forbiddenServed, j.t.forbiddenRefused)
+	}
+}
+
+func TestJudgeUsesWritesRecordedAfterTheAnswerArrived(t *testing.T) {
+	j := newTestJudge()
+	j.set(ipA, at(0), at(100*time.Millisecond), entitlement{})
+	// The client prints its answer while the driver's write is still in flight.
+	j.record(ipA, "ns/pod", creds(10*time.Second+50*time.Millisecond, 10*time.Second+51*time.Millisecond, "AKY-B"))
+	j.set(ipA, at(10*time.Second), at(10*time.Second+100*time.Millisecond), entitlement{role: roleY, session: "ns.b"})
+	j.finish()
+	if j.t.ok != 1 || len(j.t.wrong) != 0 {
+		t.Fatalf("ok %d, wrong %v: an answer inside the write's interval must be right", j.t.ok, j.t.wrong)
 	}
 }
 
