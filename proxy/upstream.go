@@ -96,14 +96,20 @@ func parseMetadataAddr(addr string) (string, error) {
 	return "http://" + u.Host, nil
 }
 
+// upstreamIdleConns bounds the idle keep-alive connections to the upstream
+// metadata service.
+const upstreamIdleConns = 64
+
 func newUpstream(base string, transport http.RoundTripper, timeout time.Duration, c clock.PassiveClock, onResponse func(string)) *upstream {
 	if transport == nil {
 		transport = &http.Transport{
-			Proxy:                  nil, // never HTTP_PROXY: link-local traffic must not leave the node
-			DialContext:            (&net.Dialer{Timeout: timeout}).DialContext,
-			ResponseHeaderTimeout:  timeout,
-			MaxIdleConns:           4,
-			MaxIdleConnsPerHost:    4,
+			Proxy:                 nil, // never HTTP_PROXY: link-local traffic must not leave the node
+			DialContext:           (&net.Dialer{Timeout: timeout}).DialContext,
+			ResponseHeaderTimeout: timeout,
+			// Enough idle connections for a node's pods asking at once: with
+			// 4, most pass-through requests opened a new upstream connection.
+			MaxIdleConns:           upstreamIdleConns,
+			MaxIdleConnsPerHost:    upstreamIdleConns,
 			IdleConnTimeout:        30 * time.Second,
 			MaxResponseHeaderBytes: 16 << 10,
 			DisableCompression:     true,
