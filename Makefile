@@ -35,6 +35,11 @@ test-integration:
 e2e: build
 	$(GO) test -count=1 -tags e2e -timeout 20m ./test/e2e/...
 
+# Benchmarks on the e2e harness (root). BENCH_QUICK=1: same figures in under
+# 2 minutes; BENCH_OUT=file.json: a JSON report.
+bench: build
+	BENCH_QUICK=$(BENCH_QUICK) BENCH_OUT=$(BENCH_OUT) $(GO) run ./test/bench/cmd
+
 # KEEP=1 leaves it running; DEMO_FLAVOUR=ec2 for the STS flavour.
 demo: test-deps build
 	KEEP=$(KEEP) DEMO_FLAVOUR=$(DEMO_FLAVOUR) $(GO) run ./test/demo
