@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"sort"
 	"strings"
@@ -95,6 +96,8 @@ type judge struct {
 	grace time.Duration
 	// tolerance is how long after a fault's end its errors are still its own.
 	tolerance time.Duration
+	// errLog receives one line per failed request, when set.
+	errLog io.Writer
 	// whoIs names the role and session the fake AWS issued a key for.
 	whoIs func(accessKeyID string) (role, session string, ok bool)
 
@@ -510,6 +513,13 @@ func (j *judge) errorLocked(ip netip.Addr, at string, r wire.Result, s, e time.T
 		class = fmt.Sprint(r.Status)
 	}
 	key := r.Kind + ":" + class
+	if j.errLog != nil {
+		name := "outside any window"
+		if w := j.windowFor(s, e); w != nil {
+			name = w.name
+		}
+		fmt.Fprintf(j.errLog, "%s: %s %s [%s]\n", at, key, r.ErrText, name)
+	}
 	if r.Kind == wire.KindCreds {
 		for _, w := range j.windows {
 			if w.contains(s, e) {

@@ -252,6 +252,10 @@ func runFlavour(ctx context.Context, cfg config, flavour harness.Flavour, client
 		defer undo()
 	}
 	d := newDriver(env, cfg, clientBin, roles, logf)
+	if errLog, err := os.Create(cfg.outPath("errors-" + string(flavour) + ".log")); err == nil {
+		defer errLog.Close()
+		d.judge.errLog = errLog
+	}
 	if err := d.run(ctx, rep); err != nil {
 		rep.fatal = err
 	}
@@ -301,8 +305,7 @@ func (d *driver) run(ctx context.Context, rep *flavourReport) error {
 		return err
 	}
 	d.churnOn.Store(false)
-	d.opMu.Lock()
-	d.opMu.Unlock() // an in-flight churn operation has finished
+	d.waitChurnIdle()
 	if err := d.pauseAll(); err != nil {
 		return err
 	}
@@ -342,8 +345,7 @@ func (d *driver) run(ctx context.Context, rep *flavourReport) error {
 
 	// Load stops: the agent must give back what it took.
 	d.churnOn.Store(false)
-	d.opMu.Lock()
-	d.opMu.Unlock() // an in-flight churn operation has finished
+	d.waitChurnIdle()
 	rep.loadTime = time.Since(d.began)
 	if err := d.pauseAll(); err != nil {
 		return err
@@ -400,6 +402,13 @@ func (d *driver) run(ctx context.Context, rep *flavourReport) error {
 		rep.restarted = u
 	}
 	return nil
+}
+
+// waitChurnIdle returns once no churn operation is in flight (churnOn is
+// already false, so none starts after it).
+func (d *driver) waitChurnIdle() {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
 }
 
 // invariantBreaks lists what the issue says must never happen.
