@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube2ra/kube2ra/credentials"
@@ -228,7 +229,13 @@ func (d *driver) deletePodObject(ctx context.Context, p *harness.Pod) error {
 	from, to, err := timed(func() error { return d.env.DeletePod(ctx, p.Namespace, p.Name) })
 	if err != nil {
 		d.count("api write failed")
-		return fmt.Errorf("deleting pod %s/%s: %w", p.Namespace, p.Name, err)
+		// The object may be gone even so (the network namespace failed, or
+		// the answer was lost): the model must follow the API, not the error.
+		if _, gerr := d.env.Kube.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{}); !apierrors.IsNotFound(gerr) {
+			return fmt.Errorf("deleting pod %s/%s: %w", p.Namespace, p.Name, err)
+		}
+		to = time.Now()
+		d.logf("deleting pod %s/%s: %v (the object is gone all the same)", p.Namespace, p.Name, err)
 	}
 	d.mu.Lock()
 	delete(d.model.pods, p.Namespace+"/"+p.Name)

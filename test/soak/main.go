@@ -43,6 +43,10 @@ import (
 // netnsPrefix names the soak's network namespaces.
 const netnsPrefix = "k2r-soak"
 
+// lockPath is one per machine, whatever TMPDIR says, as network namespace
+// names are.
+const lockPath = "/run/kube2ra-soak.lock"
+
 // config is the soak's configuration.
 type config struct {
 	// seconds is the total load time, split between the flavours.
@@ -86,7 +90,7 @@ func main() {
 	if _, inside := simnode.Inside(); !inside {
 		// Reexec removes every namespace with the prefix, before and after:
 		// a second soak at the same time would tear the first one's pods down.
-		lock, err := os.OpenFile(filepath.Join(os.TempDir(), "kube2ra-soak.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+		lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
 		if err == nil {
 			err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		}
