@@ -40,6 +40,11 @@ e2e: build
 bench: build
 	BENCH_QUICK=$(BENCH_QUICK) BENCH_OUT=$(BENCH_OUT) $(GO) run ./test/bench/cmd
 
+# Mixed load from 32 pods while faults are injected; SOAK_SECONDS (default
+# 300) split between the two flavours. Exits non-zero when an invariant breaks.
+soak: build
+	SOAK_SECONDS=$(SOAK_SECONDS) $(GO) run ./test/soak
+
 # KEEP=1 leaves it running; DEMO_FLAVOUR=ec2 for the STS flavour.
 demo: test-deps build
 	KEEP=$(KEEP) DEMO_FLAVOUR=$(DEMO_FLAVOUR) $(GO) run ./test/demo
