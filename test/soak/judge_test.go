@@ -287,3 +287,20 @@ func TestSettled(t *testing.T) {
 		}
 	}
 }
+
+func TestJudgeTimeoutOnKernelDropsIsTheNetworks(t *testing.T) {
+	j := newTestJudge()
+	j.set(ipA, at(0), at(100*time.Millisecond), entitlement{role: roleY, session: "ns.b"})
+	j.addDrops(at(time.Second), 10)
+	j.addDrops(at(5*time.Second), 10)
+	j.addDrops(at(9*time.Second), 12)
+	timeout := func(s time.Duration) wire.Result {
+		return wire.Result{Kind: wire.KindList, Start: at(s).UnixNano(), End: at(s + 3*time.Second).UnixNano(), Err: wire.ErrTimeout}
+	}
+	j.record(ipA, "ns/pod", timeout(1500*time.Millisecond)) // no drops between 1 s and 5 s
+	j.record(ipA, "ns/pod", timeout(5500*time.Millisecond)) // 2 drops between 5 s and 9 s
+	j.finish()
+	if j.t.unexplainedByKind["list:timeout"] != 1 || j.t.netDrops["list:timeout"] != 1 {
+		t.Fatalf("unexplained %v, network %v: want the timeout without drops unexplained and the one with drops the network's", j.t.unexplainedByKind, j.t.netDrops)
+	}
+}

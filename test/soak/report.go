@@ -94,6 +94,12 @@ func printFlavour(w io.Writer, cfg config, r *flavourReport) {
 	}
 	fmt.Fprintf(tw, "outside any window\t\t\t%d\t%s\t\t\t\t\n", unexplained, joinCounts(t.unexplainedByKind))
 	tw.Flush()
+	netDrops := 0
+	for _, n := range t.netDrops {
+		netDrops += n
+	}
+	fmt.Fprintf(w, "kernel: %d packets dropped by full softnet backlogs during the run; %d timeouts outside fault windows fell on such drops (%s) and are the simulated network's, not kube2ra's\n",
+		r.kernelDrops, netDrops, joinCounts(t.netDrops))
 	if s := r.slow; s != nil {
 		fmt.Fprintf(w, "slowloris: %d connections wanted, %d open at most, %d opened, %d closed by the server (longest lived %s), %d answered, %d dial errors\n",
 			s.conns, s.maxOpen, s.opened, s.closed, s.maxLife.Round(100*time.Millisecond), s.answered, s.dialErrs)

@@ -130,3 +130,42 @@ func settled(start, end usage) (bool, []string) {
 	}
 	return len(why) == 0, why
 }
+
+// softnetDrops is the kernel's total of packets dropped because a CPU's
+// input backlog (net.core.netdev_max_backlog) was full; veth pairs deliver
+// through that backlog, so bursts on a busy machine lose packets.
+func softnetDrops() (uint64, error) {
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		n, err := strconv.ParseUint(f[1], 16, 64)
+		if err != nil {
+			return 0, fmt.Errorf("reading /proc/net/softnet_stat: %w", err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// trackDrops records the drop counter every quarter second until stop closes.
+func trackDrops(j *judge, stop <-chan struct{}) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n, err := softnetDrops(); err == nil {
+			j.addDrops(time.Now(), n)
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}

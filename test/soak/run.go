@@ -33,6 +33,8 @@ type flavourReport struct {
 	counts map[string]int
 	// breaks are the broken invariants.
 	breaks []string
+	// kernelDrops is how many packets the kernel dropped during the run.
+	kernelDrops uint64
 	// fatal is a failure that stopped the run early.
 	fatal error
 }
@@ -252,6 +254,9 @@ func runFlavour(ctx context.Context, cfg config, flavour harness.Flavour, client
 		defer undo()
 	}
 	d := newDriver(env, cfg, clientBin, roles, logf)
+	stopDrops := make(chan struct{})
+	go trackDrops(d.judge, stopDrops)
+	defer close(stopDrops)
 	if errLog, err := os.Create(cfg.outPath("errors-" + string(flavour) + ".log")); err == nil {
 		defer errLog.Close()
 		d.judge.errLog = errLog
@@ -267,6 +272,9 @@ func runFlavour(ctx context.Context, cfg config, flavour harness.Flavour, client
 	d.mu.Unlock()
 	d.judge.mu.Lock()
 	rep.t, rep.windows = d.judge.t, d.judge.windows
+	if n := len(d.judge.drops); n > 1 {
+		rep.kernelDrops = d.judge.drops[n-1].total - d.judge.drops[0].total
+	}
 	d.judge.mu.Unlock()
 	rep.breaks = append(rep.breaks, invariantBreaks(rep)...)
 	return rep
