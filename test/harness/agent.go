@@ -21,6 +21,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kube2ra/kube2ra/test/chart"
 )
 
 // Agent is one kube2ra process.
@@ -75,24 +77,15 @@ func FindBinary() (string, error) {
 	if b := os.Getenv("KUBE2RA_BINARY"); b != "" {
 		return b, nil
 	}
-	dir, err := os.Getwd()
+	root, err := chart.RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			bin := filepath.Join(dir, "bin", "kube2ra")
-			if _, err := os.Stat(bin); err != nil {
-				return "", fmt.Errorf("harness: %s is missing: run make build first (make e2e does)", bin)
-			}
-			return bin, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("harness: cannot find the repository root (go.mod) above the working directory")
-		}
-		dir = parent
+	bin := filepath.Join(root, "bin", "kube2ra")
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("harness: %s is missing: run make build first (make e2e does)", bin)
 	}
+	return bin, nil
 }
 
 // Start runs the agent. It does not wait for readiness.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kube2ra/kube2ra/test/chart"
 )
 
 // ClientCreds are the credentials a client inside a pod ended up with.
@@ -153,34 +155,24 @@ func (e *Env) podClient() (string, error) {
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
-	root, err := repoRoot()
+	return BuildProgram(e.Dir, "podclient", "./test/e2e/podclient")
+}
+
+// BuildProgram builds the repository's package pkg (e.g. ./test/e2e/podclient)
+// as a static binary named name in dir, for running inside pod namespaces.
+func BuildProgram(dir, name, pkg string) (string, error) {
+	root, err := chart.RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command("go", "build", "-o", bin, "./test/e2e/podclient")
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("harness: building the pod client: %w: %s", err, out)
+		return "", fmt.Errorf("harness: building %s: %w: %s", pkg, err, out)
 	}
 	return bin, nil
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("harness: no go.mod above %s", dir)
-		}
-		dir = parent
-	}
 }
 
 func lastLines(s string, n int) string {

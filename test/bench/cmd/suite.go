@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -100,36 +99,7 @@ func newSuite(cfg config) (*suite, error) {
 
 // buildLoadgen builds test/bench/loadgen into dir.
 func buildLoadgen(dir string) (string, error) {
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "loadgen")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./test/bench/loadgen")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the load generator: %w: %s", err, out)
-	}
-	return bin, nil
-}
-
-// repoRoot is the directory holding go.mod, above the working directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above %s: run the benchmarks from the repository (make bench)", dir)
-		}
-		dir = parent
-	}
+	return harness.BuildProgram(dir, "loadgen", "./test/bench/loadgen")
 }
 
 func (s *suite) logf(format string, args ...any) {
