@@ -9,9 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -580,28 +578,7 @@ func (d *driver) churnLoop(ctx context.Context, every time.Duration) {
 
 // buildClient compiles the load client once.
 func buildClient(dir string) (string, error) {
-	root, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(root)
-		if parent == root {
-			return "", errors.New("soak: run from inside the repository (no go.mod above the working directory)")
-		}
-		root = parent
-	}
-	bin := filepath.Join(dir, "loadclient")
-	cmd := exec.Command("go", "build", "-o", bin, "./test/soak/loadclient")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("soak: building the load client: %w: %s", err, out)
-	}
-	return bin, nil
+	return harness.BuildProgram(dir, "loadclient", "./test/soak/loadclient")
 }
 
 // slowPod creates the pod the slowloris runs from (no role; it never gets one).
