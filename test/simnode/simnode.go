@@ -113,6 +113,9 @@ type Node struct {
 	pods map[string]*Pod
 	// nextHost is the next free host number in the pod subnet.
 	nextHost int
+	// nextVeth numbers node-side veths; never reused, so a removed pod's
+	// name cannot collide with a new one.
+	nextVeth int
 }
 
 // Setup builds the node's interfaces in the current (node) namespace. It must
@@ -174,7 +177,8 @@ func (n *Node) AddPod(name string, ip netip.Addr, hostVeth string) (*Pod, error)
 		ip = netip.AddrFrom4([4]byte{10, 200, 0, byte(n.nextHost)})
 		n.nextHost++
 	}
-	idx := len(n.pods)
+	idx := n.nextVeth
+	n.nextVeth++
 	n.mu.Unlock()
 	if hostVeth == "" {
 		hostVeth = fmt.Sprintf("veth%04x", idx)

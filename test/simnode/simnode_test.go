@@ -66,4 +66,8 @@ func TestPodsReachTheNode(t *testing.T) {
 	if _, err := os.Stat("/var/run/netns/" + bridged.Netns); !os.IsNotExist(err) {
 		t.Fatalf("removed pod's namespace still exists: %v", err)
 	}
+	// A pod added after a removal gets a fresh veth name.
+	if _, err := node.AddPod("c", netip.Addr{}, ""); err != nil {
+		t.Fatalf("adding a pod after a removal: %v", err)
+	}
 }
