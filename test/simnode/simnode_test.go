@@ -60,6 +60,10 @@ func TestPodsReachTheNode(t *testing.T) {
 			t.Fatalf("pod %s: server saw %q, want source %s", p.Name, out, p.IP)
 		}
 	}
+	// Another auto-named pod, so a reused name after the removal would collide.
+	if _, err := node.AddPod("d", netip.Addr{}, ""); err != nil {
+		t.Fatal(err)
+	}
 	if err := node.RemovePod("a"); err != nil {
 		t.Fatal(err)
 	}
