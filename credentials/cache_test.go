@@ -157,7 +157,9 @@ func TestCacheKeepsRequestsThatDifferOnlyInTagsApart(t *testing.T) {
 }
 
 func TestCacheRefreshesOnlyTrackedKeysAheadOfExpiry(t *testing.T) {
-	env := newCacheEnv(t, func(o *CacheOptions) { o.EvictAfter = 3 * time.Minute })
+	// Eviction comes after the 9-minute step below, so the on-demand key's
+	// keep-alive Get cannot race the refresher's eviction of it.
+	env := newCacheEnv(t, func(o *CacheOptions) { o.EvictAfter = 12 * time.Minute })
 	env.run(t)
 	tracked := podReq(appRoleARN, "ns", "tracked")
 	onDemand := podReq(appRoleARN, "ns", "on-demand")
@@ -188,7 +190,7 @@ func TestCacheRefreshesOnlyTrackedKeysAheadOfExpiry(t *testing.T) {
 
 	// Untracked and past the grace period: evicted, and never refreshed again.
 	env.cache.Untrack("uid-tracked")
-	env.clock.Step(3*time.Minute + time.Second)
+	env.clock.Step(12*time.Minute + time.Second)
 	eventually(t, "both keys are evicted", func() bool { return env.cache.Stats().Entries == 0 })
 	env.clock.Step(30 * time.Minute)
 	consistently(t, "an evicted key is not refreshed", 100*time.Millisecond, func() bool { return env.calls() == 3 })
