@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kube2ra/kube2ra/test/bench"
+	"github.com/kube2ra/kube2ra/test/harness"
 	"github.com/kube2ra/kube2ra/test/simnode"
 )
 
@@ -25,16 +26,11 @@ func buildSymbolBinary(dir string) (string, error) {
 	if _, err := exec.LookPath("perf"); err != nil {
 		return "", fmt.Errorf("BENCH_PROFILE needs perf: apt-get install linux-perf")
 	}
-	bin, err := filepath.Abs(filepath.Join(dir, "kube2ra-symbols"))
+	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/kube2ra")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the agent with symbols: %w: %s", err, out)
-	}
-	return bin, nil
+	return harness.BuildProgram(abs, "kube2ra-symbols", "./cmd/kube2ra")
 }
 
 // profileCredRoute samples the whole agent process (user and kernel
