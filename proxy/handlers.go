@@ -165,7 +165,7 @@ func (s *Server) handleCredentials(w http.ResponseWriter, r *http.Request) {
 	if updated.IsZero() {
 		updated = s.clock.Now()
 	}
-	body, err := json.Marshal(imdsCredentials{
+	writeDocument(w, info, "the credential document", imdsCredentials{
 		Code:            "Success",
 		LastUpdated:     updated.UTC().Format(imdsTimeLayout),
 		Type:            "AWS-HMAC",
@@ -174,12 +174,23 @@ func (s *Server) handleCredentials(w http.ResponseWriter, r *http.Request) {
 		Token:           creds.SessionToken,
 		Expiration:      creds.Expiration.UTC().Format(imdsTimeLayout),
 	})
+}
+
+// writeDocument answers 200 with doc as JSON, served as text/plain like
+// IMDS does, or 500 (with the reason in the request's log) if it cannot be
+// encoded.
+func writeDocument(w http.ResponseWriter, info *requestInfo, what string, doc any) {
+	body, err := json.Marshal(doc)
 	if err != nil {
-		info.err = fmt.Errorf("encoding the credential document failed: %w", err)
+		info.err = fmt.Errorf("encoding %s failed: %w", what, err)
 		writeStatus(w, http.StatusInternalServerError)
 		return
 	}
-	writeText(w, http.StatusOK, string(body))
+	h := w.Header()
+	h.Set("Content-Type", "text/plain")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
 }
 
 // credentialErrorStatus maps a credential failure to what SDKs handle
@@ -236,18 +247,12 @@ func (s *Server) handleIAMInfo(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, info, http.StatusNotFound, string(k8s.DeniedInvalidRole))
 		return
 	}
-	body, err := json.Marshal(iamInfo{
+	writeDocument(w, info, "iam/info", iamInfo{
 		Code:               "Success",
 		LastUpdated:        s.clock.Now().UTC().Format(imdsTimeLayout),
 		InstanceProfileArn: profileARN,
 		InstanceProfileID:  instanceProfileID(profileARN),
 	})
-	if err != nil {
-		info.err = fmt.Errorf("encoding iam/info failed: %w", err)
-		writeStatus(w, http.StatusInternalServerError)
-		return
-	}
-	writeText(w, http.StatusOK, string(body))
 }
 
 // instanceProfileARN turns arn:P:iam::A:role/path/name into
