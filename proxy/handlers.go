@@ -13,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
-
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/k8s"
 )
@@ -123,32 +121,25 @@ func (s *Server) handleCredentialsList(w http.ResponseWriter, r *http.Request) {
 	writeText(w, http.StatusOK, role.Name)
 }
 
-// imdsCredentials is the IMDS credential document, fields in IMDS's order.
-type imdsCredentials struct {
-	Code            string `json:"Code"`
-	LastUpdated     string `json:"LastUpdated"`
-	Type            string `json:"Type"`
-	AccessKeyID     string `json:"AccessKeyId"`
-	SecretAccessKey string `json:"SecretAccessKey"`
-	Token           string `json:"Token"`
-	Expiration      string `json:"Expiration"`
-}
-
-// handleCredentials answers iam/security-credentials/{name}, only for the
-// pod's own role name.
-func (s *Server) handleCredentials(w http.ResponseWriter, r *http.Request) {
-	info := requestInfoFrom(r.Context())
+// serveCredentials answers iam/security-credentials/<name>, only for the
+// pod's own role name. It is the hot route (SDKs read it on every refresh
+// and many read it far more often), so ServeHTTP calls it before the
+// router, and a credential already served is answered from its encoded
+// document.
+func (s *Server) serveCredentials(ctx context.Context, w http.ResponseWriter, info *requestInfo, name string) {
 	info.route = routeCredentials
-	pod, role, ok := s.identify(w, r, info)
-	if !ok {
+	pod, role, status, reason, err := s.lookupRole(ctx, info)
+	if status != 0 {
+		info.err = err
+		s.deny(w, info, status, reason)
 		return
 	}
-	if name := mux.Vars(r)["name"]; name != role.Name {
+	if name != role.Name {
 		info.err = fmt.Errorf("asked for role name %q, the pod's role is %q", name, role.Name)
 		s.deny(w, info, http.StatusNotFound, reasonRoleNameMismatch)
 		return
 	}
-	creds, err := s.creds.GetCredentials(r.Context(), pod, role)
+	creds, err := s.creds.GetCredentials(ctx, pod, role)
 	if err != nil {
 		status := credentialErrorStatus(err)
 		info.err = err
@@ -161,19 +152,15 @@ func (s *Server) handleCredentials(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusInternalServerError)
 		return
 	}
-	updated := creds.LastUpdated
-	if updated.IsZero() {
-		updated = s.clock.Now()
+	body, first, err := s.docs.document(creds, pod.UID)
+	if err != nil {
+		info.err = err
+		writeStatus(w, http.StatusInternalServerError)
+		return
 	}
-	writeDocument(w, info, "the credential document", imdsCredentials{
-		Code:            "Success",
-		LastUpdated:     updated.UTC().Format(imdsTimeLayout),
-		Type:            "AWS-HMAC",
-		AccessKeyID:     creds.AccessKeyID,
-		SecretAccessKey: creds.SecretAccessKey,
-		Token:           creds.SessionToken,
-		Expiration:      creds.Expiration.UTC().Format(imdsTimeLayout),
-	})
+	info.accessKeyID, info.expiration = creds.AccessKeyID, creds.Expiration
+	info.routine = !first
+	writeBody(w, body)
 }
 
 // writeDocument answers 200 with doc as JSON, served as text/plain like
@@ -186,6 +173,11 @@ func writeDocument(w http.ResponseWriter, info *requestInfo, what string, doc an
 		writeStatus(w, http.StatusInternalServerError)
 		return
 	}
+	writeBody(w, body)
+}
+
+// writeBody answers 200 with body, served as text/plain like IMDS does.
+func writeBody(w http.ResponseWriter, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain")
 	h.Set("Content-Length", strconv.Itoa(len(body)))

@@ -39,6 +39,15 @@ func (c canonicalPath) routePath() string {
 	return strings.TrimSuffix(c.raw, "/")
 }
 
+// credentialName is <name> when the path is
+// <version>/meta-data/iam/security-credentials/<name>[/].
+func (c canonicalPath) credentialName() (string, bool) {
+	if len(c.segs) != 4 || c.segs[0] != "meta-data" || c.segs[1] != "iam" || c.segs[2] != "security-credentials" || c.segs[3] == "" {
+		return "", false
+	}
+	return c.segs[3], true
+}
+
 // rel is the version-relative path without a trailing slash ("" for the version root).
 func (c canonicalPath) rel() string { return strings.Join(c.segs, "/") }
 

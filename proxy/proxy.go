@@ -118,7 +118,8 @@ type Options struct {
 	MaxHeaderBytes int
 	// ShutdownTimeout bounds a graceful shutdown; default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
-	// Logger receives one line per request; default discards.
+	// Logger receives one line per request (repeat reads of a credential a
+	// pod already has at debug); default discards.
 	Logger logrus.FieldLogger
 	// Registerer gets the proxy's metrics; nil keeps them unregistered.
 	Registerer prometheus.Registerer
@@ -154,8 +155,13 @@ type Server struct {
 	log logrus.FieldLogger
 	// clock tells time.
 	clock clock.PassiveClock
-	// router dispatches canonical requests.
+	// router dispatches canonical requests (but the credential route).
 	router *mux.Router
+	// docs caches encoded credential documents and who got them.
+	docs *credentialDocs
+	// logs reports whether the logger writes a level, so a line nobody
+	// keeps is never built.
+	logs func(logrus.Level) bool
 	// listener runs the HTTP server.
 	listener *httpListener
 }
@@ -256,6 +262,8 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		metrics:        m,
 		log:            opts.Logger,
 		clock:          opts.Clock,
+		docs:           newCredentialDocs(opts.Clock),
+		logs:           levelEnabled(opts.Logger),
 	}
 	if opts.RateLimit > 0 {
 		s.limiter = newIPRateLimiter(opts.RateLimit, opts.RateLimitBurst, opts.Clock)
@@ -291,7 +299,7 @@ func (s *Server) newRouter() *mux.Router {
 	r.HandleFunc(v+"/api/token", s.handleMethodNotAllowed)
 	get := []string{http.MethodGet, http.MethodHead}
 	r.HandleFunc(v+"/meta-data/iam/security-credentials", s.handleCredentialsList).Methods(get...)
-	r.HandleFunc(v+"/meta-data/iam/security-credentials/{name}", s.handleCredentials).Methods(get...)
+	// iam/security-credentials/<name> never gets here: ServeHTTP answers it.
 	r.HandleFunc(v+"/meta-data/iam/info", s.handleIAMInfo).Methods(get...)
 	r.HandleFunc(v+"/meta-data/iam", s.handleIAMList).Methods(get...)
 	// Anything else under iam/ is not IMDS's and never reaches pass-through.
@@ -350,7 +358,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.deny(sw, info, http.StatusRequestEntityTooLarge, "BodyTooLarge")
 		return
 	}
-	if r.Body != nil {
+	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(sw, r.Body, maxBodyBytes)
 	}
 
@@ -386,6 +394,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 	defer cancel()
+	if name, ok := c.credentialName(); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		s.serveCredentials(ctx, sw, info, name)
+		return
+	}
 	ctx = context.WithValue(ctx, infoKey{}, info)
 	r2 := r.WithContext(ctx)
 	u := *r.URL
@@ -419,6 +431,23 @@ func (s *Server) finish(sw *statusWriter, r *http.Request, info *requestInfo, st
 	s.metrics.requests.WithLabelValues(info.route, strconv.Itoa(status)).Inc()
 	s.metrics.duration.WithLabelValues(info.route).Observe(elapsed.Seconds())
 
+	level, msg := logrus.InfoLevel, "metadata request"
+	switch {
+	case status >= http.StatusInternalServerError:
+		level, msg = logrus.ErrorLevel, "metadata request failed"
+	case info.reason != "":
+		level, msg = logrus.WarnLevel, "metadata request refused"
+	case info.routine:
+		// A credential this pod has already been served: SDKs re-read it
+		// often, and a line each time costs more than the answer. The
+		// first serving of each credential to each pod is at info.
+		level = logrus.DebugLevel
+	case info.accessKeyID != "":
+		msg = "credentials served to pod"
+	}
+	if !s.logs(level) {
+		return
+	}
 	path := r.RequestURI
 	if len(path) > maxLoggedPathLen {
 		path = path[:maxLoggedPathLen] + "..."
@@ -442,17 +471,28 @@ func (s *Server) finish(sw *statusWriter, r *http.Request, info *requestInfo, st
 	if info.reason != "" {
 		fields["reason"] = info.reason
 	}
+	if info.accessKeyID != "" {
+		// The key ID is not a secret (CloudTrail records it); it ties the
+		// pod to what it did with the credentials.
+		fields["access_key_id"] = info.accessKeyID
+		fields["expiration"] = info.expiration.UTC().Format(time.RFC3339)
+	}
 	entry := s.log.WithFields(fields)
 	if info.err != nil {
 		entry = entry.WithError(info.err)
 	}
-	switch {
-	case status >= http.StatusInternalServerError:
-		entry.Error("metadata request failed")
-	case info.reason != "":
-		entry.Warn("metadata request refused")
+	entry.Log(level, msg)
+}
+
+// levelEnabled tells which levels l writes; unknown loggers write all.
+func levelEnabled(l logrus.FieldLogger) func(logrus.Level) bool {
+	switch l := l.(type) {
+	case *logrus.Logger:
+		return l.IsLevelEnabled
+	case *logrus.Entry:
+		return l.Logger.IsLevelEnabled
 	default:
-		entry.Info("metadata request")
+		return func(logrus.Level) bool { return true }
 	}
 }
 
@@ -522,6 +562,12 @@ type requestInfo struct {
 	log logrus.FieldLogger
 	// imdsv2 is true when the request carried a valid session token.
 	imdsv2 bool
+	// accessKeyID is the key ID of the credentials served, if any.
+	accessKeyID string
+	// expiration is when the served credentials expire.
+	expiration time.Time
+	// routine is true for credentials this pod had been served before.
+	routine bool
 }
 
 // infoKey is the context key of *requestInfo.
@@ -533,27 +579,6 @@ func requestInfoFrom(ctx context.Context) *requestInfo {
 		return info
 	}
 	return &requestInfo{}
-}
-
-// LoggerFrom returns the logger of the request that ctx belongs to, with
-// its fields (client IP, path, and pod and role once known), for the
-// PodFinder, RoleResolver and CredentialGetter to log with. Outside a
-// request it returns a logger that discards.
-func LoggerFrom(ctx context.Context) logrus.FieldLogger {
-	info, ok := ctx.Value(infoKey{}).(*requestInfo)
-	if !ok || info.log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		return l
-	}
-	fields := logrus.Fields{"client_ip": info.ip.String(), "path": info.path.raw}
-	if info.pod != nil {
-		fields["pod"], fields["namespace"] = info.pod.Name, info.pod.Namespace
-	}
-	if info.role != "" {
-		fields["role"] = info.role
-	}
-	return info.log.WithFields(fields)
 }
 
 // serverErrorLog sends net/http's own complaints (accept errors, broken

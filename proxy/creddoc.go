@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/credentials"
+)
+
+// maxCredentialDocs bounds the document cache. A node holds one credential
+// per pod and role (a few hundred at most); past this, something is wrong
+// and the cache starts over rather than grow.
+const maxCredentialDocs = 4096
+
+// credentialDocs keeps the encoded IMDS document of every credential the
+// proxy has served, and the pods it has served each one to. A repeated
+// read is then a lookup and a write, not an encoding; and the first time a
+// pod receives a credential can be told from the hundreds of reads an SDK
+// makes of the same one (the first is logged at info, repeats at debug).
+type credentialDocs struct {
+	// clock tells when a document's credential has expired.
+	clock clock.PassiveClock
+	// mu guards byKey and each document's pods.
+	mu sync.RWMutex
+	// byKey holds documents by access key ID.
+	byKey map[string]*credentialDoc
+}
+
+// credentialDoc is one encoded credential document.
+type credentialDoc struct {
+	// creds are the credentials body encodes; a hit must match them all.
+	creds credentials.Credentials
+	// body is the IMDS JSON document.
+	body []byte
+	// pods are the pods this credential has been served to.
+	pods map[types.UID]struct{}
+}
+
+func newCredentialDocs(c clock.PassiveClock) *credentialDocs {
+	return &credentialDocs{clock: c, byKey: map[string]*credentialDoc{}}
+}
+
+// document returns the IMDS document for creds and whether pod is
+// receiving this credential for the first time. creds must be complete
+// (the caller checks); without LastUpdated, the first encoding stamps it.
+func (d *credentialDocs) document(creds credentials.Credentials, pod types.UID) (body []byte, first bool, err error) {
+	d.mu.RLock()
+	doc := d.byKey[creds.AccessKeyID]
+	if doc != nil && sameCredentials(doc.creds, creds) {
+		_, seen := doc.pods[pod]
+		d.mu.RUnlock()
+		if seen {
+			return doc.body, false, nil
+		}
+		d.mu.Lock()
+		doc.pods[pod] = struct{}{}
+		d.mu.Unlock()
+		return doc.body, true, nil
+	}
+	d.mu.RUnlock()
+
+	asked := creds
+	if creds.LastUpdated.IsZero() {
+		creds.LastUpdated = d.clock.Now()
+	}
+	body, err = encodeCredentials(creds)
+	if err != nil {
+		return nil, false, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.sweepLocked()
+	if old := d.byKey[creds.AccessKeyID]; old != nil && sameCredentials(old.creds, asked) {
+		// Another request encoded it meanwhile.
+		_, seen := old.pods[pod]
+		old.pods[pod] = struct{}{}
+		return old.body, !seen, nil
+	}
+	d.byKey[creds.AccessKeyID] = &credentialDoc{creds: creds, body: body, pods: map[types.UID]struct{}{pod: {}}}
+	return body, true, nil
+}
+
+// sweepLocked drops documents whose credentials have expired, and starts
+// over when the cache is still full after that.
+func (d *credentialDocs) sweepLocked() {
+	if len(d.byKey) < maxCredentialDocs/4 {
+		return
+	}
+	now := d.clock.Now()
+	for k, doc := range d.byKey {
+		if !doc.creds.Expiration.After(now) {
+			delete(d.byKey, k)
+		}
+	}
+	if len(d.byKey) >= maxCredentialDocs {
+		clear(d.byKey)
+	}
+}
+
+// sameCredentials reports whether the cached credential has the same
+// fields as the asked one (a refreshed credential under a reused key ID is
+// a new document). An asked credential without LastUpdated matches the
+// stamp the cached one got.
+func sameCredentials(cached, asked credentials.Credentials) bool {
+	return cached.AccessKeyID == asked.AccessKeyID && cached.SecretAccessKey == asked.SecretAccessKey &&
+		cached.SessionToken == asked.SessionToken && cached.Expiration.Equal(asked.Expiration) &&
+		(asked.LastUpdated.IsZero() || cached.LastUpdated.Equal(asked.LastUpdated))
+}
+
+// imdsCredentials is the IMDS credential document, fields in IMDS's order.
+type imdsCredentials struct {
+	Code            string `json:"Code"`
+	LastUpdated     string `json:"LastUpdated"`
+	Type            string `json:"Type"`
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	Token           string `json:"Token"`
+	Expiration      string `json:"Expiration"`
+}
+
+// encodeCredentials renders creds as IMDS does.
+func encodeCredentials(creds credentials.Credentials) ([]byte, error) {
+	body, err := json.Marshal(imdsCredentials{
+		Code:            "Success",
+		LastUpdated:     creds.LastUpdated.UTC().Format(imdsTimeLayout),
+		Type:            "AWS-HMAC",
+		AccessKeyID:     creds.AccessKeyID,
+		SecretAccessKey: creds.SecretAccessKey,
+		Token:           creds.SessionToken,
+		Expiration:      creds.Expiration.UTC().Format(imdsTimeLayout),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encoding the credential document failed: %w", err)
+	}
+	return body, nil
+}
