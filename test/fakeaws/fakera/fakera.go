@@ -20,7 +20,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/big"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +29,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/test/fakeaws/faults"
 )
 
 // TrustAnchor is a Roles Anywhere trust anchor: an ARN and the CA
@@ -159,6 +160,11 @@ type Server struct {
 	logger logrus.FieldLogger
 	// onIssue is called for each issued session.
 	onIssue func(Issued)
+	// Knobs make the fake slow, unreachable, or answer 500
+	// InternalServerException or 429 ThrottlingException.
+	faults.Knobs
+	// injector applies the knobs to each request and counts their faults.
+	injector *faults.Injector
 
 	// mu guards everything below.
 	mu sync.Mutex
@@ -172,18 +178,6 @@ type Server struct {
 	accepted []Accepted
 	// stats counts outcomes.
 	stats Stats
-	// latency delays every answer.
-	latency time.Duration
-	// failPercent is the share of requests answered 500.
-	failPercent int
-	// failNext is how many next requests are answered 500.
-	failNext int
-	// throttlePercent is the share of requests answered 429.
-	throttlePercent int
-	// throttleNext is how many next requests are answered 429.
-	throttleNext int
-	// outage drops every connection without an answer.
-	outage bool
 	// test is the loopback server started by Start, nil otherwise.
 	test *httptest.Server
 	// servers are the servers started by Serve.
@@ -208,7 +202,16 @@ func New(opts Options) (*Server, error) {
 		anchors:  map[string]*anchor{},
 		profiles: map[string]Profile{},
 		issued:   map[string]Issued{},
+		injector: faults.New(faults.Options{
+			FailAnswer: func(w http.ResponseWriter) {
+				writeError(w, &apiError{http.StatusInternalServerError, "InternalServerException", "An internal error occurred."})
+			},
+			ThrottleAnswer: func(w http.ResponseWriter) {
+				writeError(w, &apiError{http.StatusTooManyRequests, "ThrottlingException", "Rate exceeded"})
+			},
+		}),
 	}
+	s.Knobs = s.injector
 	if s.clock == nil {
 		s.clock = clock.RealClock{}
 	}
@@ -339,55 +342,14 @@ func (s *Server) AddProfile(p Profile) error {
 	return nil
 }
 
-// SetLatency delays every answer by d (real time; the request's context
-// still cancels the wait).
-func (s *Server) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latency = d
-}
-
-// SetFailurePercent answers that share (0..100) of requests 500 InternalServerException.
-func (s *Server) SetFailurePercent(p int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failPercent = p
-}
-
-// FailNext answers the next n requests 500 InternalServerException.
-func (s *Server) FailNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failNext = n
-}
-
-// SetThrottlePercent answers that share (0..100) of requests 429 ThrottlingException.
-func (s *Server) SetThrottlePercent(p int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.throttlePercent = p
-}
-
-// ThrottleNext answers the next n requests 429 ThrottlingException.
-func (s *Server) ThrottleNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.throttleNext = n
-}
-
-// SetOutage drops every connection without an answer while on, as an
-// unreachable endpoint would.
-func (s *Server) SetOutage(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.outage = on
-}
-
 // Stats is a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	s.mu.Unlock()
+	c := s.injector.Counts()
+	st.Failed, st.Throttled, st.Dropped = c.Failed, c.Throttled, c.Dropped
+	return st
 }
 
 // Accepted lists the granted requests in order.
@@ -417,41 +379,11 @@ func (s *Server) WhoIs(accessKeyID string) (Identity, bool) {
 	return Identity{Account: is.Account, Arn: is.AssumedRoleARN, UserID: is.AssumedRoleID}, true
 }
 
-// fault is what the knobs decide for one request.
-type fault int
-
-const (
-	faultNone fault = iota
-	faultOutage
-	faultFail
-	faultThrottle
-)
-
-// countAndDecide counts the request and applies the knobs.
-func (s *Server) countAndDecide() (fault, time.Duration) {
+// countRequest counts a request before the knobs see it.
+func (s *Server) countRequest() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.Requests++
-	switch {
-	case s.outage:
-		s.stats.Dropped++
-		return faultOutage, 0
-	case s.failNext > 0:
-		s.failNext--
-		s.stats.Failed++
-		return faultFail, s.latency
-	case s.failPercent > 0 && mrand.IntN(100) < s.failPercent:
-		s.stats.Failed++
-		return faultFail, s.latency
-	case s.throttleNext > 0:
-		s.throttleNext--
-		s.stats.Throttled++
-		return faultThrottle, s.latency
-	case s.throttlePercent > 0 && mrand.IntN(100) < s.throttlePercent:
-		s.stats.Throttled++
-		return faultThrottle, s.latency
-	}
-	return faultNone, s.latency
 }
 
 // record counts an outcome of a verified or refused request.

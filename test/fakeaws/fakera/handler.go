@@ -86,26 +86,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the client went away
 	}
-	f, latency := s.countAndDecide()
-	if f == faultOutage {
-		dropConnection(w)
-		return
-	}
-	if latency > 0 {
-		t := time.NewTimer(latency)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	switch f {
-	case faultFail:
-		writeError(w, &apiError{http.StatusInternalServerError, "InternalServerException", "An internal error occurred."})
-		return
-	case faultThrottle:
-		writeError(w, &apiError{http.StatusTooManyRequests, "ThrottlingException", "Rate exceeded"})
+	s.countRequest()
+	if s.injector.Intercept(w, r) {
 		return
 	}
 	now := s.clock.Now()
@@ -528,18 +510,6 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	w.Header().Set("X-Amzn-Requestid", uuidFrom(e.message+time.Now().String()))
 	w.WriteHeader(e.status)
 	_, _ = w.Write(data)
-}
-
-// dropConnection closes the connection without an answer.
-func dropConnection(w http.ResponseWriter) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	if conn, _, err := hj.Hijack(); err == nil {
-		_ = conn.Close()
-	}
 }
 
 // uuidFrom derives a UUID-shaped string from s.

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/test/fakeaws/faults"
 )
 
 // DefaultRegion is the signing region the fake accepts when Options.Region
@@ -106,6 +107,11 @@ type Server struct {
 	clock clock.PassiveClock
 	// signingClock checks signature times.
 	signingClock clock.PassiveClock
+	// Knobs make the fake slow, unreachable, or answer 500 InternalFailure
+	// or 400 Throttling "Rate exceeded".
+	faults.Knobs
+	// injector applies the knobs to each request.
+	injector *faults.Injector
 
 	// mu guards everything below.
 	mu sync.Mutex
@@ -119,18 +125,6 @@ type Server struct {
 	calls map[string]int
 	// total counts all received requests.
 	total int
-	// latency delays every answer.
-	latency time.Duration
-	// failPercent is the share of requests answered 500.
-	failPercent int
-	// failNext is how many next requests are answered 500.
-	failNext int
-	// throttle answers every request 400 Throttling.
-	throttle bool
-	// throttleNext is how many next requests are answered 400 Throttling.
-	throttleNext int
-	// outage drops every connection without an answer.
-	outage bool
 	// test is the loopback server started by Start, nil otherwise.
 	test *httptest.Server
 	// servers are the servers started by Serve.
@@ -147,7 +141,16 @@ func New(opts Options) (*Server, error) {
 		roles:        map[string]Role{},
 		sessions:     map[string]*Session{},
 		calls:        map[string]int{},
+		injector: faults.New(faults.Options{
+			FailAnswer: func(w http.ResponseWriter) {
+				writeError(w, apiError{http.StatusInternalServerError, "InternalFailure", "The request processing has failed because of an unknown error, exception or failure."})
+			},
+			ThrottleAnswer: func(w http.ResponseWriter) {
+				writeError(w, apiError{http.StatusBadRequest, "Throttling", "Rate exceeded"})
+			},
+		}),
 	}
+	s.Knobs = s.injector
 	if s.region == "" {
 		s.region = DefaultRegion
 	}
@@ -252,48 +255,14 @@ func (s *Server) RemoveRole(arn string) {
 	delete(s.roles, arn)
 }
 
-// SetLatency delays every answer by d (real time; the request's context
-// still cancels the wait).
-func (s *Server) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latency = d
-}
-
-// SetFailurePercent answers that share (0..100) of requests 500 InternalFailure.
-func (s *Server) SetFailurePercent(p int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failPercent = p
-}
-
-// FailNext answers the next n requests 500 InternalFailure.
-func (s *Server) FailNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failNext = n
-}
-
-// SetThrottle answers every request 400 Throttling "Rate exceeded" while on.
+// SetThrottle answers every request 400 Throttling "Rate exceeded" while on
+// (SetThrottlePercent(100) and (0)).
 func (s *Server) SetThrottle(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.throttle = on
-}
-
-// ThrottleNext answers the next n requests 400 Throttling.
-func (s *Server) ThrottleNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.throttleNext = n
-}
-
-// SetOutage drops every connection without an answer while on, as an
-// unreachable endpoint would.
-func (s *Server) SetOutage(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.outage = on
+	p := 0
+	if on {
+		p = 100
+	}
+	s.injector.SetThrottlePercent(p)
 }
 
 // Calls is how many requests for action (AssumeRole, GetCallerIdentity, ...)
@@ -347,37 +316,12 @@ func (s *Server) Session(accessKeyID string) (Session, bool) {
 	return out, true
 }
 
-// fault is what the knobs decide for one request.
-type fault int
-
-const (
-	faultNone fault = iota
-	faultOutage
-	faultFail
-	faultThrottle
-)
-
-// countAndDecide counts the request and applies the knobs.
-func (s *Server) countAndDecide(action string) (fault, time.Duration) {
+// countCall counts a request for action before the knobs see it.
+func (s *Server) countCall(action string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls[action]++
 	s.total++
-	switch {
-	case s.outage:
-		return faultOutage, 0
-	case s.failNext > 0:
-		s.failNext--
-		return faultFail, s.latency
-	case s.failPercent > 0 && rand.IntN(100) < s.failPercent:
-		return faultFail, s.latency
-	case s.throttleNext > 0:
-		s.throttleNext--
-		return faultThrottle, s.latency
-	case s.throttle:
-		return faultThrottle, s.latency
-	}
-	return faultNone, s.latency
 }
 
 // caller is an authenticated request's identity.

@@ -67,26 +67,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	params, perr := requestParams(r, body)
 	action := params.Get("Action")
 
-	f, latency := s.countAndDecide(action)
-	if f == faultOutage {
-		dropConnection(w)
-		return
-	}
-	if latency > 0 {
-		t := time.NewTimer(latency)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	switch f {
-	case faultFail:
-		writeError(w, apiError{http.StatusInternalServerError, "InternalFailure", "The request processing has failed because of an unknown error, exception or failure."})
-		return
-	case faultThrottle:
-		writeError(w, apiError{http.StatusBadRequest, "Throttling", "Rate exceeded"})
+	s.countCall(action)
+	if s.injector.Intercept(w, r) {
 		return
 	}
 	if perr != nil {
@@ -139,19 +121,6 @@ func requestParams(r *http.Request, body []byte) (url.Values, *apiError) {
 		params[k] = append(params[k], vs...)
 	}
 	return params, nil
-}
-
-// dropConnection closes the connection without an answer.
-func dropConnection(w http.ResponseWriter) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	conn, _, err := hj.Hijack()
-	if err == nil {
-		_ = conn.Close()
-	}
 }
 
 // authenticate verifies the SigV4 Authorization header against the secret of
