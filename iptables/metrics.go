@@ -21,11 +21,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		restores: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kube2ra_iptables_restores_total",
-			Help: "Times the iptables monitor found kube2ra's DNAT rules missing or altered and restored them.",
+			Help: "Times the iptables monitor found kube2ra's DNAT or guard rules missing or altered and restored them.",
 		}),
 		present: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kube2ra_iptables_rules_present",
-			Help: "1 when kube2ra's DNAT rules were in place at the last check, else 0.",
+			Help: "1 when kube2ra's DNAT and guard rules were in place at the last check, else 0.",
 		}),
 	}
 	if reg == nil {

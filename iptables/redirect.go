@@ -41,8 +41,9 @@ type familyTable struct {
 	binary string
 }
 
-// Redirect is the real Rules: the KUBE2RA chain on this host, through the
-// iptables binary of the chosen backend, for IPv4 and optionally IPv6.
+// Redirect is the real Rules: the KUBE2RA chain (nat) and the KUBE2RA-GUARD
+// chain (filter) on this host, through the iptables binary of the chosen
+// backend, for IPv4 and optionally IPv6.
 type Redirect struct {
 	// backend is the iptables variant in use (nft or legacy, never auto).
 	backend Mode
@@ -185,8 +186,8 @@ func (r *Redirect) RulesPresent(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// Remove deletes every jump to KUBE2RA from PREROUTING and the chain, in
-// every family; it succeeds when none exist.
+// Remove deletes every jump to KUBE2RA and KUBE2RA-GUARD and the chains, in
+// every family, the DNAT before the guard; it succeeds when none exist.
 func (r *Redirect) Remove(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -201,70 +202,14 @@ func (r *Redirect) Remove(ctx context.Context) error {
 }
 
 func (r *Redirect) ensureFamily(ctx context.Context, ft familyTable) (bool, error) {
-	log := r.log.WithField("family", ft.family.name)
-	t := ft.table
 	changed := false
-
-	exists, err := t.ChainExists(string(TableNAT), string(ChainKube2ra))
-	if err != nil {
-		return false, ft.fail("checking whether chain KUBE2RA exists", err)
-	}
-	if !exists {
-		if err := step(ctx, func() error { return t.NewChain(string(TableNAT), string(ChainKube2ra)) }); err != nil {
-			return changed, ft.fail("creating chain KUBE2RA", err)
+	for _, oc := range ft.family.ownedChains(r.interfaces) {
+		c, err := r.ensureChain(ctx, ft, oc)
+		changed = changed || c
+		if err != nil {
+			return changed, err
 		}
-		changed = true
-		log.Info("created chain KUBE2RA in the nat table")
 	}
-
-	// The chain's rules: make before break, so the chain is never empty
-	// while a jump leads into it.
-	want := ft.family.dnatSpecs(r.interfaces)
-	have, err := listChain(t)
-	if err != nil {
-		return changed, ft.fail("listing chain KUBE2RA", err)
-	}
-	if !equalSpecs(have, want) {
-		for _, spec := range want {
-			if err := step(ctx, func() error { return t.Append(string(TableNAT), string(ChainKube2ra), spec...) }); err != nil {
-				return changed, ft.fail(fmt.Sprintf("appending %q", ruleLine(ChainKube2ra, spec)), err)
-			}
-			changed = true
-		}
-		for _, spec := range have {
-			if err := step(ctx, func() error { return t.Delete(string(TableNAT), string(ChainKube2ra), spec...) }); err != nil {
-				return changed, ft.fail(fmt.Sprintf("deleting stale %q", ruleLine(ChainKube2ra, spec)), err)
-			}
-		}
-		log.WithFields(logrus.Fields{"staleRules": len(have), "rules": len(want)}).Info("wrote the DNAT rules of chain KUBE2RA")
-	}
-
-	// The jump: exactly one, with the expected spec; others are removed
-	// only after the correct one is in place.
-	jumps, err := listJumps(t)
-	if err != nil {
-		return changed, ft.fail("listing chain PREROUTING", err)
-	}
-	wantJump := ft.family.jumpSpec()
-	keep := slices.IndexFunc(jumps, func(s []string) bool { return slices.Equal(s, wantJump) })
-	if keep < 0 {
-		if err := step(ctx, func() error { return t.Insert(string(TableNAT), string(ChainPrerouting), 1, wantJump...) }); err != nil {
-			return changed, ft.fail(fmt.Sprintf("inserting %q", ruleLine(ChainPrerouting, wantJump)), err)
-		}
-		changed = true
-		log.Info("inserted the jump from PREROUTING to KUBE2RA")
-	}
-	for i, spec := range jumps {
-		if i == keep {
-			continue
-		}
-		if err := step(ctx, func() error { return t.Delete(string(TableNAT), string(ChainPrerouting), spec...) }); err != nil {
-			return changed, ft.fail(fmt.Sprintf("deleting extra jump %q", ruleLine(ChainPrerouting, spec)), err)
-		}
-		changed = true
-		log.WithField("rule", ruleLine(ChainPrerouting, spec)).Info("deleted an extra jump to KUBE2RA")
-	}
-
 	if changed {
 		// Verify what iptables prints back: a difference here would make
 		// every later check fail and the monitor rewrite forever.
@@ -273,7 +218,79 @@ func (r *Redirect) ensureFamily(ctx context.Context, ft familyTable) (bool, erro
 			return changed, err
 		}
 		if problem != "" {
-			return changed, fmt.Errorf("%s rules written with %s still differ from the expected ones (%s): report this with the output of %s-save -t nat", ft.family.name, ft.binary, problem, ft.binary)
+			return changed, fmt.Errorf("%s rules written with %s still differ from the expected ones (%s): report this with the output of %s-save -t nat and %s-save -t filter", ft.family.name, ft.binary, problem, ft.binary, ft.binary)
+		}
+	}
+	return changed, nil
+}
+
+// ensureChain converges one owned chain and its jumps.
+func (r *Redirect) ensureChain(ctx context.Context, ft familyTable, oc ownedChain) (bool, error) {
+	log := r.log.WithFields(logrus.Fields{"family": ft.family.name, "table": oc.table})
+	t := ft.table
+	table, chain := string(oc.table), string(oc.chain)
+	changed := false
+
+	exists, err := t.ChainExists(table, chain)
+	if err != nil {
+		return false, ft.fail(oc.table, "checking whether chain "+chain+" exists", err)
+	}
+	if !exists {
+		if err := step(ctx, func() error { return t.NewChain(table, chain) }); err != nil {
+			return changed, ft.fail(oc.table, "creating chain "+chain, err)
+		}
+		changed = true
+		log.Infof("created chain %s in the %s table", chain, table)
+	}
+
+	// The chain's rules: make before break, so the chain is never empty
+	// while a jump leads into it.
+	have, err := listChain(t, oc.table, oc.chain)
+	if err != nil {
+		return changed, ft.fail(oc.table, "listing chain "+chain, err)
+	}
+	if !equalSpecs(have, oc.rules) {
+		for _, spec := range oc.rules {
+			if err := step(ctx, func() error { return t.Append(table, chain, spec...) }); err != nil {
+				return changed, ft.fail(oc.table, fmt.Sprintf("appending %q", ruleLine(oc.chain, spec)), err)
+			}
+			changed = true
+		}
+		for _, spec := range have {
+			if err := step(ctx, func() error { return t.Delete(table, chain, spec...) }); err != nil {
+				return changed, ft.fail(oc.table, fmt.Sprintf("deleting stale %q", ruleLine(oc.chain, spec)), err)
+			}
+		}
+		log.WithFields(logrus.Fields{"staleRules": len(have), "rules": len(oc.rules)}).Infof("wrote the %s rules of chain %s", oc.what, chain)
+	}
+
+	// The jumps: exactly one from each built-in chain, with the expected
+	// spec, inserted first so that an ACCEPT rule of a CNI plugin or of
+	// Docker does not decide before it; others are removed only after the
+	// correct one is in place. A correct jump found lower down is left
+	// there: moving it would fight agents that keep their own rule first.
+	for _, from := range oc.from {
+		jumps, err := listJumps(t, oc.table, from, oc.chain)
+		if err != nil {
+			return changed, ft.fail(oc.table, "listing chain "+string(from), err)
+		}
+		keep := slices.IndexFunc(jumps, func(s []string) bool { return slices.Equal(s, oc.jump) })
+		if keep < 0 {
+			if err := step(ctx, func() error { return t.Insert(table, string(from), 1, oc.jump...) }); err != nil {
+				return changed, ft.fail(oc.table, fmt.Sprintf("inserting %q", ruleLine(from, oc.jump)), err)
+			}
+			changed = true
+			log.Infof("inserted the jump from %s to %s", from, chain)
+		}
+		for i, spec := range jumps {
+			if i == keep {
+				continue
+			}
+			if err := step(ctx, func() error { return t.Delete(table, string(from), spec...) }); err != nil {
+				return changed, ft.fail(oc.table, fmt.Sprintf("deleting extra jump %q", ruleLine(from, spec)), err)
+			}
+			changed = true
+			log.WithField("rule", ruleLine(from, spec)).Infof("deleted an extra jump to %s", chain)
 		}
 	}
 	return changed, nil
@@ -282,62 +299,92 @@ func (r *Redirect) ensureFamily(ctx context.Context, ft familyTable) (bool, erro
 // checkFamily returns "" when the family's rules are exactly right, else a
 // description of the first difference.
 func (r *Redirect) checkFamily(ctx context.Context, ft familyTable) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	t := ft.table
-	exists, err := t.ChainExists(string(TableNAT), string(ChainKube2ra))
-	if err != nil {
-		return "", ft.fail("checking whether chain KUBE2RA exists", err)
-	}
-	if !exists {
-		return "chain KUBE2RA is missing", nil
-	}
-	have, err := listChain(t)
-	if err != nil {
-		return "", ft.fail("listing chain KUBE2RA", err)
-	}
-	if want := ft.family.dnatSpecs(r.interfaces); !equalSpecs(have, want) {
-		return fmt.Sprintf("chain KUBE2RA holds %q, want %q", specLines(ChainKube2ra, have), specLines(ChainKube2ra, want)), nil
-	}
-	jumps, err := listJumps(t)
-	if err != nil {
-		return "", ft.fail("listing chain PREROUTING", err)
-	}
-	if want := [][]string{ft.family.jumpSpec()}; !equalSpecs(jumps, want) {
-		return fmt.Sprintf("PREROUTING jumps to KUBE2RA with %q, want %q", specLines(ChainPrerouting, jumps), specLines(ChainPrerouting, want)), nil
+	for _, oc := range ft.family.ownedChains(r.interfaces) {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		problem, err := checkChain(ft, oc)
+		if problem != "" || err != nil {
+			return problem, err
+		}
 	}
 	return "", nil
 }
 
-// removeFamily deletes every jump to KUBE2RA, then the chain.
-func removeFamily(ctx context.Context, ft familyTable, log logrus.FieldLogger) error {
-	log = log.WithField("family", ft.family.name)
+// checkChain returns "" when one owned chain and its jumps are exactly
+// right, else a description of the first difference.
+func checkChain(ft familyTable, oc ownedChain) (string, error) {
 	t := ft.table
-	jumps, err := listJumps(t)
-	if isNotExist(err) {
-		return nil // no nat table: nothing of ours can exist
-	}
+	chain := string(oc.chain)
+	exists, err := t.ChainExists(string(oc.table), chain)
 	if err != nil {
-		return ft.fail("listing chain PREROUTING", err)
+		return "", ft.fail(oc.table, "checking whether chain "+chain+" exists", err)
 	}
-	for _, spec := range jumps {
-		if err := step(ctx, func() error { return t.Delete(string(TableNAT), string(ChainPrerouting), spec...) }); err != nil {
-			return ft.fail(fmt.Sprintf("deleting jump %q", ruleLine(ChainPrerouting, spec)), err)
+	if !exists {
+		return fmt.Sprintf("chain %s is missing from the %s table", chain, oc.table), nil
+	}
+	have, err := listChain(t, oc.table, oc.chain)
+	if err != nil {
+		return "", ft.fail(oc.table, "listing chain "+chain, err)
+	}
+	if !equalSpecs(have, oc.rules) {
+		return fmt.Sprintf("chain %s holds %q, want %q", chain, specLines(oc.chain, have), specLines(oc.chain, oc.rules)), nil
+	}
+	for _, from := range oc.from {
+		jumps, err := listJumps(t, oc.table, from, oc.chain)
+		if err != nil {
+			return "", ft.fail(oc.table, "listing chain "+string(from), err)
 		}
-		log.WithField("rule", ruleLine(ChainPrerouting, spec)).Info("deleted the jump to KUBE2RA")
+		if want := [][]string{oc.jump}; !equalSpecs(jumps, want) {
+			return fmt.Sprintf("%s jumps to %s with %q, want %q", from, chain, specLines(from, jumps), specLines(from, want)), nil
+		}
 	}
-	exists, err := t.ChainExists(string(TableNAT), string(ChainKube2ra))
+	return "", nil
+}
+
+// removeFamily deletes the family's chains and the jumps into them, in the
+// reverse of the installation order (see ownedChains).
+func removeFamily(ctx context.Context, ft familyTable, log logrus.FieldLogger) error {
+	owned := ft.family.ownedChains(nil)
+	for i := len(owned) - 1; i >= 0; i-- {
+		if err := removeChain(ctx, ft, owned[i], log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeChain deletes every jump into one owned chain, then the chain.
+func removeChain(ctx context.Context, ft familyTable, oc ownedChain, log logrus.FieldLogger) error {
+	log = log.WithFields(logrus.Fields{"family": ft.family.name, "table": oc.table})
+	t := ft.table
+	table, chain := string(oc.table), string(oc.chain)
+	for _, from := range oc.from {
+		jumps, err := listJumps(t, oc.table, from, oc.chain)
+		if isNotExist(err) {
+			return nil // no such table: nothing of ours can exist in it
+		}
+		if err != nil {
+			return ft.fail(oc.table, "listing chain "+string(from), err)
+		}
+		for _, spec := range jumps {
+			if err := step(ctx, func() error { return t.Delete(table, string(from), spec...) }); err != nil {
+				return ft.fail(oc.table, fmt.Sprintf("deleting jump %q", ruleLine(from, spec)), err)
+			}
+			log.WithField("rule", ruleLine(from, spec)).Infof("deleted the jump to %s", chain)
+		}
+	}
+	exists, err := t.ChainExists(table, chain)
 	if err != nil && !isNotExist(err) {
-		return ft.fail("checking whether chain KUBE2RA exists", err)
+		return ft.fail(oc.table, "checking whether chain "+chain+" exists", err)
 	}
 	if !exists {
 		return nil
 	}
-	if err := step(ctx, func() error { return t.ClearAndDeleteChain(string(TableNAT), string(ChainKube2ra)) }); err != nil {
-		return ft.fail("deleting chain KUBE2RA (another rule outside PREROUTING may still jump to it)", err)
+	if err := step(ctx, func() error { return t.ClearAndDeleteChain(table, chain) }); err != nil {
+		return ft.fail(oc.table, fmt.Sprintf("deleting chain %s (a rule outside %s may still jump to it)", chain, joinChains(oc.from)), err)
 	}
-	log.Info("deleted chain KUBE2RA")
+	log.Infof("deleted chain %s", chain)
 	return nil
 }
 
@@ -350,40 +397,45 @@ func step(ctx context.Context, cmd func() error) error {
 }
 
 // fail wraps an iptables error with what was attempted and the usual fix.
-func (ft familyTable) fail(what string, err error) error {
+func (ft familyTable) fail(table Table, what string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s (%s, %s) stopped: %w", what, ft.family.name, ft.binary, err)
 	}
-	return fmt.Errorf("%s in the %s nat table with %s failed: %w (kube2ra needs CAP_NET_ADMIN in the host network namespace and the host's /run/xtables.lock)", what, ft.family.name, ft.binary, err)
+	return fmt.Errorf("%s in the %s %s table with %s failed: %w (kube2ra needs CAP_NET_ADMIN in the host network namespace and the host's /run/xtables.lock)", what, ft.family.name, table, ft.binary, err)
 }
 
-// listChain returns the rule specs of KUBE2RA.
-func listChain(t ruleTable) ([][]string, error) {
-	lines, err := t.List(string(TableNAT), string(ChainKube2ra))
+// listChain returns the rule specs of one chain.
+func listChain(t ruleTable, table Table, chain Chain) ([][]string, error) {
+	lines, err := t.List(string(table), string(chain))
 	if err != nil {
 		return nil, err
 	}
-	return parseRules(lines, ChainKube2ra)
+	return parseRules(lines, chain)
 }
 
-// listJumps returns the specs of the PREROUTING rules that lead to KUBE2RA,
-// in chain order; other rules there are not ours and are left alone.
-func listJumps(t ruleTable) ([][]string, error) {
-	lines, err := t.List(string(TableNAT), string(ChainPrerouting))
-	if err != nil {
-		return nil, err
-	}
-	rules, err := parseRules(lines, ChainPrerouting)
+// listJumps returns the specs of the rules in from that lead to chain, in
+// order; other rules there are not ours and are left alone.
+func listJumps(t ruleTable, table Table, from, chain Chain) ([][]string, error) {
+	rules, err := listChain(t, table, from)
 	if err != nil {
 		return nil, err
 	}
 	var jumps [][]string
 	for _, spec := range rules {
-		if jumpsTo(spec, ChainKube2ra) {
+		if jumpsTo(spec, chain) {
 			jumps = append(jumps, spec)
 		}
 	}
 	return jumps, nil
+}
+
+// joinChains lists chain names for a message.
+func joinChains(chains []Chain) string {
+	names := make([]string, len(chains))
+	for i, c := range chains {
+		names[i] = string(c)
+	}
+	return strings.Join(names, " and ")
 }
 
 // parseRules keeps the -A lines of chain from iptables -S output.

@@ -1,8 +1,16 @@
-// Package iptables redirects pods' instance metadata traffic to kube2ra.
+// Package iptables redirects pods' instance metadata traffic to kube2ra and
+// refuses what escapes the redirect.
 //
-// It owns one chain, KUBE2RA, in the nat table, reached by exactly one jump
-// from PREROUTING for 169.254.169.254:80 (and fd00:ec2::254:80 with IPv6).
-// The chain holds one DNAT rule per --host-interface entry, to HOST_IP:port.
+// It owns two chains per IP family. KUBE2RA in the nat table, reached by
+// exactly one jump from PREROUTING for 169.254.169.254:80 (fd00:ec2::254:80
+// with IPv6), holds one DNAT rule per --host-interface entry, to
+// HOST_IP:port. KUBE2RA-GUARD in the filter table, reached by exactly one
+// jump from INPUT and one from FORWARD for the same address and port, holds
+// one REJECT rule per entry: a DNATed packet's destination is HOST_IP:port,
+// so the guard only ever meets pod traffic that was not redirected (someone
+// flushed the nat table) and refuses it instead of letting it reach the
+// node's metadata service. A flushed nat table thus fails closed.
+//
 // Every verb is idempotent: EnsureRules converges any state (nothing, a
 // half-installed chain, stale rules from another configuration, duplicate
 // jumps) to exactly one correct set, and Remove succeeds when nothing exists.
@@ -10,10 +18,11 @@
 // Atomicity: go-iptables runs one iptables command per change and cannot
 // drive iptables-restore, so a rewrite is make-before-break instead of one
 // transaction: the correct rules are appended behind the stale ones before
-// the stale ones are deleted, and the jump is only added once the chain is
+// the stale ones are deleted, and a jump is only added once its chain is
 // complete. At no moment does a pod's packet for the metadata address find
-// an empty KUBE2RA chain and fall through to the real metadata service;
-// during a rewrite it may still meet a stale DNAT, which fails closed.
+// an empty chain and fall through to the real metadata service; during a
+// rewrite it may still meet a stale rule, which fails closed. The guard is
+// installed before the DNAT and removed after it (see ownedChains).
 //
 // Commands take the xtables lock with --wait and a bounded timeout; the
 // DaemonSet must mount the host's /run/xtables.lock so the lock is shared.
@@ -23,6 +32,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -38,14 +48,25 @@ type Chain string
 const (
 	// TableNAT holds the DNAT.
 	TableNAT Table = "nat"
-	// ChainPrerouting is the built-in chain the jump lives in.
+	// TableFilter holds the guard.
+	TableFilter Table = "filter"
+	// ChainPrerouting is the built-in chain the jump to the DNAT lives in.
 	ChainPrerouting Chain = "PREROUTING"
-	// ChainKube2ra is kube2ra's own chain.
+	// ChainInput is where the guard meets pod packets for a metadata
+	// address that is local to the node.
+	ChainInput Chain = "INPUT"
+	// ChainForward is where the guard meets pod packets for a metadata
+	// address routed out of the node, as on EC2.
+	ChainForward Chain = "FORWARD"
+	// ChainKube2ra is kube2ra's DNAT chain in the nat table.
 	ChainKube2ra Chain = "KUBE2RA"
+	// ChainGuard is kube2ra's chain in the filter table that refuses pod
+	// traffic for the metadata address that was not DNATed.
+	ChainGuard Chain = "KUBE2RA-GUARD"
 )
 
-// RuleComment marks the jump so an operator reading iptables-save knows
-// whose it is.
+// RuleComment marks the jumps so an operator reading iptables-save knows
+// whose they are.
 const RuleComment = "kube2ra"
 
 // MetadataPort is the port the metadata service answers on.
@@ -58,10 +79,10 @@ var (
 	MetadataIPv6 = netip.MustParseAddr("fd00:ec2::254")
 )
 
-// Rules is what the agent needs of the node's DNAT.
+// Rules is what the agent needs of the node's DNAT and guard.
 type Rules interface {
 	// EnsureRules converges the node to exactly one correct set of rules
-	// and reports whether it had to change anything.
+	// (guard and DNAT) and reports whether it had to change anything.
 	EnsureRules(ctx context.Context) (changed bool, err error)
 	// RulesPresent reports whether exactly the correct set is installed.
 	RulesPresent(ctx context.Context) (bool, error)
@@ -87,32 +108,102 @@ func (f family) metadataPrefix() string {
 	return netip.PrefixFrom(f.metadata, f.metadata.BitLen()).String()
 }
 
-// jumpSpec is the PREROUTING rule, in the order iptables -S prints it, so a
-// listed rule compares equal to it as text.
-func (f family) jumpSpec() []string {
+// jumpSpec is the rule that leads into chain from a built-in chain, in the
+// order iptables -S prints it, so a listed rule compares equal to it as text.
+func (f family) jumpSpec(chain Chain) []string {
 	return []string{
 		"-d", f.metadataPrefix(),
 		"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(MetadataPort),
 		"-m", "comment", "--comment", RuleComment,
-		"-j", string(ChainKube2ra),
+		"-j", string(chain),
 	}
 }
 
-// dnatSpecs are the KUBE2RA rules, one per interface entry, in the order of
-// the entries and in iptables -S order.
-func (f family) dnatSpecs(ifaces []InterfaceSpec) [][]string {
+// podMatches are the matches of pod traffic for the metadata address, one
+// per interface entry, in the order of the entries and in iptables -S
+// order. The DNAT and the guard share them, so the guard refuses exactly
+// the traffic the DNAT should have redirected.
+func (f family) podMatches(ifaces []InterfaceSpec) [][]string {
 	specs := make([][]string, 0, len(ifaces))
 	for _, in := range ifaces {
 		spec := []string{"-d", f.metadataPrefix()}
 		if in.Negated {
 			spec = append(spec, "!")
 		}
-		spec = append(spec, "-i", in.Name,
-			"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(MetadataPort),
-			"-j", "DNAT", "--to-destination", f.target.String())
+		spec = append(spec, "-i", in.Name, "-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(MetadataPort))
 		specs = append(specs, spec)
 	}
 	return specs
+}
+
+// withTarget appends the same target to every match.
+func withTarget(matches [][]string, target ...string) [][]string {
+	specs := make([][]string, len(matches))
+	for i, m := range matches {
+		specs[i] = append(slices.Clip(m), target...)
+	}
+	return specs
+}
+
+// dnatSpecs are the KUBE2RA rules, one per interface entry.
+func (f family) dnatSpecs(ifaces []InterfaceSpec) [][]string {
+	return withTarget(f.podMatches(ifaces), "-j", "DNAT", "--to-destination", f.target.String())
+}
+
+// loopbackReturn lets the node's own traffic through the guard: packets a
+// node process sends to a metadata address that is local to the node come
+// in on lo, never from a pod, and a negated entry (!eth0) would match them.
+var loopbackReturn = []string{"-i", "lo", "-j", "RETURN"}
+
+// guardSpecs are the KUBE2RA-GUARD rules: loopbackReturn, then one REJECT
+// per interface entry.
+//
+// REJECT with a TCP reset rather than DROP: the SDKs' credential chains try
+// IMDS with short timeouts and then retry or move on; a reset makes a pod's
+// request fail at once (connection refused, as when the agent restarts),
+// while a drop would hold every pod's SDK for its whole connect timeout and
+// look like a network fault. Telling a pod that nothing listens reveals
+// nothing it could not learn otherwise.
+func (f family) guardSpecs(ifaces []InterfaceSpec) [][]string {
+	return append([][]string{loopbackReturn},
+		withTarget(f.podMatches(ifaces), "-j", "REJECT", "--reject-with", "tcp-reset")...)
+}
+
+// ownedChain is one of kube2ra's chains, the rules it must hold, and the
+// built-in chains that jump into it.
+type ownedChain struct {
+	// table holds the chain.
+	table Table
+	// chain is kube2ra's chain.
+	chain Chain
+	// from are the built-in chains that each hold exactly one jump into chain.
+	from []Chain
+	// jump is the spec of that jump.
+	jump []string
+	// rules are the chain's rules in order; nil when only removing.
+	rules [][]string
+	// what names the rules in logs.
+	what string
+}
+
+// ownedChains are the family's chains in installation order: the guard
+// first, then the DNAT. Remove goes in reverse order, DNAT first, so every
+// state on the way, including one an interrupted command leaves, still
+// has a whole guard while any DNAT remains: a pod's packet is then DNATed
+// or refused, even if the nat table is flushed at that moment. Removing
+// the guard first would leave a DNAT-only state that a nat flush, or a
+// Remove that fails half way, turns into the leak the guard exists to stop.
+// With ifaces nil the chains carry no rules, enough to remove them.
+func (f family) ownedChains(ifaces []InterfaceSpec) []ownedChain {
+	guard := ownedChain{table: TableFilter, chain: ChainGuard, from: []Chain{ChainInput, ChainForward},
+		jump: f.jumpSpec(ChainGuard), what: "guard"}
+	dnat := ownedChain{table: TableNAT, chain: ChainKube2ra, from: []Chain{ChainPrerouting},
+		jump: f.jumpSpec(ChainKube2ra), what: "DNAT"}
+	if ifaces != nil {
+		guard.rules = f.guardSpecs(ifaces)
+		dnat.rules = f.dnatSpecs(ifaces)
+	}
+	return []ownedChain{guard, dnat}
 }
 
 // ruleLine renders a rule the way iptables -S and iptables-save print it.

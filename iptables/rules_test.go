@@ -72,10 +72,10 @@ func TestRuleGeneration(t *testing.T) {
 			}
 		})
 	}
-	if got := ruleLine(ChainPrerouting, v4("10.0.0.1:1").jumpSpec()); got != jumpLineV4 {
+	if got := ruleLine(ChainPrerouting, v4("10.0.0.1:1").jumpSpec(ChainKube2ra)); got != jumpLineV4 {
 		t.Errorf("IPv4 jump = %q, want %q", got, jumpLineV4)
 	}
-	if got := ruleLine(ChainPrerouting, v6("[fd00::1]:1").jumpSpec()); got != jumpLineV6 {
+	if got := ruleLine(ChainPrerouting, v6("[fd00::1]:1").jumpSpec(ChainKube2ra)); got != jumpLineV6 {
 		t.Errorf("IPv6 jump = %q, want %q", got, jumpLineV6)
 	}
 }
@@ -88,7 +88,7 @@ func TestSplitRuleLine(t *testing.T) {
 		wantSpec  []string
 		wantErr   bool
 	}{
-		{name: "plain rule", line: jumpLineV4, wantChain: ChainPrerouting, wantSpec: v4("10.0.0.1:1").jumpSpec()},
+		{name: "plain rule", line: jumpLineV4, wantChain: ChainPrerouting, wantSpec: v4("10.0.0.1:1").jumpSpec(ChainKube2ra)},
 		{name: "quoted comment with spaces", line: `-A PREROUTING -m comment --comment "kube2ra old \"v1\"" -j KUBE2RA`,
 			wantChain: ChainPrerouting, wantSpec: []string{"-m", "comment", "--comment", `kube2ra old "v1"`, "-j", "KUBE2RA"}},
 		{name: "counters from go-iptables are dropped", line: "-A KUBE2RA -i cni0 -j DNAT --to-destination 1.2.3.4:5 -c 12 3456",
@@ -145,6 +145,33 @@ func testRedirect(t *testing.T, ifaces string, port int, ipv6 bool) (*Redirect, 
 	return r, t4, t6
 }
 
+// The guard's lines, in the filter table.
+const (
+	guardJumpInputV4   = "-A INPUT -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m comment --comment kube2ra -j KUBE2RA-GUARD"
+	guardJumpForwardV4 = "-A FORWARD -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m comment --comment kube2ra -j KUBE2RA-GUARD"
+	guardLoopback      = "-A KUBE2RA-GUARD -i lo -j RETURN"
+	guardCni0          = "-A KUBE2RA-GUARD -d 169.254.169.254/32 -i cni0 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset"
+	guardEth0          = "-A KUBE2RA-GUARD -d 169.254.169.254/32 ! -i eth0 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset"
+	// a CNI plugin's rule that accepts pod traffic
+	foreignAccept = "-A FORWARD -i cni0 -j ACCEPT"
+)
+
+// guardOf is a correct guard in memTable.exec form for the given REJECT
+// lines; it ends back in the nat table.
+func guardOf(rejects ...string) []string {
+	lines := append([]string{"*filter", "-N KUBE2RA-GUARD", guardLoopback}, rejects...)
+	return append(lines, guardJumpInputV4, guardJumpForwardV4, "*nat")
+}
+
+// wantFilterDump is the normalised filter table after a correct install of
+// cni0,!eth0.
+func wantFilterDump() string {
+	return ":INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n:KUBE2RA-GUARD -\n" +
+		guardJumpInputV4 + "\n" + guardJumpForwardV4 + "\n" + guardLoopback + "\n" + guardCni0 + "\n" + guardEth0 + "\n"
+}
+
+const emptyFilter = ":INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n"
+
 const (
 	dnatCni0 = "-A KUBE2RA -d 169.254.169.254/32 -i cni0 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.198.0.1:8181"
 	dnatEth0 = "-A KUBE2RA -d 169.254.169.254/32 ! -i eth0 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.198.0.1:8181"
@@ -177,7 +204,17 @@ func TestEnsureRulesConverges(t *testing.T) {
 	}{
 		{name: "nothing installed gets one set", wantChanged: true},
 		{name: "correct set is left alone", wantChanged: false,
+			setup: append(guardOf(guardCni0, guardEth0), "-N KUBE2RA", dnatCni0, dnatEth0, jumpLineV4)},
+		{name: "DNAT without guard gets the guard", wantChanged: true,
 			setup: []string{"-N KUBE2RA", dnatCni0, dnatEth0, jumpLineV4}},
+		{name: "guard without DNAT (nat table flushed) gets the DNAT", wantChanged: true,
+			setup: guardOf(guardCni0, guardEth0)},
+		{name: "flushed filter table gets the guard back", wantChanged: true,
+			setup: []string{"*filter", "-N KUBE2RA-GUARD", "*nat", "-N KUBE2RA", dnatCni0, dnatEth0, jumpLineV4}},
+		{name: "guard jump missing from FORWARD is added", wantChanged: true,
+			setup: []string{"*filter", "-N KUBE2RA-GUARD", guardLoopback, guardCni0, guardEth0, guardJumpInputV4}},
+		{name: "stale and duplicated guard rules and jumps are rewritten", wantChanged: true,
+			setup: []string{"*filter", "-N KUBE2RA-GUARD", guardCni0, guardCni0, guardJumpInputV4, guardJumpInputV4, guardJumpForwardV4}},
 		{name: "chain without jump gets the jump", wantChanged: true,
 			setup: []string{"-N KUBE2RA", dnatCni0, dnatEth0}},
 		{name: "empty chain with jump gets its rules", wantChanged: true,
@@ -212,8 +249,11 @@ func TestEnsureRulesConverges(t *testing.T) {
 			if changed != tt.wantChanged {
 				t.Errorf("changed = %v, want %v", changed, tt.wantChanged)
 			}
-			if got, want := t4.dump(), wantDump(tt.withForeign); got != want {
-				t.Errorf("table after EnsureRules:\n%s\nwant:\n%s", got, want)
+			if got, want := t4.dump("nat"), wantDump(tt.withForeign); got != want {
+				t.Errorf("nat table after EnsureRules:\n%s\nwant:\n%s", got, want)
+			}
+			if got, want := t4.dump("filter"), wantFilterDump(); got != want {
+				t.Errorf("filter table after EnsureRules:\n%s\nwant:\n%s", got, want)
 			}
 			if present, err := r.RulesPresent(context.Background()); err != nil || !present {
 				t.Errorf("RulesPresent = %v, %v after EnsureRules", present, err)
@@ -244,28 +284,38 @@ func TestRewriteNeverEmptiesTheChain(t *testing.T) {
 		t.Fatal("no changes recorded")
 	}
 	for i, snap := range t4.history {
-		jumps := slices.ContainsFunc(snap["PREROUTING"], func(s []string) bool { return jumpsTo(s, ChainKube2ra) })
-		cni0 := slices.ContainsFunc(snap["KUBE2RA"], func(s []string) bool { return slices.Contains(s, "cni0") })
+		jumps := slices.ContainsFunc(snap["nat"]["PREROUTING"], func(s []string) bool { return jumpsTo(s, ChainKube2ra) })
+		cni0 := slices.ContainsFunc(snap["nat"]["KUBE2RA"], func(s []string) bool { return slices.Contains(s, "cni0") })
 		if jumps && !cni0 {
-			t.Errorf("after change %d the jump leads into a chain without a cni0 DNAT: %q", i+1, snap["KUBE2RA"])
+			t.Errorf("after change %d the jump leads into a chain without a cni0 DNAT: %q", i+1, snap["nat"]["KUBE2RA"])
 		}
 	}
 }
 
 func TestRulesPresentDetectsDrift(t *testing.T) {
+	guarded := func(lines ...string) []string { return append(guardOf(guardCni0), lines...) }
 	tests := []struct {
 		name  string
 		setup []string
 		want  bool
 	}{
 		{name: "nothing", want: false},
-		{name: "correct set", setup: []string{"-N KUBE2RA", dnatCni0, jumpLineV4}, want: true},
-		{name: "chain only", setup: []string{"-N KUBE2RA", dnatCni0}, want: false},
-		{name: "flushed chain", setup: []string{"-N KUBE2RA", jumpLineV4}, want: false},
-		{name: "stale port", setup: []string{"-N KUBE2RA", staleCni0Port, jumpLineV4}, want: false},
-		{name: "extra rule", setup: []string{"-N KUBE2RA", dnatCni0, dnatEth0, jumpLineV4}, want: false},
-		{name: "duplicate jump", setup: []string{"-N KUBE2RA", dnatCni0, jumpLineV4, jumpLineV4}, want: false},
-		{name: "old jump", setup: []string{"-N KUBE2RA", dnatCni0, staleJump}, want: false},
+		{name: "correct set", setup: guarded("-N KUBE2RA", dnatCni0, jumpLineV4), want: true},
+		{name: "chain only", setup: guarded("-N KUBE2RA", dnatCni0), want: false},
+		{name: "flushed chain", setup: guarded("-N KUBE2RA", jumpLineV4), want: false},
+		{name: "stale port", setup: guarded("-N KUBE2RA", staleCni0Port, jumpLineV4), want: false},
+		{name: "extra rule", setup: guarded("-N KUBE2RA", dnatCni0, dnatEth0, jumpLineV4), want: false},
+		{name: "duplicate jump", setup: guarded("-N KUBE2RA", dnatCni0, jumpLineV4, jumpLineV4), want: false},
+		{name: "old jump", setup: guarded("-N KUBE2RA", dnatCni0, staleJump), want: false},
+		{name: "guard missing", setup: []string{"-N KUBE2RA", dnatCni0, jumpLineV4}, want: false},
+		{name: "guard chain flushed", setup: []string{"*filter", "-N KUBE2RA-GUARD", guardJumpInputV4, guardJumpForwardV4,
+			"*nat", "-N KUBE2RA", dnatCni0, jumpLineV4}, want: false},
+		{name: "guard without the loopback exception", setup: []string{"*filter", "-N KUBE2RA-GUARD", guardCni0, guardJumpInputV4, guardJumpForwardV4,
+			"*nat", "-N KUBE2RA", dnatCni0, jumpLineV4}, want: false},
+		{name: "guard jump missing from INPUT", setup: []string{"*filter", "-N KUBE2RA-GUARD", guardLoopback, guardCni0, guardJumpForwardV4,
+			"*nat", "-N KUBE2RA", dnatCni0, jumpLineV4}, want: false},
+		{name: "guard jump duplicated in FORWARD", setup: guarded("*filter", guardJumpForwardV4, "*nat", "-N KUBE2RA", dnatCni0, jumpLineV4), want: false},
+		{name: "guard jump below a foreign ACCEPT still counts", setup: append([]string{"*filter", foreignAccept}, guarded("-N KUBE2RA", dnatCni0, jumpLineV4)...), want: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -291,7 +341,7 @@ func TestRemove(t *testing.T) {
 		want  string
 	}{
 		{name: "nothing installed succeeds", want: ":PREROUTING ACCEPT\n:INPUT ACCEPT\n:OUTPUT ACCEPT\n:POSTROUTING ACCEPT\n"},
-		{name: "full set is removed", setup: []string{"-N KUBE2RA", dnatCni0, jumpLineV4},
+		{name: "full set is removed", setup: append(guardOf(guardCni0), "-N KUBE2RA", dnatCni0, jumpLineV4),
 			want: ":PREROUTING ACCEPT\n:INPUT ACCEPT\n:OUTPUT ACCEPT\n:POSTROUTING ACCEPT\n"},
 		{name: "every duplicate and old jump is removed", setup: []string{"-N KUBE2RA", staleCni0Port, jumpLineV4, staleJump, jumpLineV4},
 			want: ":PREROUTING ACCEPT\n:INPUT ACCEPT\n:OUTPUT ACCEPT\n:POSTROUTING ACCEPT\n"},
@@ -308,8 +358,11 @@ func TestRemove(t *testing.T) {
 				if err := r.Remove(context.Background()); err != nil {
 					t.Fatalf("Remove #%d: %v", i+1, err)
 				}
-				if got := t4.dump(); got != tt.want {
+				if got := t4.dump("nat"); got != tt.want {
 					t.Errorf("table after Remove #%d:\n%s\nwant:\n%s", i+1, got, tt.want)
+				}
+				if got := t4.dump("filter"); got != emptyFilter {
+					t.Errorf("filter table after Remove #%d:\n%s", i+1, got)
 				}
 			}
 			if got := testutil.ToFloat64(r.metrics.present); got != 0 {
@@ -326,11 +379,17 @@ func TestIPv6FamilyIsManagedToo(t *testing.T) {
 	}
 	want6 := ":PREROUTING ACCEPT\n:INPUT ACCEPT\n:OUTPUT ACCEPT\n:POSTROUTING ACCEPT\n:KUBE2RA -\n" + jumpLineV6 + "\n" +
 		"-A KUBE2RA -d fd00:ec2::254/128 -i cali+ -p tcp -m tcp --dport 80 -j DNAT --to-destination [fd00::1]:8181\n"
-	if got := t6.dump(); got != want6 {
+	if got := t6.dump("nat"); got != want6 {
 		t.Errorf("IPv6 table:\n%s\nwant:\n%s", got, want6)
 	}
+	jump6 := " -d fd00:ec2::254/128 -p tcp -m tcp --dport 80 -m comment --comment kube2ra -j KUBE2RA-GUARD\n"
+	wantFilter6 := emptyFilter + ":KUBE2RA-GUARD -\n-A INPUT" + jump6 + "-A FORWARD" + jump6 + guardLoopback + "\n" +
+		"-A KUBE2RA-GUARD -d fd00:ec2::254/128 -i cali+ -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset\n"
+	if got := t6.dump("filter"); got != wantFilter6 {
+		t.Errorf("IPv6 filter table:\n%s\nwant:\n%s", got, wantFilter6)
+	}
 	// Drift in IPv6 alone makes the whole set absent.
-	if err := t6.Delete("nat", "PREROUTING", v6("[fd00::1]:1").jumpSpec()...); err != nil {
+	if err := t6.Delete("nat", "PREROUTING", v6("[fd00::1]:1").jumpSpec(ChainKube2ra)...); err != nil {
 		t.Fatal(err)
 	}
 	if present, _ := r.RulesPresent(context.Background()); present {
@@ -340,8 +399,8 @@ func TestIPv6FamilyIsManagedToo(t *testing.T) {
 		t.Fatal(err)
 	}
 	empty := ":PREROUTING ACCEPT\n:INPUT ACCEPT\n:OUTPUT ACCEPT\n:POSTROUTING ACCEPT\n"
-	if t4.dump() != empty || t6.dump() != empty {
-		t.Errorf("after Remove:\n%s\n%s", t4.dump(), t6.dump())
+	if t4.dump("nat") != empty || t6.dump("nat") != empty || t4.dump("filter") != emptyFilter || t6.dump("filter") != emptyFilter {
+		t.Errorf("after Remove:\n%s\n%s\n%s\n%s", t4.dump("nat"), t6.dump("nat"), t4.dump("filter"), t6.dump("filter"))
 	}
 }
 
@@ -364,17 +423,24 @@ func TestErrorsNameTheCommandAndTheFix(t *testing.T) {
 	if err == nil {
 		t.Fatal("EnsureRules succeeded though Insert fails")
 	}
-	for _, s := range []string{"inserting", jumpLineV4, "iptables-test", "CAP_NET_ADMIN", "boom"} {
+	for _, s := range []string{"inserting", guardJumpInputV4, "filter table", "iptables-test", "CAP_NET_ADMIN", "boom"} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("error %q does not contain %q", err, s)
 		}
 	}
 }
 
-// failingTable fails one verb.
+// failingTable fails one verb: "Insert" (any table) or "Delete filter".
 type failingTable struct {
 	*memTable
 	failOn string
+}
+
+func (f *failingTable) Delete(table, chain string, spec ...string) error {
+	if f.failOn == "Delete "+table {
+		return errBoom
+	}
+	return f.memTable.Delete(table, chain, spec...)
 }
 
 func (f *failingTable) Insert(table, chain string, pos int, spec ...string) error {
