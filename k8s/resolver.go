@@ -21,6 +21,20 @@ type NamespaceGetter interface {
 
 var _ NamespaceGetter = (*Watcher)(nil)
 
+// NamespaceVerifier returns a namespace that is safe to decide policy on
+// even while the namespace watch is broken: the cached one while the watch
+// is current, else the API server's. *Watcher implements it; ResolveRole
+// uses it when its NamespaceGetter does.
+type NamespaceVerifier interface {
+	VerifiedNamespace(ctx context.Context, name string) (ns *corev1.Namespace, ok bool, err error)
+}
+
+var _ NamespaceVerifier = (*Watcher)(nil)
+
+// namespaceLookup finds a namespace for a policy check; err means it
+// cannot be known now.
+type namespaceLookup func(name string) (*corev1.Namespace, bool, error)
+
 // ResolverOptions configures a RoleResolver. cmd/kube2ra fills it from flags.
 type ResolverOptions struct {
 	// Keys names the annotations (--iam-role-key, --iam-external-id, --namespace-key).
@@ -155,8 +169,14 @@ func (r *RoleResolver) baseARN() (string, error) {
 // ResolveRole returns the role pod may have, ErrNoRole, or a *DenialError.
 // Denials are recorded as Warning Events (rate-limited): RoleDenied on the
 // pod and, for an unparsable policy, InvalidRolePolicy on the namespace.
-func (r *RoleResolver) ResolveRole(_ context.Context, pod *Pod) (Role, error) {
-	role, err := r.resolve(pod)
+// While the namespace watch is not current the policy is read from the API
+// server; when that fails the error wraps ErrNotSynced.
+func (r *RoleResolver) ResolveRole(ctx context.Context, pod *Pod) (Role, error) {
+	lookup := r.cachedNamespace
+	if v, ok := r.namespaces.(NamespaceVerifier); ok {
+		lookup = func(name string) (*corev1.Namespace, bool, error) { return v.VerifiedNamespace(ctx, name) }
+	}
+	role, err := r.resolveWith(pod, lookup)
 	var denial *DenialError
 	if errors.As(err, &denial) {
 		r.recordDenial(pod, denial)
@@ -164,9 +184,20 @@ func (r *RoleResolver) ResolveRole(_ context.Context, pod *Pod) (Role, error) {
 	return role, err
 }
 
-// resolve is ResolveRole without Events: used for notifications and the
-// debug page too.
+// cachedNamespace is a namespaceLookup on the cache alone.
+func (r *RoleResolver) cachedNamespace(name string) (*corev1.Namespace, bool, error) {
+	ns, ok := r.namespaces.Namespace(name)
+	return ns, ok, nil
+}
+
+// resolve is ResolveRole from the cache alone and without Events: used for
+// notifications and the debug page, which answer no pod.
 func (r *RoleResolver) resolve(pod *Pod) (Role, error) {
+	return r.resolveWith(pod, r.cachedNamespace)
+}
+
+// resolveWith resolves pod's role, reading namespaces through lookup.
+func (r *RoleResolver) resolveWith(pod *Pod, lookup namespaceLookup) (Role, error) {
 	if pod == nil {
 		return Role{}, errors.New("k8s: ResolveRole called without a pod")
 	}
@@ -203,7 +234,7 @@ func (r *RoleResolver) resolve(pod *Pod) (Role, error) {
 	// The default role is granted cluster-wide by the operator, so it is
 	// exempt from namespace policy even when a pod names it explicitly.
 	if r.opts.NamespaceRestrictions && role.ARN != defaultARN {
-		if err := r.checkPolicy(pod, role.ARN, base, baseErr); err != nil {
+		if err := r.checkPolicy(pod, role.ARN, base, baseErr, lookup); err != nil {
 			return Role{}, err
 		}
 	}
@@ -222,8 +253,11 @@ func withBaseErr(err, baseErr error) error {
 }
 
 // checkPolicy denies arn unless the namespace's policy allows it.
-func (r *RoleResolver) checkPolicy(pod *Pod, arn, base string, baseErr error) error {
-	ns, ok := r.namespaces.Namespace(pod.Namespace)
+func (r *RoleResolver) checkPolicy(pod *Pod, arn, base string, baseErr error, lookup namespaceLookup) error {
+	ns, ok, err := lookup(pod.Namespace)
+	if err != nil {
+		return fmt.Errorf("role %s of pod %s: %w", arn, pod.Key(), err)
+	}
 	if !ok {
 		return &DenialError{Reason: DeniedByNamespace, Role: arn, Namespace: pod.Namespace,
 			Detail: fmt.Sprintf("namespace %q is not in the cache yet, so its %s policy cannot be checked; retry shortly", pod.Namespace, r.opts.Keys.Namespace)}

@@ -9,10 +9,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -73,7 +76,22 @@ type WatcherOptions struct {
 	Logger logrus.FieldLogger
 	// Clock times the waits; clock.RealClock when nil.
 	Clock clock.Clock
+	// VerifyTTL is how long a live check made while a watch is not current
+	// answers for its pod or namespace (a confirmation at most 250 ms);
+	// DefaultVerifyTTL when zero.
+	VerifyTTL time.Duration
+	// Registerer receives kube2ra_k8s_watch_current and
+	// kube2ra_k8s_live_verifications_total; nil registers none.
+	Registerer prometheus.Registerer
 }
+
+// Resources, the "resource" label of the k8s metrics.
+const (
+	// resourcePods is the node's pods.
+	resourcePods = "pods"
+	// resourceNamespaces is all namespaces.
+	resourceNamespaces = "namespaces"
+)
 
 // Watcher watches this node's pods and all namespaces and answers which
 // pod owns a source IP. It is kube2ra's PodFinder.
@@ -101,6 +119,22 @@ type Watcher struct {
 	changed chan struct{}
 	// startOnce makes Start idempotent.
 	startOnce sync.Once
+	// client makes the live checks.
+	client kubernetes.Interface
+	// podTracker says whether the pod cache may be trusted alone.
+	podTracker *streamTracker
+	// nsTracker says whether the namespace cache may be trusted alone.
+	nsTracker *streamTracker
+	// podVerifier memoises live checks of pods, by UID and IP.
+	podVerifier *verifier[*Pod]
+	// nsVerifier memoises live reads of namespaces, by name.
+	nsVerifier *verifier[*corev1.Namespace]
+	// podTransform trims pods as the cache does; used on live pods too.
+	podTransform cache.TransformFunc
+	// nsTransform trims namespaces as the cache does.
+	nsTransform cache.TransformFunc
+	// metrics are the watch metrics.
+	metrics *watchMetrics
 }
 
 // NewWatcher builds the informers; call Start to run them.
@@ -120,38 +154,104 @@ func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, err
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	opts.Keys = opts.Keys.withDefaults()
-	w := &Watcher{
-		opts:    opts,
-		log:     opts.Logger.WithField("component", "k8s"),
-		clock:   opts.Clock,
-		synced:  make(chan struct{}),
-		changed: make(chan struct{}),
+	if opts.VerifyTTL <= 0 {
+		opts.VerifyTTL = DefaultVerifyTTL
 	}
+	opts.Keys = opts.Keys.withDefaults()
+	metrics, err := newWatchMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{
+		opts:         opts,
+		log:          opts.Logger.WithField("component", "k8s"),
+		clock:        opts.Clock,
+		synced:       make(chan struct{}),
+		changed:      make(chan struct{}),
+		client:       client,
+		podTransform: transformPod([]string{opts.Keys.Role, opts.Keys.ExternalID}),
+		nsTransform:  transformNamespace([]string{opts.Keys.Namespace}),
+		metrics:      metrics,
+	}
+	// A live check has the lookup's time to answer; a caller that gives up
+	// earlier leaves it running for the others waiting on it.
+	w.podVerifier = newVerifier[*Pod](opts.Clock, opts.VerifyTTL, opts.LookupTimeout)
+	w.nsVerifier = newVerifier[*corev1.Namespace](opts.Clock, opts.VerifyTTL, opts.LookupTimeout)
+	nodeSelector := fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
+
 	// No resync: the handlers react to changes only, and a periodic resync
 	// would wake every waiting lookup for nothing.
 	const noResync = 0
-	w.podFactory = informers.NewSharedInformerFactoryWithOptions(client, noResync,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
-		}),
-		informers.WithTransform(transformPod([]string{opts.Keys.Role, opts.Keys.ExternalID})),
-	)
-	w.nsFactory = informers.NewSharedInformerFactoryWithOptions(client, noResync,
-		informers.WithTransform(transformNamespace([]string{opts.Keys.Namespace})),
-	)
-	w.pods = w.podFactory.Core().V1().Pods().Informer()
-	w.namespaces = w.nsFactory.Core().V1().Namespaces().Informer()
+	w.podFactory = informers.NewSharedInformerFactoryWithOptions(client, noResync, informers.WithTransform(w.podTransform))
+	w.nsFactory = informers.NewSharedInformerFactoryWithOptions(client, noResync, informers.WithTransform(w.nsTransform))
+	w.podTracker = newStreamTracker(resourcePods, w.log, opts.Clock,
+		func(ctx context.Context) (runtime.Object, error) {
+			return client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{FieldSelector: nodeSelector})
+		},
+		func() []any { return w.pods.GetStore().List() },
+		func(current bool) { metrics.current.WithLabelValues(resourcePods).Set(boolGauge(current)) })
+	w.nsTracker = newStreamTracker(resourceNamespaces, w.log, opts.Clock,
+		func(ctx context.Context) (runtime.Object, error) {
+			return client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+		},
+		func() []any { return w.namespaces.GetStore().List() },
+		func(current bool) { metrics.current.WithLabelValues(resourceNamespaces).Set(boolGauge(current)) })
+	w.pods = w.podFactory.InformerFor(&corev1.Pod{}, func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer {
+		return newTrackedInformer(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				o.FieldSelector = nodeSelector
+				return client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.FieldSelector = nodeSelector
+				return client.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, o)
+			},
+		}, client, &corev1.Pod{}, w.podTracker, opts.Clock)
+	})
+	w.namespaces = w.nsFactory.InformerFor(&corev1.Namespace{}, func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer {
+		return newTrackedInformer(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return client.CoreV1().Namespaces().List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return client.CoreV1().Namespaces().Watch(ctx, o)
+			},
+		}, client, &corev1.Namespace{}, w.nsTracker, opts.Clock)
+	})
 	if err := w.pods.AddIndexers(cache.Indexers{podIPIndex: podIPIndexFunc}); err != nil {
 		return nil, fmt.Errorf("adding the pod IP index: %w", err)
 	}
 	if _, err := w.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { w.broadcast() },
-		UpdateFunc: func(_, _ any) { w.broadcast() },
+		AddFunc:    func(any) { w.broadcast(); w.podTracker.poke() },
+		UpdateFunc: func(_, _ any) { w.broadcast(); w.podTracker.poke() },
+		DeleteFunc: func(any) { w.podTracker.poke() },
 	}); err != nil {
 		return nil, fmt.Errorf("adding the pod lookup handler: %w", err)
 	}
+	if _, err := w.namespaces.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { w.nsTracker.poke() },
+		UpdateFunc: func(_, _ any) { w.nsTracker.poke() },
+		DeleteFunc: func(any) { w.nsTracker.poke() },
+	}); err != nil {
+		return nil, fmt.Errorf("adding the namespace currency handler: %w", err)
+	}
 	return w, nil
+}
+
+// boolGauge is 1 for true.
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Current reports whether both watches are open and caught up, so lookups
+// are answered from the cache alone. While it is false, every answer is
+// checked with the API server first (and denied with ErrNotSynced when
+// that fails or disagrees).
+func (w *Watcher) Current() bool {
+	return w.podTracker.isCurrent() && w.nsTracker.isCurrent()
 }
 
 // Start runs the informers until ctx ends and returns at once. Call
@@ -216,7 +316,10 @@ func (w *Watcher) changes() <-chan struct{} {
 // first sync it waits up to SyncTimeout, then fails with ErrNotSynced. An
 // IP held by several live pods fails at once with ErrAmbiguousIP. An IP no
 // live pod holds is waited for, woken by informer events, up to
-// LookupTimeout, then fails with ErrPodNotFound.
+// LookupTimeout, then fails with ErrPodNotFound. While the pod watch is
+// not current (see Current) the owner is checked with a live GET and the
+// live pod is returned; a failed or disagreeing check, or an unknown IP,
+// fails with ErrNotSynced.
 func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 	if !ip.IsValid() {
 		return nil, fmt.Errorf("%w: the source address is not a valid IP", ErrPodNotFound)
@@ -236,7 +339,12 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 			if timeout != nil {
 				timeout.Stop()
 			}
-			return podFromObject(pod), nil
+			if w.podTracker.isCurrent() {
+				return podFromObject(pod), nil
+			}
+			// The cache may have missed this pod's deletion and its IP's
+			// reuse: ask the API server before answering.
+			return w.verifyPod(ctx, ip, pod)
 		case ownerAmbiguous:
 			if timeout != nil {
 				timeout.Stop()
@@ -250,6 +358,11 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 		select {
 		case <-changed:
 		case <-timeout.C():
+			if !w.podTracker.isCurrent() {
+				// The cache may just not have heard of the pod yet.
+				return nil, fmt.Errorf("%w: no pod in the cache of node %q has %s and the pod watch is not current (%s); retry shortly",
+					ErrNotSynced, w.opts.NodeName, ip, w.podTracker.notCurrentReason())
+			}
 			return nil, fmt.Errorf("%w: %s on node %q after waiting %s", ErrPodNotFound, ip, w.opts.NodeName, w.opts.LookupTimeout)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: lookup of %s ended early: %w", ErrPodNotFound, ip, ctx.Err())
