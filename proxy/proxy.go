@@ -378,7 +378,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info.path = c
 
 	if r.Method != http.MethodPut {
-		vals := r.Header.Values(tokenHeader)
+		vals := r.Header[tokenHeaderKey]
 		switch {
 		case len(vals) > 0 && (len(vals) != 1 || !s.tokens.valid(vals[0], info.ip)):
 			info.route = routeUnauthorized

@@ -7,9 +7,11 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -18,6 +20,9 @@ import (
 const (
 	// tokenHeader carries an IMDSv2 session token on GETs.
 	tokenHeader = "X-aws-ec2-metadata-token"
+	// tokenHeaderKey is tokenHeader as net/http stores it, for lookups that
+	// do not canonicalise (and allocate) on every request.
+	tokenHeaderKey = "X-Aws-Ec2-Metadata-Token"
 	// ttlHeader asks for (PUT) and reports (response) a token lifetime in seconds.
 	ttlHeader = "X-aws-ec2-metadata-token-ttl-seconds"
 	// forwardedForHeader on a token PUT means the request went through a
@@ -33,7 +38,12 @@ const (
 	tokenPayloadLen = 1 + 8 + 16
 	// tokenLen is payload + HMAC-SHA256.
 	tokenLen = tokenPayloadLen + sha256.Size
+	// tokenEncodedLen is the length of a token as sent.
+	tokenEncodedLen = (tokenLen*8 + 5) / 6
 )
+
+// tokenEncoding is how tokens are written; decoding refuses any other spelling.
+var tokenEncoding = base64.RawURLEncoding.Strict()
 
 // tokenMinter mints and checks IMDSv2 session tokens. A token is
 // base64url(version | expiry | caller IP | HMAC-SHA256(key, the rest)); the
@@ -44,6 +54,9 @@ type tokenMinter struct {
 	key []byte
 	// clock decides expiry.
 	clock clock.PassiveClock
+	// macs are keyed HMAC states for reuse: every GET with a token checks
+	// one, and keying a fresh one costs as much as the check.
+	macs sync.Pool
 }
 
 func newTokenMinter(c clock.PassiveClock) (*tokenMinter, error) {
@@ -51,7 +64,18 @@ func newTokenMinter(c clock.PassiveClock) (*tokenMinter, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generating the IMDSv2 token key from crypto/rand failed: %w", err)
 	}
-	return &tokenMinter{key: key, clock: c}, nil
+	m := &tokenMinter{key: key, clock: c}
+	m.macs.New = func() any { return hmac.New(sha256.New, m.key) }
+	return m, nil
+}
+
+// sign writes the HMAC of payload into sum.
+func (m *tokenMinter) sign(payload []byte, sum *[sha256.Size]byte) {
+	mac := m.macs.Get().(hash.Hash)
+	mac.Reset()
+	mac.Write(payload)
+	mac.Sum(sum[:0])
+	m.macs.Put(mac)
 }
 
 // parseTTL reads the TTL header of a token PUT: exactly one value, a
@@ -84,27 +108,28 @@ func (m *tokenMinter) mint(ip netip.Addr, ttl time.Duration) string {
 	binary.BigEndian.PutUint64(buf[1:9], uint64(m.clock.Now().Add(ttl).Unix()))
 	a := ip.Unmap().As16()
 	copy(buf[9:tokenPayloadLen], a[:])
-	mac := hmac.New(sha256.New, m.key)
-	mac.Write(buf[:tokenPayloadLen])
-	// Sum appends to the payload, filling the rest of buf without allocating.
-	mac.Sum(buf[:tokenPayloadLen])
-	return base64.RawURLEncoding.EncodeToString(buf[:])
+	var sum [sha256.Size]byte
+	m.sign(buf[:tokenPayloadLen], &sum)
+	copy(buf[tokenPayloadLen:], sum[:])
+	return tokenEncoding.EncodeToString(buf[:])
 }
 
 // valid reports whether tok was minted by this process for ip and has not
 // expired. It never says why, and the token is never logged.
 func (m *tokenMinter) valid(tok string, ip netip.Addr) bool {
-	if base64.RawURLEncoding.DecodedLen(len(tok)) != tokenLen {
+	if len(tok) != tokenEncodedLen {
 		return false
 	}
+	var src [tokenEncodedLen]byte
+	copy(src[:], tok)
 	var buf [tokenLen]byte
-	n, err := base64.RawURLEncoding.Strict().Decode(buf[:], []byte(tok))
+	n, err := tokenEncoding.Decode(buf[:], src[:])
 	if err != nil || n != tokenLen || buf[0] != tokenFormatVersion {
 		return false
 	}
-	mac := hmac.New(sha256.New, m.key)
-	mac.Write(buf[:tokenPayloadLen])
-	if !hmac.Equal(mac.Sum(nil), buf[tokenPayloadLen:]) {
+	var sum [sha256.Size]byte
+	m.sign(buf[:tokenPayloadLen], &sum)
+	if !hmac.Equal(sum[:], buf[tokenPayloadLen:]) {
 		return false
 	}
 	a := ip.Unmap().As16()
