@@ -47,12 +47,14 @@ func TestInterfaceSpecs(t *testing.T) {
 			}
 			expectReach(t, metadataURL, none)
 			expectSave(t, n, "4", builtinChains)
+			expectGuardSave(t, n, "4", builtinFilterChains)
 
 			ops := n.mustOps(tc.spec, "ensure", "present")
 			if !ops[0].Changed || !ops[1].Present {
 				t.Errorf("ensure changed=%v, present=%v; want true, true", ops[0].Changed, ops[1].Present)
 			}
 			expectSave(t, n, "4", wantSave("4", target, tc.save...))
+			expectGuardSave(t, n, "4", wantGuardSave("4", tc.save...))
 			expectReach(t, metadataURL, pods)
 		})
 	})
@@ -85,11 +87,17 @@ func TestEnsureConvergesFromAnyState(t *testing.T) {
 	dnat := func(iface, to string) []string {
 		return []string{"-d", "169.254.169.254/32", "-i", iface, "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", to}
 	}
+	guardJump := []string{"-d", "169.254.169.254/32", "-p", "tcp", "-m", "tcp", "--dport", "80", "-m", "comment", "--comment", "kube2ra", "-j", "KUBE2RA-GUARD"}
 	cases := []struct {
-		name  string
-		setup [][]string // iptables -t nat arguments
+		name   string
+		setup  [][]string // iptables -t nat arguments
+		filter [][]string // iptables -t filter arguments
 	}{
 		{name: "nothing, twice"},
+		{name: "stale guard rule, duplicate jump in INPUT, none in FORWARD", filter: [][]string{
+			{"-N", "KUBE2RA-GUARD"}, {"-A", "KUBE2RA-GUARD", "-i", "cni0", "-p", "tcp", "--dport", "80", "-j", "REJECT"},
+			append([]string{"-A", "INPUT"}, guardJump...), append([]string{"-A", "INPUT"}, guardJump...)}},
+		{name: "flushed filter table", filter: [][]string{{"-N", "KUBE2RA-GUARD"}}},
 		{name: "chain without jump", setup: [][]string{
 			{"-N", "KUBE2RA"}, append([]string{"-A", "KUBE2RA"}, dnat("cni0", target)...)}},
 		{name: "stale port and duplicate jumps", setup: [][]string{
@@ -111,26 +119,32 @@ func TestEnsureConvergesFromAnyState(t *testing.T) {
 			for _, args := range tc.setup {
 				n.ipt("4", append([]string{"-t", "nat"}, args...)...)
 			}
+			for _, args := range tc.filter {
+				n.ipt("4", append([]string{"-t", "filter"}, args...)...)
+			}
 			ops := n.mustOps("cni0,!eth0", "ensure", "ensure", "present")
 			if !ops[0].Changed || ops[1].Changed || !ops[2].Present {
 				t.Errorf("changed %v then %v, present %v; want true, false, true", ops[0].Changed, ops[1].Changed, ops[2].Present)
 			}
 			expectSave(t, n, "4", wantSave("4", target, "cni0", "!eth0"))
+			expectGuardSave(t, n, "4", wantGuardSave("4", "cni0", "!eth0"))
 			expectReach(t, metadataURL, map[*pod]bool{p: true})
 		})
 	})
 }
 
-// TestMonitorRestoresFlushedNatTable: `iptables -t nat -F` (and -X) while
-// the monitor runs; the rules are back within the resync interval, counted
-// in kube2ra_iptables_restores_total.
+// TestMonitorRestoresFlushedNatTable: `iptables -t nat -F` (and -X), then
+// `iptables -F` (the filter table's guard), while the monitor runs; the
+// rules are back within the resync interval each time, counted in
+// kube2ra_iptables_restores_total.
 func TestMonitorRestoresFlushedNatTable(t *testing.T) {
 	const interval = time.Second
 	eachBackend(t, func(t *testing.T, mode iptables.Mode) {
 		n := newNode(t, mode, false)
 		p := n.addPod("cni0")
 		n.mustOps("cni0", "ensure")
-		want := wantSave("4", target, "cni0")
+		want := wantSave("4", target, "cni0") + wantGuardSave("4", "cni0")
+		both := func() string { return n.save("4") + n.saveTable("4", "filter") }
 
 		req := helperRequest{Interfaces: "cni0", Ops: []string{"monitor"}, MonitorInterval: interval}
 		n.fillRequest(&req)
@@ -151,19 +165,24 @@ func TestMonitorRestoresFlushedNatTable(t *testing.T) {
 			t.Fatalf("monitor did not start: %q %v\n%s", line, err, logs.String())
 		}
 
-		for i, flush := range [][]string{{"-F"}, {"-F", "-X"}} {
+		flushes := []struct {
+			table string
+			verbs []string
+		}{{"nat", []string{"-F"}}, {"nat", []string{"-F", "-X"}}, {"filter", []string{"-F"}}}
+		for i, fl := range flushes {
+			flush := fl.verbs
 			for _, verb := range flush {
-				n.ipt("4", "-t", "nat", verb)
+				n.ipt("4", "-t", fl.table, verb)
 			}
 			flushed := time.Now()
-			if got := n.save("4"); got == want {
+			if got := both(); got == want {
 				t.Fatal("flush left the rules in place")
 			}
-			for n.save("4") != want {
+			for both() != want {
 				// at most one interval until the next check, plus the
 				// restore itself (about ten iptables commands)
 				if time.Since(flushed) > interval+2*time.Second {
-					t.Fatalf("rules not restored %s after %v; table:\n%s\nlogs:\n%s", time.Since(flushed), flush, n.save("4"), logs.String())
+					t.Fatalf("rules not restored %s after %v; tables:\n%s\nlogs:\n%s", time.Since(flushed), flush, both(), logs.String())
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
@@ -175,7 +194,7 @@ func TestMonitorRestoresFlushedNatTable(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			t.Logf("%s: restored %s after iptables -t nat %s", mode, time.Since(flushed).Round(10*time.Millisecond), strings.Join(flush, " then "))
+			t.Logf("%s: restored %s after iptables -t %s %s", mode, time.Since(flushed).Round(10*time.Millisecond), fl.table, strings.Join(flush, " then "))
 		}
 		expectReach(t, metadataURL, map[*pod]bool{p: true})
 
@@ -184,8 +203,8 @@ func TestMonitorRestoresFlushedNatTable(t *testing.T) {
 		if err := json.NewDecoder(out).Decode(&res); err != nil {
 			t.Fatalf("monitor result: %v\n%s", err, logs.String())
 		}
-		if res.Restores != 2 || res.Present != 1 {
-			t.Errorf("restores_total=%v rules_present=%v; want 2 and 1\n%s", res.Restores, res.Present, logs.String())
+		if res.Restores != float64(len(flushes)) || res.Present != 1 {
+			t.Errorf("restores_total=%v rules_present=%v; want %d and 1\n%s", res.Restores, res.Present, len(flushes), logs.String())
 		}
 		if !strings.Contains(logs.String(), "level=warning") {
 			t.Errorf("no warning logged for the restore:\n%s", logs.String())
@@ -193,8 +212,8 @@ func TestMonitorRestoresFlushedNatTable(t *testing.T) {
 	})
 }
 
-// TestRemove: Remove deletes every jump (duplicates too) and the chain,
-// leaving only the built-in chains; again with nothing installed it
+// TestRemove: Remove deletes every jump (duplicates too) and the chains,
+// DNAT and guard, leaving only the built-in chains; again with nothing installed it
 // succeeds; RemoveAll (kube2ra cleanup) does the same without configuration.
 func TestRemove(t *testing.T) {
 	jump := []string{"-A", "PREROUTING", "-d", "169.254.169.254/32", "-p", "tcp", "-m", "tcp", "--dport", "80", "-m", "comment", "--comment", "kube2ra", "-j", "KUBE2RA"}
@@ -207,10 +226,12 @@ func TestRemove(t *testing.T) {
 
 		n.mustOps("cni0", "remove", "present", "remove")
 		expectSave(t, n, "4", builtinChains)
+		expectGuardSave(t, n, "4", builtinFilterChains)
 		expectReach(t, metadataURL, map[*pod]bool{p: false})
 
 		n.mustOps("cni0", "ensure", "removeall", "removeall")
 		expectSave(t, n, "4", builtinChains)
+		expectGuardSave(t, n, "4", builtinFilterChains)
 		expectReach(t, metadataURL, map[*pod]bool{p: false})
 	})
 }
@@ -229,6 +250,8 @@ func TestIPv6(t *testing.T) {
 		}
 		expectSave(t, n, "6", wantSave("6", "[fd00:198::1]:8181", "cali+"))
 		expectSave(t, n, "4", wantSave("4", target, "cali+"))
+		expectGuardSave(t, n, "6", wantGuardSave("6", "cali+"))
+		expectGuardSave(t, n, "4", wantGuardSave("4", "cali+"))
 		expectReach(t, metadataURLv6, map[*pod]bool{p: true, q: false})
 
 		n.ipt("6", "-t", "nat", "-F")
@@ -237,6 +260,8 @@ func TestIPv6(t *testing.T) {
 		}
 		expectSave(t, n, "6", builtinChains)
 		expectSave(t, n, "4", builtinChains)
+		expectGuardSave(t, n, "6", builtinFilterChains)
+		expectGuardSave(t, n, "4", builtinFilterChains)
 	})
 }
 
@@ -270,6 +295,9 @@ func TestAutoModePicksTheHostBackend(t *testing.T) {
 			t.Errorf("no log line names the chosen backend:\n%s", logs)
 		}
 		expectSave(t, n, "4", wantSave("4", target, "cni0")) // n.mode == tc.want
+		if save := n.saveTable("4", "filter"); !strings.Contains(save, ":KUBE2RA-GUARD") {
+			t.Errorf("no guard in the %s filter table:\n%s", tc.want, save)
+		}
 		expectReach(t, metadataURL, map[*pod]bool{p: true})
 	})
 }
@@ -308,4 +336,5 @@ func TestLegacyCommandsWaitForTheXtablesLock(t *testing.T) {
 	}
 	n.mustOps("cni0", "ensure")
 	expectSave(t, n, "4", wantSave("4", target, "cni0"))
+	expectGuardSave(t, n, "4", wantGuardSave("4", "cni0"))
 }

@@ -36,9 +36,11 @@ import (
 const (
 	helperEnv   = "K2R_IPT_HELPER"
 	netnsPrefix = "k2r-ipt-"
-	hostIP      = "10.198.0.1"
-	hostIPv6    = "fd00:198::1"
-	appPort     = 8181
+	// guardNetnsPrefix names the namespaces of the guard's tests.
+	guardNetnsPrefix = "k2g-"
+	hostIP           = "10.198.0.1"
+	hostIPv6         = "fd00:198::1"
+	appPort          = 8181
 	// dialTimeout bounds one pod request: an unredirected request is dropped
 	// by the node (no forwarding, no route), so it ends in this timeout.
 	dialTimeout = time.Second
@@ -110,11 +112,13 @@ func runHelper(mode string) int {
 	return 2
 }
 
-// helperServe answers HTTP on every address in K2R_IPT_ADDRS until stdin closes.
+// helperServe answers HTTP on every address in K2R_IPT_ADDRS until stdin
+// closes, naming the address that answered so a test can tell kube2ra's
+// port from the metadata service's.
 func helperServe() int {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s %s %s", serverBody, r.Host, r.RemoteAddr)
+		fmt.Fprintf(w, "%s %v %s %s", serverBody, r.Context().Value(http.LocalAddrContextKey), r.Host, r.RemoteAddr)
 	})
 	for _, addr := range strings.Split(os.Getenv("K2R_IPT_ADDRS"), ",") {
 		l, err := net.Listen("tcp", addr)
@@ -269,19 +273,26 @@ func tryRun(name string, args ...string) (string, error) {
 
 // node is the node namespace with HOST_IP, the server and the pods.
 type node struct {
-	t     *testing.T
-	ns    string
-	id    string
-	mode  iptables.Mode
-	ipv6  bool
-	pods  int
-	extra []string // extra environment for rules helpers
+	t      *testing.T
+	ns     string
+	prefix string
+	id     string
+	mode   iptables.Mode
+	ipv6   bool
+	pods   int
+	extra  []string // extra environment for rules helpers
 }
 
 func newNode(t *testing.T, mode iptables.Mode, ipv6 bool) *node {
 	t.Helper()
-	n := &node{t: t, id: randomID(t), mode: mode, ipv6: ipv6}
-	n.ns = netnsPrefix + n.id + "-n"
+	return newNodeNamed(t, netnsPrefix, mode, ipv6)
+}
+
+// newNodeNamed is newNode with the namespaces named prefix<id>-...
+func newNodeNamed(t *testing.T, prefix string, mode iptables.Mode, ipv6 bool) *node {
+	t.Helper()
+	n := &node{t: t, prefix: prefix, id: randomID(t), mode: mode, ipv6: ipv6}
+	n.ns = prefix + n.id + "-n"
 	run(t, "ip", "netns", "add", n.ns)
 	t.Cleanup(func() {
 		if out, err := tryRun("ip", "netns", "del", n.ns); err != nil {
@@ -299,7 +310,7 @@ func newNode(t *testing.T, mode iptables.Mode, ipv6 bool) *node {
 		addrs = append(addrs, netip.AddrPortFrom(netip.MustParseAddr(hostIPv6), appPort).String())
 	}
 	n.ip("link", "set", "k2rhost", "up")
-	n.startServer(strings.Join(addrs, ","))
+	n.startServer(n.ns, strings.Join(addrs, ","))
 	return n
 }
 
@@ -308,11 +319,11 @@ func (n *node) ip(args ...string) {
 	run(n.t, "ip", append([]string{"-n", n.ns}, args...)...)
 }
 
-// startServer runs the HTTP server in the node namespace until the test ends.
-func (n *node) startServer(addrs string) {
+// startServer runs the HTTP server in namespace ns until the test ends.
+func (n *node) startServer(ns, addrs string) {
 	t := n.t
 	t.Helper()
-	cmd := n.helperCmd(context.Background(), "serve", "K2R_IPT_ADDRS="+addrs)
+	cmd := nsHelperCmd(context.Background(), ns, "serve", "K2R_IPT_ADDRS="+addrs)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -380,7 +391,7 @@ func (n *node) addPod(nodeIface string) *pod {
 	t.Helper()
 	n.pods++
 	i := n.pods
-	p := &pod{ns: fmt.Sprintf("%s%s-p%d", netnsPrefix, n.id, i), nodeIface: nodeIface, ipv6: n.ipv6}
+	p := &pod{ns: fmt.Sprintf("%s%s-p%d", n.prefix, n.id, i), nodeIface: nodeIface, ipv6: n.ipv6}
 	run(t, "ip", "netns", "add", p.ns)
 	t.Cleanup(func() {
 		if out, err := tryRun("ip", "netns", "del", p.ns); err != nil {
@@ -408,6 +419,13 @@ func (n *node) addPod(nodeIface string) *pod {
 // get asks the metadata address from the pod; nil error means the node's
 // server answered. elapsed is how long a failed request took inside the pod.
 func (p *pod) get(url string) (elapsed time.Duration, err error) {
+	_, elapsed, err = p.answer(url)
+	return elapsed, err
+}
+
+// answer is get with the answering server's local address (HOST_IP:port
+// when DNATed, the metadata address when not).
+func (p *pod) answer(url string) (local string, elapsed time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	out, err := nsHelperCmd(ctx, p.ns, "dial", "K2R_IPT_URL="+url).CombinedOutput()
@@ -416,12 +434,13 @@ func (p *pod) get(url string) (elapsed time.Duration, err error) {
 		if f := strings.Fields(string(out)); len(f) > 1 && f[0] == "ERR" {
 			d, _ = time.ParseDuration(f[1])
 		}
-		return d, fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+		return "", d, fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
 	}
-	if !strings.HasPrefix(string(out), serverBody) {
-		return 0, fmt.Errorf("answered by something else: %q", out)
+	f := strings.Fields(string(out))
+	if len(f) < 2 || f[0] != serverBody {
+		return "", 0, fmt.Errorf("answered by something else: %q", out)
 	}
-	return 0, nil
+	return f[1], 0, nil
 }
 
 const (
@@ -523,18 +542,24 @@ func (n *node) ipt(family string, args ...string) {
 // table and COMMIT lines and counters dropped, everything else verbatim.
 func (n *node) save(family string) string {
 	n.t.Helper()
+	return n.saveTable(family, "nat")
+}
+
+// saveTable is save for any table.
+func (n *node) saveTable(family, table string) string {
+	n.t.Helper()
 	bin := "iptables-" + string(n.mode) + "-save"
 	if family == "6" {
 		bin = "ip6tables-" + string(n.mode) + "-save"
 	}
-	return normaliseSave(run(n.t, "ip", "netns", "exec", n.ns, bin, "-t", "nat"))
+	return normaliseSave(run(n.t, "ip", "netns", "exec", n.ns, bin, "-t", table))
 }
 
 func normaliseSave(out string) string {
 	var b strings.Builder
 	for _, line := range strings.Split(out, "\n") {
 		switch {
-		case line == "", strings.HasPrefix(line, "#"), line == "*nat", line == "COMMIT":
+		case line == "", strings.HasPrefix(line, "#"), strings.HasPrefix(line, "*"), line == "COMMIT":
 			continue
 		case strings.HasPrefix(line, ":"):
 			if i := strings.LastIndex(line, " ["); i > 0 {
@@ -571,10 +596,39 @@ func wantSave(family, target string, ifaces ...string) string {
 	return s
 }
 
+// builtinFilterChains is an empty filter table.
+const builtinFilterChains = ":INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n"
+
+// wantGuardSave is the normalised filter table with exactly kube2ra's
+// guard for the given interface entries.
+func wantGuardSave(family string, ifaces ...string) string {
+	meta := "169.254.169.254/32"
+	if family == "6" {
+		meta = "fd00:ec2::254/128"
+	}
+	jump := " -d " + meta + " -p tcp -m tcp --dport 80 -m comment --comment kube2ra -j KUBE2RA-GUARD\n"
+	s := builtinFilterChains + ":KUBE2RA-GUARD -\n-A INPUT" + jump + "-A FORWARD" + jump + "-A KUBE2RA-GUARD -i lo -j RETURN\n"
+	for _, in := range ifaces {
+		match := "-i " + in
+		if rest, ok := strings.CutPrefix(in, "!"); ok {
+			match = "! -i " + rest
+		}
+		s += "-A KUBE2RA-GUARD -d " + meta + " " + match + " -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset\n"
+	}
+	return s
+}
+
 func expectSave(t *testing.T, n *node, family, want string) {
 	t.Helper()
 	if got := n.save(family); got != want {
 		t.Errorf("iptables-save -t nat (IPv%s, %s):\n%s\nwant:\n%s", family, n.mode, got, want)
+	}
+}
+
+func expectGuardSave(t *testing.T, n *node, family, want string) {
+	t.Helper()
+	if got := n.saveTable(family, "filter"); got != want {
+		t.Errorf("iptables-save -t filter (IPv%s, %s):\n%s\nwant:\n%s", family, n.mode, got, want)
 	}
 }
 
