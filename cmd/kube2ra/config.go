@@ -40,7 +40,7 @@ type Config struct {
 	MetricsPort int
 	// HostInterface is the comma list of pod-facing interfaces for DNAT.
 	HostInterface string
-	// IPTables installs the DNAT rules when true.
+	// IPTables installs the DNAT and guard rules when true.
 	IPTables bool
 	// IPTablesMode picks the iptables backend: auto, nft or legacy.
 	IPTablesMode string
@@ -179,7 +179,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.AppPort, "app-port", c.AppPort, "metadata proxy port on --host-ip")
 	fs.IntVar(&c.MetricsPort, "metrics-port", c.MetricsPort, "port for /healthz, /readyz, /metrics (and /debug/store with --debug)")
 	fs.StringVar(&c.HostInterface, "host-interface", c.HostInterface, "pod-facing interfaces to redirect, comma separated: exact (cni0), wildcard (cali+), negation (!eth0)")
-	fs.BoolVar(&c.IPTables, "iptables", c.IPTables, "install the DNAT rules for 169.254.169.254 (without them pods reach the real metadata service)")
+	fs.BoolVar(&c.IPTables, "iptables", c.IPTables, "install the DNAT rules for 169.254.169.254 and the guard that refuses pod traffic escaping them (without them pods reach the real metadata service)")
 	fs.StringVar(&c.IPTablesMode, "iptables-mode", c.IPTablesMode, "iptables backend: auto (the one holding the host's rules), nft or legacy")
 	fs.DurationVar(&c.IPTablesResync, "iptables-resync", c.IPTablesResync, "how often the rules are verified and restored if flushed")
 	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "also redirect the IPv6 metadata address fd00:ec2::254 (needs --host-ipv6)")

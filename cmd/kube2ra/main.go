@@ -28,7 +28,7 @@ type subcommand struct {
 
 func subcommands() []subcommand {
 	return []subcommand{
-		{"run", "run the node agent (metadata proxy, pod identity, DNAT rules)", runCommand},
+		{"run", "run the node agent (metadata proxy, pod identity, DNAT and guard rules)", runCommand},
 		{"credentials", "fetch credentials for one role once and print them as credential_process JSON", credentialsCommand},
 		{"cleanup", "remove kube2ra's iptables rules and chains from this node", cleanupCommand},
 		{"version", "print version, commit and Go version", versionCommand},

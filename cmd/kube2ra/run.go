@@ -259,7 +259,7 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 
 	log.WithField("base_role_arn", *a.baseARN.Load()).Debug("base role ARN")
 
-	// 3. DNAT rules, only now that every request can be answered.
+	// 3. DNAT and guard rules, only now that every request can be answered.
 	if cfg.IPTables {
 		if err := a.installRules(runCtx, reg); err != nil {
 			cancel()
@@ -329,9 +329,9 @@ func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) err
 	}
 	changed, err := a.rules.EnsureRules(rulesCtx)
 	if err != nil {
-		return fmt.Errorf("installing the DNAT rules: %w", err)
+		return fmt.Errorf("installing the DNAT and guard rules: %w", err)
 	}
-	a.log.WithField("backend", a.rules.Backend()).WithField("changed", changed).Info("DNAT rules in place")
+	a.log.WithField("backend", a.rules.Backend()).WithField("changed", changed).Info("DNAT and guard rules in place")
 	return nil
 }
 
@@ -347,10 +347,10 @@ func (a *agent) ready(ctx context.Context) error {
 		missing = append(missing, "credential source: "+err.Error())
 	}
 	if !a.rulesReady.Load() {
-		missing = append(missing, "DNAT rules not installed")
+		missing = append(missing, "DNAT and guard rules not installed")
 	} else if a.rules != nil {
 		if ok, err := a.rules.RulesPresent(ctx); err != nil || !ok {
-			missing = append(missing, fmt.Sprintf("DNAT rules missing (restored at the next resync): %v", err))
+			missing = append(missing, fmt.Sprintf("DNAT or guard rules missing (restored at the next resync): %v", err))
 		}
 	}
 	if len(missing) > 0 {
@@ -359,8 +359,9 @@ func (a *agent) ready(ctx context.Context) error {
 	return nil
 }
 
-// decideRules keeps the DNAT rules on exit (fail closed: during a rolling
-// update pods get a refused connection, never the node's metadata service)
+// decideRules keeps the DNAT and guard rules on exit (fail closed: during a
+// rolling update pods get a refused connection, never the node's metadata
+// service)
 // unless the agent's own DaemonSet is gone or being deleted, which means
 // kube2ra is being uninstalled and a stale rule would break every pod's
 // metadata access.
@@ -368,16 +369,16 @@ func (a *agent) decideRules() {
 	remove, why := a.owner.gone()
 	log := a.log.WithField("reason", why)
 	if !remove {
-		log.Info("keeping the DNAT rules for the next agent")
+		log.Info("keeping the DNAT and guard rules for the next agent")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), rulesTimeout)
 	defer cancel()
 	if err := a.rules.Remove(ctx); err != nil {
-		log.WithError(err).Error("removing the DNAT rules failed: run `kube2ra cleanup` on this node")
+		log.WithError(err).Error("removing the DNAT and guard rules failed: run `kube2ra cleanup` on this node")
 		return
 	}
-	log.Info("DNAT rules removed")
+	log.Info("DNAT and guard rules removed")
 }
 
 func kubeConfig(path string) (*rest.Config, error) {
