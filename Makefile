@@ -10,7 +10,7 @@ export GOFLAGS ?= -buildvcs=false
 TOOLS := $(KUBE2RA_CACHE)/bin
 IMAGE ?= kube2ra:$(VERSION)
 
-.PHONY: all build test test-deps test-unit test-integration e2e bench soak demo lint chart-test controlplane image clean fuzz
+.PHONY: all build test test-deps test-unit test-integration e2e bench soak soak-short demo lint chart-test controlplane image clean fuzz
 
 all: build
 
@@ -18,7 +18,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kube2ra
 
 # Every tier, installing what it needs first.
-test: test-deps lint build test-unit test-integration chart-test e2e
+test: test-deps lint build test-unit test-integration chart-test e2e soak-short
 
 test-deps:
 	@hack/install-test-deps.sh
@@ -44,6 +44,10 @@ bench: build
 # 300) split between the two flavours. Exits non-zero when an invariant breaks.
 soak: build
 	SOAK_SECONDS=$(SOAK_SECONDS) $(GO) run ./test/soak
+
+# make test's soak: 60 s of load, about 5 minutes with both nodes' set-up.
+soak-short: build
+	SOAK_SECONDS=60 $(GO) run ./test/soak
 
 # KEEP=1 leaves it running; DEMO_FLAVOUR=ec2 for the STS flavour.
 demo: test-deps build

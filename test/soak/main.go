@@ -73,9 +73,11 @@ type config struct {
 	grace, tolerance time.Duration
 	// settleMax bounds waiting for the agent's resources to come back.
 	settleMax time.Duration
-	// imdsOpen leaves the EC2 instance's metadata service reachable from
-	// pods (no hop limit, tokens optional), to show what a nat flush exposes.
-	imdsOpen bool
+	// hardenIMDS configures the EC2 instance's metadata service as
+	// docs/security.md advises (tokens required, hop limit 1). Off by
+	// default: the soak proves kube2ra alone keeps pods from the node's
+	// credentials, even through a nat flush.
+	hardenIMDS bool
 	// seed makes churn choices repeatable.
 	seed uint64
 	// outDir keeps logs.
@@ -119,7 +121,7 @@ func run() int {
 	flag.IntVar(&cfg.slowConns, "slowloris", 500, "slowloris connections")
 	flag.DurationVar(&cfg.grace, "grace", 3*time.Second, "propagation grace after an API write")
 	flag.DurationVar(&cfg.tolerance, "tolerance", 10*time.Second, "how long after a fault its errors are still its own")
-	flag.BoolVar(&cfg.imdsOpen, "imds-open", false, "EC2: leave the metadata service reachable from pods (no hop-limit emulation, IMDSv1 allowed)")
+	flag.BoolVar(&cfg.hardenIMDS, "harden-imds", false, "EC2: require tokens and emulate hop limit 1 on the instance's metadata service (default: reachable by pods with IMDSv1, the worst case)")
 	flag.Uint64Var(&cfg.seed, "seed", uint64(time.Now().UnixNano()), "random seed for churn")
 	flag.StringVar(&cfg.outDir, "out", "", "directory for logs (default a new one under $TMPDIR)")
 	flag.Parse()

@@ -245,7 +245,7 @@ func runFlavour(ctx context.Context, cfg config, flavour harness.Flavour, client
 		return rep
 	}
 	defer env.Close()
-	if flavour == harness.EC2 && !cfg.imdsOpen {
+	if flavour == harness.EC2 && cfg.hardenIMDS {
 		undo, err := hardenInstance(env)
 		if err != nil {
 			rep.fatal = err
