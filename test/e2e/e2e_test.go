@@ -168,6 +168,9 @@ func TestFlavours(t *testing.T) {
 			t.Run("AgentRestartUnderLoadFailsClosed", func(t *testing.T) { testAgentRestart(t, env) })
 			t.Run("FlushedNatTableIsRestored", func(t *testing.T) { testFlushRestored(t, env) })
 			if flavour == harness.EC2 {
+				t.Run("FlushedNatTableFailsClosed", func(t *testing.T) { testNatFlushFailsClosed(t, env) })
+			}
+			if flavour == harness.EC2 {
 				t.Run("HopLimitKeepsTokensFromPodsButNotFromTheAgent", func(t *testing.T) { testHopLimit(t, env) })
 			}
 			if flavour == harness.RolesAnywhere {
@@ -229,12 +232,17 @@ func testEveryClient(t *testing.T, env *harness.Env) {
 	}
 }
 
-// iptablesSave is the node's nat table, without counters and comments that vary.
+// iptablesSave is the node's nat table (the DNAT) and filter table (the
+// guard), without counters and comments that vary.
 func iptablesSave(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("iptables-save", "-t", "nat").Output()
-	if err != nil {
-		t.Fatalf("iptables-save: %v", err)
+	var out []byte
+	for _, table := range []string{"nat", "filter"} {
+		b, err := exec.Command("iptables-save", "-t", table).Output()
+		if err != nil {
+			t.Fatalf("iptables-save -t %s: %v", table, err)
+		}
+		out = append(out, b...)
 	}
 	var keep []string
 	for _, l := range strings.Split(string(out), "\n") {
@@ -758,6 +766,80 @@ func testFlushRestored(t *testing.T, env *harness.Env) {
 	if harness.Sum(m, "kube2ra_iptables_restores_total") < 1 {
 		t.Fatal("the restore is not counted in kube2ra_iptables_restores_total")
 	}
+}
+
+// testNatFlushFailsClosed is the soak's finding: on an instance that is not
+// hardened (IMDSv1 answers whoever reaches it; the hop limit only stops
+// token PUTs), a pod's request that escapes the DNAT gets the node's
+// credentials. After `iptables -t nat -F` the guard must refuse the pod at
+// once, the metadata service must never see the pod, and the agent must
+// restore service at the next resync (2s here).
+func testNatFlushFailsClosed(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "guard", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "guard", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	node := env.IMDS.Credentials()
+
+	// Without kube2ra's rules the pod gets the node's credentials with
+	// IMDSv1: the leak this test must never see is real here.
+	if err := env.Agent.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(env.Agent.Binary, "cleanup").CombinedOutput(); err != nil {
+		t.Fatalf("kube2ra cleanup: %v: %s", err, out)
+	}
+	if code, _, err := p.PodGet(ctxT(t), credsPath, false); err != nil || code != 200 {
+		t.Fatalf("without kube2ra the pod should reach the unhardened metadata service: %d %v", code, err)
+	}
+	if _, body, _ := p.PodGet(ctxT(t), credsPath+"node-instance-role", false); !strings.Contains(body, node.AccessKeyID) {
+		t.Fatalf("without kube2ra the pod should get the node's credentials with IMDSv1, got %q", body)
+	}
+	restartAgent(t, env)
+	getCreds(t, p, roleWeb, false)
+	want := iptablesSave(t)
+
+	refused := false
+	var flushed time.Time
+	for attempt := 1; attempt <= 5 && !refused; attempt++ {
+		env.IMDS.ResetRequests()
+		if out, err := exec.Command("iptables", "-t", "nat", "-F").CombinedOutput(); err != nil {
+			t.Fatalf("flushing the nat table: %v: %s", err, out)
+		}
+		flushed = time.Now()
+		start := time.Now()
+		code, body, err := p.PodGet(ctxT(t), credsPath+"node-instance-role", false)
+		elapsed := time.Since(start)
+		stillFlushed := !strings.Contains(iptablesSave(t), "-j DNAT")
+		assertNoSecrets(t, env, "a pod's request after iptables -t nat -F", body)
+		for _, r := range env.IMDS.Requests() {
+			if strings.HasPrefix(r.RemoteAddr, p.Net.IP.String()+":") {
+				t.Fatalf("after iptables -t nat -F the metadata service saw the pod's request %s %s", r.Method, r.RequestURI)
+			}
+		}
+		switch {
+		case err == nil && stillFlushed:
+			t.Fatalf("after iptables -t nat -F the pod was answered %d %q while no DNAT existed", code, body)
+		case err == nil:
+			t.Logf("attempt %d: the monitor restored the DNAT before the pod's request; flushing again", attempt)
+		case !strings.Contains(body, "Couldn't connect") && !strings.Contains(body, "refused"):
+			t.Fatalf("after iptables -t nat -F: %v, want the connection refused (the guard's TCP reset)", err)
+		case elapsed > 1500*time.Millisecond:
+			t.Fatalf("after iptables -t nat -F the refusal took %s, want at once (curl's timeout is 2s)", elapsed)
+		default:
+			refused = true
+			t.Logf("after iptables -t nat -F the pod was refused in %s (%s)", elapsed.Round(time.Millisecond), strings.TrimSpace(body))
+		}
+	}
+	if !refused {
+		t.Fatal("the monitor restored the DNAT before every one of 5 requests; the guard was never exercised")
+	}
+	eventually(t, "rules restored after the flush", func() error {
+		if got := iptablesSave(t); got != want {
+			return fmt.Errorf("rules not back yet:\n%s", got)
+		}
+		return nil
+	})
+	t.Logf("rules restored %s after the flush (resync interval 2s)", time.Since(flushed).Round(10*time.Millisecond))
+	getCreds(t, p, roleWeb, false)
 }
 
 // testHopLimit: with the instance's hop limit at 1, a pod that reached the
