@@ -750,14 +750,7 @@ func testFlushRestored(t *testing.T, env *harness.Env) {
 	if strings.Contains(iptablesSave(t), "-j DNAT") {
 		t.Fatal("the flush did not remove the DNAT rule")
 	}
-	start := time.Now()
-	eventually(t, "rules restored after a flush", func() error {
-		if got := iptablesSave(t); got != want {
-			return fmt.Errorf("rules not back yet:\n%s", got)
-		}
-		return nil
-	})
-	t.Logf("rules restored %s after the flush (resync interval 2s)", time.Since(start).Round(10*time.Millisecond))
+	waitRulesRestored(t, want, time.Now())
 	getCreds(t, p, roleWeb, true)
 	m, err := env.Agent.Metrics()
 	if err != nil {
@@ -832,14 +825,21 @@ func testNatFlushFailsClosed(t *testing.T, env *harness.Env) {
 	if !refused {
 		t.Fatal("the monitor restored the DNAT before every one of 5 requests; the guard was never exercised")
 	}
-	eventually(t, "rules restored after the flush", func() error {
+	waitRulesRestored(t, want, flushed)
+	getCreds(t, p, roleWeb, false)
+}
+
+// waitRulesRestored waits until the agent's monitor has put the rules back
+// as want after a flush at flushed.
+func waitRulesRestored(t *testing.T, want string, flushed time.Time) {
+	t.Helper()
+	eventually(t, "rules restored after a flush", func() error {
 		if got := iptablesSave(t); got != want {
 			return fmt.Errorf("rules not back yet:\n%s", got)
 		}
 		return nil
 	})
 	t.Logf("rules restored %s after the flush (resync interval 2s)", time.Since(flushed).Round(10*time.Millisecond))
-	getCreds(t, p, roleWeb, false)
 }
 
 // testHopLimit: with the instance's hop limit at 1, a pod that reached the
