@@ -125,6 +125,13 @@ func startWatcher(t testing.TB, node string, lookupTimeout time.Duration) *Watch
 	if err != nil {
 		t.Fatal(err)
 	}
+	runWatcher(t, w)
+	return w
+}
+
+// runWatcher starts w until the test ends and waits for its first sync.
+func runWatcher(t testing.TB, w *Watcher) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); w.Shutdown() })
 	w.Start(ctx)
@@ -133,7 +140,6 @@ func startWatcher(t testing.TB, node string, lookupTimeout time.Duration) *Watch
 	if err := w.WaitForSync(syncCtx); err != nil {
 		t.Fatal(err)
 	}
-	return w
 }
 
 // createNamespace creates a namespace, with the allowed-roles annotation
@@ -643,12 +649,7 @@ func TestIntegrationAnnotationChangesTakeEffect(t *testing.T) {
 	if _, err := NewRoleNotifier(w, r, listener, testLogger()); err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	t.Cleanup(func() { cancel(); w.Shutdown() })
-	w.Start(wctx)
-	if err := w.WaitForSync(wctx); err != nil {
-		t.Fatal(err)
-	}
+	runWatcher(t, w)
 
 	pod := runPod(t, ctx, newPod(ns, "p", node, map[string]string{DefaultRoleKey: "app"}), corev1.PodRunning, ip)
 	resolve := func() (Role, error) {

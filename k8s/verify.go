@@ -18,12 +18,10 @@ const (
 	// DefaultVerifyTTL is how long a failed live verification (a denial or
 	// an unreachable API server) answers for its pod or namespace: it
 	// bounds the API load of an outage to about one GET per calling pod
-	// per second.
+	// per second. A confirmation is never kept: it only answers the
+	// lookups that were waiting for it, because one kept even 250 ms gave
+	// a replaced pod's role to its successor in the integration test.
 	DefaultVerifyTTL = time.Second
-	// maxConfirmedTTL caps how long a successful verification answers. A
-	// denial held too long costs a retry; a confirmation held too long
-	// could answer for a pod deleted meanwhile, so it is kept shorter.
-	maxConfirmedTTL = 250 * time.Millisecond
 	// memoSweepSize is the memo size above which expired entries are swept.
 	memoSweepSize = 256
 )
@@ -76,7 +74,7 @@ func newWatchMetrics(reg prometheus.Registerer) (*watchMetrics, error) {
 	return m, nil
 }
 
-// memoEntry is one verification result.
+// memoEntry is one verification result; only failures are memoised.
 type memoEntry[T any] struct {
 	// value is the verified object; its zero value with err.
 	value T
@@ -93,8 +91,6 @@ type verifier[T any] struct {
 	clock clock.PassiveClock
 	// ttl is how long a failure answers.
 	ttl time.Duration
-	// okTTL is how long a success answers.
-	okTTL time.Duration
 	// timeout bounds one verification.
 	timeout time.Duration
 	// mu guards memo and inflight.
@@ -115,10 +111,10 @@ type flight[T any] struct {
 }
 
 func newVerifier[T any](clk clock.PassiveClock, ttl, timeout time.Duration) *verifier[T] {
-	return &verifier[T]{clock: clk, ttl: ttl, okTTL: min(ttl, maxConfirmedTTL), timeout: timeout, memo: make(map[string]memoEntry[T]), inflight: make(map[string]*flight[T])}
+	return &verifier[T]{clock: clk, ttl: ttl, timeout: timeout, memo: make(map[string]memoEntry[T]), inflight: make(map[string]*flight[T])}
 }
 
-// do returns the memoised result for key or runs check once for all
+// do returns the memoised failure for key or runs check once for all
 // concurrent callers. check gets a context of its own, bounded by the
 // verifier's timeout, so one caller giving up does not fail the others.
 func (v *verifier[T]) do(ctx context.Context, key string, check func(ctx context.Context) (T, error)) (T, error) {
@@ -148,15 +144,13 @@ func (v *verifier[T]) run(ctx context.Context, key string, f *flight[T], check f
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.timeout)
 	defer cancel()
 	val, err := check(cctx)
-	ttl := v.okTTL
-	if err != nil {
-		ttl = v.ttl
-	}
-	f.entry = memoEntry[T]{value: val, err: err, expires: v.clock.Now().Add(ttl)}
+	f.entry = memoEntry[T]{value: val, err: err, expires: v.clock.Now().Add(v.ttl)}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.sweepLocked()
-	v.memo[key] = f.entry
+	if err != nil {
+		v.sweepLocked()
+		v.memo[key] = f.entry
+	}
 	delete(v.inflight, key)
 	close(f.done)
 }

@@ -76,9 +76,9 @@ type WatcherOptions struct {
 	Logger logrus.FieldLogger
 	// Clock times the waits; clock.RealClock when nil.
 	Clock clock.Clock
-	// VerifyTTL is how long a live check made while a watch is not current
-	// answers for its pod or namespace (a confirmation at most 250 ms);
-	// DefaultVerifyTTL when zero.
+	// VerifyTTL is how long a failed live check made while a watch is not
+	// current answers for its pod or namespace (a confirmation is never
+	// reused); DefaultVerifyTTL when zero.
 	VerifyTTL time.Duration
 	// Registerer receives kube2ra_k8s_watch_current and
 	// kube2ra_k8s_live_verifications_total; nil registers none.
