@@ -97,10 +97,10 @@ func detectBackend(ctx context.Context, run saveRunner, log logrus.FieldLogger) 
 	return d
 }
 
-// RemoveAll deletes kube2ra's jumps and chains from both backends and both
-// families, whichever exist, for `kube2ra cleanup`: it needs no
-// configuration and succeeds when nothing is installed. A backend whose
-// binary is missing is skipped.
+// RemoveAll deletes kube2ra's jumps and chains (DNAT, then guard) from both
+// backends and both families, whichever exist, for `kube2ra cleanup`: it
+// needs no configuration and succeeds when nothing is installed. A backend
+// whose binary is missing is skipped.
 func RemoveAll(ctx context.Context, logger logrus.FieldLogger) error {
 	if logger == nil {
 		logger = logrus.New()
