@@ -59,7 +59,6 @@ func newAPIGate(t *testing.T) *apiGate {
 		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(upstream) },
 		Transport:     tr,
 		FlushInterval: -1,
-		ErrorLog:      nil,
 		ErrorHandler:  func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(http.StatusBadGateway) },
 	}
 	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -124,19 +123,19 @@ func (g *apiGate) client(t *testing.T) kubernetes.Interface {
 // that names the forbidden pod or role from lookups started more than
 // grace after forbid.
 type staleChecker struct {
-	ip        netip.Addr
-	w         *Watcher
-	r         *RoleResolver
-	grace     time.Duration
-	forbidUID atomic.Value // types.UID
-	forbidAt  atomic.Int64 // unix nanoseconds; 0 until forbid
-	tolerated atomic.Int64
-	answers   atomic.Int64
-	refusals  atomic.Int64
-	mu        sync.Mutex
-	stale     []string
-	stop      chan struct{}
-	done      chan struct{}
+	ip        netip.Addr    // the IP looked up
+	w         *Watcher      // finds the pod
+	r         *RoleResolver // resolves its role
+	grace     time.Duration // watch latency tolerated after forbid
+	forbidUID atomic.Value  // types.UID of the pod that must not be answered
+	forbidAt  atomic.Int64  // unix nanoseconds of forbid; 0 until then
+	tolerated atomic.Int64  // old answers within grace
+	answers   atomic.Int64  // lookups answered
+	refusals  atomic.Int64  // lookups refused
+	mu        sync.Mutex    // guards stale
+	stale     []string      // the violations
+	stop      chan struct{} // closed to stop the loop
+	done      chan struct{} // closed when the loop has stopped
 }
 
 func startStaleChecker(w *Watcher, r *RoleResolver, ip string, grace time.Duration) *staleChecker {
@@ -163,6 +162,7 @@ func startStaleChecker(w *Watcher, r *RoleResolver, ip string, grace time.Durati
 				continue
 			}
 			c.answers.Add(1)
+			time.Sleep(200 * time.Microsecond) // the machine is shared
 			at := c.forbidAt.Load()
 			if at == 0 || (p.UID != c.forbidUID.Load().(types.UID) && role.Name != "role-x") {
 				continue
@@ -206,6 +206,11 @@ func stalePodSetup(t *testing.T, nsName, node, ip string) *corev1.Pod {
 	return runPod(t, context.Background(), newPod(nsName, "a", node, map[string]string{DefaultRoleKey: "role-x"}), corev1.PodRunning, ip)
 }
 
+// uniqueName makes names that survive -count=N on one control plane.
+func uniqueName(prefix string) string {
+	return fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1_000_000_000)
+}
+
 func newTestResolver(t *testing.T, w *Watcher) *RoleResolver {
 	t.Helper()
 	r, err := NewRoleResolver(w, ResolverOptions{NamespaceRestrictions: true, BaseRoleARN: StaticBaseARN(testBase), Logger: testLogger()})
@@ -229,7 +234,8 @@ func waitCurrent(t *testing.T, w *Watcher) time.Duration {
 
 func TestIntegrationReplacedPodBehindACutWatchNeverGetsTheOldRole(t *testing.T) {
 	ctx := context.Background()
-	const node, nsName, ip, ipC = "node-cut", "cut", "10.77.0.1", "10.77.0.3"
+	const ip, ipC = "10.77.0.1", "10.77.0.3"
+	node, nsName := uniqueName("node-cut"), uniqueName("cut")
 	a := stalePodSetup(t, nsName, node, ip)
 	runPod(t, ctx, newPod(nsName, "c", node, map[string]string{DefaultRoleKey: "role-c"}), corev1.PodRunning, ipC)
 	gate := newAPIGate(t)
@@ -308,7 +314,8 @@ const restartGrace = 300 * time.Millisecond
 
 func TestIntegrationAPIServerRestartNeverServesAReplacedPod(t *testing.T) {
 	ctx := context.Background()
-	const node, nsName, ip = "node-restart", "restart", "10.78.0.1"
+	const ip = "10.78.0.1"
+	node, nsName := uniqueName("node-restart"), uniqueName("restart")
 	a := stalePodSetup(t, nsName, node, ip)
 	w := startWatcher(t, node, time.Second)
 	waitCurrent(t, w)
@@ -329,6 +336,7 @@ func TestIntegrationAPIServerRestartNeverServesAReplacedPod(t *testing.T) {
 	restarted := time.Now()
 	deletePod(t, ctx, a, 0)
 	checker.forbid(a.UID)
+	t.Logf("the agent's pod watch was current when a was deleted: %t", w.podTracker.isCurrent())
 	b := runPod(t, ctx, newPod(nsName, "b", node, map[string]string{DefaultRoleKey: "role-y"}), corev1.PodRunning, ip)
 	eventually(t, "b and role-y are answered", func() error {
 		p, err := w.FindPod(ctx, netip.MustParseAddr(ip))
