@@ -100,6 +100,10 @@ func (s *Server) lookupRole(ctx context.Context, info *requestInfo) (*k8s.Pod, k
 		return pod, k8s.Role{}, http.StatusNotFound, reasonNoRole, err
 	case errors.As(err, &denial):
 		return pod, k8s.Role{}, http.StatusNotFound, string(denial.Reason), err
+	case errors.Is(err, k8s.ErrNotSynced):
+		// The namespace could not be read while the watch is not current:
+		// transient, so 503 and the SDK retries.
+		return pod, k8s.Role{}, http.StatusServiceUnavailable, reasonNotSynced, err
 	case err != nil:
 		return pod, k8s.Role{}, http.StatusInternalServerError, reasonResolveError, err
 	case role.ARN == "" || role.Name == "":

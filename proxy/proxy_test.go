@@ -65,6 +65,7 @@ func TestCredentialRoutes(t *testing.T) {
 		{name: "no role is 404 on iam/info", path: "/latest/meta-data/iam/info", roleErr: k8s.ErrNoRole, wantStatus: 404, wantReason: reasonNoRole},
 		{name: "no role is 404 on iam/", path: "/latest/meta-data/iam/", roleErr: k8s.ErrNoRole, wantStatus: 404, wantReason: reasonNoRole},
 		{name: "namespace denial is 404", path: "/latest/meta-data/iam/security-credentials/" + testRoleName, roleErr: denied, wantStatus: 404, wantReason: string(k8s.DeniedByNamespace)},
+		{name: "namespace unreadable while the watch is not current is 503", path: "/latest/meta-data/iam/security-credentials/" + testRoleName, roleErr: fmt.Errorf("reading namespace team-a live: %w", k8s.ErrNotSynced), wantStatus: 503, wantReason: reasonNotSynced},
 		{name: "role without name is 404", path: "/latest/meta-data/iam/security-credentials/", role: k8s.Role{ARN: testRoleARN}, wantStatus: 404, wantReason: string(k8s.DeniedInvalidRole)},
 		{name: "throttled credentials are 503", path: "/latest/meta-data/iam/security-credentials/" + testRoleName, credErr: &credentials.Error{Kind: credentials.KindThrottled, Code: "ThrottlingException"}, wantStatus: 503},
 		{name: "unavailable credentials are 503", path: "/latest/meta-data/iam/security-credentials/" + testRoleName, credErr: &credentials.Error{Kind: credentials.KindUnavailable}, wantStatus: 503},

@@ -160,6 +160,7 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		LookupTimeout: cfg.PodLookupTimeout,
 		Keys:          keys,
 		Logger:        log.WithField("component", "k8s"),
+		Registerer:    reg,
 	})
 	if err != nil {
 		return err

@@ -304,3 +304,22 @@ func TestJudgeTimeoutOnKernelDropsIsTheNetworks(t *testing.T) {
 		t.Fatalf("unexplained %v, network %v: want the timeout without drops unexplained and the one with drops the network's", j.t.unexplainedByKind, j.t.netDrops)
 	}
 }
+
+func TestInvariantBreaksCountEveryKind(t *testing.T) {
+	clean := &flavourReport{t: tally{requests: map[string]int{"creds": 1}}}
+	if got := invariantBreaks(clean); len(got) != 0 {
+		t.Fatalf("a clean run breaks %v", got)
+	}
+	for name, spoil := range map[string]func(*tally){
+		"wrong":  func(t *tally) { t.wrong = []string{"x"} },
+		"stale":  func(t *tally) { t.stale = []string{"x"} },
+		"leak":   func(t *tally) { t.leaks = []string{"x"} },
+		"served": func(t *tally) { t.forbiddenServed = []string{"x"} },
+	} {
+		r := &flavourReport{t: tally{requests: map[string]int{"creds": 1}}}
+		spoil(&r.t)
+		if got := invariantBreaks(r); len(got) != 1 {
+			t.Errorf("%s: breaks %v, want exactly one", name, got)
+		}
+	}
+}

@@ -52,10 +52,10 @@ func printFlavour(w io.Writer, cfg config, r *flavourReport) {
 		t.ok, t.late, cfg.grace, t.maxLate.Round(time.Millisecond), t.expected404, t.propagation, cfg.grace)
 	fmt.Fprintf(w, "credential latency: p50 %s, p99 %s, max %s\n",
 		percentile(t.latencies, 0.5).Round(time.Microsecond), percentile(t.latencies, 0.99).Round(time.Microsecond), percentile(t.latencies, 1).Round(time.Microsecond))
-	fmt.Fprintf(w, "WRONG-ROLE ANSWERS: %d   LEAKS (node credentials, user-data, signed documents): %d   forbidden answered 200: %d   malformed: %d\n",
-		len(t.wrong), len(t.leaks), len(t.forbiddenServed), len(t.malformed))
+	fmt.Fprintf(w, "WRONG-ROLE ANSWERS: %d   STALE AFTER AN API OUTAGE: %d   LEAKS (node credentials, user-data, signed documents): %d   forbidden answered 200: %d   malformed: %d\n",
+		len(t.wrong), len(t.stale), len(t.leaks), len(t.forbiddenServed), len(t.malformed))
 	if len(t.stale) > 0 {
-		fmt.Fprintf(w, "stale after an API outage (old state, a write made while the agent's watch was reconnecting, answered before it caught up): %d\n", len(t.stale))
+		fmt.Fprintf(w, "stale (old state, a write made while the agent's watch was broken, answered before it caught up): %d\n", len(t.stale))
 		for i, x := range t.stale {
 			if i == 3 {
 				fmt.Fprintf(w, "    ... and %d more\n", len(t.stale)-3)

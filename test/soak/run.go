@@ -437,6 +437,9 @@ func invariantBreaks(r *flavourReport) []string {
 		out = append(out, msg)
 	}
 	add(len(r.t.wrong), "wrong-role answers", r.t.wrong)
+	// The agent checks answers live while its watch is not current, so a
+	// write it missed during an API outage is never answered either.
+	add(len(r.t.stale), "stale answers (a state the agent missed while its watch was broken)", r.t.stale)
 	add(len(r.t.leaks), "answers with the node's secrets", r.t.leaks)
 	add(len(r.t.forbiddenServed), "forbidden requests answered 200", r.t.forbiddenServed)
 	add(len(r.t.malformed), "malformed 200 answers", r.t.malformed)
