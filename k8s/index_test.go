@@ -193,9 +193,10 @@ func TestPodFromObject(t *testing.T) {
 		len(got.IPs) != 2 || got.IPs[1].String() != "fd00::1" || got.Annotations[DefaultRoleKey] != "r" {
 		t.Fatalf("podFromObject = %+v", got)
 	}
-	got.Annotations[DefaultRoleKey] = "changed"
-	if p.Annotations[DefaultRoleKey] != "r" {
-		t.Fatal("podFromObject shares the annotations map with the cache")
+	// No annotations is a nil map (reads still work).
+	p.Annotations = map[string]string{}
+	if got := podFromObject(p); got.Annotations != nil || got.Annotations[DefaultRoleKey] != "" {
+		t.Fatalf("empty annotations = %#v", got.Annotations)
 	}
 }
 

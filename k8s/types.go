@@ -26,7 +26,8 @@ type Pod struct {
 	NodeName string
 	// IPs are the addresses from status.podIPs.
 	IPs []netip.Addr
-	// Annotations holds only the annotations kube2ra reads (role, external ID).
+	// Annotations holds only the annotations kube2ra reads (role, external
+	// ID). It is shared with the informer's cache: read it, never write it.
 	Annotations map[string]string
 	// Terminating is true once deletionTimestamp is set.
 	Terminating bool
