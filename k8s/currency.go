@@ -45,6 +45,19 @@ const (
 	transientRetryCap = 2 * time.Second
 	// snapshotTimeout bounds one snapshot list.
 	snapshotTimeout = 30 * time.Second
+	// reopenGrace: a stream that ends cleanly while the cache is current,
+	// followed by a new stream within this time, leaves the cache current.
+	// The reflector resumes the new stream from the last resourceVersion
+	// it applied (or relists, replacing the store with a consistent list),
+	// so the API server delivers everything that happened in between: the
+	// gap is no more than an ordinary watch's latency. API servers end
+	// every watch after 5–10 minutes; without the grace each such end cost
+	// a snapshot LIST and a window in which every answer needed a live GET
+	// (under load the benchmark saw that window last 7 s and its GETs time
+	// out). A stream that fails, is stopped by the reflector, or is not
+	// followed by a new one within the grace (an API server that went
+	// away) makes the cache not current as before.
+	reopenGrace = time.Second
 )
 
 // objectVersion is what a snapshot keeps of one object.
@@ -186,21 +199,30 @@ func (t *streamTracker) notCurrentReason() string {
 	return fmt.Sprintf("%s, for %s", t.reason, t.clock.Since(t.since).Round(time.Millisecond))
 }
 
-// streamOpened records a new stream and starts taking its snapshot.
+// streamOpened records a new stream and, unless it resumes a current
+// cache within the reopen grace, starts taking its snapshot.
 func (t *streamTracker) streamOpened(ctx context.Context) uint64 {
 	t.mu.Lock()
 	t.gen++
 	gen := t.gen
 	t.open = true
 	t.pending = nil
+	if t.current.Load() {
+		// The previous stream ended cleanly less than reopenGrace ago
+		// (otherwise the cache would not be current): this one resumes it.
+		t.mu.Unlock()
+		return gen
+	}
 	t.setLocked(false, "a watch stream opened; taking a snapshot to check the cache against")
 	t.mu.Unlock()
 	go t.takeSnapshot(ctx, gen)
 	return gen
 }
 
-// streamClosed records the end of stream gen.
-func (t *streamTracker) streamClosed(gen uint64, why string) {
+// streamClosed records the end of stream gen. A clean end (the server
+// closed the stream without an error) of a current cache starts the reopen
+// grace instead of ending currency at once.
+func (t *streamTracker) streamClosed(gen uint64, why string, clean bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if gen != t.gen || !t.open {
@@ -208,7 +230,22 @@ func (t *streamTracker) streamClosed(gen uint64, why string) {
 	}
 	t.open = false
 	t.pending = nil
+	if clean && t.current.Load() {
+		go t.expireGrace(gen, why)
+		return
+	}
 	t.setLocked(false, why)
+}
+
+// expireGrace ends currency when no stream has opened within reopenGrace
+// of stream gen's clean end.
+func (t *streamTracker) expireGrace(gen uint64, why string) {
+	<-t.clock.After(reopenGrace)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if gen == t.gen && !t.open {
+		t.setLocked(false, fmt.Sprintf("%s and no new stream opened within %s", why, reopenGrace))
+	}
 }
 
 // takeSnapshot lists until it succeeds, ctx ends or stream gen is gone.
@@ -365,7 +402,7 @@ func (l *trackedListWatch) WatchWithContext(ctx context.Context, opts metav1.Lis
 		return nil, err
 	}
 	gen := l.tracker.streamOpened(ctx)
-	return newTrackedWatch(w, func(why string) { l.tracker.streamClosed(gen, why) }), nil
+	return newTrackedWatch(w, func(why string, clean bool) { l.tracker.streamClosed(gen, why, clean) }), nil
 }
 
 // retry calls f until it succeeds, fails for a reason that is not
@@ -398,19 +435,20 @@ type trackedWatch struct {
 	stopOnce sync.Once
 	// endOnce reports the end once.
 	endOnce sync.Once
-	// onEnd hears why the stream ended.
-	onEnd func(why string)
+	// onEnd hears why the stream ended, and whether the server ended it
+	// cleanly (closed without an error event).
+	onEnd func(why string, clean bool)
 }
 
 // newTrackedWatch starts forwarding inner.
-func newTrackedWatch(inner watch.Interface, onEnd func(string)) *trackedWatch {
+func newTrackedWatch(inner watch.Interface, onEnd func(string, bool)) *trackedWatch {
 	w := &trackedWatch{inner: inner, out: make(chan watch.Event), done: make(chan struct{}), onEnd: onEnd}
 	go w.forward()
 	return w
 }
 
 // end reports the end of the stream once.
-func (w *trackedWatch) end(why string) { w.endOnce.Do(func() { w.onEnd(why) }) }
+func (w *trackedWatch) end(why string, clean bool) { w.endOnce.Do(func() { w.onEnd(why, clean) }) }
 
 // forward copies events until inner closes or Stop is called.
 func (w *trackedWatch) forward() {
@@ -422,11 +460,11 @@ func (w *trackedWatch) forward() {
 			return
 		case ev, ok := <-in:
 			if !ok {
-				w.end("the watch stream ended")
+				w.end("the watch stream ended", true)
 				return
 			}
 			if ev.Type == watch.Error {
-				w.end(fmt.Sprintf("the watch stream failed: %v", apierrors.FromObject(ev.Object)))
+				w.end(fmt.Sprintf("the watch stream failed: %v", apierrors.FromObject(ev.Object)), false)
 			}
 			select {
 			case w.out <- ev:
@@ -440,7 +478,7 @@ func (w *trackedWatch) forward() {
 // Stop implements watch.Interface.
 func (w *trackedWatch) Stop() {
 	w.stopOnce.Do(func() {
-		w.end("the watch stream was stopped")
+		w.end("the watch stream was stopped", false)
 		close(w.done)
 		w.inner.Stop()
 	})

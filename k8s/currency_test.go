@@ -221,7 +221,7 @@ func TestFindPodNeverAnswersForAReplacedPodWhileTheWatchIsCut(t *testing.T) {
 	}
 
 	f.api.cutWatch("pods")
-	waitFor(t, "the pod watch is not current", func() bool { return !f.w.podTracker.isCurrent() })
+	waitFor(t, "the pod watch is not current", func() bool { f.clk.Step(reopenGrace); return !f.w.podTracker.isCurrent() })
 	// The soak's case: the API is reachable, the informer is not told.
 	f.replace(t, a, rolePod("b", "uid-b", "20", "role-y", "10.0.0.1"))
 	for range 3 {
@@ -297,7 +297,7 @@ func TestFindPodWhileTheWatchIsCutVerifiesLive(t *testing.T) {
 			a := rolePod("a", "uid-a", "10", "role-x", "10.0.0.1")
 			f := newCurrencyFixture(t, a)
 			f.api.cutWatch("pods")
-			waitFor(t, "the pod watch is not current", func() bool { return !f.w.podTracker.isCurrent() })
+			waitFor(t, "the pod watch is not current", func() bool { f.clk.Step(reopenGrace); return !f.w.podTracker.isCurrent() })
 			ctx := context.Background()
 			if live := tt.change(a.DeepCopy()); live == nil {
 				if err := f.client.CoreV1().Pods("ns").Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {
@@ -324,7 +324,7 @@ func TestFindPodWhileTheWatchIsCutVerifiesLive(t *testing.T) {
 func TestLiveChecksAreSharedButConfirmationsNotKept(t *testing.T) {
 	f := newCurrencyFixture(t, rolePod("a", "uid-a", "10", "role-x", "10.0.0.1"))
 	f.api.cutWatch("pods")
-	waitFor(t, "the pod watch is not current", func() bool { return !f.w.podTracker.isCurrent() })
+	waitFor(t, "the pod watch is not current", func() bool { f.clk.Step(reopenGrace); return !f.w.podTracker.isCurrent() })
 	gate := make(chan struct{})
 	f.api.set(func(s *apiSwitch) { s.getGate = gate })
 	const callers = 20
@@ -364,7 +364,7 @@ func TestLiveChecksAreSharedButConfirmationsNotKept(t *testing.T) {
 func TestUnknownIPWhileTheWatchIsCutIsNotSyncedNotNotFound(t *testing.T) {
 	f := newCurrencyFixture(t)
 	f.api.cutWatch("pods")
-	waitFor(t, "the pod watch is not current", func() bool { return !f.w.podTracker.isCurrent() })
+	waitFor(t, "the pod watch is not current", func() bool { f.clk.Step(reopenGrace); return !f.w.podTracker.isCurrent() })
 	res := make(chan error, 1)
 	go func() {
 		_, err := f.w.FindPod(context.Background(), netip.MustParseAddr("10.0.0.5"))
@@ -397,7 +397,7 @@ func TestResolveRoleChecksANarrowedPolicyLiveWhileTheNamespaceWatchIsCut(t *test
 		t.Fatalf("ResolveRole before the cut: %v", err)
 	}
 	f.api.cutWatch("namespaces")
-	waitFor(t, "the namespace watch is not current", func() bool { return !f.w.nsTracker.isCurrent() })
+	waitFor(t, "the namespace watch is not current", func() bool { f.clk.Step(reopenGrace); return !f.w.nsTracker.isCurrent() })
 	narrowed := namespace("ns", "6", ptr(`["role-y"]`))
 	if _, err := f.client.CoreV1().Namespaces().Update(context.Background(), narrowed, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,79 @@
+package k8s
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+// graceTracker is a tracker over an empty store whose snapshot lists are counted.
+func graceTracker(t *testing.T) (*streamTracker, *clocktesting.FakeClock, *atomic.Int64) {
+	t.Helper()
+	clk := clocktesting.NewFakeClock(time.Unix(1700000000, 0))
+	log, _ := logtest.NewNullLogger()
+	log.SetLevel(logrus.InfoLevel)
+	var lists atomic.Int64
+	list := func(context.Context) (runtime.Object, error) {
+		lists.Add(1)
+		return &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: "5"}}, nil
+	}
+	tr := newStreamTracker("pods", log, clk, list, func() []any { return nil }, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	tr.streamOpened(ctx)
+	waitFor(t, "the first stream is current", tr.isCurrent)
+	return tr, clk, &lists
+}
+
+func TestCleanStreamEndReopenedWithinTheGraceStaysCurrent(t *testing.T) {
+	tr, clk, lists := graceTracker(t)
+	before := lists.Load()
+	gen := tr.gen
+	tr.streamClosed(gen, "the watch stream ended", true)
+	if !tr.isCurrent() {
+		t.Fatal("not current right after a clean end; the grace should hold")
+	}
+	clk.Step(reopenGrace / 2)
+	tr.streamOpened(context.Background())
+	clk.Step(2 * reopenGrace) // the first stream's grace expires: it must not count
+	time.Sleep(20 * time.Millisecond)
+	if !tr.isCurrent() {
+		t.Fatalf("not current after a reopen within the grace: %s", tr.notCurrentReason())
+	}
+	if n := lists.Load() - before; n != 0 {
+		t.Errorf("%d snapshot lists for a resumed stream; want 0", n)
+	}
+}
+
+func TestCleanStreamEndWithoutReopenEndsCurrencyAfterTheGrace(t *testing.T) {
+	tr, clk, _ := graceTracker(t)
+	tr.streamClosed(tr.gen, "the watch stream ended", true)
+	waitFor(t, "currency ends once the grace has passed", func() bool {
+		clk.Step(reopenGrace)
+		return !tr.isCurrent()
+	})
+	// The next stream is checked against a snapshot before it is trusted.
+	tr.streamOpened(context.Background())
+	if tr.current.Load() {
+		t.Fatal("a stream opened after the grace is trusted without a snapshot")
+	}
+	waitFor(t, "current after the snapshot", tr.isCurrent)
+}
+
+func TestFailedOrStoppedStreamEndsCurrencyAtOnce(t *testing.T) {
+	for _, why := range []string{"the watch stream failed: too old", "the watch stream was stopped"} {
+		tr, _, _ := graceTracker(t)
+		tr.streamClosed(tr.gen, why, false)
+		if tr.current.Load() {
+			t.Errorf("%q: still current; a stream that did not end cleanly must end currency at once", why)
+		}
+	}
+}
