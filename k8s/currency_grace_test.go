@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
@@ -75,5 +77,24 @@ func TestFailedOrStoppedStreamEndsCurrencyAtOnce(t *testing.T) {
 		if tr.current.Load() {
 			t.Errorf("%q: still current; a stream that did not end cleanly must end currency at once", why)
 		}
+	}
+}
+
+func TestLiveChecksUseTheirOwnClient(t *testing.T) {
+	log, _ := logtest.NewNullLogger()
+	informers, checks := fake.NewClientset(), fake.NewClientset()
+	w, err := NewWatcher(informers, WatcherOptions{NodeName: "node-a", Logger: log, VerifyClient: checks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.client != kubernetes.Interface(checks) {
+		t.Error("live checks do not use WatcherOptions.VerifyClient")
+	}
+	w, err = NewWatcher(informers, WatcherOptions{NodeName: "node-a", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.client != kubernetes.Interface(informers) {
+		t.Error("without VerifyClient, live checks do not use the informers' client")
 	}
 }

@@ -83,6 +83,12 @@ type WatcherOptions struct {
 	// Registerer receives kube2ra_k8s_watch_current and
 	// kube2ra_k8s_live_verifications_total; nil registers none.
 	Registerer prometheus.Registerer
+	// VerifyClient makes the live checks while a watch is not current;
+	// the informers' client when nil. Give it a client with its own rate
+	// limiter: a burst of checks must never queue the informers' relist,
+	// watch and snapshot behind it, or the window the checks are for could
+	// not end.
+	VerifyClient kubernetes.Interface
 }
 
 // Resources, the "resource" label of the k8s metrics.
@@ -119,7 +125,7 @@ type Watcher struct {
 	changed chan struct{}
 	// startOnce makes Start idempotent.
 	startOnce sync.Once
-	// client makes the live checks.
+	// client makes the live checks (WatcherOptions.VerifyClient).
 	client kubernetes.Interface
 	// podTracker says whether the pod cache may be trusted alone.
 	podTracker *streamTracker
@@ -139,6 +145,10 @@ type Watcher struct {
 
 // NewWatcher builds the informers; call Start to run them.
 func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, error) {
+	verifyClient := opts.VerifyClient
+	if verifyClient == nil {
+		verifyClient = client
+	}
 	if opts.NodeName == "" {
 		return nil, errors.New("the node name is empty; set --node or the NODE_NAME environment variable (from spec.nodeName via the downward API)")
 	}
@@ -168,7 +178,7 @@ func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, err
 		clock:        opts.Clock,
 		synced:       make(chan struct{}),
 		changed:      make(chan struct{}),
-		client:       client,
+		client:       verifyClient,
 		podTransform: transformPod([]string{opts.Keys.Role, opts.Keys.ExternalID}),
 		nsTransform:  transformNamespace([]string{opts.Keys.Namespace}),
 		metrics:      metrics,

@@ -47,6 +47,11 @@ const rulesTimeout = 30 * time.Second
 const (
 	kubeQPS   = 20
 	kubeBurst = 40
+	// verifyQPS and verifyBurst are a separate budget for the live checks
+	// made while a watch is not current (at most one GET in flight per
+	// calling pod), so they never queue the informers behind them.
+	verifyQPS   = 20
+	verifyBurst = 50
 )
 
 func runCommand(args []string, stdout, stderr io.Writer) int {
@@ -127,6 +132,12 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	if err != nil {
 		return fmt.Errorf("building the Kubernetes client: %w", err)
 	}
+	verifyCfg := rest.CopyConfig(restCfg)
+	verifyCfg.QPS, verifyCfg.Burst = verifyQPS, verifyBurst
+	verifyClient, err := kubernetes.NewForConfig(verifyCfg)
+	if err != nil {
+		return fmt.Errorf("building the Kubernetes client for live checks: %w", err)
+	}
 
 	// The credential source is made usable before the informers start, so
 	// the pods announced during the first sync are prefetched at once.
@@ -163,6 +174,7 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		Keys:          keys,
 		Logger:        log.WithField("component", "k8s"),
 		Registerer:    reg,
+		VerifyClient:  verifyClient,
 	})
 	if err != nil {
 		return err
