@@ -278,13 +278,6 @@ func (s *Server) handleIAMList(w http.ResponseWriter, r *http.Request) {
 	writeText(w, http.StatusOK, "info\nsecurity-credentials/")
 }
 
-// handleIAMOther refuses everything else under iam/.
-func (s *Server) handleIAMOther(w http.ResponseWriter, r *http.Request) {
-	info := requestInfoFrom(r.Context())
-	info.route = routeIAMOther
-	s.deny(w, info, http.StatusNotFound, reasonPathNotAllowed)
-}
-
 // handleMetadata answers every other GET: version listings, the meta-data
 // listing (filtered, with iam/ only for a pod with a role), allowlisted
 // pass-through, filtered listings of directories above allowlisted paths,
@@ -358,16 +351,12 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, info *requ
 	writeText(w, http.StatusOK, strings.Join(lines, "\n"))
 }
 
-// handleNotFound answers paths no route knows.
-func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
-	info := requestInfoFrom(r.Context())
-	info.route = routeNotFound
-	s.deny(w, info, http.StatusNotFound, reasonPathNotAllowed)
-}
-
-// handleMethodNotAllowed answers methods a route does not take.
-func (s *Server) handleMethodNotAllowed(w http.ResponseWriter, r *http.Request) {
-	info := requestInfoFrom(r.Context())
-	info.route = routeMethodNotAllowed
-	s.deny(w, info, http.StatusMethodNotAllowed, "MethodNotAllowed")
+// refuse is a handler that refuses every request it gets with status,
+// counted under route and reason.
+func (s *Server) refuse(route string, status int, reason string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		info := requestInfoFrom(r.Context())
+		info.route = route
+		s.deny(w, info, status, reason)
+	}
 }

@@ -296,17 +296,18 @@ func (s *Server) newRouter() *mux.Router {
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	const v = "/{version}"
 	r.HandleFunc(v+"/api/token", s.handleToken).Methods(http.MethodPut)
-	r.HandleFunc(v+"/api/token", s.handleMethodNotAllowed)
+	methodNotAllowed := s.refuse(routeMethodNotAllowed, http.StatusMethodNotAllowed, "MethodNotAllowed")
+	r.HandleFunc(v+"/api/token", methodNotAllowed)
 	get := []string{http.MethodGet, http.MethodHead}
 	r.HandleFunc(v+"/meta-data/iam/security-credentials", s.handleCredentialsList).Methods(get...)
 	// iam/security-credentials/<name> never gets here: ServeHTTP answers it.
 	r.HandleFunc(v+"/meta-data/iam/info", s.handleIAMInfo).Methods(get...)
 	r.HandleFunc(v+"/meta-data/iam", s.handleIAMList).Methods(get...)
 	// Anything else under iam/ is not IMDS's and never reaches pass-through.
-	r.PathPrefix(v + "/meta-data/iam/").HandlerFunc(s.handleIAMOther).Methods(get...)
+	r.PathPrefix(v + "/meta-data/iam/").HandlerFunc(s.refuse(routeIAMOther, http.StatusNotFound, reasonPathNotAllowed)).Methods(get...)
 	r.PathPrefix("/").HandlerFunc(s.handleMetadata).Methods(get...)
-	r.NotFoundHandler = http.HandlerFunc(s.handleNotFound)
-	r.MethodNotAllowedHandler = http.HandlerFunc(s.handleMethodNotAllowed)
+	r.NotFoundHandler = s.refuse(routeNotFound, http.StatusNotFound, reasonPathNotAllowed)
+	r.MethodNotAllowedHandler = methodNotAllowed
 	return r
 }
 
