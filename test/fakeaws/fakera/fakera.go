@@ -13,16 +13,13 @@
 package fakera
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"math/big"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +27,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 
+	"github.com/kube2ra/kube2ra/test/fakeaws/endpoint"
 	"github.com/kube2ra/kube2ra/test/fakeaws/faults"
 )
 
@@ -165,6 +163,9 @@ type Server struct {
 	faults.Knobs
 	// injector applies the knobs to each request and counts their faults.
 	injector *faults.Injector
+	// Endpoint serves Handler (Start, StartTLS, Serve) and gives its URL,
+	// Client and Close.
+	*endpoint.Endpoint
 
 	// mu guards everything below.
 	mu sync.Mutex
@@ -178,10 +179,6 @@ type Server struct {
 	accepted []Accepted
 	// stats counts outcomes.
 	stats Stats
-	// test is the loopback server started by Start, nil otherwise.
-	test *httptest.Server
-	// servers are the servers started by Serve.
-	servers []*http.Server
 }
 
 // anchor is a parsed trust anchor.
@@ -212,6 +209,7 @@ func New(opts Options) (*Server, error) {
 		}),
 	}
 	s.Knobs = s.injector
+	s.Endpoint = endpoint.New(s.Handler())
 	if s.clock == nil {
 		s.clock = clock.RealClock{}
 	}
@@ -239,70 +237,24 @@ type discard struct{}
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // Start builds a Server and serves it over plain HTTP on a loopback port.
-func Start(opts Options) (*Server, error) {
-	s, err := New(opts)
-	if err != nil {
-		return nil, err
-	}
-	s.test = httptest.NewServer(s.Handler())
-	return s, nil
-}
+func Start(opts Options) (*Server, error) { return start(opts, endpoint.Start) }
 
 // StartTLS builds a Server and serves it over HTTPS on a loopback port;
 // Client() trusts its certificate.
-func StartTLS(opts Options) (*Server, error) {
+func StartTLS(opts Options) (*Server, error) { return start(opts, endpoint.StartTLS) }
+
+// start builds a Server and serves its Handler with listen.
+func start(opts Options, listen func(http.Handler) *endpoint.Endpoint) (*Server, error) {
 	s, err := New(opts)
 	if err != nil {
 		return nil, err
 	}
-	s.test = httptest.NewTLSServer(s.Handler())
+	s.Endpoint = listen(s.Handler())
 	return s, nil
-}
-
-// URL is the base URL of the server started by Start or StartTLS.
-func (s *Server) URL() string {
-	if s.test == nil {
-		return ""
-	}
-	return s.test.URL
-}
-
-// Client is an HTTP client for the server started by Start or StartTLS.
-func (s *Server) Client() *http.Client {
-	if s.test == nil {
-		return http.DefaultClient
-	}
-	return s.test.Client()
 }
 
 // Handler is the Roles Anywhere endpoint, to mount on any server.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
-
-// Serve answers on l until Close; it returns http.ErrServerClosed then.
-func (s *Server) Serve(l net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	s.mu.Lock()
-	s.servers = append(s.servers, srv)
-	s.mu.Unlock()
-	return srv.Serve(l)
-}
-
-// Close stops the servers started by Start, StartTLS and Serve.
-func (s *Server) Close() {
-	s.mu.Lock()
-	test, servers := s.test, s.servers
-	s.test, s.servers = nil, nil
-	s.mu.Unlock()
-	if test != nil {
-		test.CloseClientConnections()
-		test.Close()
-	}
-	for _, srv := range servers {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = srv.Shutdown(ctx)
-		cancel()
-	}
-}
 
 // AddTrustAnchor adds or replaces a trust anchor.
 func (s *Server) AddTrustAnchor(ta TrustAnchor) error {

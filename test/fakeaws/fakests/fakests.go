@@ -8,18 +8,16 @@
 package fakests
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
 
 	"k8s.io/utils/clock"
 
+	"github.com/kube2ra/kube2ra/test/fakeaws/endpoint"
 	"github.com/kube2ra/kube2ra/test/fakeaws/faults"
 )
 
@@ -112,6 +110,9 @@ type Server struct {
 	faults.Knobs
 	// injector applies the knobs to each request.
 	injector *faults.Injector
+	// Endpoint serves Handler (Start, Serve) and gives its URL, Client and
+	// Close.
+	*endpoint.Endpoint
 
 	// mu guards everything below.
 	mu sync.Mutex
@@ -125,10 +126,6 @@ type Server struct {
 	calls map[string]int
 	// total counts all received requests.
 	total int
-	// test is the loopback server started by Start, nil otherwise.
-	test *httptest.Server
-	// servers are the servers started by Serve.
-	servers []*http.Server
 }
 
 // New builds a Server without listening; use Start, Serve or Handler.
@@ -151,6 +148,7 @@ func New(opts Options) (*Server, error) {
 		}),
 	}
 	s.Knobs = s.injector
+	s.Endpoint = endpoint.New(s.Handler())
 	if s.region == "" {
 		s.region = DefaultRegion
 	}
@@ -179,46 +177,12 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.test = httptest.NewServer(s.Handler())
+	s.Endpoint = endpoint.Start(s.Handler())
 	return s, nil
-}
-
-// URL is the base URL of the server started by Start ("http://127.0.0.1:port").
-func (s *Server) URL() string {
-	if s.test == nil {
-		return ""
-	}
-	return s.test.URL
 }
 
 // Handler is the STS endpoint, to mount on any server.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
-
-// Serve answers STS requests on l until Close; it returns http.ErrServerClosed then.
-func (s *Server) Serve(l net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	s.mu.Lock()
-	s.servers = append(s.servers, srv)
-	s.mu.Unlock()
-	return srv.Serve(l)
-}
-
-// Close stops the servers started by Start and Serve.
-func (s *Server) Close() {
-	s.mu.Lock()
-	test, servers := s.test, s.servers
-	s.servers = nil
-	s.mu.Unlock()
-	if test != nil {
-		test.CloseClientConnections()
-		test.Close()
-	}
-	for _, srv := range servers {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = srv.Shutdown(ctx)
-		cancel()
-	}
-}
 
 // AddPrincipal adds or replaces a caller.
 func (s *Server) AddPrincipal(p Principal) error {
