@@ -44,6 +44,20 @@ func listen(t *testing.T) net.Listener {
 	return l
 }
 
+// wantServeClosed waits up to serveBound for one Serve to return and checks
+// it returned http.ErrServerClosed.
+func wantServeClosed(t *testing.T, served <-chan error) {
+	t.Helper()
+	select {
+	case err := <-served:
+		if !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
+		}
+	case <-time.After(serveBound):
+		t.Fatalf("Serve still serving %v after Close; nothing would ever stop it", serveBound)
+	}
+}
+
 // started is an Endpoint serving, where to reach it, and, for Serve, what
 // Serve returned.
 type started struct {
@@ -99,14 +113,7 @@ func TestEndpointServesUntilClosed(t *testing.T) {
 			s.e.Close()
 			s.e.Close() // idempotent: must neither panic nor block
 			if s.served != nil {
-				select {
-				case err := <-s.served:
-					if !errors.Is(err, http.ErrServerClosed) {
-						t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
-					}
-				case <-time.After(serveBound):
-					t.Fatalf("Serve still running %v after Close", serveBound)
-				}
+				wantServeClosed(t, s.served)
 			}
 			if _, err := get(s.client, s.url); err == nil {
 				t.Errorf("GET %s after Close succeeded; the server is still up", s.url)
@@ -149,14 +156,7 @@ func TestServeAfterCloseRefusesAndClosesListener(t *testing.T) {
 	e.Close()
 	served := make(chan error, 1)
 	go func() { served <- e.Serve(l) }()
-	select {
-	case err := <-served:
-		if !errors.Is(err, http.ErrServerClosed) {
-			t.Fatalf("Serve after Close returned %v, want http.ErrServerClosed", err)
-		}
-	case <-time.After(serveBound):
-		t.Fatalf("Serve after Close still serving after %v; nothing would ever stop it", serveBound)
-	}
+	wantServeClosed(t, served)
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("listener after a refused Serve: Accept = %v, want net.ErrClosed", err)
 	}
@@ -179,14 +179,7 @@ func TestCloseStopsEveryServeServer(t *testing.T) {
 	}
 	e.Close()
 	for range servers {
-		select {
-		case err := <-served:
-			if !errors.Is(err, http.ErrServerClosed) {
-				t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
-			}
-		case <-time.After(serveBound):
-			t.Fatalf("a Serve still running %v after Close", serveBound)
-		}
+		wantServeClosed(t, served)
 	}
 }
 
@@ -214,8 +207,6 @@ func TestConcurrentUseIsRaceFree(t *testing.T) {
 		t.Fatalf("Serve or Close still running %v after Close", serveBound)
 	}
 	for range workers {
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
-		}
+		wantServeClosed(t, served)
 	}
 }
