@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -110,7 +109,6 @@ type agent struct {
 }
 
 func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
-	log.WithField("gc_percent", tuneGC(os.LookupEnv)).Debug("garbage collector target set (GOGC overrides)")
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kube2ra_build_info", Help: "Build of the running agent (always 1)."}, []string{"version", "commit", "source"})
