@@ -16,27 +16,31 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
-// graceTracker is a tracker over an empty store whose snapshot lists are counted.
-func graceTracker(t *testing.T) (*streamTracker, *clocktesting.FakeClock, *atomic.Int64) {
+// graceTracker is a tracker over an empty store whose snapshot lists are
+// counted; with hold set, a list waits until release is closed.
+func graceTracker(t *testing.T) (tr *streamTracker, clk *clocktesting.FakeClock, lists *atomic.Int64, hold *atomic.Bool, release chan struct{}) {
 	t.Helper()
-	clk := clocktesting.NewFakeClock(time.Unix(1700000000, 0))
+	clk = clocktesting.NewFakeClock(time.Unix(1700000000, 0))
 	log, _ := logtest.NewNullLogger()
 	log.SetLevel(logrus.InfoLevel)
-	var lists atomic.Int64
+	lists, hold, release = &atomic.Int64{}, &atomic.Bool{}, make(chan struct{})
 	list := func(context.Context) (runtime.Object, error) {
 		lists.Add(1)
+		if hold.Load() {
+			<-release
+		}
 		return &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: "5"}}, nil
 	}
-	tr := newStreamTracker("pods", log, clk, list, func() []any { return nil }, nil)
+	tr = newStreamTracker("pods", log, clk, list, func() []any { return nil }, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	tr.streamOpened(ctx)
 	waitFor(t, "the first stream is current", tr.isCurrent)
-	return tr, clk, &lists
+	return tr, clk, lists, hold, release
 }
 
 func TestCleanStreamEndReopenedWithinTheGraceStaysCurrent(t *testing.T) {
-	tr, clk, lists := graceTracker(t)
+	tr, clk, lists, _, _ := graceTracker(t)
 	before := lists.Load()
 	gen := tr.gen
 	tr.streamClosed(gen, "the watch stream ended", true)
@@ -56,23 +60,26 @@ func TestCleanStreamEndReopenedWithinTheGraceStaysCurrent(t *testing.T) {
 }
 
 func TestCleanStreamEndWithoutReopenEndsCurrencyAfterTheGrace(t *testing.T) {
-	tr, clk, _ := graceTracker(t)
+	tr, clk, _, hold, release := graceTracker(t)
 	tr.streamClosed(tr.gen, "the watch stream ended", true)
 	waitFor(t, "currency ends once the grace has passed", func() bool {
 		clk.Step(reopenGrace)
 		return !tr.isCurrent()
 	})
 	// The next stream is checked against a snapshot before it is trusted.
+	hold.Store(true)
 	tr.streamOpened(context.Background())
-	if tr.current.Load() {
-		t.Fatal("a stream opened after the grace is trusted without a snapshot")
+	time.Sleep(20 * time.Millisecond)
+	if tr.isCurrent() {
+		t.Fatal("a stream opened after the grace is trusted before its snapshot")
 	}
+	close(release)
 	waitFor(t, "current after the snapshot", tr.isCurrent)
 }
 
 func TestFailedOrStoppedStreamEndsCurrencyAtOnce(t *testing.T) {
 	for _, why := range []string{"the watch stream failed: too old", "the watch stream was stopped"} {
-		tr, _, _ := graceTracker(t)
+		tr, _, _, _, _ := graceTracker(t)
 		tr.streamClosed(tr.gen, why, false)
 		if tr.current.Load() {
 			t.Errorf("%q: still current; a stream that did not end cleanly must end currency at once", why)
