@@ -65,8 +65,8 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 // (404 for who-are-you problems, as IMDS does on an instance without a
 // profile; 503 while the pod cache is not synced; 500 for internal errors)
 // and returns false; the reason is logged, never sent.
-func (s *Server) identify(w http.ResponseWriter, r *http.Request, info *requestInfo) (*k8s.Pod, k8s.Role, bool) {
-	pod, role, status, reason, err := s.lookupRole(r.Context(), info)
+func (s *Server) identify(ctx context.Context, w http.ResponseWriter, info *requestInfo) (*k8s.Pod, k8s.Role, bool) {
+	pod, role, status, reason, err := s.lookupRole(ctx, info)
 	if status != 0 {
 		info.err = err
 		s.deny(w, info, status, reason)
@@ -80,32 +80,18 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request, info *requestI
 func (s *Server) lookupRole(ctx context.Context, info *requestInfo) (*k8s.Pod, k8s.Role, int, string, error) {
 	pod, err := s.pods.FindPod(ctx, info.ip)
 	switch {
-	case errors.Is(err, k8s.ErrPodNotFound):
-		return nil, k8s.Role{}, http.StatusNotFound, reasonPodNotFound, err
-	case errors.Is(err, k8s.ErrAmbiguousIP):
-		return nil, k8s.Role{}, http.StatusNotFound, reasonAmbiguousIP, err
-	case errors.Is(err, k8s.ErrNotSynced):
-		// Transient: the Go SDK retries 503; kube2ra is not ready yet.
-		return nil, k8s.Role{}, http.StatusServiceUnavailable, reasonNotSynced, err
 	case err != nil:
-		return nil, k8s.Role{}, http.StatusInternalServerError, reasonLookupError, err
+		status, reason := refusal(err, reasonLookupError)
+		return nil, k8s.Role{}, status, reason, err
 	case pod == nil:
 		return nil, k8s.Role{}, http.StatusNotFound, reasonPodNotFound, k8s.ErrPodNotFound
 	}
 	info.pod = pod
 	role, err := s.roles.ResolveRole(ctx, pod)
-	var denial *k8s.DenialError
 	switch {
-	case errors.Is(err, k8s.ErrNoRole):
-		return pod, k8s.Role{}, http.StatusNotFound, reasonNoRole, err
-	case errors.As(err, &denial):
-		return pod, k8s.Role{}, http.StatusNotFound, string(denial.Reason), err
-	case errors.Is(err, k8s.ErrNotSynced):
-		// The namespace could not be read while the watch is not current:
-		// transient, so 503 and the SDK retries.
-		return pod, k8s.Role{}, http.StatusServiceUnavailable, reasonNotSynced, err
 	case err != nil:
-		return pod, k8s.Role{}, http.StatusInternalServerError, reasonResolveError, err
+		status, reason := refusal(err, reasonResolveError)
+		return pod, k8s.Role{}, status, reason, err
 	case role.ARN == "" || role.Name == "":
 		return pod, k8s.Role{}, http.StatusNotFound, string(k8s.DeniedInvalidRole),
 			fmt.Errorf("the role resolver returned a role without ARN or name (%q, %q)", role.ARN, role.Name)
@@ -114,11 +100,35 @@ func (s *Server) lookupRole(ctx context.Context, info *requestInfo) (*k8s.Pod, k
 	return pod, role, 0, "", nil
 }
 
+// refusal maps a pod lookup's or a role resolution's error to the status
+// and reason to refuse with: 404 for every "who are you / which role"
+// answer, as IMDS on an instance without a profile; 503 while kube2ra
+// cannot trust its cache (not synced, or the watch is not current and the
+// API server could not confirm), which SDKs retry; 500 with otherReason
+// for anything else.
+func refusal(err error, otherReason string) (int, string) {
+	var denial *k8s.DenialError
+	switch {
+	case errors.Is(err, k8s.ErrPodNotFound):
+		return http.StatusNotFound, reasonPodNotFound
+	case errors.Is(err, k8s.ErrAmbiguousIP):
+		return http.StatusNotFound, reasonAmbiguousIP
+	case errors.Is(err, k8s.ErrNoRole):
+		return http.StatusNotFound, reasonNoRole
+	case errors.As(err, &denial):
+		return http.StatusNotFound, string(denial.Reason)
+	case errors.Is(err, k8s.ErrNotSynced):
+		return http.StatusServiceUnavailable, reasonNotSynced
+	default:
+		return http.StatusInternalServerError, otherReason
+	}
+}
+
 // handleCredentialsList answers iam/security-credentials[/] with the pod's role name.
 func (s *Server) handleCredentialsList(w http.ResponseWriter, r *http.Request) {
 	info := requestInfoFrom(r.Context())
 	info.route = routeCredentialsList
-	_, role, ok := s.identify(w, r, info)
+	_, role, ok := s.identify(r.Context(), w, info)
 	if !ok {
 		return
 	}
@@ -132,10 +142,8 @@ func (s *Server) handleCredentialsList(w http.ResponseWriter, r *http.Request) {
 // document.
 func (s *Server) serveCredentials(ctx context.Context, w http.ResponseWriter, info *requestInfo, name string) {
 	info.route = routeCredentials
-	pod, role, status, reason, err := s.lookupRole(ctx, info)
-	if status != 0 {
-		info.err = err
-		s.deny(w, info, status, reason)
+	pod, role, ok := s.identify(ctx, w, info)
+	if !ok {
 		return
 	}
 	if name != role.Name {
@@ -233,7 +241,7 @@ type iamInfo struct {
 func (s *Server) handleIAMInfo(w http.ResponseWriter, r *http.Request) {
 	info := requestInfoFrom(r.Context())
 	info.route = routeIAMInfo
-	_, role, ok := s.identify(w, r, info)
+	_, role, ok := s.identify(r.Context(), w, info)
 	if !ok {
 		return
 	}
@@ -272,7 +280,7 @@ func instanceProfileID(profileARN string) string {
 func (s *Server) handleIAMList(w http.ResponseWriter, r *http.Request) {
 	info := requestInfoFrom(r.Context())
 	info.route = routeIAMList
-	if _, _, ok := s.identify(w, r, info); !ok {
+	if _, _, ok := s.identify(r.Context(), w, info); !ok {
 		return
 	}
 	writeText(w, http.StatusOK, "info\nsecurity-credentials/")
