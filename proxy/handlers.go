@@ -190,9 +190,7 @@ func writeDocument(w http.ResponseWriter, info *requestInfo, what string, doc an
 
 // writeBody answers 200 with body, served as text/plain like IMDS does.
 func writeBody(w http.ResponseWriter, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "text/plain")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	setTextHeaders(w, len(body))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 }

@@ -504,11 +504,16 @@ func writeStatus(w http.ResponseWriter, code int) {
 
 // writeText answers code with body as text/plain, as IMDS does for everything.
 func writeText(w http.ResponseWriter, code int, body string) {
-	h := w.Header()
-	h.Set("Content-Type", "text/plain")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	setTextHeaders(w, len(body))
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, body)
+}
+
+// setTextHeaders declares a text/plain body of n bytes, as IMDS serves everything.
+func setTextHeaders(w http.ResponseWriter, n int) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain")
+	h.Set("Content-Length", strconv.Itoa(n))
 }
 
 // statusWriter remembers the status written.
