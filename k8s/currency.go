@@ -179,15 +179,13 @@ func newStreamTracker(resource string, log logrus.FieldLogger, clk clock.Clock, 
 		since: clk.Now(), reason: "no watch stream has been opened yet"}
 }
 
-// isCurrent reports whether the cache may be trusted alone. When it is not
-// but a snapshot is pending, it checks the cache against it first.
-func (t *streamTracker) isCurrent() bool {
-	if t.current.Load() {
-		return true
-	}
-	t.poke()
-	return t.current.Load()
-}
+// isCurrent reports whether the cache may be trusted alone. It only reads:
+// the check against a pending snapshot runs when the snapshot arrives and
+// after every change the informer applies (poke), which are the only
+// moments its answer can change. Scanning the store here would cost every
+// request a full pass over the cache under the tracker's lock, in exactly
+// the window when requests are already paying for live checks.
+func (t *streamTracker) isCurrent() bool { return t.current.Load() }
 
 // notCurrentReason says why the cache is not current.
 func (t *streamTracker) notCurrentReason() string {
