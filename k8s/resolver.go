@@ -71,6 +71,9 @@ type RoleResolver struct {
 	opts ResolverOptions
 	// namespaces gives the cached namespaces.
 	namespaces NamespaceGetter
+	// verifier reads namespaces live while their watch is not current;
+	// nil when the namespace source cannot (decided once, in NewRoleResolver).
+	verifier NamespaceVerifier
 	// log is the injected logger.
 	log logrus.FieldLogger
 	// base memoises the last parsed base role ARN.
@@ -133,6 +136,7 @@ func NewRoleResolver(namespaces NamespaceGetter, opts ResolverOptions) (*RoleRes
 		log:        opts.Logger.WithField("component", "k8s"),
 		policies:   make(map[string]*policyEntry),
 	}
+	r.verifier, _ = namespaces.(NamespaceVerifier)
 	// A bad base or default role is a configuration error: say so now.
 	if raw := strings.TrimSpace(opts.BaseRoleARN()); raw != "" {
 		if _, err := ParseBaseRoleARN(raw); err != nil {
@@ -173,8 +177,8 @@ func (r *RoleResolver) baseARN() (string, error) {
 // server; when that fails the error wraps ErrNotSynced.
 func (r *RoleResolver) ResolveRole(ctx context.Context, pod *Pod) (Role, error) {
 	lookup := r.cachedNamespace
-	if v, ok := r.namespaces.(NamespaceVerifier); ok {
-		lookup = func(name string) (*corev1.Namespace, bool, error) { return v.VerifiedNamespace(ctx, name) }
+	if r.verifier != nil {
+		lookup = func(name string) (*corev1.Namespace, bool, error) { return r.verifier.VerifiedNamespace(ctx, name) }
 	}
 	role, err := r.resolveWith(pod, lookup)
 	var denial *DenialError
