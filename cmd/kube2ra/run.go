@@ -362,8 +362,11 @@ func (a *agent) ready(ctx context.Context) error {
 	if !a.rulesReady.Load() {
 		missing = append(missing, "DNAT and guard rules not installed")
 	} else if a.rules != nil {
-		if ok, err := a.rules.RulesPresent(ctx); err != nil || !ok {
-			missing = append(missing, fmt.Sprintf("DNAT or guard rules missing (restored at the next resync): %v", err))
+		switch ok, err := a.rules.RulesPresent(ctx); {
+		case err != nil:
+			missing = append(missing, fmt.Sprintf("could not check the DNAT and guard rules: %v", err))
+		case !ok:
+			missing = append(missing, "DNAT or guard rules are not as installed (flushed or changed by someone else); restored at the next --iptables-resync, compare `iptables-save` with the README's \"The node's iptables rules\"")
 		}
 	}
 	if len(missing) > 0 {
