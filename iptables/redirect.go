@@ -362,7 +362,7 @@ func removeChain(ctx context.Context, ft familyTable, oc ownedChain, log logrus.
 	for _, from := range oc.from {
 		jumps, err := listJumps(t, oc.table, from, oc.chain)
 		if isNotExist(err) {
-			return nil // no such table: nothing of ours can exist in it
+			continue // no such chain (or table): no jump of ours in it; the chain check below still runs
 		}
 		if err != nil {
 			return ft.fail(oc.table, "listing chain "+string(from), err)
