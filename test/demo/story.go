@@ -401,7 +401,7 @@ func (d *demo) summary() {
 	}
 	fmt.Fprintf(d.out, "The agent's log is kept in %s; its last lines:\n", d.logPath)
 	if d.env != nil {
-		d.output(tail(d.env.Agent.Log(), 20))
+		d.output(d.env.Agent.LogTail(20))
 	}
 }
 
@@ -548,12 +548,4 @@ func round(t time.Duration) time.Duration {
 		return t.Round(time.Second)
 	}
 	return t.Round(10 * time.Millisecond)
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -56,19 +56,11 @@ func startEnv(t *testing.T, flavour harness.Flavour, args ...string) *harness.En
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("agent log (tail):\n%s", tailLines(env.Agent.Log(), 60))
+			t.Logf("agent log (tail):\n%s", env.Agent.LogTail(60))
 		}
 		env.Close()
 	})
 	return env
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 func ctxT(t *testing.T) context.Context {

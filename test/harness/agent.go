@@ -188,7 +188,7 @@ func (a *Agent) WaitReady(ctx context.Context) error {
 		a.mu.Unlock()
 		select {
 		case <-done:
-			return fmt.Errorf("harness: agent exited before ready (%v); its log:\n%s", a.ExitError(), tail(a.Log(), 40))
+			return fmt.Errorf("harness: agent exited before ready (%v); its log:\n%s", a.ExitError(), a.LogTail(40))
 		default:
 		}
 		resp, err := client.Get(a.MetricsURL + "/readyz")
@@ -204,7 +204,7 @@ func (a *Agent) WaitReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("harness: agent not ready (%s): %w; its log:\n%s", last, ctx.Err(), tail(a.Log(), 40))
+			return fmt.Errorf("harness: agent not ready (%s): %w; its log:\n%s", last, ctx.Err(), a.LogTail(40))
 		case <-tick.C:
 		}
 	}
@@ -269,6 +269,10 @@ func Sum(m map[string]float64, name string, labels ...string) float64 {
 	return total
 }
 
+// LogTail is the last n lines of the agent's log, for failure messages.
+func (a *Agent) LogTail(n int) string { return tail(a.Log(), n) }
+
+// tail is the last lines of s.
 func tail(s string, lines int) string {
 	parts := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(parts) > lines {

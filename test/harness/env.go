@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -514,9 +513,6 @@ func Get(url string) (int, string, error) {
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
 }
-
-// FilePath joins a file name onto the environment's directory.
-func (e *Env) FilePath(name string) string { return filepath.Join(e.Dir, name) }
 
 // AgentDaemonSet is the name the chart gives the DaemonSet (release kube2ra).
 const AgentDaemonSet = "kube2ra"
