@@ -55,7 +55,7 @@ func podIPs(pod *corev1.Pod) []netip.Addr {
 		if err != nil {
 			return
 		}
-		ip = ip.Unmap().WithZone("")
+		ip = normalizeIP(ip)
 		for _, have := range ips {
 			if have == ip {
 				return
@@ -72,10 +72,12 @@ func podIPs(pod *corev1.Pod) []netip.Addr {
 	return ips
 }
 
+// normalizeIP is ip as the index holds it: IPv4-mapped addresses as IPv4,
+// no zone.
+func normalizeIP(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
+
 // ipKey is the index key of a source address.
-func ipKey(ip netip.Addr) string {
-	return ip.Unmap().WithZone("").String()
-}
+func ipKey(ip netip.Addr) string { return normalizeIP(ip).String() }
 
 // ownership is what the single-owner rule decided for one IP.
 type ownership int

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 )
 
@@ -174,22 +175,25 @@ func (v *verifier[T]) sweepLocked() {
 func (w *Watcher) verifyPod(ctx context.Context, ip netip.Addr, cached *corev1.Pod) (*Pod, error) {
 	key := string(cached.UID) + " " + ipKey(ip)
 	return w.podVerifier.do(ctx, key, func(ctx context.Context) (*Pod, error) {
-		why := fmt.Sprintf("the pod watch of node %q is not current (%s)", w.opts.NodeName, w.podTracker.notCurrentReason())
 		live, err := w.client.CoreV1().Pods(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
+		// Only a refusal says why the cache was not trusted.
+		why := func() string {
+			return fmt.Sprintf("the pod watch of node %q is not current (%s)", w.opts.NodeName, w.podTracker.notCurrentReason())
+		}
 		switch {
 		case apierrors.IsNotFound(err):
 			w.metrics.verifications.WithLabelValues(resourcePods, verifyGone).Inc()
-			return nil, fmt.Errorf("%w: %s and pod %s/%s, which the cache says owns %s, no longer exists; deny until the cache catches up", ErrNotSynced, why, cached.Namespace, cached.Name, ip)
+			return nil, fmt.Errorf("%w: %s and pod %s/%s, which the cache says owns %s, no longer exists; deny until the cache catches up", ErrNotSynced, why(), cached.Namespace, cached.Name, ip)
 		case err != nil:
 			w.metrics.verifications.WithLabelValues(resourcePods, verifyError).Inc()
-			return nil, fmt.Errorf("%w: %s and checking pod %s/%s with the API server failed: %w", ErrNotSynced, why, cached.Namespace, cached.Name, err)
+			return nil, fmt.Errorf("%w: %s and checking pod %s/%s with the API server failed: %w", ErrNotSynced, why(), cached.Namespace, cached.Name, err)
 		}
 		if mismatch := w.podMismatch(live, cached, ip); mismatch != "" {
 			w.metrics.verifications.WithLabelValues(resourcePods, verifyMismatch).Inc()
-			return nil, fmt.Errorf("%w: %s and pod %s/%s %s; deny until the cache catches up", ErrNotSynced, why, cached.Namespace, cached.Name, mismatch)
+			return nil, fmt.Errorf("%w: %s and pod %s/%s %s; deny until the cache catches up", ErrNotSynced, why(), cached.Namespace, cached.Name, mismatch)
 		}
 		w.metrics.verifications.WithLabelValues(resourcePods, verifyConfirmed).Inc()
-		slim, err := w.slimPod(live)
+		slim, err := trim(w.podTransform, live, "pod "+live.Namespace+"/"+live.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -211,25 +215,24 @@ func (w *Watcher) podMismatch(live, cached *corev1.Pod, ip netip.Addr) string {
 		return fmt.Sprintf("cannot own an IP (phase %s, hostNetwork %t)", live.Status.Phase, live.Spec.HostNetwork)
 	}
 	for _, have := range podIPs(live) {
-		if have == ipKeyAddr(ip) {
+		if have == normalizeIP(ip) {
 			return ""
 		}
 	}
 	return fmt.Sprintf("no longer holds %s", ip)
 }
 
-// ipKeyAddr normalises ip as the index does.
-func ipKeyAddr(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
-
-// slimPod applies the cache's transform to a live pod.
-func (w *Watcher) slimPod(p *corev1.Pod) (*corev1.Pod, error) {
-	obj, err := w.podTransform(p)
+// trim applies the cache's transform to a live object, so it is shaped as
+// the cache's objects are; what names the object in errors.
+func trim[T any](transform cache.TransformFunc, obj T, what string) (T, error) {
+	var zero T
+	out, err := transform(obj)
 	if err != nil {
-		return nil, fmt.Errorf("trimming pod %s/%s: %w", p.Namespace, p.Name, err)
+		return zero, fmt.Errorf("trimming %s: %w", what, err)
 	}
-	slim, ok := obj.(*corev1.Pod)
+	slim, ok := out.(T)
 	if !ok {
-		return nil, fmt.Errorf("trimming pod %s/%s gave %T", p.Namespace, p.Name, obj)
+		return zero, fmt.Errorf("trimming %s gave %T", what, out)
 	}
 	return slim, nil
 }
@@ -254,13 +257,9 @@ func (w *Watcher) VerifiedNamespace(ctx context.Context, name string) (*corev1.N
 			return nil, fmt.Errorf("%w: the namespace watch is not current (%s) and reading namespace %q from the API server failed, so its role policy cannot be checked: %w",
 				ErrNotSynced, w.nsTracker.notCurrentReason(), name, err)
 		}
-		obj, err := w.nsTransform(live)
+		slim, err := trim(w.nsTransform, live, fmt.Sprintf("namespace %q", name))
 		if err != nil {
-			return nil, fmt.Errorf("trimming namespace %q: %w", name, err)
-		}
-		slim, ok := obj.(*corev1.Namespace)
-		if !ok {
-			return nil, fmt.Errorf("trimming namespace %q gave %T", name, obj)
+			return nil, err
 		}
 		if cached, ok := w.Namespace(name); ok && cached.UID == slim.UID && cached.ResourceVersion == slim.ResourceVersion {
 			w.metrics.verifications.WithLabelValues(resourceNamespaces, verifyConfirmed).Inc()
