@@ -99,12 +99,7 @@ func newSnapshot(list runtime.Object) (*snapshot, error) {
 }
 
 // storeKey is the informer store's key of an object.
-func storeKey(m metav1.Object) string {
-	if m.GetNamespace() == "" {
-		return m.GetName()
-	}
-	return m.GetNamespace() + "/" + m.GetName()
-}
+func storeKey(m metav1.Object) string { return cache.MetaObjectToName(m).String() }
 
 // newerThan reports whether resource version a is strictly later than b.
 // Unparsable versions are never later: the caller then keeps verifying.
@@ -352,10 +347,8 @@ func isTransient(err error) bool {
 type trackedListWatch struct {
 	// inner does the calls.
 	inner *cache.ListWatch
-	// tracker hears about streams.
+	// tracker hears about streams; its clock times retries.
 	tracker *streamTracker
-	// clock times retries.
-	clock clock.Clock
 	// noWatchList is true for clients without watch-list support (fakes).
 	noWatchList bool
 }
@@ -416,7 +409,7 @@ func (l *trackedListWatch) retry(ctx context.Context, f func() error) error {
 		select {
 		case <-ctx.Done():
 			return err
-		case <-l.clock.After(backoff.Step()):
+		case <-l.tracker.clock.After(backoff.Step()):
 		}
 	}
 }
@@ -487,8 +480,8 @@ func (w *trackedWatch) ResultChan() <-chan watch.Event { return w.out }
 
 // newTrackedInformer builds a SharedIndexInformer whose list and watch go
 // through a trackedListWatch reporting to tracker.
-func newTrackedInformer(lw *cache.ListWatch, client any, obj runtime.Object, tracker *streamTracker, clk clock.Clock) cache.SharedIndexInformer {
-	tlw := &trackedListWatch{inner: lw, tracker: tracker, clock: clk, noWatchList: watchlist.DoesClientNotSupportWatchListSemantics(client)}
+func newTrackedInformer(lw *cache.ListWatch, client any, obj runtime.Object, tracker *streamTracker) cache.SharedIndexInformer {
+	tlw := &trackedListWatch{inner: lw, tracker: tracker, noWatchList: watchlist.DoesClientNotSupportWatchListSemantics(client)}
 	return cache.NewSharedIndexInformerWithOptions(tlw, obj, cache.SharedIndexInformerOptions{
 		Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
 	})

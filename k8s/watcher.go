@@ -216,7 +216,7 @@ func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, err
 				o.FieldSelector = nodeSelector
 				return client.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, o)
 			},
-		}, client, &corev1.Pod{}, w.podTracker, opts.Clock)
+		}, client, &corev1.Pod{}, w.podTracker)
 	})
 	w.namespaces = w.nsFactory.InformerFor(&corev1.Namespace{}, func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer {
 		return newTrackedInformer(&cache.ListWatch{
@@ -226,7 +226,7 @@ func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, err
 			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 				return client.CoreV1().Namespaces().Watch(ctx, o)
 			},
-		}, client, &corev1.Namespace{}, w.nsTracker, opts.Clock)
+		}, client, &corev1.Namespace{}, w.nsTracker)
 	})
 	if err := w.pods.AddIndexers(cache.Indexers{podIPIndex: podIPIndexFunc}); err != nil {
 		return nil, fmt.Errorf("adding the pod IP index: %w", err)
