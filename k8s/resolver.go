@@ -264,7 +264,7 @@ func (r *RoleResolver) checkPolicy(pod *Pod, arn, base string, baseErr error, lo
 	}
 	if !ok {
 		return &DenialError{Reason: DeniedByNamespace, Role: arn, Namespace: pod.Namespace,
-			Detail: fmt.Sprintf("namespace %q is not in the cache yet, so its %s policy cannot be checked; retry shortly", pod.Namespace, r.opts.Keys.Namespace)}
+			Detail: fmt.Sprintf("namespace %q was not found (not in the cache yet, or gone from the API server), so its %s policy cannot be checked; retry shortly", pod.Namespace, r.opts.Keys.Namespace)}
 	}
 	e := r.policyFor(ns, base)
 	switch {
