@@ -49,6 +49,13 @@ type allowlist struct {
 	patterns [][]string
 }
 
+// ValidateAllowPaths checks --metadata-allow-path patterns as the proxy
+// will compile them, so a bad one stops the agent at flag validation.
+func ValidateAllowPaths(patterns []string) error {
+	_, err := newAllowlist(patterns)
+	return err
+}
+
 // newAllowlist compiles patterns such as "meta-data/tags/instance/**".
 // A leading "/" and a leading "latest/" are tolerated.
 func newAllowlist(patterns []string) (*allowlist, error) {
@@ -60,6 +67,11 @@ func newAllowlist(patterns []string) (*allowlist, error) {
 		p = strings.TrimSuffix(p, "/")
 		if p == "" {
 			return nil, fmt.Errorf("metadata allow path %q is empty; give a path relative to the version such as meta-data/tags/instance/**", orig)
+		}
+		if strings.Contains(p, "..") || strings.Contains(p, `\`) {
+			// The path gate refuses both in requests, so such a pattern
+			// could only ever match something the gate lets through by mistake.
+			return nil, fmt.Errorf("metadata allow path %q contains \"..\" or a backslash; write a canonical path such as meta-data/tags/instance/**", orig)
 		}
 		segs := strings.Split(p, "/")
 		for i, s := range segs {

@@ -146,10 +146,22 @@ func TestAllowlistNeverPassesIAMEvenWhenAPatternSaysSo(t *testing.T) {
 }
 
 func TestNewAllowlistRefusesBadPatterns(t *testing.T) {
-	for _, p := range []string{"", "/", "meta-data//x", "meta-data/../user-data", "meta-data/./x", "**/x", "meta-data/[x"} {
+	for _, p := range []string{"", "/", "meta-data//x", "meta-data/../user-data", "meta-data/./x", "**/x", "meta-data/[x", "meta-data/a..b", `meta-data\x`} {
 		if _, err := newAllowlist([]string{p}); err == nil {
 			t.Errorf("newAllowlist(%q) accepted a bad pattern", p)
 		}
+	}
+}
+
+// The flag check is the proxy's own: a pattern the proxy would refuse at
+// start is refused when the flags are validated, with the same reason.
+func TestValidateAllowPathsIsTheAllowlistsCheck(t *testing.T) {
+	if err := ValidateAllowPaths([]string{"meta-data/tags/instance/**"}); err != nil {
+		t.Errorf("a good pattern is refused: %v", err)
+	}
+	err := ValidateAllowPaths([]string{"meta-data/**/x"})
+	if err == nil || !strings.Contains(err.Error(), "only allowed at the end") {
+		t.Errorf("ValidateAllowPaths(meta-data/**/x) = %v; want the allowlist's reason", err)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/kube2ra/kube2ra/proxy"
 )
 
 // Credential sources.
@@ -396,10 +398,8 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	for _, p := range c.MetadataAllowPaths {
-		if strings.Contains(p, "..") || strings.Contains(p, "//") || strings.Contains(p, "\\") {
-			bad("--metadata-allow-path %q is not a canonical path pattern: use e.g. meta-data/tags/instance/**", p)
-		}
+	if err := proxy.ValidateAllowPaths(c.MetadataAllowPaths); err != nil {
+		bad("--metadata-allow-path: %v", err)
 	}
 	if c.PodLookupTimeout <= 0 || c.PodLookupTimeout > 30*time.Second {
 		bad("--pod-lookup-timeout %s is out of range: use more than 0 and at most 30s", c.PodLookupTimeout)
