@@ -180,7 +180,7 @@ type ownedChain struct {
 	from []Chain
 	// jump is the spec of that jump.
 	jump []string
-	// rules are the chain's rules in order; nil when only removing.
+	// rules are the chain's rules in order (removal ignores them).
 	rules [][]string
 	// what names the rules in logs.
 	what string
@@ -193,17 +193,14 @@ type ownedChain struct {
 // or refused, even if the nat table is flushed at that moment. Removing
 // the guard first would leave a DNAT-only state that a nat flush, or a
 // Remove that fails half way, turns into the leak the guard exists to stop.
-// With ifaces nil the chains carry no rules, enough to remove them.
+// Removal needs no interfaces: it deletes whatever the chains hold.
 func (f family) ownedChains(ifaces []InterfaceSpec) []ownedChain {
-	guard := ownedChain{table: TableFilter, chain: ChainGuard, from: []Chain{ChainInput, ChainForward},
-		jump: f.jumpSpec(ChainGuard), what: "guard"}
-	dnat := ownedChain{table: TableNAT, chain: ChainKube2ra, from: []Chain{ChainPrerouting},
-		jump: f.jumpSpec(ChainKube2ra), what: "DNAT"}
-	if ifaces != nil {
-		guard.rules = f.guardSpecs(ifaces)
-		dnat.rules = f.dnatSpecs(ifaces)
+	return []ownedChain{
+		{table: TableFilter, chain: ChainGuard, from: []Chain{ChainInput, ChainForward},
+			jump: f.jumpSpec(ChainGuard), rules: f.guardSpecs(ifaces), what: "guard"},
+		{table: TableNAT, chain: ChainKube2ra, from: []Chain{ChainPrerouting},
+			jump: f.jumpSpec(ChainKube2ra), rules: f.dnatSpecs(ifaces), what: "DNAT"},
 	}
-	return []ownedChain{guard, dnat}
 }
 
 // ruleLine renders a rule the way iptables -S and iptables-save print it.
