@@ -88,7 +88,7 @@ func (e *Env) GoSDK(ctx context.Context, p *Pod) (ClientCreds, error) {
 
 // CLIv2 runs the AWS CLI v2 (Debian's awscli) `configure export-credentials`.
 func (e *Env) CLIv2(ctx context.Context, p *Pod) (ClientCreds, error) {
-	out, err := e.runInPod(ctx, p, []string{"AWS_DEFAULT_REGION=" + e.Region()}, "/usr/bin/aws", "configure", "export-credentials", "--format", "process")
+	out, err := e.runInPod(ctx, p, []string{"AWS_DEFAULT_REGION=" + e.Region()}, DebianAWSCLI, "configure", "export-credentials", "--format", "process")
 	if err != nil {
 		return ClientCreds{}, err
 	}
