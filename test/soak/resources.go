@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
 	"os"
@@ -50,17 +49,9 @@ func readUsage(a *harness.Agent) (usage, error) {
 		return usage{}, err
 	}
 	u := usage{goroutines: int(m["go_goroutines"]), heapKiB: int(m["go_memstats_heap_inuse_bytes"] / 1024)}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
+	if u.rssKiB, _, err = harness.ProcMemory(pid); err != nil {
 		return usage{}, err
 	}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			u.rssKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-		}
-	}
-	f.Close()
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		return usage{}, err

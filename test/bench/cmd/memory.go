@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -157,36 +154,11 @@ type rssReading struct {
 }
 
 func readRSS(pid int) (rssReading, error) {
-	if pid == 0 {
-		return rssReading{}, fmt.Errorf("the agent is not running")
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	rss, hwm, err := harness.ProcMemory(pid)
 	if err != nil {
 		return rssReading{}, err
 	}
-	defer f.Close()
-	var r rssReading
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		kb, err := strconv.ParseFloat(fields[1], 64)
-		if err != nil {
-			continue
-		}
-		switch fields[0] {
-		case "VmRSS:":
-			r.MiB = kb / 1024
-		case "VmHWM:":
-			r.HWMMiB = kb / 1024
-		}
-	}
-	if r.MiB == 0 {
-		return r, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-	}
-	return r, sc.Err()
+	return rssReading{MiB: float64(rss) / 1024, HWMMiB: float64(hwm) / 1024}, nil
 }
 
 // syncedRE finds the agent's "informers synced" counts.
