@@ -11,13 +11,19 @@ import (
 	"path/filepath"
 )
 
-// TestdataEnv overrides where the shared test data lives: either the
-// shared "testdata" directory or its "rolesanywhere" subdirectory.
+// TestdataEnv points at another copy of the recorded vectors (a directory
+// holding rsa.request.json, or one with a rolesanywhere/ subdirectory that
+// does). Unset, the copy inside the repository is used.
 const TestdataEnv = "KUBE2RA_SHARED_TESTDATA"
 
-// TestdataDir finds the recorded Roles Anywhere vectors: $KUBE2RA_SHARED_TESTDATA,
-// else ../shared/testdata/rolesanywhere beside the repository (found by
-// walking up from the working directory to go.mod).
+// RecordedDir is where the repository keeps the recorded Roles Anywhere
+// requests, relative to the module root (see its README for how they were
+// recorded).
+const RecordedDir = "rolesanywhere/testdata/recorded"
+
+// TestdataDir finds the recorded Roles Anywhere vectors: $KUBE2RA_SHARED_TESTDATA
+// if set, else the repository's own copy (found by walking up from the
+// working directory to go.mod). Nothing outside the repository is needed.
 func TestdataDir() (string, error) {
 	if env := os.Getenv(TestdataEnv); env != "" {
 		for _, dir := range []string{filepath.Join(env, "rolesanywhere"), env} {
@@ -25,7 +31,7 @@ func TestdataDir() (string, error) {
 				return dir, nil
 			}
 		}
-		return "", fmt.Errorf("%s=%s holds no rolesanywhere/rsa.request.json", TestdataEnv, env)
+		return "", fmt.Errorf("%s=%s holds no rsa.request.json (nor rolesanywhere/rsa.request.json); unset it to use the repository's %s", TestdataEnv, env, RecordedDir)
 	}
 	dir, err := os.Getwd()
 	if err != nil {
@@ -33,15 +39,15 @@ func TestdataDir() (string, error) {
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			td := filepath.Join(dir, "..", "shared", "testdata", "rolesanywhere")
+			td := filepath.Join(dir, filepath.FromSlash(RecordedDir))
 			if _, err := os.Stat(filepath.Join(td, "rsa.request.json")); err != nil {
-				return "", fmt.Errorf("recorded Roles Anywhere vectors not found at %s (the shared/ directory must sit beside the repository, or set %s): %w", td, TestdataEnv, err)
+				return "", fmt.Errorf("recorded Roles Anywhere vectors not found at %s (they are part of the repository; restore them with git checkout -- %s): %w", td, RecordedDir, err)
 			}
-			return filepath.Clean(td), nil
+			return td, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory; set " + TestdataEnv)
+			return "", errors.New("go.mod not found above the working directory; run the tests inside the repository or set " + TestdataEnv)
 		}
 		dir = parent
 	}

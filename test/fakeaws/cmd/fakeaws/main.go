@@ -3,7 +3,7 @@
 //
 //	go run ./test/fakeaws/cmd/fakeaws \
 //	  --ra-listen 127.0.0.1:8443 \
-//	  --ra-trust-anchor-ca ../shared/testdata/rolesanywhere/root-ca.pem \
+//	  --ra-trust-anchor-ca rolesanywhere/testdata/recorded/root-ca.pem \
 //	  --ra-trust-anchor-arn arn:aws:rolesanywhere:eu-central-1:123456789012:trust-anchor/0f1e... \
 //	  --ra-profile-arn arn:aws:rolesanywhere:eu-central-1:123456789012:profile/9a8b... \
 //	  --ra-roles arn:aws:iam::123456789012:role/app-role
