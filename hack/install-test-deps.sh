@@ -3,7 +3,7 @@
 #   - Debian packages: etcd-server (test control plane), iptables (both the
 #     nft and legacy backends) nftables iproute2 conntrack (simulated nodes),
 #     awscli (a client we did not write), curl jq;
-#   - kube-apiserver, built from the Go module proxy by build-kube-apiserver.sh
+#   - kube-apiserver, built from the Go module proxy by build-kube.sh
 #     and cached in $KUBE2RA_CACHE (default ~/.cache/kube2ra);
 #   - helm and staticcheck, built with `go install` into $KUBE2RA_CACHE/bin.
 # Arguments pick parts (all, packages, kube-apiserver, tools; default all).
@@ -95,7 +95,7 @@ kube_apiserver() {
     return 0
   fi
   log "building kube-apiserver $KUBE_VERSION (about 5-10 minutes on 2 cores; once per machine)"
-  KUBE_VERSION="$KUBE_VERSION" KUBE2RA_CACHE="$CACHE_DIR" "$HACK_DIR/build-kube-apiserver.sh" >/dev/null
+  KUBE_VERSION="$KUBE_VERSION" KUBE2RA_CACHE="$CACHE_DIR" "$HACK_DIR/build-kube.sh" kube-apiserver >/dev/null
 }
 
 # go_tool NAME PACKAGE MODULE VERSION: installs PACKAGE@VERSION into BIN_DIR

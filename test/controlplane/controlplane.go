@@ -24,7 +24,7 @@ import (
 )
 
 const (
-	// KubeVersion is the kube-apiserver version hack/build-kube-apiserver.sh
+	// KubeVersion is the kube-apiserver version hack/build-kube.sh
 	// builds and Start looks for in the cache.
 	KubeVersion = "v1.36.3"
 
@@ -186,7 +186,7 @@ func (o Options) withDefaults() (Options, error) {
 
 // DefaultKubeAPIServer is where Start looks for kube-apiserver when
 // Options.KubeAPIServer is empty: $KUBE_APISERVER, else the cache that
-// hack/build-kube-apiserver.sh fills.
+// hack/build-kube.sh fills.
 func DefaultKubeAPIServer() string {
 	if p := os.Getenv("KUBE_APISERVER"); p != "" {
 		return p

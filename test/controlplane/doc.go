@@ -1,6 +1,6 @@
 // Package controlplane runs a real Kubernetes control plane for tests: etcd
 // (Debian's etcd-server) and kube-apiserver (built from the Go module proxy by
-// hack/build-kube-apiserver.sh), on free ports of BindAddress, in a temporary
+// hack/build-kube.sh), on free ports of BindAddress, in a temporary
 // directory under $TMPDIR/kube2ra-controlplane.
 //
 // What tests get:

@@ -22,7 +22,7 @@ func main() {
 
 func run() int {
 	var opts controlplane.Options
-	flag.StringVar(&opts.KubeAPIServer, "kube-apiserver", "", "kube-apiserver binary (default $KUBE_APISERVER, else the cache hack/build-kube-apiserver.sh fills)")
+	flag.StringVar(&opts.KubeAPIServer, "kube-apiserver", "", "kube-apiserver binary (default $KUBE_APISERVER, else the cache hack/build-kube.sh fills)")
 	flag.StringVar(&opts.Etcd, "etcd", "", "etcd binary (default: etcd on PATH)")
 	flag.StringVar(&opts.BindAddress, "bind-address", "", "address both processes listen on (default 127.0.0.1)")
 	flag.IntVar(&opts.SecurePort, "port", 0, "kube-apiserver port (default: a free one)")
