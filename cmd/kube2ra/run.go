@@ -334,6 +334,7 @@ func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) err
 	if a.cfg.IPv6 {
 		icfg.HostIPv6 = netip.MustParseAddr(a.cfg.HostIPv6)
 	}
+	icfg.PodIdentity = a.cfg.PodIdentity
 	rulesCtx, cancel := context.WithTimeout(ctx, rulesTimeout)
 	defer cancel()
 	a.rules, err = iptables.New(rulesCtx, icfg)
