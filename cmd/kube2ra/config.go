@@ -50,6 +50,8 @@ type Config struct {
 	IPTablesResync time.Duration
 	// IPv6 also redirects fd00:ec2::254.
 	IPv6 bool
+	// RemoveStartupTaint removes kube2ra.io/agent-not-ready from this node once ready.
+	RemoveStartupTaint bool
 	// PodIdentity also redirects the EKS Pod Identity address 169.254.170.23:80 to the proxy port.
 	PodIdentity bool
 
@@ -172,6 +174,7 @@ func NewConfig() *Config {
 		LogFormat:                  "text",
 		LogLevel:                   "info",
 		ShutdownTimeout:            10 * time.Second,
+		RemoveStartupTaint:         true,
 	}
 }
 
@@ -187,6 +190,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.IPTablesMode, "iptables-mode", c.IPTablesMode, "iptables backend: auto (the one holding the host's rules), nft or legacy")
 	fs.DurationVar(&c.IPTablesResync, "iptables-resync", c.IPTablesResync, "how often the rules are verified and restored if flushed")
 	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "also redirect the IPv6 metadata address fd00:ec2::254 (needs --host-ipv6)")
+	fs.BoolVar(&c.RemoveStartupTaint, "remove-startup-taint", c.RemoveStartupTaint, "once the rules are in place (or, with --iptables=false, once ready) remove the kube2ra.io/agent-not-ready taint from this node, and only this node (needs get and patch on nodes)")
 	fs.BoolVar(&c.PodIdentity, "pod-identity", c.PodIdentity, "also redirect the EKS Pod Identity address 169.254.170.23:80 ([fd00:ec2::23]:80 with --ipv6), from pods and from the node's own processes, to the proxy port")
 
 	fs.StringVar(&c.CredentialSource, "credential-source", c.CredentialSource, "where credentials come from: auto (rolesanywhere when --ra-trust-anchor-arn is set, else sts), rolesanywhere or sts")
