@@ -616,7 +616,7 @@ func wantGuardSave(family string, ifaces ...string) string {
 		}
 		s += "-A KUBE2RA-GUARD -d " + meta + " " + match + " -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset\n"
 	}
-	return s
+	return s + "-A KUBE2RA-GUARD -d " + meta + " -p tcp -m tcp --dport 80 -m addrtype ! --dst-type LOCAL -j REJECT --reject-with tcp-reset\n"
 }
 
 func expectSave(t *testing.T, n *node, family, want string) {

@@ -29,6 +29,7 @@ func TestPodIdentityRuleGeneration(t *testing.T) {
 			"-A KUBE2RA-PODIDENTITY-GUARD -i lo -j RETURN",
 			"-A KUBE2RA-PODIDENTITY-GUARD -d 169.254.170.23/32 -i cni0 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset",
 			"-A KUBE2RA-PODIDENTITY-GUARD -d 169.254.170.23/32 ! -i eth0 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset",
+			"-A KUBE2RA-PODIDENTITY-GUARD -d 169.254.170.23/32 -p tcp -m tcp --dport 80 -m addrtype ! --dst-type LOCAL -j REJECT --reject-with tcp-reset",
 			"-A INPUT -d 169.254.170.23/32 -p tcp -m tcp --dport 80 -m comment --comment kube2ra -j KUBE2RA-PODIDENTITY-GUARD",
 		},
 		ChainPodIdentity: {

@@ -6,7 +6,8 @@
 // with IPv6), holds one DNAT rule per --host-interface entry, to
 // HOST_IP:port. KUBE2RA-GUARD in the filter table, reached by exactly one
 // jump from INPUT and one from FORWARD for the same address and port, holds
-// one REJECT rule per entry: a DNATed packet's destination is HOST_IP:port,
+// one REJECT rule per entry and one for every forwarded packet whatever its
+// interface: a DNATed packet's destination is HOST_IP:port,
 // so the guard only ever meets pod traffic that was not redirected (someone
 // flushed the nat table) and refuses it instead of letting it reach the
 // node's metadata service. A flushed nat table thus fails closed.
@@ -227,7 +228,7 @@ func (f family) hostDNATSpecs() [][]string {
 var loopbackReturn = []string{"-i", "lo", "-j", "RETURN"}
 
 // guardSpecs are the KUBE2RA-GUARD rules: loopbackReturn, then one REJECT
-// per interface entry.
+// per interface entry, then forwardedReject.
 //
 // REJECT with a TCP reset rather than DROP: the SDKs' credential chains try
 // IMDS with short timeouts and then retry or move on; a reset makes a pod's
@@ -239,10 +240,25 @@ func (f family) guardSpecs(ifaces []InterfaceSpec) [][]string {
 	return guardSpecsFor(f.metadata, ifaces)
 }
 
+// rejectTarget refuses with a TCP reset (see guardSpecs).
+var rejectTarget = []string{"-j", "REJECT", "--reject-with", "tcp-reset"}
+
 // guardSpecsFor are the guard rules for any destination address.
+//
+// The per-interface rules decide on INPUT, where the metadata address is
+// local to the node and the node's own requests (lo, the node NIC) must
+// pass. The last rule decides on FORWARD whatever the interface: a packet
+// for the metadata address that the node forwards is never the node's own
+// (those leave through OUTPUT), and one that was not DNATed is exactly
+// what must not reach the real metadata service. So a --host-interface
+// that names no pod interface (cni0 on a Calico node) still fails closed
+// on EC2, where 169.254.169.254 is routed out of the node. Its destination
+// is never LOCAL on FORWARD and always LOCAL on INPUT, so it leaves the
+// INPUT exemptions as they are.
 func guardSpecsFor(dst netip.Addr, ifaces []InterfaceSpec) [][]string {
-	return append([][]string{loopbackReturn},
-		withTarget(podMatchesFor(dst, ifaces), "-j", "REJECT", "--reject-with", "tcp-reset")...)
+	specs := append([][]string{loopbackReturn}, withTarget(podMatchesFor(dst, ifaces), rejectTarget...)...)
+	forwarded := append(dstMatch(dst), "-m", "addrtype", "!", "--dst-type", "LOCAL")
+	return append(specs, append(forwarded, rejectTarget...))
 }
 
 // ownedChain is one of kube2ra's chains, the rules it must hold, and the
