@@ -255,6 +255,14 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	go func() { defer wg.Done(); cache.Run(runCtx) }()
 	go func() { defer wg.Done(); a.source.run(runCtx) }()
 
+	if a.source.name == sourceSTS && cfg.resolvedMetadataAddr() != metadataNone {
+		wg.Go(func() {
+			if err := a.checkMetadataExposure(runCtx, reg, events); err != nil {
+				log.WithError(err).Error("metadata exposure check")
+			}
+		})
+	}
+
 	// 2. Informers synced (the credential source was made usable first).
 	a.watcher.Start(runCtx)
 	a.owner = watchOwner(runCtx, a.kube)
