@@ -175,3 +175,28 @@ func TestWrongInterfaceIsRefusedWhenForwarded(t *testing.T) {
 		expectAnswer(t, "the node itself", node, metadataURL, "169.254.169.254:80")
 	})
 }
+
+// TestCoverageNamesTheInterfacePodsReallyUse: the coverage check reads the
+// node's routes to its pods and reports each pod whose interface no
+// --host-interface entry matches, naming the interface its traffic uses.
+func TestCoverageNamesTheInterfacePodsReallyUse(t *testing.T) {
+	n := newNodeNamed(t, guardNetnsPrefix, iptables.ModeNFT, true)
+	n.addPod("cni0")     // 10.199.1.2, fd00:199:1::2
+	n.addPod("cali1a2b") // 10.199.2.2, fd00:199:2::2
+	ips := []string{"10.199.1.2", "fd00:199:1::2", "10.199.2.2", "fd00:199:2::2"}
+	for _, tt := range []struct {
+		ifaces string
+		want   []string
+	}{
+		{"cni0", []string{"10.199.2.2 cali1a2b", "fd00:199:2::2 cali1a2b"}},
+		{"cni0,cali+", nil},
+		{"!eth0", nil},
+		{"cali+", []string{"10.199.1.2 cni0", "fd00:199:1::2 cni0"}},
+	} {
+		res, logs := n.rules(helperRequest{Interfaces: tt.ifaces, PodIPs: ips, Ops: []string{"coverage"}})
+		mustSucceed(t, res, logs)
+		if strings.Join(res.Uncovered, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("--host-interface %s: uncovered %q, want %q", tt.ifaces, res.Uncovered, tt.want)
+		}
+	}
+}

@@ -80,6 +80,7 @@ type helperRequest struct {
 	IPv6            bool          `json:"ipv6"`
 	HostIPv6        string        `json:"hostIPv6"`
 	PodIdentity     bool          `json:"podIdentity"`
+	PodIPs          []string      `json:"podIPs"`
 	LockTimeout     time.Duration `json:"lockTimeout"`
 	Ops             []string      `json:"ops"`
 	MonitorInterval time.Duration `json:"monitorInterval"`
@@ -94,6 +95,8 @@ type opResult struct {
 
 type helperResult struct {
 	Backend  string     `json:"backend"`
+	// Uncovered lists "ip interface" for the coverage op.
+	Uncovered []string `json:"uncovered"`
 	Ops      []opResult `json:"ops"`
 	Restores float64    `json:"restores"`
 	Present  float64    `json:"present"`
@@ -196,6 +199,16 @@ func helperRules() int {
 			err = r.Remove(ctx)
 		case "removeall":
 			err = iptables.RemoveAll(ctx, log)
+		case "coverage":
+			var ips []netip.Addr
+			for _, s := range req.PodIPs {
+				ips = append(ips, netip.MustParseAddr(s))
+			}
+			var unc []iptables.Uncovered
+			unc, err = iptables.CheckCoverage(ifaces, ips)
+			for _, u := range unc {
+				res.Uncovered = append(res.Uncovered, u.IP.String()+" "+u.Interface)
+			}
 		case "monitor":
 			mctx, cancel := context.WithCancel(ctx)
 			done := make(chan error, 1)

@@ -226,3 +226,10 @@ const ReasonNodeMetadataExposed = "NodeMetadataExposed"
 func NodeRef(name string) *corev1.ObjectReference {
 	return &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: name, UID: types.UID(name)}
 }
+
+// ReasonMetadataNotIntercepted is the Event reason on a pod whose traffic
+// leaves the node through an interface --host-interface does not match.
+const ReasonMetadataNotIntercepted = "MetadataNotIntercepted"
+
+// PodRef is the Event target for a pod.
+func PodRef(p *Pod) *corev1.ObjectReference { return podRef(p) }

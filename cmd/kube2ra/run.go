@@ -106,6 +106,8 @@ type agent struct {
 	synced, sourceReady, rulesReady atomic.Bool
 	// baseARN is the discovered or configured base role ARN.
 	baseARN atomic.Pointer[string]
+	// coverageProblem names pods --host-interface misses; nil or "" when none.
+	coverageProblem atomic.Pointer[string]
 }
 
 func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
@@ -287,6 +289,11 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 			wg.Wait()
 			return err
 		}
+		if err := a.startCoverage(runCtx, &wg, reg, events); err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -384,6 +391,9 @@ func (a *agent) ready(ctx context.Context) error {
 		case !ok:
 			missing = append(missing, "DNAT or guard rules are not as installed (flushed or changed by someone else); restored at the next --iptables-resync, compare `iptables-save` with the README's \"The node's iptables rules\"")
 		}
+	}
+	if p := a.coverageProblem.Load(); p != nil && *p != "" {
+		missing = append(missing, *p)
 	}
 	if len(missing) > 0 {
 		return errors.New(strings.Join(missing, "; "))
