@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Matches reports whether the entry matches the interface name as
@@ -76,6 +77,25 @@ func CheckCoverage(specs []InterfaceSpec, ips []netip.Addr) ([]Uncovered, error)
 	}
 	if len(errs) > 0 {
 		return out, fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+// NodeIPv6Addrs lists the node's IPv6 addresses that pods could reach it
+// on: global unicast, unique local included; link-local, loopback and
+// tentative (DAD) addresses are left out. A node with one has IPv6
+// connectivity to pods worth guarding.
+func NodeIPv6Addrs() ([]netip.Addr, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V6)
+	if err != nil {
+		return nil, fmt.Errorf("listing the node's IPv6 addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if ok && ip.IsGlobalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+			out = append(out, ip)
+		}
 	}
 	return out, nil
 }

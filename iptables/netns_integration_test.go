@@ -81,6 +81,7 @@ type helperRequest struct {
 	HostIPv6        string        `json:"hostIPv6"`
 	PodIdentity     bool          `json:"podIdentity"`
 	PodIPs          []string      `json:"podIPs"`
+	IPv6Guard       bool          `json:"ipv6Guard"`
 	LockTimeout     time.Duration `json:"lockTimeout"`
 	Ops             []string      `json:"ops"`
 	MonitorInterval time.Duration `json:"monitorInterval"`
@@ -174,7 +175,7 @@ func helperRules() int {
 	cfg := iptables.Config{
 		HostIP: netip.MustParseAddr(req.HostIP), Port: req.Port, Interfaces: ifaces,
 		IPv6: req.IPv6, Mode: iptables.Mode(req.Mode), LockTimeout: req.LockTimeout,
-		PodIdentity: req.PodIdentity, Logger: log, Registerer: reg,
+		PodIdentity: req.PodIdentity, IPv6Guard: req.IPv6Guard, Logger: log, Registerer: reg,
 	}
 	if req.IPv6 {
 		cfg.HostIPv6 = netip.MustParseAddr(req.HostIPv6)
@@ -199,6 +200,12 @@ func helperRules() int {
 			err = r.Remove(ctx)
 		case "removeall":
 			err = iptables.RemoveAll(ctx, log)
+		case "nodeipv6":
+			var addrs []netip.Addr
+			addrs, err = iptables.NodeIPv6Addrs()
+			for _, a := range addrs {
+				res.Uncovered = append(res.Uncovered, a.String())
+			}
 		case "coverage":
 			var ips []netip.Addr
 			for _, s := range req.PodIPs {
@@ -522,7 +529,7 @@ func (n *node) fillRequest(req *helperRequest) {
 	if req.Port == 0 {
 		req.Port = appPort
 	}
-	if n.ipv6 {
+	if n.ipv6 && !req.IPv6Guard {
 		req.IPv6, req.HostIPv6 = true, hostIPv6
 	}
 }
