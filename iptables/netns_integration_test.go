@@ -95,13 +95,13 @@ type opResult struct {
 }
 
 type helperResult struct {
-	Backend  string     `json:"backend"`
+	Backend string `json:"backend"`
 	// Uncovered lists "ip interface" for the coverage op.
-	Uncovered []string `json:"uncovered"`
-	Ops      []opResult `json:"ops"`
-	Restores float64    `json:"restores"`
-	Present  float64    `json:"present"`
-	NewErr   string     `json:"newErr"`
+	Uncovered []string   `json:"uncovered"`
+	Ops       []opResult `json:"ops"`
+	Restores  float64    `json:"restores"`
+	Present   float64    `json:"present"`
+	NewErr    string     `json:"newErr"`
 }
 
 func runHelper(mode string) int {
