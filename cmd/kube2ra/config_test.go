@@ -63,7 +63,9 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		{"bad metadata address", func(c *Config) { c.MetadataAddr = "metadata.local:80" }, "--metadata-addr"},
 		{"metadata none", func(c *Config) { c.MetadataAddr = "none" }, ""},
 		{"hostile allow path", func(c *Config) { c.MetadataAllowPaths = stringList{"/latest/../user-data"} }, "--metadata-allow-path"},
-		{"ipv6 without address", func(c *Config) { c.IPv6 = true }, "--host-ipv6"},
+		{"ipv6 without address: found at start", func(c *Config) { c.IPv6 = true }, ""},
+		{"ipv6 with an IPv4 address", func(c *Config) { c.IPv6, c.HostIPv6 = true, "10.0.0.1" }, "--host-ipv6"},
+		{"host IPs not addresses", func(c *Config) { c.HostIPs = "10.0.0.1,node-a" }, "--host-ips"},
 		{"bad log format", func(c *Config) { c.LogFormat = "xml" }, "--log-format"},
 		{"zero upstream qps", func(c *Config) { c.UpstreamQPS = 0 }, "--upstream-qps"},
 	}

@@ -206,8 +206,14 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		return err
 	}
 
+	if from, err := resolveHostIPv6(ctx, cfg, a.kube); err != nil {
+		return err
+	} else if from != "" {
+		log.WithField("host_ipv6", cfg.HostIPv6).Infof("node IPv6 address found in %s", from)
+	}
 	server, err := proxy.New(proxy.Options{
 		HostIP:          cfg.HostIP,
+		HostIPv6:        hostIPv6(cfg),
 		AppPort:         cfg.AppPort,
 		IMDSv2Required:  cfg.IMDSv2Required,
 		MetadataAddr:    cfg.resolvedMetadataAddr(),
@@ -357,6 +363,14 @@ func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) err
 		icfg.HostIPv6 = netip.MustParseAddr(a.cfg.HostIPv6)
 	}
 	icfg.PodIdentity = a.cfg.PodIdentity
+	if guard, addrs, err := wantIPv6Guard(a.cfg); err != nil {
+		// Fail closed: when unsure whether pods have IPv6, guard it.
+		a.log.WithError(err).Warn("could not list the node's IPv6 addresses: installing the IPv6 guard")
+		icfg.IPv6Guard = true
+	} else if guard {
+		a.log.WithField("addresses", addrs).Info("the node has IPv6 but --ipv6 is off: pods are refused fd00:ec2::254 by the IPv6 guard")
+		icfg.IPv6Guard = true
+	}
 	rulesCtx, cancel := context.WithTimeout(ctx, rulesTimeout)
 	defer cancel()
 	a.rules, err = iptables.New(rulesCtx, icfg)
@@ -489,4 +503,12 @@ func (a *agent) removeStartupTaint(ctx context.Context, wg *sync.WaitGroup, reg 
 	}
 	wg.Go(func() { _ = remover.Run(ctx) })
 	return nil
+}
+
+// hostIPv6 is the proxy's IPv6 listen address: --host-ipv6 with --ipv6.
+func hostIPv6(cfg *Config) string {
+	if cfg.IPv6 {
+		return cfg.HostIPv6
+	}
+	return ""
 }
