@@ -863,3 +863,47 @@ func testHopLimit(t *testing.T, env *harness.Env) {
 		t.Fatalf("a pod reaching the metadata service directly got a token: %q", out)
 	}
 }
+
+// TestIPv6 runs a dual-stack node whose agent has --ipv6 and learns its
+// IPv6 address only from HOST_IPS (the chart's status.hostIPs): a
+// dual-stack pod gets its role's credentials through fd00:ec2::254 with
+// aws-sdk-go-v2 in IPv6 endpoint mode and with curl, from the pod's IPv6
+// address, and never the node's.
+func TestIPv6(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	env, err := harness.Start(ctx, harness.Options{Flavour: harness.RolesAnywhere, Roles: allRoles, IPv6: true})
+	if err != nil {
+		t.Fatalf("starting the dual-stack environment: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent log (tail):\n%s", env.Agent.LogTail(60))
+		}
+		env.Close()
+	})
+	mustNamespace(t, env, "v6", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "v6", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	if !p.Net.IPv6.IsValid() {
+		t.Fatal("the pod has no IPv6 address")
+	}
+	goCreds, err := env.GoSDK(ctxT(t), p, "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6")
+	if err != nil {
+		t.Fatalf("aws-sdk-go-v2 over IPv6: %v", err)
+	}
+	assertIssuedFor(t, env, "aws-sdk-go-v2 (IPv6 endpoint)", goCreds, roleWeb, "")
+	for _, token := range []bool{true, false} {
+		code, body, err := p.PodGetAt(ctxT(t), "http://[fd00:ec2::254]", credsPath+roleWeb, token)
+		if err != nil || code != 200 {
+			t.Fatalf("curl over IPv6 (token %v): %d %q %v", token, code, body, err)
+		}
+		var c imdsCreds
+		if err := json.Unmarshal([]byte(body), &c); err != nil {
+			t.Fatalf("credential document %q: %v", body, err)
+		}
+		assertIssuedFor(t, env, fmt.Sprintf("curl over IPv6 (token %v)", token), harness.ClientCreds{AccessKeyID: c.AccessKeyId, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}, roleWeb, "")
+	}
+	if log := env.Agent.LogTail(400); !strings.Contains(log, p.Net.IPv6.String()) {
+		t.Errorf("the agent's request log does not name the pod's IPv6 address %s as the caller:\n%s", p.Net.IPv6, log)
+	}
+}
