@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
@@ -32,8 +33,10 @@ type coverage struct {
 	events record.EventRecorder
 	// uncovered is kube2ra_pods_not_intercepted.
 	uncovered prometheus.Gauge
-	// problem is the last check's readiness failure, "" when covered.
+	// problem receives each check's readiness failure, "" when covered.
 	problem func(string)
+	// clock ticks the checks.
+	clock clock.WithTicker
 }
 
 // check runs one pass and returns the readiness problem, "" when covered.
@@ -78,14 +81,14 @@ func suggestion(iface string) string {
 
 // run checks now and then every coverageInterval until ctx ends.
 func (c *coverage) run(ctx context.Context) {
-	t := time.NewTicker(coverageInterval)
+	t := c.clock.NewTicker(coverageInterval)
 	defer t.Stop()
 	for {
 		c.problem(c.check())
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }
@@ -106,7 +109,7 @@ func (a *agent) startCoverage(ctx context.Context, wg interface{ Go(func()) }, r
 	}
 	c := &coverage{
 		specs: specs, pattern: a.cfg.HostInterface, pods: a.watcher.Pods, events: events, uncovered: gauge,
-		problem: func(p string) { a.coverageProblem.Store(&p) },
+		problem: func(p string) { a.coverageProblem.Store(&p) }, clock: clock.RealClock{},
 	}
 	c.problem(c.check()) // before the agent reports ready
 	wg.Go(func() { c.run(ctx) })

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/kube2ra/kube2ra/iptables"
+	"github.com/kube2ra/kube2ra/k8s"
+)
+
+// TestCoverageNamesPatternPodAndInterface: a pod whose route (here: to
+// 127.0.0.1, out of lo) leaves through an interface the pattern misses
+// is reported with the pattern, the pod, the interface and the fix, as an
+// Event and in the gauge; a pattern that matches reports nothing.
+func TestCoverageNamesPatternPodAndInterface(t *testing.T) {
+	pod := &k8s.Pod{Namespace: "shop", Name: "web-1", IPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
+	for _, tt := range []struct {
+		pattern string
+		want    []string
+	}{
+		{"cni0", []string{`"cni0"`, "shop/web-1", "127.0.0.1", "through lo", "add lo"}},
+		{"lo,cni0", nil},
+	} {
+		specs, err := iptables.ParseInterfaces(tt.pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := record.NewFakeRecorder(10)
+		gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
+		var problem string
+		c := &coverage{specs: specs, pattern: tt.pattern, pods: func() []*k8s.Pod { return []*k8s.Pod{pod} },
+			events: events, uncovered: gauge, problem: func(p string) { problem = p }}
+		c.problem(c.check())
+		for _, w := range tt.want {
+			if !strings.Contains(problem, w) {
+				t.Errorf("--host-interface %s: readiness %q does not name %s", tt.pattern, problem, w)
+			}
+		}
+		if tt.want == nil && problem != "" {
+			t.Errorf("--host-interface %s covers the pod, but readiness says %q", tt.pattern, problem)
+		}
+		wantGauge := 0.0
+		if tt.want != nil {
+			wantGauge = 1
+		}
+		if got := testutil.ToFloat64(gauge); got != wantGauge {
+			t.Errorf("--host-interface %s: kube2ra_pods_not_intercepted = %v, want %v", tt.pattern, got, wantGauge)
+		}
+		if tt.want != nil && len(events.Events) != 1 {
+			t.Errorf("--host-interface %s: %d Events, want 1 on the pod", tt.pattern, len(events.Events))
+		}
+	}
+	if got := suggestion("cali1a2b3c"); got != "cali+" {
+		t.Errorf("suggestion(cali1a2b3c) = %q, want cali+", got)
+	}
+}
