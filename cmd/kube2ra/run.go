@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -116,8 +115,8 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	a := &agent{cfg: cfg, log: log}
 	empty := ""
 	a.baseARN.Store(&empty)
-	if cfg.BaseRoleARN != "" {
-		a.baseARN.Store(&cfg.BaseRoleARN)
+	if base := cfg.parsed.baseRoleARN.String(); base != "" {
+		a.baseARN.Store(&base)
 	}
 
 	restCfg, err := kubeConfig(cfg.Kubeconfig)
@@ -182,16 +181,12 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		return err
 	}
 	defer events.Shutdown()
-	format, err := k8s.ParsePolicyFormat(cfg.NamespaceRestrictionFormat)
-	if err != nil {
-		return err
-	}
 	resolver, err := k8s.NewRoleResolver(a.watcher, k8s.ResolverOptions{
 		Keys:                  keys,
 		DefaultRole:           cfg.DefaultRole,
 		BaseRoleARN:           func() string { return *a.baseARN.Load() },
 		NamespaceRestrictions: cfg.NamespaceRestrictions,
-		Format:                format,
+		Format:                cfg.parsed.policyFormat,
 		ExternalIDAllowed:     a.source.name == sourceSTS,
 		Events:                events,
 		Logger:                log.WithField("component", "roles"),
@@ -314,28 +309,19 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 }
 
 func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) error {
-	ifaces, err := iptables.ParseInterfaces(a.cfg.HostInterface)
-	if err != nil {
-		return fmt.Errorf("--host-interface: %w", err)
-	}
-	mode, err := iptables.ParseMode(a.cfg.IPTablesMode)
-	if err != nil {
-		return fmt.Errorf("--iptables-mode: %w", err)
-	}
 	icfg := iptables.Config{
-		HostIP:     netip.MustParseAddr(a.cfg.HostIP),
+		HostIP:     a.cfg.parsed.hostIP,
+		HostIPv6:   a.cfg.parsed.hostIPv6,
 		Port:       a.cfg.AppPort,
-		Interfaces: ifaces,
+		Interfaces: a.cfg.parsed.interfaces,
 		IPv6:       a.cfg.IPv6,
-		Mode:       mode,
+		Mode:       a.cfg.parsed.iptablesMode,
 		Logger:     a.log.WithField("component", "iptables"),
 		Registerer: reg,
 	}
-	if a.cfg.IPv6 {
-		icfg.HostIPv6 = netip.MustParseAddr(a.cfg.HostIPv6)
-	}
 	rulesCtx, cancel := context.WithTimeout(ctx, rulesTimeout)
 	defer cancel()
+	var err error
 	a.rules, err = iptables.New(rulesCtx, icfg)
 	if err != nil {
 		return err
