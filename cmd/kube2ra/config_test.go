@@ -190,3 +190,34 @@ func TestReadmeDocumentsEveryFlag(t *testing.T) {
 		}
 	})
 }
+
+// TestSubcommandHelpPrintsTheFlagsOnce: `kube2ra run --help` lists each
+// flag once, on stdout, and exits 0 (flag's own usage printed it a second
+// time on stderr).
+func TestSubcommandHelpPrintsTheFlagsOnce(t *testing.T) {
+	for _, args := range [][]string{{"run", "--help"}, {"run", "-h"}, {"cleanup", "--help"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var out, errOut strings.Builder
+			if code := dispatch(args, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d, want 0; stderr:\n%s", code, errOut.String())
+			}
+			if errOut.Len() != 0 {
+				t.Errorf("help also went to stderr:\n%s", errOut.String())
+			}
+			if n := strings.Count(out.String(), "\n  -"); n == 0 || strings.Count(out.String(), "-help") > 0 {
+				t.Errorf("help lists %d flags:\n%s", n, out.String())
+			}
+			seen := map[string]int{}
+			for _, line := range strings.Split(out.String(), "\n") {
+				if name, ok := strings.CutPrefix(line, "  -"); ok {
+					seen[strings.Fields(name)[0]]++
+				}
+			}
+			for name, n := range seen {
+				if n != 1 {
+					t.Errorf("--%s is listed %d times", name, n)
+				}
+			}
+		})
+	}
+}
