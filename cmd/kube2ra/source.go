@@ -56,7 +56,8 @@ func newSourceParts(ctx context.Context, cfg *Config, log logrus.FieldLogger, re
 		}
 		return p, nil
 	default:
-		opts := []func(*config.LoadOptions) error{}
+		// The SDK's own warnings (IMDSv1 fallback, retries) go through logrus.
+		opts := []func(*config.LoadOptions) error{config.WithLogger(credentials.SDKLogger(log))}
 		if url := cfg.parsed.metadataURL; url != "" {
 			// The node's own credentials come from the same metadata service
 			// kube2ra passes allowed paths to.
