@@ -197,12 +197,15 @@ func ParseBase(s string) (Base, error) {
 	if !strings.HasSuffix(s, "/") {
 		s += "/"
 	}
-	// A role ARN prefix is a role ARN without its name: parse it with a placeholder.
-	r, err := ParseRole(s + "x")
+	a, err := parseIAM(s, roleResource)
 	if err != nil {
 		return Base{}, fmt.Errorf("base role ARN %q is not an IAM role ARN prefix (arn:aws:iam::123456789012:role/ or …:role/path/): %w", s, err)
 	}
-	return Base{Partition: r.Partition, AccountID: r.AccountID, Path: r.Path}, nil
+	path := "/" + strings.TrimPrefix(a.Resource, roleResource)
+	if err := checkRolePath(path); err != nil {
+		return Base{}, fmt.Errorf("base role ARN %q: %w", s, err)
+	}
+	return Base{Partition: a.Partition, AccountID: a.AccountID, Path: path}, nil
 }
 
 // BaseFromInstanceProfile turns arn:P:iam::A:instance-profile/x (EC2's
@@ -285,18 +288,23 @@ func splitRolePath(s string) (path, name string, err error) {
 			return "", "", fmt.Errorf("role name %q contains %q; IAM role names use letters, digits and +=,.@_-", name, c)
 		}
 	}
+	return path, name, checkRolePath(path)
+}
+
+// checkRolePath checks a role path ("/" or "/a/b/") against IAM's rules.
+func checkRolePath(path string) error {
 	if len(path) > maxRolePathLen {
-		return "", "", fmt.Errorf("role path %q is %d characters; IAM allows at most %d", path, len(path), maxRolePathLen)
+		return fmt.Errorf("role path %q is %d characters; IAM allows at most %d", path, len(path), maxRolePathLen)
 	}
 	if strings.Contains(path, "//") {
-		return "", "", fmt.Errorf("role path %q has an empty element (//)", path)
+		return fmt.Errorf("role path %q has an empty element (//)", path)
 	}
 	for _, c := range path {
 		if c < 0x21 || c > 0x7e {
-			return "", "", fmt.Errorf("role path %q contains %q; IAM paths use printable ASCII without spaces", path, c)
+			return fmt.Errorf("role path %q contains %q; IAM paths use printable ASCII without spaces", path, c)
 		}
 	}
-	return path, name, nil
+	return nil
 }
 
 // isRoleNameChar reports whether c may appear in an IAM role name ([\w+=,.@-]).

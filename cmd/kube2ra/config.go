@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"sort"
@@ -469,11 +470,29 @@ func (c *Config) Validate() error {
 // String lists every setting, one key=value per field, for the start-up log.
 // Nothing in Config is a secret itself (the key and password are file paths),
 // so nothing needs masking; fields are sorted for stable output.
-func (c *Config) String() string {
+func (c *Config) String() string { return strings.Join(c.settings(), " ") }
+
+// settings are the key=value pairs of String, sorted by flag name.
+func (c *Config) settings() []string {
 	fs := flag.NewFlagSet("print", flag.ContinueOnError)
 	c.BindFlags(fs)
 	var parts []string
 	fs.VisitAll(func(f *flag.Flag) { parts = append(parts, f.Name+"="+f.Value.String()) })
 	sort.Strings(parts)
-	return strings.Join(parts, " ")
+	return parts
+}
+
+// printEffective is `run --dry-run`'s answer: every setting, one a line,
+// then what the defaults resolve to on this configuration.
+func printEffective(w io.Writer, c *Config) {
+	fmt.Fprintln(w, "kube2ra run: configuration valid (--dry-run: nothing started)")
+	for _, s := range c.settings() {
+		fmt.Fprintln(w, "  --"+s)
+	}
+	metadata := c.parsed.metadataURL
+	if metadata == "" {
+		metadata = proxy.MetadataAddrNone
+	}
+	fmt.Fprintf(w, "resolved: credential source %s, metadata service %s, base role ARN %q, log level %s\n",
+		c.resolvedSource(), metadata, c.parsed.baseRoleARN.String(), c.parsed.logLevel)
 }

@@ -221,3 +221,31 @@ func TestSubcommandHelpPrintsTheFlagsOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestDryRunValidatesLikeRun: --dry-run checks flags and environment as run
+// does, prints the effective configuration and exits 0, or exits 2 with one
+// line per problem, and starts nothing (no API server is reachable here).
+func TestDryRunValidatesLikeRun(t *testing.T) {
+	t.Setenv("KUBE2RA_BASE_ROLE_ARN", "arn:aws:iam::123456789012:role/team")
+	var out, errOut strings.Builder
+	code := dispatch([]string{"run", "--dry-run", "--node=n", "--host-ip=10.0.0.1", "--kubeconfig=/nonexistent"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, errOut.String())
+	}
+	for _, want := range []string{"--base-role-arn=arn:aws:iam::123456789012:role/team", `base role ARN "arn:aws:iam::123456789012:role/team/"`, "credential source sts", "http://169.254.169.254"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("dry run output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	t.Setenv("KUBE2RA_BASE_ROLE_ARN", "arn:aws:iam::12:role/")
+	out.Reset()
+	errOut.Reset()
+	code = dispatch([]string{"run", "--dry-run", "--node=n", "--host-ip=10.0.0.1"}, &out, &errOut)
+	if code != exitUsage || out.Len() != 0 {
+		t.Fatalf("bad environment value: exit %d, stdout %q; want %d and nothing printed", code, out.String(), exitUsage)
+	}
+	if lines := strings.Split(strings.TrimSpace(errOut.String()), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "--base-role-arn") {
+		t.Fatalf("want one line naming --base-role-arn, got:\n%s", errOut.String())
+	}
+}

@@ -56,6 +56,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	cfg := NewConfig()
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	cfg.BindFlags(fs)
+	dryRun := fs.Bool("dry-run", false, "check every flag and environment variable as run does, print the effective configuration and exit (0 valid, 2 not); connects to nothing")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
@@ -64,6 +65,10 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "kube2ra run: %s\n", line)
 		}
 		return exitUsage
+	}
+	if *dryRun {
+		printEffective(stdout, cfg)
+		return 0
 	}
 	level := cfg.LogLevel
 	if cfg.Debug {
