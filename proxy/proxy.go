@@ -241,7 +241,7 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 			opts.Logger.WithField("allow_paths", opts.AllowPaths).Warn("metadata allow paths are ignored: there is no upstream metadata service (--metadata-addr=none)")
 		}
 	} else {
-		base, err := parseMetadataAddr(opts.MetadataAddr)
+		base, err := ParseMetadataAddr(opts.MetadataAddr)
 		if err != nil {
 			return nil, fmt.Errorf("proxy: %w", err)
 		}

@@ -4,13 +4,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/kube2ra/kube2ra/arn"
+	"github.com/kube2ra/kube2ra/iptables"
+	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/proxy"
 )
 
@@ -20,13 +26,6 @@ const (
 	sourceRolesAnywhere = "rolesanywhere"
 	sourceSTS           = "sts"
 )
-
-// metadataNone turns pass-through off: kube2ra answers region and identity
-// document itself, as a node outside AWS has no metadata service.
-const metadataNone = "none"
-
-// defaultMetadataAddr is the EC2 instance metadata service.
-const defaultMetadataAddr = "169.254.169.254"
 
 // Config is every setting of `kube2ra run`, from flags and environment.
 type Config struct {
@@ -132,6 +131,28 @@ type Config struct {
 	Kubeconfig string
 	// ShutdownTimeout bounds draining on SIGTERM.
 	ShutdownTimeout time.Duration
+
+	// parsed holds what Validate parsed, so run never parses a string twice.
+	parsed parsedConfig
+}
+
+// parsedConfig is the typed form of the settings that have one, each
+// produced by the parser of the package that uses it.
+type parsedConfig struct {
+	// hostIP and hostIPv6 are --host-ip and --host-ipv6 (zero without --ipv6).
+	hostIP, hostIPv6 netip.Addr
+	// interfaces is --host-interface (nil with --iptables=false).
+	interfaces []iptables.InterfaceSpec
+	// iptablesMode is --iptables-mode.
+	iptablesMode iptables.Mode
+	// baseRoleARN is --base-role-arn with exactly one trailing slash; zero when unset.
+	baseRoleARN arn.Base
+	// policyFormat is --namespace-restriction-format.
+	policyFormat k8s.PolicyFormat
+	// metadataURL is the upstream metadata service's base URL, "" for none.
+	metadataURL string
+	// logLevel is --log-level, or debug with --debug.
+	logLevel logrus.Level
 }
 
 // stringList is a repeatable flag that also accepts comma lists.
@@ -159,9 +180,9 @@ func NewConfig() *Config {
 		IPTablesResync:             30 * time.Second,
 		CredentialSource:           sourceAuto,
 		AutoDiscoverBaseARN:        true,
-		IAMRoleKey:                 "iam.amazonaws.com/role",
-		IAMExternalIDKey:           "iam.amazonaws.com/external-id",
-		NamespaceKey:               "iam.amazonaws.com/allowed-roles",
+		IAMRoleKey:                 k8s.DefaultRoleKey,
+		IAMExternalIDKey:           k8s.DefaultExternalIDKey,
+		NamespaceKey:               k8s.DefaultNamespaceKey,
 		NamespaceRestrictions:      true,
 		NamespaceRestrictionFormat: "glob",
 		SessionTTL:                 time.Hour,
@@ -269,12 +290,6 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	return errors.Join(errs...)
 }
 
-var (
-	roleARNPattern   = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/$`)
-	raARNPattern     = regexp.MustCompile(`^arn:aws[a-z-]*:rolesanywhere:[a-z0-9-]+:\d{12}:(trust-anchor|profile)/[A-Za-z0-9-]+$`)
-	annotationKeyFmt = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
-)
-
 // resolvedSource is the credential source after "auto".
 func (c *Config) resolvedSource() string {
 	if c.CredentialSource != sourceAuto {
@@ -292,15 +307,16 @@ func (c *Config) resolvedMetadataAddr() string {
 		return c.MetadataAddr
 	}
 	if c.resolvedSource() == sourceRolesAnywhere {
-		return metadataNone
+		return proxy.MetadataAddrNone
 	}
-	return defaultMetadataAddr
+	return proxy.DefaultMetadataAddr
 }
 
 // Validate checks every setting and names each problem with the accepted form.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var p parsedConfig
 
 	if c.Node == "" {
 		bad("--node is empty: set it or NODE_NAME to this node's name (the downward API's spec.nodeName)")
@@ -309,6 +325,8 @@ func (c *Config) Validate() error {
 		bad("--host-ip is empty: set it or HOST_IP to this node's IP (the downward API's status.hostIP)")
 	} else if ip, err := netip.ParseAddr(c.HostIP); err != nil || ip.IsUnspecified() {
 		bad("--host-ip %q is not a usable IP address: give the node's own IP, e.g. 10.0.1.23", c.HostIP)
+	} else {
+		p.hostIP = ip
 	}
 	for name, port := range map[string]int{"--app-port": c.AppPort, "--metrics-port": c.MetricsPort} {
 		if port < 1 || port > 65535 {
@@ -318,13 +336,17 @@ func (c *Config) Validate() error {
 	if c.AppPort == c.MetricsPort {
 		bad("--app-port and --metrics-port are both %d: give them different ports", c.AppPort)
 	}
-	if strings.TrimSpace(c.HostInterface) == "" && c.IPTables {
-		bad("--host-interface is empty: list the pod-facing interfaces, e.g. cni0, cali+ or !eth0")
+	if c.IPTables {
+		ifaces, err := iptables.ParseInterfaces(c.HostInterface)
+		if err != nil {
+			bad("--host-interface: %v", err)
+		}
+		p.interfaces = ifaces
 	}
-	switch c.IPTablesMode {
-	case "auto", "nft", "legacy":
-	default:
-		bad("--iptables-mode %q is unknown: use auto, nft or legacy", c.IPTablesMode)
+	if mode, err := iptables.ParseMode(c.IPTablesMode); err != nil {
+		bad("--iptables-mode: %v", err)
+	} else {
+		p.iptablesMode = mode
 	}
 	if c.IPTablesResync < time.Second {
 		bad("--iptables-resync %s is too short: use 1s or more", c.IPTablesResync)
@@ -332,6 +354,8 @@ func (c *Config) Validate() error {
 	if c.IPv6 {
 		if ip, err := netip.ParseAddr(c.HostIPv6); err != nil || !ip.Is6() || ip.Is4In6() {
 			bad("--ipv6 needs --host-ipv6 set to the node's IPv6 address (got %q)", c.HostIPv6)
+		} else {
+			p.hostIPv6 = ip
 		}
 	}
 
@@ -340,21 +364,25 @@ func (c *Config) Validate() error {
 	default:
 		bad("--credential-source %q is unknown: use auto, rolesanywhere or sts", c.CredentialSource)
 	}
-	if c.BaseRoleARN != "" && !roleARNPattern.MatchString(c.BaseRoleARN) {
-		bad("--base-role-arn %q is not a role ARN prefix: use arn:<partition>:iam::<12-digit account>:role/ (with the trailing slash)", c.BaseRoleARN)
+	if c.BaseRoleARN != "" {
+		if base, err := arn.ParseBase(c.BaseRoleARN); err != nil {
+			bad("--base-role-arn: %v", err)
+		} else {
+			p.baseRoleARN = base
+		}
 	}
 	if c.AutoDiscoverDefaultRole {
 		bad("--auto-discover-default-role is not supported: kube2ra never serves the node's own role to pods; name a role with --default-role")
 	}
 	for name, key := range map[string]string{"--iam-role-key": c.IAMRoleKey, "--iam-external-id": c.IAMExternalIDKey, "--namespace-key": c.NamespaceKey} {
-		if !annotationKeyFmt.MatchString(key) || len(key) > 316 {
-			bad("%s %q is not a valid annotation key: use prefix/name, e.g. iam.amazonaws.com/role", name, key)
+		if problems := validation.IsQualifiedName(key); len(problems) > 0 {
+			bad("%s %q is not a valid annotation key (%s): use prefix/name, e.g. %s", name, key, strings.Join(problems, "; "), k8s.DefaultRoleKey)
 		}
 	}
-	switch c.NamespaceRestrictionFormat {
-	case "glob", "regexp":
-	default:
-		bad("--namespace-restriction-format %q is unknown: use glob or regexp", c.NamespaceRestrictionFormat)
+	if format, err := k8s.ParsePolicyFormat(c.NamespaceRestrictionFormat); err != nil {
+		bad("--namespace-restriction-format: %v", err)
+	} else {
+		p.policyFormat = format
 	}
 	if c.SessionTTL < 15*time.Minute || c.SessionTTL > 12*time.Hour {
 		bad("--iam-role-session-ttl %s is out of range: STS accepts 15m to 12h", c.SessionTTL)
@@ -365,11 +393,11 @@ func (c *Config) Validate() error {
 
 	switch c.resolvedSource() {
 	case sourceRolesAnywhere:
-		if !raARNPattern.MatchString(c.RATrustAnchorARN) || !strings.Contains(c.RATrustAnchorARN, ":trust-anchor/") {
-			bad("--ra-trust-anchor-arn %q is not a trust anchor ARN: use arn:aws:rolesanywhere:<region>:<account>:trust-anchor/<id>", c.RATrustAnchorARN)
+		if _, err := arn.ParseTrustAnchor(c.RATrustAnchorARN); err != nil {
+			bad("--ra-trust-anchor-arn: %v", err)
 		}
-		if !raARNPattern.MatchString(c.RAProfileARN) || !strings.Contains(c.RAProfileARN, ":profile/") {
-			bad("--ra-profile-arn %q is not a profile ARN: use arn:aws:rolesanywhere:<region>:<account>:profile/<id>", c.RAProfileARN)
+		if _, err := arn.ParseProfile(c.RAProfileARN); err != nil {
+			bad("--ra-profile-arn: %v", err)
 		}
 		for name, path := range map[string]string{"--ra-certificate": c.RACertificate, "--ra-private-key": c.RAPrivateKey} {
 			if path == "" {
@@ -398,11 +426,11 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if addr := c.MetadataAddr; addr != "" && addr != metadataNone {
-		if _, err := netip.ParseAddrPort(addr); err != nil {
-			if _, err := netip.ParseAddr(addr); err != nil {
-				bad("--metadata-addr %q is not an address: use host, host:port or none", addr)
-			}
+	if addr := c.resolvedMetadataAddr(); addr != proxy.MetadataAddrNone {
+		if base, err := proxy.ParseMetadataAddr(addr); err != nil {
+			bad("--metadata-addr: %v", err)
+		} else {
+			p.metadataURL = base
 		}
 	}
 	if err := proxy.ValidateAllowPaths(c.MetadataAllowPaths); err != nil {
@@ -428,25 +456,50 @@ func (c *Config) Validate() error {
 	default:
 		bad("--log-format %q is unknown: use text or json", c.LogFormat)
 	}
-	switch c.LogLevel {
-	case "trace", "debug", "info", "warn", "warning", "error":
-	default:
+	if lvl, err := logrus.ParseLevel(c.LogLevel); err != nil {
 		bad("--log-level %q is unknown: use debug, info, warn or error", c.LogLevel)
+	} else {
+		p.logLevel = lvl
+	}
+	if c.Debug {
+		p.logLevel = logrus.DebugLevel
 	}
 	if c.ShutdownTimeout < 0 || c.ShutdownTimeout > 5*time.Minute {
 		bad("--shutdown-timeout %s is out of range: use 0 to 5m", c.ShutdownTimeout)
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	c.parsed = p
+	return nil
 }
 
 // String lists every setting, one key=value per field, for the start-up log.
 // Nothing in Config is a secret itself (the key and password are file paths),
 // so nothing needs masking; fields are sorted for stable output.
-func (c *Config) String() string {
+func (c *Config) String() string { return strings.Join(c.settings(), " ") }
+
+// settings are the key=value pairs of String, sorted by flag name.
+func (c *Config) settings() []string {
 	fs := flag.NewFlagSet("print", flag.ContinueOnError)
 	c.BindFlags(fs)
 	var parts []string
 	fs.VisitAll(func(f *flag.Flag) { parts = append(parts, f.Name+"="+f.Value.String()) })
 	sort.Strings(parts)
-	return strings.Join(parts, " ")
+	return parts
+}
+
+// printEffective is `run --dry-run`'s answer: every setting, one a line,
+// then what the defaults resolve to on this configuration.
+func printEffective(w io.Writer, c *Config) {
+	fmt.Fprintln(w, "kube2ra run: configuration valid (--dry-run: nothing started)")
+	for _, s := range c.settings() {
+		fmt.Fprintln(w, "  --"+s)
+	}
+	metadata := c.parsed.metadataURL
+	if metadata == "" {
+		metadata = proxy.MetadataAddrNone
+	}
+	fmt.Fprintf(w, "resolved: credential source %s, metadata service %s, base role ARN %q, log level %s\n",
+		c.resolvedSource(), metadata, c.parsed.baseRoleARN.String(), c.parsed.logLevel)
 }
