@@ -94,7 +94,9 @@ func (c Claims) Payload() map[string]any {
 }
 
 // Sign signs c with k.
-func (k Key) Sign(c Claims) (string, error) { return k.SignRaw(map[string]any{"alg": k.Alg(), "kid": k.ID}, c.Payload()) }
+func (k Key) Sign(c Claims) (string, error) {
+	return k.SignRaw(map[string]any{"alg": k.Alg(), "kid": k.ID}, c.Payload())
+}
 
 // SignRaw signs any header and payload with k (for malformed tokens);
 // the signature uses k's algorithm whatever the header says.
