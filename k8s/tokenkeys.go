@@ -233,17 +233,15 @@ func (k jwk) publicKey() (crypto.PublicKey, error) {
 		default:
 			return nil, fmt.Errorf("curve %q is not supported", k.Crv)
 		}
-		x, err := num(k.X, "x")
-		if err != nil {
-			return nil, err
+		size := (curve.Params().BitSize + 7) / 8
+		x, errX := base64.RawURLEncoding.DecodeString(k.X)
+		y, errY := base64.RawURLEncoding.DecodeString(k.Y)
+		if errX != nil || errY != nil || len(x) != size || len(y) != size {
+			return nil, fmt.Errorf("x and y must be %d bytes of base64url each", size)
 		}
-		y, err := num(k.Y, "y")
+		// Parsing the uncompressed point checks it is on the curve.
+		pub, err := ecdsa.ParseUncompressedPublicKey(curve, append(append([]byte{4}, x...), y...))
 		if err != nil {
-			return nil, err
-		}
-		pub := &ecdsa.PublicKey{Curve: curve, X: x, Y: y}
-		// ECDH validates the point: a key off its curve is refused.
-		if _, err := pub.ECDH(); err != nil {
 			return nil, fmt.Errorf("the point is not a valid %s key: %w", k.Crv, err)
 		}
 		return pub, nil

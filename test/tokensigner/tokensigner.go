@@ -141,9 +141,11 @@ func JWKS(keys ...Key) ([]byte, error) {
 			out = append(out, map[string]string{"use": "sig", "kty": "RSA", "kid": k.ID, "alg": "RS256",
 				"n": b64(pub.N.Bytes()), "e": b64(big.NewInt(int64(pub.E)).Bytes())})
 		case *ecdsa.PublicKey:
-			x, y := make([]byte, 32), make([]byte, 32)
-			pub.X.FillBytes(x)
-			pub.Y.FillBytes(y)
+			raw, err := pub.Bytes() // 0x04 || X || Y
+			if err != nil {
+				return nil, err
+			}
+			x, y := raw[1:33], raw[33:]
 			out = append(out, map[string]string{"use": "sig", "kty": "EC", "kid": k.ID, "alg": "ES256", "crv": "P-256", "x": b64(x), "y": b64(y)})
 		}
 	}
