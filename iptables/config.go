@@ -144,6 +144,8 @@ type Config struct {
 	IPv6 bool
 	// HostIPv6 is the IPv6 DNAT target when IPv6 is on.
 	HostIPv6 netip.Addr
+	// PodIdentity also redirects the EKS Pod Identity address (169.254.170.23:80, fd00:ec2::23:80 with IPv6) to HostIP:Port, from pods and from the node's own processes (--pod-identity).
+	PodIdentity bool
 	// Mode picks the iptables backend (--iptables-mode); empty means auto.
 	Mode Mode
 	// LockTimeout bounds each command's wait for the xtables lock; zero

@@ -157,3 +157,21 @@ func TestGuardIsInsertedAheadOfAcceptRules(t *testing.T) {
 		expectAnswer(t, "after iptables -t nat -F", p, metadataURL, "")
 	})
 }
+
+// TestWrongInterfaceIsRefusedWhenForwarded: with a --host-interface that
+// names no pod interface (cni0 where pods sit behind cali*), the DNAT
+// misses every pod, but on a node that routes 169.254.169.254 onwards (EC2)
+// the guard still refuses them instead of letting them reach the metadata
+// service; the node's own request still passes.
+func TestWrongInterfaceIsRefusedWhenForwarded(t *testing.T) {
+	eachBackend(t, func(t *testing.T, mode iptables.Mode) {
+		n := newNodeNamed(t, guardNetnsPrefix, mode, false)
+		n.addMetadataService("169.254.169.254", true)
+		p := n.addPod("cali1a2b")
+		expectAnswer(t, "without kube2ra (the harness sees a leak)", p, metadataURL, "169.254.169.254:80")
+		n.mustOps("cni0", "ensure")
+		expectAnswer(t, "pod behind cali1a2b with --host-interface cni0", p, metadataURL, "")
+		node := &pod{ns: n.ns, nodeIface: "the node itself"}
+		expectAnswer(t, "the node itself", node, metadataURL, "169.254.169.254:80")
+	})
+}

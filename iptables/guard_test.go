@@ -20,10 +20,12 @@ func TestGuardRuleGeneration(t *testing.T) {
 			"-A KUBE2RA-GUARD -d 169.254.169.254/32 -i cni0 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset",
 			"-A KUBE2RA-GUARD -d 169.254.169.254/32 -i cali+ -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset",
 			"-A KUBE2RA-GUARD -d 169.254.169.254/32 ! -i eth0 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset",
+			guardForwarded,
 		}},
 		{name: "IPv6 refuses the Nitro address", family: v6("[fd00::1]:8181"), ifaces: "cali+", want: []string{
 			"-A KUBE2RA-GUARD -i lo -j RETURN",
 			"-A KUBE2RA-GUARD -d fd00:ec2::254/128 -i cali+ -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset",
+			"-A KUBE2RA-GUARD -d fd00:ec2::254/128 -p tcp -m tcp --dport 80 -m addrtype ! --dst-type LOCAL -j REJECT --reject-with tcp-reset",
 		}},
 	}
 	for _, tt := range tests {
@@ -36,7 +38,8 @@ func TestGuardRuleGeneration(t *testing.T) {
 			// The guard refuses exactly what the DNAT redirects: the same
 			// matches, entry for entry.
 			dnat := tt.family.dnatSpecs(ifaces)
-			for i, g := range tt.family.guardSpecs(ifaces)[1:] {
+			guard := tt.family.guardSpecs(ifaces)
+			for i, g := range guard[1 : len(guard)-1] {
 				if !slices.Equal(g[:slices.Index(g, "-j")], dnat[i][:slices.Index(dnat[i], "-j")]) {
 					t.Errorf("guard rule %q and DNAT rule %q match different traffic", g, dnat[i])
 				}
@@ -178,7 +181,7 @@ func TestRemoveTakesTheDNATDownBeforeTheGuard(t *testing.T) {
 	guardChanges := 0
 	for i, snap := range t4.history {
 		dnatLeft := len(snap["nat"]["KUBE2RA"]) > 0 || slices.ContainsFunc(snap["nat"]["PREROUTING"], func(s []string) bool { return jumpsTo(s, ChainKube2ra) })
-		guardWhole := len(snap["filter"]["KUBE2RA-GUARD"]) == 3 &&
+		guardWhole := len(snap["filter"]["KUBE2RA-GUARD"]) == 4 &&
 			slices.ContainsFunc(snap["filter"]["INPUT"], func(s []string) bool { return jumpsTo(s, ChainGuard) }) &&
 			slices.ContainsFunc(snap["filter"]["FORWARD"], func(s []string) bool { return jumpsTo(s, ChainGuard) })
 		if !guardWhole {
@@ -262,5 +265,25 @@ func TestFakeModelsTheGuard(t *testing.T) {
 	}
 	if err := f.Remove(ctx); err != nil || !f.PodsReachMetadata() {
 		t.Errorf("Remove = %v, pods reach metadata %v", err, f.PodsReachMetadata())
+	}
+}
+
+// TestForwardGuardIgnoresTheInterface: with a --host-interface that names
+// no pod interface (cni0 on a Calico node), a pod's packet the node would
+// forward to the metadata service (EC2) is refused all the same; on INPUT
+// (a metadata address local to the node) the interface exemptions stay.
+func TestForwardGuardIgnoresTheInterface(t *testing.T) {
+	r, t4, _ := testRedirect(t, "cni0", 8181, false)
+	if _, err := r.EnsureRules(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := t4.snapshot()
+	for _, iface := range []string{"cali1234", "eth0", "lxc99"} {
+		if got := s.podPacketFate(MetadataIPv4, iface, "FORWARD"); got != fateRejected {
+			t.Errorf("forwarded packet from %s: %s, want %s", iface, got, fateRejected)
+		}
+		if got := s.podPacketFate(MetadataIPv4, iface, "INPUT"); got != fateLeaked {
+			t.Errorf("local packet from %s (not a pod interface by the pattern): %s, want it to pass as the node's own", iface, got)
+		}
 	}
 }

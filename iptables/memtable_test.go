@@ -296,8 +296,13 @@ func (s memSnapshot) podPacketFate(meta netip.Addr, iface, hook string) fate {
 // verdict walks chain and returns the first terminating target the packet
 // meets, or "" when it falls through (or RETURNs) from chain.
 func (s memSnapshot) verdict(table, chain string, meta netip.Addr, iface string) string {
+	return s.walk(table, chain, chain, meta, iface)
+}
+
+// walk is verdict inside chain for a packet on the built-in chain hook.
+func (s memSnapshot) walk(table, hook, chain string, meta netip.Addr, iface string) string {
 	for _, spec := range s[table][chain] {
-		if !specMatches(spec, meta, iface) {
+		if !specMatches(spec, meta, iface, hook) {
 			continue
 		}
 		switch target := targetOf(spec); target {
@@ -307,7 +312,7 @@ func (s memSnapshot) verdict(table, chain string, meta netip.Addr, iface string)
 			return target
 		case "":
 		default:
-			if v := s.verdict(table, target, meta, iface); v != "" {
+			if v := s.walk(table, hook, target, meta, iface); v != "" {
 				return v
 			}
 		}
@@ -316,8 +321,9 @@ func (s memSnapshot) verdict(table, chain string, meta netip.Addr, iface string)
 }
 
 // specMatches evaluates the matches the tests' rules use against a TCP
-// packet for meta:80 arriving on iface.
-func specMatches(spec []string, meta netip.Addr, iface string) bool {
+// packet for meta:80 arriving on iface, seen on the built-in chain hook
+// (its destination is local on INPUT and OUTPUT, routed on FORWARD).
+func specMatches(spec []string, meta netip.Addr, iface, hook string) bool {
 	negate := false
 	for i := 0; i < len(spec); i++ {
 		var ok bool
@@ -347,6 +353,10 @@ func specMatches(spec []string, meta netip.Addr, iface string) bool {
 		case "--dport":
 			i++
 			ok = spec[i] == "80"
+		case "--dst-type":
+			i++
+			local := hook == "INPUT" || hook == "OUTPUT"
+			ok = spec[i] == "LOCAL" && local
 		default:
 			panic(fmt.Sprintf("memTable cannot evaluate %q in %q", spec[i], spec))
 		}

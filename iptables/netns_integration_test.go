@@ -79,6 +79,7 @@ type helperRequest struct {
 	Port            int           `json:"port"`
 	IPv6            bool          `json:"ipv6"`
 	HostIPv6        string        `json:"hostIPv6"`
+	PodIdentity     bool          `json:"podIdentity"`
 	LockTimeout     time.Duration `json:"lockTimeout"`
 	Ops             []string      `json:"ops"`
 	MonitorInterval time.Duration `json:"monitorInterval"`
@@ -170,7 +171,7 @@ func helperRules() int {
 	cfg := iptables.Config{
 		HostIP: netip.MustParseAddr(req.HostIP), Port: req.Port, Interfaces: ifaces,
 		IPv6: req.IPv6, Mode: iptables.Mode(req.Mode), LockTimeout: req.LockTimeout,
-		Logger: log, Registerer: reg,
+		PodIdentity: req.PodIdentity, Logger: log, Registerer: reg,
 	}
 	if req.IPv6 {
 		cfg.HostIPv6 = netip.MustParseAddr(req.HostIPv6)
@@ -615,7 +616,7 @@ func wantGuardSave(family string, ifaces ...string) string {
 		}
 		s += "-A KUBE2RA-GUARD -d " + meta + " " + match + " -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset\n"
 	}
-	return s
+	return s + "-A KUBE2RA-GUARD -d " + meta + " -p tcp -m tcp --dport 80 -m addrtype ! --dst-type LOCAL -j REJECT --reject-with tcp-reset\n"
 }
 
 func expectSave(t *testing.T, n *node, family, want string) {

@@ -99,6 +99,11 @@ func New(ctx context.Context, cfg Config) (*Redirect, error) {
 			target: netip.AddrPortFrom(cfg.HostIPv6, uint16(cfg.Port)),
 		})
 	}
+	if cfg.PodIdentity {
+		for i := range fams {
+			fams[i].podIdentity = fams[i].podIdentityAddr()
+		}
+	}
 	r := &Redirect{
 		backend:    backend,
 		interfaces: slices.Clone(cfg.Interfaces),
@@ -203,10 +208,22 @@ func (r *Redirect) Remove(ctx context.Context) error {
 
 func (r *Redirect) ensureFamily(ctx context.Context, ft familyTable) (bool, error) {
 	changed := false
-	for _, oc := range ft.family.ownedChains(r.interfaces) {
+	wanted := ft.family.ownedChains(r.interfaces)
+	for _, oc := range wanted {
 		c, err := r.ensureChain(ctx, ft, oc)
 		changed = changed || c
 		if err != nil {
+			return changed, err
+		}
+	}
+	// Chains of a feature turned off since an earlier run (Pod Identity)
+	// would keep redirecting to a proxy that no longer serves them.
+	every := ft.family.withEveryChain().ownedChains(nil)
+	for i := len(every) - 1; i >= 0; i-- {
+		if slices.ContainsFunc(wanted, func(oc ownedChain) bool { return oc.chain == every[i].chain }) {
+			continue
+		}
+		if err := removeChain(ctx, ft, every[i], r.log); err != nil {
 			return changed, err
 		}
 	}
@@ -345,7 +362,7 @@ func checkChain(ft familyTable, oc ownedChain) (string, error) {
 // removeFamily deletes the family's chains and the jumps into them, in the
 // reverse of the installation order (see ownedChains).
 func removeFamily(ctx context.Context, ft familyTable, log logrus.FieldLogger) error {
-	owned := ft.family.ownedChains(nil)
+	owned := ft.family.withEveryChain().ownedChains(nil)
 	for i := len(owned) - 1; i >= 0; i-- {
 		if err := removeChain(ctx, ft, owned[i], log); err != nil {
 			return err

@@ -6,10 +6,19 @@
 // with IPv6), holds one DNAT rule per --host-interface entry, to
 // HOST_IP:port. KUBE2RA-GUARD in the filter table, reached by exactly one
 // jump from INPUT and one from FORWARD for the same address and port, holds
-// one REJECT rule per entry: a DNATed packet's destination is HOST_IP:port,
+// one REJECT rule per entry and one for every forwarded packet whatever its
+// interface: a DNATed packet's destination is HOST_IP:port,
 // so the guard only ever meets pod traffic that was not redirected (someone
 // flushed the nat table) and refuses it instead of letting it reach the
 // node's metadata service. A flushed nat table thus fails closed.
+//
+// With Config.PodIdentity the EKS Pod Identity address (169.254.170.23:80,
+// fd00:ec2::23:80) gets the same pair, KUBE2RA-PODIDENTITY and
+// KUBE2RA-PODIDENTITY-GUARD, plus KUBE2RA-PODIDENTITY-HOST reached from nat
+// OUTPUT, so host-network processes reach kube2ra there too (the proxy
+// authenticates those callers by ServiceAccount token, not by IP). The
+// metadata address is never redirected in OUTPUT: the node's own processes
+// keep reaching the real metadata service.
 //
 // Every verb is idempotent: EnsureRules converges any state (nothing, a
 // half-installed chain, stale rules from another configuration, duplicate
@@ -63,6 +72,18 @@ const (
 	// ChainGuard is kube2ra's chain in the filter table that refuses pod
 	// traffic for the metadata address that was not DNATed.
 	ChainGuard Chain = "KUBE2RA-GUARD"
+	// ChainOutput is the built-in nat chain the node's own processes'
+	// packets pass; only the Pod Identity address is redirected there.
+	ChainOutput Chain = "OUTPUT"
+	// ChainPodIdentity is kube2ra's DNAT chain for pods' EKS Pod Identity
+	// traffic (Config.PodIdentity).
+	ChainPodIdentity Chain = "KUBE2RA-PODIDENTITY"
+	// ChainPodIdentityHost is kube2ra's DNAT chain for the node's own
+	// (host-network) Pod Identity traffic, reached from nat OUTPUT.
+	ChainPodIdentityHost Chain = "KUBE2RA-PODIDENTITY-HOST"
+	// ChainPodIdentityGuard refuses pod traffic for the Pod Identity
+	// address that was not DNATed.
+	ChainPodIdentityGuard Chain = "KUBE2RA-PODIDENTITY-GUARD"
 )
 
 // RuleComment marks the jumps so an operator reading iptables-save knows
@@ -77,7 +98,15 @@ var (
 	MetadataIPv4 = netip.MustParseAddr("169.254.169.254")
 	// MetadataIPv6 is the IPv6 instance metadata address on Nitro instances.
 	MetadataIPv6 = netip.MustParseAddr("fd00:ec2::254")
+	// PodIdentityIPv4 is the EKS Pod Identity Agent's address, which the
+	// SDKs call through AWS_CONTAINER_CREDENTIALS_FULL_URI.
+	PodIdentityIPv4 = netip.MustParseAddr("169.254.170.23")
+	// PodIdentityIPv6 is the EKS Pod Identity Agent's IPv6 address.
+	PodIdentityIPv6 = netip.MustParseAddr("fd00:ec2::23")
 )
+
+// PodIdentityPort is the port the EKS Pod Identity address answers on.
+const PodIdentityPort = 80
 
 // Rules is what the agent needs of the node's DNAT and guard.
 type Rules interface {
@@ -101,32 +130,56 @@ type family struct {
 	// target is where the DNAT sends the traffic; invalid when only
 	// removing.
 	target netip.AddrPort
+	// podIdentity is the family's EKS Pod Identity address when that
+	// redirect is on; invalid when it is off.
+	podIdentity netip.Addr
 }
 
-// metadataPrefix is the -d argument as iptables prints it back.
-func (f family) metadataPrefix() string {
-	return netip.PrefixFrom(f.metadata, f.metadata.BitLen()).String()
-}
-
-// jumpSpec is the rule that leads into chain from a built-in chain, in the
-// order iptables -S prints it, so a listed rule compares equal to it as text.
-func (f family) jumpSpec(chain Chain) []string {
-	return []string{
-		"-d", f.metadataPrefix(),
-		"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(MetadataPort),
-		"-m", "comment", "--comment", RuleComment,
-		"-j", string(chain),
+// podIdentityAddr is the family's EKS Pod Identity address, on or off.
+func (f family) podIdentityAddr() netip.Addr {
+	if f.metadata.Is4() {
+		return PodIdentityIPv4
 	}
+	return PodIdentityIPv6
 }
 
-// podMatches are the matches of pod traffic for the metadata address, one
-// per interface entry, in the order of the entries and in iptables -S
-// order. The DNAT and the guard share them, so the guard refuses exactly
-// the traffic the DNAT should have redirected.
-func (f family) podMatches(ifaces []InterfaceSpec) [][]string {
+// withEveryChain is the family with every optional chain on, for removal,
+// which must take away what any configuration installed.
+func (f family) withEveryChain() family {
+	f.podIdentity = f.podIdentityAddr()
+	return f
+}
+
+// hostPrefix is a -d argument for one address as iptables prints it back.
+func hostPrefix(dst netip.Addr) string {
+	return netip.PrefixFrom(dst, dst.BitLen()).String()
+}
+
+// jumpSpec is the rule that leads into chain from a built-in chain for
+// the metadata address.
+func (f family) jumpSpec(chain Chain) []string { return jumpFor(f.metadata, chain) }
+
+// jumpFor is the rule that leads packets for dst:80 into chain from a
+// built-in chain, in the order iptables -S prints it, so a listed rule
+// compares equal to it as text. (The metadata and the Pod Identity ports
+// are both 80.)
+func jumpFor(dst netip.Addr, chain Chain) []string {
+	return append(dstMatch(dst), "-m", "comment", "--comment", RuleComment, "-j", string(chain))
+}
+
+// dstMatch matches TCP packets for dst:80 from any interface.
+func dstMatch(dst netip.Addr) []string {
+	return []string{"-d", hostPrefix(dst), "-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(MetadataPort)}
+}
+
+// podMatchesFor are the matches of pod traffic for dst, one per interface
+// entry, in the order of the entries and in iptables -S order. The DNAT
+// and the guard share them, so the guard refuses exactly the traffic the
+// DNAT should have redirected.
+func podMatchesFor(dst netip.Addr, ifaces []InterfaceSpec) [][]string {
 	specs := make([][]string, 0, len(ifaces))
 	for _, in := range ifaces {
-		spec := []string{"-d", f.metadataPrefix()}
+		spec := []string{"-d", hostPrefix(dst)}
 		if in.Negated {
 			spec = append(spec, "!")
 		}
@@ -147,7 +200,26 @@ func withTarget(matches [][]string, target ...string) [][]string {
 
 // dnatSpecs are the KUBE2RA rules, one per interface entry.
 func (f family) dnatSpecs(ifaces []InterfaceSpec) [][]string {
-	return withTarget(f.podMatches(ifaces), "-j", "DNAT", "--to-destination", f.target.String())
+	return f.dnatSpecsFor(f.metadata, ifaces)
+}
+
+// dnatSpecsFor are the DNAT rules of pod traffic for dst, one per entry.
+func (f family) dnatSpecsFor(dst netip.Addr, ifaces []InterfaceSpec) [][]string {
+	return withTarget(podMatchesFor(dst, ifaces), f.dnatTarget()...)
+}
+
+// dnatTarget sends a packet to kube2ra's proxy port.
+func (f family) dnatTarget() []string {
+	return []string{"-j", "DNAT", "--to-destination", f.target.String()}
+}
+
+// hostDNATSpecs is the KUBE2RA-PODIDENTITY-HOST rule: the node's own
+// processes (host-network pods among them) reach the Pod Identity address
+// through kube2ra too. It has no interface match, as nat OUTPUT has no
+// input interface; the metadata address is never redirected there, so
+// the node keeps reaching its real metadata service.
+func (f family) hostDNATSpecs() [][]string {
+	return [][]string{append(dstMatch(f.podIdentity), f.dnatTarget()...)}
 }
 
 // loopbackReturn lets the node's own traffic through the guard: packets a
@@ -156,7 +228,7 @@ func (f family) dnatSpecs(ifaces []InterfaceSpec) [][]string {
 var loopbackReturn = []string{"-i", "lo", "-j", "RETURN"}
 
 // guardSpecs are the KUBE2RA-GUARD rules: loopbackReturn, then one REJECT
-// per interface entry.
+// per interface entry, then forwardedReject.
 //
 // REJECT with a TCP reset rather than DROP: the SDKs' credential chains try
 // IMDS with short timeouts and then retry or move on; a reset makes a pod's
@@ -165,8 +237,28 @@ var loopbackReturn = []string{"-i", "lo", "-j", "RETURN"}
 // look like a network fault. Telling a pod that nothing listens reveals
 // nothing it could not learn otherwise.
 func (f family) guardSpecs(ifaces []InterfaceSpec) [][]string {
-	return append([][]string{loopbackReturn},
-		withTarget(f.podMatches(ifaces), "-j", "REJECT", "--reject-with", "tcp-reset")...)
+	return guardSpecsFor(f.metadata, ifaces)
+}
+
+// rejectTarget refuses with a TCP reset (see guardSpecs).
+var rejectTarget = []string{"-j", "REJECT", "--reject-with", "tcp-reset"}
+
+// guardSpecsFor are the guard rules for any destination address.
+//
+// The per-interface rules decide on INPUT, where the metadata address is
+// local to the node and the node's own requests (lo, the node NIC) must
+// pass. The last rule decides on FORWARD whatever the interface: a packet
+// for the metadata address that the node forwards is never the node's own
+// (those leave through OUTPUT), and one that was not DNATed is exactly
+// what must not reach the real metadata service. So a --host-interface
+// that names no pod interface (cni0 on a Calico node) still fails closed
+// on EC2, where 169.254.169.254 is routed out of the node. Its destination
+// is never LOCAL on FORWARD and always LOCAL on INPUT, so it leaves the
+// INPUT exemptions as they are.
+func guardSpecsFor(dst netip.Addr, ifaces []InterfaceSpec) [][]string {
+	specs := append([][]string{loopbackReturn}, withTarget(podMatchesFor(dst, ifaces), rejectTarget...)...)
+	forwarded := append(dstMatch(dst), "-m", "addrtype", "!", "--dst-type", "LOCAL")
+	return append(specs, append(forwarded, rejectTarget...))
 }
 
 // ownedChain is one of kube2ra's chains, the rules it must hold, and the
@@ -194,13 +286,28 @@ type ownedChain struct {
 // the guard first would leave a DNAT-only state that a nat flush, or a
 // Remove that fails half way, turns into the leak the guard exists to stop.
 // Removal needs no interfaces: it deletes whatever the chains hold.
+//
+// With Pod Identity on, its chains follow in the same order (guard, pod
+// DNAT, then the node's own DNAT in nat OUTPUT), each address with its own
+// chains so every chain keeps exactly one jump from each built-in chain.
 func (f family) ownedChains(ifaces []InterfaceSpec) []ownedChain {
-	return []ownedChain{
+	chains := []ownedChain{
 		{table: TableFilter, chain: ChainGuard, from: []Chain{ChainInput, ChainForward},
 			jump: f.jumpSpec(ChainGuard), rules: f.guardSpecs(ifaces), what: "guard"},
 		{table: TableNAT, chain: ChainKube2ra, from: []Chain{ChainPrerouting},
 			jump: f.jumpSpec(ChainKube2ra), rules: f.dnatSpecs(ifaces), what: "DNAT"},
 	}
+	if pi := f.podIdentity; pi.IsValid() {
+		chains = append(chains,
+			ownedChain{table: TableFilter, chain: ChainPodIdentityGuard, from: []Chain{ChainInput, ChainForward},
+				jump: jumpFor(pi, ChainPodIdentityGuard), rules: guardSpecsFor(pi, ifaces), what: "Pod Identity guard"},
+			ownedChain{table: TableNAT, chain: ChainPodIdentity, from: []Chain{ChainPrerouting},
+				jump: jumpFor(pi, ChainPodIdentity), rules: f.dnatSpecsFor(pi, ifaces), what: "Pod Identity DNAT"},
+			ownedChain{table: TableNAT, chain: ChainPodIdentityHost, from: []Chain{ChainOutput},
+				jump: jumpFor(pi, ChainPodIdentityHost), rules: f.hostDNATSpecs(), what: "node Pod Identity DNAT"},
+		)
+	}
+	return chains
 }
 
 // ruleLine renders a rule the way iptables -S and iptables-save print it.

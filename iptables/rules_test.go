@@ -152,6 +152,8 @@ const (
 	guardLoopback      = "-A KUBE2RA-GUARD -i lo -j RETURN"
 	guardCni0          = "-A KUBE2RA-GUARD -d 169.254.169.254/32 -i cni0 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset"
 	guardEth0          = "-A KUBE2RA-GUARD -d 169.254.169.254/32 ! -i eth0 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset"
+	// guardForwarded refuses every forwarded packet that was not DNATed, whatever its interface.
+	guardForwarded = "-A KUBE2RA-GUARD -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m addrtype ! --dst-type LOCAL -j REJECT --reject-with tcp-reset"
 	// a CNI plugin's rule that accepts pod traffic
 	foreignAccept = "-A FORWARD -i cni0 -j ACCEPT"
 )
@@ -160,14 +162,14 @@ const (
 // lines; it ends back in the nat table.
 func guardOf(rejects ...string) []string {
 	lines := append([]string{"*filter", "-N KUBE2RA-GUARD", guardLoopback}, rejects...)
-	return append(lines, guardJumpInputV4, guardJumpForwardV4, "*nat")
+	return append(lines, guardForwarded, guardJumpInputV4, guardJumpForwardV4, "*nat")
 }
 
 // wantFilterDump is the normalised filter table after a correct install of
 // cni0,!eth0.
 func wantFilterDump() string {
 	return ":INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n:KUBE2RA-GUARD -\n" +
-		guardJumpInputV4 + "\n" + guardJumpForwardV4 + "\n" + guardLoopback + "\n" + guardCni0 + "\n" + guardEth0 + "\n"
+		guardJumpInputV4 + "\n" + guardJumpForwardV4 + "\n" + guardLoopback + "\n" + guardCni0 + "\n" + guardEth0 + "\n" + guardForwarded + "\n"
 }
 
 const emptyFilter = ":INPUT ACCEPT\n:FORWARD ACCEPT\n:OUTPUT ACCEPT\n"
@@ -384,7 +386,8 @@ func TestIPv6FamilyIsManagedToo(t *testing.T) {
 	}
 	jump6 := " -d fd00:ec2::254/128 -p tcp -m tcp --dport 80 -m comment --comment kube2ra -j KUBE2RA-GUARD\n"
 	wantFilter6 := emptyFilter + ":KUBE2RA-GUARD -\n-A INPUT" + jump6 + "-A FORWARD" + jump6 + guardLoopback + "\n" +
-		"-A KUBE2RA-GUARD -d fd00:ec2::254/128 -i cali+ -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset\n"
+		"-A KUBE2RA-GUARD -d fd00:ec2::254/128 -i cali+ -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset\n" +
+		"-A KUBE2RA-GUARD -d fd00:ec2::254/128 -p tcp -m tcp --dport 80 -m addrtype ! --dst-type LOCAL -j REJECT --reject-with tcp-reset\n"
 	if got := t6.dump("filter"); got != wantFilter6 {
 		t.Errorf("IPv6 filter table:\n%s\nwant:\n%s", got, wantFilter6)
 	}

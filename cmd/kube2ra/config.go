@@ -51,7 +51,9 @@ type Config struct {
 	IPTablesResync time.Duration
 	// IPv6 also redirects fd00:ec2::254.
 	IPv6 bool
-	// PodIdentity also redirects the EKS Pod Identity address 169.254.170.23:80 to the proxy port.
+	// RemoveStartupTaint removes kube2ra.io/agent-not-ready from this node once ready.
+	RemoveStartupTaint bool
+	// PodIdentity opens the token door (GET /v1/credentials) and redirects the EKS Pod Identity address 169.254.170.23:80 to the proxy port.
 	PodIdentity bool
 
 	// CredentialSource is auto, rolesanywhere or sts.
@@ -176,6 +178,7 @@ func NewConfig() *Config {
 		LogFormat:                  "text",
 		LogLevel:                   "info",
 		ShutdownTimeout:            10 * time.Second,
+		RemoveStartupTaint:         true,
 	}
 }
 
@@ -191,7 +194,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.IPTablesMode, "iptables-mode", c.IPTablesMode, "iptables backend: auto (the one holding the host's rules), nft or legacy")
 	fs.DurationVar(&c.IPTablesResync, "iptables-resync", c.IPTablesResync, "how often the rules are verified and restored if flushed")
 	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "also redirect the IPv6 metadata address fd00:ec2::254 (needs --host-ipv6)")
-	fs.BoolVar(&c.PodIdentity, "pod-identity", c.PodIdentity, "also redirect the EKS Pod Identity address 169.254.170.23:80 ([fd00:ec2::23]:80 with --ipv6), from pods and from the node's own processes, to the proxy port")
+	fs.BoolVar(&c.RemoveStartupTaint, "remove-startup-taint", c.RemoveStartupTaint, "once the rules are in place (or, with --iptables=false, once ready) remove the kube2ra.io/agent-not-ready taint from this node, and only this node (needs get and patch on nodes)")
+	fs.BoolVar(&c.PodIdentity, "pod-identity", c.PodIdentity, "open the token door (GET /v1/credentials with the pod's projected ServiceAccount token, the EKS Pod Identity protocol) and redirect the EKS Pod Identity address 169.254.170.23:80 ([fd00:ec2::23]:80 with --ipv6), from pods and from the node's own processes, to the proxy port; off by default: on EKS, AWS's Pod Identity Agent claims the same address")
 
 	fs.StringVar(&c.CredentialSource, "credential-source", c.CredentialSource, "where credentials come from: auto (rolesanywhere when --ra-trust-anchor-arn is set, else sts), rolesanywhere or sts")
 	fs.StringVar(&c.BaseRoleARN, "base-role-arn", c.BaseRoleARN, "prefix for bare role names, e.g. arn:aws:iam::123456789012:role/ (default: discovered)")

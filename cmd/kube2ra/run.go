@@ -306,6 +306,13 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	}
 	a.rulesReady.Store(true)
 	log.Info("kube2ra ready")
+	if cfg.RemoveStartupTaint {
+		if err := a.removeStartupTaint(runCtx, &wg, reg); err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+	}
 
 	var runErr error
 	select {
@@ -354,6 +361,7 @@ func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) err
 	if a.cfg.IPv6 {
 		icfg.HostIPv6 = netip.MustParseAddr(a.cfg.HostIPv6)
 	}
+	icfg.PodIdentity = a.cfg.PodIdentity
 	rulesCtx, cancel := context.WithTimeout(ctx, rulesTimeout)
 	defer cancel()
 	a.rules, err = iptables.New(rulesCtx, icfg)
@@ -470,3 +478,17 @@ func (p *podCredentials) PodRoleChanged(pod *k8s.Pod, role k8s.Role) {
 
 // PodRoleGone implements k8s.RoleListener.
 func (p *podCredentials) PodRoleGone(pod *k8s.Pod) { p.cache.Untrack(string(pod.UID)) }
+
+// removeStartupTaint lets workload pods onto the node now that a pod's
+// metadata request is redirected or refused: it removes the startup taint
+// from this node only, in the background, retrying until it is gone.
+func (a *agent) removeStartupTaint(ctx context.Context, wg *sync.WaitGroup, reg prometheus.Registerer) error {
+	remover, err := k8s.NewStartupTaintRemover(a.kube, k8s.TaintRemoverOptions{
+		NodeName: a.cfg.Node, Logger: a.log.WithField("component", "taint"), Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { _ = remover.Run(ctx) })
+	return nil
+}

@@ -41,6 +41,8 @@ var repeatableFlags = []string{"metadata-allow-path"}
 var wantClusterRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+	// its own node's startup taint (the code patches --node only)
+	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}},
 }
 
 // podIdentityClusterRules are added with podIdentity.enabled: the ServiceAccounts' role

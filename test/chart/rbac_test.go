@@ -122,6 +122,13 @@ func TestRenderedRBACAllowsTheAgentAndNothingElse(t *testing.T) {
 			_, err := agent.AppsV1().DaemonSets(rbacNamespace).List(ctx, ownDaemonSet)
 			return err
 		}},
+		{"get a node (its own, for the startup taint)", func() error {
+			_, err := agent.CoreV1().Nodes().Get(ctx, "absent", metav1.GetOptions{})
+			return notFoundIsAllowed(err)
+		}},
+		{"patch a node (remove its own startup taint)", func() error {
+			return canI(ctx, agent, authorizationv1.ResourceAttributes{Verb: "patch", Resource: "nodes"})
+		}},
 		{"watch its own DaemonSet by name", func() error {
 			return canI(ctx, agent, authorizationv1.ResourceAttributes{
 				Namespace: rbacNamespace, Verb: "watch", Group: "apps", Resource: "daemonsets", Name: chart.ReleaseName,
@@ -174,8 +181,22 @@ func TestRenderedRBACAllowsTheAgentAndNothingElse(t *testing.T) {
 		{"delete an event", func() error {
 			return agent.CoreV1().Events(rbacNamespace).Delete(ctx, event.Name, metav1.DeleteOptions{})
 		}},
-		{"read nodes", func() error {
+		{"list nodes", func() error {
 			_, err := agent.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"watch nodes", func() error {
+			w, err := agent.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{})
+			if err == nil {
+				w.Stop()
+			}
+			return err
+		}},
+		{"delete a node", func() error {
+			return agent.CoreV1().Nodes().Delete(ctx, "absent", metav1.DeleteOptions{})
+		}},
+		{"write a node's status (its conditions and addresses)", func() error {
+			_, err := agent.CoreV1().Nodes().PatchStatus(ctx, "absent", []byte(`{"status":{"phase":"Running"}}`))
 			return err
 		}},
 		{"read configmaps", func() error {
