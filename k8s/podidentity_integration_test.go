@@ -97,16 +97,6 @@ func startTokenDoor(t *testing.T, node string) *tokenDoor {
 	return &tokenDoor{watcher: w, auth: auth, roles: roles, keys: keys, verifier: verifier}
 }
 
-// createNode registers a Node, so the API server can put node claims in
-// the tokens of its pods.
-func createNode(t *testing.T, name string) {
-	t.Helper()
-	_, err := admin.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-}
-
 func createServiceAccount(t *testing.T, ns, name string, ann map[string]string) {
 	t.Helper()
 	_, err := admin.CoreV1().ServiceAccounts(ns).Create(context.Background(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: ann}}, metav1.CreateOptions{})
@@ -148,8 +138,9 @@ func TestIntegrationTokenDoorWithRealTokens(t *testing.T) {
 	ctx := context.Background()
 	const ns, node, otherNode = "pi-tokens", "pi-node-a", "pi-node-b"
 	createNamespace(t, ns, ptr(`["web-role", "irsa-role", "pod-role"]`))
-	createNode(t, node)
-	createNode(t, otherNode)
+	// Nodes, so the API server puts node claims in the tokens of their pods.
+	createNode(t, ctx, node)
+	createNode(t, ctx, otherNode)
 	createServiceAccount(t, ns, "web", map[string]string{DefaultRoleKey: "web-role"})
 	createServiceAccount(t, ns, "irsa", map[string]string{IRSARoleKey: testBase + "irsa-role"})
 	createServiceAccount(t, ns, "denied", map[string]string{DefaultRoleKey: "admin-role"})
