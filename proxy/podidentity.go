@@ -46,6 +46,8 @@ const (
 	piKeysUnavailable  = "keys_unavailable"
 	piCredentialsError = "credentials_error"
 	piInternalError    = "internal_error"
+	piSourceMismatch   = "source_mismatch"
+	piNoPodIP          = "pod_ip_unknown"
 )
 
 // Error codes in the token door's JSON error body. aws-sdk-go-v2 puts code
@@ -96,6 +98,9 @@ func (s *Server) servePodIdentity(ctx context.Context, w http.ResponseWriter, r 
 		return
 	}
 	info.pod = pod
+	if !s.sourceMatches(w, info, pod) {
+		return
+	}
 	role, err := s.podIdentity.Roles.ResolveRole(ctx, pod)
 	if err == nil && (role.ARN == "" || role.Name == "") {
 		err = fmt.Errorf("the role resolver returned a role without ARN or name (%q, %q)", role.ARN, role.Name)
@@ -133,6 +138,33 @@ func (s *Server) servePodIdentity(ctx context.Context, w http.ResponseWriter, r 
 	info.accessKeyID, info.expiration = creds.AccessKeyID, creds.Expiration
 	s.metrics.podIdentity.WithLabelValues(piSuccess).Inc()
 	writeJSON(w, http.StatusOK, body)
+}
+
+// sourceMatches refuses a token that arrives from another address than
+// its pod's: a token copied into another pod is worth nothing there. The
+// token names the caller; the address only has to agree. A host-network
+// pod shares the node's addresses, so only its token counts (any process
+// on the node that can read the token file could also read the node's
+// own credentials). A pod whose IP the cache does not know yet is asked
+// to retry (503), as its status may trail its first request.
+func (s *Server) sourceMatches(w http.ResponseWriter, info *requestInfo, pod *k8s.Pod) bool {
+	if pod.HostNetwork {
+		return true
+	}
+	if len(pod.IPs) == 0 {
+		s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piNoPodIP, piCodeUnavailable,
+			"the agent does not know pod "+pod.Key()+"'s IP yet; retry", fmt.Errorf("pod %s has no IP in the cache", pod.Key()))
+		return false
+	}
+	for _, ip := range pod.IPs {
+		if ip.Unmap() == info.ip {
+			return true
+		}
+	}
+	s.refusePodIdentity(w, info, http.StatusForbidden, piSourceMismatch, piCodeForbidden,
+		"the token belongs to pod "+pod.Key()+", which does not have the address this request came from",
+		fmt.Errorf("token of pod %s (IPs %v) sent from %s", pod.Key(), pod.IPs, info.ip))
+	return false
 }
 
 // authorizationToken is the one Authorization header's value: the raw

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,7 +159,8 @@ func newDoorEnv(t testing.TB, opts Options, keysErr error) *doorEnv {
 	}
 	e := &doorEnv{key: key, creds: &roleCreds{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	mk := func(name, sa, role string) doorPod {
-		p := &k8s.Pod{UID: types.UID("uid-" + name), Namespace: "team-a", Name: name, ServiceAccount: sa, NodeName: doorNode}
+		// Both pods "have" 127.0.0.1, the address the tests call from.
+		p := &k8s.Pod{UID: types.UID("uid-" + name), Namespace: "team-a", Name: name, ServiceAccount: sa, NodeName: doorNode, IPs: []netip.Addr{loopback}}
 		return doorPod{pod: p, role: k8s.Role{ARN: "arn:aws:iam::123456789012:role/" + role, Name: role}}
 	}
 	e.web, e.batch = mk("web", "web-sa", "web-role"), mk("batch", "batch-sa", "batch-role")
@@ -337,6 +339,15 @@ func TestPodIdentityRefusals(t *testing.T) {
 			setup: func(e *doorEnv) {
 				e.creds.err = &credentials.Error{Kind: credentials.KindDenied, RoleARN: "r", Message: "secret policy text", Err: errors.New("AccessDenied")}
 			}, status: 500, code: piCodeInternal, result: "credentials_error"},
+		{name: "a token sent from another pod's address is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.web.pod.IPs = []netip.Addr{netip.MustParseAddr("10.0.0.7")} }, status: 403, code: piCodeForbidden, result: "source_mismatch"},
+		{name: "a host-network pod's token counts from any address", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) {
+				e.web.pod.IPs, e.web.pod.HostNetwork = nil, true
+				delete(e.roles.roles, "web") // stop after authentication: no_role proves it passed
+			}, status: 403, code: piCodeForbidden, result: "no_role"},
+		{name: "a pod whose IP is not known yet is retried", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.web.pod.IPs = nil }, status: 503, code: piCodeUnavailable, result: "pod_ip_unknown"},
 		{name: "POST is not allowed", method: http.MethodPost, auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
 			status: 405, code: piCodeBadRequest, result: "bad_method"},
 	}
