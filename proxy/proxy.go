@@ -127,6 +127,9 @@ type Options struct {
 	Clock clock.PassiveClock
 	// UpstreamTransport replaces the transport to the upstream (tests only).
 	UpstreamTransport http.RoundTripper
+	// PodIdentity opens the token door (GET /v1/credentials); nil keeps it
+	// closed, and the path is refused like any non-IMDS path.
+	PodIdentity *PodIdentity
 }
 
 // Server is the metadata server.
@@ -164,6 +167,8 @@ type Server struct {
 	logs func(logrus.Level) bool
 	// listener runs the HTTP server.
 	listener *httpListener
+	// podIdentity is the token door, nil when closed.
+	podIdentity *PodIdentity
 }
 
 // New builds a metadata server. It does not bind a port; call Listen.
@@ -193,6 +198,9 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
+	}
+	if opts.PodIdentity != nil && (opts.PodIdentity.Pods == nil || opts.PodIdentity.Roles == nil) {
+		return nil, errors.New("proxy: the pod identity door needs a PodAuthenticator and a RoleResolver; one of them is nil")
 	}
 	if opts.RateLimit < 0 {
 		return nil, fmt.Errorf("proxy: rate limit %v is negative; use 0 to disable it", opts.RateLimit)
@@ -264,6 +272,7 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		clock:          opts.Clock,
 		docs:           newCredentialDocs(opts.Clock),
 		logs:           levelEnabled(opts.Logger),
+		podIdentity:    opts.PodIdentity,
 	}
 	if opts.RateLimit > 0 {
 		s.limiter = newIPRateLimiter(opts.RateLimit, opts.RateLimitBurst, opts.Clock)
@@ -367,6 +376,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if target == "" {
 		// A handler called without a server (tests): rebuild the target.
 		target = r.URL.RequestURI()
+	}
+	if s.podIdentity != nil && target == PodIdentityPath {
+		// The token door: the caller is whoever its token names, so the
+		// IMDS path gate and session tokens do not apply.
+		ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
+		defer cancel()
+		s.servePodIdentity(ctx, sw, r, info)
+		return
 	}
 	c, status, reason := checkPath(target)
 	if status == 0 && (r.URL.RawQuery != "" || r.URL.ForceQuery || r.URL.Fragment != "") {

@@ -51,7 +51,7 @@ type Config struct {
 	IPv6 bool
 	// RemoveStartupTaint removes kube2ra.io/agent-not-ready from this node once ready.
 	RemoveStartupTaint bool
-	// PodIdentity also redirects the EKS Pod Identity address 169.254.170.23:80 to the proxy port.
+	// PodIdentity opens the token door (GET /v1/credentials) and redirects the EKS Pod Identity address 169.254.170.23:80 to the proxy port.
 	PodIdentity bool
 
 	// CredentialSource is auto, rolesanywhere or sts.
@@ -120,6 +120,8 @@ type Config struct {
 	CredentialMinTTL time.Duration
 	// RateLimit is requests per second per pod IP.
 	RateLimit float64
+	// PodIdentityAudience is the audience the token door requires.
+	PodIdentityAudience string
 
 	// LogFormat is text or json.
 	LogFormat string
@@ -192,6 +194,7 @@ func NewConfig() *Config {
 		UpstreamBurst:              50,
 		CredentialMinTTL:           time.Minute,
 		RateLimit:                  200,
+		PodIdentityAudience:        k8s.DefaultPodIdentityAudience,
 		LogFormat:                  "text",
 		LogLevel:                   "info",
 		ShutdownTimeout:            10 * time.Second,
@@ -212,7 +215,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IPTablesResync, "iptables-resync", c.IPTablesResync, "how often the rules are verified and restored if flushed")
 	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "also redirect the IPv6 metadata address fd00:ec2::254 (needs --host-ipv6)")
 	fs.BoolVar(&c.RemoveStartupTaint, "remove-startup-taint", c.RemoveStartupTaint, "once the rules are in place (or, with --iptables=false, once ready) remove the kube2ra.io/agent-not-ready taint from this node, and only this node (needs get and patch on nodes)")
-	fs.BoolVar(&c.PodIdentity, "pod-identity", c.PodIdentity, "also redirect the EKS Pod Identity address 169.254.170.23:80 ([fd00:ec2::23]:80 with --ipv6), from pods and from the node's own processes, to the proxy port")
+	fs.BoolVar(&c.PodIdentity, "pod-identity", c.PodIdentity, "open the token door (GET /v1/credentials with the pod's projected ServiceAccount token, the EKS Pod Identity protocol) and redirect the EKS Pod Identity address 169.254.170.23:80 ([fd00:ec2::23]:80 with --ipv6), from pods and from the node's own processes, to the proxy port; off by default: on EKS, AWS's Pod Identity Agent claims the same address")
 
 	fs.StringVar(&c.CredentialSource, "credential-source", c.CredentialSource, "where credentials come from: auto (rolesanywhere when --ra-trust-anchor-arn is set, else sts), rolesanywhere or sts")
 	fs.StringVar(&c.BaseRoleARN, "base-role-arn", c.BaseRoleARN, "prefix for bare role names, e.g. arn:aws:iam::123456789012:role/ (default: discovered)")
@@ -248,6 +251,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.UpstreamBurst, "upstream-burst", c.UpstreamBurst, "burst of calls to STS or Roles Anywhere")
 	fs.DurationVar(&c.CredentialMinTTL, "credential-min-ttl", c.CredentialMinTTL, "never serve credentials with less than this left")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "metadata requests per second per pod IP (429 beyond)")
+	fs.StringVar(&c.PodIdentityAudience, "pod-identity-audience", c.PodIdentityAudience, "audience the token door (--pod-identity) requires of projected ServiceAccount tokens; pods.eks.amazonaws.com accepts tokens projected for EKS Pod Identity")
 
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
@@ -450,6 +454,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RateLimit <= 0 {
 		bad("--rate-limit %g must be positive (requests per second per pod)", c.RateLimit)
+	}
+	if c.PodIdentityAudience == "" || strings.ContainsAny(c.PodIdentityAudience, " \t\r\n") {
+		bad("--pod-identity-audience %q must be one non-empty word without spaces, e.g. %s", c.PodIdentityAudience, k8s.DefaultPodIdentityAudience)
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -206,6 +206,12 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		return err
 	}
 
+	var podIdentity *podIdentityDoor
+	if cfg.PodIdentity {
+		if podIdentity, err = newPodIdentityDoor(cfg, a.kube, a.watcher, resolver, log); err != nil {
+			return err
+		}
+	}
 	server, err := proxy.New(proxy.Options{
 		HostIP:          cfg.HostIP,
 		AppPort:         cfg.AppPort,
@@ -217,6 +223,7 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Logger:          log.WithField("component", "proxy"),
 		Registerer:      reg,
+		PodIdentity:     podIdentity.proxyDoor(),
 	}, a.watcher, resolver, broker)
 	if err != nil {
 		return err
@@ -276,6 +283,16 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		wg.Wait()
 		return fmt.Errorf("pod and namespace informers did not sync within %s (is the API server reachable, and may kube2ra list pods and namespaces?): %w", syncTimeout, err)
 	}
+	if podIdentity != nil {
+		syncCtx, syncCancel := context.WithTimeout(runCtx, syncTimeout)
+		err = podIdentity.start(runCtx, syncCtx, log)
+		syncCancel()
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+	}
 	notifier.Resync()
 	a.synced.Store(true)
 	log.WithField("pods", a.watcher.CachedPods()).WithField("namespaces", a.watcher.CachedNamespaces()).Info("informers synced")
@@ -331,6 +348,9 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	_ = ops.Shutdown(shutdownCtx)
 	shutdownCancel()
 	a.watcher.Shutdown()
+	if podIdentity != nil {
+		podIdentity.accounts.Shutdown()
+	}
 	wg.Wait()
 	return runErr
 }
