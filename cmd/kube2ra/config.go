@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/kube2ra/kube2ra/arn"
+	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/proxy"
@@ -192,7 +193,7 @@ func NewConfig() *Config {
 		PodLookupTimeout:           time.Second,
 		UpstreamQPS:                10,
 		UpstreamBurst:              50,
-		CredentialMinTTL:           time.Minute,
+		CredentialMinTTL:           credentials.DefaultMinTTL,
 		RateLimit:                  200,
 		PodIdentityAudience:        k8s.DefaultPodIdentityAudience,
 		LogFormat:                  "text",
@@ -249,7 +250,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PodLookupTimeout, "pod-lookup-timeout", c.PodLookupTimeout, "how long a request from an unknown IP waits for the pod to appear")
 	fs.Float64Var(&c.UpstreamQPS, "upstream-qps", c.UpstreamQPS, "calls per second to STS or Roles Anywhere from this node")
 	fs.IntVar(&c.UpstreamBurst, "upstream-burst", c.UpstreamBurst, "burst of calls to STS or Roles Anywhere")
-	fs.DurationVar(&c.CredentialMinTTL, "credential-min-ttl", c.CredentialMinTTL, "never serve credentials with less than this left")
+	fs.DurationVar(&c.CredentialMinTTL, "credential-min-ttl", c.CredentialMinTTL, "never serve credentials with less than this left (below 11m boto3 and the AWS CLI sign with expired credentials)")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "metadata requests per second per pod IP (429 beyond)")
 	fs.StringVar(&c.PodIdentityAudience, "pod-identity-audience", c.PodIdentityAudience, "audience the token door (--pod-identity) requires of projected ServiceAccount tokens; pods.eks.amazonaws.com accepts tokens projected for EKS Pod Identity")
 
@@ -449,8 +450,10 @@ func (c *Config) Validate() error {
 	if c.UpstreamBurst < 1 {
 		bad("--upstream-burst %d must be at least 1", c.UpstreamBurst)
 	}
-	if c.CredentialMinTTL < 0 || c.CredentialMinTTL > 10*time.Minute {
-		bad("--credential-min-ttl %s is out of range: use 0 to 10m", c.CredentialMinTTL)
+	if c.CredentialMinTTL < 0 || c.CredentialMinTTL > maxCredentialMinTTL {
+		bad("--credential-min-ttl %s is out of range: use 0 to %s", c.CredentialMinTTL, maxCredentialMinTTL)
+	} else if d := c.sessionDuration(); c.CredentialMinTTL+minServableSpan > d {
+		bad("--credential-min-ttl %s leaves sessions of %s less than %s to be served: lengthen the session (%s) or lower --credential-min-ttl", c.CredentialMinTTL, d, minServableSpan, c.sessionDurationFlag())
 	}
 	if c.RateLimit <= 0 {
 		bad("--rate-limit %g must be positive (requests per second per pod)", c.RateLimit)
@@ -479,6 +482,50 @@ func (c *Config) Validate() error {
 	}
 	c.parsed = p
 	return nil
+}
+
+const (
+	// maxCredentialMinTTL bounds --credential-min-ttl: the shortest session
+	// (15m) must keep some servable time.
+	maxCredentialMinTTL = 14 * time.Minute
+	// minServableSpan is the least time a session must be servable, so a
+	// refresh has room to happen before the pod needs the next one.
+	minServableSpan = time.Minute
+)
+
+// sessionDuration is the lifetime of the credentials the source issues.
+func (c *Config) sessionDuration() time.Duration {
+	if c.resolvedSource() == sourceRolesAnywhere {
+		return c.RASessionDuration
+	}
+	return c.SessionTTL
+}
+
+// sessionDurationFlag names the flag that sets sessionDuration.
+func (c *Config) sessionDurationFlag() string {
+	if c.resolvedSource() == sourceRolesAnywhere {
+		return "--ra-session-duration"
+	}
+	return "--iam-role-session-ttl"
+}
+
+// LifetimeWarnings are the start-up warnings about how session length and
+// --credential-min-ttl meet the SDKs' refresh logic (docs/design.md,
+// "Credential lifetime and the SDKs"). A valid Config may have some.
+func (c *Config) LifetimeWarnings() []string {
+	var out []string
+	minTTL := c.CredentialMinTTL
+	if minTTL == 0 {
+		minTTL = credentials.DefaultMinTTL
+	}
+	if minTTL < credentials.SDKMinTTL {
+		out = append(out, fmt.Sprintf("--credential-min-ttl %s is below %s: boto3 and the AWS CLI keep using instance credentials for up to %s after reading them, so they will sign requests with expired credentials", minTTL, credentials.SDKMinTTL, credentials.BotocoreExtensionMaxUse))
+	}
+	d := c.sessionDuration()
+	if span := d - minTTL; span > 0 && span < d/2 {
+		out = append(out, fmt.Sprintf("sessions of %s are served for only %s each (none is served with less than --credential-min-ttl %s left, which the SDKs need), so each pod's role is refreshed upstream about every %s; set %s to %s or more to halve the upstream calls", d, span, minTTL, span, c.sessionDurationFlag(), 2*minTTL))
+	}
+	return out
 }
 
 // String lists every setting, one key=value per field, for the start-up log.

@@ -222,6 +222,35 @@ func TestSubcommandHelpPrintsTheFlagsOnce(t *testing.T) {
 	}
 }
 
+func TestLifetimeWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		want   []string
+	}{
+		{name: "defaults need no warning", mutate: func(*Config) {}},
+		{name: "a min TTL below the SDKs' floor says boto3 signs with expired credentials",
+			mutate: func(c *Config) { c.CredentialMinTTL = time.Minute }, want: []string{"sign requests with expired credentials"}},
+		{name: "15-minute sessions say they are refreshed every 4 minutes",
+			mutate: func(c *Config) { c.SessionTTL = 15 * time.Minute }, want: []string{"refreshed upstream about every 4m0s", "--iam-role-session-ttl to 22m0s"}},
+		{name: "30-minute sessions need no warning", mutate: func(c *Config) { c.SessionTTL = 30 * time.Minute }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewConfig()
+			tc.mutate(c)
+			got := strings.Join(c.LifetimeWarnings(), "\n")
+			if len(tc.want) == 0 && got != "" {
+				t.Errorf("warnings %q, want none", got)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("warnings %q do not say %q", got, w)
+				}
+			}
+		})
+	}
+}
+
 // TestDryRunValidatesLikeRun: --dry-run checks flags and environment as run
 // does, prints the effective configuration and exits 0, or exits 2 with one
 // line per problem, and starts nothing (no API server is reachable here).

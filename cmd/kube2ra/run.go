@@ -80,6 +80,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log.WithField("version", version).WithField("commit", commit).Infof("kube2ra starting: %s", cfg)
+	for _, w := range cfg.LifetimeWarnings() {
+		log.Warn(w)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
