@@ -20,14 +20,19 @@ import (
 
 // Defaults of CacheOptions.
 const (
-	// DefaultMinTTL: credentials with less left are never handed out (--credential-min-ttl).
-	DefaultMinTTL = 60 * time.Second
+	// DefaultMinTTL: credentials with less left are never handed out
+	// (--credential-min-ttl): SDKMinTTL, what the SDKs' refresh logic needs.
+	DefaultMinTTL = SDKMinTTL
 	// DefaultRefreshBefore: IMDS promises new credentials at least 5 minutes
 	// before expiry, so refreshes happen no later than that.
 	DefaultRefreshBefore = 5 * time.Minute
 	// DefaultRefreshAtFraction: refresh no later than this share of the
 	// lifetime, which matters for short sessions.
 	DefaultRefreshAtFraction = 0.8
+	// DefaultRefreshLead: a refresh starts at least this long before the
+	// cached credentials stop being served, so a slow or retried upstream
+	// call still ends before a pod would have to wait for one.
+	DefaultRefreshLead = time.Minute
 	// DefaultRefreshJitter: refreshes move earlier by up to this share of
 	// the time to the refresh, so pods started together do not refresh together.
 	DefaultRefreshJitter = 0.1
@@ -575,16 +580,19 @@ func (c *CredentialCache) waitForToken(ctx context.Context, f *flight) error {
 
 // refreshTime is when credentials fetched at now and expiring at exp are
 // refreshed: at the latest RefreshBefore before expiry and after
-// RefreshAtFraction of the lifetime, never after they stop being served,
-// moved earlier by jitter.
+// RefreshAtFraction of the lifetime, and a lead (DefaultRefreshLead, at
+// most a quarter of the span) before they stop being served, moved earlier
+// by jitter.
 func (c *CredentialCache) refreshTime(now, exp time.Time) time.Time {
 	life := exp.Sub(now)
 	at := now.Add(time.Duration(float64(life) * c.refreshAtFraction))
 	if latest := exp.Add(-c.refreshBefore); latest.Before(at) && latest.After(now) {
 		at = latest
 	}
-	if servable := exp.Add(-c.minTTL); servable.Before(at) {
-		at = servable
+	servable := exp.Add(-c.minTTL)
+	lead := min(DefaultRefreshLead, servable.Sub(now)/4)
+	if latest := servable.Add(-max(lead, 0)); latest.Before(at) {
+		at = latest
 	}
 	if span := at.Sub(now); span > 0 && c.refreshJitter > 0 {
 		at = at.Add(-time.Duration(rand.Float64() * c.refreshJitter * float64(span)))

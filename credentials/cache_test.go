@@ -159,7 +159,8 @@ func TestCacheKeepsRequestsThatDifferOnlyInTagsApart(t *testing.T) {
 func TestCacheRefreshesOnlyTrackedKeysAheadOfExpiry(t *testing.T) {
 	// Eviction comes after the 9-minute step below, so the on-demand key's
 	// keep-alive Get cannot race the refresher's eviction of it.
-	env := newCacheEnv(t, func(o *CacheOptions) { o.EvictAfter = 12 * time.Minute })
+	// A 1-minute min TTL keeps the arithmetic below about tracking.
+	env := newCacheEnv(t, func(o *CacheOptions) { o.EvictAfter = 12 * time.Minute; o.MinTTL = time.Minute })
 	env.run(t)
 	tracked := podReq(appRoleARN, "ns", "tracked")
 	onDemand := podReq(appRoleARN, "ns", "on-demand")
@@ -208,21 +209,22 @@ func TestCacheServesCachedCredentialsWhileUpstreamIsDown(t *testing.T) {
 	old := get(t, env.cache, req)
 
 	env.fake.SetOutage(true)
-	env.clock.Step(10 * time.Minute)
+	// 15-minute sessions with the 11-minute min TTL are refreshed 3 minutes in.
+	env.clock.Step(3 * time.Minute)
 	eventually(t, "a refresh failed", func() bool { return env.cache.Stats().RefreshFailures >= 1 })
 	if got := get(t, env.cache, req); got.AccessKeyID != old.AccessKeyID {
 		t.Fatalf("served %s during the outage, want the cached %s", got.AccessKeyID, old.AccessKeyID)
 	}
-	// Up to expiry minus the 60 s minimum TTL.
+	// Up to expiry minus the minimum TTL.
 	env.clock.SetTime(old.Expiration.Add(-DefaultMinTTL - time.Second))
 	if got := get(t, env.cache, req); got.AccessKeyID != old.AccessKeyID {
-		t.Fatalf("served %s 61 s before expiry, want the cached %s", got.AccessKeyID, old.AccessKeyID)
+		t.Fatalf("served %s a second before the min TTL, want the cached %s", got.AccessKeyID, old.AccessKeyID)
 	}
 	env.clock.SetTime(old.Expiration.Add(-DefaultMinTTL))
 	_, err := env.cache.Get(context.Background(), req)
 	var e *Error
 	if !errors.As(err, &e) || e.Kind != KindUnavailable || e.RoleARN != appRoleARN {
-		t.Fatalf("with 60 s left and STS down: %v, want an unavailable error naming the role", err)
+		t.Fatalf("with the min TTL left and STS down: %v, want an unavailable error naming the role", err)
 	}
 	t.Logf("error at expiry: %v", err)
 
@@ -466,24 +468,28 @@ kube2ra_credential_upstream_requests_total{result="unavailable",source="sts"} 0
 }
 
 func TestRefreshTime(t *testing.T) {
-	c, err := NewCredentialCache(CacheOptions{Source: &stubSource{}, RefreshJitter: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
-		name string
-		life time.Duration
-		want time.Duration
+		name   string
+		minTTL time.Duration
+		life   time.Duration
+		want   time.Duration
 	}{
-		{name: "15-minute sessions refresh 5 minutes before expiry", life: 15 * time.Minute, want: 10 * time.Minute},
+		{name: "15-minute sessions refresh a minute before the SDKs' 11-minute floor", life: 15 * time.Minute, want: 3 * time.Minute},
+		{name: "20-minute sessions refresh a minute before the SDKs' floor", life: 20 * time.Minute, want: 8 * time.Minute},
+		{name: "30-minute sessions refresh a minute before the SDKs' floor", life: 30 * time.Minute, want: 18 * time.Minute},
 		{name: "1-hour sessions refresh at 80% of their life", life: time.Hour, want: 48 * time.Minute},
 		{name: "12-hour sessions refresh at 80% of their life", life: 12 * time.Hour, want: 576 * time.Minute},
-		{name: "6-minute sessions refresh 5 minutes before expiry", life: 6 * time.Minute, want: time.Minute},
-		{name: "4-minute sessions refresh when the min TTL cuts them off, before 80%", life: 4 * time.Minute, want: 3 * time.Minute},
-		{name: "2-minute sessions refresh when the min TTL cuts them off", life: 2 * time.Minute, want: time.Minute},
+		{name: "12-minute sessions refresh within the last quarter of their servable minute", life: 12 * time.Minute, want: 45 * time.Second},
+		{name: "with a 1-minute min TTL 15-minute sessions refresh 5 minutes before expiry", minTTL: time.Minute, life: 15 * time.Minute, want: 10 * time.Minute},
+		{name: "with a 1-minute min TTL 6-minute sessions refresh 5 minutes before expiry", minTTL: time.Minute, life: 6 * time.Minute, want: time.Minute},
+		{name: "with a 1-minute min TTL 4-minute sessions refresh a lead before the min TTL cuts them off", minTTL: time.Minute, life: 4 * time.Minute, want: 2*time.Minute + 15*time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			c, err := NewCredentialCache(CacheOptions{Source: &stubSource{}, RefreshJitter: -1, MinTTL: tc.minTTL})
+			if err != nil {
+				t.Fatal(err)
+			}
 			if got := c.refreshTime(now, now.Add(tc.life)).Sub(now); got != tc.want {
 				t.Errorf("refresh after %s, want %s", got, tc.want)
 			}

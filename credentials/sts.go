@@ -94,7 +94,13 @@ func NewSTSSource(ctx context.Context, opts STSOptions) (*STSSource, error) {
 	if maxAttempts == 0 {
 		maxAttempts = defaultSTSMaxAttempts
 	}
-	var loadOpts []func(*config.LoadOptions) error
+	log := opts.Logger
+	if log == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		log = l
+	}
+	loadOpts := []func(*config.LoadOptions) error{config.WithLogger(SDKLogger(log))}
 	if opts.Region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(opts.Region))
 	}
@@ -134,12 +140,6 @@ func NewSTSSource(ctx context.Context, opts STSOptions) (*STSSource, error) {
 	clk := opts.Clock
 	if clk == nil {
 		clk = clock.RealClock{}
-	}
-	log := opts.Logger
-	if log == nil {
-		l := logrus.New()
-		l.Out = discard{}
-		log = l
 	}
 	return &STSSource{client: client, duration: duration, clock: clk, log: log.WithField("source", STSSourceName)}, nil
 }

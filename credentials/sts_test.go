@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
+	"github.com/sirupsen/logrus"
 )
 
 func TestSTSSourceAssumesTheRequestedRole(t *testing.T) {
@@ -229,5 +232,32 @@ func TestNewSTSSourceRejectsBadOptions(t *testing.T) {
 				t.Errorf("got %v, want an error naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSTSSDKLogsGoThroughLogrus: the SDK's own warnings (retries, clock
+// skew) come out of the process logger, so --log-format json stays JSON.
+// Without config.WithLogger the SDK writes plain "SDK … WARN" lines.
+func TestSTSSDKLogsGoThroughLogrus(t *testing.T) {
+	isolateAWSEnv(t)
+	var out strings.Builder
+	log := logrus.New()
+	log.SetOutput(&out)
+	log.SetFormatter(&logrus.JSONFormatter{})
+	src, err := NewSTSSource(context.Background(), STSOptions{
+		Region:          "eu-west-1",
+		BaseCredentials: awscreds.NewStaticCredentialsProvider(nodeKeyID, nodeSecretKey, ""),
+		Logger:          log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.client.Options().Logger.Logf(logging.Warn, "retrying %s", "AssumeRole")
+	var line map[string]any
+	if err := json.Unmarshal([]byte(out.String()), &line); err != nil {
+		t.Fatalf("the SDK's warning is not one JSON line (%v): %q", err, out.String())
+	}
+	if line["level"] != "warning" || line["msg"] != "retrying AssumeRole" || line["component"] != "aws-sdk" {
+		t.Errorf("SDK warning logged as %v", line)
 	}
 }

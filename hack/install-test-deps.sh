@@ -2,6 +2,7 @@
 # Installs what kube2ra's test tiers need, and only what is missing:
 #   - Debian packages: etcd-server (test control plane), iptables (both the
 #     nft and legacy backends) nftables iproute2 conntrack (simulated nodes),
+#     python3-botocore (test/sdkrefresh drives its refresh code),
 #     awscli (a client we did not write), curl jq;
 #   - kube-apiserver, built from the Go module proxy by build-kube.sh
 #     and cached in $KUBE2RA_CACHE (default ~/.cache/kube2ra);
@@ -17,7 +18,7 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 # "2026.1" tag name itself.
 STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.7.0}"
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
-APT_PACKAGES=(etcd-server iptables nftables iproute2 awscli curl jq conntrack)
+APT_PACKAGES=(etcd-server iptables nftables iproute2 awscli curl jq conntrack python3-botocore)
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_DIR="${KUBE2RA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube2ra}"

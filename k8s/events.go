@@ -231,5 +231,5 @@ func NodeRef(name string) *corev1.ObjectReference {
 // leaves the node through an interface --host-interface does not match.
 const ReasonMetadataNotIntercepted = "MetadataNotIntercepted"
 
-// PodRef is the Event target for a pod.
-func PodRef(p *Pod) *corev1.ObjectReference { return podRef(p) }
+// PodObjectRef is the Event target for a pod.
+func PodObjectRef(p *Pod) *corev1.ObjectReference { return podRef(p) }

@@ -213,5 +213,6 @@ func podFromObject(p *corev1.Pod) *Pod {
 		IPs:            podIPs(p),
 		Annotations:    ann,
 		Terminating:    p.DeletionTimestamp != nil,
+		HostNetwork:    p.Spec.HostNetwork,
 	}
 }

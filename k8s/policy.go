@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/kube2ra/kube2ra/arn"
 )
 
 // PolicyFormat says how the patterns of a namespace's allowed-roles
@@ -51,7 +53,7 @@ type rolePolicy struct {
 // strings, each a role name, path/name, full ARN or pattern of one. Names
 // and paths get base prepended, as roles do. Any error means the policy is
 // unusable and every role it would govern is denied.
-func compilePolicy(raw, base string, format PolicyFormat) (*rolePolicy, error) {
+func compilePolicy(raw string, base arn.Base, format PolicyFormat) (*rolePolicy, error) {
 	var patterns []string
 	if err := json.Unmarshal([]byte(raw), &patterns); err != nil {
 		return nil, fmt.Errorf("the allowed-roles annotation %q is not a JSON array of strings (for example [\"app\",\"team/*\"]): %v", raw, err)
@@ -87,32 +89,32 @@ func compilePolicy(raw, base string, format PolicyFormat) (*rolePolicy, error) {
 }
 
 // normalizePattern makes a glob pattern a full ARN pattern the way
-// NormalizeRoleARN does for a role.
-func normalizePattern(pat, base string) (string, error) {
-	if strings.HasPrefix(pat, arnPrefix) {
+// arn.NormalizeRole does for a role.
+func normalizePattern(pat string, base arn.Base) (string, error) {
+	if strings.HasPrefix(pat, arn.Prefix) {
 		return pat, nil
 	}
-	if base == "" {
+	if base.IsZero() {
 		return "", fmt.Errorf("the allowed-roles pattern %q is not a full ARN and no base role ARN is known; set --base-role-arn or write the full ARN", pat)
 	}
-	return base + strings.TrimPrefix(pat, "/"), nil
+	return base.String() + strings.TrimPrefix(pat, "/"), nil
 }
 
 // normalizeRegexpPattern drops user-written anchors and prefixes the quoted
 // base role ARN unless the expression is already a full ARN.
-func normalizeRegexpPattern(pat, base string) (string, error) {
+func normalizeRegexpPattern(pat string, base arn.Base) (string, error) {
 	pat = strings.TrimPrefix(pat, "^")
 	if strings.HasSuffix(pat, "$") && !strings.HasSuffix(pat, `\$`) {
 		pat = strings.TrimSuffix(pat, "$")
 	}
-	if strings.HasPrefix(pat, arnPrefix) {
+	if strings.HasPrefix(pat, arn.Prefix) {
 		return pat, nil
 	}
-	if base == "" {
+	if base.IsZero() {
 		return "", fmt.Errorf("the allowed-roles pattern %q is not a full ARN and no base role ARN is known; set --base-role-arn or write the full ARN", pat)
 	}
 	// Group the user's expression so an alternation stays after the base.
-	return regexp.QuoteMeta(base) + "(?:" + strings.TrimPrefix(pat, "/") + ")", nil
+	return regexp.QuoteMeta(base.String()) + "(?:" + strings.TrimPrefix(pat, "/") + ")", nil
 }
 
 // allows reports whether the full role ARN matches one of the patterns.

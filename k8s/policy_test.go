@@ -3,7 +3,25 @@ package k8s
 import (
 	"strings"
 	"testing"
+
+	"github.com/kube2ra/kube2ra/arn"
 )
+
+// testBase is the base role ARN of the k8s tests.
+const testBase = "arn:aws:iam::123456789012:role/"
+
+// parseTestBase parses a base role ARN of a test case; "" is none.
+func parseTestBase(t *testing.T, s string) arn.Base {
+	t.Helper()
+	if s == "" {
+		return arn.Base{}
+	}
+	b, err := arn.ParseBase(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 func TestPolicyMatching(t *testing.T) {
 	const (
@@ -92,7 +110,7 @@ func TestPolicyMatching(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := compilePolicy(tt.policy, tt.base, tt.format)
+			p, err := compilePolicy(tt.policy, parseTestBase(t, tt.base), tt.format)
 			if err != nil {
 				t.Fatalf("compilePolicy(%s): %v", tt.policy, err)
 			}
@@ -133,7 +151,7 @@ func TestPolicyRejectsMalformedAnnotations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := compilePolicy(tt.policy, tt.base, tt.format)
+			p, err := compilePolicy(tt.policy, parseTestBase(t, tt.base), tt.format)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("compilePolicy(%q) = %v, %v; want error containing %q", tt.policy, p, err, tt.wantErr)
 			}

@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/kube2ra/kube2ra/arn"
 )
 
 // NamespaceGetter returns a cached namespace; *Watcher implements it.
@@ -88,8 +90,8 @@ type RoleResolver struct {
 type parsedBase struct {
 	// raw is what BaseRoleARN returned.
 	raw string
-	// arn is the validated base, "" when raw is empty or invalid.
-	arn string
+	// arn is the validated base, zero when raw is empty or invalid.
+	arn arn.Base
 	// err says why raw is invalid.
 	err error
 }
@@ -105,7 +107,7 @@ type policyEntry struct {
 	// raw is the annotation value.
 	raw string
 	// base is the base role ARN the patterns were normalised with.
-	base string
+	base arn.Base
 	// policy is the compiled policy; nil when err is set or !present.
 	policy *rolePolicy
 	// err says why the annotation could not be used.
@@ -139,13 +141,13 @@ func NewRoleResolver(namespaces NamespaceGetter, opts ResolverOptions) (*RoleRes
 	r.verifier, _ = namespaces.(NamespaceVerifier)
 	// A bad base or default role is a configuration error: say so now.
 	if raw := strings.TrimSpace(opts.BaseRoleARN()); raw != "" {
-		if _, err := ParseBaseRoleARN(raw); err != nil {
+		if _, err := arn.ParseBase(raw); err != nil {
 			return nil, fmt.Errorf("--base-role-arn: %w", err)
 		}
 	}
 	if opts.DefaultRole != "" {
-		if base, _ := r.baseARN(); base != "" || strings.HasPrefix(strings.TrimSpace(opts.DefaultRole), arnPrefix) {
-			if _, _, err := NormalizeRoleARN(opts.DefaultRole, base); err != nil {
+		if base, _ := r.baseARN(); !base.IsZero() || strings.HasPrefix(strings.TrimSpace(opts.DefaultRole), arn.Prefix) {
+			if _, err := arn.NormalizeRole(opts.DefaultRole, base); err != nil {
 				return nil, fmt.Errorf("--default-role: %w", err)
 			}
 		}
@@ -154,14 +156,14 @@ func NewRoleResolver(namespaces NamespaceGetter, opts ResolverOptions) (*RoleRes
 }
 
 // baseARN returns the parsed base role ARN, parsing only when it changed.
-func (r *RoleResolver) baseARN() (string, error) {
+func (r *RoleResolver) baseARN() (arn.Base, error) {
 	raw := strings.TrimSpace(r.opts.BaseRoleARN())
 	if b := r.base.Load(); b != nil && b.raw == raw {
 		return b.arn, b.err
 	}
 	b := &parsedBase{raw: raw}
 	if raw != "" {
-		b.arn, b.err = ParseBaseRoleARN(raw)
+		b.arn, b.err = arn.ParseBase(raw)
 		if b.err != nil {
 			b.err = fmt.Errorf("the base role ARN is invalid: %w", b.err)
 		}
@@ -214,21 +216,23 @@ func (r *RoleResolver) resolveWith(pod *Pod, lookup namespaceLookup) (Role, erro
 
 	var defaultARN, defaultName string
 	if r.opts.DefaultRole != "" {
-		arn, name, err := NormalizeRoleARN(r.opts.DefaultRole, base)
+		def, err := arn.NormalizeRole(r.opts.DefaultRole, base)
 		if err != nil && asked == "" {
 			return deny(DeniedInvalidRole, r.opts.DefaultRole, "the default role is not usable: "+withBaseErr(err, baseErr).Error()+"; fix --default-role or --base-role-arn")
 		}
-		defaultARN, defaultName = arn, name
+		if err == nil {
+			defaultARN, defaultName = def.String(), def.Name
+		}
 	}
 
 	role := Role{ExternalID: externalID}
 	switch {
 	case asked != "":
-		arn, name, err := NormalizeRoleARN(asked, base)
+		own, err := arn.NormalizeRole(asked, base)
 		if err != nil {
 			return deny(DeniedInvalidRole, asked, fmt.Sprintf("annotation %s is not a usable role: %v", r.opts.Keys.Role, withBaseErr(err, baseErr)))
 		}
-		role.ARN, role.Name = arn, name
+		role.ARN, role.Name = own.String(), own.Name
 	case defaultARN != "":
 		role.ARN, role.Name, role.Default = defaultARN, defaultName, true
 	default:
@@ -257,25 +261,25 @@ func withBaseErr(err, baseErr error) error {
 }
 
 // checkPolicy denies arn unless the namespace's policy allows it.
-func (r *RoleResolver) checkPolicy(pod *Pod, arn, base string, baseErr error, lookup namespaceLookup) error {
+func (r *RoleResolver) checkPolicy(pod *Pod, roleARN string, base arn.Base, baseErr error, lookup namespaceLookup) error {
 	ns, ok, err := lookup(pod.Namespace)
 	if err != nil {
-		return fmt.Errorf("role %s of pod %s: %w", arn, pod.Key(), err)
+		return fmt.Errorf("role %s of pod %s: %w", roleARN, pod.Key(), err)
 	}
 	if !ok {
-		return &DenialError{Reason: DeniedByNamespace, Role: arn, Namespace: pod.Namespace,
+		return &DenialError{Reason: DeniedByNamespace, Role: roleARN, Namespace: pod.Namespace,
 			Detail: fmt.Sprintf("namespace %q was not found (not in the cache yet, or gone from the API server), so its %s policy cannot be checked; retry shortly", pod.Namespace, r.opts.Keys.Namespace)}
 	}
 	e := r.policyFor(ns, base)
 	switch {
 	case e.err != nil:
-		return &DenialError{Reason: DeniedInvalidPolicy, Role: arn, Namespace: pod.Namespace,
+		return &DenialError{Reason: DeniedInvalidPolicy, Role: roleARN, Namespace: pod.Namespace,
 			Detail: fmt.Sprintf("namespace annotation %s is invalid, so no role is allowed: %v", r.opts.Keys.Namespace, withBaseErr(e.err, baseErr))}
 	case !e.present:
-		return &DenialError{Reason: DeniedByNamespace, Role: arn, Namespace: pod.Namespace,
+		return &DenialError{Reason: DeniedByNamespace, Role: roleARN, Namespace: pod.Namespace,
 			Detail: fmt.Sprintf("namespace has no %s annotation, so only the default role is allowed; add the role to it", r.opts.Keys.Namespace)}
-	case !e.policy.allows(arn):
-		return &DenialError{Reason: DeniedByNamespace, Role: arn, Namespace: pod.Namespace,
+	case !e.policy.allows(roleARN):
+		return &DenialError{Reason: DeniedByNamespace, Role: roleARN, Namespace: pod.Namespace,
 			Detail: fmt.Sprintf("namespace annotation %s (%s) %s does not allow it; add the role to it", r.opts.Keys.Namespace, r.opts.Format, e.policy)}
 	}
 	return nil
@@ -283,7 +287,7 @@ func (r *RoleResolver) checkPolicy(pod *Pod, arn, base string, baseErr error, lo
 
 // policyFor returns the namespace's compiled policy, compiling only when
 // the annotation or the base ARN changed since the last call.
-func (r *RoleResolver) policyFor(ns *corev1.Namespace, base string) *policyEntry {
+func (r *RoleResolver) policyFor(ns *corev1.Namespace, base arn.Base) *policyEntry {
 	r.mu.RLock()
 	e := r.policies[ns.Name]
 	r.mu.RUnlock()

@@ -31,6 +31,8 @@ type Pod struct {
 	Annotations map[string]string
 	// Terminating is true once deletionTimestamp is set.
 	Terminating bool
+	// HostNetwork is spec.hostNetwork: the pod shares the node's addresses.
+	HostNetwork bool
 }
 
 // Key is namespace/name.

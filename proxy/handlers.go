@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kube2ra/kube2ra/arn"
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/k8s"
 )
@@ -243,8 +244,9 @@ func (s *Server) handleIAMInfo(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	profileARN, err := instanceProfileARN(role.ARN)
+	parsed, err := arn.ParseRole(role.ARN)
 	if err != nil {
+		err = fmt.Errorf("role ARN %q cannot name an instance profile; fix the role annotation or --base-role-arn: %w", role.ARN, err)
 		info.err = err
 		s.deny(w, info, http.StatusNotFound, string(k8s.DeniedInvalidRole))
 		return
@@ -252,20 +254,9 @@ func (s *Server) handleIAMInfo(w http.ResponseWriter, r *http.Request) {
 	writeDocument(w, info, "iam/info", iamInfo{
 		Code:               "Success",
 		LastUpdated:        s.clock.Now().UTC().Format(imdsTimeLayout),
-		InstanceProfileArn: profileARN,
-		InstanceProfileID:  instanceProfileID(profileARN),
+		InstanceProfileArn: parsed.InstanceProfile(),
+		InstanceProfileID:  instanceProfileID(parsed.InstanceProfile()),
 	})
-}
-
-// instanceProfileARN turns arn:P:iam::A:role/path/name into
-// arn:P:iam::A:instance-profile/path/name.
-func instanceProfileARN(roleARN string) (string, error) {
-	parts := strings.SplitN(roleARN, ":", 6)
-	if len(parts) != 6 || parts[0] != "arn" || parts[2] != "iam" || !strings.HasPrefix(parts[5], "role/") {
-		return "", fmt.Errorf("role ARN %q is not arn:<partition>:iam::<account>:role/<name>; fix the role annotation or --base-role-arn", roleARN)
-	}
-	parts[5] = "instance-profile/" + strings.TrimPrefix(parts[5], "role/")
-	return strings.Join(parts, ":"), nil
 }
 
 // instanceProfileID is a stable made-up ID in IAM's format (AIPA + 17).

@@ -22,6 +22,7 @@ const (
 	routeUnauthorized     = "unauthorized"
 	routeNotFound         = "not_found"
 	routeMethodNotAllowed = "method_not_allowed"
+	routePodIdentity      = "pod_identity"
 )
 
 // metrics are the proxy's Prometheus collectors.
@@ -36,6 +37,8 @@ type metrics struct {
 	passthrough *prometheus.CounterVec
 	// tokensIssued counts IMDSv2 tokens minted.
 	tokensIssued prometheus.Counter
+	// podIdentity counts token-door requests by result.
+	podIdentity *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -62,11 +65,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kube2ra_imds_tokens_issued_total",
 			Help: "IMDSv2 session tokens issued to pods.",
 		}),
+		podIdentity: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kube2ra_pod_identity_requests_total",
+			Help: "Requests to the token door (GET /v1/credentials), by result: success or why the token, pod, role or credentials were refused.",
+		}, []string{"result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.denials, m.passthrough, m.tokensIssued} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.denials, m.passthrough, m.tokensIssued, m.podIdentity} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the proxy metrics failed (is a second proxy registered on the same registry?): %w", err)
 		}

@@ -129,6 +129,9 @@ type Options struct {
 	Clock clock.PassiveClock
 	// UpstreamTransport replaces the transport to the upstream (tests only).
 	UpstreamTransport http.RoundTripper
+	// PodIdentity opens the token door (GET /v1/credentials); nil keeps it
+	// closed, and the path is refused like any non-IMDS path.
+	PodIdentity *PodIdentity
 }
 
 // Server is the metadata server.
@@ -166,6 +169,8 @@ type Server struct {
 	logs func(logrus.Level) bool
 	// listener runs the HTTP server.
 	listener *httpListener
+	// podIdentity is the token door, nil when closed.
+	podIdentity *PodIdentity
 }
 
 // New builds a metadata server. It does not bind a port; call Listen.
@@ -195,6 +200,9 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
+	}
+	if opts.PodIdentity != nil && (opts.PodIdentity.Pods == nil || opts.PodIdentity.Roles == nil) {
+		return nil, errors.New("proxy: the pod identity door needs a PodAuthenticator and a RoleResolver; one of them is nil")
 	}
 	if opts.RateLimit < 0 {
 		return nil, fmt.Errorf("proxy: rate limit %v is negative; use 0 to disable it", opts.RateLimit)
@@ -248,7 +256,7 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 			opts.Logger.WithField("allow_paths", opts.AllowPaths).Warn("metadata allow paths are ignored: there is no upstream metadata service (--metadata-addr=none)")
 		}
 	} else {
-		base, err := parseMetadataAddr(opts.MetadataAddr)
+		base, err := ParseMetadataAddr(opts.MetadataAddr)
 		if err != nil {
 			return nil, fmt.Errorf("proxy: %w", err)
 		}
@@ -271,6 +279,7 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		clock:          opts.Clock,
 		docs:           newCredentialDocs(opts.Clock),
 		logs:           levelEnabled(opts.Logger),
+		podIdentity:    opts.PodIdentity,
 	}
 	if opts.RateLimit > 0 {
 		s.limiter = newIPRateLimiter(opts.RateLimit, opts.RateLimitBurst, opts.Clock)
@@ -383,6 +392,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if target == "" {
 		// A handler called without a server (tests): rebuild the target.
 		target = r.URL.RequestURI()
+	}
+	if s.podIdentity != nil && target == PodIdentityPath {
+		// The token door: the caller is whoever its token names, so the
+		// IMDS path gate and session tokens do not apply.
+		ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
+		defer cancel()
+		s.servePodIdentity(ctx, sw, r, info)
+		return
 	}
 	c, status, reason := checkPath(target)
 	if status == 0 && (r.URL.RawQuery != "" || r.URL.ForceQuery || r.URL.Fragment != "") {

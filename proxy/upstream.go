@@ -32,8 +32,8 @@ const (
 	maxUpstreamBody = 64 << 10
 	// upstreamUserAgent identifies kube2ra to the metadata service.
 	upstreamUserAgent = "kube2ra"
-	// defaultMetadataAddr is EC2's link-local metadata service.
-	defaultMetadataAddr = "169.254.169.254"
+	// DefaultMetadataAddr is EC2's link-local metadata service.
+	DefaultMetadataAddr = "169.254.169.254"
 	// MetadataAddrNone selects off-AWS mode: synthetic answers, no upstream.
 	MetadataAddrNone = "none"
 )
@@ -78,10 +78,13 @@ type upstream struct {
 	v1Until time.Time
 }
 
-// parseMetadataAddr turns --metadata-addr (host, host:port or http URL) into a base URL.
-func parseMetadataAddr(addr string) (string, error) {
+// ParseMetadataAddr is the one parser of --metadata-addr: it turns a host,
+// host:port or http://host[:port] (empty means DefaultMetadataAddr) into the
+// upstream's base URL, http://host[:port]. MetadataAddrNone is no address:
+// callers check for it first.
+func ParseMetadataAddr(addr string) (string, error) {
 	if addr == "" {
-		addr = defaultMetadataAddr
+		addr = DefaultMetadataAddr
 	}
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr

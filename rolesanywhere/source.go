@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 
+	"github.com/kube2ra/kube2ra/arn"
 	"github.com/kube2ra/kube2ra/credentials"
 )
 
@@ -74,13 +75,13 @@ func (c Config) String() string {
 // Validate checks the configuration without touching files or network.
 func (c Config) Validate() error {
 	var errs []error
-	ta, err := ParseTrustAnchorARN(c.TrustAnchorARN)
+	ta, err := arn.ParseTrustAnchor(c.TrustAnchorARN)
 	if err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("--ra-trust-anchor-arn: %w", err))
 	}
-	p, err := ParseProfileARN(c.ProfileARN)
+	p, err := arn.ParseProfile(c.ProfileARN)
 	if err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("--ra-profile-arn: %w", err))
 	}
 	if ta.Region != "" && p.Region != "" && (ta.Region != p.Region || ta.Partition != p.Partition) {
 		errs = append(errs, fmt.Errorf("--ra-profile-arn is in %s/%s but --ra-trust-anchor-arn is in %s/%s; both must be in the same partition and region", p.Partition, p.Region, ta.Partition, ta.Region))
@@ -124,7 +125,7 @@ type Source struct {
 	// cfg is the validated configuration.
 	cfg Config
 	// trustAnchor is the parsed trust anchor ARN.
-	trustAnchor ARN
+	trustAnchor arn.ARN
 	// region is the signing and endpoint region.
 	region string
 	// keys follows the certificate and key on disk.
@@ -151,7 +152,7 @@ func NewSource(cfg Config, deps Deps) (*Source, error) {
 	if deps.Clock == nil {
 		deps.Clock = clock.RealClock{}
 	}
-	ta, _ := ParseTrustAnchorARN(cfg.TrustAnchorARN)
+	ta, _ := arn.ParseTrustAnchor(cfg.TrustAnchorARN)
 	region := cfg.Region
 	if region == "" {
 		region = ta.Region
@@ -209,7 +210,9 @@ func (s *Source) KeyPair() *KeyPair { return s.keys.Current() }
 
 // BaseRoleARN is arn:<partition>:iam::<account>:role/ of the trust anchor,
 // for turning bare role names into ARNs.
-func (s *Source) BaseRoleARN() string { return BaseRoleARNFor(s.trustAnchor) }
+func (s *Source) BaseRoleARN() string {
+	return arn.BaseFor(s.trustAnchor.Partition, s.trustAnchor.AccountID).String()
+}
 
 // Region is the trust anchor's region (or the override).
 func (s *Source) Region() string { return s.region }
@@ -243,7 +246,7 @@ func (s *Source) Fetch(ctx context.Context, req credentials.Request) (credential
 	if len(req.Tags) > 0 {
 		return credentials.Credentials{}, invalid("Roles Anywhere CreateSession cannot set session tags; turn --session-tags off or use the sts source")
 	}
-	role, err := ParseRoleARN(req.RoleARN)
+	role, err := arn.ParseRole(req.RoleARN)
 	if err != nil {
 		return credentials.Credentials{}, invalid(err.Error())
 	}

@@ -4,13 +4,20 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/kube2ra/kube2ra/arn"
+	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/iptables"
+	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/proxy"
 )
 
@@ -20,13 +27,6 @@ const (
 	sourceRolesAnywhere = "rolesanywhere"
 	sourceSTS           = "sts"
 )
-
-// metadataNone turns pass-through off: kube2ra answers region and identity
-// document itself, as a node outside AWS has no metadata service.
-const metadataNone = "none"
-
-// defaultMetadataAddr is the EC2 instance metadata service.
-const defaultMetadataAddr = "169.254.169.254"
 
 // Config is every setting of `kube2ra run`, from flags and environment.
 type Config struct {
@@ -54,7 +54,7 @@ type Config struct {
 	IPv6 bool
 	// RemoveStartupTaint removes kube2ra.io/agent-not-ready from this node once ready.
 	RemoveStartupTaint bool
-	// PodIdentity also redirects the EKS Pod Identity address 169.254.170.23:80 to the proxy port.
+	// PodIdentity opens the token door (GET /v1/credentials) and redirects the EKS Pod Identity address 169.254.170.23:80 to the proxy port.
 	PodIdentity bool
 
 	// CredentialSource is auto, rolesanywhere or sts.
@@ -123,6 +123,8 @@ type Config struct {
 	CredentialMinTTL time.Duration
 	// RateLimit is requests per second per pod IP.
 	RateLimit float64
+	// PodIdentityAudience is the audience the token door requires.
+	PodIdentityAudience string
 
 	// LogFormat is text or json.
 	LogFormat string
@@ -134,6 +136,28 @@ type Config struct {
 	Kubeconfig string
 	// ShutdownTimeout bounds draining on SIGTERM.
 	ShutdownTimeout time.Duration
+
+	// parsed holds what Validate parsed, so run never parses a string twice.
+	parsed parsedConfig
+}
+
+// parsedConfig is the typed form of the settings that have one, each
+// produced by the parser of the package that uses it.
+type parsedConfig struct {
+	// hostIP and hostIPv6 are --host-ip and --host-ipv6 (zero without --ipv6).
+	hostIP, hostIPv6 netip.Addr
+	// interfaces is --host-interface (nil with --iptables=false).
+	interfaces []iptables.InterfaceSpec
+	// iptablesMode is --iptables-mode.
+	iptablesMode iptables.Mode
+	// baseRoleARN is --base-role-arn with exactly one trailing slash; zero when unset.
+	baseRoleARN arn.Base
+	// policyFormat is --namespace-restriction-format.
+	policyFormat k8s.PolicyFormat
+	// metadataURL is the upstream metadata service's base URL, "" for none.
+	metadataURL string
+	// logLevel is --log-level, or debug with --debug.
+	logLevel logrus.Level
 }
 
 // stringList is a repeatable flag that also accepts comma lists.
@@ -161,9 +185,9 @@ func NewConfig() *Config {
 		IPTablesResync:             30 * time.Second,
 		CredentialSource:           sourceAuto,
 		AutoDiscoverBaseARN:        true,
-		IAMRoleKey:                 "iam.amazonaws.com/role",
-		IAMExternalIDKey:           "iam.amazonaws.com/external-id",
-		NamespaceKey:               "iam.amazonaws.com/allowed-roles",
+		IAMRoleKey:                 k8s.DefaultRoleKey,
+		IAMExternalIDKey:           k8s.DefaultExternalIDKey,
+		NamespaceKey:               k8s.DefaultNamespaceKey,
 		NamespaceRestrictions:      true,
 		NamespaceRestrictionFormat: "glob",
 		SessionTTL:                 time.Hour,
@@ -171,8 +195,9 @@ func NewConfig() *Config {
 		PodLookupTimeout:           time.Second,
 		UpstreamQPS:                10,
 		UpstreamBurst:              50,
-		CredentialMinTTL:           time.Minute,
+		CredentialMinTTL:           credentials.DefaultMinTTL,
 		RateLimit:                  200,
+		PodIdentityAudience:        k8s.DefaultPodIdentityAudience,
 		LogFormat:                  "text",
 		LogLevel:                   "info",
 		ShutdownTimeout:            10 * time.Second,
@@ -194,7 +219,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IPTablesResync, "iptables-resync", c.IPTablesResync, "how often the rules are verified and restored if flushed")
 	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "also redirect the IPv6 metadata address fd00:ec2::254 (needs --host-ipv6)")
 	fs.BoolVar(&c.RemoveStartupTaint, "remove-startup-taint", c.RemoveStartupTaint, "once the rules are in place (or, with --iptables=false, once ready) remove the kube2ra.io/agent-not-ready taint from this node, and only this node (needs get and patch on nodes)")
-	fs.BoolVar(&c.PodIdentity, "pod-identity", c.PodIdentity, "also redirect the EKS Pod Identity address 169.254.170.23:80 ([fd00:ec2::23]:80 with --ipv6), from pods and from the node's own processes, to the proxy port")
+	fs.BoolVar(&c.PodIdentity, "pod-identity", c.PodIdentity, "open the token door (GET /v1/credentials with the pod's projected ServiceAccount token, the EKS Pod Identity protocol) and redirect the EKS Pod Identity address 169.254.170.23:80 ([fd00:ec2::23]:80 with --ipv6), from pods and from the node's own processes, to the proxy port; off by default: on EKS, AWS's Pod Identity Agent claims the same address")
 
 	fs.StringVar(&c.CredentialSource, "credential-source", c.CredentialSource, "where credentials come from: auto (rolesanywhere when --ra-trust-anchor-arn is set, else sts), rolesanywhere or sts")
 	fs.StringVar(&c.BaseRoleARN, "base-role-arn", c.BaseRoleARN, "prefix for bare role names, e.g. arn:aws:iam::123456789012:role/ (default: discovered)")
@@ -228,8 +253,9 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PodLookupTimeout, "pod-lookup-timeout", c.PodLookupTimeout, "how long a request from an unknown IP waits for the pod to appear")
 	fs.Float64Var(&c.UpstreamQPS, "upstream-qps", c.UpstreamQPS, "calls per second to STS or Roles Anywhere from this node")
 	fs.IntVar(&c.UpstreamBurst, "upstream-burst", c.UpstreamBurst, "burst of calls to STS or Roles Anywhere")
-	fs.DurationVar(&c.CredentialMinTTL, "credential-min-ttl", c.CredentialMinTTL, "never serve credentials with less than this left")
+	fs.DurationVar(&c.CredentialMinTTL, "credential-min-ttl", c.CredentialMinTTL, "never serve credentials with less than this left (below 11m boto3 and the AWS CLI sign with expired credentials)")
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "metadata requests per second per pod IP (429 beyond)")
+	fs.StringVar(&c.PodIdentityAudience, "pod-identity-audience", c.PodIdentityAudience, "audience the token door (--pod-identity) requires of projected ServiceAccount tokens; pods.eks.amazonaws.com accepts tokens projected for EKS Pod Identity")
 
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
@@ -272,12 +298,6 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	return errors.Join(errs...)
 }
 
-var (
-	roleARNPattern   = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/$`)
-	raARNPattern     = regexp.MustCompile(`^arn:aws[a-z-]*:rolesanywhere:[a-z0-9-]+:\d{12}:(trust-anchor|profile)/[A-Za-z0-9-]+$`)
-	annotationKeyFmt = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
-)
-
 // resolvedSource is the credential source after "auto".
 func (c *Config) resolvedSource() string {
 	if c.CredentialSource != sourceAuto {
@@ -295,15 +315,16 @@ func (c *Config) resolvedMetadataAddr() string {
 		return c.MetadataAddr
 	}
 	if c.resolvedSource() == sourceRolesAnywhere {
-		return metadataNone
+		return proxy.MetadataAddrNone
 	}
-	return defaultMetadataAddr
+	return proxy.DefaultMetadataAddr
 }
 
 // Validate checks every setting and names each problem with the accepted form.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var p parsedConfig
 
 	if c.Node == "" {
 		bad("--node is empty: set it or NODE_NAME to this node's name (the downward API's spec.nodeName)")
@@ -312,6 +333,8 @@ func (c *Config) Validate() error {
 		bad("--host-ip is empty: set it or HOST_IP to this node's IP (the downward API's status.hostIP)")
 	} else if ip, err := netip.ParseAddr(c.HostIP); err != nil || ip.IsUnspecified() {
 		bad("--host-ip %q is not a usable IP address: give the node's own IP, e.g. 10.0.1.23", c.HostIP)
+	} else {
+		p.hostIP = ip
 	}
 	for name, port := range map[string]int{"--app-port": c.AppPort, "--metrics-port": c.MetricsPort} {
 		if port < 1 || port > 65535 {
@@ -321,13 +344,17 @@ func (c *Config) Validate() error {
 	if c.AppPort == c.MetricsPort {
 		bad("--app-port and --metrics-port are both %d: give them different ports", c.AppPort)
 	}
-	if strings.TrimSpace(c.HostInterface) == "" && c.IPTables {
-		bad("--host-interface is empty: list the pod-facing interfaces, e.g. cni0, cali+ or !eth0")
+	if c.IPTables {
+		ifaces, err := iptables.ParseInterfaces(c.HostInterface)
+		if err != nil {
+			bad("--host-interface: %v", err)
+		}
+		p.interfaces = ifaces
 	}
-	switch c.IPTablesMode {
-	case "auto", "nft", "legacy":
-	default:
-		bad("--iptables-mode %q is unknown: use auto, nft or legacy", c.IPTablesMode)
+	if mode, err := iptables.ParseMode(c.IPTablesMode); err != nil {
+		bad("--iptables-mode: %v", err)
+	} else {
+		p.iptablesMode = mode
 	}
 	if c.IPTablesResync < time.Second {
 		bad("--iptables-resync %s is too short: use 1s or more", c.IPTablesResync)
@@ -335,6 +362,8 @@ func (c *Config) Validate() error {
 	if c.IPv6 && c.HostIPv6 != "" { // empty: found at start (--host-ips, then the Node object)
 		if ip, err := netip.ParseAddr(c.HostIPv6); err != nil || !ip.Is6() || ip.Is4In6() {
 			bad("--host-ipv6 %q is not an IPv6 address: set the node's IPv6 address, or leave it empty to find it in --host-ips (HOST_IPS) or the Node object", c.HostIPv6)
+		} else {
+			p.hostIPv6 = ip
 		}
 	}
 	for _, s := range strings.Split(c.HostIPs, ",") {
@@ -350,21 +379,25 @@ func (c *Config) Validate() error {
 	default:
 		bad("--credential-source %q is unknown: use auto, rolesanywhere or sts", c.CredentialSource)
 	}
-	if c.BaseRoleARN != "" && !roleARNPattern.MatchString(c.BaseRoleARN) {
-		bad("--base-role-arn %q is not a role ARN prefix: use arn:<partition>:iam::<12-digit account>:role/ (with the trailing slash)", c.BaseRoleARN)
+	if c.BaseRoleARN != "" {
+		if base, err := arn.ParseBase(c.BaseRoleARN); err != nil {
+			bad("--base-role-arn: %v", err)
+		} else {
+			p.baseRoleARN = base
+		}
 	}
 	if c.AutoDiscoverDefaultRole {
 		bad("--auto-discover-default-role is not supported: kube2ra never serves the node's own role to pods; name a role with --default-role")
 	}
 	for name, key := range map[string]string{"--iam-role-key": c.IAMRoleKey, "--iam-external-id": c.IAMExternalIDKey, "--namespace-key": c.NamespaceKey} {
-		if !annotationKeyFmt.MatchString(key) || len(key) > 316 {
-			bad("%s %q is not a valid annotation key: use prefix/name, e.g. iam.amazonaws.com/role", name, key)
+		if problems := validation.IsQualifiedName(key); len(problems) > 0 {
+			bad("%s %q is not a valid annotation key (%s): use prefix/name, e.g. %s", name, key, strings.Join(problems, "; "), k8s.DefaultRoleKey)
 		}
 	}
-	switch c.NamespaceRestrictionFormat {
-	case "glob", "regexp":
-	default:
-		bad("--namespace-restriction-format %q is unknown: use glob or regexp", c.NamespaceRestrictionFormat)
+	if format, err := k8s.ParsePolicyFormat(c.NamespaceRestrictionFormat); err != nil {
+		bad("--namespace-restriction-format: %v", err)
+	} else {
+		p.policyFormat = format
 	}
 	if c.SessionTTL < 15*time.Minute || c.SessionTTL > 12*time.Hour {
 		bad("--iam-role-session-ttl %s is out of range: STS accepts 15m to 12h", c.SessionTTL)
@@ -375,11 +408,11 @@ func (c *Config) Validate() error {
 
 	switch c.resolvedSource() {
 	case sourceRolesAnywhere:
-		if !raARNPattern.MatchString(c.RATrustAnchorARN) || !strings.Contains(c.RATrustAnchorARN, ":trust-anchor/") {
-			bad("--ra-trust-anchor-arn %q is not a trust anchor ARN: use arn:aws:rolesanywhere:<region>:<account>:trust-anchor/<id>", c.RATrustAnchorARN)
+		if _, err := arn.ParseTrustAnchor(c.RATrustAnchorARN); err != nil {
+			bad("--ra-trust-anchor-arn: %v", err)
 		}
-		if !raARNPattern.MatchString(c.RAProfileARN) || !strings.Contains(c.RAProfileARN, ":profile/") {
-			bad("--ra-profile-arn %q is not a profile ARN: use arn:aws:rolesanywhere:<region>:<account>:profile/<id>", c.RAProfileARN)
+		if _, err := arn.ParseProfile(c.RAProfileARN); err != nil {
+			bad("--ra-profile-arn: %v", err)
 		}
 		for name, path := range map[string]string{"--ra-certificate": c.RACertificate, "--ra-private-key": c.RAPrivateKey} {
 			if path == "" {
@@ -408,11 +441,11 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if addr := c.MetadataAddr; addr != "" && addr != metadataNone {
-		if _, err := netip.ParseAddrPort(addr); err != nil {
-			if _, err := netip.ParseAddr(addr); err != nil {
-				bad("--metadata-addr %q is not an address: use host, host:port or none", addr)
-			}
+	if addr := c.resolvedMetadataAddr(); addr != proxy.MetadataAddrNone {
+		if base, err := proxy.ParseMetadataAddr(addr); err != nil {
+			bad("--metadata-addr: %v", err)
+		} else {
+			p.metadataURL = base
 		}
 	}
 	if err := proxy.ValidateAllowPaths(c.MetadataAllowPaths); err != nil {
@@ -427,36 +460,110 @@ func (c *Config) Validate() error {
 	if c.UpstreamBurst < 1 {
 		bad("--upstream-burst %d must be at least 1", c.UpstreamBurst)
 	}
-	if c.CredentialMinTTL < 0 || c.CredentialMinTTL > 10*time.Minute {
-		bad("--credential-min-ttl %s is out of range: use 0 to 10m", c.CredentialMinTTL)
+	if c.CredentialMinTTL < 0 || c.CredentialMinTTL > maxCredentialMinTTL {
+		bad("--credential-min-ttl %s is out of range: use 0 to %s", c.CredentialMinTTL, maxCredentialMinTTL)
+	} else if d := c.sessionDuration(); c.CredentialMinTTL+minServableSpan > d {
+		bad("--credential-min-ttl %s leaves sessions of %s less than %s to be served: lengthen the session (%s) or lower --credential-min-ttl", c.CredentialMinTTL, d, minServableSpan, c.sessionDurationFlag())
 	}
 	if c.RateLimit <= 0 {
 		bad("--rate-limit %g must be positive (requests per second per pod)", c.RateLimit)
+	}
+	if c.PodIdentityAudience == "" || strings.ContainsAny(c.PodIdentityAudience, " \t\r\n") {
+		bad("--pod-identity-audience %q must be one non-empty word without spaces, e.g. %s", c.PodIdentityAudience, k8s.DefaultPodIdentityAudience)
 	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
 		bad("--log-format %q is unknown: use text or json", c.LogFormat)
 	}
-	switch c.LogLevel {
-	case "trace", "debug", "info", "warn", "warning", "error":
-	default:
+	if lvl, err := logrus.ParseLevel(c.LogLevel); err != nil {
 		bad("--log-level %q is unknown: use debug, info, warn or error", c.LogLevel)
+	} else {
+		p.logLevel = lvl
+	}
+	if c.Debug {
+		p.logLevel = logrus.DebugLevel
 	}
 	if c.ShutdownTimeout < 0 || c.ShutdownTimeout > 5*time.Minute {
 		bad("--shutdown-timeout %s is out of range: use 0 to 5m", c.ShutdownTimeout)
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	c.parsed = p
+	return nil
+}
+
+const (
+	// maxCredentialMinTTL bounds --credential-min-ttl: the shortest session
+	// (15m) must keep some servable time.
+	maxCredentialMinTTL = 14 * time.Minute
+	// minServableSpan is the least time a session must be servable, so a
+	// refresh has room to happen before the pod needs the next one.
+	minServableSpan = time.Minute
+)
+
+// sessionDuration is the lifetime of the credentials the source issues.
+func (c *Config) sessionDuration() time.Duration {
+	if c.resolvedSource() == sourceRolesAnywhere {
+		return c.RASessionDuration
+	}
+	return c.SessionTTL
+}
+
+// sessionDurationFlag names the flag that sets sessionDuration.
+func (c *Config) sessionDurationFlag() string {
+	if c.resolvedSource() == sourceRolesAnywhere {
+		return "--ra-session-duration"
+	}
+	return "--iam-role-session-ttl"
+}
+
+// LifetimeWarnings are the start-up warnings about how session length and
+// --credential-min-ttl meet the SDKs' refresh logic (docs/design.md,
+// "Credential lifetime and the SDKs"). A valid Config may have some.
+func (c *Config) LifetimeWarnings() []string {
+	var out []string
+	minTTL := c.CredentialMinTTL
+	if minTTL == 0 {
+		minTTL = credentials.DefaultMinTTL
+	}
+	if minTTL < credentials.SDKMinTTL {
+		out = append(out, fmt.Sprintf("--credential-min-ttl %s is below %s: boto3 and the AWS CLI keep using instance credentials for up to %s after reading them, so they will sign requests with expired credentials", minTTL, credentials.SDKMinTTL, credentials.BotocoreExtensionMaxUse))
+	}
+	d := c.sessionDuration()
+	if span := d - minTTL; span > 0 && span < d/2 {
+		out = append(out, fmt.Sprintf("sessions of %s are served for only %s each (none is served with less than --credential-min-ttl %s left, which the SDKs need), so each pod's role is refreshed upstream about every %s; set %s to %s or more to halve the upstream calls", d, span, minTTL, span, c.sessionDurationFlag(), 2*minTTL))
+	}
+	return out
 }
 
 // String lists every setting, one key=value per field, for the start-up log.
 // Nothing in Config is a secret itself (the key and password are file paths),
 // so nothing needs masking; fields are sorted for stable output.
-func (c *Config) String() string {
+func (c *Config) String() string { return strings.Join(c.settings(), " ") }
+
+// settings are the key=value pairs of String, sorted by flag name.
+func (c *Config) settings() []string {
 	fs := flag.NewFlagSet("print", flag.ContinueOnError)
 	c.BindFlags(fs)
 	var parts []string
 	fs.VisitAll(func(f *flag.Flag) { parts = append(parts, f.Name+"="+f.Value.String()) })
 	sort.Strings(parts)
-	return strings.Join(parts, " ")
+	return parts
+}
+
+// printEffective is `run --dry-run`'s answer: every setting, one a line,
+// then what the defaults resolve to on this configuration.
+func printEffective(w io.Writer, c *Config) {
+	fmt.Fprintln(w, "kube2ra run: configuration valid (--dry-run: nothing started)")
+	for _, s := range c.settings() {
+		fmt.Fprintln(w, "  --"+s)
+	}
+	metadata := c.parsed.metadataURL
+	if metadata == "" {
+		metadata = proxy.MetadataAddrNone
+	}
+	fmt.Fprintf(w, "resolved: credential source %s, metadata service %s, base role ARN %q, log level %s\n",
+		c.resolvedSource(), metadata, c.parsed.baseRoleARN.String(), c.parsed.logLevel)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kube2ra/kube2ra/proxy"
 )
 
 // validSTS is a minimal valid configuration for the STS source.
@@ -40,15 +42,19 @@ func TestValidateNamesTheProblem(t *testing.T) {
 	}{
 		{"defaults with node and host IP are valid", func(c *Config) {}, ""},
 		{"missing node", func(c *Config) { c.Node = "" }, "--node is empty"},
+		{"bad interface entry names the flag", func(c *Config) { c.HostInterface = "cni0,,cali+" }, "--host-interface: host interface entry 2"},
 		{"bad host IP", func(c *Config) { c.HostIP = "10.0.0" }, `--host-ip "10.0.0" is not a usable IP`},
 		{"unspecified host IP", func(c *Config) { c.HostIP = "0.0.0.0" }, "--host-ip"},
 		{"port out of range", func(c *Config) { c.AppPort = 70000 }, "--app-port 70000 is out of range: use 1..65535"},
 		{"same ports", func(c *Config) { c.MetricsPort = c.AppPort }, "both 8181"},
-		{"empty interface list", func(c *Config) { c.HostInterface = " " }, "--host-interface is empty"},
+		{"empty interface list", func(c *Config) { c.HostInterface = " " }, "--host-interface: host interface list is empty"},
 		{"empty interface without iptables is fine", func(c *Config) { c.HostInterface, c.IPTables = "", false }, ""},
-		{"unknown iptables mode", func(c *Config) { c.IPTablesMode = "xt" }, `--iptables-mode "xt" is unknown`},
+		{"unknown iptables mode", func(c *Config) { c.IPTablesMode = "xt" }, `--iptables-mode: iptables mode "xt" is not known`},
 		{"unknown credential source", func(c *Config) { c.CredentialSource = "vault" }, `--credential-source "vault" is unknown: use auto, rolesanywhere or sts`},
-		{"base ARN without trailing slash", func(c *Config) { c.BaseRoleARN = "arn:aws:iam::123456789012:role" }, "--base-role-arn"},
+		{"base ARN without trailing slash gets one, as kube2iam adds it", func(c *Config) { c.BaseRoleARN = "arn:aws:iam::123456789012:role" }, ""},
+		{"base ARN with a role path", func(c *Config) { c.BaseRoleARN = "arn:aws:iam::123456789012:role/team/" }, ""},
+		{"base ARN with a role path and no trailing slash", func(c *Config) { c.BaseRoleARN = "arn:aws:iam::123456789012:role/team" }, ""},
+		{"base ARN with a bad account", func(c *Config) { c.BaseRoleARN = "arn:aws:iam::1234:role/" }, "--base-role-arn"},
 		{"base ARN of a user", func(c *Config) { c.BaseRoleARN = "arn:aws:iam::123456789012:user/" }, "--base-role-arn"},
 		{"GovCloud base ARN", func(c *Config) { c.BaseRoleARN = "arn:aws-us-gov:iam::123456789012:role/" }, ""},
 		{"auto-discover-default-role refused", func(c *Config) { c.AutoDiscoverDefaultRole = true }, "never serves the node's own role"},
@@ -60,7 +66,10 @@ func TestValidateNamesTheProblem(t *testing.T) {
 			c.RAProfileARN = "arn:aws:rolesanywhere:eu-central-1:123456789012:profile/x"
 		}, "--ra-* flags are set"},
 		{"forced rolesanywhere without flags", func(c *Config) { c.CredentialSource = sourceRolesAnywhere }, "--ra-trust-anchor-arn"},
-		{"bad metadata address", func(c *Config) { c.MetadataAddr = "metadata.local:80" }, "--metadata-addr"},
+		{"metadata address as an http URL, as the proxy documents", func(c *Config) { c.MetadataAddr = "http://169.254.169.254" }, ""},
+		{"metadata address as a host name and port", func(c *Config) { c.MetadataAddr = "localhost:1338" }, ""},
+		{"metadata address over https is refused", func(c *Config) { c.MetadataAddr = "https://169.254.169.254" }, "--metadata-addr"},
+		{"metadata address with a path is refused", func(c *Config) { c.MetadataAddr = "http://169.254.169.254/latest" }, "--metadata-addr"},
 		{"metadata none", func(c *Config) { c.MetadataAddr = "none" }, ""},
 		{"hostile allow path", func(c *Config) { c.MetadataAllowPaths = stringList{"/latest/../user-data"} }, "--metadata-allow-path"},
 		{"ipv6 without address: found at start", func(c *Config) { c.IPv6 = true }, ""},
@@ -92,7 +101,7 @@ func TestValidateRolesAnywhere(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("valid Roles Anywhere config refused: %v", err)
 	}
-	if c.resolvedSource() != sourceRolesAnywhere || c.resolvedMetadataAddr() != metadataNone {
+	if c.resolvedSource() != sourceRolesAnywhere || c.resolvedMetadataAddr() != proxy.MetadataAddrNone {
 		t.Fatalf("auto source with a trust anchor: got %s, metadata %s", c.resolvedSource(), c.resolvedMetadataAddr())
 	}
 	c.RACertificate = filepath.Join(t.TempDir(), "missing.crt")
@@ -101,7 +110,7 @@ func TestValidateRolesAnywhere(t *testing.T) {
 	}
 	c = validRA(t)
 	c.RATrustAnchorARN = c.RAProfileARN
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "is not a trust anchor ARN") {
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "is not a Roles Anywhere trust-anchor ARN") {
 		t.Fatalf("profile ARN as trust anchor: got %v", err)
 	}
 }
@@ -182,4 +191,92 @@ func TestReadmeDocumentsEveryFlag(t *testing.T) {
 			t.Errorf("README.md's flag table has no row for --%s", f.Name)
 		}
 	})
+}
+
+// TestSubcommandHelpPrintsTheFlagsOnce: `kube2ra run --help` lists each
+// flag once, on stdout, and exits 0 (flag's own usage printed it a second
+// time on stderr).
+func TestSubcommandHelpPrintsTheFlagsOnce(t *testing.T) {
+	for _, args := range [][]string{{"run", "--help"}, {"run", "-h"}, {"cleanup", "--help"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var out, errOut strings.Builder
+			if code := dispatch(args, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d, want 0; stderr:\n%s", code, errOut.String())
+			}
+			if errOut.Len() != 0 {
+				t.Errorf("help also went to stderr:\n%s", errOut.String())
+			}
+			if n := strings.Count(out.String(), "\n  -"); n == 0 || strings.Count(out.String(), "-help") > 0 {
+				t.Errorf("help lists %d flags:\n%s", n, out.String())
+			}
+			seen := map[string]int{}
+			for _, line := range strings.Split(out.String(), "\n") {
+				if name, ok := strings.CutPrefix(line, "  -"); ok {
+					seen[strings.Fields(name)[0]]++
+				}
+			}
+			for name, n := range seen {
+				if n != 1 {
+					t.Errorf("--%s is listed %d times", name, n)
+				}
+			}
+		})
+	}
+}
+
+func TestLifetimeWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		want   []string
+	}{
+		{name: "defaults need no warning", mutate: func(*Config) {}},
+		{name: "a min TTL below the SDKs' floor says boto3 signs with expired credentials",
+			mutate: func(c *Config) { c.CredentialMinTTL = time.Minute }, want: []string{"sign requests with expired credentials"}},
+		{name: "15-minute sessions say they are refreshed every 4 minutes",
+			mutate: func(c *Config) { c.SessionTTL = 15 * time.Minute }, want: []string{"refreshed upstream about every 4m0s", "--iam-role-session-ttl to 22m0s"}},
+		{name: "30-minute sessions need no warning", mutate: func(c *Config) { c.SessionTTL = 30 * time.Minute }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewConfig()
+			tc.mutate(c)
+			got := strings.Join(c.LifetimeWarnings(), "\n")
+			if len(tc.want) == 0 && got != "" {
+				t.Errorf("warnings %q, want none", got)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("warnings %q do not say %q", got, w)
+				}
+			}
+		})
+	}
+}
+
+// TestDryRunValidatesLikeRun: --dry-run checks flags and environment as run
+// does, prints the effective configuration and exits 0, or exits 2 with one
+// line per problem, and starts nothing (no API server is reachable here).
+func TestDryRunValidatesLikeRun(t *testing.T) {
+	t.Setenv("KUBE2RA_BASE_ROLE_ARN", "arn:aws:iam::123456789012:role/team")
+	var out, errOut strings.Builder
+	code := dispatch([]string{"run", "--dry-run", "--node=n", "--host-ip=10.0.0.1", "--kubeconfig=/nonexistent"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, errOut.String())
+	}
+	for _, want := range []string{"--base-role-arn=arn:aws:iam::123456789012:role/team", `base role ARN "arn:aws:iam::123456789012:role/team/"`, "credential source sts", "http://169.254.169.254"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("dry run output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	t.Setenv("KUBE2RA_BASE_ROLE_ARN", "arn:aws:iam::12:role/")
+	out.Reset()
+	errOut.Reset()
+	code = dispatch([]string{"run", "--dry-run", "--node=n", "--host-ip=10.0.0.1"}, &out, &errOut)
+	if code != exitUsage || out.Len() != 0 {
+		t.Fatalf("bad environment value: exit %d, stdout %q; want %d and nothing printed", code, out.String(), exitUsage)
+	}
+	if lines := strings.Split(strings.TrimSpace(errOut.String()), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "--base-role-arn") {
+		t.Fatalf("want one line naming --base-role-arn, got:\n%s", errOut.String())
+	}
 }

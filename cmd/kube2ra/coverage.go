@@ -60,7 +60,7 @@ func (c *coverage) check() string {
 		msg := fmt.Sprintf("pod %s/%s (%s) sends its traffic in through %s, which --host-interface %q does not match: its metadata requests are not redirected to kube2ra (refused by the guard when forwarded); add %s to --host-interface (host.interface in the chart)",
 			p.Namespace, p.Name, u.IP, u.Interface, c.pattern, suggestion(u.Interface))
 		msgs = append(msgs, msg)
-		c.events.Event(k8s.PodRef(p), corev1.EventTypeWarning, k8s.ReasonMetadataNotIntercepted, msg)
+		c.events.Event(k8s.PodObjectRef(p), corev1.EventTypeWarning, k8s.ReasonMetadataNotIntercepted, msg)
 	}
 	if err != nil {
 		msgs = append(msgs, "could not read the routes to some pods: "+err.Error())

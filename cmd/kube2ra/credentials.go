@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/kube2ra/kube2ra/arn"
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/rolesanywhere"
 )
@@ -42,7 +43,7 @@ func credentialsCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "kube2ra credentials: --role-arn is required: the full ARN of the role, e.g. arn:aws:iam::123456789012:role/app")
 		return exitUsage
 	}
-	if _, err := rolesanywhere.ParseRoleARN(*roleARN); err != nil {
+	if _, err := arn.ParseRole(*roleARN); err != nil {
 		fmt.Fprintf(stderr, "kube2ra credentials: --role-arn %q: %v\n", *roleARN, err)
 		return exitUsage
 	}

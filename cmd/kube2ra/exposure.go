@@ -29,7 +29,7 @@ func (a *agent) checkMetadataExposure(ctx context.Context, reg prometheus.Regist
 	if err := reg.Register(gauge); err != nil {
 		return fmt.Errorf("registering kube2ra_node_metadata_exposed: %w", err)
 	}
-	url := metadataURL(a.cfg.resolvedMetadataAddr())
+	url := a.cfg.parsed.metadataURL
 	res, err := imdsprobe.Probe(ctx, url, probeTimeout)
 	log := a.log.WithField("component", "imdsprobe").WithField("metadata", url)
 	if err != nil {

@@ -22,7 +22,7 @@ func resolveHostIPv6(ctx context.Context, cfg *Config, kube kubernetes.Interface
 		return "", nil
 	}
 	if ip, ok := firstIPv6(strings.Split(cfg.HostIPs, ",")); ok {
-		cfg.HostIPv6 = ip.String()
+		cfg.HostIPv6, cfg.parsed.hostIPv6 = ip.String(), ip
 		return "--host-ips", nil
 	}
 	node, err := kube.CoreV1().Nodes().Get(ctx, cfg.Node, metav1.GetOptions{})
@@ -37,7 +37,7 @@ func resolveHostIPv6(ctx context.Context, cfg *Config, kube kubernetes.Interface
 			}
 		}
 		if ip, ok := firstIPv6(addrs); ok {
-			cfg.HostIPv6 = ip.String()
+			cfg.HostIPv6, cfg.parsed.hostIPv6 = ip.String(), ip
 			return "the Node object's " + string(kind), nil
 		}
 	}

@@ -72,12 +72,17 @@ func usage(w io.Writer) {
 // It returns false and an exit code when parsing ended the command.
 func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (int, bool) {
 	fs.SetOutput(stderr)
+	// The flag package would print the whole list on stderr for -h and after
+	// every bad flag; help is printed once, below, and a bad flag is one line.
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage: kube2ra %s [flags]\n\nFlags (each also from environment KUBE2RA_<FLAG>; flags win):\n", fs.Name())
 			fs.SetOutput(stdout)
 			fs.PrintDefaults()
 			return 0, false
 		}
+		fmt.Fprintf(stderr, "kube2ra %s: see kube2ra %s --help\n", fs.Name(), fs.Name())
 		return exitUsage, false
 	}
 	if fs.NArg() > 0 {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -57,6 +56,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	cfg := NewConfig()
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	cfg.BindFlags(fs)
+	dryRun := fs.Bool("dry-run", false, "check every flag and environment variable as run does, print the effective configuration and exit (0 valid, 2 not); connects to nothing")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
@@ -65,6 +65,10 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "kube2ra run: %s\n", line)
 		}
 		return exitUsage
+	}
+	if *dryRun {
+		printEffective(stdout, cfg)
+		return 0
 	}
 	level := cfg.LogLevel
 	if cfg.Debug {
@@ -76,6 +80,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log.WithField("version", version).WithField("commit", commit).Infof("kube2ra starting: %s", cfg)
+	for _, w := range cfg.LifetimeWarnings() {
+		log.Warn(w)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -118,8 +125,8 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	a := &agent{cfg: cfg, log: log}
 	empty := ""
 	a.baseARN.Store(&empty)
-	if cfg.BaseRoleARN != "" {
-		a.baseARN.Store(&cfg.BaseRoleARN)
+	if base := cfg.parsed.baseRoleARN.String(); base != "" {
+		a.baseARN.Store(&base)
 	}
 
 	restCfg, err := kubeConfig(cfg.Kubeconfig)
@@ -184,16 +191,12 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		return err
 	}
 	defer events.Shutdown()
-	format, err := k8s.ParsePolicyFormat(cfg.NamespaceRestrictionFormat)
-	if err != nil {
-		return err
-	}
 	resolver, err := k8s.NewRoleResolver(a.watcher, k8s.ResolverOptions{
 		Keys:                  keys,
 		DefaultRole:           cfg.DefaultRole,
 		BaseRoleARN:           func() string { return *a.baseARN.Load() },
 		NamespaceRestrictions: cfg.NamespaceRestrictions,
-		Format:                format,
+		Format:                cfg.parsed.policyFormat,
 		ExternalIDAllowed:     a.source.name == sourceSTS,
 		Events:                events,
 		Logger:                log.WithField("component", "roles"),
@@ -211,6 +214,12 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	} else if from != "" {
 		log.WithField("host_ipv6", cfg.HostIPv6).Infof("node IPv6 address found in %s", from)
 	}
+	var podIdentity *podIdentityDoor
+	if cfg.PodIdentity {
+		if podIdentity, err = newPodIdentityDoor(cfg, a.kube, a.watcher, resolver, log); err != nil {
+			return err
+		}
+	}
 	server, err := proxy.New(proxy.Options{
 		HostIP:          cfg.HostIP,
 		HostIPv6:        hostIPv6(cfg),
@@ -223,6 +232,7 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Logger:          log.WithField("component", "proxy"),
 		Registerer:      reg,
+		PodIdentity:     podIdentity.proxyDoor(),
 	}, a.watcher, resolver, broker)
 	if err != nil {
 		return err
@@ -263,7 +273,7 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	go func() { defer wg.Done(); cache.Run(runCtx) }()
 	go func() { defer wg.Done(); a.source.run(runCtx) }()
 
-	if a.source.name == sourceSTS && cfg.resolvedMetadataAddr() != metadataNone {
+	if a.source.name == sourceSTS && cfg.parsed.metadataURL != "" {
 		wg.Go(func() {
 			if err := a.checkMetadataExposure(runCtx, reg, events); err != nil {
 				log.WithError(err).Error("metadata exposure check")
@@ -281,6 +291,16 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		cancel()
 		wg.Wait()
 		return fmt.Errorf("pod and namespace informers did not sync within %s (is the API server reachable, and may kube2ra list pods and namespaces?): %w", syncTimeout, err)
+	}
+	if podIdentity != nil {
+		syncCtx, syncCancel := context.WithTimeout(runCtx, syncTimeout)
+		err = podIdentity.start(runCtx, syncCtx, log)
+		syncCancel()
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
 	}
 	notifier.Resync()
 	a.synced.Store(true)
@@ -337,30 +357,23 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	_ = ops.Shutdown(shutdownCtx)
 	shutdownCancel()
 	a.watcher.Shutdown()
+	if podIdentity != nil {
+		podIdentity.accounts.Shutdown()
+	}
 	wg.Wait()
 	return runErr
 }
 
 func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) error {
-	ifaces, err := iptables.ParseInterfaces(a.cfg.HostInterface)
-	if err != nil {
-		return fmt.Errorf("--host-interface: %w", err)
-	}
-	mode, err := iptables.ParseMode(a.cfg.IPTablesMode)
-	if err != nil {
-		return fmt.Errorf("--iptables-mode: %w", err)
-	}
 	icfg := iptables.Config{
-		HostIP:     netip.MustParseAddr(a.cfg.HostIP),
+		HostIP:     a.cfg.parsed.hostIP,
+		HostIPv6:   a.cfg.parsed.hostIPv6,
 		Port:       a.cfg.AppPort,
-		Interfaces: ifaces,
+		Interfaces: a.cfg.parsed.interfaces,
 		IPv6:       a.cfg.IPv6,
-		Mode:       mode,
+		Mode:       a.cfg.parsed.iptablesMode,
 		Logger:     a.log.WithField("component", "iptables"),
 		Registerer: reg,
-	}
-	if a.cfg.IPv6 {
-		icfg.HostIPv6 = netip.MustParseAddr(a.cfg.HostIPv6)
 	}
 	icfg.PodIdentity = a.cfg.PodIdentity
 	if guard, addrs, err := wantIPv6Guard(a.cfg); err != nil {
@@ -373,6 +386,7 @@ func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) err
 	}
 	rulesCtx, cancel := context.WithTimeout(ctx, rulesTimeout)
 	defer cancel()
+	var err error
 	a.rules, err = iptables.New(rulesCtx, icfg)
 	if err != nil {
 		return err

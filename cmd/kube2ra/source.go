@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/kube2ra/kube2ra/arn"
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/rolesanywhere"
 )
@@ -56,19 +56,20 @@ func newSourceParts(ctx context.Context, cfg *Config, log logrus.FieldLogger, re
 		}
 		return p, nil
 	default:
-		opts := []func(*config.LoadOptions) error{}
-		if addr := cfg.resolvedMetadataAddr(); addr != metadataNone {
+		// The SDK's own warnings (IMDSv1 fallback, retries) go through logrus.
+		opts := []func(*config.LoadOptions) error{config.WithLogger(credentials.SDKLogger(log))}
+		if url := cfg.parsed.metadataURL; url != "" {
 			// The node's own credentials come from the same metadata service
 			// kube2ra passes allowed paths to.
-			opts = append(opts, config.WithEC2IMDSEndpoint(metadataURL(addr)))
+			opts = append(opts, config.WithEC2IMDSEndpoint(url))
 		}
 		awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("loading the AWS configuration for STS: %w", err)
 		}
 		p.base, p.sessionNames = awsCfg.Credentials, true
-		if addr := cfg.resolvedMetadataAddr(); addr != metadataNone {
-			p.imds = imds.NewFromConfig(awsCfg, func(o *imds.Options) { o.Endpoint = metadataURL(addr) })
+		if url := cfg.parsed.metadataURL; url != "" {
+			p.imds = imds.NewFromConfig(awsCfg, func(o *imds.Options) { o.Endpoint = url })
 		}
 		p.region = cfg.Region
 		if p.region == "" {
@@ -76,14 +77,6 @@ func newSourceParts(ctx context.Context, cfg *Config, log logrus.FieldLogger, re
 		}
 		return p, nil
 	}
-}
-
-// metadataURL turns --metadata-addr into an endpoint URL.
-func metadataURL(addr string) string {
-	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
-		return addr
-	}
-	return "http://" + addr
 }
 
 func raConfig(cfg *Config) rolesanywhere.Config {
@@ -123,8 +116,9 @@ func (p *sourceParts) check(ctx context.Context, cfg *Config, log logrus.FieldLo
 			p.region = out.Region
 		}
 		if info, err := p.imds.GetIAMInfo(ctx, &imds.GetIAMInfoInput{}); err == nil {
-			if base, ok := baseFromInstanceProfile(info.InstanceProfileArn); ok {
-				p.discoveredBase.Store(&base)
+			if base, err := arn.BaseFromInstanceProfile(info.InstanceProfileArn); err == nil {
+				b := base.String()
+				p.discoveredBase.Store(&b)
 			}
 		}
 	}
@@ -146,15 +140,6 @@ func (p *sourceParts) check(ctx context.Context, cfg *Config, log logrus.FieldLo
 	}
 	p.source = src
 	return nil
-}
-
-// baseFromInstanceProfile turns arn:aws:iam::123:instance-profile/x into arn:aws:iam::123:role/.
-func baseFromInstanceProfile(arn string) (string, bool) {
-	parts := strings.SplitN(arn, ":", 6)
-	if len(parts) != 6 || parts[2] != "iam" || !strings.HasPrefix(parts[5], "instance-profile/") {
-		return "", false
-	}
-	return strings.Join(parts[:5], ":") + ":role/", true
 }
 
 // baseARN is the base role ARN the source implies, "" if none.

@@ -31,6 +31,7 @@ var agentFlags = []string{
 	"ra-role-session-name", "metadata-addr", "metadata-allow-path", "imdsv2-required",
 	"pod-lookup-timeout", "upstream-qps", "upstream-burst", "credential-min-ttl", "rate-limit",
 	"log-format", "log-level", "debug", "kubeconfig", "shutdown-timeout",
+	"pod-identity", "pod-identity-audience",
 }
 
 // repeatableFlags may appear more than once.
@@ -42,6 +43,21 @@ var wantClusterRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 	// its own node's startup taint (the code patches --node only)
 	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}},
+}
+
+// podIdentityClusterRules are added with podIdentity.enabled: the ServiceAccounts' role
+// annotations and the API server's OIDC discovery, to verify tokens locally.
+var podIdentityClusterRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"list", "watch"}},
+	{NonResourceURLs: []string{"/.well-known/openid-configuration", "/openid/v1/jwks"}, Verbs: []string{"get"}},
+}
+
+// clusterRulesFor is the ClusterRole's rules for a value set.
+func clusterRulesFor(set valueSet) []rbacv1.PolicyRule {
+	if set.name == "pod-identity" {
+		return append(append([]rbacv1.PolicyRule{}, wantClusterRules...), podIdentityClusterRules...)
+	}
+	return wantClusterRules
 }
 
 // wantNamespaceRules is everything the agent may do in its own namespace: read and watch its
@@ -219,8 +235,8 @@ func TestRBACIsExactlyWhatTheAgentNeeds(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if !reflect.DeepEqual(clusterRole.Rules, wantClusterRules) {
-				t.Errorf("ClusterRole rules %+v, want exactly %+v", clusterRole.Rules, wantClusterRules)
+			if want := clusterRulesFor(set); !reflect.DeepEqual(clusterRole.Rules, want) {
+				t.Errorf("ClusterRole rules %+v, want exactly %+v", clusterRole.Rules, want)
 			}
 			if !reflect.DeepEqual(role.Rules, wantNamespaceRules) || role.Namespace != chart.Namespace {
 				t.Errorf("Role %s/%s rules %+v, want exactly %+v in %s", role.Namespace, role.Name, role.Rules, wantNamespaceRules, chart.Namespace)
@@ -237,8 +253,8 @@ func TestRBACIsExactlyWhatTheAgentNeeds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(rules, wantClusterRules) {
-				t.Errorf("RenderedAgentRBAC = %+v, want %+v", rules, wantClusterRules)
+			if want := clusterRulesFor(set); !reflect.DeepEqual(rules, want) {
+				t.Errorf("RenderedAgentRBAC = %+v, want %+v", rules, want)
 			}
 			nsRules, err := chart.RenderedAgentNamespaceRBAC(set.file)
 			if err != nil {

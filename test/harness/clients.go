@@ -62,7 +62,7 @@ func (e *Env) runInPod(ctx context.Context, p *Pod, env []string, name string, a
 	ctx, cancel := context.WithTimeout(ctx, clientTimeout)
 	defer cancel()
 	cmd := p.Net.Command(ctx, name, args...)
-	cmd.Env = append(e.clientEnv(), env...)
+	cmd.Env = append(append(e.clientEnv(), p.Env...), env...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -78,6 +78,10 @@ type Options struct {
 	// IPv6 makes the node and its bridge pods dual-stack and runs the agent
 	// with --ipv6, its IPv6 address given only as HOST_IPS (status.hostIPs).
 	IPv6 bool
+	// PodIdentity opens the token door: the agent runs with --pod-identity
+	// and the chart's pod-identity RBAC, and the chart's admission policy is
+	// installed.
+	PodIdentity bool
 }
 
 // Env is a running simulated node with its control plane and fake AWS.
@@ -120,6 +124,9 @@ type Pod struct {
 	Net *simnode.Pod
 	// Object is the Pod as last written.
 	Object *corev1.Pod
+	// Env is what the pod's containers have in their environment beyond a
+	// clean one (the token door's variables, after ProjectToken).
+	Env []string
 }
 
 // Start builds everything. The caller must be inside simnode (TestMain calls
@@ -159,7 +166,22 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if e.Kube, err = kubernetes.NewForConfig(e.CP.AdminConfig()); err != nil {
 		return nil, err
 	}
-	agentKubeconfig, err := e.agentIdentity(ctx)
+	values := ""
+	if opts.PodIdentity {
+		// Host-network processes reach 169.254.170.23 through nat OUTPUT,
+		// which needs a route there first.
+		if err := e.Node.RouteViaUplink("169.254.170.23/32"); err != nil {
+			return nil, err
+		}
+		if values, err = chart.ValuesFile(PodIdentityValues); err != nil {
+			return nil, err
+		}
+		if err := e.installPodIdentityPolicy(ctx); err != nil {
+			return nil, err
+		}
+		opts.AgentArgs = append([]string{"--pod-identity"}, opts.AgentArgs...)
+	}
+	agentKubeconfig, err := e.agentIdentity(ctx, values)
 	if err != nil {
 		return nil, err
 	}
@@ -277,12 +299,12 @@ func (e *Env) startSTS() error {
 // agentIdentity binds the chart's rendered ClusterRole (and namespace Role)
 // to the agent's user and returns a kubeconfig for it, so every test runs the
 // agent with exactly the permissions the chart grants.
-func (e *Env) agentIdentity(ctx context.Context) (string, error) {
-	rules, err := chart.RenderedAgentRBAC("")
+func (e *Env) agentIdentity(ctx context.Context, valuesFile string) (string, error) {
+	rules, err := chart.RenderedAgentRBAC(valuesFile)
 	if err != nil {
 		return "", fmt.Errorf("harness: rendering the chart's ClusterRole: %w", err)
 	}
-	nsRules, err := chart.RenderedAgentNamespaceRBAC("")
+	nsRules, err := chart.RenderedAgentNamespaceRBAC(valuesFile)
 	if err != nil {
 		return "", fmt.Errorf("harness: rendering the chart's Role: %w", err)
 	}
@@ -387,6 +409,8 @@ type PodSpec struct {
 	Annotations map[string]string
 	// IP is the pod's address; zero picks the next free one.
 	IP netip.Addr
+	// ServiceAccount is spec.serviceAccountName; "default" when empty.
+	ServiceAccount string
 	// HostVeth names the node-side interface ("" for a bridge port, "caliXXX"
 	// for a Calico-style routed veth).
 	HostVeth string
@@ -409,7 +433,7 @@ func (e *Env) CreatePod(ctx context.Context, spec PodSpec) (*Pod, error) {
 	if pn.IPv6.IsValid() {
 		more = append(more, pn.IPv6)
 	}
-	obj, err := e.CreatePodObject(ctx, spec.Namespace, spec.Name, spec.Annotations, pn.IP, more...)
+	obj, err := e.createPodObject(ctx, spec.Namespace, spec.Name, spec.ServiceAccount, spec.Annotations, pn.IP, more...)
 	if err != nil {
 		_ = e.Node.RemovePod(netName)
 		return nil, err
@@ -424,11 +448,19 @@ func (e *Env) CreatePod(ctx context.Context, spec PodSpec) (*Pod, error) {
 // CreatePodObject creates only the API object, Running with ip, on this node.
 // More addresses (a dual-stack pod's IPv6) follow ip in status.podIPs.
 func (e *Env) CreatePodObject(ctx context.Context, namespace, name string, annotations map[string]string, ip netip.Addr, more ...netip.Addr) (*corev1.Pod, error) {
+	return e.createPodObject(ctx, namespace, name, "", annotations, ip, more...)
+}
+
+// createPodObject is CreatePodObject running as serviceAccount ("default" when empty).
+func (e *Env) createPodObject(ctx context.Context, namespace, name, serviceAccount string, annotations map[string]string, ip netip.Addr, more ...netip.Addr) (*corev1.Pod, error) {
+	if serviceAccount == "" {
+		serviceAccount = "default"
+	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Annotations: annotations},
 		Spec: corev1.PodSpec{
 			NodeName:           NodeName,
-			ServiceAccountName: "default",
+			ServiceAccountName: serviceAccount,
 			Containers:         []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}},
 		},
 	}

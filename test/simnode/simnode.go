@@ -179,6 +179,13 @@ func (n *Node) AddMetadataAddress() error {
 	return run("ip", "addr", "add", MetadataIP+"/32", "dev", "eth0")
 }
 
+// RouteViaUplink routes prefix out of eth0, as a real node's default route
+// would: a host-network process's connection needs a route before nat
+// OUTPUT can redirect it (the node namespace has no default route).
+func (n *Node) RouteViaUplink(prefix string) error {
+	return run("ip", "route", "add", prefix, "dev", "eth0")
+}
+
 // Pod is one pod network namespace.
 type Pod struct {
 	// Name is the short name given to AddPod.

@@ -32,10 +32,15 @@ func main() {
 	var out result
 	cfg, err := config.LoadDefaultConfig(ctx)
 	if err == nil {
-		var region *imds.GetRegionOutput
-		region, err = imds.NewFromConfig(cfg).GetRegion(ctx, &imds.GetRegionInput{})
-		if err == nil {
-			out.Region = region.Region
+		if cfg.Region != "" {
+			// An application with AWS_REGION set never asks IMDS for it.
+			out.Region = cfg.Region
+		} else {
+			var region *imds.GetRegionOutput
+			region, err = imds.NewFromConfig(cfg).GetRegion(ctx, &imds.GetRegionInput{})
+			if err == nil {
+				out.Region = region.Region
+			}
 		}
 		creds, cerr := cfg.Credentials.Retrieve(ctx)
 		if cerr != nil {

@@ -1,4 +1,4 @@
-package k8s
+package arn
 
 import (
 	"strings"
@@ -7,7 +7,7 @@ import (
 
 const testBase = "arn:aws:iam::123456789012:role/"
 
-func TestNormalizeRoleARN(t *testing.T) {
+func TestNormalizeRole(t *testing.T) {
 	tests := []struct {
 		name     string
 		role     string
@@ -60,21 +60,29 @@ func TestNormalizeRoleARN(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			arn, name, err := NormalizeRoleARN(tt.role, tt.base)
+			var base Base
+			if tt.base != "" {
+				var err error
+				if base, err = ParseBase(tt.base); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, err := NormalizeRole(tt.role, base)
+			arn, name := r.String(), r.Name
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("NormalizeRoleARN(%q, %q) = %q, %q, %v; want error containing %q", tt.role, tt.base, arn, name, err, tt.wantErr)
+					t.Fatalf("NormalizeRole(%q, %q) = %q, %q, %v; want error containing %q", tt.role, tt.base, arn, name, err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil || arn != tt.wantARN || name != tt.wantName {
-				t.Fatalf("NormalizeRoleARN(%q, %q) = %q, %q, %v; want %q, %q", tt.role, tt.base, arn, name, err, tt.wantARN, tt.wantName)
+				t.Fatalf("NormalizeRole(%q, %q) = %q, %q, %v; want %q, %q", tt.role, tt.base, arn, name, err, tt.wantARN, tt.wantName)
 			}
 		})
 	}
 }
 
-func TestParseBaseRoleARN(t *testing.T) {
+func TestParseBase(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      string
@@ -91,10 +99,61 @@ func TestParseBaseRoleARN(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseBaseRoleARN(tt.in)
+			b, err := ParseBase(tt.in)
+			got := b.String()
 			if (err != nil) != tt.wantErr || got != tt.want {
-				t.Fatalf("ParseBaseRoleARN(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
+				t.Fatalf("ParseBase(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestRolesAnywhereARNs(t *testing.T) {
+	const anchor = "arn:aws:rolesanywhere:eu-central-1:123456789012:trust-anchor/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+	const profile = "arn:aws:rolesanywhere:eu-central-1:123456789012:profile/9a8b7c6d-5e4f-3a2b-1c0d-e9f8a7b6c5d4"
+	tests := []struct {
+		name    string
+		parse   func(string) (ARN, error)
+		in      string
+		wantErr string
+	}{
+		{"trust anchor", ParseTrustAnchor, anchor, ""},
+		{"profile", ParseProfile, profile, ""},
+		{"profile given as trust anchor is refused", ParseTrustAnchor, profile, "not a Roles Anywhere trust-anchor ARN"},
+		{"trust anchor without region is refused", ParseTrustAnchor, "arn:aws:rolesanywhere::123456789012:trust-anchor/x", "not a Roles Anywhere"},
+		{"trust anchor without an ID is refused", ParseTrustAnchor, "arn:aws:rolesanywhere:eu-central-1:123456789012:trust-anchor/", "not a Roles Anywhere"},
+		{"unknown partition is refused", ParseProfile, "arn:aws-mars:rolesanywhere:eu-central-1:123456789012:profile/x", "unknown partition"},
+		{"IAM role is refused", ParseProfile, testBase + "x", "not a Roles Anywhere"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := tt.parse(tt.in)
+			if tt.wantErr == "" {
+				if err != nil || a.String() != tt.in {
+					t.Fatalf("parse(%q) = %v, %v; want it back unchanged", tt.in, a, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("parse(%q) = %v, %v; want an error containing %q", tt.in, a, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestInstanceProfilesAndRoles(t *testing.T) {
+	r, err := ParseRole("arn:aws-cn:iam::123456789012:role/team/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.InstanceProfile(), "arn:aws-cn:iam::123456789012:instance-profile/team/app"; got != want {
+		t.Errorf("InstanceProfile() = %q, want %q", got, want)
+	}
+	b, err := BaseFromInstanceProfile("arn:aws-cn:iam::123456789012:instance-profile/node")
+	if err != nil || b.String() != "arn:aws-cn:iam::123456789012:role/" {
+		t.Errorf("BaseFromInstanceProfile = %q, %v; want the account's root role path", b, err)
+	}
+	if _, err := BaseFromInstanceProfile(testBase + "node"); err == nil {
+		t.Error("a role ARN was taken for an instance profile")
 	}
 }

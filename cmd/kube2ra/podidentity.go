@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/proxy"
+)
+
+// podIdentityDoor is the token door's parts: the ServiceAccount cache it
+// reads roles from and the door the proxy serves.
+type podIdentityDoor struct {
+	// accounts caches ServiceAccounts' role annotations.
+	accounts *k8s.ServiceAccounts
+	// keys reads the cluster's token signing keys.
+	keys *k8s.APIServerKeys
+	// door is what the proxy serves at /v1/credentials.
+	door *proxy.PodIdentity
+}
+
+// newPodIdentityDoor wires the token door (--pod-identity): tokens verified
+// against the API server's OIDC keys, the caller found by the pod its token
+// names among this node's pods, its role from the pod's annotation or its
+// ServiceAccount's through the metadata door's resolver.
+func newPodIdentityDoor(cfg *Config, kube kubernetes.Interface, watcher *k8s.Watcher, resolver *k8s.RoleResolver, log logrus.FieldLogger) (*podIdentityDoor, error) {
+	accounts, err := k8s.NewServiceAccounts(kube, cfg.IAMRoleKey)
+	if err != nil {
+		return nil, err
+	}
+	rest := kube.Discovery().RESTClient()
+	keys := k8s.NewAPIServerKeys(func(ctx context.Context, path string) ([]byte, error) {
+		return rest.Get().AbsPath(path).DoRaw(ctx)
+	}, nil, log.WithField("component", "pod-identity"))
+	verifier, err := k8s.NewTokenVerifier(k8s.TokenVerifierOptions{Keys: keys, Audience: cfg.PodIdentityAudience})
+	if err != nil {
+		return nil, err
+	}
+	auth, err := k8s.NewPodAuthenticator(verifier, watcher, cfg.Node)
+	if err != nil {
+		return nil, err
+	}
+	roles, err := k8s.NewServiceAccountRoles(resolver, accounts, cfg.IAMRoleKey)
+	if err != nil {
+		return nil, err
+	}
+	return &podIdentityDoor{accounts: accounts, keys: keys, door: &proxy.PodIdentity{Pods: auth, Roles: roles}}, nil
+}
+
+// start runs the ServiceAccount informer and waits for it, then reads the
+// signing keys once so a missing permission is reported at start (the
+// door answers 503 until they can be read, it does not stop the agent).
+// The informer runs until runCtx ends; the waits end with syncCtx.
+func (d *podIdentityDoor) start(runCtx, syncCtx context.Context, log logrus.FieldLogger) error {
+	d.accounts.Start(runCtx)
+	if err := d.accounts.WaitForSync(syncCtx); err != nil {
+		return fmt.Errorf("the ServiceAccount informer did not sync (may kube2ra list and watch serviceaccounts?): %w", err)
+	}
+	if _, err := d.keys.Keys(syncCtx); err != nil {
+		log.WithError(err).Error("the token door cannot read the cluster's ServiceAccount signing keys; it answers 503 until it can")
+	}
+	return nil
+}
+
+// proxyDoor is the proxy's door, nil when the token door is closed.
+func (d *podIdentityDoor) proxyDoor() *proxy.PodIdentity {
+	if d == nil {
+		return nil
+	}
+	return d.door
+}

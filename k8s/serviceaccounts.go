@@ -1,0 +1,170 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// IRSARoleKey is IRSA's ServiceAccount annotation. kube2ra reads it too, so
+// a ServiceAccount set up for IRSA on EKS works unchanged on the token door.
+const IRSARoleKey = "eks.amazonaws.com/role-arn"
+
+// ServiceAccounts caches every ServiceAccount's role annotations (only
+// those: a transform drops everything else). ServiceAccounts cannot be
+// watched per node, so the cache is cluster-wide but small: name,
+// namespace, UID and at most two annotations each.
+type ServiceAccounts struct {
+	// factory owns the informer.
+	factory informers.SharedInformerFactory
+	// informer is the ServiceAccount informer.
+	informer cache.SharedIndexInformer
+	// keys are the annotations kept, most preferred first.
+	keys []string
+}
+
+// NewServiceAccounts builds the informer; call Start to run it. roleKey is
+// --iam-role-key; the IRSA annotation is read after it.
+func NewServiceAccounts(client kubernetes.Interface, roleKey string) (*ServiceAccounts, error) {
+	if client == nil {
+		return nil, errors.New("k8s.NewServiceAccounts needs a client")
+	}
+	if roleKey == "" {
+		roleKey = DefaultRoleKey
+	}
+	s := &ServiceAccounts{keys: []string{roleKey, IRSARoleKey}}
+	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(transformServiceAccount(s.keys)))
+	s.informer = s.factory.Core().V1().ServiceAccounts().Informer()
+	return s, nil
+}
+
+// transformServiceAccount keeps a ServiceAccount's identity and the
+// annotations in keep.
+func transformServiceAccount(keep []string) cache.TransformFunc {
+	return func(obj any) (any, error) {
+		sa, ok := obj.(*corev1.ServiceAccount)
+		if !ok {
+			return obj, nil
+		}
+		return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
+			Name:            sa.Name,
+			Namespace:       sa.Namespace,
+			UID:             sa.UID,
+			ResourceVersion: sa.ResourceVersion,
+			Annotations:     keepAnnotations(sa.Annotations, keep),
+		}}, nil
+	}
+}
+
+// Start runs the informer until ctx ends.
+func (s *ServiceAccounts) Start(ctx context.Context) { s.factory.StartWithContext(ctx) }
+
+// Shutdown waits for the informer to stop; cancel Start's context first.
+func (s *ServiceAccounts) Shutdown() { s.factory.Shutdown() }
+
+// WaitForSync blocks until the informer has synced or ctx ends.
+func (s *ServiceAccounts) WaitForSync(ctx context.Context) error {
+	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
+		return fmt.Errorf("%w: the ServiceAccount informer: %w", ErrNotSynced, ctx.Err())
+	}
+	return nil
+}
+
+// Synced reports whether the informer has synced.
+func (s *ServiceAccounts) Synced() bool { return s.informer.HasSynced() }
+
+// ServiceAccountRole returns the role a ServiceAccount's annotations name
+// (--iam-role-key, else IRSA's), "" when none; ok is false when the
+// ServiceAccount is not in the cache.
+func (s *ServiceAccounts) ServiceAccountRole(namespace, name string) (role string, ok bool) {
+	obj, ok, err := s.informer.GetStore().GetByKey(cache.NewObjectName(namespace, name).String())
+	if err != nil || !ok {
+		return "", false
+	}
+	sa, ok := obj.(*corev1.ServiceAccount)
+	if !ok {
+		return "", false
+	}
+	for _, k := range s.keys {
+		if v := strings.TrimSpace(sa.Annotations[k]); v != "" {
+			return v, true
+		}
+	}
+	return "", true
+}
+
+// ServiceAccountRoleGetter is what ServiceAccountRoles reads; *ServiceAccounts implements it.
+type ServiceAccountRoleGetter interface {
+	ServiceAccountRole(namespace, name string) (role string, ok bool)
+}
+
+var _ ServiceAccountRoleGetter = (*ServiceAccounts)(nil)
+
+// PodRoleResolver is the part of *RoleResolver the token door uses.
+type PodRoleResolver interface {
+	ResolveRole(ctx context.Context, pod *Pod) (Role, error)
+}
+
+var _ PodRoleResolver = (*RoleResolver)(nil)
+
+// ServiceAccountRoles resolves the role of a token-door caller: the pod's
+// role annotation when present (it wins, as on the metadata door), else
+// its ServiceAccount's. The result goes through the same RoleResolver as
+// the metadata door, so the default role, base ARN and the namespace's
+// allowed-roles policy apply unchanged.
+type ServiceAccountRoles struct {
+	// resolver is the metadata door's resolver.
+	resolver PodRoleResolver
+	// accounts gives ServiceAccount roles.
+	accounts ServiceAccountRoleGetter
+	// roleKey is the pod annotation with the role (--iam-role-key).
+	roleKey string
+}
+
+// NewServiceAccountRoles builds the token door's resolver.
+func NewServiceAccountRoles(resolver PodRoleResolver, accounts ServiceAccountRoleGetter, roleKey string) (*ServiceAccountRoles, error) {
+	if resolver == nil || accounts == nil {
+		return nil, errors.New("k8s.NewServiceAccountRoles needs a role resolver and a ServiceAccount source")
+	}
+	if roleKey == "" {
+		roleKey = DefaultRoleKey
+	}
+	return &ServiceAccountRoles{resolver: resolver, accounts: accounts, roleKey: roleKey}, nil
+}
+
+// ResolveRole implements the proxy's RoleResolver for the token door.
+func (r *ServiceAccountRoles) ResolveRole(ctx context.Context, pod *Pod) (Role, error) {
+	if pod == nil {
+		return Role{}, errors.New("k8s: ResolveRole called without a pod")
+	}
+	if strings.TrimSpace(pod.Annotations[r.roleKey]) != "" || pod.ServiceAccount == "" {
+		return r.resolver.ResolveRole(ctx, pod)
+	}
+	role, ok := r.accounts.ServiceAccountRole(pod.Namespace, pod.ServiceAccount)
+	if !ok {
+		// The pod exists, so its ServiceAccount did when it was admitted;
+		// a cache that lacks it is behind or the account was deleted.
+		// Either way its role cannot be known: deny, the SDK retries.
+		return Role{}, fmt.Errorf("%w: ServiceAccount %s/%s of pod %s is not in the cache", ErrNotSynced, pod.Namespace, pod.ServiceAccount, pod.Key())
+	}
+	if role == "" {
+		return r.resolver.ResolveRole(ctx, pod)
+	}
+	// The pod's annotations are the informer's (read only): resolve a copy
+	// that carries the ServiceAccount's role as if it were the pod's own.
+	withRole := *pod
+	withRole.Annotations = maps.Clone(pod.Annotations)
+	if withRole.Annotations == nil {
+		withRole.Annotations = make(map[string]string, 1)
+	}
+	withRole.Annotations[r.roleKey] = role
+	return r.resolver.ResolveRole(ctx, &withRole)
+}

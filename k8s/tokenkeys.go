@@ -1,0 +1,251 @@
+package k8s
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
+)
+
+// Paths of the API server's OIDC discovery (KEP-1393). Every
+// ServiceAccount may read them through the default ClusterRoleBinding
+// system:service-account-issuer-discovery; the chart grants them to
+// kube2ra as well, for clusters that removed it.
+const (
+	oidcConfigPath = "/.well-known/openid-configuration"
+	jwksPath       = "/openid/v1/jwks"
+)
+
+// Key source timing.
+const (
+	// DefaultKeysMaxAge is how long fetched keys are used before they are
+	// read again on the next verification, so a withdrawn key stops
+	// verifying within this time.
+	DefaultKeysMaxAge = 5 * time.Minute
+	// DefaultKeysMinInterval is the least time between two reads, so a
+	// flood of tokens with unknown key IDs costs one read per interval.
+	DefaultKeysMinInterval = 10 * time.Second
+	// DefaultKeysMaxStale is how long the last keys are still used while
+	// the API server cannot be read: pods keep their credentials through
+	// a short API outage, but not forever with keys nobody confirmed.
+	DefaultKeysMaxStale = time.Hour
+)
+
+// RawGetter reads a path of the API server (the REST client's DoRaw).
+type RawGetter func(ctx context.Context, path string) ([]byte, error)
+
+// APIServerKeys is a KeySource reading the API server's OIDC discovery
+// document (for the issuer) and its JWKS (for the keys).
+type APIServerKeys struct {
+	// get reads a path of the API server.
+	get RawGetter
+	// clock tells time.
+	clock clock.PassiveClock
+	// log receives read failures.
+	log logrus.FieldLogger
+	// maxAge, minInterval and maxStale are the timings above.
+	maxAge, minInterval, maxStale time.Duration
+	// mu serialises reads and guards the fields below.
+	mu sync.Mutex
+	// keys are the last keys read, nil before the first success.
+	keys *SigningKeys
+	// fetched is when keys were read.
+	fetched time.Time
+	// tried is when a read was last attempted.
+	tried time.Time
+	// lastErr is the last read's failure.
+	lastErr error
+}
+
+var _ KeySource = (*APIServerKeys)(nil)
+
+// NewAPIServerKeys builds a key source on get; clk may be nil.
+func NewAPIServerKeys(get RawGetter, clk clock.PassiveClock, log logrus.FieldLogger) *APIServerKeys {
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &APIServerKeys{get: get, clock: clk, log: log, maxAge: DefaultKeysMaxAge, minInterval: DefaultKeysMinInterval, maxStale: DefaultKeysMaxStale}
+}
+
+// Keys returns the keys, reading them when none are known or they are
+// older than DefaultKeysMaxAge.
+func (k *APIServerKeys) Keys(ctx context.Context) (*SigningKeys, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.keys != nil && k.clock.Since(k.fetched) < k.maxAge {
+		return k.keys, nil
+	}
+	return k.readLocked(ctx)
+}
+
+// Refresh reads the keys again unless they were read within
+// DefaultKeysMinInterval.
+func (k *APIServerKeys) Refresh(ctx context.Context) (*SigningKeys, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.readLocked(ctx)
+}
+
+// readLocked reads the keys (at most once per minInterval) and falls back
+// to the last ones, while they are not older than maxStale.
+func (k *APIServerKeys) readLocked(ctx context.Context) (*SigningKeys, error) {
+	now := k.clock.Now()
+	if !k.tried.IsZero() && now.Sub(k.tried) < k.minInterval {
+		return k.lastLocked(now)
+	}
+	k.tried = now
+	keys, err := k.read(ctx)
+	if err != nil {
+		k.lastErr = err
+		if k.log != nil {
+			k.log.WithError(err).Warn("reading the cluster's ServiceAccount signing keys failed")
+		}
+		return k.lastLocked(now)
+	}
+	k.keys, k.fetched, k.lastErr = keys, now, nil
+	return keys, nil
+}
+
+// lastLocked is the last keys read, unless too old or none.
+func (k *APIServerKeys) lastLocked(now time.Time) (*SigningKeys, error) {
+	switch {
+	case k.keys != nil && now.Sub(k.fetched) < k.maxStale:
+		return k.keys, nil
+	case k.lastErr != nil:
+		return nil, k.lastErr
+	case k.keys == nil:
+		return nil, errors.New("the signing keys were not read yet")
+	default:
+		return nil, fmt.Errorf("the signing keys were last read at %s, longer ago than %s", k.fetched.UTC().Format(time.RFC3339), k.maxStale)
+	}
+}
+
+// read fetches the discovery document and the JWKS.
+func (k *APIServerKeys) read(ctx context.Context) (*SigningKeys, error) {
+	raw, err := k.get(ctx, oidcConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s from the API server (kube2ra needs get on that non-resource URL): %w", oidcConfigPath, err)
+	}
+	var disc struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal(raw, &disc); err != nil || disc.Issuer == "" {
+		return nil, fmt.Errorf("the API server's %s has no issuer (is --service-account-issuer set?): %v", oidcConfigPath, err)
+	}
+	raw, err = k.get(ctx, jwksPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s from the API server (kube2ra needs get on that non-resource URL): %w", jwksPath, err)
+	}
+	keys, err := ParseJWKS(raw)
+	if err != nil {
+		return nil, fmt.Errorf("the API server's %s: %w", jwksPath, err)
+	}
+	return &SigningKeys{Issuer: disc.Issuer, Keys: keys}, nil
+}
+
+// jwk is one JSON Web Key as the API server publishes it.
+type jwk struct {
+	Kty string `json:"kty"`
+	Kid string `json:"kid"`
+	Use string `json:"use"`
+	N   string `json:"n"`
+	E   string `json:"e"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+}
+
+// ParseJWKS parses a JSON Web Key Set of RSA and ECDSA signing keys, by
+// kid. Keys for other uses and of other types are skipped; a set with no
+// usable key is an error.
+func ParseJWKS(raw []byte) (map[string]crypto.PublicKey, error) {
+	var set struct {
+		Keys []jwk `json:"keys"`
+	}
+	if err := json.Unmarshal(raw, &set); err != nil {
+		return nil, fmt.Errorf("not a JSON Web Key Set: %w", err)
+	}
+	out := make(map[string]crypto.PublicKey, len(set.Keys))
+	for _, k := range set.Keys {
+		if k.Kid == "" || (k.Use != "" && k.Use != "sig") {
+			continue
+		}
+		key, err := k.publicKey()
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", k.Kid, err)
+		}
+		if key != nil {
+			out[k.Kid] = key
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no RSA or ECDSA signing key with a key ID")
+	}
+	return out, nil
+}
+
+// publicKey decodes the key; nil for a type kube2ra does not use.
+func (k jwk) publicKey() (crypto.PublicKey, error) {
+	num := func(s, what string) (*big.Int, error) {
+		b, err := base64.RawURLEncoding.DecodeString(s)
+		if err != nil || len(b) == 0 {
+			return nil, fmt.Errorf("%s is not base64url: %v", what, err)
+		}
+		return new(big.Int).SetBytes(b), nil
+	}
+	switch k.Kty {
+	case "RSA":
+		n, err := num(k.N, "n")
+		if err != nil {
+			return nil, err
+		}
+		e, err := num(k.E, "e")
+		if err != nil {
+			return nil, err
+		}
+		if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 {
+			return nil, errors.New("the RSA exponent is out of range")
+		}
+		if n.BitLen() < 2048 {
+			return nil, fmt.Errorf("the RSA key has %d bits, fewer than 2048", n.BitLen())
+		}
+		return &rsa.PublicKey{N: n, E: int(e.Int64())}, nil
+	case "EC":
+		var curve elliptic.Curve
+		switch k.Crv {
+		case "P-256":
+			curve = elliptic.P256()
+		case "P-384":
+			curve = elliptic.P384()
+		case "P-521":
+			curve = elliptic.P521()
+		default:
+			return nil, fmt.Errorf("curve %q is not supported", k.Crv)
+		}
+		size := (curve.Params().BitSize + 7) / 8
+		x, errX := base64.RawURLEncoding.DecodeString(k.X)
+		y, errY := base64.RawURLEncoding.DecodeString(k.Y)
+		if errX != nil || errY != nil || len(x) != size || len(y) != size {
+			return nil, fmt.Errorf("x and y must be %d bytes of base64url each", size)
+		}
+		// Parsing the uncompressed point checks it is on the curve.
+		pub, err := ecdsa.ParseUncompressedPublicKey(curve, append(append([]byte{4}, x...), y...))
+		if err != nil {
+			return nil, fmt.Errorf("the point is not a valid %s key: %w", k.Crv, err)
+		}
+		return pub, nil
+	default:
+		return nil, nil
+	}
+}

@@ -1,0 +1,254 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kube2ra/kube2ra/k8s"
+)
+
+// PodIdentityPath is the token door's one route: what the EKS Pod Identity
+// Agent serves at 169.254.170.23 and what AWS_CONTAINER_CREDENTIALS_FULL_URI
+// points SDKs at. IMDS has no "v1" version, so it never shadows an IMDS path.
+const PodIdentityPath = "/v1/credentials"
+
+// PodAuthenticator finds the live pod of this node a ServiceAccount token
+// belongs to. It returns a *k8s.TokenError for a refused token or a pod
+// that is not here, and errors wrapping k8s.ErrTokenKeys or
+// k8s.ErrNotSynced when it cannot tell now.
+type PodAuthenticator interface {
+	AuthenticatePod(ctx context.Context, token string) (*k8s.Pod, error)
+}
+
+// PodIdentity opens the token door. Both fields are required to open it.
+type PodIdentity struct {
+	// Pods authenticates the caller's token.
+	Pods PodAuthenticator
+	// Roles picks the pod's role (the pod's annotation, else its
+	// ServiceAccount's) through the metadata door's resolver.
+	Roles RoleResolver
+}
+
+// Results, the "result" label of kube2ra_pod_identity_requests_total, beside
+// the k8s.TokenRejection values.
+const (
+	piSuccess          = "success"
+	piBadMethod        = "bad_method"
+	piNoRole           = "no_role"
+	piRoleDenied       = "role_denied"
+	piNotSynced        = "not_synced"
+	piKeysUnavailable  = "keys_unavailable"
+	piCredentialsError = "credentials_error"
+	piInternalError    = "internal_error"
+	piSourceMismatch   = "source_mismatch"
+	piNoPodIP          = "pod_ip_unknown"
+)
+
+// Error codes in the token door's JSON error body. aws-sdk-go-v2 puts code
+// and message in its error; it retries 500, 502, 503, 504 and 429 and
+// nothing else, and botocore retries every non-200 three times, so only
+// "try again later" answers are 5xx.
+const (
+	piCodeBadRequest   = "InvalidTokenError"
+	piCodeUnauthorized = "AccessDeniedException"
+	piCodeForbidden    = "AccessDeniedException"
+	piCodeUnavailable  = "ServiceUnavailableException"
+	piCodeInternal     = "InternalServerException"
+)
+
+// containerCredentials is the container-credentials document every SDK's
+// HTTP credential provider reads (Expiration in RFC 3339).
+type containerCredentials struct {
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	Token           string `json:"Token"`
+	AccountID       string `json:"AccountId,omitempty"`
+	Expiration      string `json:"Expiration"`
+}
+
+// endpointError is the error body aws-sdk-go-v2's endpointcreds client
+// decodes (it reads it only with Content-Type application/json).
+type endpointError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// servePodIdentity answers GET /v1/credentials: the caller is the pod its
+// Authorization token names, never its source address.
+func (s *Server) servePodIdentity(ctx context.Context, w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	info.route = routePodIdentity
+	if r.Method != http.MethodGet {
+		s.refusePodIdentity(w, info, http.StatusMethodNotAllowed, piBadMethod, piCodeBadRequest, "only GET is served", nil)
+		return
+	}
+	token, ok := authorizationToken(r.Header)
+	if !ok {
+		s.refusePodIdentity(w, info, http.StatusBadRequest, string(k8s.TokenMalformed), piCodeBadRequest, "send exactly one Authorization header with the pod's ServiceAccount token", nil)
+		return
+	}
+	pod, err := s.podIdentity.Pods.AuthenticatePod(ctx, token)
+	if err != nil {
+		s.refuseAuthentication(w, info, err)
+		return
+	}
+	info.pod = pod
+	if !s.sourceMatches(w, info, pod) {
+		return
+	}
+	role, err := s.podIdentity.Roles.ResolveRole(ctx, pod)
+	if err == nil && (role.ARN == "" || role.Name == "") {
+		err = fmt.Errorf("the role resolver returned a role without ARN or name (%q, %q)", role.ARN, role.Name)
+	}
+	if err != nil {
+		s.refuseRole(w, info, pod, err)
+		return
+	}
+	info.role = role.ARN
+	creds, err := s.creds.GetCredentials(ctx, pod, role)
+	if err == nil && (creds.AccessKeyID == "" || creds.SecretAccessKey == "" || creds.SessionToken == "" || creds.Expiration.IsZero()) {
+		err = fmt.Errorf("the credential getter returned incomplete credentials (%s)", creds)
+	}
+	if err != nil {
+		status, code := http.StatusInternalServerError, piCodeInternal
+		if credentialErrorStatus(err) == http.StatusServiceUnavailable {
+			status, code = http.StatusServiceUnavailable, piCodeUnavailable
+		}
+		// AWS's message stays in the log: it may name accounts and policies.
+		s.refusePodIdentity(w, info, status, piCredentialsError, code, "kube2ra could not get credentials for role "+role.ARN+"; the agent's log says why", err)
+		info.reason = credentialErrorReason(err)
+		return
+	}
+	body, err := json.Marshal(containerCredentials{
+		AccessKeyID:     creds.AccessKeyID,
+		SecretAccessKey: creds.SecretAccessKey,
+		Token:           creds.SessionToken,
+		AccountID:       accountOf(role.ARN),
+		Expiration:      creds.Expiration.UTC().Format(time.RFC3339),
+	})
+	if err != nil {
+		s.refusePodIdentity(w, info, http.StatusInternalServerError, piInternalError, piCodeInternal, "encoding the credentials failed", err)
+		return
+	}
+	info.accessKeyID, info.expiration = creds.AccessKeyID, creds.Expiration
+	s.metrics.podIdentity.WithLabelValues(piSuccess).Inc()
+	writeJSON(w, http.StatusOK, body)
+}
+
+// sourceMatches refuses a token that arrives from another address than
+// its pod's: a token copied into another pod is worth nothing there. The
+// token names the caller; the address only has to agree. A host-network
+// pod shares the node's addresses, so only its token counts (any process
+// on the node that can read the token file could also read the node's
+// own credentials). A pod whose IP the cache does not know yet is asked
+// to retry (503), as its status may trail its first request.
+func (s *Server) sourceMatches(w http.ResponseWriter, info *requestInfo, pod *k8s.Pod) bool {
+	if pod.HostNetwork {
+		return true
+	}
+	if len(pod.IPs) == 0 {
+		s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piNoPodIP, piCodeUnavailable,
+			"the agent does not know pod "+pod.Key()+"'s IP yet; retry", fmt.Errorf("pod %s has no IP in the cache", pod.Key()))
+		return false
+	}
+	for _, ip := range pod.IPs {
+		if ip.Unmap() == info.ip {
+			return true
+		}
+	}
+	s.refusePodIdentity(w, info, http.StatusForbidden, piSourceMismatch, piCodeForbidden,
+		"the token belongs to pod "+pod.Key()+", which does not have the address this request came from",
+		fmt.Errorf("token of pod %s (IPs %v) sent from %s", pod.Key(), pod.IPs, info.ip))
+	return false
+}
+
+// authorizationToken is the one Authorization header's value: the raw
+// token, as the SDKs send it (a "Bearer " prefix, which curl users add, is
+// accepted too).
+func authorizationToken(h http.Header) (string, bool) {
+	vals := h["Authorization"]
+	if len(vals) != 1 {
+		return "", false
+	}
+	tok := strings.TrimSpace(vals[0])
+	if len(tok) > 7 && strings.EqualFold(tok[:7], "bearer ") {
+		tok = strings.TrimSpace(tok[7:])
+	}
+	return tok, tok != ""
+}
+
+// refuseAuthentication answers a failed authentication: 400 for a token
+// that is not one, 401 for one that proves nothing, 403 for a valid token
+// whose pod is not a live pod of this node, 503 while the keys or the pod
+// cache cannot be trusted (SDKs retry).
+func (s *Server) refuseAuthentication(w http.ResponseWriter, info *requestInfo, err error) {
+	var te *k8s.TokenError
+	switch {
+	case errors.As(err, &te) && (te.Reason == k8s.TokenMissing || te.Reason == k8s.TokenMalformed):
+		s.refusePodIdentity(w, info, http.StatusBadRequest, string(te.Reason), piCodeBadRequest, te.Detail, err)
+	case errors.As(err, &te) && te.Unauthenticated():
+		s.refusePodIdentity(w, info, http.StatusUnauthorized, string(te.Reason), piCodeUnauthorized, te.Detail, err)
+	case errors.As(err, &te):
+		s.refusePodIdentity(w, info, http.StatusForbidden, string(te.Reason), piCodeForbidden, te.Detail, err)
+	case errors.Is(err, k8s.ErrTokenKeys):
+		s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piKeysUnavailable, piCodeUnavailable, "the cluster's token signing keys cannot be read now; retry", err)
+	case errors.Is(err, k8s.ErrNotSynced):
+		s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piNotSynced, piCodeUnavailable, "the agent cannot confirm the pod now; retry", err)
+	default:
+		s.refusePodIdentity(w, info, http.StatusInternalServerError, piInternalError, piCodeInternal, "authenticating the token failed", err)
+	}
+}
+
+// refuseRole answers a pod without a role it may have: 403 (no role, or
+// the namespace's policy does not allow it), 503 while the caches cannot
+// be trusted, 500 otherwise.
+func (s *Server) refuseRole(w http.ResponseWriter, info *requestInfo, pod *k8s.Pod, err error) {
+	var denial *k8s.DenialError
+	switch {
+	case errors.Is(err, k8s.ErrNoRole):
+		s.refusePodIdentity(w, info, http.StatusForbidden, piNoRole, piCodeForbidden,
+			fmt.Sprintf("neither pod %s nor its ServiceAccount %q names a role", pod.Key(), pod.ServiceAccount), err)
+	case errors.As(err, &denial):
+		s.refusePodIdentity(w, info, http.StatusForbidden, piRoleDenied, piCodeForbidden, denial.Error(), err)
+	case errors.Is(err, k8s.ErrNotSynced):
+		s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piNotSynced, piCodeUnavailable, "the agent cannot confirm the pod's role now; retry", err)
+	default:
+		s.refusePodIdentity(w, info, http.StatusInternalServerError, piInternalError, piCodeInternal, "resolving the pod's role failed", err)
+	}
+}
+
+// refusePodIdentity answers an error in the EKS agent's shape and counts it.
+func (s *Server) refusePodIdentity(w http.ResponseWriter, info *requestInfo, status int, result, code, message string, err error) {
+	info.reason, info.err = result, err
+	s.metrics.denials.WithLabelValues(result).Inc()
+	s.metrics.podIdentity.WithLabelValues(result).Inc()
+	body, mErr := json.Marshal(endpointError{Code: code, Message: message})
+	if mErr != nil {
+		writeStatus(w, http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, status, body)
+}
+
+// writeJSON answers status with a JSON body.
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// accountOf is the account of arn:partition:iam::account:role/..., "" if none.
+func accountOf(roleARN string) string {
+	parts := strings.SplitN(roleARN, ":", 6)
+	if len(parts) != 6 {
+		return ""
+	}
+	return parts[4]
+}

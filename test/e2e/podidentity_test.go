@@ -1,0 +1,168 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube2ra/kube2ra/test/harness"
+)
+
+// TestPodIdentity runs the token door end to end on each credential
+// source: pods created from plain manifests are mutated by the chart's
+// admission policy, get a token bound to them (the harness plays the
+// kubelet: TokenRequest API, written to a file), and unmodified SDKs reach
+// http://169.254.170.23/v1/credentials through the agent's DNAT with only
+// the injected variables. Each gets exactly its ServiceAccount's role; a
+// pod with another pod's token, or with none, gets nothing; a host-network
+// process gets its pod's role through the nat OUTPUT redirect.
+func TestPodIdentity(t *testing.T) {
+	for _, flavour := range flavours() {
+		t.Run(string(flavour), func(t *testing.T) {
+			ctx := ctxT(t)
+			env := startPodIdentityEnv(t, flavour)
+			const ns = "pi-e2e"
+			mustNamespace(t, env, ns, `["`+roleWeb+`", "`+roleWorker+`"]`)
+			nsObj, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nsObj.Labels = map[string]string{"kube2ra.io/pod-identity": "enabled"}
+			if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			for sa, ann := range map[string]map[string]string{
+				"web-sa":    roleAnnotation(roleWeb),
+				"worker-sa": {"eks.amazonaws.com/role-arn": harness.RoleARN(roleWorker)},
+				"other-sa":  nil,
+			} {
+				if err := env.CreateServiceAccount(ctx, ns, sa, ann); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			web := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "web", ServiceAccount: "web-sa"})
+			worker := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "worker", ServiceAccount: "worker-sa"})
+			thief := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "thief", ServiceAccount: "other-sa"})
+			for _, p := range []*harness.Pod{web, worker, thief} {
+				uri, _, err := harness.InjectedEnv(p.Object)
+				if err != nil {
+					t.Fatalf("the admission policy did not mutate the plain pod: %v", err)
+				}
+				if uri != "http://169.254.170.23/v1/credentials" {
+					t.Fatalf("injected URI %q", uri)
+				}
+			}
+			webTokenFile, webToken := projectToken(t, env, web)
+			projectToken(t, env, worker)
+			projectToken(t, env, thief)
+
+			for _, tt := range []struct {
+				pod  *harness.Pod
+				role string
+			}{{web, roleWeb}, {worker, roleWorker}} {
+				got, err := env.GoSDK(ctx, tt.pod)
+				if err != nil {
+					t.Fatalf("Go SDK in %s: %v", tt.pod.Name, err)
+				}
+				assertIssuedFor(t, env, "Go SDK in "+tt.pod.Name, got, tt.role, "")
+				got, err = env.Boto3(ctx, tt.pod)
+				if err != nil {
+					t.Fatalf("boto3 in %s: %v", tt.pod.Name, err)
+				}
+				assertIssuedFor(t, env, "boto3 in "+tt.pod.Name, got, tt.role, "")
+			}
+
+			// other-sa names no role: the thief's own token gets nothing,
+			// and web's token copied into the thief gets nothing either.
+			if got, err := env.GoSDK(ctx, thief); err == nil {
+				t.Fatalf("a pod whose ServiceAccount has no role got %s", got.AccessKeyID)
+			}
+			thief.Env = replaceEnv(thief.Env, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", webTokenFile)
+			if got, err := env.GoSDK(ctx, thief); err == nil {
+				t.Fatalf("another pod's token got %s", got.AccessKeyID)
+			} else if !strings.Contains(err.Error(), "does not have the address") {
+				t.Errorf("stolen token: %v, want the door's 403 for a token from another pod's address", err)
+			}
+			thief.Env = replaceEnv(thief.Env, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "/dev/null")
+			if got, err := env.GoSDK(ctx, thief); err == nil {
+				t.Fatalf("a pod without a token got %s", got.AccessKeyID)
+			}
+
+			// A host-network pod: its process runs in the node namespace,
+			// and 169.254.170.23 reaches the agent through nat OUTPUT.
+			hostPod, err := env.CreateHostNetworkPod(ctx, ns, "hostnet", "web-sa")
+			if err != nil {
+				t.Fatal(err)
+			}
+			hostPod.Object.Spec.Volumes = web.Object.Spec.Volumes // the policy's volume, for ProjectToken
+			hostPod.Object.Spec.Containers = web.Object.Spec.Containers
+			projectToken(t, env, hostPod)
+			got, err := env.GoSDKOnNode(ctx, append(hostPod.Env, "AWS_REGION="+env.Region(), "AWS_EC2_METADATA_DISABLED=true"))
+			if err != nil {
+				t.Fatalf("Go SDK on the host network: %v", err)
+			}
+			assertIssuedFor(t, env, "Go SDK on the host network", got, roleWeb, "")
+
+			metrics, err := env.Agent.Metrics()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, result := range []string{"success", "source_mismatch", "no_role", "malformed_token"} {
+				if n := metrics[`kube2ra_pod_identity_requests_total{result="`+result+`"}`]; n < 1 {
+					t.Errorf("kube2ra_pod_identity_requests_total{result=%q} = %v, want at least 1", result, n)
+				}
+			}
+			if log := env.Agent.LogTail(400); strings.Contains(log, webToken[strings.LastIndex(webToken, ".")+1:]) {
+				t.Error("the agent's log contains a token")
+			}
+		})
+	}
+}
+
+func startPodIdentityEnv(t *testing.T, flavour harness.Flavour) *harness.Env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	env, err := harness.Start(ctx, harness.Options{Flavour: flavour, Roles: allRoles, PodIdentity: true})
+	if err != nil {
+		t.Fatalf("starting the %s environment with the token door: %v", flavour, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent log (tail):\n%s", env.Agent.LogTail(60))
+		}
+		env.Close()
+	})
+	return env
+}
+
+// projectToken writes the pod's token and returns its file and the token.
+func projectToken(t *testing.T, env *harness.Env, p *harness.Pod) (string, string) {
+	t.Helper()
+	path, err := env.ProjectToken(ctxT(t), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, string(b)
+}
+
+func replaceEnv(env []string, name, value string) []string {
+	out := []string{}
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, name+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, name+"="+value)
+}
