@@ -94,15 +94,9 @@ func (s *suite) podIdentityRoute(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("round %d, metadata door: %w; agent log:\n%s", round, err, s.agentLogTail())
 		}
-		if err := env.Agent.Stop(); err != nil {
-			return fmt.Errorf("stopping the agent for the baseline: %w", err)
-		}
-		srv, err := s.startSub(ctx, nil, "baseline", baseline)
+		srv, err := s.replaceAgentWithBaseline(ctx, baseline)
 		if err != nil {
 			return err
-		}
-		if l, err := srv.line(10 * time.Second); err != nil || l != "listening" {
-			return fmt.Errorf("baseline did not start (%q): %w", l, err)
 		}
 		rb, err := s.runLoad(ctx, nets, door)
 		_ = srv.stop()
