@@ -144,6 +144,8 @@ type Config struct {
 	IPv6 bool
 	// HostIPv6 is the IPv6 DNAT target when IPv6 is on.
 	HostIPv6 netip.Addr
+	// IPv6Guard installs the IPv6 guard (no DNAT) when IPv6 is off, for a node whose pods have IPv6: they are refused fd00:ec2::254 instead of reaching it.
+	IPv6Guard bool
 	// PodIdentity also redirects the EKS Pod Identity address (169.254.170.23:80, fd00:ec2::23:80 with IPv6) to HostIP:Port, from pods and from the node's own processes (--pod-identity).
 	PodIdentity bool
 	// Mode picks the iptables backend (--iptables-mode); empty means auto.

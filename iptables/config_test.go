@@ -156,3 +156,22 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestInterfaceSpecMatchesAsIptablesDoes(t *testing.T) {
+	tests := []struct {
+		list, iface string
+		want        bool
+	}{
+		{"cni0", "cni0", true}, {"cni0", "cni01", false}, {"cali+", "cali12ab", true}, {"cali+", "eth0", false},
+		{"!eth0", "eth0", false}, {"!eth0", "lxc1", true}, {"!cali+", "cali1", false}, {"cni0,cali+", "cali9", true},
+	}
+	for _, tt := range tests {
+		specs, err := ParseInterfaces(tt.list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := Covers(specs, tt.iface); got != tt.want {
+			t.Errorf("Covers(%q, %q) = %v, want %v", tt.list, tt.iface, got, tt.want)
+		}
+	}
+}

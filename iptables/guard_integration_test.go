@@ -175,3 +175,54 @@ func TestWrongInterfaceIsRefusedWhenForwarded(t *testing.T) {
 		expectAnswer(t, "the node itself", node, metadataURL, "169.254.169.254:80")
 	})
 }
+
+// TestCoverageNamesTheInterfacePodsReallyUse: the coverage check reads the
+// node's routes to its pods and reports each pod whose interface no
+// --host-interface entry matches, naming the interface its traffic uses.
+func TestCoverageNamesTheInterfacePodsReallyUse(t *testing.T) {
+	n := newNodeNamed(t, guardNetnsPrefix, iptables.ModeNFT, true)
+	n.addPod("cni0")     // 10.199.1.2, fd00:199:1::2
+	n.addPod("cali1a2b") // 10.199.2.2, fd00:199:2::2
+	ips := []string{"10.199.1.2", "fd00:199:1::2", "10.199.2.2", "fd00:199:2::2"}
+	for _, tt := range []struct {
+		ifaces string
+		want   []string
+	}{
+		{"cni0", []string{"10.199.2.2 cali1a2b", "fd00:199:2::2 cali1a2b"}},
+		{"cni0,cali+", nil},
+		{"!eth0", nil},
+		{"cali+", []string{"10.199.1.2 cni0", "fd00:199:1::2 cni0"}},
+	} {
+		res, logs := n.rules(helperRequest{Interfaces: tt.ifaces, PodIPs: ips, Ops: []string{"coverage"}})
+		mustSucceed(t, res, logs)
+		if strings.Join(res.Uncovered, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("--host-interface %s: uncovered %q, want %q", tt.ifaces, res.Uncovered, tt.want)
+		}
+	}
+}
+
+// TestIPv6GuardWithoutIPv6DNAT: with --ipv6 off on a node whose pods have
+// IPv6, the IPv6 guard alone refuses them fd00:ec2::254 (instead of
+// letting them reach a metadata service there) while IPv4 is redirected;
+// the node's IPv6 addresses are found for the agent to decide it.
+func TestIPv6GuardWithoutIPv6DNAT(t *testing.T) {
+	eachBackend(t, func(t *testing.T, mode iptables.Mode) {
+		n := newNodeNamed(t, guardNetnsPrefix, mode, true)
+		n.addMetadataService("fd00:ec2::254", false)
+		p := n.addPod("cni0")
+		expectAnswer(t, "IPv6 without kube2ra (the harness sees a leak)", p, metadataURLv6, "[fd00:ec2::254]:80")
+		res, logs := n.rules(helperRequest{Interfaces: "cni0", IPv6Guard: true, Ops: []string{"ensure", "present", "nodeipv6"}})
+		mustSucceed(t, res, logs)
+		if !res.Ops[1].Present {
+			t.Errorf("RulesPresent is false right after ensure\n%s", logs)
+		}
+		expectAnswer(t, "IPv6 with the guard only", p, metadataURLv6, "")
+		expectAnswer(t, "IPv4", p, metadataURL, netip.AddrPortFrom(netip.MustParseAddr(hostIP), appPort).String())
+		if s := n.saveTable("6", "nat"); strings.Contains(s, "KUBE2RA") {
+			t.Errorf("the IPv6 nat table holds kube2ra rules with --ipv6 off:\n%s", s)
+		}
+		if got := strings.Join(res.Uncovered, ","); !strings.Contains(got, hostIPv6) || strings.Contains(got, "fe80") {
+			t.Errorf("node IPv6 addresses %q, want %s among them and no link-local one", got, hostIPv6)
+		}
+	})
+}

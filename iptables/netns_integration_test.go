@@ -80,6 +80,8 @@ type helperRequest struct {
 	IPv6            bool          `json:"ipv6"`
 	HostIPv6        string        `json:"hostIPv6"`
 	PodIdentity     bool          `json:"podIdentity"`
+	PodIPs          []string      `json:"podIPs"`
+	IPv6Guard       bool          `json:"ipv6Guard"`
 	LockTimeout     time.Duration `json:"lockTimeout"`
 	Ops             []string      `json:"ops"`
 	MonitorInterval time.Duration `json:"monitorInterval"`
@@ -93,11 +95,13 @@ type opResult struct {
 }
 
 type helperResult struct {
-	Backend  string     `json:"backend"`
-	Ops      []opResult `json:"ops"`
-	Restores float64    `json:"restores"`
-	Present  float64    `json:"present"`
-	NewErr   string     `json:"newErr"`
+	Backend string `json:"backend"`
+	// Uncovered lists "ip interface" for the coverage op.
+	Uncovered []string   `json:"uncovered"`
+	Ops       []opResult `json:"ops"`
+	Restores  float64    `json:"restores"`
+	Present   float64    `json:"present"`
+	NewErr    string     `json:"newErr"`
 }
 
 func runHelper(mode string) int {
@@ -171,7 +175,7 @@ func helperRules() int {
 	cfg := iptables.Config{
 		HostIP: netip.MustParseAddr(req.HostIP), Port: req.Port, Interfaces: ifaces,
 		IPv6: req.IPv6, Mode: iptables.Mode(req.Mode), LockTimeout: req.LockTimeout,
-		PodIdentity: req.PodIdentity, Logger: log, Registerer: reg,
+		PodIdentity: req.PodIdentity, IPv6Guard: req.IPv6Guard, Logger: log, Registerer: reg,
 	}
 	if req.IPv6 {
 		cfg.HostIPv6 = netip.MustParseAddr(req.HostIPv6)
@@ -196,6 +200,22 @@ func helperRules() int {
 			err = r.Remove(ctx)
 		case "removeall":
 			err = iptables.RemoveAll(ctx, log)
+		case "nodeipv6":
+			var addrs []netip.Addr
+			addrs, err = iptables.NodeIPv6Addrs()
+			for _, a := range addrs {
+				res.Uncovered = append(res.Uncovered, a.String())
+			}
+		case "coverage":
+			var ips []netip.Addr
+			for _, s := range req.PodIPs {
+				ips = append(ips, netip.MustParseAddr(s))
+			}
+			var unc []iptables.Uncovered
+			unc, err = iptables.CheckCoverage(ifaces, ips)
+			for _, u := range unc {
+				res.Uncovered = append(res.Uncovered, u.IP.String()+" "+u.Interface)
+			}
 		case "monitor":
 			mctx, cancel := context.WithCancel(ctx)
 			done := make(chan error, 1)
@@ -509,7 +529,7 @@ func (n *node) fillRequest(req *helperRequest) {
 	if req.Port == 0 {
 		req.Port = appPort
 	}
-	if n.ipv6 {
+	if n.ipv6 && !req.IPv6Guard {
 		req.IPv6, req.HostIPv6 = true, hostIPv6
 	}
 }

@@ -93,14 +93,20 @@ func New(ctx context.Context, cfg Config) (*Redirect, error) {
 		name: "IPv4", proto: goipt.ProtocolIPv4, metadata: MetadataIPv4,
 		target: netip.AddrPortFrom(cfg.HostIP.Unmap(), uint16(cfg.Port)),
 	}}
-	if cfg.IPv6 {
+	switch {
+	case cfg.IPv6:
 		fams = append(fams, family{
 			name: "IPv6", proto: goipt.ProtocolIPv6, metadata: MetadataIPv6,
 			target: netip.AddrPortFrom(cfg.HostIPv6, uint16(cfg.Port)),
 		})
+	case cfg.IPv6Guard:
+		fams = append(fams, family{name: "IPv6", proto: goipt.ProtocolIPv6, metadata: MetadataIPv6, guardOnly: true})
 	}
 	if cfg.PodIdentity {
 		for i := range fams {
+			if fams[i].guardOnly {
+				continue
+			}
 			fams[i].podIdentity = fams[i].podIdentityAddr()
 		}
 	}

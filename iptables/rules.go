@@ -133,6 +133,10 @@ type family struct {
 	// podIdentity is the family's EKS Pod Identity address when that
 	// redirect is on; invalid when it is off.
 	podIdentity netip.Addr
+	// guardOnly installs the guard without the DNAT: pods of this family
+	// are refused the metadata address rather than redirected (IPv6 on a
+	// node where --ipv6 is off).
+	guardOnly bool
 }
 
 // podIdentityAddr is the family's EKS Pod Identity address, on or off.
@@ -147,6 +151,7 @@ func (f family) podIdentityAddr() netip.Addr {
 // which must take away what any configuration installed.
 func (f family) withEveryChain() family {
 	f.podIdentity = f.podIdentityAddr()
+	f.guardOnly = false
 	return f
 }
 
@@ -294,9 +299,12 @@ func (f family) ownedChains(ifaces []InterfaceSpec) []ownedChain {
 	chains := []ownedChain{
 		{table: TableFilter, chain: ChainGuard, from: []Chain{ChainInput, ChainForward},
 			jump: f.jumpSpec(ChainGuard), rules: f.guardSpecs(ifaces), what: "guard"},
-		{table: TableNAT, chain: ChainKube2ra, from: []Chain{ChainPrerouting},
-			jump: f.jumpSpec(ChainKube2ra), rules: f.dnatSpecs(ifaces), what: "DNAT"},
 	}
+	if f.guardOnly {
+		return chains
+	}
+	chains = append(chains, ownedChain{table: TableNAT, chain: ChainKube2ra, from: []Chain{ChainPrerouting},
+		jump: f.jumpSpec(ChainKube2ra), rules: f.dnatSpecs(ifaces), what: "DNAT"})
 	if pi := f.podIdentity; pi.IsValid() {
 		chains = append(chains,
 			ownedChain{table: TableFilter, chain: ChainPodIdentityGuard, from: []Chain{ChainInput, ChainForward},

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -215,3 +216,20 @@ func podRef(p *Pod) *corev1.ObjectReference {
 func namespaceRef(ns *corev1.Namespace) *corev1.ObjectReference {
 	return &corev1.ObjectReference{Kind: "Namespace", APIVersion: "v1", Name: ns.Name, UID: ns.UID}
 }
+
+// ReasonNodeMetadataExposed is the Event reason on the agent's node when its
+// metadata service would answer a pod directly.
+const ReasonNodeMetadataExposed = "NodeMetadataExposed"
+
+// NodeRef is the Event target for a node, as the kubelet writes it (the
+// node's name as its UID), so `kubectl describe node` shows the Event.
+func NodeRef(name string) *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: name, UID: types.UID(name)}
+}
+
+// ReasonMetadataNotIntercepted is the Event reason on a pod whose traffic
+// leaves the node through an interface --host-interface does not match.
+const ReasonMetadataNotIntercepted = "MetadataNotIntercepted"
+
+// PodRef is the Event target for a pod.
+func PodRef(p *Pod) *corev1.ObjectReference { return podRef(p) }

@@ -248,7 +248,7 @@ func TestIntegrationTokenDoorWithRealTokens(t *testing.T) {
 		}
 		again := runPod(t, ctx, podOf(ns, "web", node, "web", nil, false), corev1.PodRunning, "10.77.0.1")
 		eventually(t, "the namesake is cached", func() error {
-			if _, err := d.watcher.BoundPod(ctx, PodRef{Namespace: ns, Name: "web", UID: again.UID}); err != nil {
+			if _, err := d.watcher.BoundPod(ctx, BoundPodRef{Namespace: ns, Name: "web", UID: again.UID}); err != nil {
 				return err
 			}
 			return nil
@@ -262,7 +262,7 @@ func TestIntegrationTokenDoorWithRealTokens(t *testing.T) {
 		tok := podToken(t, ns, "irsa", irsa, DefaultPodIdentityAudience)
 		setStatus(t, ctx, irsa, corev1.PodSucceeded)
 		eventually(t, "the phase reaches the cache", func() error {
-			if _, err := d.watcher.BoundPod(ctx, PodRef{Namespace: ns, Name: "irsa", UID: irsa.UID}); err == nil {
+			if _, err := d.watcher.BoundPod(ctx, BoundPodRef{Namespace: ns, Name: "irsa", UID: irsa.UID}); err == nil {
 				return errors.New("still live")
 			}
 			return nil

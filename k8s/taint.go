@@ -144,6 +144,13 @@ func (r *StartupTaintRemover) Run(ctx context.Context) error {
 // concurrent change is never overwritten.
 func (r *StartupTaintRemover) removeOnce(ctx context.Context) (removed bool, err error) {
 	node, err := r.client.CoreV1().Nodes().Get(ctx, r.node, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		// The kubelet registers its node before it runs pods, so an agent
+		// whose node does not exist runs outside a kubelet (tests, a
+		// mistyped --node): there is no taint to remove.
+		r.log.Warn("the agent's node does not exist in the API server: no startup taint to remove (is --node right?)")
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("reading node %s: %w", r.node, err)
 	}

@@ -173,7 +173,7 @@ func TestVerifyTokenRejections(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Verify: %v, want accepted", err)
 				}
-				if claims.Pod != (PodRef{Namespace: "apps", Name: "web-1", UID: "uid-web-1"}) || claims.ServiceAccount != "web" {
+				if claims.Pod != (BoundPodRef{Namespace: "apps", Name: "web-1", UID: "uid-web-1"}) || claims.ServiceAccount != "web" {
 					t.Fatalf("claims = %+v", claims)
 				}
 				return

@@ -18,6 +18,9 @@ type httpListener struct {
 	name string
 	// addr is the address to bind when no listener was given.
 	addr string
+	// alsoHosts are more addresses bound on addr's port (the IPv6 DNAT
+	// target), so the server listens wherever the rules send pods.
+	alsoHosts []string
 	// srv is the configured HTTP server.
 	srv *http.Server
 	// shutdownTimeout bounds a graceful shutdown when Serve's context ends.
@@ -27,6 +30,8 @@ type httpListener struct {
 	mu sync.Mutex
 	// ln is the bound listener, nil before Listen.
 	ln net.Listener
+	// also are the listeners of alsoHosts.
+	also []net.Listener
 }
 
 // listen binds addr unless a listener was given.
@@ -40,7 +45,22 @@ func (h *httpListener) listen() error {
 	if err != nil {
 		return fmt.Errorf("%s: listening on %s failed (port in use, or the address is not on this host?): %w", h.name, h.addr, err)
 	}
-	h.ln = ln
+	// The same port on every address: with port 0 the first one picked it.
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	var also []net.Listener
+	for _, host := range h.alsoHosts {
+		addr := net.JoinHostPort(host, port)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			_ = ln.Close()
+			for _, l := range also {
+				_ = l.Close()
+			}
+			return fmt.Errorf("%s: listening on %s failed (port in use, or the address is not on this host?): %w", h.name, addr, err)
+		}
+		also = append(also, l)
+	}
+	h.ln, h.also = ln, also
 	return nil
 }
 
@@ -59,19 +79,28 @@ func (h *httpListener) address() net.Addr {
 // shutdown caused by ctx.
 func (h *httpListener) serve(ctx context.Context) error {
 	h.mu.Lock()
-	ln := h.ln
+	lns := append([]net.Listener{h.ln}, h.also...)
 	h.mu.Unlock()
-	if ln == nil {
+	if lns[0] == nil {
 		return fmt.Errorf("%s: Serve called before Listen; call Listen first", h.name)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- h.srv.Serve(ln) }()
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() {
+			if err := h.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: serving on %s failed: %w", h.name, ln.Addr(), err)
+				return
+			}
+			errc <- nil
+		}()
+	}
 	select {
 	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
+		if err == nil {
 			return nil
 		}
-		return fmt.Errorf("%s: serving on %s failed: %w", h.name, ln.Addr(), err)
+		_ = h.srv.Close()
+		return err
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.shutdownTimeout)
@@ -79,7 +108,9 @@ func (h *httpListener) serve(ctx context.Context) error {
 	if err := h.shutdown(sctx); err != nil {
 		return err
 	}
-	<-errc
+	for range lns {
+		<-errc
+	}
 	return nil
 }
 

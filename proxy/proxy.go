@@ -84,6 +84,8 @@ type Options struct {
 	HostIP string
 	// AppPort is the metadata port (kube2ra's default 8181; 0 picks a free port).
 	AppPort int
+	// HostIPv6, when set, is bound on AppPort too: the IPv6 DNAT's target.
+	HostIPv6 string
 	// Listener, when set, is served instead of binding HostIP:AppPort.
 	Listener net.Listener
 	// IMDSv2Required refuses GETs without a session token (401), as EC2's HttpTokens=required.
@@ -220,6 +222,11 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		if opts.AppPort < 0 || opts.AppPort > 65535 {
 			return nil, fmt.Errorf("proxy: app port %d is out of range 0..65535", opts.AppPort)
 		}
+		if opts.HostIPv6 != "" {
+			if ip6, err := netip.ParseAddr(opts.HostIPv6); err != nil || !ip6.Is6() || ip6.IsUnspecified() {
+				return nil, fmt.Errorf("proxy: host IPv6 address %q is not the node's own IPv6 address; set --host-ipv6 or leave it empty to find it", opts.HostIPv6)
+			}
+		}
 	}
 
 	m, err := newMetrics(opts.Registerer)
@@ -295,11 +302,20 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 	s.listener = &httpListener{
 		name:            "metadata server",
 		addr:            net.JoinHostPort(opts.HostIP, strconv.Itoa(opts.AppPort)),
+		alsoHosts:       ipv6Hosts(opts),
 		srv:             srv,
 		shutdownTimeout: opts.ShutdownTimeout,
 		ln:              opts.Listener,
 	}
 	return s, nil
+}
+
+// ipv6Hosts are the extra addresses the metadata server binds.
+func ipv6Hosts(opts Options) []string {
+	if opts.HostIPv6 == "" || opts.Listener != nil {
+		return nil
+	}
+	return []string{opts.HostIPv6}
 }
 
 // newRouter lays out the IMDS routes. Paths arrive canonical and without a

@@ -37,6 +37,8 @@ type Config struct {
 	HostIP string
 	// HostIPv6 is the node's IPv6 address for the IPv6 DNAT rule.
 	HostIPv6 string
+	// HostIPs are the node's addresses (downward API status.hostIPs), where an empty HostIPv6 is found.
+	HostIPs string
 	// AppPort is the metadata proxy port.
 	AppPort int
 	// MetricsPort serves /healthz, /readyz, /metrics and /debug/store.
@@ -186,7 +188,8 @@ func NewConfig() *Config {
 func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Node, "node", c.Node, "this node's name; only pods scheduled here are served (env NODE_NAME)")
 	fs.StringVar(&c.HostIP, "host-ip", c.HostIP, "node IP the proxy listens on and DNAT targets (env HOST_IP)")
-	fs.StringVar(&c.HostIPv6, "host-ipv6", c.HostIPv6, "node IPv6 address for the IPv6 DNAT rule (with --ipv6)")
+	fs.StringVar(&c.HostIPv6, "host-ipv6", c.HostIPv6, "node IPv6 address for the IPv6 DNAT rule (with --ipv6); empty: the IPv6 one of --host-ips, else of the Node object's addresses")
+	fs.StringVar(&c.HostIPs, "host-ips", c.HostIPs, "the node's addresses, comma separated (env HOST_IPS, the downward API's status.hostIPs); --ipv6 finds --host-ipv6 there")
 	fs.IntVar(&c.AppPort, "app-port", c.AppPort, "metadata proxy port on --host-ip")
 	fs.IntVar(&c.MetricsPort, "metrics-port", c.MetricsPort, "port for /healthz, /readyz, /metrics (and /debug/store with --debug)")
 	fs.StringVar(&c.HostInterface, "host-interface", c.HostInterface, "pod-facing interfaces to redirect, comma separated: exact (cni0), wildcard (cali+), negation (!eth0)")
@@ -246,7 +249,7 @@ func envName(flagName string) string {
 }
 
 // legacyEnv are the downward-API variables the DaemonSet sets, as kube2iam reads them.
-var legacyEnv = map[string]string{"node": "NODE_NAME", "host-ip": "HOST_IP"}
+var legacyEnv = map[string]string{"node": "NODE_NAME", "host-ip": "HOST_IP", "host-ips": "HOST_IPS"}
 
 // applyEnv sets every flag not given on the command line from its
 // environment variable; flags win.
@@ -334,9 +337,16 @@ func (c *Config) Validate() error {
 	if c.IPTablesResync < time.Second {
 		bad("--iptables-resync %s is too short: use 1s or more", c.IPTablesResync)
 	}
-	if c.IPv6 {
+	if c.IPv6 && c.HostIPv6 != "" { // empty: found at start (--host-ips, then the Node object)
 		if ip, err := netip.ParseAddr(c.HostIPv6); err != nil || !ip.Is6() || ip.Is4In6() {
-			bad("--ipv6 needs --host-ipv6 set to the node's IPv6 address (got %q)", c.HostIPv6)
+			bad("--host-ipv6 %q is not an IPv6 address: set the node's IPv6 address, or leave it empty to find it in --host-ips (HOST_IPS) or the Node object", c.HostIPv6)
+		}
+	}
+	for _, s := range strings.Split(c.HostIPs, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			if _, err := netip.ParseAddr(s); err != nil {
+				bad("--host-ips entry %q is not an IP address: give the node's addresses, comma separated (the downward API's status.hostIPs)", s)
+			}
 		}
 	}
 

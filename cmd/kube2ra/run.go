@@ -106,6 +106,8 @@ type agent struct {
 	synced, sourceReady, rulesReady atomic.Bool
 	// baseARN is the discovered or configured base role ARN.
 	baseARN atomic.Pointer[string]
+	// coverageProblem names pods --host-interface misses; nil or "" when none.
+	coverageProblem atomic.Pointer[string]
 }
 
 func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
@@ -204,6 +206,11 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		return err
 	}
 
+	if from, err := resolveHostIPv6(ctx, cfg, a.kube); err != nil {
+		return err
+	} else if from != "" {
+		log.WithField("host_ipv6", cfg.HostIPv6).Infof("node IPv6 address found in %s", from)
+	}
 	var podIdentity *podIdentityDoor
 	if cfg.PodIdentity {
 		if podIdentity, err = newPodIdentityDoor(cfg, a.kube, a.watcher, resolver, log); err != nil {
@@ -212,6 +219,7 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	}
 	server, err := proxy.New(proxy.Options{
 		HostIP:          cfg.HostIP,
+		HostIPv6:        hostIPv6(cfg),
 		AppPort:         cfg.AppPort,
 		IMDSv2Required:  cfg.IMDSv2Required,
 		MetadataAddr:    cfg.resolvedMetadataAddr(),
@@ -262,6 +270,14 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	go func() { defer wg.Done(); cache.Run(runCtx) }()
 	go func() { defer wg.Done(); a.source.run(runCtx) }()
 
+	if a.source.name == sourceSTS && cfg.resolvedMetadataAddr() != metadataNone {
+		wg.Go(func() {
+			if err := a.checkMetadataExposure(runCtx, reg, events); err != nil {
+				log.WithError(err).Error("metadata exposure check")
+			}
+		})
+	}
+
 	// 2. Informers synced (the credential source was made usable first).
 	a.watcher.Start(runCtx)
 	a.owner = watchOwner(runCtx, a.kube)
@@ -292,6 +308,11 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	// 3. DNAT and guard rules, only now that every request can be answered.
 	if cfg.IPTables {
 		if err := a.installRules(runCtx, reg); err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		if err := a.startCoverage(runCtx, &wg, reg, events); err != nil {
 			cancel()
 			wg.Wait()
 			return err
@@ -362,6 +383,14 @@ func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) err
 		icfg.HostIPv6 = netip.MustParseAddr(a.cfg.HostIPv6)
 	}
 	icfg.PodIdentity = a.cfg.PodIdentity
+	if guard, addrs, err := wantIPv6Guard(a.cfg); err != nil {
+		// Fail closed: when unsure whether pods have IPv6, guard it.
+		a.log.WithError(err).Warn("could not list the node's IPv6 addresses: installing the IPv6 guard")
+		icfg.IPv6Guard = true
+	} else if guard {
+		a.log.WithField("addresses", addrs).Info("the node has IPv6 but --ipv6 is off: pods are refused fd00:ec2::254 by the IPv6 guard")
+		icfg.IPv6Guard = true
+	}
 	rulesCtx, cancel := context.WithTimeout(ctx, rulesTimeout)
 	defer cancel()
 	a.rules, err = iptables.New(rulesCtx, icfg)
@@ -396,6 +425,9 @@ func (a *agent) ready(ctx context.Context) error {
 		case !ok:
 			missing = append(missing, "DNAT or guard rules are not as installed (flushed or changed by someone else); restored at the next --iptables-resync, compare `iptables-save` with the README's \"The node's iptables rules\"")
 		}
+	}
+	if p := a.coverageProblem.Load(); p != nil && *p != "" {
+		missing = append(missing, *p)
 	}
 	if len(missing) > 0 {
 		return errors.New(strings.Join(missing, "; "))
@@ -491,4 +523,12 @@ func (a *agent) removeStartupTaint(ctx context.Context, wg *sync.WaitGroup, reg 
 	}
 	wg.Go(func() { _ = remover.Run(ctx) })
 	return nil
+}
+
+// hostIPv6 is the proxy's IPv6 listen address: --host-ipv6 with --ipv6.
+func hostIPv6(cfg *Config) string {
+	if cfg.IPv6 {
+		return cfg.HostIPv6
+	}
+	return ""
 }

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/test/fakeaws/fakeimds"
 	"github.com/kube2ra/kube2ra/test/harness"
@@ -177,6 +179,10 @@ func TestFlavours(t *testing.T) {
 				// hop-limit setting, not kube2ra's.
 				t.Run("NoRuleUntilTheAgentCanAnswer", func(t *testing.T) { testNoRuleBeforeReady(t, env) })
 			}
+			if flavour == harness.EC2 {
+				t.Run("ExposedNodeMetadataIsReported", func(t *testing.T) { testMetadataExposure(t, env) })
+			}
+			t.Run("WrongHostInterfaceIsNotReady", func(t *testing.T) { testWrongInterface(t, env) })
 			t.Run("RulesKeptOnSIGTERMUnlessTheDaemonSetIsGone", func(t *testing.T) { testRulesOnExit(t, env) })
 		})
 	}
@@ -868,4 +874,124 @@ func testHopLimit(t *testing.T, env *harness.Env) {
 	if err == nil {
 		t.Fatalf("a pod reaching the metadata service directly got a token: %q", out)
 	}
+}
+
+// TestIPv6 runs a dual-stack node whose agent has --ipv6 and learns its
+// IPv6 address only from HOST_IPS (the chart's status.hostIPs): a
+// dual-stack pod gets its role's credentials through fd00:ec2::254 with
+// aws-sdk-go-v2 in IPv6 endpoint mode and with curl, from the pod's IPv6
+// address, and never the node's.
+func TestIPv6(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	env, err := harness.Start(ctx, harness.Options{Flavour: harness.RolesAnywhere, Roles: allRoles, IPv6: true})
+	if err != nil {
+		t.Fatalf("starting the dual-stack environment: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent log (tail):\n%s", env.Agent.LogTail(60))
+		}
+		env.Close()
+	})
+	mustNamespace(t, env, "v6", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "v6", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	if !p.Net.IPv6.IsValid() {
+		t.Fatal("the pod has no IPv6 address")
+	}
+	goCreds, err := env.GoSDK(ctxT(t), p, "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6")
+	if err != nil {
+		t.Fatalf("aws-sdk-go-v2 over IPv6: %v", err)
+	}
+	assertIssuedFor(t, env, "aws-sdk-go-v2 (IPv6 endpoint)", goCreds, roleWeb, "")
+	for _, token := range []bool{true, false} {
+		code, body, err := p.PodGetAt(ctxT(t), "http://[fd00:ec2::254]", credsPath+roleWeb, token)
+		if err != nil || code != 200 {
+			t.Fatalf("curl over IPv6 (token %v): %d %q %v", token, code, body, err)
+		}
+		var c imdsCreds
+		if err := json.Unmarshal([]byte(body), &c); err != nil {
+			t.Fatalf("credential document %q: %v", body, err)
+		}
+		assertIssuedFor(t, env, fmt.Sprintf("curl over IPv6 (token %v)", token), harness.ClientCreds{AccessKeyID: c.AccessKeyId, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}, roleWeb, "")
+	}
+	if log := env.Agent.LogTail(400); !strings.Contains(log, p.Net.IPv6.String()) {
+		t.Errorf("the agent's request log does not name the pod's IPv6 address %s as the caller:\n%s", p.Net.IPv6, log)
+	}
+}
+
+// testMetadataExposure: the harness's instance leaves IMDSv1 open (hop
+// limit 1), so the agent reports the node exposed: the gauge, and a
+// Warning Event on the node naming the EC2 setting that closes it.
+func testMetadataExposure(t *testing.T, env *harness.Env) {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, metrics, _ := harness.Get(env.Agent.MetricsURL + "/metrics")
+		if strings.Contains(metrics, "kube2ra_node_metadata_exposed 1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kube2ra_node_metadata_exposed is not 1 with IMDSv1 open:\n%s", grepLines(metrics, "kube2ra_node_metadata_exposed"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for {
+		evs, err := env.Kube.CoreV1().Events("default").List(ctxT(t), metav1.ListOptions{FieldSelector: "reason=NodeMetadataExposed"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "Node" && e.InvolvedObject.Name == harness.NodeName &&
+				strings.Contains(e.Message, "--http-tokens required --http-put-response-hop-limit 1") && strings.Contains(e.Message, "IMDSv1") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no NodeMetadataExposed Event on node %s naming the fix: %+v", harness.NodeName, evs.Items)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// testWrongInterface: with a --host-interface that matches none of the
+// node's pod interfaces, the agent is not ready and /readyz names the
+// pattern, the pod and the interface its traffic really uses (the
+// bridge); the pod gets no credentials meanwhile.
+func testWrongInterface(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "wrongif", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "wrongif", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	restartWithoutWait(t, env, "--host-interface", "wrong0")
+	t.Cleanup(func() { restartAgent(t, env) })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := harness.Get(env.Agent.MetricsURL + "/readyz")
+		if err == nil && code != 200 && strings.Contains(body, "wrongif/web") && strings.Contains(body, simnode.Bridge) && strings.Contains(body, `"wrong0"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz with --host-interface wrong0: %d %q %v; want not ready naming wrongif/web, %s and wrong0", code, body, err, simnode.Bridge)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if env.Flavour == harness.EC2 {
+		// The simulated node's metadata address is local (INPUT), where
+		// the guard keeps its interface exemptions (docs/security.md); on
+		// EC2 it is routed (FORWARD) and refused, which iptables'
+		// TestWrongInterfaceIsRefusedWhenForwarded proves.
+		return
+	}
+	if code, body, err := p.PodGet(ctxT(t), credsPath+roleWeb, false); err == nil {
+		t.Fatalf("with the wrong interface the pod got an answer: %d %q", code, body)
+	}
+}
+
+// grepLines keeps the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

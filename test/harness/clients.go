@@ -72,13 +72,14 @@ func (e *Env) runInPod(ctx context.Context, p *Pod, env []string, name string, a
 	return out, nil
 }
 
-// GoSDK runs the aws-sdk-go-v2 default chain in the pod (test/e2e/podclient).
-func (e *Env) GoSDK(ctx context.Context, p *Pod) (ClientCreds, error) {
+// GoSDK runs the aws-sdk-go-v2 default chain in the pod (test/e2e/podclient),
+// with env added to its environment (AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6).
+func (e *Env) GoSDK(ctx context.Context, p *Pod, env ...string) (ClientCreds, error) {
 	bin, err := e.podClient()
 	if err != nil {
 		return ClientCreds{}, err
 	}
-	out, err := e.runInPod(ctx, p, nil, bin)
+	out, err := e.runInPod(ctx, p, env, bin)
 	var c ClientCreds
 	if jerr := json.Unmarshal(out, &c); jerr != nil && err == nil {
 		err = fmt.Errorf("podclient printed %q: %w", out, jerr)

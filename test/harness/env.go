@@ -79,6 +79,9 @@ type Options struct {
 	// and the chart's pod-identity RBAC, and the chart's admission policy is
 	// installed.
 	PodIdentity bool
+	// IPv6 makes the node and its bridge pods dual-stack and runs the agent
+	// with --ipv6, its IPv6 address given only as HOST_IPS (status.hostIPs).
+	IPv6 bool
 }
 
 // Env is a running simulated node with its control plane and fake AWS.
@@ -247,8 +250,16 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	default:
 		return nil, fmt.Errorf("harness: unknown flavour %q", e.Flavour)
 	}
+	agentEnv := append(cleanAgentEnv(e.Dir), opts.AgentEnv...)
+	if opts.IPv6 {
+		if err := e.Node.EnableIPv6(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--ipv6")
+		agentEnv = append(agentEnv, "HOST_IPS="+simnode.HostIP+","+simnode.HostIPv6)
+	}
 	args = append(args, opts.AgentArgs...)
-	e.Agent = NewAgent(binary, fmt.Sprintf("http://%s:%d", simnode.HostIP, MetricsPort), args, append(cleanAgentEnv(e.Dir), opts.AgentEnv...), opts.Log)
+	e.Agent = NewAgent(binary, fmt.Sprintf("http://%s:%d", simnode.HostIP, MetricsPort), args, agentEnv, opts.Log)
 	e.closers = append(e.closers, func() { _ = e.Agent.Stop() })
 	if opts.NoAgent {
 		return e, nil
@@ -418,7 +429,11 @@ func (e *Env) CreatePod(ctx context.Context, spec PodSpec) (*Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	obj, err := e.createPodObject(ctx, spec.Namespace, spec.Name, spec.ServiceAccount, spec.Annotations, pn.IP)
+	var more []netip.Addr
+	if pn.IPv6.IsValid() {
+		more = append(more, pn.IPv6)
+	}
+	obj, err := e.createPodObject(ctx, spec.Namespace, spec.Name, spec.ServiceAccount, spec.Annotations, pn.IP, more...)
 	if err != nil {
 		_ = e.Node.RemovePod(netName)
 		return nil, err
@@ -431,12 +446,13 @@ func (e *Env) CreatePod(ctx context.Context, spec PodSpec) (*Pod, error) {
 }
 
 // CreatePodObject creates only the API object, Running with ip, on this node.
-func (e *Env) CreatePodObject(ctx context.Context, namespace, name string, annotations map[string]string, ip netip.Addr) (*corev1.Pod, error) {
-	return e.createPodObject(ctx, namespace, name, "", annotations, ip)
+// More addresses (a dual-stack pod's IPv6) follow ip in status.podIPs.
+func (e *Env) CreatePodObject(ctx context.Context, namespace, name string, annotations map[string]string, ip netip.Addr, more ...netip.Addr) (*corev1.Pod, error) {
+	return e.createPodObject(ctx, namespace, name, "", annotations, ip, more...)
 }
 
 // createPodObject is CreatePodObject running as serviceAccount ("default" when empty).
-func (e *Env) createPodObject(ctx context.Context, namespace, name, serviceAccount string, annotations map[string]string, ip netip.Addr) (*corev1.Pod, error) {
+func (e *Env) createPodObject(ctx context.Context, namespace, name, serviceAccount string, annotations map[string]string, ip netip.Addr, more ...netip.Addr) (*corev1.Pod, error) {
 	if serviceAccount == "" {
 		serviceAccount = "default"
 	}
@@ -455,6 +471,9 @@ func (e *Env) createPodObject(ctx context.Context, namespace, name, serviceAccou
 	created.Status.Phase = corev1.PodRunning
 	created.Status.PodIP = ip.String()
 	created.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
+	for _, m := range more {
+		created.Status.PodIPs = append(created.Status.PodIPs, corev1.PodIP{IP: m.String()})
+	}
 	created.Status.HostIP = simnode.HostIP
 	return e.Kube.CoreV1().Pods(namespace).UpdateStatus(ctx, created, metav1.UpdateOptions{})
 }
@@ -506,15 +525,21 @@ var ErrNotServed = errors.New("not served")
 // with an IMDSv2 token) and returns the status code and body. A connection
 // that fails returns status 0 and the curl error.
 func (p *Pod) PodGet(ctx context.Context, path string, token bool) (int, string, error) {
-	script := `set -e; url=http://169.254.169.254; h=""
-if [ "$TOKEN" = 1 ]; then t=$(curl -sS -f --max-time 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' $url/latest/api/token); h="X-aws-ec2-metadata-token: $t"; fi
-curl -sS --max-time 2 -o /dev/stdout -w '\n%{http_code}' ${h:+-H "$h"} "$url$1"`
+	return p.PodGetAt(ctx, "http://169.254.169.254", path, token)
+}
+
+// PodGetAt is PodGet against another metadata endpoint, such as
+// http://[fd00:ec2::254].
+func (p *Pod) PodGetAt(ctx context.Context, base, path string, token bool) (int, string, error) {
+	script := `set -e; url=$BASE; h=""
+if [ "$TOKEN" = 1 ]; then t=$(curl -g -sS -f --max-time 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' $url/latest/api/token); h="X-aws-ec2-metadata-token: $t"; fi
+curl -g -sS --max-time 2 -o /dev/stdout -w '\n%{http_code}' ${h:+-H "$h"} "$url$1"`
 	tok := "0"
 	if token {
 		tok = "1"
 	}
 	cmd := p.Net.Command(ctx, "sh", "-c", script, "sh", path)
-	cmd.Env = append(CleanEnviron(), "TOKEN="+tok)
+	cmd.Env = append(CleanEnviron(), "TOKEN="+tok, "BASE="+base)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, string(out), fmt.Errorf("%w: %v: %s", ErrNotServed, err, strings.TrimSpace(string(out)))

@@ -37,6 +37,12 @@ const (
 	MetadataIP = "169.254.169.254"
 	// Bridge is the pod bridge's name, as the bridge CNI plugin names it.
 	Bridge = "cni0"
+	// HostIPv6 is the node's IPv6 address on eth0, after EnableIPv6.
+	HostIPv6 = "fd00:199::10"
+	// BridgeIPv6 is the pods' IPv6 gateway on cni0, after EnableIPv6.
+	BridgeIPv6 = "fd00:200::1"
+	// podIPv6PrefixLen is the pods' IPv6 subnet on the bridge.
+	podIPv6PrefixLen = 64
 )
 
 // commandTimeout bounds every ip/sysctl call; they take milliseconds.
@@ -116,6 +122,27 @@ type Node struct {
 	// nextVeth numbers node-side veths; never reused, so a removed pod's
 	// name cannot collide with a new one.
 	nextVeth int
+	// ipv6 makes the node dual-stack: bridge pods get an IPv6 address too.
+	ipv6 bool
+}
+
+// EnableIPv6 makes the node dual-stack: HostIPv6 on eth0, BridgeIPv6 on
+// the bridge, IPv6 forwarding; bridge pods added from now on get an IPv6
+// address (fd00:200::N, N as in their IPv4 address) and a default route.
+func (n *Node) EnableIPv6() error {
+	for _, s := range [][]string{
+		{"ip", "addr", "add", HostIPv6 + "/64", "dev", "eth0", "nodad"},
+		{"ip", "addr", "add", fmt.Sprintf("%s/%d", BridgeIPv6, podIPv6PrefixLen), "dev", Bridge, "nodad"},
+		{"sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"},
+	} {
+		if err := run(s...); err != nil {
+			return err
+		}
+	}
+	n.mu.Lock()
+	n.ipv6 = true
+	n.mu.Unlock()
+	return nil
 }
 
 // Setup builds the node's interfaces in the current (node) namespace. It must
@@ -169,6 +196,8 @@ type Pod struct {
 	IP netip.Addr
 	// HostVeth is the node-side interface.
 	HostVeth string
+	// IPv6 is the pod's IPv6 address on a dual-stack node; invalid otherwise.
+	IPv6 netip.Addr
 }
 
 // AddPod creates a pod namespace with the given IP (zero: the next free one)
@@ -186,6 +215,7 @@ func (n *Node) AddPod(name string, ip netip.Addr, hostVeth string) (*Pod, error)
 	}
 	idx := n.nextVeth
 	n.nextVeth++
+	dual := n.ipv6
 	n.mu.Unlock()
 	if hostVeth == "" {
 		hostVeth = fmt.Sprintf("veth%04x", idx)
@@ -212,6 +242,14 @@ func (n *Node) AddPod(name string, ip netip.Addr, hostVeth string) (*Pod, error)
 			[]string{"ip", "link", "set", hostVeth, "up"},
 			[]string{"ip", "-n", p.Netns, "route", "add", "default", "via", BridgeIP},
 		)
+		if dual && ip.Is4() {
+			v4 := ip.As4()
+			p.IPv6 = netip.MustParseAddr(fmt.Sprintf("fd00:200::%x", v4[3]))
+			steps = append(steps,
+				[]string{"ip", "-n", p.Netns, "addr", "add", fmt.Sprintf("%s/%d", p.IPv6, podIPv6PrefixLen), "dev", "eth0", "nodad"},
+				[]string{"ip", "-n", p.Netns, "-6", "route", "add", "default", "via", BridgeIPv6},
+			)
+		}
 	}
 	for _, s := range steps {
 		if err := run(s...); err != nil {

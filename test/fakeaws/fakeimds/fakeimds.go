@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -258,7 +259,8 @@ func (s *Server) Start() error {
 		return fmt.Errorf("fakeimds: listening on %s failed (is the address in use or not configured?): %w", s.addr, err)
 	}
 	s.addr = ln.Addr().String()
-	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) }}
 	s.done = make(chan struct{})
 	go func(srv *http.Server, done chan struct{}) {
 		defer close(done)
@@ -447,6 +449,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		status(w, http.StatusBadRequest)
 		return
 	}
+	if s.opts.HopLimit > 0 {
+		// EC2 sends the response with the hop limit as its IP TTL.
+		setResponseTTL(r.Context(), s.opts.HopLimit)
+	}
 	raw := make([]byte, 40)
 	_, _ = rand.Read(raw)
 	tok := base64.RawURLEncoding.EncodeToString(raw)
@@ -541,4 +547,27 @@ func onThisHost(remoteAddr string) bool {
 		}
 	}
 	return false
+}
+
+// connKey finds the request's connection in its context.
+type connKey struct{}
+
+// setResponseTTL sets the IP TTL (hop limit) of what the server sends on the
+// request's connection from now on.
+func setResponseTTL(ctx context.Context, ttl int) {
+	c, ok := ctx.Value(connKey{}).(*net.TCPConn)
+	if !ok {
+		return
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = raw.Control(func(fd uintptr) {
+		if a, ok := c.LocalAddr().(*net.TCPAddr); ok && a.IP.To4() == nil {
+			_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IPV6, syscall.IPV6_UNICAST_HOPS, ttl)
+			return
+		}
+		_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TTL, ttl)
+	})
 }

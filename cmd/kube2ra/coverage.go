@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/kube2ra/kube2ra/iptables"
+	"github.com/kube2ra/kube2ra/k8s"
+)
+
+// coverageInterval is how often the routes to the node's pods are checked
+// against --host-interface; a pod's first check waits at most this long.
+const coverageInterval = 10 * time.Second
+
+// coverage checks that every pod on this node sends its traffic in through
+// an interface the DNAT matches, and keeps the answer for /readyz.
+type coverage struct {
+	// specs are the --host-interface entries.
+	specs []iptables.InterfaceSpec
+	// pattern is --host-interface as given, for messages.
+	pattern string
+	// pods lists this node's pods.
+	pods func() []*k8s.Pod
+	// events records one Warning per uncovered pod (rate-limited).
+	events record.EventRecorder
+	// uncovered is kube2ra_pods_not_intercepted.
+	uncovered prometheus.Gauge
+	// problem is the last check's readiness failure, "" when covered.
+	problem func(string)
+}
+
+// check runs one pass and returns the readiness problem, "" when covered.
+func (c *coverage) check() string {
+	byIP := map[netip.Addr]*k8s.Pod{}
+	var ips []netip.Addr
+	for _, p := range c.pods() {
+		if p.Terminating {
+			continue
+		}
+		for _, ip := range p.IPs {
+			byIP[ip] = p
+			ips = append(ips, ip)
+		}
+	}
+	unc, err := iptables.CheckCoverage(c.specs, ips)
+	c.uncovered.Set(float64(len(unc)))
+	var msgs []string
+	for _, u := range unc {
+		p := byIP[u.IP]
+		msg := fmt.Sprintf("pod %s/%s (%s) sends its traffic in through %s, which --host-interface %q does not match: its metadata requests are not redirected to kube2ra (refused by the guard when forwarded); add %s to --host-interface (host.interface in the chart)",
+			p.Namespace, p.Name, u.IP, u.Interface, c.pattern, suggestion(u.Interface))
+		msgs = append(msgs, msg)
+		c.events.Event(k8s.PodRef(p), corev1.EventTypeWarning, k8s.ReasonMetadataNotIntercepted, msg)
+	}
+	if err != nil {
+		msgs = append(msgs, "could not read the routes to some pods: "+err.Error())
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// suggestion is the entry that would match iface: a wildcard for the
+// usual per-pod interface names, the name itself otherwise.
+func suggestion(iface string) string {
+	for _, prefix := range []string{"cali", "lxc", "eni", "veth", "azv", "gke", "cilium"} {
+		if strings.HasPrefix(iface, prefix) && iface != prefix {
+			return prefix + "+"
+		}
+	}
+	return iface
+}
+
+// run checks now and then every coverageInterval until ctx ends.
+func (c *coverage) run(ctx context.Context) {
+	t := time.NewTicker(coverageInterval)
+	defer t.Stop()
+	for {
+		c.problem(c.check())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// startCoverage runs the coverage check in the background; /readyz fails
+// while a pod is not covered.
+func (a *agent) startCoverage(ctx context.Context, wg interface{ Go(func()) }, reg prometheus.Registerer, events record.EventRecorder) error {
+	specs, err := iptables.ParseInterfaces(a.cfg.HostInterface)
+	if err != nil {
+		return fmt.Errorf("--host-interface: %w", err)
+	}
+	gauge := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kube2ra_pods_not_intercepted",
+		Help: "Pod addresses on this node whose route leaves through an interface --host-interface does not match, so their metadata requests miss the DNAT.",
+	})
+	if err := reg.Register(gauge); err != nil {
+		return fmt.Errorf("registering kube2ra_pods_not_intercepted: %w", err)
+	}
+	c := &coverage{
+		specs: specs, pattern: a.cfg.HostInterface, pods: a.watcher.Pods, events: events, uncovered: gauge,
+		problem: func(p string) { a.coverageProblem.Store(&p) },
+	}
+	c.problem(c.check()) // before the agent reports ready
+	wg.Go(func() { c.run(ctx) })
+	return nil
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kube2ra/kube2ra/iptables"
+)
+
+// resolveHostIPv6 fills an empty --host-ipv6 when --ipv6 is on: the first
+// IPv6 address of --host-ips (the downward API's status.hostIPs), else of
+// the Node object's InternalIP then ExternalIP addresses. The proxy
+// listens there and the IPv6 DNAT targets it.
+func resolveHostIPv6(ctx context.Context, cfg *Config, kube kubernetes.Interface) (from string, err error) {
+	if !cfg.IPv6 || cfg.HostIPv6 != "" {
+		return "", nil
+	}
+	if ip, ok := firstIPv6(strings.Split(cfg.HostIPs, ",")); ok {
+		cfg.HostIPv6 = ip.String()
+		return "--host-ips", nil
+	}
+	node, err := kube.CoreV1().Nodes().Get(ctx, cfg.Node, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("--ipv6 is on without --host-ipv6 and --host-ips has no IPv6 address; reading node %s for one failed (set --host-ipv6, or HOST_IPS from the downward API's status.hostIPs): %w", cfg.Node, err)
+	}
+	for _, kind := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP} {
+		var addrs []string
+		for _, a := range node.Status.Addresses {
+			if a.Type == kind {
+				addrs = append(addrs, a.Address)
+			}
+		}
+		if ip, ok := firstIPv6(addrs); ok {
+			cfg.HostIPv6 = ip.String()
+			return "the Node object's " + string(kind), nil
+		}
+	}
+	return "", fmt.Errorf("--ipv6 is on but node %s has no IPv6 address (not in --host-ips, not among the Node object's addresses): set --host-ipv6 to the node's IPv6 address, or turn --ipv6 off", cfg.Node)
+}
+
+// firstIPv6 is the first global unicast IPv6 address among addrs.
+func firstIPv6(addrs []string) (netip.Addr, bool) {
+	for _, s := range addrs {
+		ip, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err == nil && ip.Is6() && !ip.Is4In6() && ip.IsGlobalUnicast() {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// wantIPv6Guard reports whether the IPv6 guard goes in without --ipv6: the
+// node has an IPv6 address pods could use, so their requests for
+// fd00:ec2::254 must be refused rather than reach the metadata service.
+func wantIPv6Guard(cfg *Config) (bool, []netip.Addr, error) {
+	if cfg.IPv6 {
+		return false, nil, nil
+	}
+	addrs, err := iptables.NodeIPv6Addrs()
+	return len(addrs) > 0, addrs, err
+}

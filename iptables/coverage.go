@@ -1,0 +1,101 @@
+package iptables
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Matches reports whether the entry matches the interface name as
+// iptables' -i does: exactly, by prefix with a trailing '+', or negated.
+func (s InterfaceSpec) Matches(iface string) bool {
+	var m bool
+	if prefix, wild := strings.CutSuffix(s.Name, "+"); wild {
+		m = strings.HasPrefix(iface, prefix)
+	} else {
+		m = iface == s.Name
+	}
+	return m != s.Negated
+}
+
+// Covers reports whether traffic arriving on iface meets one of the DNAT
+// rules: each entry is a rule of its own, so any match is enough.
+func Covers(specs []InterfaceSpec, iface string) bool {
+	for _, s := range specs {
+		if s.Matches(iface) {
+			return true
+		}
+	}
+	return false
+}
+
+// Uncovered is a pod address whose traffic the DNAT does not see.
+type Uncovered struct {
+	// IP is the pod's address.
+	IP netip.Addr
+	// Interface is where the node's route to it goes out, so where the
+	// pod's packets come in.
+	Interface string
+}
+
+// RouteInterface names the interface the node's route to ip goes out of,
+// read from the kernel over netlink.
+func RouteInterface(ip netip.Addr) (string, error) {
+	routes, err := netlink.RouteGet(ip.AsSlice())
+	if err != nil {
+		return "", fmt.Errorf("looking up the route to %s: %w", ip, err)
+	}
+	if len(routes) == 0 || routes[0].LinkIndex == 0 {
+		return "", fmt.Errorf("the node has no route to %s", ip)
+	}
+	link, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return "", fmt.Errorf("reading interface %d of the route to %s: %w", routes[0].LinkIndex, ip, err)
+	}
+	return link.Attrs().Name, nil
+}
+
+// CheckCoverage returns the pod addresses whose route leaves through an
+// interface that no --host-interface entry matches: their metadata
+// requests would miss the DNAT. An address whose route cannot be read is
+// reported with the error, as it is not known to be covered.
+func CheckCoverage(specs []InterfaceSpec, ips []netip.Addr) ([]Uncovered, error) {
+	var out []Uncovered
+	var errs []string
+	for _, ip := range ips {
+		iface, err := RouteInterface(ip)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		if !Covers(specs, iface) {
+			out = append(out, Uncovered{IP: ip, Interface: iface})
+		}
+	}
+	if len(errs) > 0 {
+		return out, fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+// NodeIPv6Addrs lists the node's IPv6 addresses that pods could reach it
+// on: global unicast, unique local included; link-local, loopback and
+// tentative (DAD) addresses are left out. A node with one has IPv6
+// connectivity to pods worth guarding.
+func NodeIPv6Addrs() ([]netip.Addr, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V6)
+	if err != nil {
+		return nil, fmt.Errorf("listing the node's IPv6 addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if ok && ip.IsGlobalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
+}
