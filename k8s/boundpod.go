@@ -21,7 +21,7 @@ import (
 // LookupTimeout (the informer may not have seen it yet), then fails with
 // ErrPodNotFound. While the pod watch is not current the pod is checked
 // with a live GET; a failed check fails with ErrNotSynced.
-func (w *Watcher) BoundPod(ctx context.Context, ref PodRef) (*Pod, error) {
+func (w *Watcher) BoundPod(ctx context.Context, ref BoundPodRef) (*Pod, error) {
 	if err := w.waitSynced(ctx); err != nil {
 		return nil, err
 	}
@@ -57,7 +57,7 @@ func (w *Watcher) BoundPod(ctx context.Context, ref PodRef) (*Pod, error) {
 }
 
 // boundPod is the cached pod under key if it is ref's and live on this node.
-func (w *Watcher) boundPod(key string, ref PodRef) *corev1.Pod {
+func (w *Watcher) boundPod(key string, ref BoundPodRef) *corev1.Pod {
 	obj, ok, err := w.pods.GetStore().GetByKey(key)
 	if err != nil || !ok {
 		return nil
@@ -70,7 +70,7 @@ func (w *Watcher) boundPod(key string, ref PodRef) *corev1.Pod {
 }
 
 // boundMismatch says why pod is not ref's live pod on this node, or "".
-func (w *Watcher) boundMismatch(pod *corev1.Pod, ref PodRef) string {
+func (w *Watcher) boundMismatch(pod *corev1.Pod, ref BoundPodRef) string {
 	switch {
 	case pod.UID != ref.UID:
 		return fmt.Sprintf("was replaced (UID %s, token %s)", pod.UID, ref.UID)
@@ -84,7 +84,7 @@ func (w *Watcher) boundMismatch(pod *corev1.Pod, ref PodRef) string {
 
 // verifyBoundPod asks the API server whether ref is still a live pod of
 // this node.
-func (w *Watcher) verifyBoundPod(ctx context.Context, ref PodRef) (*Pod, error) {
+func (w *Watcher) verifyBoundPod(ctx context.Context, ref BoundPodRef) (*Pod, error) {
 	return w.podVerifier.do(ctx, "token "+string(ref.UID), func(ctx context.Context) (*Pod, error) {
 		live, err := w.client.CoreV1().Pods(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		why := func() string {
@@ -114,7 +114,7 @@ func (w *Watcher) verifyBoundPod(ctx context.Context, ref PodRef) (*Pod, error) 
 // BoundPodFinder finds the live pod of this node a token names; *Watcher
 // implements it.
 type BoundPodFinder interface {
-	BoundPod(ctx context.Context, ref PodRef) (*Pod, error)
+	BoundPod(ctx context.Context, ref BoundPodRef) (*Pod, error)
 }
 
 var _ BoundPodFinder = (*Watcher)(nil)

@@ -248,7 +248,7 @@ func TestIntegrationTokenDoorWithRealTokens(t *testing.T) {
 		}
 		again := runPod(t, ctx, podOf(ns, "web", node, "web", nil, false), corev1.PodRunning, "10.77.0.1")
 		eventually(t, "the namesake is cached", func() error {
-			if _, err := d.watcher.BoundPod(ctx, PodRef{Namespace: ns, Name: "web", UID: again.UID}); err != nil {
+			if _, err := d.watcher.BoundPod(ctx, BoundPodRef{Namespace: ns, Name: "web", UID: again.UID}); err != nil {
 				return err
 			}
 			return nil
@@ -262,7 +262,7 @@ func TestIntegrationTokenDoorWithRealTokens(t *testing.T) {
 		tok := podToken(t, ns, "irsa", irsa, DefaultPodIdentityAudience)
 		setStatus(t, ctx, irsa, corev1.PodSucceeded)
 		eventually(t, "the phase reaches the cache", func() error {
-			if _, err := d.watcher.BoundPod(ctx, PodRef{Namespace: ns, Name: "irsa", UID: irsa.UID}); err == nil {
+			if _, err := d.watcher.BoundPod(ctx, BoundPodRef{Namespace: ns, Name: "irsa", UID: irsa.UID}); err == nil {
 				return errors.New("still live")
 			}
 			return nil
@@ -280,6 +280,61 @@ func TestIntegrationTokenDoorWithRealTokens(t *testing.T) {
 		}
 		if keys.Issuer != "https://kubernetes.default.svc.cluster.local" || len(keys.Keys) == 0 {
 			t.Fatalf("issuer %q with %d keys", keys.Issuer, len(keys.Keys))
+		}
+	})
+}
+
+// BenchmarkIntegrationTokenVerification measures the choice the token door
+// made, on tokens the real kube-apiserver issued: a TokenReview (one API
+// round trip per new token, what the alternative design would pay) against
+// a local check with the published keys, full and cached.
+func BenchmarkIntegrationTokenVerification(b *testing.B) {
+	ctx := context.Background()
+	const ns = "pi-bench"
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		b.Fatal(err)
+	}
+	if _, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		b.Fatal(err)
+	}
+	pod, err := admin.CoreV1().Pods(ns).Create(ctx, podOf(ns, "web", "pi-bench-node", "web", nil, false), metav1.CreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	secs := int64(600)
+	tok, err := admin.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "web", &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences: []string{DefaultPodIdentityAudience}, ExpirationSeconds: &secs,
+		BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}}}, metav1.CreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := tok.Status.Token
+	rest := admin.Discovery().RESTClient()
+	keys := NewAPIServerKeys(func(ctx context.Context, path string) ([]byte, error) { return rest.Get().AbsPath(path).DoRaw(ctx) }, nil, testLogger())
+	verifier, err := NewTokenVerifier(TokenVerifierOptions{Keys: keys})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("tokenreview", func(b *testing.B) {
+		for b.Loop() {
+			r, err := admin.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: raw, Audiences: []string{DefaultPodIdentityAudience}}}, metav1.CreateOptions{})
+			if err != nil || !r.Status.Authenticated {
+				b.Fatalf("TokenReview: %v %+v", err, r.Status)
+			}
+		}
+	})
+	b.Run("local-full", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := verifier.verify(ctx, raw, time.Now()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("local-cached", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := verifier.Verify(ctx, raw); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }

@@ -105,8 +105,8 @@ func reject(reason TokenRejection, format string, args ...any) error {
 	return &TokenError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
 }
 
-// PodRef is the pod a token is bound to.
-type PodRef struct {
+// BoundPodRef is the pod a token is bound to.
+type BoundPodRef struct {
 	// Namespace of the pod.
 	Namespace string
 	// Name of the pod.
@@ -115,12 +115,14 @@ type PodRef struct {
 	UID types.UID
 }
 
-func (r PodRef) String() string { return r.Namespace + "/" + r.Name + " (UID " + string(r.UID) + ")" }
+func (r BoundPodRef) String() string {
+	return r.Namespace + "/" + r.Name + " (UID " + string(r.UID) + ")"
+}
 
 // TokenClaims is what a verified token says about its caller.
 type TokenClaims struct {
 	// Pod is the pod the token is bound to.
-	Pod PodRef
+	Pod BoundPodRef
 	// ServiceAccount is the ServiceAccount's name.
 	ServiceAccount string
 	// Node is the node the token's pod was scheduled on when the token was
@@ -386,7 +388,7 @@ func (v *TokenVerifier) verify(ctx context.Context, raw string, now time.Time) (
 		return TokenClaims{}, reject(TokenMalformed, "subject %q does not match the token's namespace and ServiceAccount (%q)", p.Subject, want)
 	}
 	c := TokenClaims{
-		Pod:            PodRef{Namespace: p.K8s.Namespace, Name: p.K8s.Pod.Name, UID: types.UID(p.K8s.Pod.UID)},
+		Pod:            BoundPodRef{Namespace: p.K8s.Namespace, Name: p.K8s.Pod.Name, UID: types.UID(p.K8s.Pod.UID)},
 		ServiceAccount: p.K8s.ServiceAccount.Name,
 		Expiry:         exp,
 	}

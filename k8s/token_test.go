@@ -173,7 +173,7 @@ func TestVerifyTokenRejections(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Verify: %v, want accepted", err)
 				}
-				if claims.Pod != (PodRef{Namespace: "apps", Name: "web-1", UID: "uid-web-1"}) || claims.ServiceAccount != "web" {
+				if claims.Pod != (BoundPodRef{Namespace: "apps", Name: "web-1", UID: "uid-web-1"}) || claims.ServiceAccount != "web" {
 					t.Fatalf("claims = %+v", claims)
 				}
 				return
@@ -327,4 +327,37 @@ func TestVerifyTokenCustomAudienceAndSkew(t *testing.T) {
 	if _, err := v.Verify(context.Background(), sign(t, key, c)); !errors.As(err, &te) || te.Reason != TokenWrongAudience {
 		t.Fatalf("kube2ra audience with the EKS audience configured: %v, want wrong_audience", err)
 	}
+}
+
+// BenchmarkVerifyToken is the cost of the two paths: a full check (RS256
+// signature, claims) for a token seen the first time, and a cache hit
+// (SHA-256 of the token and a map lookup) for every later request.
+func BenchmarkVerifyToken(b *testing.B) {
+	key := newRSAKey(b, "k")
+	tok, err := key.Sign(goodClaims())
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := &fakeKeys{}
+	raw, _ := tokensigner.JWKS(key)
+	if keys.keys, err = ParseJWKS(raw); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.Run("full", func(b *testing.B) {
+		v, _ := NewTokenVerifier(TokenVerifierOptions{Keys: keys, Clock: clocktesting.NewFakeClock(tokenNow)})
+		for b.Loop() {
+			if _, err := v.verify(ctx, tok, tokenNow); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		v, _ := NewTokenVerifier(TokenVerifierOptions{Keys: keys, Clock: clocktesting.NewFakeClock(tokenNow)})
+		for b.Loop() {
+			if _, err := v.Verify(ctx, tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

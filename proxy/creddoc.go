@@ -48,6 +48,12 @@ func newCredentialDocs(c clock.PassiveClock) *credentialDocs {
 // receiving this credential for the first time. creds must be complete
 // (the caller checks); without LastUpdated, the first encoding stamps it.
 func (d *credentialDocs) document(creds credentials.Credentials, pod types.UID) (body []byte, first bool, err error) {
+	return d.documentWith(creds, pod, encodeCredentials)
+}
+
+// documentWith is document with another encoding (a cache holds one
+// encoding only: the token door keeps a cache of its own).
+func (d *credentialDocs) documentWith(creds credentials.Credentials, pod types.UID, encode func(credentials.Credentials) ([]byte, error)) (body []byte, first bool, err error) {
 	d.mu.RLock()
 	doc := d.byKey[creds.AccessKeyID]
 	if doc != nil && sameCredentials(doc.creds, creds) {
@@ -67,7 +73,7 @@ func (d *credentialDocs) document(creds credentials.Credentials, pod types.UID) 
 	if creds.LastUpdated.IsZero() {
 		creds.LastUpdated = d.clock.Now()
 	}
-	body, err = encodeCredentials(creds)
+	body, err = encode(creds)
 	if err != nil {
 		return nil, false, err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/k8s"
 )
 
@@ -124,18 +125,24 @@ func (s *Server) servePodIdentity(ctx context.Context, w http.ResponseWriter, r 
 		info.reason = credentialErrorReason(err)
 		return
 	}
-	body, err := json.Marshal(containerCredentials{
-		AccessKeyID:     creds.AccessKeyID,
-		SecretAccessKey: creds.SecretAccessKey,
-		Token:           creds.SessionToken,
-		AccountID:       accountOf(role.ARN),
-		Expiration:      creds.Expiration.UTC().Format(time.RFC3339),
+	account := accountOf(role.ARN)
+	body, first, err := s.podIdentityDocs.documentWith(creds, pod.UID, func(c credentials.Credentials) ([]byte, error) {
+		return json.Marshal(containerCredentials{
+			AccessKeyID:     c.AccessKeyID,
+			SecretAccessKey: c.SecretAccessKey,
+			Token:           c.SessionToken,
+			AccountID:       account,
+			Expiration:      c.Expiration.UTC().Format(time.RFC3339),
+		})
 	})
 	if err != nil {
 		s.refusePodIdentity(w, info, http.StatusInternalServerError, piInternalError, piCodeInternal, "encoding the credentials failed", err)
 		return
 	}
 	info.accessKeyID, info.expiration = creds.AccessKeyID, creds.Expiration
+	// SDKs re-read credentials they hold; the first serving to each pod is
+	// logged at info, repeats at debug, as on the metadata door.
+	info.routine = !first
 	s.metrics.podIdentity.WithLabelValues(piSuccess).Inc()
 	writeJSON(w, http.StatusOK, body)
 }

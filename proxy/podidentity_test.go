@@ -47,7 +47,7 @@ type boundPods struct {
 	err  error
 }
 
-func (b *boundPods) BoundPod(_ context.Context, ref k8s.PodRef) (*k8s.Pod, error) {
+func (b *boundPods) BoundPod(_ context.Context, ref k8s.BoundPodRef) (*k8s.Pod, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.err != nil {

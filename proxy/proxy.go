@@ -171,6 +171,8 @@ type Server struct {
 	listener *httpListener
 	// podIdentity is the token door, nil when closed.
 	podIdentity *PodIdentity
+	// podIdentityDocs caches the token door's encoded documents.
+	podIdentityDocs *credentialDocs
 }
 
 // New builds a metadata server. It does not bind a port; call Listen.
@@ -266,20 +268,21 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 	}
 
 	s := &Server{
-		pods:           pods,
-		roles:          roles,
-		creds:          creds,
-		imdsv2Required: opts.IMDSv2Required,
-		requestTimeout: opts.RequestTimeout,
-		tokens:         tokens,
-		allow:          allow,
-		backend:        backend,
-		metrics:        m,
-		log:            opts.Logger,
-		clock:          opts.Clock,
-		docs:           newCredentialDocs(opts.Clock),
-		logs:           levelEnabled(opts.Logger),
-		podIdentity:    opts.PodIdentity,
+		pods:            pods,
+		roles:           roles,
+		creds:           creds,
+		imdsv2Required:  opts.IMDSv2Required,
+		requestTimeout:  opts.RequestTimeout,
+		tokens:          tokens,
+		allow:           allow,
+		backend:         backend,
+		metrics:         m,
+		log:             opts.Logger,
+		clock:           opts.Clock,
+		docs:            newCredentialDocs(opts.Clock),
+		logs:            levelEnabled(opts.Logger),
+		podIdentity:     opts.PodIdentity,
+		podIdentityDocs: newCredentialDocs(opts.Clock),
 	}
 	if opts.RateLimit > 0 {
 		s.limiter = newIPRateLimiter(opts.RateLimit, opts.RateLimitBurst, opts.Clock)

@@ -77,6 +77,9 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		{"host IPs not addresses", func(c *Config) { c.HostIPs = "10.0.0.1,node-a" }, "--host-ips"},
 		{"bad log format", func(c *Config) { c.LogFormat = "xml" }, "--log-format"},
 		{"zero upstream qps", func(c *Config) { c.UpstreamQPS = 0 }, "--upstream-qps"},
+		{"empty pod identity audience", func(c *Config) { c.PodIdentityAudience = "" }, "--pod-identity-audience"},
+		{"pod identity audience with a space", func(c *Config) { c.PodIdentityAudience = "kube 2ra" }, "--pod-identity-audience"},
+		{"EKS's audience for the token door", func(c *Config) { c.PodIdentity, c.PodIdentityAudience = true, "pods.eks.amazonaws.com" }, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
+	"slices"
 
 	"github.com/sirupsen/logrus"
 	"k8s.io/client-go/kubernetes"
@@ -62,7 +65,29 @@ func (d *podIdentityDoor) start(runCtx, syncCtx context.Context, log logrus.Fiel
 	if _, err := d.keys.Keys(syncCtx); err != nil {
 		log.WithError(err).Error("the token door cannot read the cluster's ServiceAccount signing keys; it answers 503 until it can")
 	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		if a, ok := eksAgentAddress(addrs); ok {
+			log.WithField("address", a).Warn("169.254.170.23 is an address of this node: AWS's EKS Pod Identity Agent is probably running here; kube2ra's DNAT now takes its pods' traffic. Remove the eks-pod-identity-agent add-on, or turn --pod-identity off")
+		}
+	}
 	return nil
+}
+
+// eksAgentAddress returns the node address that betrays AWS's agent, if
+// any: it listens on 169.254.170.23 and fd00:ec2::23, added to a link of
+// the node.
+func eksAgentAddress(addrs []net.Addr) (netip.Addr, bool) {
+	eksAddresses := []netip.Addr{netip.MustParseAddr("169.254.170.23"), netip.MustParseAddr("fd00:ec2::23")}
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		if slices.Contains(eksAddresses, p.Addr().Unmap()) {
+			return p.Addr(), true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // proxyDoor is the proxy's door, nil when the token door is closed.

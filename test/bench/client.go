@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"os"
 	"strconv"
 	"time"
 )
@@ -62,6 +64,24 @@ func Dial(addr string, timeout time.Duration) (*Conn, error) {
 		return nil, err
 	}
 	return &Conn{addr: addr, c: c, br: bufio.NewReaderSize(c, 16<<10)}, nil
+}
+
+// authorizationToken reads the token file files names for the
+// connection's own source address.
+func (c *Conn) authorizationToken(files map[string]string) (string, error) {
+	ap, err := netip.ParseAddrPort(c.c.LocalAddr().String())
+	if err != nil {
+		return "", err
+	}
+	file, ok := files[ap.Addr().Unmap().String()]
+	if !ok {
+		return "", fmt.Errorf("no token file for source address %s", ap.Addr())
+	}
+	tok, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	return string(tok), nil
 }
 
 // Close closes the connection.

@@ -35,6 +35,11 @@ type LoadOptions struct {
 	// Expect, when set, must be a prefix of every 200 body (a sanity check
 	// that the right thing answered, e.g. `{"Code":"Success"` ).
 	Expect string `json:"expect"`
+	// AuthorizationFiles, when set, maps a pod IP to its ServiceAccount
+	// token file: every connection sends the token of the address it
+	// connected from as the Authorization header, as an SDK on the token
+	// door does. One options value then serves every pod.
+	AuthorizationFiles map[string]string `json:"authorizationFiles,omitempty"`
 }
 
 // LoadResult is what one load run measured in its window.
@@ -134,7 +139,14 @@ func runConn(ctx context.Context, o LoadOptions, measureFrom, end time.Time) Loa
 		if err != nil {
 			return err
 		}
-		if o.Token {
+		if len(o.AuthorizationFiles) > 0 {
+			tok, err := c.authorizationToken(o.AuthorizationFiles)
+			if err != nil {
+				_ = c.Close()
+				return err
+			}
+			req = BuildRequest("GET", o.Path, "Authorization", tok)
+		} else if o.Token {
 			tok, err := c.Token(time.Now().Add(o.Timeout))
 			if err != nil {
 				_ = c.Close()

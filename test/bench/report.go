@@ -85,6 +85,7 @@ var FigureNames = []string{
 	"ready_ms",
 	"rss_mib_remote0", "rss_mib_remote20000",
 	"upstream_calls_per_session",
+	"pod_identity_rps", "pod_identity_rps_ratio", "pod_identity_p99_us", "pod_identity_vs_cred_rps",
 }
 
 // Targets are issue 10's goals by figure name.
@@ -96,6 +97,9 @@ var Targets = map[string]Target{
 	"rss_mib_remote0":            {Op: "<=", Value: 60},
 	"rss_mib_remote20000":        {Op: "<=", Value: 60},
 	"upstream_calls_per_session": {Op: "<=", Value: 1.05},
+	// Issue 18: verifying tokens must not make the token door more than
+	// 20 % slower than the metadata door.
+	"pod_identity_vs_cred_rps": {Op: ">=", Value: 0.8},
 }
 
 // Add records a figure (replacing one of the same name) and checks its target.

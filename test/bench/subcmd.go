@@ -55,6 +55,8 @@ type FetchOptions struct {
 	Path string `json:"path"`
 	// Token sends an IMDSv2 token first.
 	Token bool `json:"token"`
+	// AuthorizationFiles sends a ServiceAccount token, as LoadOptions does.
+	AuthorizationFiles map[string]string `json:"authorizationFiles,omitempty"`
 	// Timeout bounds the request.
 	Timeout time.Duration `json:"timeout"`
 }
@@ -76,7 +78,14 @@ func FetchMain() error {
 	}
 	defer c.Close()
 	req := BuildRequest("GET", o.Path)
-	if o.Token {
+	switch {
+	case len(o.AuthorizationFiles) > 0:
+		tok, err := c.authorizationToken(o.AuthorizationFiles)
+		if err != nil {
+			return err
+		}
+		req = BuildRequest("GET", o.Path, "Authorization", tok)
+	case o.Token:
 		tok, err := c.Token(deadline)
 		if err != nil {
 			return err

@@ -50,11 +50,17 @@ const credsPath = "/latest/meta-data/iam/security-credentials/"
 
 func startEnv(t *testing.T, flavour harness.Flavour, args ...string) *harness.Env {
 	t.Helper()
+	return startEnvWith(t, harness.Options{Flavour: flavour, Roles: allRoles, AgentArgs: args})
+}
+
+// startEnvWith starts an environment with opts and closes it at the end of the test.
+func startEnvWith(t *testing.T, opts harness.Options) *harness.Env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	env, err := harness.Start(ctx, harness.Options{Flavour: flavour, Roles: allRoles, AgentArgs: args})
+	env, err := harness.Start(ctx, opts)
 	if err != nil {
-		t.Fatalf("starting the %s environment: %v", flavour, err)
+		t.Fatalf("starting the %s environment: %v", opts.Flavour, err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {

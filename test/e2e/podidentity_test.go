@@ -3,11 +3,9 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -26,7 +24,7 @@ func TestPodIdentity(t *testing.T) {
 	for _, flavour := range flavours() {
 		t.Run(string(flavour), func(t *testing.T) {
 			ctx := ctxT(t)
-			env := startPodIdentityEnv(t, flavour)
+			env := startEnvWith(t, harness.Options{Flavour: flavour, Roles: allRoles, PodIdentity: true})
 			const ns = "pi-e2e"
 			mustNamespace(t, env, ns, `["`+roleWeb+`", "`+roleWorker+`"]`)
 			nsObj, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
@@ -124,23 +122,6 @@ func TestPodIdentity(t *testing.T) {
 			}
 		})
 	}
-}
-
-func startPodIdentityEnv(t *testing.T, flavour harness.Flavour) *harness.Env {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	env, err := harness.Start(ctx, harness.Options{Flavour: flavour, Roles: allRoles, PodIdentity: true})
-	if err != nil {
-		t.Fatalf("starting the %s environment with the token door: %v", flavour, err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("agent log (tail):\n%s", env.Agent.LogTail(60))
-		}
-		env.Close()
-	})
-	return env
 }
 
 // projectToken writes the pod's token and returns its file and the token.

@@ -38,13 +38,15 @@ const netnsPrefix = "k2r-bench"
 // Phases that BENCH_ONLY can select.
 const (
 	phaseCred = "cred"
-	phasePass = "pass"
-	phaseCold = "cold"
-	phaseSess = "sess"
-	phaseMem  = "mem"
+	// phasePodID is the token door against the bare server and the metadata door.
+	phasePodID = "podid"
+	phasePass  = "pass"
+	phaseCold  = "cold"
+	phaseSess  = "sess"
+	phaseMem   = "mem"
 )
 
-var allPhases = []string{phaseMem, phaseCred, phaseCold, phaseSess, phasePass}
+var allPhases = []string{phaseMem, phaseCred, phaseCold, phaseSess, phasePass, phasePodID}
 
 // config is the size of a run.
 type config struct {
@@ -179,6 +181,13 @@ func run(cfg config) error {
 			return err
 		}
 		step(phasePass, s.passThrough)
+		s.closeEnv()
+	}
+	if cfg.runs(phasePodID) {
+		if err := s.startPodIdentity(ctx); err != nil {
+			return err
+		}
+		step(phasePodID, s.podIdentityRoute)
 		s.closeEnv()
 	}
 

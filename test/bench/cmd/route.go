@@ -69,20 +69,9 @@ func (s *suite) credRoute(ctx context.Context) error {
 	path := credPathPrefix + loadRole
 
 	// kube2ra's exact answer, for the baseline to repeat.
-	var ref bench.Response
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		p, err := s.startSub(ctx, nets[0], "fetch", bench.FetchOptions{Addr: metadataAddr, Path: path, Token: true})
-		if err == nil {
-			err = p.result(10*time.Second, &ref)
-		}
-		if err == nil && ref.Status == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the load pod never got its credentials (last: %d, %v); agent log:\n%s", ref.Status, err, s.agentLogTail())
-		}
-		time.Sleep(100 * time.Millisecond)
+	ref, err := s.fetchReference(ctx, nets[0], bench.FetchOptions{Addr: metadataAddr, Path: path, Token: true})
+	if err != nil {
+		return err
 	}
 	baseline := bench.BaselineOptions{
 		Addr:   net.JoinHostPort(simnode.HostIP, strconv.Itoa(harness.AppPort)),
@@ -111,15 +100,9 @@ func (s *suite) credRoute(ctx context.Context) error {
 		sa.CPUPerReqUS, sa.HarnessCPUPerReqUS = cpuPerReq(cpuA[0], ra.OK), cpuPerReq(cpuA[1], ra.OK)
 		s.logf("credential route round %d: kube2ra  %8.0f req/s  p50 %6.0f µs  p99 %6.0f µs  server CPU %5.1f µs/req (log reader %4.1f)", round, sa.RPS, sa.P50us, sa.P99us, sa.CPUPerReqUS, sa.HarnessCPUPerReqUS)
 
-		if err := env.Agent.Stop(); err != nil {
-			return fmt.Errorf("stopping the agent for the baseline: %w", err)
-		}
-		srv, err := s.startSub(ctx, nil, "baseline", baseline)
+		srv, err := s.replaceAgentWithBaseline(ctx, baseline)
 		if err != nil {
 			return err
-		}
-		if l, err := srv.line(10 * time.Second); err != nil || l != "listening" {
-			return fmt.Errorf("baseline did not start (%q): %w", l, err)
 		}
 		rb, cpuB, err := s.runLoadCPU(ctx, nets, opts, srv.cmd.Process.Pid, os.Getpid())
 		_ = srv.stop()
@@ -155,6 +138,42 @@ func (s *suite) credRoute(ctx context.Context) error {
 	r.Add("cred_p99_ratio", bench.Median(p99Ratios), "ratio", "median of pairwise A/B ratios: "+bench.JoinFloats(p99Ratios))
 	r.Detail("cred_route", map[string]any{"kube2ra": a, "baseline": b, "rps_ratios": rpsRatios, "p99_ratios": p99Ratios, "connections": conns})
 	return nil
+}
+
+// replaceAgentWithBaseline stops the agent (its DNAT rules stay) and starts
+// the bare server on its address.
+func (s *suite) replaceAgentWithBaseline(ctx context.Context, baseline bench.BaselineOptions) (*subprocess, error) {
+	if err := s.env.Agent.Stop(); err != nil {
+		return nil, fmt.Errorf("stopping the agent for the baseline: %w", err)
+	}
+	srv, err := s.startSub(ctx, nil, "baseline", baseline)
+	if err != nil {
+		return nil, err
+	}
+	if l, err := srv.line(10 * time.Second); err != nil || l != "listening" {
+		return nil, fmt.Errorf("baseline did not start (%q): %w", l, err)
+	}
+	return srv, nil
+}
+
+// fetchReference asks kube2ra from pod net until it answers 200 (the pod
+// may not be known yet): its exact answer, for the baseline to repeat.
+func (s *suite) fetchReference(ctx context.Context, net *simnode.Pod, o bench.FetchOptions) (bench.Response, error) {
+	var ref bench.Response
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p, err := s.startSub(ctx, net, "fetch", o)
+		if err == nil {
+			err = p.result(10*time.Second, &ref)
+		}
+		if err == nil && ref.Status == 200 {
+			return ref, nil
+		}
+		if time.Now().After(deadline) {
+			return ref, fmt.Errorf("the load pod never got its credentials from %s%s (last: %d, %v); agent log:\n%s", o.Addr, o.Path, ref.Status, err, s.agentLogTail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // restartAgent starts the agent and waits until it is ready.

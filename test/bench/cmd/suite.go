@@ -108,11 +108,19 @@ func (s *suite) logf(format string, args ...any) {
 
 // startEnv starts a node of the given flavour with the roles the phases use.
 func (s *suite) startEnv(ctx context.Context, flavour harness.Flavour, roles []string, noAgent bool) error {
+	return s.startEnvWith(ctx, harness.Options{Flavour: flavour, Roles: roles, NoAgent: noAgent})
+}
+
+// startEnvWith starts a node with opts plus the bench's agent arguments
+// and environment.
+func (s *suite) startEnvWith(ctx context.Context, opts harness.Options) error {
 	s.closeEnv()
 	t0 := time.Now()
-	args := append(slices.Clone(agentArgs), strings.Fields(os.Getenv("BENCH_AGENT_ARGS"))...)
+	flavour := opts.Flavour
+	opts.AgentArgs = append(slices.Clone(agentArgs), strings.Fields(os.Getenv("BENCH_AGENT_ARGS"))...)
 	// BENCH_AGENT_ENV (space separated K=V) adds environment, e.g. GOGC.
-	env, err := harness.Start(ctx, harness.Options{Flavour: flavour, Roles: roles, AgentArgs: args, AgentEnv: strings.Fields(os.Getenv("BENCH_AGENT_ENV")), NoAgent: noAgent})
+	opts.AgentEnv = strings.Fields(os.Getenv("BENCH_AGENT_ENV"))
+	env, err := harness.Start(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("starting the %s node: %w", flavour, err)
 	}

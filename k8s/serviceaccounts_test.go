@@ -1,0 +1,90 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// fakeAccounts maps namespace/name to a ServiceAccount's role.
+type fakeAccounts map[string]string
+
+func (f fakeAccounts) ServiceAccountRole(namespace, name string) (string, bool) {
+	role, ok := f[namespace+"/"+name]
+	return role, ok
+}
+
+func TestServiceAccountRoles(t *testing.T) {
+	namespaces := fakeNamespaces{"apps": namespace("apps", "1", ptr(`["sa-role", "pod-role", "irsa-role"]`))}
+	resolver, err := NewRoleResolver(namespaces, ResolverOptions{BaseRoleARN: StaticBaseARN(testBase), NamespaceRestrictions: true, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accounts := fakeAccounts{
+		"apps/web":    "sa-role",
+		"apps/irsa":   testBase + "irsa-role", // what ServiceAccounts returns for eks.amazonaws.com/role-arn
+		"apps/plain":  "",
+		"apps/denied": "admin",
+	}
+	roles, err := NewServiceAccountRoles(resolver, accounts, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := func(sa string, ann map[string]string) *Pod {
+		return &Pod{UID: "u", Namespace: "apps", Name: "p", ServiceAccount: sa, Annotations: ann}
+	}
+	tests := []struct {
+		name    string
+		pod     *Pod
+		want    string
+		wantErr func(error) bool
+	}{
+		{"the ServiceAccount's role", pod("web", nil), testBase + "sa-role", nil},
+		{"the ServiceAccount's IRSA role ARN", pod("irsa", nil), testBase + "irsa-role", nil},
+		{"the pod's annotation wins", pod("web", map[string]string{DefaultRoleKey: "pod-role"}), testBase + "pod-role", nil},
+		{"no role anywhere", pod("plain", nil), "", func(err error) bool { return errors.Is(err, ErrNoRole) }},
+		{"the namespace policy applies to the ServiceAccount's role", pod("denied", nil), "", func(err error) bool {
+			var d *DenialError
+			return errors.As(err, &d) && d.Reason == DeniedByNamespace
+		}},
+		{"a ServiceAccount the cache lacks cannot be judged", pod("gone", nil), "", func(err error) bool { return errors.Is(err, ErrNotSynced) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(tt.pod.Annotations)
+			role, err := roles.ResolveRole(context.Background(), tt.pod)
+			if tt.wantErr != nil {
+				if !tt.wantErr(err) {
+					t.Fatalf("ResolveRole = %+v, %v", role, err)
+				}
+				return
+			}
+			if err != nil || role.ARN != tt.want {
+				t.Fatalf("ResolveRole = %q, %v; want %s", role.ARN, err, tt.want)
+			}
+			if len(tt.pod.Annotations) != before {
+				t.Fatal("the pod's (informer-shared) annotations were modified")
+			}
+		})
+	}
+}
+
+func TestServiceAccountCacheKeepsOnlyRoleAnnotations(t *testing.T) {
+	sa := &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "web", UID: "u", ResourceVersion: "7",
+			Annotations: map[string]string{DefaultRoleKey: "a", IRSARoleKey: "b", "kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+			Labels:      map[string]string{"x": "y"}},
+		Secrets: []corev1.ObjectReference{{Name: "web-token"}},
+	}
+	out, err := transformServiceAccount([]string{DefaultRoleKey, IRSARoleKey})(sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*corev1.ServiceAccount)
+	if len(got.Annotations) != 2 || got.Labels != nil || got.Secrets != nil || got.Name != "web" || got.UID != "u" || got.ResourceVersion != "7" {
+		t.Fatalf("trimmed to %+v", got)
+	}
+}
