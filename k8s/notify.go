@@ -45,6 +45,19 @@ type RoleNotifier struct {
 	mu sync.Mutex
 	// announced is the role last announced per pod UID.
 	announced map[types.UID]announcement
+	// accounts (guarded by mu), when set, gives pods without a role annotation their
+	// ServiceAccount's role (the token door's rule), so those are
+	// prefetched too.
+	accounts ServiceAccountRoleGetter
+}
+
+// UseServiceAccountRoles makes the notifier announce, for a pod without
+// its own role annotation, its ServiceAccount's role, as the token door
+// resolves it. Call it before the Watcher starts (or Resync after).
+func (n *RoleNotifier) UseServiceAccountRoles(accounts ServiceAccountRoleGetter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.accounts = accounts
 }
 
 // announcement is what the listener was last told about a pod.
@@ -106,7 +119,15 @@ func (n *RoleNotifier) evaluateLocked(p *corev1.Pod) {
 		return
 	}
 	pod := podFromObject(p)
-	role, err := n.resolver.resolve(pod)
+	resolved := pod
+	var err error
+	if n.accounts != nil {
+		resolved, err = withServiceAccountRole(pod, n.accounts, n.resolver.opts.Keys.Role)
+	}
+	var role Role
+	if err == nil {
+		role, err = n.resolver.resolve(resolved)
+	}
 	if err != nil {
 		n.goneLocked(p.UID)
 		return

@@ -5,6 +5,8 @@ package k8s
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +51,8 @@ var podIdentityRBAC = sync.OnceValue(func() error {
 // running as the agent.
 type tokenDoor struct {
 	watcher  *Watcher
+	accounts *ServiceAccounts
+	resolver *RoleResolver
 	auth     *PodAuthenticator
 	roles    *ServiceAccountRoles
 	keys     *APIServerKeys
@@ -94,7 +98,7 @@ func startTokenDoor(t *testing.T, node string) *tokenDoor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &tokenDoor{watcher: w, auth: auth, roles: roles, keys: keys, verifier: verifier}
+	return &tokenDoor{watcher: w, accounts: accounts, resolver: resolver, auth: auth, roles: roles, keys: keys, verifier: verifier}
 }
 
 func createServiceAccount(t *testing.T, ns, name string, ann map[string]string) {
@@ -271,6 +275,25 @@ func TestIntegrationTokenDoorWithRealTokens(t *testing.T) {
 		if _, err := d.auth.AuthenticatePod(ctx, tok); !errors.As(err, &te) || te.Reason != TokenPodNotHere {
 			t.Fatalf("finished pod's token: %v, want pod_not_on_node", err)
 		}
+	})
+
+	t.Run("a pod whose ServiceAccount names the role is announced for prefetch", func(t *testing.T) {
+		events := &roleEvents{}
+		n, err := NewRoleNotifier(d.watcher, d.resolver, events, testLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.UseServiceAccountRoles(d.accounts)
+		n.Resync()
+		want := "changed " + ns + "/web " + testBase + "web-role"
+		eventually(t, "the web pod is announced with its ServiceAccount's role", func() error {
+			events.mu.Lock()
+			defer events.mu.Unlock()
+			if !slices.Contains(events.calls, want) {
+				return fmt.Errorf("calls %q lack %q", events.calls, want)
+			}
+			return nil
+		})
 	})
 
 	t.Run("the issuer is the API server's", func(t *testing.T) {

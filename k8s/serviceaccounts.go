@@ -142,29 +142,39 @@ func NewServiceAccountRoles(resolver PodRoleResolver, accounts ServiceAccountRol
 
 // ResolveRole implements the proxy's RoleResolver for the token door.
 func (r *ServiceAccountRoles) ResolveRole(ctx context.Context, pod *Pod) (Role, error) {
+	withRole, err := withServiceAccountRole(pod, r.accounts, r.roleKey)
+	if err != nil {
+		return Role{}, err
+	}
+	return r.resolver.ResolveRole(ctx, withRole)
+}
+
+// withServiceAccountRole is pod as the resolver should see it on the token
+// door: itself when it names its own role (it wins) or has no
+// ServiceAccount, else a copy carrying its ServiceAccount's role as its
+// role annotation (the pod's annotations are the informer's, read only).
+func withServiceAccountRole(pod *Pod, accounts ServiceAccountRoleGetter, roleKey string) (*Pod, error) {
 	if pod == nil {
-		return Role{}, errors.New("k8s: ResolveRole called without a pod")
+		return nil, errors.New("k8s: ResolveRole called without a pod")
 	}
-	if strings.TrimSpace(pod.Annotations[r.roleKey]) != "" || pod.ServiceAccount == "" {
-		return r.resolver.ResolveRole(ctx, pod)
+	if strings.TrimSpace(pod.Annotations[roleKey]) != "" || pod.ServiceAccount == "" {
+		return pod, nil
 	}
-	role, ok := r.accounts.ServiceAccountRole(pod.Namespace, pod.ServiceAccount)
+	role, ok := accounts.ServiceAccountRole(pod.Namespace, pod.ServiceAccount)
 	if !ok {
 		// The pod exists, so its ServiceAccount did when it was admitted;
 		// a cache that lacks it is behind or the account was deleted.
 		// Either way its role cannot be known: deny, the SDK retries.
-		return Role{}, fmt.Errorf("%w: ServiceAccount %s/%s of pod %s is not in the cache", ErrNotSynced, pod.Namespace, pod.ServiceAccount, pod.Key())
+		return nil, fmt.Errorf("%w: ServiceAccount %s/%s of pod %s is not in the cache", ErrNotSynced, pod.Namespace, pod.ServiceAccount, pod.Key())
 	}
 	if role == "" {
-		return r.resolver.ResolveRole(ctx, pod)
+		return pod, nil
 	}
-	// The pod's annotations are the informer's (read only): resolve a copy
-	// that carries the ServiceAccount's role as if it were the pod's own.
 	withRole := *pod
 	withRole.Annotations = maps.Clone(pod.Annotations)
 	if withRole.Annotations == nil {
 		withRole.Annotations = make(map[string]string, 1)
 	}
-	withRole.Annotations[r.roleKey] = role
-	return r.resolver.ResolveRole(ctx, &withRole)
+	withRole.Annotations[roleKey] = role
+	return &withRole, nil
 }

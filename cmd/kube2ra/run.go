@@ -219,6 +219,8 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		if podIdentity, err = newPodIdentityDoor(cfg, a.kube, a.watcher, resolver, log); err != nil {
 			return err
 		}
+		// Pods whose role only their ServiceAccount names are prefetched too.
+		notifier.UseServiceAccountRoles(podIdentity.accounts)
 	}
 	server, err := proxy.New(proxy.Options{
 		HostIP:          cfg.HostIP,
