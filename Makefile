@@ -40,7 +40,7 @@ e2e: build
 # installed with helm from the image built from ./Dockerfile
 # (hack/cluster-images.sh). Prints CLUSTER <name> <value> lines.
 e2e-cluster:
-	$(GO) test -count=1 -tags e2ecluster -timeout 30m -v ./test/cluster/ 2>&1 | grep -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT'; exit $${PIPESTATUS[0]}
+	$(GO) test -count=1 -tags e2ecluster -timeout 30m -v ./test/cluster/ 2>&1 | grep --line-buffered -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT'; exit $${PIPESTATUS[0]}
 
 # Benchmarks on the e2e harness (root). BENCH_QUICK=1: same figures in under
 # 2 minutes; BENCH_OUT=file.json: a JSON report.
@@ -75,8 +75,13 @@ lint:
 	$(TOOLS)/staticcheck ./...
 	$(TOOLS)/staticcheck -tags integration,e2e ./...
 
+# The agent image from ./Dockerfile, with docker or else buildah (IMAGE=repo:tag).
 image:
-	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+	@if command -v docker >/dev/null 2>&1; then \
+	  docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
+	elif command -v buildah >/dev/null 2>&1; then \
+	  buildah bud --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
+	else echo "make image needs docker or buildah (apt-get install buildah)"; exit 1; fi
 
 clean:
 	rm -rf bin
