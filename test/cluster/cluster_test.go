@@ -113,6 +113,7 @@ func TestCluster(t *testing.T) {
 		w.coldStart(ctx)
 		w.ipReuse(ctx)
 		w.upgrade(ctx)
+		w.nodeRestart(ctx)
 		w.uninstall(ctx, "sts")
 	})
 	figure("tier_seconds", int(time.Since(w.start).Seconds()))

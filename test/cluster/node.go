@@ -43,7 +43,7 @@ const (
 	PodCIDR = "10.232.0.0/28"
 	// Bridge is the CNI bridge, the agent's host interface.
 	Bridge = "cni0"
-	// ClusterDNS is unused (no DNS add-on) but the kubelet wants one.
+	// netnsPath is the node namespace's bind mount.
 	netnsPath = "/var/run/netns/" + NetNS
 )
 
@@ -84,7 +84,10 @@ func startDaemon(name, binary string, args ...string) (*daemon, error) {
 	defer f.Close()
 	cmd := exec.Command("nsenter", append([]string{"--net=" + netnsPath, "--", binary}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it fires when the starting OS thread exits, and
+	// ListenInNode ends a thread. A crashed run's daemons are killed by
+	// the next run's Cleanup from their pid files.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
@@ -253,7 +256,7 @@ func setupNetwork(ctx context.Context) error {
 func waitFor(ctx context.Context, what string, timeout time.Duration, d *daemon, check func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	last := errors.New("not checked yet")
+	var last error
 	for {
 		if last = check(); last == nil {
 			return nil

@@ -193,9 +193,11 @@ func pollerAnswers(name string) []pollAnswer {
 }
 
 // startPoller starts a poller pod and waits until it has its role.
-func (w *world) startPoller(ctx context.Context, name string) {
+func (w *world) startPoller(ctx context.Context, name string, restart corev1.RestartPolicy) {
 	t := w.t
-	if _, err := w.kube.CoreV1().Pods(appNS).Create(ctx, w.scriptPod(name, allowedRole, poller), metav1.CreateOptions{}); err != nil {
+	pod := w.scriptPod(name, allowedRole, poller)
+	pod.Spec.RestartPolicy = restart
+	if _, err := w.kube.CoreV1().Pods(appNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := waitFor(ctx, name+" answered with its role", 2*time.Minute, nil, func() error {
@@ -236,7 +238,7 @@ func judge(answers []pollAnswer, from int64) (nodeAnswers int, gapMs int64) {
 func (w *world) upgrade(ctx context.Context) {
 	t := w.t
 	const name = "poller-upgrade"
-	w.startPoller(ctx, name)
+	w.startPoller(ctx, name, corev1.RestartPolicyNever)
 	ds, err := w.kube.AppsV1().DaemonSets("kube-system").Get(ctx, "kube2ra", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -261,5 +263,52 @@ func (w *world) upgrade(ctx context.Context) {
 	if node != 0 {
 		t.Errorf("during helm upgrade a pod got %d answers from the node's own metadata service", node)
 	}
+	w.deletePod(ctx, appNS, name)
+}
+
+// nodeRestart is scenario 6: a workload pod is already on the node, the
+// node "reboots" (every container and the node daemons die, the iptables
+// rules are gone) and containerd, the kubelet and kube-proxy start again;
+// the kubelet restarts the workload and the agent together. Every answer the
+// pod gets with the node's own role (from the metadata service on the node,
+// because no rule sends it to the agent yet) is counted. Without the
+// startup taint (#16) this is the honest number, expected above 0 here.
+func (w *world) nodeRestart(ctx context.Context) {
+	t := w.t
+	const name = "poller-boot"
+	w.startPoller(ctx, name, corev1.RestartPolicyAlways)
+	from := time.Now().UnixMilli()
+	if err := w.node.reboot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(ctx, "the agent restarted and Ready", 3*time.Minute, nil, func() error {
+		pods, err := w.kube.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			for _, c := range p.Status.ContainerStatuses {
+				if c.Ready && c.State.Running != nil && c.State.Running.StartedAt.UnixMilli() > from {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("not yet")
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, w.agentPodState(ctx))
+	}
+	// The agent is back; the pod answers with its role again.
+	if err := waitFor(ctx, name+" answered after the restart", 2*time.Minute, nil, func() error {
+		as := pollerAnswers(name)
+		if len(as) > 0 && as[len(as)-1].ms > from && as[len(as)-1].code == "200" && as[len(as)-1].body == allowedRole {
+			return nil
+		}
+		return fmt.Errorf("not yet")
+	}); err != nil {
+		t.Error(err)
+	}
+	node, _ := judge(pollerAnswers(name), from)
+	figure("boot_node_credential_answers", node)
+	figure("boot_startup_taint", w.node.RegisterTaints != "")
 	w.deletePod(ctx, appNS, name)
 }

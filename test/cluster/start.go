@@ -214,3 +214,49 @@ func (n *Node) Stop() {
 	n.kubelet.stop()
 	n.containerd.stop()
 }
+
+// reboot is what a node reboot does to the node: every container and node
+// daemon dies and the iptables rules are gone (the Node object and the
+// runtime's and kubelet's files stay). Then containerd, the kubelet and
+// kube-proxy start again.
+func (n *Node) reboot(ctx context.Context) error {
+	n.kubeProxy.stop()
+	n.kubelet.stop()
+	n.containerd.stop()
+	if out, err := run(ctx, "runc", "--root", dir("runc", "k8s.io"), "list", "-q"); err == nil {
+		for _, id := range strings.Fields(out) {
+			_, _ = run(ctx, "runc", "--root", dir("runc", "k8s.io"), "delete", "--force", id)
+		}
+	}
+	killMatching(dir("containerd"))
+	for _, b := range []string{"iptables-legacy", "iptables-nft"} {
+		for _, table := range []string{"nat", "filter", "mangle"} {
+			_, _ = inNode(ctx, b, "-w", "5", "-t", table, "-F")
+			_, _ = inNode(ctx, b, "-w", "5", "-t", table, "-X")
+		}
+	}
+	var err error
+	if n.containerd, err = startDaemon("containerd", "containerd", "--config", dir("containerd", "config.toml")); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, "containerd answering after the restart", 30*time.Second, n.containerd, func() error {
+		_, err := run(ctx, "ctr", "--address", Socket, "version")
+		return err
+	}); err != nil {
+		return err
+	}
+	// containerd's CRI answers "server is not initialized yet" while it
+	// restores its sandboxes; the kubelet exits on that, and a node's
+	// service manager would start it again.
+	for attempt := 1; ; attempt++ {
+		err = n.startKubelet(ctx, func() error { return kubeletHealthy(ctx) })
+		if err == nil || attempt == 10 || !n.kubelet.exited() || !strings.Contains(n.kubelet.logTail(5), "not initialized yet") {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		return err
+	}
+	return n.startKubeProxy(ctx)
+}
