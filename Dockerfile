@@ -7,6 +7,14 @@
 # Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 ...
 # (the builder runs on the build machine's platform and cross-compiles).
 
+# Both base images are build arguments. Users with a registry keep the
+# defaults; hack/cluster-images.sh (the real-node test tier) points them at
+# bases made locally from the Debian mirror (mmdebstrap) and this machine's Go
+# toolchain, so the tested image is built from this very file:
+#   buildah bud --network host --build-arg GO_IMAGE=localhost/...golang \
+#               --build-arg RUNTIME_IMAGE=localhost/...debian -t kube2ra:dev .
+# GO_IMAGE needs go on PATH and GOPATH=/go; RUNTIME_IMAGE must be Debian
+# (bookworm) with apt reaching a mirror, for the iptables package.
 ARG GO_IMAGE=golang:1.26-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
@@ -37,6 +45,7 @@ COPY --from=build /out/kube2ra /kube2ra
 ARG VERSION=dev
 ARG COMMIT=unknown
 ARG CREATED=""
+ARG RUNTIME_IMAGE
 LABEL org.opencontainers.image.title="kube2ra" \
       org.opencontainers.image.description="Per-pod AWS IAM roles on any Kubernetes cluster: IMDS for pods, credentials from IAM Roles Anywhere or STS" \
       org.opencontainers.image.source="https://github.com/kube2ra/kube2ra" \
@@ -44,7 +53,8 @@ LABEL org.opencontainers.image.title="kube2ra" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${COMMIT}" \
       org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${RUNTIME_IMAGE}"
 
 # Non-root by default: `kube2ra version`, `credentials` and `run --iptables=false`
 # need nothing more. Managing the DNAT rule needs uid 0 with NET_ADMIN and NET_RAW

@@ -10,7 +10,7 @@ export GOFLAGS ?= -buildvcs=false
 TOOLS := $(KUBE2RA_CACHE)/bin
 IMAGE ?= kube2ra:$(VERSION)
 
-.PHONY: all build test test-deps test-unit test-integration e2e bench soak soak-short demo lint chart-test controlplane image clean
+.PHONY: all build test test-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test controlplane image clean
 
 all: build
 
@@ -18,7 +18,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kube2ra
 
 # Every tier, installing what it needs first.
-test: test-deps lint build test-unit test-integration chart-test e2e soak-short
+test: test-deps lint build test-unit test-integration chart-test e2e e2e-cluster soak-short
 
 test-deps:
 	@hack/install-test-deps.sh
@@ -34,6 +34,13 @@ test-integration:
 
 e2e: build
 	$(GO) test -count=1 -tags e2e -timeout 20m ./test/e2e/...
+
+# One real node (root): containerd, kubelet, kube-proxy and the bridge CNI in a
+# network namespace, kube-controller-manager and kube-scheduler, and the chart
+# installed with helm from the image built from ./Dockerfile
+# (hack/cluster-images.sh). Prints CLUSTER <name> <value> lines.
+e2e-cluster:
+	$(GO) test -count=1 -tags e2ecluster -timeout 30m -v ./test/cluster/ 2>&1 | grep --line-buffered -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT'; exit $${PIPESTATUS[0]}
 
 # Benchmarks on the e2e harness (root). BENCH_QUICK=1: same figures in under
 # 2 minutes; BENCH_OUT=file.json: a JSON report.
@@ -64,12 +71,19 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
 	$(GO) vet -tags e2e ./...
+	$(GO) vet -tags e2ecluster ./...
 	@if [ ! -x $(TOOLS)/staticcheck ]; then hack/install-test-deps.sh tools; fi
 	$(TOOLS)/staticcheck ./...
 	$(TOOLS)/staticcheck -tags integration,e2e ./...
+	$(TOOLS)/staticcheck -tags e2ecluster ./test/cluster/
 
+# The agent image from ./Dockerfile, with docker or else buildah (IMAGE=repo:tag).
 image:
-	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+	@if command -v docker >/dev/null 2>&1; then \
+	  docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
+	elif command -v buildah >/dev/null 2>&1; then \
+	  buildah bud --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
+	else echo "make image needs docker or buildah (apt-get install buildah)"; exit 1; fi
 
 clean:
 	rm -rf bin

@@ -6,8 +6,12 @@
 #     awscli (a client we did not write), curl jq;
 #   - kube-apiserver, built from the Go module proxy by build-kube.sh
 #     and cached in $KUBE2RA_CACHE (default ~/.cache/kube2ra);
+#   - kube-node (make e2e-cluster): Debian containerd runc
+#     containernetworking-plugins buildah mmdebstrap, and kubelet,
+#     kube-controller-manager, kube-scheduler, kube-proxy from build-kube.sh;
 #   - helm and staticcheck, built with `go install` into $KUBE2RA_CACHE/bin.
-# Arguments pick parts (all, packages, kube-apiserver, tools; default all).
+# Arguments pick parts (all, packages, kube-apiserver, kube-node, tools;
+# default all).
 # Safe to run again: a second run only checks. Prints how long each step took.
 # Runs non-interactively (CI=true or not). Needs root (or password-less sudo)
 # only when a Debian package is missing.
@@ -19,6 +23,9 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.7.0}"
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
 APT_PACKAGES=(etcd-server iptables nftables iproute2 awscli curl jq conntrack python3-botocore)
+# The real-node tier (make e2e-cluster): a container runtime, the CNI
+# plugins, and what builds images without a registry.
+NODE_PACKAGES=(containerd runc containernetworking-plugins buildah mmdebstrap util-linux)
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_DIR="${KUBE2RA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube2ra}"
@@ -57,13 +64,13 @@ as_root() {
 apt_packages() {
   local missing=()
   local p
-  for p in "${APT_PACKAGES[@]}"; do
+  for p in "${@:-${APT_PACKAGES[@]}}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
       missing+=("$p")
     fi
   done
   if [ ${#missing[@]} -eq 0 ]; then
-    log "Debian packages present: ${APT_PACKAGES[*]}"
+    log "Debian packages present: ${*:-${APT_PACKAGES[*]}}"
     return 0
   fi
   log "installing Debian packages: ${missing[*]}"
@@ -99,6 +106,28 @@ kube_apiserver() {
   KUBE_VERSION="$KUBE_VERSION" KUBE2RA_CACHE="$CACHE_DIR" "$HACK_DIR/build-kube.sh" kube-apiserver >/dev/null
 }
 
+kube_node() {
+  local c missing=()
+  for c in kube-apiserver kubelet kube-controller-manager kube-scheduler kube-proxy; do
+    [ -x "$CACHE_DIR/$c-$KUBE_VERSION" ] || missing+=("$c")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "kube node binaries cached in $CACHE_DIR"
+    return 0
+  fi
+  log "building ${missing[*]} $KUBE_VERSION (about 10 minutes on 2 cores; once per machine)"
+  KUBE_VERSION="$KUBE_VERSION" KUBE2RA_CACHE="$CACHE_DIR" "$HACK_DIR/build-kube.sh" "${missing[@]}" >/dev/null
+}
+
+check_node_tools() {
+  local t
+  for t in containerd ctr runc buildah mmdebstrap nsenter; do
+    command -v "$t" >/dev/null 2>&1 || { log "$t is not on PATH after installing ${NODE_PACKAGES[*]}"; return 1; }
+  done
+  [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] ||
+    { log "/usr/lib/cni/bridge or host-local missing: apt-get install containernetworking-plugins"; return 1; }
+}
+
 # go_tool NAME PACKAGE MODULE VERSION: installs PACKAGE@VERSION into BIN_DIR
 # unless the binary there was already built from MODULE at VERSION.
 go_tool() {
@@ -121,6 +150,7 @@ usage() {
   echo "  all (default)   everything below" >&2
   echo "  packages        Debian packages, and a check that both iptables backends work" >&2
   echo "  kube-apiserver  build and cache kube-apiserver $KUBE_VERSION" >&2
+  echo "  kube-node       ${NODE_PACKAGES[*]}, and kubelet, kube-controller-manager, kube-scheduler, kube-proxy $KUBE_VERSION" >&2
   echo "  tools           helm $HELM_VERSION and staticcheck $STATICCHECK_VERSION in $BIN_DIR" >&2
 }
 
@@ -131,7 +161,7 @@ main() {
   local part
   for part in "${parts[@]}"; do
     case "$part" in
-      all|packages|kube-apiserver|tools) ;;
+      all|packages|kube-apiserver|kube-node|tools) ;;
       -h|--help) usage; exit 0 ;;
       *) usage; fail "unknown part '$part'" ;;
     esac
@@ -143,6 +173,11 @@ main() {
   fi
   if want kube-apiserver; then
     step "kube-apiserver $KUBE_VERSION" kube_apiserver
+  fi
+  if want kube-node; then
+    step "node Debian packages" apt_packages "${NODE_PACKAGES[@]}"
+    step "node tool check" check_node_tools
+    step "kube node $KUBE_VERSION" kube_node
   fi
   if want tools; then
     step "helm $HELM_VERSION" go_tool helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3 "$HELM_VERSION"

@@ -73,6 +73,13 @@ type Options struct {
 	EtcdPort int
 	// StartTimeout bounds Start until /readyz is ok; default DefaultStartTimeout.
 	StartTimeout time.Duration
+	// Controllers also starts kube-controller-manager and kube-scheduler
+	// (hack/build-kube.sh caches them beside kube-apiserver) and turns the
+	// ServiceAccount admission plugin on, so DaemonSets, scheduling and
+	// ServiceAccount tokens are real (the real-node tier). Its pod garbage
+	// collector deletes pods bound to nodes without a Node object, so the
+	// simulated-node tiers leave it off.
+	Controllers bool
 	// TempRoot is the parent of run directories; default
 	// $TMPDIR/kube2ra-controlplane. Start removes directories (and kills the
 	// process groups) left there by test processes that no longer run.
@@ -91,14 +98,15 @@ type ControlPlane struct {
 	// EtcdURL is etcd's client URL (plain HTTP on BindAddress).
 	EtcdURL string
 
-	url        string        // https://host:port of kube-apiserver
-	ca         *authority    // signs user certificates
-	admin      *rest.Config  // template for AdminConfig; copied on every call
-	etcd       *process      // the etcd child
-	apiserver  *process      // the kube-apiserver child
-	stopOnce   sync.Once     // makes Stop idempotent
-	stopErr    error         // Stop's result, returned again on later calls
-	userSerial atomic.Uint64 // numbers the kubeconfig files UserKubeconfig writes
+	url         string        // https://host:port of kube-apiserver
+	ca          *authority    // signs user certificates
+	admin       *rest.Config  // template for AdminConfig; copied on every call
+	etcd        *process      // the etcd child
+	apiserver   *process      // the kube-apiserver child
+	controllers []*process    // kube-controller-manager and kube-scheduler (Options.Controllers)
+	stopOnce    sync.Once     // makes Stop idempotent
+	stopErr     error         // Stop's result, returned again on later calls
+	userSerial  atomic.Uint64 // numbers the kubeconfig files UserKubeconfig writes
 
 	restartMu       sync.Mutex    // serialises RestartAPIServer with itself and with Stop
 	apiserverBinary string        // the kube-apiserver binary, for RestartAPIServer
@@ -314,13 +322,19 @@ func startOnce(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		"--service-account-key-file=" + files.saKey,
 		"--service-account-signing-key-file=" + files.saKey,
 		"--service-cluster-ip-range=" + serviceClusterIPRange,
+		"--allow-privileged=true",
+		// A node reaches the kubelet by the address it registers.
+		"--kubelet-preferred-address-types=InternalIP",
+	}
+	if !opts.Controllers {
 		// No controller-manager runs, so nothing creates the "default"
 		// ServiceAccount the admission plugin would require for every pod.
-		"--disable-admission-plugins=ServiceAccount",
-		"--allow-privileged=true",
+		cp.apiserverArgs = append(cp.apiserverArgs, "--disable-admission-plugins=ServiceAccount")
+	}
+	if net.ParseIP(host).IsLoopback() {
 		// A loopback advertise address is not a valid Endpoints address;
 		// nothing here needs the "kubernetes" Service's endpoints.
-		"--endpoint-reconciler-type=none",
+		cp.apiserverArgs = append(cp.apiserverArgs, "--endpoint-reconciler-type=none")
 	}
 	cp.apiserver, err = startProcess("kube-apiserver", cp.apiserverBinary, cp.apiserverArgs, dir, filepath.Join(dir, "kube-apiserver.log"))
 	if err != nil {
@@ -329,8 +343,42 @@ func startOnce(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	if err := cp.waitReady(ctx, securePicked, opts.StartTimeout); err != nil {
 		return nil, err
 	}
+	if opts.Controllers {
+		if err := cp.startControllers(files); err != nil {
+			return nil, err
+		}
+	}
 	cp.StartupDuration = time.Since(begin)
 	return cp, nil
+}
+
+// startControllers starts kube-controller-manager and kube-scheduler with the
+// admin kubeconfig. Neither serves HTTPS (--secure-port=0): nothing probes them.
+func (cp *ControlPlane) startControllers(files credentialFiles) error {
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"kube-controller-manager", []string{
+			"--service-account-private-key-file=" + files.saKey,
+			"--root-ca-file=" + files.caCert,
+			"--cluster-signing-cert-file=" + files.caCert,
+			"--cluster-signing-key-file=" + filepath.Join(cp.Dir, "ca.key"),
+		}},
+		{"kube-scheduler", nil},
+	} {
+		binary := filepath.Join(filepath.Dir(cp.apiserverBinary), c.name+"-"+KubeVersion)
+		if _, err := os.Stat(binary); err != nil {
+			return fmt.Errorf("%s not found at %s: run hack/install-test-deps.sh kube-node: %w", c.name, binary, err)
+		}
+		args := append([]string{"--kubeconfig=" + cp.Kubeconfig, "--leader-elect=false", "--secure-port=0"}, c.args...)
+		p, err := startProcess(c.name, binary, args, cp.Dir, filepath.Join(cp.Dir, c.name+".log"))
+		if err != nil {
+			return err
+		}
+		cp.controllers = append(cp.controllers, p)
+	}
+	return nil
 }
 
 // choosePort returns the requested port after checking it is free, or a free
@@ -562,7 +610,7 @@ func (cp *ControlPlane) Stop() error {
 		cp.restartMu.Lock()
 		defer cp.restartMu.Unlock()
 		var errs []error
-		for _, p := range []*process{cp.apiserver, cp.etcd} {
+		for _, p := range append(cp.controllers, cp.apiserver, cp.etcd) {
 			if p == nil {
 				continue
 			}

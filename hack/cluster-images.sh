@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Builds the images the real-node tier (make e2e-cluster) runs, without any
+# container registry, and caches them outside the repository:
+#   $KUBE2RA_CACHE/images/<name>.oci.tar   (oci-archive, one image each)
+#
+#   kube2ra     the agent, built FROM THE PROJECT'S Dockerfile with
+#               `buildah bud`; its GO_IMAGE and RUNTIME_IMAGE build arguments
+#               point at the local bases below instead of Docker Hub's
+#               golang and debian:bookworm-slim.
+#   client      Debian bookworm with the AWS CLI v2 (Debian's awscli), boto3
+#               (python3-boto3) and test/e2e/podclient (aws-sdk-go-v2).
+#   pause       the sandbox image: one static binary that waits for a signal.
+#
+# Bases (cached, keyed by what they hold):
+#   bookworm    `mmdebstrap --variant=minbase bookworm` from the Debian mirror
+#               (what debian:bookworm-slim is);
+#   golang      bookworm plus this machine's Go toolchain ($(go env GOROOT)),
+#               with golang's PATH/GOPATH.
+# The agent image is keyed by a hash of the files its build context holds
+# (the Dockerfile and the Go sources), so a source change rebuilds it and a
+# warm run reuses it. The Dockerfile's RUN steps reach the Go module proxy and
+# the Debian mirror through the host network; the host's module and build
+# caches are mounted so a rebuild compiles only what changed.
+#
+# Usage: cluster-images.sh            prints "<name> <archive> <image ref>" per image
+# Needs root (buildah with the vfs driver, mmdebstrap), buildah, mmdebstrap.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE_DIR="${KUBE2RA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube2ra}"
+IMAGES="$CACHE_DIR/images"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+SUITE=bookworm
+export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+
+log() { printf 'cluster-images: %s\n' "$*" >&2; }
+fail() { printf 'cluster-images: FAILED: %s\n' "$*" >&2; exit 1; }
+for t in buildah mmdebstrap go git sha256sum; do
+  command -v "$t" >/dev/null 2>&1 || fail "$t is not on PATH: run hack/install-test-deps.sh"
+done
+[ "$(id -u)" -eq 0 ] || fail "needs root (buildah's vfs storage and mmdebstrap)"
+
+mkdir -p "$IMAGES"
+exec 8>"$IMAGES/.lock"
+flock -w 1200 8 || fail "another cluster-images.sh held $IMAGES/.lock for 20 minutes"
+
+# One buildah store for the tier, apart from any other use of buildah here.
+BUILDAH=(buildah --storage-driver vfs --root "$CACHE_DIR/buildah/root" --runroot "$CACHE_DIR/buildah/run")
+
+# rootfs NAME PACKAGES...: a minbase bookworm tarball with PACKAGES, cached.
+rootfs() {
+  local name="$1"; shift
+  local key; key=$(printf '%s\n' "$SUITE" "$@" | sha256sum | cut -c1-12)
+  local out="$IMAGES/rootfs-$name-$key.tar"
+  if [ ! -s "$out" ]; then
+    log "mmdebstrap $SUITE ($name: ${*:-minbase}) from $MIRROR"
+    local inc=(); [ $# -eq 0 ] || inc=(--include="$(IFS=,; echo "$*")")
+    mmdebstrap --quiet --variant=minbase "${inc[@]}" \
+      --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+      "$SUITE" "$out.tmp.tar" "$MIRROR" >&2 || fail "mmdebstrap $name"
+    mv "$out.tmp.tar" "$out"
+  fi
+  echo "$out"
+}
+
+# have REF: the image is in the buildah store.
+have() { "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1; }
+
+# base REF TARBALL [GOROOT]: imports a root filesystem as an image.
+base() {
+  local ref="$1" tarball="$2" goroot="${3:-}"
+  have "$ref" && return 0
+  log "importing $tarball as $ref"
+  local c mnt
+  c=$("${BUILDAH[@]}" from scratch)
+  mnt=$("${BUILDAH[@]}" mount "$c")
+  tar -xf "$tarball" -C "$mnt"
+  local env=(--env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
+  if [ -n "$goroot" ]; then
+    mkdir -p "$mnt/usr/local/go" "$mnt/go"
+    cp -a "$goroot/." "$mnt/usr/local/go/"
+    env=(--env PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+         --env GOPATH=/go --env GOTOOLCHAIN=local)
+  fi
+  "${BUILDAH[@]}" umount "$c" >/dev/null
+  "${BUILDAH[@]}" config "${env[@]}" --workingdir / "$c"
+  "${BUILDAH[@]}" commit --quiet "$c" "$ref" >/dev/null
+  "${BUILDAH[@]}" rm "$c" >/dev/null
+}
+
+# archive NAME REF: writes REF as an oci-archive (once) and prints the line.
+archive() {
+  local name="$1" ref="$2"
+  local out="$IMAGES/$name-$(echo "$ref" | sha256sum | cut -c1-12).oci.tar"
+  if [ ! -s "$out" ]; then
+    rm -f "$out.tmp.tar"
+    "${BUILDAH[@]}" push --quiet "$ref" "oci-archive:$out.tmp.tar:$ref" >&2 || fail "buildah push $ref"
+    mv "$out.tmp.tar" "$out"
+  fi
+  echo "$name $out $ref"
+}
+
+# static NAME PKG: a static binary of a package of this module.
+static() {
+  local out="$CACHE_DIR/images/bin/$1"
+  mkdir -p "$(dirname "$out")"
+  (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$out" "$2") || fail "go build $2"
+  echo "$out"
+}
+
+goversion=$(go env GOVERSION)
+bookworm=$(rootfs minbase)
+golang_ref="localhost/kube2ra-base/golang:${goversion#go}-$SUITE-$(basename "$bookworm" .tar | cut -d- -f3)"
+runtime_ref="localhost/kube2ra-base/debian:$SUITE-minbase-$(basename "$bookworm" .tar | cut -d- -f3)"
+base "$runtime_ref" "$bookworm"
+base "$golang_ref" "$bookworm" "$(go env GOROOT)"
+
+# The agent, from the Dockerfile. The tag is the hash of the build context.
+ctxhash=$(cd "$REPO" && git ls-files -co --exclude-standard -- Dockerfile .dockerignore go.mod go.sum '*.go' |
+  grep -v -e '_test\.go$' -e '^test/' -e '^hack/' | sort | xargs sha256sum | sha256sum | cut -c1-12)
+agent_ref="localhost/kube2ra:ctx-$ctxhash"
+if ! have "$agent_ref"; then
+  log "buildah bud the Dockerfile as $agent_ref"
+  gomodcache=$(go env GOMODCACHE) gocache=$(go env GOCACHE)
+  mkdir -p "$gomodcache" "$gocache"
+  (cd "$REPO" && "${BUILDAH[@]}" bud --quiet --layers --network host \
+    --build-arg GO_IMAGE="$golang_ref" --build-arg RUNTIME_IMAGE="$runtime_ref" \
+    --build-arg VERSION="cluster-$ctxhash" --build-arg COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    --volume "$gomodcache:/go/pkg/mod" --volume "$gocache:/root/.cache/go-build" \
+    -t "$agent_ref" -f Dockerfile . >&2) || fail "buildah bud of the Dockerfile"
+fi
+archive kube2ra "$agent_ref"
+
+# The sandbox image.
+pause_bin=$(static pause ./test/cluster/pause)
+pause_ref="localhost/kube2ra-test/pause:$(sha256sum "$pause_bin" | cut -c1-12)"
+if ! have "$pause_ref"; then
+  c=$("${BUILDAH[@]}" from scratch)
+  "${BUILDAH[@]}" copy --quiet "$c" "$pause_bin" /pause >/dev/null
+  "${BUILDAH[@]}" config --entrypoint '["/pause"]' "$c"
+  "${BUILDAH[@]}" commit --quiet "$c" "$pause_ref" >/dev/null
+  "${BUILDAH[@]}" rm "$c" >/dev/null
+fi
+archive pause "$pause_ref"
+
+# The client image: the three SDK clients a user's application would use.
+client_rootfs=$(rootfs client ca-certificates awscli python3-boto3 curl)
+client_base="localhost/kube2ra-base/client:$(basename "$client_rootfs" .tar | cut -d- -f3)"
+base "$client_base" "$client_rootfs"
+podclient_bin=$(static podclient ./test/e2e/podclient)
+client_ref="localhost/kube2ra-test/client:$( (cat "$podclient_bin"; echo "$client_base") | sha256sum | cut -c1-12)"
+if ! have "$client_ref"; then
+  c=$("${BUILDAH[@]}" from "$client_base")
+  "${BUILDAH[@]}" copy --quiet "$c" "$podclient_bin" /usr/local/bin/podclient >/dev/null
+  "${BUILDAH[@]}" commit --quiet "$c" "$client_ref" >/dev/null
+  "${BUILDAH[@]}" rm "$c" >/dev/null
+fi
+archive client "$client_ref"
