@@ -297,6 +297,7 @@ func (w *world) nodeRestart(ctx context.Context) {
 	}); err != nil {
 		t.Fatalf("%v\n%s", err, w.agentPodState(ctx))
 	}
+	readyMs := time.Now().UnixMilli()
 	// The agent is back; the pod answers with its role again.
 	if err := waitFor(ctx, name+" answered after the restart", 2*time.Minute, nil, func() error {
 		as := pollerAnswers(name)
@@ -307,7 +308,17 @@ func (w *world) nodeRestart(ctx context.Context) {
 	}); err != nil {
 		t.Error(err)
 	}
-	node, _ := judge(pollerAnswers(name), from)
+	answers := pollerAnswers(name)
+	node, _ := judge(answers, from)
+	// How often the workload asked before the agent was Ready again: with
+	// none, the count above proves nothing about the boot window.
+	early := 0
+	for _, a := range answers {
+		if a.ms > from && a.ms < readyMs {
+			early++
+		}
+	}
+	figure("boot_polls_before_agent_ready", early)
 	figure("boot_node_credential_answers", node)
 	figure("boot_startup_taint", w.node.RegisterTaints != "")
 	w.deletePod(ctx, appNS, name)
