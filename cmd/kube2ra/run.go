@@ -99,16 +99,36 @@ type agent struct {
 	cfg *Config
 	// log is the process logger.
 	log logrus.FieldLogger
+	// reg is the metrics registry the ops server serves.
+	reg *prometheus.Registry
 	// kube talks to the API server.
 	kube kubernetes.Interface
 	// watcher finds pods by IP.
 	watcher *k8s.Watcher
 	// source is the credential source behind the cache.
 	source *sourceParts
+	// cache holds and refreshes the pods' credentials.
+	cache *credentials.CredentialCache
+	// events records Kubernetes Events on pods and the node.
+	events *k8s.EventRecorder
+	// notifier announces pods' roles to the broker for prefetch.
+	notifier *k8s.RoleNotifier
+	// podIdentity is the token door; nil without --pod-identity.
+	podIdentity *podIdentityDoor
+	// server is the IMDS proxy.
+	server *proxy.Server
+	// ops serves health, readiness and metrics.
+	ops *proxy.OpsServer
 	// owner follows the agent's own DaemonSet, to decide the rules on exit.
-	owner *ownerWatch
+	owner ownerDecision
 	// rules is the DNAT; nil with --iptables=false.
-	rules *iptables.Redirect
+	rules nodeRules
+	// cancel stops everything started under start's context.
+	cancel context.CancelFunc
+	// wg waits for every goroutine start launched.
+	wg sync.WaitGroup
+	// serveErr receives a listener's failure.
+	serveErr chan error
 	// synced, sourceReady and rulesReady are the readiness conditions.
 	synced, sourceReady, rulesReady atomic.Bool
 	// baseARN is the discovered or configured base role ARN.
@@ -117,12 +137,47 @@ type agent struct {
 	coverageProblem atomic.Pointer[string]
 }
 
+// nodeRules is what the agent needs of the node's DNAT and guard rules;
+// *iptables.Redirect has it, and tests pass iptables.Fake behind it.
+type nodeRules interface {
+	iptables.Rules
+	// Monitor restores the rules every interval until ctx ends.
+	Monitor(ctx context.Context, interval time.Duration) error
+	// Backend names the iptables backend in use.
+	Backend() iptables.Mode
+}
+
+// ownerDecision is what decideRules needs of the owner watch: whether the
+// agent's own DaemonSet is gone, and why.
+type ownerDecision interface {
+	gone() (bool, string)
+}
+
+// runAgent builds the agent, starts it, waits for a signal or a failed
+// listener and shuts it down.
 func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
+	a, err := buildAgent(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.events.Shutdown()
+	if err := a.start(ctx); err != nil {
+		return err
+	}
+	runErr := a.wait(ctx)
+	a.shutdown()
+	return runErr
+}
+
+// buildAgent constructs every part; nothing listens or watches yet, except
+// that the credential source is checked, so a bad source fails before any
+// listener opens.
+func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kube2ra_build_info", Help: "Build of the running agent (always 1)."}, []string{"version", "commit", "source"})
 	reg.MustRegister(buildInfo)
-	a := &agent{cfg: cfg, log: log}
+	a := &agent{cfg: cfg, log: log, reg: reg}
 	empty := ""
 	a.baseARN.Store(&empty)
 	if base := cfg.parsed.baseRoleARN.String(); base != "" {
@@ -131,29 +186,29 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 
 	restCfg, err := kubeConfig(cfg.Kubeconfig)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	restCfg.UserAgent = "kube2ra/" + version
 	restCfg.QPS, restCfg.Burst = kubeQPS, kubeBurst
 	a.kube, err = kubernetes.NewForConfig(restCfg)
 	if err != nil {
-		return fmt.Errorf("building the Kubernetes client: %w", err)
+		return nil, fmt.Errorf("building the Kubernetes client: %w", err)
 	}
 	verifyCfg := rest.CopyConfig(restCfg)
 	verifyCfg.QPS, verifyCfg.Burst = verifyQPS, verifyBurst
 	verifyClient, err := kubernetes.NewForConfig(verifyCfg)
 	if err != nil {
-		return fmt.Errorf("building the Kubernetes client for live checks: %w", err)
+		return nil, fmt.Errorf("building the Kubernetes client for live checks: %w", err)
 	}
 
 	// The credential source is made usable before the informers start, so
 	// the pods announced during the first sync are prefetched at once.
 	a.source, err = newSourceParts(ctx, cfg, log, reg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := a.source.check(ctx, cfg, log); err != nil {
-		return err
+		return nil, err
 	}
 	a.sourceReady.Store(true)
 	log.WithField("source", a.source.name).WithField("region", a.source.region).Info("credential source ready")
@@ -161,7 +216,7 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	if b := a.source.baseARN(); b != "" && cfg.BaseRoleARN == "" && cfg.AutoDiscoverBaseARN {
 		a.baseARN.Store(&b)
 	}
-	cache, err := credentials.NewCredentialCache(credentials.CacheOptions{
+	a.cache, err = credentials.NewCredentialCache(credentials.CacheOptions{
 		Source:     a.source.source,
 		Registerer: reg,
 		Logger:     log.WithField("component", "credentials"),
@@ -170,9 +225,9 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		Burst:      cfg.UpstreamBurst,
 	})
 	if err != nil {
-		return fmt.Errorf("building the credential cache: %w", err)
+		return nil, fmt.Errorf("building the credential cache: %w", err)
 	}
-	broker := &podCredentials{cache: cache, sessionNames: a.source.sessionNames, sessionTags: cfg.SessionTags && a.source.name == sourceSTS, node: cfg.Node}
+	broker := &podCredentials{cache: a.cache, sessionNames: a.source.sessionNames, sessionTags: cfg.SessionTags && a.source.name == sourceSTS, node: cfg.Node}
 
 	keys := k8s.AnnotationKeys{Role: cfg.IAMRoleKey, ExternalID: cfg.IAMExternalIDKey, Namespace: cfg.NamespaceKey}
 	a.watcher, err = k8s.NewWatcher(a.kube, k8s.WatcherOptions{
@@ -184,13 +239,19 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		VerifyClient:  verifyClient,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	events, err := k8s.NewEventRecorder(a.kube, k8s.EventOptions{NodeName: cfg.Node, Logger: log.WithField("component", "events")})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer events.Shutdown()
+	a.events = events
+	// From here on a failed build stops the Event recorder it started.
+	defer func() {
+		if err != nil {
+			events.Shutdown()
+		}
+	}()
 	resolver, err := k8s.NewRoleResolver(a.watcher, k8s.ResolverOptions{
 		Keys:                  keys,
 		DefaultRole:           cfg.DefaultRole,
@@ -202,27 +263,26 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		Logger:                log.WithField("component", "roles"),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	notifier, err := k8s.NewRoleNotifier(a.watcher, resolver, broker, log.WithField("component", "notifier"))
+	a.notifier, err = k8s.NewRoleNotifier(a.watcher, resolver, broker, log.WithField("component", "notifier"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	if from, err := resolveHostIPv6(ctx, cfg, a.kube); err != nil {
-		return err
+		return nil, err
 	} else if from != "" {
 		log.WithField("host_ipv6", cfg.HostIPv6).Infof("node IPv6 address found in %s", from)
 	}
-	var podIdentity *podIdentityDoor
 	if cfg.PodIdentity {
-		if podIdentity, err = newPodIdentityDoor(cfg, a.kube, a.watcher, resolver, log); err != nil {
-			return err
+		if a.podIdentity, err = newPodIdentityDoor(cfg, a.kube, a.watcher, resolver, log); err != nil {
+			return nil, err
 		}
 		// Pods whose role only their ServiceAccount names are prefetched too.
-		notifier.UseServiceAccountRoles(podIdentity.accounts)
+		a.notifier.UseServiceAccountRoles(a.podIdentity.accounts)
 	}
-	server, err := proxy.New(proxy.Options{
+	a.server, err = proxy.New(proxy.Options{
 		HostIP:          cfg.HostIP,
 		HostIPv6:        hostIPv6(cfg),
 		AppPort:         cfg.AppPort,
@@ -234,12 +294,12 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Logger:          log.WithField("component", "proxy"),
 		Registerer:      reg,
-		PodIdentity:     podIdentity.proxyDoor(),
+		PodIdentity:     a.podIdentity.proxyDoor(),
 	}, a.watcher, resolver, broker)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ops, err := proxy.NewOpsServer(proxy.OpsOptions{
+	a.ops, err = proxy.NewOpsServer(proxy.OpsOptions{
 		Addr:       net.JoinHostPort(cfg.HostIP, strconv.Itoa(cfg.MetricsPort)),
 		Gatherer:   reg,
 		Ready:      a.ready,
@@ -248,36 +308,47 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		Logger:     log.WithField("component", "ops"),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	return a, nil
+}
 
+// start brings the agent up in its fixed order: listen, informers synced,
+// DNAT and guard rules, startup taint removed. On a failure it stops what it
+// started and returns the error.
+func (a *agent) start(ctx context.Context) error {
+	cfg, log, reg := a.cfg, a.log, a.reg
 	// 1. Listen: health and metrics answer from now on, readiness says why not yet.
-	if err := server.Listen(); err != nil {
+	if err := a.server.Listen(); err != nil {
 		return fmt.Errorf("listening on %s:%d (--host-ip, --app-port): %w", cfg.HostIP, cfg.AppPort, err)
 	}
-	if err := ops.Listen(); err != nil {
+	if err := a.ops.Listen(); err != nil {
 		return fmt.Errorf("listening on %s:%d (--host-ip, --metrics-port): %w", cfg.HostIP, cfg.MetricsPort, err)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	serveErr := make(chan error, 2)
-	for _, srv := range []interface{ Serve(context.Context) error }{server, ops} {
-		wg.Add(1)
+	a.cancel = cancel
+	fail := func(err error) error {
+		cancel()
+		a.wg.Wait()
+		return err
+	}
+	a.serveErr = make(chan error, 2)
+	for _, srv := range []interface{ Serve(context.Context) error }{a.server, a.ops} {
+		a.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer a.wg.Done()
 			if err := srv.Serve(runCtx); err != nil {
-				serveErr <- err
+				a.serveErr <- err
 			}
 		}()
 	}
-	wg.Add(2)
-	go func() { defer wg.Done(); cache.Run(runCtx) }()
-	go func() { defer wg.Done(); a.source.run(runCtx) }()
+	a.wg.Add(2)
+	go func() { defer a.wg.Done(); a.cache.Run(runCtx) }()
+	go func() { defer a.wg.Done(); a.source.run(runCtx) }()
 
 	if a.source.name == sourceSTS && cfg.parsed.metadataURL != "" {
-		wg.Go(func() {
-			if err := a.checkMetadataExposure(runCtx, reg, events); err != nil {
+		a.wg.Go(func() {
+			if err := a.checkMetadataExposure(runCtx, reg, a.events); err != nil {
 				log.WithError(err).Error("metadata exposure check")
 			}
 		})
@@ -287,24 +358,20 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	a.watcher.Start(runCtx)
 	a.owner = watchOwner(runCtx, a.kube)
 	syncCtx, syncCancel := context.WithTimeout(runCtx, syncTimeout)
-	err = a.watcher.WaitForSync(syncCtx)
+	err := a.watcher.WaitForSync(syncCtx)
 	syncCancel()
 	if err != nil {
-		cancel()
-		wg.Wait()
-		return fmt.Errorf("pod and namespace informers did not sync within %s (is the API server reachable, and may kube2ra list pods and namespaces?): %w", syncTimeout, err)
+		return fail(fmt.Errorf("pod and namespace informers did not sync within %s (is the API server reachable, and may kube2ra list pods and namespaces?): %w", syncTimeout, err))
 	}
-	if podIdentity != nil {
+	if a.podIdentity != nil {
 		syncCtx, syncCancel := context.WithTimeout(runCtx, syncTimeout)
-		err = podIdentity.start(runCtx, syncCtx, log)
+		err = a.podIdentity.start(runCtx, syncCtx, log)
 		syncCancel()
 		if err != nil {
-			cancel()
-			wg.Wait()
-			return err
+			return fail(err)
 		}
 	}
-	notifier.Resync()
+	a.notifier.Resync()
 	a.synced.Store(true)
 	log.WithField("pods", a.watcher.CachedPods()).WithField("namespaces", a.watcher.CachedNamespaces()).Info("informers synced")
 
@@ -313,18 +380,14 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	// 3. DNAT and guard rules, only now that every request can be answered.
 	if cfg.IPTables {
 		if err := a.installRules(runCtx, reg); err != nil {
-			cancel()
-			wg.Wait()
-			return err
+			return fail(err)
 		}
-		if err := a.startCoverage(runCtx, &wg, reg, events); err != nil {
-			cancel()
-			wg.Wait()
-			return err
+		if err := a.startCoverage(runCtx, &a.wg, reg, a.events); err != nil {
+			return fail(err)
 		}
-		wg.Add(1)
+		a.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer a.wg.Done()
 			if err := a.rules.Monitor(runCtx, cfg.IPTablesResync); err != nil && runCtx.Err() == nil {
 				log.WithError(err).Error("iptables monitor stopped")
 			}
@@ -333,37 +396,45 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	a.rulesReady.Store(true)
 	log.Info("kube2ra ready")
 	if cfg.RemoveStartupTaint {
-		if err := a.removeStartupTaint(runCtx, &wg, reg); err != nil {
-			cancel()
-			wg.Wait()
-			return err
+		if err := a.removeStartupTaint(runCtx, &a.wg, reg); err != nil {
+			return fail(err)
 		}
 	}
+	return nil
+}
 
-	var runErr error
+// wait blocks until ctx ends (a signal) or a listener fails, and returns
+// the listener's error.
+func (a *agent) wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
-		log.Info("signal received: draining requests in flight")
-	case runErr = <-serveErr:
-		log.WithError(runErr).Error("a listener failed")
+		a.log.Info("signal received: draining requests in flight")
+		return nil
+	case err := <-a.serveErr:
+		a.log.WithError(err).Error("a listener failed")
+		return err
 	}
+}
+
+// shutdown stops a started agent in order: not ready, drain the proxy,
+// decide the rules, stop the rest and wait for every goroutine.
+func (a *agent) shutdown() {
 	a.synced.Store(false)
-	shutdownCtx, shutdownCancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	_ = server.Shutdown(shutdownCtx)
+	shutdownCtx, shutdownCancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	_ = a.server.Shutdown(shutdownCtx)
 	shutdownCancel()
-	if cfg.IPTables && a.rules != nil {
+	if a.cfg.IPTables && a.rules != nil {
 		a.decideRules()
 	}
-	cancel()
+	a.cancel()
 	shutdownCtx, shutdownCancel = context.WithTimeout(context.Background(), time.Second)
-	_ = ops.Shutdown(shutdownCtx)
+	_ = a.ops.Shutdown(shutdownCtx)
 	shutdownCancel()
 	a.watcher.Shutdown()
-	if podIdentity != nil {
-		podIdentity.accounts.Shutdown()
+	if a.podIdentity != nil {
+		a.podIdentity.accounts.Shutdown()
 	}
-	wg.Wait()
-	return runErr
+	a.wg.Wait()
 }
 
 func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) error {
@@ -388,11 +459,11 @@ func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) err
 	}
 	rulesCtx, cancel := context.WithTimeout(ctx, rulesTimeout)
 	defer cancel()
-	var err error
-	a.rules, err = iptables.New(rulesCtx, icfg)
+	rules, err := iptables.New(rulesCtx, icfg)
 	if err != nil {
 		return err
 	}
+	a.rules = rules
 	changed, err := a.rules.EnsureRules(rulesCtx)
 	if err != nil {
 		return fmt.Errorf("installing the DNAT and guard rules: %w", err)
