@@ -365,7 +365,10 @@ func TestCacheEvictsKeysNoPodUses(t *testing.T) {
 	env.cache.Untrack("uid-1")
 	env.clock.Step(DefaultEvictAfter + time.Second)
 	eventually(t, "the on-demand key ages out", func() bool { return env.cache.Stats().Entries == 1 })
-	if !env.cached(shared) {
+	// Present, not necessarily servable: the step may have carried the
+	// shared entry past its servable time, and its refresh runs in the
+	// background.
+	if !env.present(shared) {
 		t.Fatal("a key one pod still uses was evicted")
 	}
 	env.cache.Untrack("uid-2")

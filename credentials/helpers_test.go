@@ -145,6 +145,14 @@ func (e *cacheEnv) cached(req Request) bool {
 	return en != nil && en.hasCreds && c.clock.Now().Before(en.servableUntil)
 }
 
+// present says whether the cache still holds an entry for req, servable or not.
+func (e *cacheEnv) present(req Request) bool {
+	c := e.cache
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.findLocked(c.hash(req), req) != nil
+}
+
 // calls is how many AssumeRole requests reached the fake.
 func (e *cacheEnv) calls() int { return e.fake.Calls("AssumeRole") }
 
