@@ -218,6 +218,7 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Logger:          log.WithField("component", "proxy"),
 		Registerer:      reg,
+		Events:          k8s.NewPodEvents(events),
 	}, a.watcher, resolver, broker)
 	if err != nil {
 		return err
