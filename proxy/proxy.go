@@ -51,6 +51,19 @@ type CredentialGetter interface {
 	GetCredentials(ctx context.Context, pod *k8s.Pod, role k8s.Role) (credentials.Credentials, error)
 }
 
+// PodEvents records a rate-limited Warning Event on a pod, for what the
+// pod's owners must fix (k8s.PodEvents). Nil Options.Events records none.
+type PodEvents interface {
+	PodWarning(pod *k8s.Pod, reason, message string)
+}
+
+// Event reasons the proxy records on pods.
+const (
+	// EventIMDSv1Refused: the pod read metadata without a token while
+	// --imdsv2-required is on: its SDK is too old or IMDSv1 is forced.
+	EventIMDSv1Refused = "IMDSv1Refused"
+)
+
 // Defaults for zero Options fields.
 const (
 	// DefaultRequestTimeout bounds pod lookup, credential fetch and upstream
@@ -132,6 +145,9 @@ type Options struct {
 	// PodIdentity opens the token door (GET /v1/credentials); nil keeps it
 	// closed, and the path is refused like any non-IMDS path.
 	PodIdentity *PodIdentity
+	// Events records Warning Events on pods (IMDSv1 refused, credential
+	// failures the user must act on); nil records none.
+	Events PodEvents
 }
 
 // Server is the metadata server.
@@ -173,6 +189,8 @@ type Server struct {
 	podIdentity *PodIdentity
 	// podIdentityDocs caches the token door's encoded documents.
 	podIdentityDocs *credentialDocs
+	// events records Warning Events on pods; nil when none.
+	events PodEvents
 }
 
 // New builds a metadata server. It does not bind a port; call Listen.
@@ -283,6 +301,7 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		logs:            levelEnabled(opts.Logger),
 		podIdentity:     opts.PodIdentity,
 		podIdentityDocs: newCredentialDocs(opts.Clock),
+		events:          opts.Events,
 	}
 	if opts.RateLimit > 0 {
 		s.limiter = newIPRateLimiter(opts.RateLimit, opts.RateLimitBurst, opts.Clock)
@@ -424,6 +443,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case len(vals) == 0 && s.imdsv2Required:
 			info.route = routeUnauthorized
 			s.deny(sw, info, http.StatusUnauthorized, "TokenRequired")
+			s.reportIMDSv1(r.Context(), info)
 			return
 		}
 		info.imdsv2 = len(vals) == 1
@@ -441,6 +461,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.Path, u.RawPath = c.routePath(), ""
 	r2.URL = &u
 	s.router.ServeHTTP(sw, r2)
+}
+
+// reportIMDSv1 names the pod refused for reading without a token, in the
+// log line and in an Event, so operators find the old SDKs. The 401 stands
+// whoever the caller is.
+func (s *Server) reportIMDSv1(ctx context.Context, info *requestInfo) {
+	if s.events == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.requestTimeout)
+	defer cancel()
+	pod, err := s.pods.FindPod(ctx, info.ip)
+	if err != nil || pod == nil {
+		return
+	}
+	info.pod = pod
+	s.events.PodWarning(pod, EventIMDSv1Refused, "read instance metadata without an IMDSv2 token and was refused (401), as IMDS does with HttpTokens=required: "+
+		"upgrade the AWS SDK or tool (every current one uses IMDSv2), or, on the agent, set --imdsv2-required=false (chart imdsv2Required: false) to allow IMDSv1 for every pod")
 }
 
 // callerIP is the TCP peer's address. Headers such as X-Forwarded-For are

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/tools/record"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kube2ra/kube2ra/credentials"
@@ -605,5 +606,34 @@ func TestPanicInAConsumerIsA500(t *testing.T) {
 	s.ServeHTTP(rec, req)
 	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "bug") {
 		t.Errorf("%d %q", rec.Code, rec.Body.String())
+	}
+}
+
+func TestIMDSv1RefusedRecordsARateLimitedEventOnThePod(t *testing.T) {
+	rec := record.NewFakeRecorder(100)
+	events := k8s.NewPodEvents(k8s.NewRateLimitedRecorder(rec, k8s.EventOptions{Burst: 2, Interval: time.Hour}))
+	e := newTestEnv(t, Options{IMDSv2Required: true, Events: events})
+	for range 5 {
+		if status, _, _ := httpGet(t, e.url+"/latest/meta-data/iam/security-credentials/", nil); status != 401 {
+			t.Fatalf("IMDSv1 GET with IMDSv2 required: status %d, want 401 as IMDS", status)
+		}
+	}
+	_, tok, _ := putToken(t, e.url, "60", nil)
+	if status, _, _ := httpGet(t, e.url+"/latest/meta-data/iam/security-credentials/", http.Header{tokenHeader: {tok}}); status != 200 {
+		t.Fatalf("GET with a token: status %d", status)
+	}
+	close(rec.Events)
+	var got []string
+	for ev := range rec.Events {
+		got = append(got, ev)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d Events for 5 refusals with a burst of 2, want 2: %q", len(got), got)
+	}
+	if !strings.HasPrefix(got[0], "Warning IMDSv1Refused ") || !strings.Contains(got[0], "--imdsv2-required=false") || !strings.Contains(got[0], "imdsv2Required") {
+		t.Errorf("Event %q does not name the reason and the setting", got[0])
+	}
+	if !strings.Contains(e.logs.String(), `"pod":"`+testPod().Name+`"`) {
+		t.Errorf("the refusal's log line does not name the pod:\n%s", e.logs.String())
 	}
 }

@@ -295,6 +295,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		Logger:          log.WithField("component", "proxy"),
 		Registerer:      reg,
 		PodIdentity:     a.podIdentity.proxyDoor(),
+		Events:          k8s.NewPodEvents(events),
 	}, a.watcher, resolver, broker)
 	if err != nil {
 		return nil, err

@@ -233,7 +233,7 @@ func (d *demo) liveChange(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(liveChangeTimeout)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if code, _, _ := p.PodGet(ctx, listingPath, false); code == 200 {
+		if code, _, _ := p.PodGet(ctx, listingPath, true); code == 200 {
 			break
 		}
 		time.Sleep(pollInterval)
@@ -281,13 +281,19 @@ func (d *demo) createPod(ctx context.Context, namespace, name, role string) (*ha
 	return p, nil
 }
 
-// curl runs curl in the pod exactly as printed and returns the HTTP status
-// and body (status 0 when nothing answered).
+// tokenCommand is the IMDSv2 token PUT as printed; kube2ra refuses
+// token-less reads by default (--imdsv2-required), as IMDS does.
+const tokenCommand = `TOKEN=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' ` + metadataURL + `/latest/api/token)`
+
+// curl runs curl in the pod exactly as printed (a token PUT, then the GET
+// with it) and returns the HTTP status and body (status 0 when nothing answered).
 func (d *demo) curl(ctx context.Context, p *harness.Pod, path string) (int, string) {
-	d.say("    $ curl -s %s%s", metadataURL, path)
+	d.say("    $ %s", tokenCommand)
+	d.say("    $ curl -s -H \"X-aws-ec2-metadata-token: $TOKEN\" %s%s", metadataURL, path)
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	cmd := p.Net.Command(ctx, "curl", "-s", "--max-time", "5", "-w", "\n%{http_code}", metadataURL+path)
+	script := tokenCommand + `; curl -s --max-time 5 -w '\n%{http_code}' -H "X-aws-ec2-metadata-token: $TOKEN" "$1"`
+	cmd := p.Net.Command(ctx, "sh", "-c", script, "sh", metadataURL+path)
 	cmd.Env = harness.CleanEnviron()
 	out, err := cmd.Output()
 	s := strings.TrimRight(string(out), "\n")
@@ -419,7 +425,7 @@ Everything keeps running. From another terminal, as root:
 	if web != nil {
 		fmt.Fprintf(d.out, `
   Inside pod shop/web (network namespace %[1]s):
-    ip netns exec %[1]s curl -s %[2]s%[3]s
+    ip netns exec %[1]s sh -c 'TOKEN=$(curl -s -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" %[2]s/latest/api/token); curl -s -H "X-aws-ec2-metadata-token: $TOKEN" %[2]s%[3]s'
     ip netns exec %[1]s env %[4]s %[5]s %[6]s
 `, web.Net.Netns, metadataURL, listingPath, strings.Join(e.AWSCLIEnv(), " "), harness.DebianAWSCLI, strings.Join(d.awsCommand(), " "))
 	}

@@ -230,10 +230,10 @@ func testEveryClient(t *testing.T, env *harness.Env) {
 		t.Fatalf("AWS CLI v1 get-caller-identity says %q, want an assumed-role session of %s", arn, roleWeb)
 	}
 
-	for _, token := range []bool{true, false} {
-		c := getCreds(t, p, roleWeb, token)
-		assertIssuedFor(t, env, fmt.Sprintf("curl (token %v)", token), harness.ClientCreds{AccessKeyID: c.AccessKeyId, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}, roleWeb, session)
-	}
+	c := getCreds(t, p, roleWeb, true)
+	assertIssuedFor(t, env, "curl with a token", harness.ClientCreds{AccessKeyID: c.AccessKeyId, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}, roleWeb, session)
+	// IMDSv1 is refused by default (--imdsv2-required), as IMDS does with HttpTokens=required.
+	expectStatus(t, env, p, credsPath+roleWeb, false, 401)
 }
 
 // iptablesSave is the node's nat table (the DNAT) and filter table (the
@@ -328,7 +328,7 @@ func testNoRole(t *testing.T, env *harness.Env) {
 	mustNamespace(t, env, "plain", `["*"]`)
 	p := mustPod(t, env, harness.PodSpec{Namespace: "plain", Name: "no-role"})
 	expectStatus(t, env, p, credsPath, true, 404)
-	expectStatus(t, env, p, strings.TrimSuffix(credsPath, "/"), false, 404)
+	expectStatus(t, env, p, strings.TrimSuffix(credsPath, "/"), true, 404)
 	expectStatus(t, env, p, credsPath+"node-instance-role", true, 404)
 	expectStatus(t, env, p, "/latest/meta-data/iam/info", true, 404)
 }
@@ -437,7 +437,7 @@ func testPrefetch(t *testing.T, env *harness.Env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	getCreds(t, p, roleReports, false)
+	getCreds(t, p, roleReports, true)
 	after, err := env.Agent.Metrics()
 	if err != nil {
 		t.Fatal(err)
@@ -489,7 +489,7 @@ func testEC2Paths(t *testing.T, env *harness.Env) {
 	if body := expectStatus(t, env, p, "/latest/meta-data/placement/region", true, 200); body != harness.EC2Region {
 		t.Fatalf("placement/region: %q, want %q", body, harness.EC2Region)
 	}
-	body := expectStatus(t, env, p, "/latest/dynamic/instance-identity/document", false, 200)
+	body := expectStatus(t, env, p, "/latest/dynamic/instance-identity/document", true, 200)
 	if !strings.Contains(body, harness.EC2Region) {
 		t.Fatalf("identity document without the region: %q", body)
 	}
@@ -575,7 +575,7 @@ func testAgentRestart(t *testing.T, env *harness.Env) {
 			default:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			code, body, err := p.PodGet(ctx, credsPath+roleWeb, false)
+			code, body, err := p.PodGet(ctx, credsPath+roleWeb, true)
 			cancel()
 			results <- result{code, body, err}
 		}
@@ -709,7 +709,7 @@ func testNoRuleBeforeReady(t *testing.T, env *harness.Env) {
 	time.Sleep(300 * time.Millisecond) // past listen, inside the sync wait
 	deadline := time.Now().Add(3 * time.Second)
 	for attempts := 0; time.Now().Before(deadline); attempts++ {
-		code, body, err := p.PodGet(ctxT(t), credsPath+roleWeb, false)
+		code, body, err := p.PodGet(ctxT(t), credsPath+roleWeb, true)
 		if err == nil {
 			t.Fatalf("before ready, attempt %d: the pod got an answer %d %q", attempts, code, body)
 		}
@@ -791,7 +791,7 @@ func testNatFlushFailsClosed(t *testing.T, env *harness.Env) {
 		t.Fatalf("without kube2ra the pod should get the node's credentials with IMDSv1, got %q", body)
 	}
 	restartAgent(t, env)
-	getCreds(t, p, roleWeb, false)
+	getCreds(t, p, roleWeb, true)
 	want := iptablesSave(t)
 
 	refused := false
@@ -830,7 +830,7 @@ func testNatFlushFailsClosed(t *testing.T, env *harness.Env) {
 		t.Fatal("the monitor restored the DNAT before every one of 5 requests; the guard was never exercised")
 	}
 	waitRulesRestored(t, want, flushed)
-	getCreds(t, p, roleWeb, false)
+	getCreds(t, p, roleWeb, true)
 }
 
 // waitRulesRestored waits until the agent's monitor has put the rules back

@@ -43,8 +43,10 @@ const spawnDelay = 800 * time.Millisecond
 // harness's own: production log settings (the harness turns --debug on),
 // and a per-pod rate limit high enough not to refuse a closed-loop load;
 // the limiter still runs on every request, so its cost is measured.
+// IMDSv1 stays allowed: the cold-start probe measures a pod's first read
+// alone, without a token PUT before it (the load runs send tokens).
 // BENCH_AGENT_ARGS (space separated) adds flags, for what-if runs.
-var agentArgs = []string{"--debug=false", "--log-level", "info", "--rate-limit", "1000000"}
+var agentArgs = []string{"--debug=false", "--log-level", "info", "--rate-limit", "1000000", "--imdsv2-required=false"}
 
 // suite is one benchmark run: its configuration, the node under test, and
 // the report.
