@@ -904,17 +904,20 @@ func TestIPv6(t *testing.T) {
 		t.Fatalf("aws-sdk-go-v2 over IPv6: %v", err)
 	}
 	assertIssuedFor(t, env, "aws-sdk-go-v2 (IPv6 endpoint)", goCreds, roleWeb, "")
-	for _, token := range []bool{true, false} {
-		code, body, err := p.PodGetAt(ctxT(t), "http://[fd00:ec2::254]", credsPath+roleWeb, token)
-		if err != nil || code != 200 {
-			t.Fatalf("curl over IPv6 (token %v): %d %q %v", token, code, body, err)
-		}
-		var c imdsCreds
-		if err := json.Unmarshal([]byte(body), &c); err != nil {
-			t.Fatalf("credential document %q: %v", body, err)
-		}
-		assertIssuedFor(t, env, fmt.Sprintf("curl over IPv6 (token %v)", token), harness.ClientCreds{AccessKeyID: c.AccessKeyId, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}, roleWeb, "")
+	// IMDSv2 is required by default, over IPv6 as over IPv4: a token-less
+	// read is refused as IMDS refuses it.
+	if code, body, err := p.PodGetAt(ctxT(t), "http://[fd00:ec2::254]", credsPath+roleWeb, false); err != nil || code != 401 {
+		t.Fatalf("curl over IPv6 without a token: %d %q %v, want 401", code, body, err)
 	}
+	code, body, err := p.PodGetAt(ctxT(t), "http://[fd00:ec2::254]", credsPath+roleWeb, true)
+	if err != nil || code != 200 {
+		t.Fatalf("curl over IPv6 with a token: %d %q %v", code, body, err)
+	}
+	var c imdsCreds
+	if err := json.Unmarshal([]byte(body), &c); err != nil {
+		t.Fatalf("credential document %q: %v", body, err)
+	}
+	assertIssuedFor(t, env, "curl over IPv6 (token)", harness.ClientCreds{AccessKeyID: c.AccessKeyId, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}, roleWeb, "")
 	if log := env.Agent.LogTail(400); !strings.Contains(log, p.Net.IPv6.String()) {
 		t.Errorf("the agent's request log does not name the pod's IPv6 address %s as the caller:\n%s", p.Net.IPv6, log)
 	}
