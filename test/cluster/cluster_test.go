@@ -468,7 +468,7 @@ func (w *world) credentials(ctx context.Context, flavour string) {
 			RestartPolicy: corev1.RestartPolicyNever, AutomountServiceAccountToken: boolPtr(false), TerminationGracePeriodSeconds: int64Ptr(0),
 			Containers: []corev1.Container{{
 				Name: "curl", Image: w.images["client"].Ref, ImagePullPolicy: corev1.PullNever,
-				Command: []string{"sh", "-c", "sleep 1; curl -s -m 5 -o /dev/null -w '%{http_code}' http://169.254.169.254/latest/meta-data/iam/security-credentials/ >/dev/termination-log"},
+				Command: []string{"sh", "-c", "sleep 1; t=$(curl -s -m 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token); curl -s -m 5 -o /dev/null -w '%{http_code}' -H \"X-aws-ec2-metadata-token: $t\" http://169.254.169.254/latest/meta-data/iam/security-credentials/ >/dev/termination-log"},
 			}},
 		},
 	}

@@ -154,7 +154,7 @@ func (w *world) ipReuse(ctx context.Context) {
 
 // poller asks the metadata service for the role listing every 100 ms and
 // prints "<epoch ms> <http code> <body>" per answer.
-const poller = `while true; do b=$(curl -s -m 1 -w ' %{http_code}' http://169.254.169.254/latest/meta-data/iam/security-credentials/); echo "$(date +%s%3N) ${b##* } ${b% *}"; sleep 0.1; done`
+const poller = `while true; do t=$(curl -s -m 1 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token); b=$(curl -s -m 1 -H "X-aws-ec2-metadata-token: $t" -w ' %{http_code}' http://169.254.169.254/latest/meta-data/iam/security-credentials/); echo "$(date +%s%3N) ${b##* } ${b% *}"; sleep 0.1; done`
 
 // pollAnswers reads a poller's answers from the kubelet's log of the pod.
 type pollAnswer struct {
