@@ -44,7 +44,10 @@ func (c *coverage) check() string {
 	byIP := map[netip.Addr]*k8s.Pod{}
 	var ips []netip.Addr
 	for _, p := range c.pods() {
-		if p.Terminating {
+		// A host-network pod (the agent itself, kube-proxy, CNI agents)
+		// has the node's addresses: its traffic is the node's own, which
+		// the DNAT never redirects and the IP door never serves.
+		if p.Terminating || p.HostNetwork {
 			continue
 		}
 		for _, ip := range p.IPs {

@@ -55,6 +55,21 @@ func TestCoverageNamesPatternPodAndInterface(t *testing.T) {
 			t.Errorf("--host-interface %s: %d Events, want 1 on the pod", tt.pattern, len(events.Events))
 		}
 	}
+	// The agent's own pod and every other host-network pod carry the node's
+	// addresses, whose route is lo here: never a coverage problem (on a real
+	// node the agent otherwise never becomes ready).
+	hostPod := &k8s.Pod{Namespace: "kube-system", Name: "kube2ra-x", HostNetwork: true, IPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
+	specs, err := iptables.ParseInterfaces("cni0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var problem string
+	c := &coverage{specs: specs, pattern: "cni0", pods: func() []*k8s.Pod { return []*k8s.Pod{hostPod} },
+		events: record.NewFakeRecorder(10), uncovered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}), problem: func(p string) { problem = p }}
+	c.problem(c.check())
+	if problem != "" {
+		t.Errorf("a host-network pod made readiness say %q", problem)
+	}
 	if got := suggestion("cali1a2b3c"); got != "cali+" {
 		t.Errorf("suggestion(cali1a2b3c) = %q, want cali+", got)
 	}
