@@ -221,6 +221,10 @@ func (n *Node) AddPod(name string, ip netip.Addr, hostVeth string) (*Pod, error)
 		hostVeth = fmt.Sprintf("veth%04x", idx)
 	}
 	p := &Pod{Name: name, Netns: n.Name + "-" + name, IP: ip, HostVeth: hostVeth}
+	// A link of this name can outlive an earlier run's pod whose namespace a
+	// lingering process still holds open (the soak's second flavour reuses
+	// the first one's names); it belongs to no live pod of this node.
+	_ = exec.Command("ip", "link", "del", hostVeth).Run()
 	calico := strings.HasPrefix(hostVeth, "cali")
 	steps := [][]string{
 		{"ip", "netns", "add", p.Netns},
