@@ -11,28 +11,15 @@ import (
 	"path/filepath"
 )
 
-// TestdataEnv points at another copy of the recorded vectors (a directory
-// holding rsa.request.json, or one with a rolesanywhere/ subdirectory that
-// does). Unset, the copy inside the repository is used.
-const TestdataEnv = "KUBE2RA_SHARED_TESTDATA"
-
 // RecordedDir is where the repository keeps the recorded Roles Anywhere
 // requests, relative to the module root (see its README for how they were
 // recorded).
 const RecordedDir = "rolesanywhere/testdata/recorded"
 
-// TestdataDir finds the recorded Roles Anywhere vectors: $KUBE2RA_SHARED_TESTDATA
-// if set, else the repository's own copy (found by walking up from the
-// working directory to go.mod). Nothing outside the repository is needed.
+// TestdataDir finds the recorded Roles Anywhere vectors inside the
+// repository, by walking up from the working directory to go.mod. Nothing
+// outside the repository is read.
 func TestdataDir() (string, error) {
-	if env := os.Getenv(TestdataEnv); env != "" {
-		for _, dir := range []string{filepath.Join(env, "rolesanywhere"), env} {
-			if _, err := os.Stat(filepath.Join(dir, "rsa.request.json")); err == nil {
-				return dir, nil
-			}
-		}
-		return "", fmt.Errorf("%s=%s holds no rsa.request.json (nor rolesanywhere/rsa.request.json); unset it to use the repository's %s", TestdataEnv, env, RecordedDir)
-	}
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -47,7 +34,7 @@ func TestdataDir() (string, error) {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory; run the tests inside the repository or set " + TestdataEnv)
+			return "", errors.New("go.mod not found above the working directory: run the tests from inside the kube2ra repository")
 		}
 		dir = parent
 	}
