@@ -214,14 +214,14 @@ func (r *RoleResolver) resolveWith(pod *Pod, lookup namespaceLookup) (Role, erro
 		return Role{}, &DenialError{Reason: reason, Role: role, Namespace: pod.Namespace, Detail: detail}
 	}
 
-	var defaultARN, defaultName string
+	var defaultARN, defaultName, defaultAccount string
 	if r.opts.DefaultRole != "" {
 		def, err := arn.NormalizeRole(r.opts.DefaultRole, base)
 		if err != nil && asked == "" {
 			return deny(DeniedInvalidRole, r.opts.DefaultRole, "the default role is not usable: "+withBaseErr(err, baseErr).Error()+"; fix --default-role or --base-role-arn")
 		}
 		if err == nil {
-			defaultARN, defaultName = def.String(), def.Name
+			defaultARN, defaultName, defaultAccount = def.String(), def.Name, def.AccountID
 		}
 	}
 
@@ -232,9 +232,9 @@ func (r *RoleResolver) resolveWith(pod *Pod, lookup namespaceLookup) (Role, erro
 		if err != nil {
 			return deny(DeniedInvalidRole, asked, fmt.Sprintf("annotation %s is not a usable role: %v", r.opts.Keys.Role, withBaseErr(err, baseErr)))
 		}
-		role.ARN, role.Name = own.String(), own.Name
+		role.ARN, role.Name, role.AccountID = own.String(), own.Name, own.AccountID
 	case defaultARN != "":
-		role.ARN, role.Name, role.Default = defaultARN, defaultName, true
+		role.ARN, role.Name, role.AccountID, role.Default = defaultARN, defaultName, defaultAccount, true
 	default:
 		return Role{}, fmt.Errorf("%w: pod %s has no %s annotation", ErrNoRole, pod.Key(), r.opts.Keys.Role)
 	}

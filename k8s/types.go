@@ -45,6 +45,9 @@ type Role struct {
 	// Name is the last element of the ARN's resource path: what IMDS lists
 	// under iam/security-credentials/.
 	Name string
+	// AccountID is the role's account, parsed with the ARN (the token
+	// door's AccountId).
+	AccountID string
 	// ExternalID comes from the pod's external-ID annotation; empty if none.
 	ExternalID string
 	// Default is true when the role came from --default-role, not the pod.

@@ -24,8 +24,9 @@ import (
 )
 
 const (
-	testRoleName = "pod-role"
-	testRoleARN  = "arn:aws:iam::123456789012:role/team/" + testRoleName
+	testRoleName  = "pod-role"
+	testAccountID = "123456789012"
+	testRoleARN   = "arn:aws:iam::" + testAccountID + ":role/team/" + testRoleName
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -101,7 +102,9 @@ func testPod() *k8s.Pod {
 		NodeName: "node-1", IPs: []netip.Addr{loopback}}
 }
 
-func testRole() k8s.Role { return k8s.Role{ARN: testRoleARN, Name: testRoleName} }
+func testRole() k8s.Role {
+	return k8s.Role{ARN: testRoleARN, Name: testRoleName, AccountID: testAccountID}
+}
 
 // testCredentials are what the fake getter hands out: distinct from the
 // fake upstream's node credentials, with seconds precision as IMDS has.

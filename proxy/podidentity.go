@@ -125,7 +125,7 @@ func (s *Server) servePodIdentity(ctx context.Context, w http.ResponseWriter, r 
 		info.reason = credentialErrorReason(err)
 		return
 	}
-	account := accountOf(role.ARN)
+	account := role.AccountID
 	body, first, err := s.podIdentityDocs.documentWith(creds, pod.UID, func(c credentials.Credentials) ([]byte, error) {
 		return json.Marshal(containerCredentials{
 			AccessKeyID:     c.AccessKeyID,
@@ -249,13 +249,4 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
-}
-
-// accountOf is the account of arn:partition:iam::account:role/..., "" if none.
-func accountOf(roleARN string) string {
-	parts := strings.SplitN(roleARN, ":", 6)
-	if len(parts) != 6 {
-		return ""
-	}
-	return parts[4]
 }

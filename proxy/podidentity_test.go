@@ -161,7 +161,7 @@ func newDoorEnv(t testing.TB, opts Options, keysErr error) *doorEnv {
 	mk := func(name, sa, role string) doorPod {
 		// Both pods "have" 127.0.0.1, the address the tests call from.
 		p := &k8s.Pod{UID: types.UID("uid-" + name), Namespace: "team-a", Name: name, ServiceAccount: sa, NodeName: doorNode, IPs: []netip.Addr{loopback}}
-		return doorPod{pod: p, role: k8s.Role{ARN: "arn:aws:iam::123456789012:role/" + role, Name: role}}
+		return doorPod{pod: p, role: k8s.Role{ARN: "arn:aws:iam::123456789012:role/" + role, Name: role, AccountID: "123456789012"}}
 	}
 	e.web, e.batch = mk("web", "web-sa", "web-role"), mk("batch", "batch-sa", "batch-role")
 	e.web.token, e.batch.token = e.sign(t, e.claims(e.web.pod)), e.sign(t, e.claims(e.batch.pod))
