@@ -36,9 +36,22 @@ type fakePods struct {
 	mu   sync.Mutex
 	byIP map[netip.Addr]*k8s.Pod
 	err  error
+	// hold, when set, keeps every lookup waiting until it is closed or the
+	// request gives up.
+	hold chan struct{}
 }
 
-func (f *fakePods) FindPod(_ context.Context, ip netip.Addr) (*k8s.Pod, error) {
+func (f *fakePods) FindPod(ctx context.Context, ip netip.Addr) (*k8s.Pod, error) {
+	f.mu.Lock()
+	hold := f.hold
+	f.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {

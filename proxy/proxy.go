@@ -443,6 +443,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case len(vals) == 0 && s.imdsv2Required:
 			info.route = routeUnauthorized
 			s.deny(sw, info, http.StatusUnauthorized, "TokenRequired")
+			// The 401 goes out now; naming the pod may wait for a lookup.
+			_ = http.NewResponseController(sw).Flush()
 			s.reportIMDSv1(r.Context(), info)
 			return
 		}

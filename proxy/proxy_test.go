@@ -609,6 +609,28 @@ func TestPanicInAConsumerIsA500(t *testing.T) {
 	}
 }
 
+// The 401 does not wait for the pod lookup that names the caller in the
+// Event: an old SDK learns at once that it must use a token.
+func TestIMDSv1RefusalIsAnsweredBeforeThePodLookup(t *testing.T) {
+	rec := record.NewFakeRecorder(10)
+	events := k8s.NewPodEvents(k8s.NewRateLimitedRecorder(rec, k8s.EventOptions{Burst: 2, Interval: time.Hour}))
+	e := newTestEnv(t, Options{IMDSv2Required: true, Events: events, RequestTimeout: time.Minute})
+	hold := make(chan struct{})
+	e.pods.mu.Lock()
+	e.pods.hold = hold
+	e.pods.mu.Unlock()
+	defer close(hold)
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(e.url + "/latest/meta-data/iam/security-credentials/")
+	if err != nil {
+		t.Fatalf("the 401 waited for the pod lookup: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401", resp.StatusCode)
+	}
+}
+
 func TestIMDSv1RefusedRecordsARateLimitedEventOnThePod(t *testing.T) {
 	rec := record.NewFakeRecorder(100)
 	events := k8s.NewPodEvents(k8s.NewRateLimitedRecorder(rec, k8s.EventOptions{Burst: 2, Interval: time.Hour}))
