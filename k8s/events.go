@@ -231,5 +231,3 @@ func NodeRef(name string) *corev1.ObjectReference {
 // leaves the node through an interface --host-interface does not match.
 const ReasonMetadataNotIntercepted = "MetadataNotIntercepted"
 
-// PodObjectRef is the Event target for a pod.
-func PodObjectRef(p *Pod) *corev1.ObjectReference { return podRef(p) }

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
 	"github.com/kube2ra/kube2ra/iptables"
@@ -30,7 +28,7 @@ type coverage struct {
 	// pods lists this node's pods.
 	pods func() []*k8s.Pod
 	// events records one Warning per uncovered pod (rate-limited).
-	events record.EventRecorder
+	events *k8s.PodEvents
 	// uncovered is kube2ra_pods_not_intercepted.
 	uncovered prometheus.Gauge
 	// problem receives each check's readiness failure, "" when covered.
@@ -63,7 +61,7 @@ func (c *coverage) check() string {
 		msg := fmt.Sprintf("pod %s/%s (%s) sends its traffic in through %s, which --host-interface %q does not match: its metadata requests are not redirected to kube2ra (refused by the guard when forwarded); add %s to --host-interface (host.interface in the chart)",
 			p.Namespace, p.Name, u.IP, u.Interface, c.pattern, suggestion(u.Interface))
 		msgs = append(msgs, msg)
-		c.events.Event(k8s.PodObjectRef(p), corev1.EventTypeWarning, k8s.ReasonMetadataNotIntercepted, msg)
+		c.events.PodWarning(p, k8s.ReasonMetadataNotIntercepted, msg)
 	}
 	if err != nil {
 		msgs = append(msgs, "could not read the routes to some pods: "+err.Error())
@@ -98,23 +96,19 @@ func (c *coverage) run(ctx context.Context) {
 
 // startCoverage runs the coverage check in the background; /readyz fails
 // while a pod is not covered.
-func (a *agent) startCoverage(ctx context.Context, wg interface{ Go(func()) }, reg prometheus.Registerer, events record.EventRecorder) error {
-	specs, err := iptables.ParseInterfaces(a.cfg.HostInterface)
-	if err != nil {
-		return fmt.Errorf("--host-interface: %w", err)
-	}
+func (a *agent) startCoverage(ctx context.Context) error {
 	gauge := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "kube2ra_pods_not_intercepted",
 		Help: "Pod addresses on this node whose route leaves through an interface --host-interface does not match, so their metadata requests miss the DNAT.",
 	})
-	if err := reg.Register(gauge); err != nil {
+	if err := a.reg.Register(gauge); err != nil {
 		return fmt.Errorf("registering kube2ra_pods_not_intercepted: %w", err)
 	}
 	c := &coverage{
-		specs: specs, pattern: a.cfg.HostInterface, pods: a.watcher.Pods, events: events, uncovered: gauge,
+		specs: a.cfg.parsed.interfaces, pattern: a.cfg.HostInterface, pods: a.watcher.Pods, events: k8s.NewPodEvents(a.events), uncovered: gauge,
 		problem: func(p string) { a.coverageProblem.Store(&p) }, clock: clock.RealClock{},
 	}
 	c.problem(c.check()) // before the agent reports ready
-	wg.Go(func() { c.run(ctx) })
+	a.wg.Go(func() { c.run(ctx) })
 	return nil
 }

@@ -34,7 +34,7 @@ func TestCoverageNamesPatternPodAndInterface(t *testing.T) {
 		gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
 		var problem string
 		c := &coverage{specs: specs, pattern: tt.pattern, pods: func() []*k8s.Pod { return []*k8s.Pod{pod} },
-			events: events, uncovered: gauge, problem: func(p string) { problem = p }}
+			events: k8s.NewPodEvents(events), uncovered: gauge, problem: func(p string) { problem = p }}
 		c.problem(c.check())
 		for _, w := range tt.want {
 			if !strings.Contains(problem, w) {
@@ -65,7 +65,7 @@ func TestCoverageNamesPatternPodAndInterface(t *testing.T) {
 	}
 	var problem string
 	c := &coverage{specs: specs, pattern: "cni0", pods: func() []*k8s.Pod { return []*k8s.Pod{hostPod} },
-		events: record.NewFakeRecorder(10), uncovered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}), problem: func(p string) { problem = p }}
+		events: k8s.NewPodEvents(record.NewFakeRecorder(10)), uncovered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}), problem: func(p string) { problem = p }}
 	c.problem(c.check())
 	if problem != "" {
 		t.Errorf("a host-network pod made readiness say %q", problem)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/tools/record"
 
 	"github.com/kube2ra/kube2ra/imdsprobe"
 	"github.com/kube2ra/kube2ra/k8s"
@@ -21,12 +20,12 @@ const probeTimeout = time.Second
 // answer a pod directly (what a pod gets before the rules are in place at
 // boot, or after every rule is flushed) and says so in a log line, the
 // kube2ra_node_metadata_exposed gauge and an Event on the node.
-func (a *agent) checkMetadataExposure(ctx context.Context, reg prometheus.Registerer, events record.EventRecorder) error {
+func (a *agent) checkMetadataExposure(ctx context.Context) error {
 	gauge := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "kube2ra_node_metadata_exposed",
 		Help: "1 when the node's metadata service answers token-less GETs (IMDSv1) or sends IMDSv2 tokens beyond the node (hop limit 2 or more), so a pod reaching it directly would get the node's credentials; 0 when neither.",
 	})
-	if err := reg.Register(gauge); err != nil {
+	if err := a.reg.Register(gauge); err != nil {
 		return fmt.Errorf("registering kube2ra_node_metadata_exposed: %w", err)
 	}
 	url := a.cfg.parsed.metadataURL
@@ -44,6 +43,6 @@ func (a *agent) checkMetadataExposure(ctx context.Context, reg prometheus.Regist
 	gauge.Set(1)
 	msg := fmt.Sprintf("the node's metadata service would give a pod that reaches it directly the node's credentials: %s. kube2ra's rules stop that while they are in place; close it on the instance: %s", res.Problems(), imdsprobe.Fix)
 	log.Warn(msg)
-	events.Event(k8s.NodeRef(a.cfg.Node), corev1.EventTypeWarning, k8s.ReasonNodeMetadataExposed, msg)
+	a.events.Event(k8s.NodeRef(a.cfg.Node), corev1.EventTypeWarning, k8s.ReasonNodeMetadataExposed, msg)
 	return nil
 }

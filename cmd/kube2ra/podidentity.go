@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 
 	"github.com/sirupsen/logrus"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/proxy"
 )
@@ -77,13 +77,12 @@ func (d *podIdentityDoor) start(runCtx, syncCtx context.Context, log logrus.Fiel
 // any: it listens on 169.254.170.23 and fd00:ec2::23, added to a link of
 // the node.
 func eksAgentAddress(addrs []net.Addr) (netip.Addr, bool) {
-	eksAddresses := []netip.Addr{netip.MustParseAddr("169.254.170.23"), netip.MustParseAddr("fd00:ec2::23")}
 	for _, a := range addrs {
 		p, err := netip.ParsePrefix(a.String())
 		if err != nil {
 			continue
 		}
-		if slices.Contains(eksAddresses, p.Addr().Unmap()) {
+		if a := p.Addr().Unmap(); a == iptables.PodIdentityIPv4 || a == iptables.PodIdentityIPv6 {
 			return p.Addr(), true
 		}
 	}

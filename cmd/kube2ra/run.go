@@ -318,7 +318,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 // DNAT and guard rules, startup taint removed. On a failure it stops what it
 // started and returns the error.
 func (a *agent) start(ctx context.Context) error {
-	cfg, log, reg := a.cfg, a.log, a.reg
+	cfg, log := a.cfg, a.log
 	// 1. Listen: health and metrics answer from now on, readiness says why not yet.
 	if err := a.server.Listen(); err != nil {
 		return fmt.Errorf("listening on %s:%d (--host-ip, --app-port): %w", cfg.HostIP, cfg.AppPort, err)
@@ -335,21 +335,18 @@ func (a *agent) start(ctx context.Context) error {
 	}
 	a.serveErr = make(chan error, 2)
 	for _, srv := range []interface{ Serve(context.Context) error }{a.server, a.ops} {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
+		a.wg.Go(func() {
 			if err := srv.Serve(runCtx); err != nil {
 				a.serveErr <- err
 			}
-		}()
+		})
 	}
-	a.wg.Add(2)
-	go func() { defer a.wg.Done(); a.cache.Run(runCtx) }()
-	go func() { defer a.wg.Done(); a.source.run(runCtx) }()
+	a.wg.Go(func() { a.cache.Run(runCtx) })
+	a.wg.Go(func() { a.source.run(runCtx) })
 
 	if a.source.name == sourceSTS && cfg.parsed.metadataURL != "" {
 		a.wg.Go(func() {
-			if err := a.checkMetadataExposure(runCtx, reg, a.events); err != nil {
+			if err := a.checkMetadataExposure(runCtx); err != nil {
 				log.WithError(err).Error("metadata exposure check")
 			}
 		})
@@ -380,24 +377,22 @@ func (a *agent) start(ctx context.Context) error {
 
 	// 3. DNAT and guard rules, only now that every request can be answered.
 	if cfg.IPTables {
-		if err := a.installRules(runCtx, reg); err != nil {
+		if err := a.installRules(runCtx); err != nil {
 			return fail(err)
 		}
-		if err := a.startCoverage(runCtx, &a.wg, reg, a.events); err != nil {
+		if err := a.startCoverage(runCtx); err != nil {
 			return fail(err)
 		}
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
+		a.wg.Go(func() {
 			if err := a.rules.Monitor(runCtx, cfg.IPTablesResync); err != nil && runCtx.Err() == nil {
 				log.WithError(err).Error("iptables monitor stopped")
 			}
-		}()
+		})
 	}
 	a.rulesReady.Store(true)
 	log.Info("kube2ra ready")
 	if cfg.RemoveStartupTaint {
-		if err := a.removeStartupTaint(runCtx, &a.wg, reg); err != nil {
+		if err := a.removeStartupTaint(runCtx); err != nil {
 			return fail(err)
 		}
 	}
@@ -438,18 +433,18 @@ func (a *agent) shutdown() {
 	a.wg.Wait()
 }
 
-func (a *agent) installRules(ctx context.Context, reg prometheus.Registerer) error {
+func (a *agent) installRules(ctx context.Context) error {
 	icfg := iptables.Config{
-		HostIP:     a.cfg.parsed.hostIP,
-		HostIPv6:   a.cfg.parsed.hostIPv6,
-		Port:       a.cfg.AppPort,
-		Interfaces: a.cfg.parsed.interfaces,
-		IPv6:       a.cfg.IPv6,
-		Mode:       a.cfg.parsed.iptablesMode,
-		Logger:     a.log.WithField("component", "iptables"),
-		Registerer: reg,
+		HostIP:      a.cfg.parsed.hostIP,
+		HostIPv6:    a.cfg.parsed.hostIPv6,
+		Port:        a.cfg.AppPort,
+		Interfaces:  a.cfg.parsed.interfaces,
+		IPv6:        a.cfg.IPv6,
+		Mode:        a.cfg.parsed.iptablesMode,
+		PodIdentity: a.cfg.PodIdentity,
+		Logger:      a.log.WithField("component", "iptables"),
+		Registerer:  a.reg,
 	}
-	icfg.PodIdentity = a.cfg.PodIdentity
 	if guard, addrs, err := wantIPv6Guard(a.cfg); err != nil {
 		// Fail closed: when unsure whether pods have IPv6, guard it.
 		a.log.WithError(err).Warn("could not list the node's IPv6 addresses: installing the IPv6 guard")
@@ -582,14 +577,14 @@ func (p *podCredentials) PodRoleGone(pod *k8s.Pod) { p.cache.Untrack(string(pod.
 // removeStartupTaint lets workload pods onto the node now that a pod's
 // metadata request is redirected or refused: it removes the startup taint
 // from this node only, in the background, retrying until it is gone.
-func (a *agent) removeStartupTaint(ctx context.Context, wg *sync.WaitGroup, reg prometheus.Registerer) error {
+func (a *agent) removeStartupTaint(ctx context.Context) error {
 	remover, err := k8s.NewStartupTaintRemover(a.kube, k8s.TaintRemoverOptions{
-		NodeName: a.cfg.Node, Logger: a.log.WithField("component", "taint"), Registerer: reg,
+		NodeName: a.cfg.Node, Logger: a.log.WithField("component", "taint"), Registerer: a.reg,
 	})
 	if err != nil {
 		return err
 	}
-	wg.Go(func() { _ = remover.Run(ctx) })
+	a.wg.Go(func() { _ = remover.Run(ctx) })
 	return nil
 }
 
