@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -189,11 +190,20 @@ func TestReadmeDocumentsEveryFlag(t *testing.T) {
 	}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	NewConfig().BindFlags(fs)
+	fs.Bool("dry-run", false, "") // run's own, outside Config
 	fs.VisitAll(func(f *flag.Flag) {
 		if !strings.Contains(string(readme), "| `--"+f.Name+"` |") {
 			t.Errorf("README.md's flag table has no row for --%s", f.Name)
 		}
 	})
+	// And no row documents a flag run does not have.
+	_, table, _ := strings.Cut(string(readme), "\n## Flags\n")
+	table, _, _ = strings.Cut(table, "\n## ")
+	for _, m := range regexp.MustCompile("(?m)^\\| `--([a-z0-9-]+)` \\|").FindAllStringSubmatch(table, -1) {
+		if fs.Lookup(m[1]) == nil {
+			t.Errorf("README.md's flag table documents --%s, which kube2ra run does not have", m[1])
+		}
+	}
 }
 
 // TestSubcommandHelpPrintsTheFlagsOnce: `kube2ra run --help` lists each
