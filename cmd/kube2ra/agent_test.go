@@ -29,7 +29,7 @@ type fakeOwner struct {
 	why    string
 }
 
-func (o fakeOwner) gone() (bool, string) { return o.remove, o.why }
+func (o fakeOwner) Gone() (bool, string) { return o.remove, o.why }
 
 // expiredRASource is a Roles Anywhere source whose node certificate has
 // expired by the source's clock, so its readiness fails.

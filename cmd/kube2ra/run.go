@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -150,7 +151,7 @@ type nodeRules interface {
 // ownerDecision is what decideRules needs of the owner watch: whether the
 // agent's own DaemonSet is gone, and why.
 type ownerDecision interface {
-	gone() (bool, string)
+	Gone() (bool, string)
 }
 
 // runAgent builds the agent, starts it, waits for a signal or a failed
@@ -354,7 +355,7 @@ func (a *agent) start(ctx context.Context) error {
 
 	// 2. Informers synced (the credential source was made usable first).
 	a.watcher.Start(runCtx)
-	a.owner = watchOwner(runCtx, a.kube)
+	a.owner = k8s.WatchOwner(runCtx, a.kube, os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE"))
 	syncCtx, syncCancel := context.WithTimeout(runCtx, syncTimeout)
 	err := a.watcher.WaitForSync(syncCtx)
 	syncCancel()
@@ -505,7 +506,7 @@ func (a *agent) ready(ctx context.Context) error {
 // kube2ra is being uninstalled and a stale rule would break every pod's
 // metadata access.
 func (a *agent) decideRules() {
-	remove, why := a.owner.gone()
+	remove, why := a.owner.Gone()
 	log := a.log.WithField("reason", why)
 	if !remove {
 		log.Info("keeping the DNAT and guard rules for the next agent")

@@ -1,27 +1,28 @@
-package main
+package k8s
 
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
-// ownerWatchSync bounds the wait for the owner watch's first list.
-const ownerWatchSync = 10 * time.Second
+// OwnerWatchSync bounds the wait for the owner watch's first list.
+const OwnerWatchSync = 10 * time.Second
 
-// ownerWatch follows the DaemonSet that owns this agent's pod from start-up.
+// OwnerWatch follows the DaemonSet that owns the agent's pod from start-up.
 // On exit the agent must know whether it is being uninstalled; asking then is
 // too late, because `helm uninstall` deletes the agent's Role together with
 // the DaemonSet, while an open watch keeps delivering.
-type ownerWatch struct {
+type OwnerWatch struct {
 	// name and uid identify the owning DaemonSet.
 	name string
 	uid  types.UID
@@ -31,18 +32,18 @@ type ownerWatch struct {
 	why string
 }
 
-// watchOwner finds the owning DaemonSet through the agent's own pod
-// (POD_NAME and POD_NAMESPACE from the downward API) and starts watching it.
-func watchOwner(ctx context.Context, kube kubernetes.Interface) *ownerWatch {
-	name, namespace := os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
+// WatchOwner finds the owning DaemonSet through the agent's own pod (name
+// and namespace from the downward API's POD_NAME and POD_NAMESPACE) and
+// starts watching it until ctx ends.
+func WatchOwner(ctx context.Context, kube kubernetes.Interface, name, namespace string) *OwnerWatch {
 	if name == "" || namespace == "" {
-		return &ownerWatch{why: "POD_NAME/POD_NAMESPACE not set, so the owning DaemonSet is unknown"}
+		return &OwnerWatch{why: "POD_NAME/POD_NAMESPACE not set, so the owning DaemonSet is unknown"}
 	}
 	pod, err := kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return &ownerWatch{why: fmt.Sprintf("cannot read own pod %s/%s: %v", namespace, name, err)}
+		return &OwnerWatch{why: fmt.Sprintf("cannot read own pod %s/%s: %v", namespace, name, err)}
 	}
-	w := &ownerWatch{why: "own pod has no DaemonSet owner"}
+	w := &OwnerWatch{why: "own pod has no DaemonSet owner"}
 	for _, ref := range pod.OwnerReferences {
 		if ref.Kind == "DaemonSet" {
 			w.name, w.uid = ref.Name, ref.UID
@@ -51,12 +52,21 @@ func watchOwner(ctx context.Context, kube kubernetes.Interface) *ownerWatch {
 	if w.name == "" {
 		return w
 	}
-	lw := cache.NewFilteredListWatchFromClient(kube.AppsV1().RESTClient(), "daemonsets", namespace, func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", w.name).String()
-	})
-	w.informer = cache.NewSharedIndexInformer(lw, &appsv1.DaemonSet{}, 0, cache.Indexers{})
+	byName := fields.OneTermEqualSelector("metadata.name", w.name).String()
+	daemonSets := kube.AppsV1().DaemonSets(namespace)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = byName
+			return daemonSets.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = byName
+			return daemonSets.Watch(ctx, o)
+		},
+	}
+	w.informer = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, kube), &appsv1.DaemonSet{}, 0, cache.Indexers{})
 	go w.informer.Run(ctx.Done())
-	syncCtx, cancel := context.WithTimeout(ctx, ownerWatchSync)
+	syncCtx, cancel := context.WithTimeout(ctx, OwnerWatchSync)
 	defer cancel()
 	if !cache.WaitForCacheSync(syncCtx.Done(), w.informer.HasSynced) {
 		w.why = "cannot watch DaemonSet " + w.name + " (RBAC: list/watch on it)"
@@ -64,9 +74,9 @@ func watchOwner(ctx context.Context, kube kubernetes.Interface) *ownerWatch {
 	return w
 }
 
-// gone reports whether the owning DaemonSet is deleted or being deleted.
-// When unsure it says no: keeping the rules is the safe side.
-func (w *ownerWatch) gone() (bool, string) {
+// Gone reports whether the owning DaemonSet is deleted or being deleted,
+// and why. When unsure it says no: keeping the rules is the safe side.
+func (w *OwnerWatch) Gone() (bool, string) {
 	if w.informer == nil || !w.informer.HasSynced() {
 		return false, w.why
 	}
