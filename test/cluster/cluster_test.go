@@ -114,6 +114,8 @@ func TestCluster(t *testing.T) {
 		w.ipReuse(ctx)
 		w.upgrade(ctx)
 		w.nodeRestart(ctx)
+		w.newNode(ctx, false)
+		w.newNode(ctx, true)
 		w.uninstall(ctx, "sts")
 	})
 	figure("tier_seconds", int(time.Since(w.start).Seconds()))
