@@ -248,7 +248,8 @@ func (w *world) stealTokens(ctx context.Context, victim string) {
 }
 
 // refusedPod runs as thief-sa (no role) and presents three tokens to the
-// door with curl, each container writing "<status> <body>": its own
+// door with curl, retrying 503 as the SDKs do (the agent may not know a
+// brand-new pod's IP yet), each container writing "<status> <body>": its own
 // token projected for another audience, the victim's token, and web-sa's
 // token bound to no pod. It sets AWS_CONTAINER_CREDENTIALS_FULL_URI itself,
 // so the policy leaves it alone.
@@ -256,7 +257,7 @@ func (w *world) refusedPod() *corev1.Pod {
 	ask := func(name, file string) corev1.Container {
 		return corev1.Container{
 			Name:    name,
-			Command: []string{"sh", "-c", `code=$(curl -s -m 5 -o /tmp/body -w '%{http_code}' -H "Authorization: $(cat "$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")" "$AWS_CONTAINER_CREDENTIALS_FULL_URI"); printf '%s %s' "$code" "$(cat /tmp/body)" >/dev/termination-log`},
+			Command: []string{"sh", "-c", `for i in $(seq 50); do code=$(curl -s -m 5 -o /tmp/body -w '%{http_code}' -H "Authorization: $(cat "$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")" "$AWS_CONTAINER_CREDENTIALS_FULL_URI"); [ "$code" = 503 ] || break; sleep 0.2; done; printf '%s %s' "$code" "$(cat /tmp/body)" >/dev/termination-log`},
 			Env: []corev1.EnvVar{
 				{Name: "AWS_CONTAINER_CREDENTIALS_FULL_URI", Value: piURI},
 				{Name: "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", Value: file},
