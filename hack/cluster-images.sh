@@ -8,7 +8,11 @@
 #               point at the local bases below instead of Docker Hub's
 #               golang and debian:bookworm-slim.
 #   client      Debian bookworm with the AWS CLI v2 (Debian's awscli), boto3
-#               (python3-boto3) and test/e2e/podclient (aws-sdk-go-v2).
+#               (python3-boto3) and test/e2e/podclient (aws-sdk-go-v2); and
+#               under /opt/boto3 (PYTHONPATH) a boto3 with EKS Pod Identity
+#               support (Debian's 1.26 accepts only 169.254.170.2 and loopback
+#               as a container-credentials host): this machine's own, or else
+#               one pip installs, cached by version.
 #   pause       the sandbox image: one static binary that waits for a signal.
 #
 # Bases (cached, keyed by what they hold):
@@ -148,10 +152,42 @@ client_rootfs=$(rootfs client ca-certificates awscli python3-boto3 curl)
 client_base="localhost/kube2ra-base/client:$(basename "$client_rootfs" .tar | cut -d- -f3)"
 base "$client_base" "$client_rootfs"
 podclient_bin=$(static podclient ./test/e2e/podclient)
-client_ref="localhost/kube2ra-test/client:$( (cat "$podclient_bin"; echo "$client_base") | sha256sum | cut -c1-12)"
+
+# pod_identity_boto3: a directory with boto3, botocore and s3transfer that
+# speak EKS Pod Identity (botocore 1.34 added 169.254.170.23), pure Python;
+# Debian's python3-dateutil, -jmespath and -urllib3 in the image serve them.
+BOTO3_MIN=1.34
+pod_identity_boto3() {
+  local have_version
+  have_version=$(python3 -c 'import boto3; print(boto3.__version__)' 2>/dev/null || true)
+  if [ -n "$have_version" ] && [ "$(printf '%s\n' "$BOTO3_MIN" "$have_version" | sort -V | head -1)" = "$BOTO3_MIN" ]; then
+    local out="$IMAGES/boto3-$have_version"
+    if [ ! -d "$out" ]; then
+      mkdir -p "$out.tmp"
+      for pkg in boto3 botocore s3transfer; do
+        cp -a "$(python3 -c "import os, $pkg; print(os.path.dirname($pkg.__file__))")" "$out.tmp/" || fail "copying $pkg"
+      done
+      find "$out.tmp" -name __pycache__ -prune -exec rm -rf {} +
+      mv "$out.tmp" "$out"
+    fi
+    echo "$out"; return
+  fi
+  local out="$IMAGES/boto3-pip"
+  if [ ! -d "$out" ]; then
+    log "python3 has boto3 '${have_version:-none}' (< $BOTO3_MIN): pip install boto3>=$BOTO3_MIN"
+    python3 -m pip install --quiet --no-compile --no-deps --target "$out.tmp" "boto3>=$BOTO3_MIN" "botocore>=$BOTO3_MIN" s3transfer >&2 ||
+      fail "no boto3 >= $BOTO3_MIN for the pod-identity scenario: pip install 'boto3>=$BOTO3_MIN' (or give pip an index)"
+    mv "$out.tmp" "$out"
+  fi
+  echo "$out"
+}
+boto3_dir=$(pod_identity_boto3)
+
+client_ref="localhost/kube2ra-test/client:$( (cat "$podclient_bin"; echo "$client_base"; basename "$boto3_dir") | sha256sum | cut -c1-12)"
 if ! have "$client_ref"; then
   c=$("${BUILDAH[@]}" from "$client_base")
   "${BUILDAH[@]}" copy --quiet "$c" "$podclient_bin" /usr/local/bin/podclient >/dev/null
+  "${BUILDAH[@]}" copy --quiet "$c" "$boto3_dir" /opt/boto3 >/dev/null
   "${BUILDAH[@]}" commit --quiet "$c" "$client_ref" >/dev/null
   "${BUILDAH[@]}" rm "$c" >/dev/null
 fi

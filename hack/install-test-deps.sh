@@ -8,7 +8,9 @@
 #     and cached in $KUBE2RA_CACHE (default ~/.cache/kube2ra);
 #   - kube-node (make e2e-cluster): Debian containerd runc
 #     containernetworking-plugins buildah mmdebstrap, and kubelet,
-#     kube-controller-manager, kube-scheduler, kube-proxy from build-kube.sh;
+#     kube-controller-manager, kube-scheduler, kube-proxy from build-kube.sh
+#     (and it says whether python3's boto3 is 1.34 or later, which the
+#     token-door scenario copies into its client image);
 #   - helm and staticcheck, built with `go install` into $KUBE2RA_CACHE/bin.
 # Arguments pick parts (all, packages, kube-apiserver, kube-node, tools;
 # default all).
@@ -126,6 +128,13 @@ check_node_tools() {
   done
   [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] ||
     { log "/usr/lib/cni/bridge or host-local missing: apt-get install containernetworking-plugins"; return 1; }
+  # The token-door scenario copies python3's boto3 into the client image
+  # (Debian's 1.26 cannot speak EKS Pod Identity); cluster-images.sh falls
+  # back to pip when it is older than 1.34.
+  local boto3; boto3=$(python3 -c 'import boto3; print(boto3.__version__)' 2>/dev/null || echo none)
+  if [ "$boto3" = none ] || [ "$(printf '%s\n' 1.34 "$boto3" | sort -V | head -1)" != 1.34 ]; then
+    log "python3's boto3 is $boto3: make e2e-cluster will pip install boto3>=1.34 for its client image (needs a package index)"
+  fi
 }
 
 # go_tool NAME PACKAGE MODULE VERSION: installs PACKAGE@VERSION into BIN_DIR

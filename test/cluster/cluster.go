@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -93,11 +94,7 @@ func StartNode(ctx context.Context, images map[string]Image, taints string) (_ *
 	if err := n.writeConfigs(); err != nil {
 		return nil, err
 	}
-	var archives []string
-	for _, img := range images {
-		archives = append(archives, img.Archive)
-	}
-	if err := n.startContainerd(ctx, archives); err != nil {
+	if err := n.startContainerd(ctx, images); err != nil {
 		return nil, err
 	}
 	if err := n.checkImages(ctx, images); err != nil {
@@ -135,6 +132,11 @@ func nodeReady(ctx context.Context, kube kubernetes.Interface) error {
 	if err != nil {
 		return err
 	}
+	return nodeReadyIn(node)
+}
+
+// nodeReadyIn is nil when node's Ready condition is True.
+func nodeReadyIn(node *corev1.Node) error {
 	for _, c := range node.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			if c.Status == corev1.ConditionTrue {
@@ -174,4 +176,30 @@ func ListenInNode(addr string) (net.Listener, error) {
 	}()
 	r := <-ch
 	return r.ln, r.err
+}
+
+// replace brings the node back as a new one, as a node that a cluster
+// autoscaler adds under a reused name: it loses power, its Node object and
+// every pod bound to it are deleted (a new node has neither), and the
+// kubelet registers anew with taints as --register-with-taints.
+// beforeKubelet runs once containerd answers, before the kubelet starts.
+func (n *Node) replace(ctx context.Context, kube kubernetes.Interface, taints string, beforeKubelet func() error) error {
+	n.powerOff(ctx)
+	// The Node first: with it gone the DaemonSet controller makes no new
+	// agent pod for the pods deleted next.
+	if err := kube.CoreV1().Nodes().Delete(ctx, NodeName, metav1.DeleteOptions{}); err != nil {
+		return fmt.Errorf("deleting Node %s: %w", NodeName, err)
+	}
+	pods, err := kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + NodeName})
+	if err != nil {
+		return err
+	}
+	zero := int64(0)
+	for _, p := range pods.Items {
+		if err := kube.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting pod %s/%s of the old node: %w", p.Namespace, p.Name, err)
+		}
+	}
+	n.RegisterTaints = taints
+	return n.powerOn(ctx, beforeKubelet)
 }

@@ -102,8 +102,11 @@ func TestCluster(t *testing.T) {
 
 	t.Run("RolesAnywhere", func(t *testing.T) {
 		w.t = t
-		w.install(ctx, "rolesanywhere")
+		// The token door too: Roles Anywhere behind it is what no other
+		// agent offers.
+		w.install(ctx, "rolesanywhere", "podIdentity.enabled=true")
 		w.credentials(ctx, "rolesanywhere")
+		w.podIdentity(ctx)
 		w.uninstall(ctx, "rolesanywhere")
 	})
 	t.Run("STS", func(t *testing.T) {
@@ -114,6 +117,8 @@ func TestCluster(t *testing.T) {
 		w.ipReuse(ctx)
 		w.upgrade(ctx)
 		w.nodeRestart(ctx)
+		w.newNode(ctx, false)
+		w.newNode(ctx, true)
 		w.uninstall(ctx, "sts")
 	})
 	figure("tier_seconds", int(time.Since(w.start).Seconds()))
@@ -276,10 +281,11 @@ func (w *world) values(flavour string, extra ...string) []string {
 }
 
 // install is scenario 1: helm install into kube-system, DaemonSet Ready.
-func (w *world) install(ctx context.Context, flavour string) {
+// extra are further --set values.
+func (w *world) install(ctx context.Context, flavour string, extra ...string) {
 	t := w.t
 	begin := time.Now()
-	w.helm(ctx, append([]string{"install", "kube2ra", filepath.Join(w.repo, "charts", "kube2ra"), "-n", "kube-system"}, w.values(flavour)...)...)
+	w.helm(ctx, append([]string{"install", "kube2ra", filepath.Join(w.repo, "charts", "kube2ra"), "-n", "kube-system"}, w.values(flavour, extra...)...)...)
 	w.waitDaemonSetReady(ctx, 0)
 	ms := time.Since(begin).Milliseconds()
 	figure("install_to_ready_ms_"+flavour, ms)
@@ -518,7 +524,8 @@ func (w *world) uninstall(ctx context.Context, flavour string) {
 	}
 }
 
-// rules are the node's iptables rules (both backends) that are kube2ra's.
+// rules are the node's iptables rules (both backends) that are kube2ra's
+// (its chains, or either door's address).
 func (w *world) rules(ctx context.Context) []string {
 	var out []string
 	for _, b := range []string{"iptables-legacy", "iptables-nft"} {
@@ -529,7 +536,7 @@ func (w *world) rules(ctx context.Context) []string {
 			}
 			for _, line := range strings.Split(s, "\n") {
 				l := strings.ToLower(line)
-				if strings.Contains(l, "kube2ra") || strings.Contains(l, "169.254.169.254") {
+				if strings.Contains(l, "kube2ra") || strings.Contains(l, "169.254.169.254") || strings.Contains(l, "169.254.170.23") {
 					out = append(out, b+" "+table+": "+line)
 				}
 			}

@@ -137,8 +137,8 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 	return nil
 }
 
-// startContainerd starts containerd and imports the image archives.
-func (n *Node) startContainerd(ctx context.Context, archives []string) error {
+// startContainerd starts containerd and imports the images.
+func (n *Node) startContainerd(ctx context.Context, images map[string]Image) error {
 	var err error
 	if n.containerd, err = startDaemon("containerd", "containerd", "--config", dir("containerd", "config.toml")); err != nil {
 		return err
@@ -149,8 +149,8 @@ func (n *Node) startContainerd(ctx context.Context, archives []string) error {
 	}); err != nil {
 		return err
 	}
-	for _, a := range archives {
-		if _, err := run(ctx, "ctr", "--address", Socket, "-n", "k8s.io", "images", "import", "--snapshotter", "overlayfs", a); err != nil {
+	for _, img := range images {
+		if err := n.importImage(ctx, img); err != nil {
 			return err
 		}
 	}
@@ -215,11 +215,19 @@ func (n *Node) Stop() {
 	n.containerd.stop()
 }
 
-// reboot is what a node reboot does to the node: every container and node
-// daemon dies and the iptables rules are gone (the Node object and the
-// runtime's and kubelet's files stay). Then containerd, the kubelet and
-// kube-proxy start again.
+// reboot is what a node reboot does to the node (powerOff), then
+// containerd, the kubelet and kube-proxy start again; the Node object stays,
+// so the kubelet does not register it anew and --register-with-taints is
+// not applied again.
 func (n *Node) reboot(ctx context.Context) error {
+	n.powerOff(ctx)
+	return n.powerOn(ctx, nil)
+}
+
+// powerOff is what losing power does to the node: every container and node
+// daemon dies and the iptables rules are gone; the runtime's and the
+// kubelet's files stay.
+func (n *Node) powerOff(ctx context.Context) {
 	n.kubeProxy.stop()
 	n.kubelet.stop()
 	n.containerd.stop()
@@ -235,6 +243,11 @@ func (n *Node) reboot(ctx context.Context) error {
 			_, _ = inNode(ctx, b, "-w", "5", "-t", table, "-X")
 		}
 	}
+}
+
+// powerOn starts containerd, runs beforeKubelet (if any) once it answers,
+// then the kubelet (until its /healthz is ok) and kube-proxy.
+func (n *Node) powerOn(ctx context.Context, beforeKubelet func() error) error {
 	var err error
 	if n.containerd, err = startDaemon("containerd", "containerd", "--config", dir("containerd", "config.toml")); err != nil {
 		return err
@@ -244,6 +257,11 @@ func (n *Node) reboot(ctx context.Context) error {
 		return err
 	}); err != nil {
 		return err
+	}
+	if beforeKubelet != nil {
+		if err := beforeKubelet(); err != nil {
+			return err
+		}
 	}
 	// containerd's CRI answers "server is not initialized yet" while it
 	// restores its sandboxes; the kubelet exits on that, and a node's
@@ -259,4 +277,18 @@ func (n *Node) reboot(ctx context.Context) error {
 		return err
 	}
 	return n.startKubeProxy(ctx)
+}
+
+// importImage loads an image archive into containerd, as a pull would.
+func (n *Node) importImage(ctx context.Context, img Image) error {
+	_, err := run(ctx, "ctr", "--address", Socket, "-n", "k8s.io", "images", "import", "--snapshotter", "overlayfs", img.Archive)
+	return err
+}
+
+// removeImage deletes an image from containerd: a node that has not pulled
+// it yet. Pods with imagePullPolicy Never wait (ErrImageNeverPull) until
+// importImage brings it back.
+func (n *Node) removeImage(ctx context.Context, img Image) error {
+	_, err := run(ctx, "ctr", "--address", Socket, "-n", "k8s.io", "images", "rm", img.Ref)
+	return err
 }
