@@ -227,7 +227,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 	if err != nil {
 		return nil, fmt.Errorf("building the credential cache: %w", err)
 	}
-	broker := &podCredentials{cache: a.cache, sessionNames: a.source.sessionNames, sessionTags: cfg.SessionTags && a.source.name == sourceSTS, node: cfg.Node}
+	broker := &podCredentials{cache: a.cache, naming: a.source.naming, sessionTags: cfg.SessionTags && a.source.name == sourceSTS, node: cfg.Node}
 
 	keys := k8s.AnnotationKeys{Role: cfg.IAMRoleKey, ExternalID: cfg.IAMExternalIDKey, Namespace: cfg.NamespaceKey}
 	a.watcher, err = k8s.NewWatcher(a.kube, k8s.WatcherOptions{
@@ -246,6 +246,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		return nil, err
 	}
 	a.events = events
+	a.source.notices.events.Store(events)
 	// From here on a failed build stops the Event recorder it started.
 	defer func() {
 		if err != nil {
@@ -547,8 +548,10 @@ func kubeConfig(path string) (*rest.Config, error) {
 type podCredentials struct {
 	// cache holds the credentials.
 	cache *credentials.CredentialCache
-	// sessionNames names sessions after the pod (STS always, Roles Anywhere on request).
-	sessionNames bool
+	// naming decides the session name, and with it which pods share a
+	// cache entry: the name is part of the key, so pod naming never hands
+	// one pod's session to another and node naming shares one per role.
+	naming credentials.SessionNaming
 	// sessionTags adds kubernetes-* session tags (STS only).
 	sessionTags bool
 	// node is this node's name, for the node tag.
@@ -557,9 +560,7 @@ type podCredentials struct {
 
 func (p *podCredentials) request(pod *k8s.Pod, role k8s.Role) credentials.Request {
 	req := credentials.Request{RoleARN: role.ARN, ExternalID: role.ExternalID}
-	if p.sessionNames {
-		req.SessionName = credentials.SessionName(pod.Namespace, pod.Name)
-	}
+	req.SessionName = p.naming.SessionNameFor(pod.Namespace, pod.Name, p.node)
 	if p.sessionTags {
 		req.Tags = credentials.SessionTags(pod.Namespace, pod.Name, pod.ServiceAccount, p.node)
 	}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/k8s"
+)
+
+// TestSessionNamingDefaultsAndRefusals: Roles Anywhere defaults to one
+// session per node and role, STS to namespace.pod; the old flag still means
+// pod; contradictions and none with STS are refused, naming the flag.
+func TestSessionNamingDefaultsAndRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		ra      bool
+		flag    string
+		oldFlag bool
+		want    credentials.SessionNaming
+		wantErr string
+	}{
+		{name: "roles anywhere defaults to node", ra: true, want: credentials.SessionNamingNode},
+		{name: "sts defaults to pod", want: credentials.SessionNamingPod},
+		{name: "roles anywhere per pod on request", ra: true, flag: "pod", want: credentials.SessionNamingPod},
+		{name: "roles anywhere without a name", ra: true, flag: "none", want: credentials.SessionNamingNone},
+		{name: "sts per node on request", flag: "node", want: credentials.SessionNamingNode},
+		{name: "the old flag means pod", ra: true, oldFlag: true, want: credentials.SessionNamingPod},
+		{name: "the old flag agrees with pod", ra: true, oldFlag: true, flag: "pod", want: credentials.SessionNamingPod},
+		{name: "the old flag contradicting the new one is refused", ra: true, oldFlag: true, flag: "node", wantErr: "--ra-role-session-name (the old spelling of --session-name=pod) contradicts --session-name=node"},
+		{name: "sts cannot do without a name", flag: "none", wantErr: "--session-name=none: sts:AssumeRole requires a session name"},
+		{name: "an unknown value is named", ra: true, flag: "namespace", wantErr: `--session-name: session naming "namespace" is unknown`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validSTS()
+			if tc.ra {
+				c = validRA(t)
+			}
+			c.SessionNaming, c.RARoleSessionName = tc.flag, tc.oldFlag
+			err := c.Validate()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.parsed.sessionNaming != tc.want {
+				t.Errorf("naming %q, want %q", c.parsed.sessionNaming, tc.want)
+			}
+		})
+	}
+}
+
+// TestPodCredentialsShareSessionsAsTheNamingSays drives the agent's real
+// broker and cache: with node naming two pods of the node using one role
+// cost one upstream call and get the same session; with pod naming each
+// pod costs one call and gets its own, so one pod's session is never
+// handed to another.
+func TestPodCredentialsShareSessionsAsTheNamingSays(t *testing.T) {
+	for _, tc := range []struct {
+		naming    credentials.SessionNaming
+		wantCalls int
+		wantNames []string
+	}{
+		{naming: credentials.SessionNamingNode, wantCalls: 1, wantNames: []string{"node-a", "node-a"}},
+		{naming: credentials.SessionNamingPod, wantCalls: 2, wantNames: []string{"team-a.web-0", "team-b.api-0"}},
+		{naming: credentials.SessionNamingNone, wantCalls: 1, wantNames: []string{"", ""}},
+	} {
+		t.Run(string(tc.naming), func(t *testing.T) {
+			src := &namingSource{}
+			cache, err := credentials.NewCredentialCache(credentials.CacheOptions{Source: src, Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			broker := &podCredentials{cache: cache, naming: tc.naming, node: "node-a"}
+			role := k8s.Role{ARN: "arn:aws:iam::123456789012:role/app"}
+			pods := []*k8s.Pod{
+				{Namespace: "team-a", Name: "web-0", UID: types.UID("u1")},
+				{Namespace: "team-b", Name: "api-0", UID: types.UID("u2")},
+			}
+			var keys []string
+			for i, pod := range pods {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				creds, err := broker.GetCredentials(ctx, pod, role)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				keys = append(keys, creds.AccessKeyID)
+				if got := src.names[creds.AccessKeyID]; got != tc.wantNames[i] {
+					t.Errorf("pod %s/%s got a session named %q, want %q", pod.Namespace, pod.Name, got, tc.wantNames[i])
+				}
+			}
+			if src.calls != tc.wantCalls {
+				t.Errorf("%d upstream calls for two pods, want %d", src.calls, tc.wantCalls)
+			}
+			if shared := keys[0] == keys[1]; shared != (tc.wantCalls == 1) {
+				t.Errorf("the two pods share access key %t, want %t", shared, tc.wantCalls == 1)
+			}
+		})
+	}
+}
+
+// namingSource issues distinct credentials per call and remembers the
+// session name each was issued under.
+type namingSource struct {
+	calls int
+	names map[string]string
+}
+
+func (s *namingSource) Name() string { return "naming" }
+
+func (s *namingSource) Fetch(_ context.Context, req credentials.Request) (credentials.Credentials, error) {
+	s.calls++
+	if s.names == nil {
+		s.names = map[string]string{}
+	}
+	key := "ASIA" + strings.Repeat("0", 15) + string(rune('A'+s.calls))
+	s.names[key] = req.SessionName
+	return credentials.Credentials{AccessKeyID: key, SecretAccessKey: "s", SessionToken: "t", Expiration: time.Now().Add(time.Hour)}, nil
+}
