@@ -7,10 +7,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/rolesanywhere"
 )
 
 // TestSessionNamingDefaultsAndRefusals: Roles Anywhere defaults to one
@@ -126,4 +129,31 @@ func (s *namingSource) Fetch(_ context.Context, req credentials.Request) (creden
 	key := "ASIA" + strings.Repeat("0", 15) + string(rune('A'+s.calls))
 	s.names[key] = req.SessionName
 	return credentials.Credentials{AccessKeyID: key, SecretAccessKey: "s", SessionToken: "t", Expiration: time.Now().Add(time.Hour)}, nil
+}
+
+// TestSessionNamesRefusedBecomesANodeEvent: the Roles Anywhere source's
+// refusal hook records a Warning Event on this node naming the profile and
+// acceptRoleSessionName, once the recorder is set; before that, nothing
+// (the source has logged it).
+func TestSessionNamesRefusedBecomesANodeEvent(t *testing.T) {
+	fake := record.NewFakeRecorder(10)
+	n := &nodeNotices{node: "node-a"}
+	n.sessionNamesRefused("arn:profile", "before the recorder")
+	n.events.Store(&k8s.EventRecorder{RateLimitedRecorder: k8s.NewRateLimitedRecorder(fake, k8s.EventOptions{Logger: logrus.New()})})
+	n.sessionNamesRefused("arn:aws:rolesanywhere:eu-west-1:111122223333:profile/p", rolesanywhere.SessionNamesRefusedMessage)
+	select {
+	case ev := <-fake.Events:
+		for _, want := range []string{"Warning", k8s.ReasonSessionNamesRefused, "profile/p", "acceptRoleSessionName"} {
+			if !strings.Contains(ev, want) {
+				t.Errorf("event %q lacks %q", ev, want)
+			}
+		}
+	default:
+		t.Fatal("no Event recorded")
+	}
+	select {
+	case ev := <-fake.Events:
+		t.Fatalf("a second Event %q (the one before the recorder existed must not appear)", ev)
+	default:
+	}
 }
