@@ -3,6 +3,7 @@ package rolesanywhere
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/test/fakeaws/fakera"
@@ -120,5 +122,36 @@ func TestOtherDenialsAreNotTakenForASessionNameRefusal(t *testing.T) {
 	}
 	if g := testutil.ToFloat64(src.names.gauge.WithLabelValues(testProfile)); g != 0 {
 		t.Errorf("gauge %v, want 0", g)
+	}
+}
+
+// TestFetchRefusesOutsideTheCertificatesValidity: with the node
+// certificate expired or not yet valid, Fetch makes no call (AWS would
+// refuse it) and says which, with a code the agent turns into an Event.
+func TestFetchRefusesOutsideTheCertificatesValidity(t *testing.T) {
+	now := time.Now()
+	root := newRootCA(t, now)
+	env := startFake(t, root, false, fakera.Profile{AcceptRoleSessionName: true})
+	id := newIdentity(t, t.TempDir(), root, p256, sec1, false, false, now)
+	clk := clocktesting.NewFakeClock(now)
+	src := newTestSource(t, env, id.files, func(_ *Config, d *Deps) { d.Clock = clk })
+	for _, tc := range []struct {
+		at       time.Time
+		code     string
+		contains string
+	}{
+		{id.leaf.NotAfter.Add(time.Second), credentials.CodeCertificateExpired, "renew the node certificate"},
+		{id.leaf.NotBefore.Add(-time.Second), credentials.CodeCertificateNotYetValid, "check the node's clock"},
+	} {
+		clk.SetTime(tc.at)
+		before := env.fake.Stats().Requests
+		_, err := src.Fetch(context.Background(), credentials.Request{RoleARN: testRole, SessionName: "node-1"})
+		var e *credentials.Error
+		if !errors.As(err, &e) || e.Kind != credentials.KindDenied || e.Code != tc.code || !strings.Contains(e.Message, tc.contains) {
+			t.Fatalf("at %s: error %#v, want a denial with code %s", tc.at, err, tc.code)
+		}
+		if got := env.fake.Stats().Requests - before; got != 0 {
+			t.Errorf("at %s: %d calls, want none", tc.at, got)
+		}
 	}
 }

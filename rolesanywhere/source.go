@@ -272,6 +272,9 @@ func (s *Source) Fetch(ctx context.Context, req credentials.Request) (credential
 		RoleARN:         req.RoleARN,
 		DurationSeconds: int(s.cfg.sessionDuration() / time.Second),
 	}
+	if err := s.validityError(req.RoleARN); err != nil {
+		return credentials.Credentials{}, err
+	}
 	in.RoleSessionName = s.names.nameToSend(req.SessionName)
 	creds, err := s.client.CreateSession(ctx, in)
 	if err != nil && in.RoleSessionName != "" && s.names.refusal(err) {
@@ -279,4 +282,25 @@ func (s *Source) Fetch(ctx context.Context, req credentials.Request) (credential
 		return s.client.CreateSession(ctx, in)
 	}
 	return creds, err
+}
+
+// validityError refuses, without a call AWS would refuse anyway, while the
+// node certificate is outside its validity period; the error's code lets
+// the agent tell the pod's owner (credentials.ActionableFailure).
+func (s *Source) validityError(roleARN string) error {
+	p := s.keys.Current()
+	if p == nil {
+		return &credentials.Error{Kind: credentials.KindUnavailable, Source: SourceName, RoleARN: roleARN, Message: "no Roles Anywhere certificate loaded"}
+	}
+	now := s.clock.Now()
+	var code string
+	switch {
+	case now.Before(p.Leaf.NotBefore):
+		code = credentials.CodeCertificateNotYetValid
+	case now.After(p.Leaf.NotAfter):
+		code = credentials.CodeCertificateExpired
+	default:
+		return nil
+	}
+	return &credentials.Error{Kind: credentials.KindDenied, Source: SourceName, RoleARN: roleARN, Code: code, Message: checkLeaf(p.Leaf, now).Error()}
 }

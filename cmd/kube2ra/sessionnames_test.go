@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
@@ -83,7 +84,10 @@ func TestPodCredentialsShareSessionsAsTheNamingSays(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			broker := &podCredentials{cache: cache, naming: tc.naming, node: "node-a"}
+			broker, err := newPodCredentials(cache, tc.naming, false, "node-a", prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
 			role := k8s.Role{ARN: "arn:aws:iam::123456789012:role/app"}
 			pods := []*k8s.Pod{
 				{Namespace: "team-a", Name: "web-0", UID: types.UID("u1")},
@@ -156,4 +160,75 @@ func TestSessionNamesRefusedBecomesANodeEvent(t *testing.T) {
 		t.Fatalf("a second Event %q (the one before the recorder existed must not appear)", ev)
 	default:
 	}
+}
+
+// TestUpstreamFailuresReachThePodAsRateLimitedEvents: a pod whose role
+// AWS refuses, or whose call AWS throttles, gets a Warning Event with the
+// reason and what to do, at most the recorder's burst however often it
+// asks; every failed request is counted by reason; an outage (which passes
+// by itself) makes no Event.
+func TestUpstreamFailuresReachThePodAsRateLimitedEvents(t *testing.T) {
+	const role = "arn:aws:iam::123456789012:role/app"
+	for _, tc := range []struct {
+		name       string
+		err        *credentials.Error
+		wantReason string
+	}{
+		{"role does not trust the node", &credentials.Error{Kind: credentials.KindDenied, Source: credentials.STSSourceName, RoleARN: role, Code: "AccessDenied"}, credentials.ReasonUpstreamAccessDenied},
+		{"throttled by AWS", &credentials.Error{Kind: credentials.KindThrottled, Source: "rolesanywhere", RoleARN: role, Code: "ThrottlingException"}, credentials.ReasonUpstreamThrottled},
+		{"expired node certificate", &credentials.Error{Kind: credentials.KindDenied, Source: "rolesanywhere", RoleARN: role, Code: credentials.CodeCertificateExpired}, credentials.ReasonNodeCertificateExpired},
+		{"outage", &credentials.Error{Kind: credentials.KindUnavailable, Source: "rolesanywhere", RoleARN: role, Code: "ServiceUnavailable"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &failingSource{err: tc.err}
+			cache, err := credentials.NewCredentialCache(credentials.CacheOptions{Source: src, Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg := prometheus.NewRegistry()
+			broker, err := newPodCredentials(cache, credentials.SessionNamingNode, false, "node-a", reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fake := record.NewFakeRecorder(100)
+			broker.events = k8s.NewPodEvents(k8s.NewRateLimitedRecorder(fake, k8s.EventOptions{Logger: logrus.New()}))
+			pod := &k8s.Pod{Namespace: "team-a", Name: "web-0", UID: types.UID("u1")}
+			const asks = 10
+			for range asks {
+				if _, err := broker.GetCredentials(context.Background(), pod, k8s.Role{ARN: role}); err == nil {
+					t.Fatal("no error")
+				}
+			}
+			var events []string
+			for len(fake.Events) > 0 {
+				events = append(events, <-fake.Events)
+			}
+			if tc.wantReason == "" {
+				if len(events) != 0 {
+					t.Errorf("events %q for a failure that passes by itself", events)
+				}
+				return
+			}
+			if len(events) != k8s.DefaultEventBurst {
+				t.Errorf("%d events for %d requests, want the burst %d: %q", len(events), asks, k8s.DefaultEventBurst, events)
+			}
+			for _, ev := range events {
+				if !strings.HasPrefix(ev, "Warning "+tc.wantReason+" ") {
+					t.Errorf("event %q, want a Warning %s", ev, tc.wantReason)
+				}
+			}
+			if got := testutil.ToFloat64(broker.failures.WithLabelValues(tc.wantReason)); got != asks {
+				t.Errorf("kube2ra_credential_failures_total{reason=%q} = %v, want %d", tc.wantReason, got, asks)
+			}
+		})
+	}
+}
+
+// failingSource fails every call with err.
+type failingSource struct{ err error }
+
+func (s *failingSource) Name() string { return "failing" }
+
+func (s *failingSource) Fetch(context.Context, credentials.Request) (credentials.Credentials, error) {
+	return credentials.Credentials{}, s.err
 }
