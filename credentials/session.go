@@ -3,6 +3,7 @@ package credentials
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"sort"
 	"strings"
 	"unicode"
@@ -39,16 +40,73 @@ func SessionName(namespace, pod string) string {
 	raw := namespace + "." + pod
 	clean := sanitize(raw, isSessionNameRune)
 	exact := clean == raw && !strings.ContainsRune(namespace, '.') && !strings.ContainsRune(raw, sessionHashSep)
+	return fitSessionName(clean, exact, namespace+"/"+pod)
+}
+
+// NodeSessionName is the RoleSessionName for every pod of a node: the node's
+// name when it is a valid name as it stands (Kubernetes node names are DNS
+// subdomains, so this is the common case), else the sanitised name cut to
+// leave room for '_' and a hash of the exact name.
+func NodeSessionName(node string) string {
+	clean := sanitize(node, isSessionNameRune)
+	return fitSessionName(clean, clean == node && !strings.ContainsRune(node, sessionHashSep), node)
+}
+
+// fitSessionName returns clean when exact and within RoleSessionName's
+// length bounds; otherwise clean cut short, '_' and a hash of identity.
+func fitSessionName(clean string, exact bool, identity string) string {
 	if exact && len(clean) >= minSessionNameLen && len(clean) <= maxSessionNameLen {
 		return clean
 	}
-	sum := sha256.Sum256([]byte(namespace + "/" + pod))
+	sum := sha256.Sum256([]byte(identity))
 	suffix := hex.EncodeToString(sum[:])[:sessionHashLen]
 	// clean is ASCII, so cutting bytes cuts characters.
 	if keep := maxSessionNameLen - 1 - sessionHashLen; len(clean) > keep {
 		clean = clean[:keep]
 	}
 	return clean + string(sessionHashSep) + suffix
+}
+
+// SessionNaming is what a pod's role session is named after
+// (--session-name). The name is part of the cache key (Request.SessionName),
+// so it also decides which pods share a session: with SessionNamingPod every
+// pod has its own, with SessionNamingNode and SessionNamingNone the pods of
+// a node that use the same role share one, which is what keeps upstream
+// calls per node proportional to roles instead of pods.
+type SessionNaming string
+
+const (
+	// SessionNamingNode names sessions after the node (NodeSessionName): one
+	// session per (node, role), traceable in CloudTrail to the node; the
+	// agent's log ties each access key ID to the pods it was served to.
+	SessionNamingNode SessionNaming = "node"
+	// SessionNamingPod names sessions namespace.pod (SessionName): one
+	// session per pod, traceable to the pod, one upstream call per pod.
+	SessionNamingPod SessionNaming = "pod"
+	// SessionNamingNone sends no name: Roles Anywhere then names the session
+	// after the certificate's serial. STS cannot do without one.
+	SessionNamingNone SessionNaming = "none"
+)
+
+// ParseSessionNaming reads a --session-name value.
+func ParseSessionNaming(s string) (SessionNaming, error) {
+	switch n := SessionNaming(s); n {
+	case SessionNamingNode, SessionNamingPod, SessionNamingNone:
+		return n, nil
+	}
+	return "", fmt.Errorf("session naming %q is unknown: use node (one session per node and role), pod (one per pod) or none", s)
+}
+
+// SessionNameFor is the session name of the pod namespace/pod on node;
+// empty for SessionNamingNone.
+func (n SessionNaming) SessionNameFor(namespace, pod, node string) string {
+	switch n {
+	case SessionNamingNode:
+		return NodeSessionName(node)
+	case SessionNamingPod:
+		return SessionName(namespace, pod)
+	}
+	return ""
 }
 
 // SessionTags are the session tags for a pod, sorted by key, values

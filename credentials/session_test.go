@@ -133,3 +133,76 @@ func TestRequestKeyIsInjective(t *testing.T) {
 		}
 	}
 }
+
+func TestNodeSessionName(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		node      string
+		want      string // exact result, when it is predictable
+		wantStart string // else the prefix kept
+	}{
+		{name: "a DNS node name is kept as it is", node: "ip-10-0-1-2.eu-west-1.compute.internal", want: "ip-10-0-1-2.eu-west-1.compute.internal"},
+		{name: "a 64-character node name is kept", node: strings.Repeat("n", 64), want: strings.Repeat("n", 64)},
+		{name: "a 253-character node name is cut and hashed", node: strings.Repeat("n", 253), wantStart: strings.Repeat("n", 51) + "_"},
+		{name: "a one-character node name is too short for STS and is hashed", node: "a", wantStart: "a_"},
+		{name: "characters STS refuses become dashes and the name is hashed", node: "node 1", wantStart: "node-1_"},
+		{name: "an underscore marks hashed names, so it forces a hash", node: "a_b", wantStart: "a_b_"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := NodeSessionName(tc.node)
+			if !stsSessionNameRE.MatchString(got) {
+				t.Fatalf("NodeSessionName(%q) = %q (%d chars) breaks the RoleSessionName rule", tc.node, got, len(got))
+			}
+			if tc.want != "" && got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+			if tc.wantStart != "" && (!strings.HasPrefix(got, tc.wantStart) || len(got) != len(tc.wantStart)+sessionHashLen) {
+				t.Errorf("got %q, want %q followed by a %d-digit hash", got, tc.wantStart, sessionHashLen)
+			}
+		})
+	}
+	if NodeSessionName(strings.Repeat("n", 100)+"1") == NodeSessionName(strings.Repeat("n", 100)+"2") {
+		t.Error("two long node names that agree after the cut share a session name")
+	}
+}
+
+// TestSessionNamingDecidesWhichPodsShareASession: the session name is part
+// of the cache key, so node naming gives the pods of a node one name (one
+// session per role) and pod naming each pod its own.
+func TestSessionNamingDecidesWhichPodsShareASession(t *testing.T) {
+	for _, tc := range []struct {
+		naming    SessionNaming
+		wantShare bool
+		wantName  string // of team-a/web-0 on node-1
+	}{
+		{naming: SessionNamingNode, wantShare: true, wantName: "node-1"},
+		{naming: SessionNamingPod, wantShare: false, wantName: "team-a.web-0"},
+		{naming: SessionNamingNone, wantShare: true, wantName: ""},
+	} {
+		t.Run(string(tc.naming), func(t *testing.T) {
+			a := Request{RoleARN: appRoleARN, SessionName: tc.naming.SessionNameFor("team-a", "web-0", "node-1")}
+			b := Request{RoleARN: appRoleARN, SessionName: tc.naming.SessionNameFor("team-b", "api-1", "node-1")}
+			if a.SessionName != tc.wantName {
+				t.Errorf("session name %q, want %q", a.SessionName, tc.wantName)
+			}
+			if share := a.Key() == b.Key(); share != tc.wantShare {
+				t.Errorf("two pods of one node share a cache key: %t, want %t", share, tc.wantShare)
+			}
+			other := Request{RoleARN: appRoleARN, SessionName: tc.naming.SessionNameFor("team-a", "web-0", "node-2")}
+			if tc.naming == SessionNamingNode && other.Key() == a.Key() {
+				t.Error("pods on two nodes share a session name")
+			}
+		})
+	}
+}
+
+func TestParseSessionNaming(t *testing.T) {
+	for _, s := range []string{"node", "pod", "none"} {
+		if n, err := ParseSessionNaming(s); err != nil || string(n) != s {
+			t.Errorf("ParseSessionNaming(%q) = %q, %v", s, n, err)
+		}
+	}
+	if _, err := ParseSessionNaming("Pod"); err == nil || !strings.Contains(err.Error(), `"Pod"`) || !strings.Contains(err.Error(), "node") {
+		t.Errorf("ParseSessionNaming(%q) error %v does not name the input and the choices", "Pod", err)
+	}
+}

@@ -227,6 +227,11 @@ func NodeRef(name string) *corev1.ObjectReference {
 	return &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: name, UID: types.UID(name)}
 }
 
+// ReasonSessionNamesRefused is the Event reason on the agent's node when the
+// Roles Anywhere profile refuses custom role session names
+// (acceptRoleSessionName false) and sessions are created without one.
+const ReasonSessionNamesRefused = "SessionNamesRefused"
+
 // ReasonMetadataNotIntercepted is the Event reason on a pod whose traffic
 // leaves the node through an interface --host-interface does not match.
 const ReasonMetadataNotIntercepted = "MetadataNotIntercepted"

@@ -55,9 +55,6 @@ type Config struct {
 	// SessionDuration is --ra-session-duration, 900s..43200s in whole seconds;
 	// DefaultSessionDuration when zero.
 	SessionDuration time.Duration
-	// RoleSessionName sends the pod's session name (--ra-role-session-name);
-	// the profile must accept role session names.
-	RoleSessionName bool
 	// ReloadInterval is how often the key files are polled; DefaultReloadInterval when zero.
 	ReloadInterval time.Duration
 	// ExpiryWarning is how long before expiry to warn; DefaultExpiryWarning when zero.
@@ -68,8 +65,8 @@ type Config struct {
 
 // String shows the configuration; it holds paths, never secrets.
 func (c Config) String() string {
-	return fmt.Sprintf("rolesanywhere.Config{TrustAnchorARN: %s, ProfileARN: %s, Certificate: %s, PrivateKey: %s, Intermediates: %s, PasswordFile: %s, Endpoint: %s, FIPS: %t, Region: %s, SessionDuration: %s, RoleSessionName: %t}",
-		c.TrustAnchorARN, c.ProfileARN, c.Certificate, c.PrivateKey, c.Intermediates, c.PasswordFile, c.Endpoint, c.FIPS, c.Region, c.SessionDuration, c.RoleSessionName)
+	return fmt.Sprintf("rolesanywhere.Config{TrustAnchorARN: %s, ProfileARN: %s, Certificate: %s, PrivateKey: %s, Intermediates: %s, PasswordFile: %s, Endpoint: %s, FIPS: %t, Region: %s, SessionDuration: %s}",
+		c.TrustAnchorARN, c.ProfileARN, c.Certificate, c.PrivateKey, c.Intermediates, c.PasswordFile, c.Endpoint, c.FIPS, c.Region, c.SessionDuration)
 }
 
 // Validate checks the configuration without touching files or network.
@@ -118,6 +115,10 @@ type Deps struct {
 	HTTPClient *http.Client
 	// Retry bounds CreateSession retries.
 	Retry RetryPolicy
+	// OnSessionNamesRefused, when set, is called once, the first time the
+	// profile refuses a custom role session name, with the profile ARN and
+	// what the operator should do (the agent records a Kubernetes Event).
+	OnSessionNamesRefused func(profileARN, message string)
 }
 
 // Source is the credentials.Source backed by Roles Anywhere CreateSession.
@@ -136,6 +137,8 @@ type Source struct {
 	clock clock.Clock
 	// logger receives the Source's logs.
 	logger logrus.FieldLogger
+	// names remembers whether the profile refuses custom session names.
+	names *sessionNameFallback
 }
 
 var _ credentials.Source = (*Source)(nil)
@@ -188,6 +191,11 @@ func NewSource(cfg Config, deps Deps) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
+	logger := deps.Logger.WithField("component", "rolesanywhere")
+	names, err := newSessionNameFallback(cfg.ProfileARN, deps, logger)
+	if err != nil {
+		return nil, err
+	}
 	return &Source{
 		cfg:         cfg,
 		trustAnchor: ta,
@@ -195,7 +203,8 @@ func NewSource(cfg Config, deps Deps) (*Source, error) {
 		keys:        keys,
 		client:      client,
 		clock:       deps.Clock,
-		logger:      deps.Logger.WithField("component", "rolesanywhere"),
+		logger:      logger,
+		names:       names,
 	}, nil
 }
 
@@ -235,7 +244,11 @@ func (s *Source) Ready() error {
 	return checkLeaf(p.Leaf, s.clock.Now())
 }
 
-// Fetch makes one CreateSession call for req.
+// Fetch makes one CreateSession call for req, sending req.SessionName as
+// roleSessionName when it is set. When the profile refuses custom session
+// names, Fetch makes the call again once without one and sends none from
+// then on (see sessionNameFallback): the pod still gets its credentials,
+// under a session AWS names after the certificate's serial.
 func (s *Source) Fetch(ctx context.Context, req credentials.Request) (credentials.Credentials, error) {
 	invalid := func(msg string) error {
 		return &credentials.Error{Kind: credentials.KindInvalid, Source: SourceName, RoleARN: req.RoleARN, Message: msg}
@@ -259,8 +272,35 @@ func (s *Source) Fetch(ctx context.Context, req credentials.Request) (credential
 		RoleARN:         req.RoleARN,
 		DurationSeconds: int(s.cfg.sessionDuration() / time.Second),
 	}
-	if s.cfg.RoleSessionName {
-		in.RoleSessionName = req.SessionName
+	if err := s.validityError(req.RoleARN); err != nil {
+		return credentials.Credentials{}, err
 	}
-	return s.client.CreateSession(ctx, in)
+	in.RoleSessionName = s.names.nameToSend(req.SessionName)
+	creds, err := s.client.CreateSession(ctx, in)
+	if err != nil && in.RoleSessionName != "" && s.names.refusal(err) {
+		in.RoleSessionName = ""
+		return s.client.CreateSession(ctx, in)
+	}
+	return creds, err
+}
+
+// validityError refuses, without a call AWS would refuse anyway, while the
+// node certificate is outside its validity period; the error's code lets
+// the agent tell the pod's owner (credentials.ActionableFailure).
+func (s *Source) validityError(roleARN string) error {
+	p := s.keys.Current()
+	if p == nil {
+		return &credentials.Error{Kind: credentials.KindUnavailable, Source: SourceName, RoleARN: roleARN, Message: "no Roles Anywhere certificate loaded"}
+	}
+	now := s.clock.Now()
+	var code string
+	switch {
+	case now.Before(p.Leaf.NotBefore):
+		code = credentials.CodeCertificateNotYetValid
+	case now.After(p.Leaf.NotAfter):
+		code = credentials.CodeCertificateExpired
+	default:
+		return nil
+	}
+	return &credentials.Error{Kind: credentials.KindDenied, Source: SourceName, RoleARN: roleARN, Code: code, Message: checkLeaf(p.Leaf, now).Error()}
 }

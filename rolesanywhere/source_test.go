@@ -196,32 +196,25 @@ func TestFetchRules(t *testing.T) {
 	env := startFake(t, root, false, fakera.Profile{AcceptRoleSessionName: true, DurationSeconds: 43200})
 	id := newIdentity(t, t.TempDir(), root, p256, sec1, false, false, now)
 
-	t.Run("session name sent only when enabled", func(t *testing.T) {
-		for _, on := range []bool{false, true} {
-			src := newTestSource(t, env, id.files, func(c *Config, _ *Deps) { c.RoleSessionName = on })
-			creds, err := src.Fetch(context.Background(), credentials.Request{RoleARN: testRole, SessionName: "default.web-1"})
+	t.Run("the request's session name is sent, and none when it has none", func(t *testing.T) {
+		src := newTestSource(t, env, id.files, nil)
+		for _, name := range []string{"default.web-1", ""} {
+			creds, err := src.Fetch(context.Background(), credentials.Request{RoleARN: testRole, SessionName: name})
 			if err != nil {
 				t.Fatal(err)
 			}
 			is, _ := env.fake.Issued(creds.AccessKeyID)
-			want := "default.web-1"
-			if !on {
+			want := name
+			if name == "" {
 				want = fmt.Sprintf("%x", id.leaf.SerialNumber.Bytes())
 			}
 			if is.SessionName != want {
-				t.Fatalf("RoleSessionName=%t: session %q, want %q", on, is.SessionName, want)
+				t.Fatalf("asked for %q: session %q, want %q", name, is.SessionName, want)
 			}
-		}
-	})
-	t.Run("no session name sent when the request has none", func(t *testing.T) {
-		src := newTestSource(t, env, id.files, func(c *Config, _ *Deps) { c.RoleSessionName = true })
-		creds, err := src.Fetch(context.Background(), credentials.Request{RoleARN: testRole})
-		if err != nil {
-			t.Fatal(err)
-		}
-		acc := env.fake.Accepted()
-		if last := acc[len(acc)-1]; last.AccessKeyID != creds.AccessKeyID || last.RoleSessionName != "" {
-			t.Fatalf("last accepted %+v", last)
+			acc := env.fake.Accepted()
+			if last := acc[len(acc)-1]; last.AccessKeyID != creds.AccessKeyID || last.RoleSessionName != name {
+				t.Fatalf("asked for %q: last accepted %+v", name, last)
+			}
 		}
 	})
 	t.Run("session duration is sent", func(t *testing.T) {

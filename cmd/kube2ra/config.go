@@ -104,8 +104,11 @@ type Config struct {
 	RAFIPS bool
 	// RASessionDuration is the CreateSession duration.
 	RASessionDuration time.Duration
-	// RARoleSessionName sends the pod's session name (the profile must accept it).
+	// RARoleSessionName is the old spelling of SessionNaming "pod".
 	RARoleSessionName bool
+	// SessionNaming is --session-name: node, pod or none; empty takes the
+	// source's default (resolvedSessionNaming).
+	SessionNaming string
 
 	// MetadataAddr is the upstream metadata service, or "none".
 	MetadataAddr string
@@ -158,6 +161,8 @@ type parsedConfig struct {
 	metadataURL string
 	// logLevel is --log-level, or debug with --debug.
 	logLevel logrus.Level
+	// sessionNaming is --session-name with the source's default applied.
+	sessionNaming credentials.SessionNaming
 }
 
 // stringList is a repeatable flag that also accepts comma lists.
@@ -246,7 +251,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RAEndpoint, "ra-endpoint", c.RAEndpoint, "Roles Anywhere endpoint URL (default: https://rolesanywhere.<region>.amazonaws.com)")
 	fs.BoolVar(&c.RAFIPS, "ra-fips", c.RAFIPS, "use the Roles Anywhere FIPS endpoint")
 	fs.DurationVar(&c.RASessionDuration, "ra-session-duration", c.RASessionDuration, "Roles Anywhere session duration (15m to 12h)")
-	fs.BoolVar(&c.RARoleSessionName, "ra-role-session-name", c.RARoleSessionName, "send namespace.pod as roleSessionName (the profile must accept custom session names)")
+	fs.BoolVar(&c.RARoleSessionName, "ra-role-session-name", c.RARoleSessionName, "old spelling of --session-name=pod")
+	fs.StringVar(&c.SessionNaming, "session-name", c.SessionNaming, "what role sessions are named after, which decides which pods share one: node (one session per node and role), pod (namespace.pod, one per pod) or none (Roles Anywhere names it after the certificate serial); default node with rolesanywhere, pod with sts (README: Capacity)")
 
 	fs.StringVar(&c.MetadataAddr, "metadata-addr", c.MetadataAddr, "upstream metadata service host[:port] for allowed paths, or none (default: 169.254.169.254 with sts, none with rolesanywhere)")
 	fs.Var(&c.MetadataAllowPaths, "metadata-allow-path", "extra pass-through path pattern relative to the version, e.g. meta-data/tags/instance/** (path.Match per segment, ** at the end), repeatable")
@@ -442,6 +448,12 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if naming, err := c.resolvedSessionNaming(); err != nil {
+		bad("%v", err)
+	} else {
+		p.sessionNaming = naming
+	}
+
 	if addr := c.resolvedMetadataAddr(); addr != proxy.MetadataAddrNone {
 		if base, err := proxy.ParseMetadataAddr(addr); err != nil {
 			bad("--metadata-addr: %v", err)
@@ -504,6 +516,35 @@ const (
 	minServableSpan = time.Minute
 )
 
+// resolvedSessionNaming is --session-name (or --ra-role-session-name, its
+// old spelling), else the source's default: node with Roles Anywhere, whose
+// CreateSession quota (10/s per account and region) per-pod sessions
+// exceed on a thousand nodes; pod with STS, per pod as kube2iam was.
+func (c *Config) resolvedSessionNaming() (credentials.SessionNaming, error) {
+	name := c.SessionNaming
+	if c.RARoleSessionName {
+		if name != "" && name != string(credentials.SessionNamingPod) {
+			return "", fmt.Errorf("--ra-role-session-name (the old spelling of --session-name=pod) contradicts --session-name=%s: drop --ra-role-session-name", name)
+		}
+		name = string(credentials.SessionNamingPod)
+	}
+	sts := c.resolvedSource() == sourceSTS
+	if name == "" {
+		if sts {
+			return credentials.SessionNamingPod, nil
+		}
+		return credentials.SessionNamingNode, nil
+	}
+	naming, err := credentials.ParseSessionNaming(name)
+	if err != nil {
+		return "", fmt.Errorf("--session-name: %w", err)
+	}
+	if naming == credentials.SessionNamingNone && sts {
+		return "", errors.New("--session-name=none: sts:AssumeRole requires a session name; use pod (namespace.pod) or node")
+	}
+	return naming, nil
+}
+
 // sessionDuration is the lifetime of the credentials the source issues.
 func (c *Config) sessionDuration() time.Duration {
 	if c.resolvedSource() == sourceRolesAnywhere {
@@ -565,6 +606,6 @@ func printEffective(w io.Writer, c *Config) {
 	if metadata == "" {
 		metadata = proxy.MetadataAddrNone
 	}
-	fmt.Fprintf(w, "resolved: credential source %s, metadata service %s, base role ARN %q, log level %s\n",
-		c.resolvedSource(), metadata, c.parsed.baseRoleARN.String(), c.parsed.logLevel)
+	fmt.Fprintf(w, "resolved: credential source %s, metadata service %s, base role ARN %q, log level %s, session naming %s\n",
+		c.resolvedSource(), metadata, c.parsed.baseRoleARN.String(), c.parsed.logLevel, c.parsed.sessionNaming)
 }

@@ -47,7 +47,6 @@ func credentialsCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kube2ra credentials: --role-arn %q: %v\n", *roleARN, err)
 		return exitUsage
 	}
-	cfg.RARoleSessionName = *sessionName != ""
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
 		fmt.Fprintf(stderr, "kube2ra credentials: %v\n", err)

@@ -228,7 +228,10 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 	if err != nil {
 		return nil, fmt.Errorf("building the credential cache: %w", err)
 	}
-	broker := &podCredentials{cache: a.cache, sessionNames: a.source.sessionNames, sessionTags: cfg.SessionTags && a.source.name == sourceSTS, node: cfg.Node}
+	broker, err := newPodCredentials(a.cache, a.source.naming, cfg.SessionTags && a.source.name == sourceSTS, cfg.Node, reg)
+	if err != nil {
+		return nil, err
+	}
 
 	keys := k8s.AnnotationKeys{Role: cfg.IAMRoleKey, ExternalID: cfg.IAMExternalIDKey, Namespace: cfg.NamespaceKey}
 	a.watcher, err = k8s.NewWatcher(a.kube, k8s.WatcherOptions{
@@ -247,6 +250,8 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		return nil, err
 	}
 	a.events = events
+	a.source.notices.events.Store(events)
+	broker.events = k8s.NewPodEvents(events)
 	// From here on a failed build stops the Event recorder it started.
 	defer func() {
 		if err != nil {
@@ -543,28 +548,57 @@ func kubeConfig(path string) (*rest.Config, error) {
 type podCredentials struct {
 	// cache holds the credentials.
 	cache *credentials.CredentialCache
-	// sessionNames names sessions after the pod (STS always, Roles Anywhere on request).
-	sessionNames bool
+	// naming decides the session name, and with it which pods share a
+	// cache entry: the name is part of the key, so pod naming never hands
+	// one pod's session to another and node naming shares one per role.
+	naming credentials.SessionNaming
 	// sessionTags adds kubernetes-* session tags (STS only).
 	sessionTags bool
-	// node is this node's name, for the node tag.
+	// node is this node's name, for the node tag and node session names.
 	node string
+	// events tells a pod's owner about upstream failures they must act on
+	// (rate-limited per pod and reason); nil records none.
+	events *k8s.PodEvents
+	// failures counts pod requests that failed that way, by reason.
+	failures *prometheus.CounterVec
+}
+
+// newPodCredentials builds the broker and registers its failure counter.
+func newPodCredentials(cache *credentials.CredentialCache, naming credentials.SessionNaming, sessionTags bool, node string, reg prometheus.Registerer) (*podCredentials, error) {
+	failures := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kube2ra_credential_failures_total",
+		Help: "Pod credential requests that failed for a reason an operator must fix, by reason (the Event reason on the pod).",
+	}, []string{"reason"})
+	for _, r := range credentials.ActionableReasons {
+		failures.WithLabelValues(r) // present at 0 from the start
+	}
+	if err := reg.Register(failures); err != nil {
+		return nil, fmt.Errorf("registering the credential failure metric: %w", err)
+	}
+	return &podCredentials{cache: cache, naming: naming, sessionTags: sessionTags, node: node, failures: failures}, nil
 }
 
 func (p *podCredentials) request(pod *k8s.Pod, role k8s.Role) credentials.Request {
 	req := credentials.Request{RoleARN: role.ARN, ExternalID: role.ExternalID}
-	if p.sessionNames {
-		req.SessionName = credentials.SessionName(pod.Namespace, pod.Name)
-	}
+	req.SessionName = p.naming.SessionNameFor(pod.Namespace, pod.Name, p.node)
 	if p.sessionTags {
 		req.Tags = credentials.SessionTags(pod.Namespace, pod.Name, pod.ServiceAccount, p.node)
 	}
 	return req
 }
 
-// GetCredentials implements proxy.CredentialGetter.
+// GetCredentials implements proxy.CredentialGetter. A failure someone must
+// fix (the role does not trust the node, throttling, the node certificate)
+// is counted and told to the pod's owner with a Warning Event on the pod.
 func (p *podCredentials) GetCredentials(ctx context.Context, pod *k8s.Pod, role k8s.Role) (credentials.Credentials, error) {
-	return p.cache.Get(ctx, p.request(pod, role))
+	creds, err := p.cache.Get(ctx, p.request(pod, role))
+	if err != nil {
+		if f, ok := credentials.ActionableFailure(err); ok {
+			p.failures.WithLabelValues(f.Reason).Inc()
+			p.events.PodWarning(pod, f.Reason, f.Message)
+		}
+	}
+	return creds, err
 }
 
 // PodRoleChanged implements k8s.RoleListener: track (and prefetch) the entry.

@@ -10,9 +10,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kube2ra/kube2ra/arn"
 	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/rolesanywhere"
 )
 
@@ -25,8 +27,8 @@ type sourceParts struct {
 	source credentials.Source
 	// region is answered to pods off AWS and used for endpoints.
 	region string
-	// sessionNames names sessions after pods.
-	sessionNames bool
+	// naming is what sessions are named after (--session-name).
+	naming credentials.SessionNaming
 	// ra is the Roles Anywhere source, nil with STS.
 	ra *rolesanywhere.Source
 	// base is the STS source's base credentials, nil with Roles Anywhere.
@@ -35,22 +37,42 @@ type sourceParts struct {
 	imds *imds.Client
 	// discoveredBase is the base role ARN found at check time.
 	discoveredBase atomic.Pointer[string]
+	// notices turns the source's warnings into Events on the node.
+	notices nodeNotices
+}
+
+// nodeNotices records the credential source's warnings as Events on this
+// node. The source is built before the Event recorder, so the recorder is
+// set later; a warning before that is only logged (by the source).
+type nodeNotices struct {
+	// node is this node's name.
+	node string
+	// events records the Events once set.
+	events atomic.Pointer[k8s.EventRecorder]
+}
+
+// sessionNamesRefused is rolesanywhere.Deps.OnSessionNamesRefused.
+func (n *nodeNotices) sessionNamesRefused(profileARN, message string) {
+	if ev := n.events.Load(); ev != nil {
+		ev.Event(k8s.NodeRef(n.node), corev1.EventTypeWarning, k8s.ReasonSessionNamesRefused, "profile "+profileARN+": "+message)
+	}
 }
 
 // newSourceParts builds the source without network calls; check verifies it
 // (and, for STS, completes it).
 func newSourceParts(ctx context.Context, cfg *Config, log logrus.FieldLogger, reg prometheus.Registerer) (*sourceParts, error) {
-	p := &sourceParts{name: cfg.resolvedSource()}
+	p := &sourceParts{name: cfg.resolvedSource(), notices: nodeNotices{node: cfg.Node}}
 	switch p.name {
 	case sourceRolesAnywhere:
 		src, err := rolesanywhere.NewSource(raConfig(cfg), rolesanywhere.Deps{
-			Logger:     log.WithField("component", "rolesanywhere"),
-			Registerer: reg,
+			Logger:                log.WithField("component", "rolesanywhere"),
+			Registerer:            reg,
+			OnSessionNamesRefused: p.notices.sessionNamesRefused,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("roles anywhere: %w", err)
 		}
-		p.source, p.ra, p.region, p.sessionNames = src, src, src.Region(), cfg.RARoleSessionName
+		p.source, p.ra, p.region, p.naming = src, src, src.Region(), cfg.parsed.sessionNaming
 		if cfg.Region != "" {
 			p.region = cfg.Region
 		}
@@ -67,7 +89,7 @@ func newSourceParts(ctx context.Context, cfg *Config, log logrus.FieldLogger, re
 		if err != nil {
 			return nil, fmt.Errorf("loading the AWS configuration for STS: %w", err)
 		}
-		p.base, p.sessionNames = awsCfg.Credentials, true
+		p.base, p.naming = awsCfg.Credentials, cfg.parsed.sessionNaming
 		if url := cfg.parsed.metadataURL; url != "" {
 			p.imds = imds.NewFromConfig(awsCfg, func(o *imds.Options) { o.Endpoint = url })
 		}
@@ -91,7 +113,6 @@ func raConfig(cfg *Config) rolesanywhere.Config {
 		FIPS:            cfg.RAFIPS,
 		Region:          cfg.Region,
 		SessionDuration: cfg.RASessionDuration,
-		RoleSessionName: cfg.RARoleSessionName,
 	}
 }
 

@@ -85,6 +85,7 @@ var FigureNames = []string{
 	"ready_ms",
 	"rss_mib_remote0", "rss_mib_remote20000",
 	"upstream_calls_per_session",
+	"upstream_calls_per_pod_hour_node", "upstream_calls_per_pod_hour_pod", "upstream_calls_per_pod_hour_none",
 	"pod_identity_rps", "pod_identity_rps_ratio", "pod_identity_p99_us", "pod_identity_vs_cred_rps",
 }
 

@@ -28,7 +28,7 @@ var agentFlags = []string{
 	"iam-role-session-ttl", "session-tags", "sts-endpoint", "region", "ra-trust-anchor-arn",
 	"ra-profile-arn", "ra-certificate", "ra-private-key", "ra-intermediates",
 	"ra-private-key-password-file", "ra-endpoint", "ra-fips", "ra-session-duration",
-	"ra-role-session-name", "metadata-addr", "metadata-allow-path", "imdsv2-required",
+	"ra-role-session-name", "session-name", "metadata-addr", "metadata-allow-path", "imdsv2-required",
 	"pod-lookup-timeout", "upstream-qps", "upstream-burst", "credential-min-ttl", "rate-limit",
 	"log-format", "log-level", "debug", "kubeconfig", "shutdown-timeout",
 	"pod-identity", "pod-identity-audience",

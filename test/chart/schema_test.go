@@ -64,6 +64,11 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 			want:   "at '/extraArgs': got number, want array",
 		},
 		{
+			name:   "unknown session naming",
+			values: "sessionName: namespace\n",
+			want:   "at '/sessionName': value must be one of '', 'node', 'pod', 'none'",
+		},
+		{
 			name:   "unknown credential source",
 			values: "credentialSource: kiam\n",
 			want:   "at '/credentialSource': value must be one of 'auto', 'rolesanywhere', 'sts'",

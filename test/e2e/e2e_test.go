@@ -192,7 +192,7 @@ func expectedSession(env *harness.Env, ns, pod string) string {
 	if env.Flavour == harness.EC2 {
 		return credentials.SessionName(ns, pod)
 	}
-	return "" // Roles Anywhere names the session after the certificate serial.
+	return credentials.NodeSessionName(harness.NodeName) // --session-name's Roles Anywhere default
 }
 
 func testEveryClient(t *testing.T, env *harness.Env) {

@@ -7,7 +7,7 @@
 //
 // Environment: BENCH_QUICK=1 runs a shorter, smaller version with the same
 // figure names (under two minutes); BENCH_OUT=path writes the JSON report;
-// BENCH_ONLY=cred,pass,cold,sess,mem runs a subset (for tuning);
+// BENCH_ONLY=cap,cred,pass,cold,sess,mem,podid runs a subset (for tuning);
 // BENCH_PROFILE=dir records a perf CPU profile of the agent under the
 // credential load into dir (needs perf; builds an unstripped agent).
 // What-if runs: BENCH_AGENT_ARGS="--log-level=warn" adds agent flags,
@@ -44,9 +44,11 @@ const (
 	phaseCold  = "cold"
 	phaseSess  = "sess"
 	phaseMem   = "mem"
+	// phaseCap is upstream calls per pod-hour per session naming, simulated.
+	phaseCap = "cap"
 )
 
-var allPhases = []string{phaseMem, phaseCred, phaseCold, phaseSess, phasePass, phasePodID}
+var allPhases = []string{phaseCap, phaseMem, phaseCred, phaseCold, phaseSess, phasePass, phasePodID}
 
 // config is the size of a run.
 type config struct {
@@ -154,6 +156,7 @@ func run(cfg config) error {
 			errs = append(errs, fmt.Errorf("%s: %w", phase, err))
 		}
 	}
+	step(phaseCap, s.upstreamCapacity)
 	// One Roles Anywhere node for readiness and memory (measured first, on
 	// a fresh agent), then, with those pods and namespaces still there as a
 	// realistic cluster, the credential route, cold starts and upstream

@@ -274,7 +274,7 @@ func TestAuthorizationRules(t *testing.T) {
 		{"date in the future beyond the window", rsaReq, at.Add(-6 * time.Minute), true, nil, 403, "AccessDeniedException", "Signature expired"},
 		{"certificate not yet valid at request time", rsaReq, at.Add(-24 * time.Hour), false, nil, 403, "AccessDeniedException", "Untrusted certificate"},
 		{"role not in the profile", rsaReq, at, false, func(p *Profile) { p.RoleARNs = []string{otherRole} }, 403, "AccessDeniedException", "not in the role list"},
-		{"session name refused by the profile", ecReq, at, false, func(p *Profile) { p.AcceptRoleSessionName = false }, 403, "AccessDeniedException", "role session name"},
+		{"session name refused by the profile", ecReq, at, false, func(p *Profile) { p.AcceptRoleSessionName = false }, 403, "AccessDeniedException", "Not authorized to set roleSessionName."},
 		{"duration above the profile's", rsaReq, at, false, func(p *Profile) { p.DurationSeconds = 900 }, 400, "ValidationException", "exceeds"},
 		{"unknown profile", rsaReq, at, false, func(p *Profile) { p.ARN = strings.Replace(vectorProfile, "9a8b", "0000", 1) }, 404, "ResourceNotFoundException", "Profile"},
 	} {

@@ -36,6 +36,11 @@ const (
 	algRSA, algECDSA = "AWS4-X509-RSA-SHA256", "AWS4-X509-ECDSA-SHA256"
 )
 
+// MessageRoleSessionNameRefused is what Roles Anywhere answers (403
+// AccessDeniedException) when a request sets roleSessionName and the
+// profile's acceptRoleSessionName is false.
+const MessageRoleSessionNameRefused = "Not authorized to set roleSessionName."
+
 // sessionNamePattern is the IAM role session name syntax.
 var sessionNamePattern = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 
@@ -174,7 +179,9 @@ func (s *Server) verify(r *http.Request, body []byte, now time.Time) (*verified,
 	}
 	if rb.RoleSessionName != "" {
 		if !prof.AcceptRoleSessionName {
-			return nil, denied("Profile %s does not accept a custom role session name", v.profileARN)
+			// AWS's own words for a profile with acceptRoleSessionName false
+			// (aws/rolesanywhere-credential-helper#19): 403 AccessDeniedException.
+			return nil, denied("%s", MessageRoleSessionNameRefused)
 		}
 		if !sessionNamePattern.MatchString(rb.RoleSessionName) {
 			return nil, invalid("1 validation error detected: Value '%s' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]{2,64}", rb.RoleSessionName)

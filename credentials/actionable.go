@@ -1,0 +1,67 @@
+package credentials
+
+import "errors"
+
+// Codes a Source uses for failures it finds before calling AWS.
+const (
+	// CodeCertificateExpired: the node certificate's notAfter has passed.
+	CodeCertificateExpired = "CertificateExpired"
+	// CodeCertificateNotYetValid: the node certificate's notBefore is ahead.
+	CodeCertificateNotYetValid = "CertificateNotYetValid"
+)
+
+// Event reasons (and metric labels) of the upstream failures an operator
+// must act on; ActionableFailure returns them.
+const (
+	ReasonUpstreamAccessDenied       = "UpstreamAccessDenied"
+	ReasonUpstreamThrottled          = "UpstreamThrottled"
+	ReasonNodeCertificateExpired     = "NodeCertificateExpired"
+	ReasonNodeCertificateNotYetValid = "NodeCertificateNotYetValid"
+)
+
+// ActionableReasons are every reason ActionableFailure returns, for metrics
+// present at zero from the start.
+var ActionableReasons = []string{ReasonUpstreamAccessDenied, ReasonUpstreamThrottled, ReasonNodeCertificateExpired, ReasonNodeCertificateNotYetValid}
+
+// Failure is an upstream failure told to the owner of the pod that asked:
+// a reason and what to do. The message carries the AWS error code but not
+// AWS's message, which can name the node's own role and instance (the
+// agent's log has it).
+type Failure struct {
+	// Reason is one of the Reason* constants.
+	Reason string
+	// Message says what failed and what fixes it.
+	Message string
+}
+
+// ActionableFailure classifies err as a failure someone must fix (a role
+// that does not trust the node, a profile without the role, AWS
+// throttling, a node certificate outside its validity); false for
+// failures that pass by themselves (network, 5xx) or that the pod's own
+// request caused (invalid input) and the local rate limit.
+func ActionableFailure(err error) (Failure, bool) {
+	var e *Error
+	if !errors.As(err, &e) {
+		return Failure{}, false
+	}
+	switch {
+	case e.Code == CodeCertificateExpired:
+		return Failure{ReasonNodeCertificateExpired, "the node's Roles Anywhere certificate has expired, so no role can be assumed on this node: renew the node certificate (--ra-certificate; the agent reloads it)"}, true
+	case e.Code == CodeCertificateNotYetValid:
+		return Failure{ReasonNodeCertificateNotYetValid, "the node's Roles Anywhere certificate is not valid yet: check the node's clock, or wait for the certificate's notBefore"}, true
+	case e.Kind == KindDenied && e.Source == STSSourceName:
+		return Failure{ReasonUpstreamAccessDenied, "AWS STS refused AssumeRole of " + e.RoleARN + " (" + codeOr(e.Code, "AccessDenied") + "): the role's trust policy must allow the node's role to call sts:AssumeRole (and sts:TagSession with --session-tags); the agent's log has AWS's message"}, true
+	case e.Kind == KindDenied:
+		return Failure{ReasonUpstreamAccessDenied, "AWS refused credentials for " + e.RoleARN + " (" + codeOr(e.Code, "AccessDenied") + "): the role must be in the Roles Anywhere profile and trust rolesanywhere.amazonaws.com, and the node certificate must chain to the trust anchor; the agent's log has AWS's message"}, true
+	case e.Kind == KindThrottled && e.Code != "":
+		return Failure{ReasonUpstreamThrottled, "AWS throttled the credential call for " + e.RoleARN + " (" + e.Code + "): the account's quota for the region is used up; raise it, lengthen sessions, or share sessions per node (--session-name=node); see README, Capacity"}, true
+	}
+	return Failure{}, false
+}
+
+func codeOr(code, def string) string {
+	if code == "" {
+		return def
+	}
+	return code
+}
