@@ -1,0 +1,358 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/kube2ra/kube2ra/k8s"
+)
+
+const (
+	tBase    = "arn:aws:iam::123456789012:role/"
+	tNode    = "node-a"
+	tHostIP  = "127.0.0.1"
+	tBaseArg = "--base-role-arn=" + tBase
+)
+
+// testPod is a running pod on node-a with the given IP and annotations.
+func testPod(ns, name, ip string, ann map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + ns + "-" + name), Annotations: ann},
+		Spec:       corev1.PodSpec{NodeName: tNode, ServiceAccountName: "default"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, HostIP: tHostIP, PodIP: ip,
+			PodIPs: []corev1.PodIP{{IP: ip}}},
+	}
+}
+
+// testNamespace is a namespace with an allowed-roles annotation (none when policy is "").
+func testNamespace(name, policy string) *corev1.Namespace {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-ns-" + name)}}
+	if policy != "" {
+		ns.Annotations = map[string]string{k8s.DefaultNamespaceKey: policy}
+	}
+	return ns
+}
+
+// role is the pod annotation naming a role.
+func role(r string) map[string]string { return map[string]string{k8s.DefaultRoleKey: r} }
+
+// closedPort is a loopback port nothing listens on: the node's agent
+// where a test has none (its metrics port refuses at once).
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	l.Close()
+	return port
+}
+
+// runExplain runs `kube2ra explain args...` against a fake API server
+// holding objs; the agent's DaemonSet is not read unless objs hold one.
+// Without --metrics-port the node's agent is a closed loopback port.
+func runExplain(t *testing.T, objs []runtime.Object, args ...string) (string, int) {
+	t.Helper()
+	if !strings.Contains(strings.Join(args, " "), "--metrics-port") {
+		args = append(args, "--metrics-port="+closedPort(t))
+	}
+	var out, errOut strings.Builder
+	o, code, ok := parseExplainFlags(args, &out, &errOut)
+	if !ok {
+		return errOut.String(), code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	code = explainPod(ctx, fake.NewClientset(objs...), o, &out)
+	return out.String(), code
+}
+
+func TestExplainPod(t *testing.T) {
+	shop := testNamespace("shop", `["web","team/*"]`)
+	tests := []struct {
+		name     string
+		objs     []runtime.Object
+		args     []string
+		wantCode int
+		want     []string
+	}{
+		{name: "annotated role allowed by a namespace pattern is served, and the matching pattern is named",
+			objs:     []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", role("team/db"))},
+			args:     []string{"-n", "shop", "web-1", tBaseArg},
+			wantCode: exitServed,
+			want: []string{
+				`annotation iam.amazonaws.com/role = "team/db"`,
+				"base ARN:    " + tBase + " (--base-role-arn)",
+				"role ARN:    " + tBase + "team/db",
+				tBase + "web does not match",
+				tBase + "team/* matches: allowed",
+				"10.1.0.5 is owned by this pod",
+				"verdict:     served: role " + tBase + "team/db",
+			}},
+		{name: "no annotation and no default role is denied with the annotation to add",
+			objs:     []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", nil)},
+			args:     []string{"shop/web-1", tBaseArg},
+			wantCode: exitDenied,
+			want: []string{
+				"no iam.amazonaws.com/role annotation and no --default-role",
+				"reason:      the pod has no iam.amazonaws.com/role annotation",
+				"fix:         annotate the pod (its template) with iam.amazonaws.com/role: ROLE",
+			}},
+		{name: "the default role applies without an annotation and is exempt from the namespace policy",
+			objs:     []runtime.Object{testNamespace("bare", ""), testPod("bare", "job", "10.1.0.6", nil)},
+			args:     []string{"-n", "bare", "job", tBaseArg, "--default-role=reader"},
+			wantCode: exitServed,
+			want: []string{
+				`--default-role "reader" applies`,
+				"not checked: the default role is exempt from namespace policy",
+				"verdict:     served: role " + tBase + "reader",
+			}},
+		{name: "a role no pattern matches is denied, each pattern shown",
+			objs:     []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", role("web-admin"))},
+			args:     []string{"-n", "shop", "web-1", tBaseArg},
+			wantCode: exitDenied,
+			want: []string{
+				tBase + "web does not match",
+				tBase + "team/* does not match",
+				"no pattern matches " + tBase + "web-admin (the whole ARN must match)",
+				"reason:      role " + tBase + "web-admin denied (NamespacePolicy)",
+				"add the role to it",
+			}},
+		{name: "a role annotation that is no IAM role ARN is denied as invalid",
+			objs:     []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", role("arn:aws:iam::12345:role/web"))},
+			args:     []string{"-n", "shop", "web-1", tBaseArg},
+			wantCode: exitDenied,
+			want: []string{
+				"reason:      role arn:aws:iam::12345:role/web denied (InvalidRole)",
+				"annotation iam.amazonaws.com/role is not a usable role",
+			}},
+		{name: "an IP claimed by two live pods is denied, both holders named",
+			objs: []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", role("web")),
+				testPod("shop", "stale", "10.1.0.5", nil)},
+			args:     []string{"-n", "shop", "web-1", tBaseArg},
+			wantCode: exitDenied,
+			want: []string{
+				"role ARN:    " + tBase + "web",
+				"10.1.0.5 is claimed by several live pods: shop/stale, shop/web-1",
+				"the agent never guesses",
+				"verdict:     denied",
+			}},
+		{name: "a host-network pod is denied: the agent never serves the node's own address",
+			objs: []runtime.Object{shop, func() *corev1.Pod {
+				p := testPod("shop", "web-1", tHostIP, role("web"))
+				p.Spec.HostNetwork = true
+				return p
+			}()},
+			args:     []string{"-n", "shop", "web-1", tBaseArg},
+			wantCode: exitDenied,
+			want: []string{
+				"the pod uses the host network",
+				"reason:      the pod runs with hostNetwork: true",
+				"fix:         run it without hostNetwork",
+			}},
+		{name: "a terminating pod no longer owns its IP",
+			objs: []runtime.Object{shop, func() *corev1.Pod {
+				p := testPod("shop", "web-1", "10.1.0.5", role("web"))
+				p.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+				p.Finalizers = []string{"test/keep"}
+				return p
+			}()},
+			args:     []string{"-n", "shop", "web-1", tBaseArg},
+			wantCode: exitDenied,
+			want:     []string{"reason:      the pod is terminating"},
+		},
+		{name: "a namespace without the annotation allows no role but the default",
+			objs:     []runtime.Object{testNamespace("bare", ""), testPod("bare", "job", "10.1.0.6", role("web"))},
+			args:     []string{"-n", "bare", "job", tBaseArg},
+			wantCode: exitDenied,
+			want:     []string{"namespace bare has no iam.amazonaws.com/allowed-roles annotation: it allows no role but the default"},
+		},
+		{name: "an unknown pod cannot be answered",
+			objs:     []runtime.Object{shop},
+			args:     []string{"-n", "shop", "nope"},
+			wantCode: exitUsage,
+			want:     []string{"pod shop/nope not found"},
+		},
+		{name: "a bare role name with sts and no base ARN cannot be decided here",
+			objs:     []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", role("web"))},
+			args:     []string{"-n", "shop", "web-1"},
+			wantCode: exitUsage,
+			want:     []string{"give explain --base-role-arn"},
+		},
+		{name: "an invalid agent flag is a usage error naming the flag",
+			objs:     []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", role("web"))},
+			args:     []string{"-n", "shop", "web-1", "--namespace-restriction-format=fnmatch"},
+			wantCode: exitUsage,
+			want:     []string{"--namespace-restriction-format"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, code := runExplain(t, tt.objs, tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("exit %d, want %d", code, tt.wantCode)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q", w)
+				}
+			}
+			if t.Failed() {
+				t.Logf("output:\n%s", out)
+			}
+		})
+	}
+}
+
+// agentDaemonSet is the chart's DaemonSet shape: `run`, downward-API
+// references and literal env values.
+func agentDaemonSet(args []string, env ...corev1.EnvVar) *appsv1.DaemonSet {
+	env = append(env, corev1.EnvVar{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}})
+	return &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube2ra"},
+		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "kube2ra", Args: append([]string{"run", "--node=$(NODE_NAME)", "--host-ip=$(HOST_IP)"}, args...), Env: env,
+		}}}}},
+	}
+}
+
+// TestExplainReadsTheAgentsSettingsFromItsDaemonSet: the DaemonSet's args
+// and env change the answer (annotation key, default role, base ARN), and
+// a flag given to explain wins over them.
+func TestExplainReadsTheAgentsSettingsFromItsDaemonSet(t *testing.T) {
+	ds := agentDaemonSet([]string{"--iam-role-key=example.com/role", "--default-role=$(DEFAULT_ROLE)"},
+		corev1.EnvVar{Name: "DEFAULT_ROLE", Value: "reader"},
+		corev1.EnvVar{Name: "KUBE2RA_BASE_ROLE_ARN", Value: tBase})
+	objs := []runtime.Object{ds, testNamespace("shop", `["web"]`),
+		testPod("shop", "custom", "10.1.0.7", map[string]string{"example.com/role": "web"}),
+		testPod("shop", "kube2iam-key", "10.1.0.8", role("web"))}
+
+	out, code := runExplain(t, objs, "-n", "shop", "custom")
+	if code != exitServed || !strings.Contains(out, `annotation example.com/role = "web"`) || !strings.Contains(out, "DaemonSet kube-system/kube2ra") {
+		t.Errorf("the DaemonSet's --iam-role-key and base ARN were not used: exit %d\n%s", code, out)
+	}
+	// Under the DaemonSet's key, the kube2iam annotation is not a role: the default role applies.
+	out, code = runExplain(t, objs, "-n", "shop", "kube2iam-key")
+	if code != exitServed || !strings.Contains(out, `--default-role "reader" applies`) {
+		t.Errorf("the DaemonSet's --default-role (from $(DEFAULT_ROLE)) was not used: exit %d\n%s", code, out)
+	}
+	// explain's own flag wins over the DaemonSet's.
+	out, code = runExplain(t, objs, "-n", "shop", "kube2iam-key", "--iam-role-key", k8s.DefaultRoleKey)
+	if code != exitServed || !strings.Contains(out, `annotation iam.amazonaws.com/role = "web"`) || !strings.Contains(out, "explain's flags --iam-role-key") {
+		t.Errorf("explain's --iam-role-key did not win over the DaemonSet's: exit %d\n%s", code, out)
+	}
+	// --from-daemonset=none ignores it: no default role, no base, the bare name cannot be decided.
+	out, code = runExplain(t, objs, "-n", "shop", "custom", "--from-daemonset=none")
+	if code != exitDenied || !strings.Contains(out, "no iam.amazonaws.com/role annotation and no --default-role") {
+		t.Errorf("--from-daemonset=none still read the DaemonSet: exit %d\n%s", code, out)
+	}
+	// Naming a DaemonSet that is not there is an error, not a silent fallback.
+	out, code = runExplain(t, objs, "-n", "shop", "custom", "--from-daemonset=kube-system/other")
+	if code != exitUsage || !strings.Contains(out, "kube-system/other") {
+		t.Errorf("a missing --from-daemonset was not an error: exit %d\n%s", code, out)
+	}
+	// Args that are not kube2ra run's are refused with the way out.
+	bad := agentDaemonSet([]string{"--no-such-flag"})
+	out, code = runExplain(t, []runtime.Object{bad, testNamespace("shop", `["web"]`), testPod("shop", "custom", "10.1.0.7", nil)}, "-n", "shop", "custom")
+	if code != exitUsage || !strings.Contains(out, "--from-daemonset=none") {
+		t.Errorf("unknown DaemonSet args were not reported: exit %d\n%s", code, out)
+	}
+}
+
+// TestExplainAsksTheNodesAgent: the agent's /debug/store on the node's
+// metrics port is read and compared; without --debug it says so.
+func TestExplainAsksTheNodesAgent(t *testing.T) {
+	store := []k8s.DebugEntry{{IPEntry: k8s.IPEntry{IP: "10.1.0.5", Holders: []string{"shop/web-1"}, Verdict: "owned",
+		Owner: &k8s.Pod{Namespace: "shop", Name: "web-1", IPs: []netip.Addr{netip.MustParseAddr("10.1.0.5")}}}, Role: tBase + "other"}}
+	debug := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/debug/store" || !debug {
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(store)
+	}))
+	defer srv.Close()
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	pod := testPod("shop", "web-1", "10.1.0.5", role("web"))
+	pod.Status.HostIP = host
+	objs := []runtime.Object{testNamespace("shop", `["web"]`), pod}
+	args := []string{"-n", "shop", "web-1", tBaseArg, "--metrics-port=" + port}
+
+	out, code := runExplain(t, objs, args...)
+	if code != exitServed {
+		t.Errorf("exit %d, want %d", code, exitServed)
+	}
+	for _, w := range []string{
+		"10.1.0.5 owned by shop/web-1, role " + tBase + "other",
+		"the agent resolves " + tBase + "other, explain " + tBase + "web: their settings differ",
+		"does not show its credential cache",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q\n%s", w, out)
+		}
+	}
+	debug = false
+	out, _ = runExplain(t, objs, args...)
+	if !strings.Contains(out, "the agent runs without --debug") {
+		t.Errorf("a 404 from the metrics port was not explained as --debug off\n%s", out)
+	}
+	srv.Close()
+	out, _ = runExplain(t, objs, args...)
+	if !strings.Contains(out, "not reachable from here") {
+		t.Errorf("an unreachable agent was not reported\n%s", out)
+	}
+}
+
+func TestExplainUsage(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no pod", nil, "which pod?"},
+		{"two pods", []string{"a", "b"}, "one pod at a time"},
+		{"node mode and a pod", []string{"--node", "a"}, "--node explains the node"},
+		{"a DaemonSet that is no namespace/name", []string{"a", "--from-daemonset=kube2ra"}, "is not namespace/name"},
+		{"an unknown flag", []string{"a", "--no-such-flag"}, "see kube2ra explain --help"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut strings.Builder
+			if code := dispatch(append([]string{"explain"}, tt.args...), &out, &errOut); code != exitUsage {
+				t.Errorf("exit %d, want %d", code, exitUsage)
+			}
+			if !strings.Contains(errOut.String(), tt.want) {
+				t.Errorf("stderr %q lacks %q", errOut.String(), tt.want)
+			}
+		})
+	}
+	// Flags may follow the pod's name, as with kubectl; NAMESPACE/POD works too.
+	var out, errOut strings.Builder
+	o, _, ok := parseExplainFlags([]string{"shop/web-1", "--default-role", "reader"}, &out, &errOut)
+	if !ok || o.namespace != "shop" || o.pod != "web-1" || len(o.overrides) != 1 || o.overrides[0] != (flagSetting{"default-role", "reader"}) {
+		t.Errorf("parsed %+v, ok %v (%s)", o, ok, errOut.String())
+	}
+	o, _, ok = parseExplainFlags([]string{"--node=node-b"}, &out, &errOut)
+	if !ok || !o.nodeMode || o.nodeName != "node-b" {
+		t.Errorf("--node=node-b parsed as %+v", o)
+	}
+	if code := dispatch([]string{"explain", "--help"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "Exit: 0") {
+		t.Errorf("--help: exit %d\n%s", code, out.String())
+	}
+}
