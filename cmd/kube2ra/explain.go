@@ -158,7 +158,7 @@ func explainCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if o.nodeMode {
-		return explainNode(ctx, kube, kubeErr, o, stdout)
+		return explainNode(ctx, kube, kubeErr, o, hostRules, stdout)
 	}
 	if kubeErr != nil {
 		fmt.Fprintf(stderr, "kube2ra explain: %v\n", kubeErr)
@@ -884,8 +884,26 @@ func (r *report) verdict(metadataRole, doorRole string) int {
 // IP at all: host-network and terminating pods never own one.
 func servedByIP(p *k8s.Pod) bool { return !p.Terminating && !p.HostNetwork }
 
-// explainNode answers for this node; it returns the exit code.
-func explainNode(ctx context.Context, kube kubernetes.Interface, kubeErr error, o explainOptions, out io.Writer) int {
+// rulesReader is what --node needs of the node's rules: the iptables
+// package's own check. *iptables.Redirect has it.
+type rulesReader interface {
+	// RulesProblem is "" when the rules are exactly as the agent installs them.
+	RulesProblem(ctx context.Context) (string, error)
+	// Backend names the iptables backend in use.
+	Backend() iptables.Mode
+}
+
+var _ rulesReader = (*iptables.Redirect)(nil)
+
+// hostRules reads this host's rules through the iptables binary, the
+// backend chosen as the agent chooses it.
+func hostRules(ctx context.Context, cfg iptables.Config) (rulesReader, error) {
+	return iptables.New(ctx, cfg)
+}
+
+// explainNode answers for this node; it returns the exit code. rules
+// opens the node's rules (hostRules; tests pass a fake).
+func explainNode(ctx context.Context, kube kubernetes.Interface, kubeErr error, o explainOptions, rules func(context.Context, iptables.Config) (rulesReader, error), out io.Writer) int {
 	r := &report{w: out}
 	problems := 0
 	problem := func(label, format string, args ...any) {
@@ -933,7 +951,7 @@ func explainNode(ctx context.Context, kube kubernetes.Interface, kubeErr error, 
 	if !cfg.IPTables {
 		r.line("rules", "--iptables=false: kube2ra installs no rules here; pods reach 169.254.169.254 as they would without it")
 	} else {
-		explainRules(ctx, r, cfg, problem)
+		explainRules(ctx, r, cfg, rules, problem)
 		explainInterfaces(r, cfg, pods, problem)
 	}
 
@@ -975,12 +993,12 @@ func explainSource(r *report, cfg *Config, problem func(label, format string, ar
 }
 
 // explainRules checks kube2ra's chains with the iptables package's own check.
-func explainRules(ctx context.Context, r *report, cfg *Config, problem func(label, format string, args ...any)) {
+func explainRules(ctx context.Context, r *report, cfg *Config, open func(context.Context, iptables.Config) (rulesReader, error), problem func(label, format string, args ...any)) {
 	icfg := nodeRulesConfig(cfg)
 	icfg.Logger, icfg.Registerer = discard(), prometheus.NewRegistry()
 	guard, _, err := wantIPv6Guard(cfg)
 	icfg.IPv6Guard = guard || err != nil // as the agent decides it: unsure means guarded
-	rules, err := iptables.New(ctx, icfg)
+	rules, err := open(ctx, icfg)
 	if err != nil {
 		problem("rules", "cannot read the iptables rules: %v", err)
 		return

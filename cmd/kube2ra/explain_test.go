@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kube2ra/kube2ra/imdsprobe"
+	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
 )
 
@@ -354,5 +356,126 @@ func TestExplainUsage(t *testing.T) {
 	}
 	if code := dispatch([]string{"explain", "--help"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "Exit: 0") {
 		t.Errorf("--help: exit %d\n%s", code, out.String())
+	}
+}
+
+// checkedRules is the node's rules as RulesProblem reads them.
+type checkedRules struct {
+	// problem is what RulesProblem answers.
+	problem string
+	// got is the configuration explain opened the rules with.
+	got *iptables.Config
+}
+
+func (f checkedRules) RulesProblem(context.Context) (string, error) { return f.problem, nil }
+func (f checkedRules) Backend() iptables.Mode                       { return iptables.ModeNFT }
+
+// runExplainNode runs `kube2ra explain --node` against a fake API server
+// and fake rules; pods' routes are the host's (loopback addresses go via lo).
+func runExplainNode(t *testing.T, objs []runtime.Object, rules checkedRules, args ...string) (string, int) {
+	t.Helper()
+	var out, errOut strings.Builder
+	o, code, ok := parseExplainFlags(append([]string{"--node=" + tNode, "--host-ip=127.0.0.1", "--metadata-addr=none"}, args...), &out, &errOut)
+	if !ok {
+		return errOut.String(), code
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	open := func(_ context.Context, c iptables.Config) (rulesReader, error) {
+		if rules.got != nil {
+			*rules.got = c
+		}
+		return rules, nil
+	}
+	code = explainNode(ctx, fake.NewClientset(objs...), nil, o, open, &out)
+	return out.String(), code
+}
+
+// TestExplainNode: node mode reports the rules' state from the iptables
+// check, the interfaces --host-interface matches, each pod's interface,
+// and exits 1 on a problem.
+func TestExplainNode(t *testing.T) {
+	pods := []runtime.Object{testPod("shop", "web-1", "127.0.0.2", nil), func() *corev1.Pod {
+		p := testPod("kube-system", "agent", "127.0.0.1", nil)
+		p.Spec.HostNetwork = true
+		return p
+	}()}
+	tests := []struct {
+		name     string
+		rules    checkedRules
+		args     []string
+		wantCode int
+		want     []string
+		dontWant []string
+	}{
+		{name: "rules in place and every pod behind a matched interface: no problem",
+			args: []string{"--host-interface=lo"}, wantCode: exitServed,
+			want: []string{"rules:       present and exactly as the agent installs them (backend nft)",
+				"--host-interface lo matches: lo;",
+				"via lo (matched: true): shop/web-1 (127.0.0.2)",
+				"every pod address on node node-a comes in through an interface --host-interface matches (1 pods)",
+				"verdict:     no problem found"},
+			dontWant: []string{"kube-system/agent"}},
+		{name: "flushed rules are a problem, named by the iptables check",
+			rules: checkedRules{problem: "IPv4 (iptables-nft): chain KUBE2RA is missing from the nat table"},
+			args:  []string{"--host-interface=lo"}, wantCode: exitDenied,
+			want: []string{"PROBLEM: not as the agent installs them (backend nft): IPv4 (iptables-nft): chain KUBE2RA is missing", "verdict:     1 problem(s) found"}},
+		{name: "a pod whose interface --host-interface misses is a problem, with the agent's fix",
+			args: []string{"--host-interface=cni0"}, wantCode: exitDenied,
+			want: []string{"via lo (matched: false): shop/web-1 (127.0.0.2)",
+				"PROBLEM: pod shop/web-1 (127.0.0.2) sends its traffic in through lo, which --host-interface \"cni0\" does not match",
+				"add lo to --host-interface"}},
+		{name: "without --iptables nothing is checked and nothing is a problem",
+			args: []string{"--iptables=false"}, wantCode: exitServed,
+			want: []string{"--iptables=false: kube2ra installs no rules here"}, dontWant: []string{"interfaces:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, code := runExplainNode(t, pods, tt.rules, tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("exit %d, want %d", code, tt.wantCode)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q", w)
+				}
+			}
+			for _, w := range tt.dontWant {
+				if strings.Contains(out, w) {
+					t.Errorf("output has %q", w)
+				}
+			}
+			if t.Failed() {
+				t.Logf("output:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestExplainNodeChecksTheRulesTheAgentInstalls: the rules are checked
+// with the configuration run installs (nodeRulesConfig), from the same flags.
+func TestExplainNodeChecksTheRulesTheAgentInstalls(t *testing.T) {
+	var got iptables.Config
+	if _, code := runExplainNode(t, nil, checkedRules{got: &got}, "--host-interface=cali+,!eth0", "--app-port=8282", "--pod-identity"); code != exitServed {
+		t.Fatalf("exit %d", code)
+	}
+	want, err := iptables.ParseInterfaces("cali+,!eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Port != 8282 || got.HostIP != netip.MustParseAddr("127.0.0.1") || !got.PodIdentity || len(got.Interfaces) != len(want) || got.Interfaces[1] != want[1] {
+		t.Errorf("rules opened with %+v, want port 8282, host 127.0.0.1, pod identity, interfaces %v", got, want)
+	}
+}
+
+// TestExplainNodeProbesTheMetadataService: an IMDS answering token-less
+// GETs is reported as exposed, with the EC2 fix, and is a warning, not a
+// problem (the rules stop pods while they are in place).
+func TestExplainNodeProbesTheMetadataService(t *testing.T) {
+	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ami-id\n")) }))
+	defer imds.Close()
+	out, code := runExplainNode(t, nil, checkedRules{}, "--host-interface=lo", "--metadata-addr="+imds.URL)
+	if code != exitServed || !strings.Contains(out, "WARNING: "+imds.URL+" would give a pod that reaches it directly the node's credentials: IMDSv1 is open") || !strings.Contains(out, imdsprobe.Fix) {
+		t.Errorf("exit %d\n%s", code, out)
 	}
 }
