@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kube2ra/kube2ra/arn"
+	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/imdsprobe"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
@@ -803,10 +804,11 @@ func explainAgentStore(ctx context.Context, r *report, obj *corev1.Pod, cfg *Con
 		r.line("credentials", "not known here: the agent could not be asked")
 		return
 	}
-	byIP := map[string]k8s.DebugEntry{}
+	byIP := map[string]debugEntry{}
 	for _, e := range entries {
 		byIP[e.IP] = e
 	}
+	var creds *credentials.EntryState
 	for _, ip := range pod.IPs {
 		e, ok := byIP[ip.String()]
 		switch {
@@ -820,12 +822,27 @@ func explainAgentStore(ctx context.Context, r *report, obj *corev1.Pod, cfg *Con
 		default:
 			r.line("agent", "%s: %s %s by %s, no role: %s", url, ip, e.Verdict, strings.Join(e.Holders, ", "), e.RoleError)
 		}
+		if ok && e.Owner != nil && e.Owner.UID == pod.UID && e.Credentials != nil {
+			creds = e.Credentials
+		}
 	}
-	r.line("credentials", "the agent's /debug/store does not show its credential cache: whether this role's credentials are cached is not known here (the agent prefetches a pod's role when the pod appears)")
+	switch {
+	case creds == nil:
+		r.line("credentials", "the agent's cache tracks no entry for this pod (no role, or not announced yet)")
+	case creds.Cached:
+		r.line("credentials", "cached for %s: served until %s (expire %s), refreshed from %s", creds.RoleARN,
+			creds.ServableUntil.UTC().Format(time.RFC3339), creds.Expiration.UTC().Format(time.RFC3339), creds.RefreshAt.UTC().Format(time.RFC3339))
+	case creds.LastError != "":
+		r.line("credentials", "not cached for %s: the last upstream call failed: %s", creds.RoleARN, creds.LastError)
+	case creds.Fetching:
+		r.line("credentials", "not cached yet for %s: an upstream call is running", creds.RoleARN)
+	default:
+		r.line("credentials", "not cached for %s: the first request will call upstream", creds.RoleARN)
+	}
 }
 
 // fetchAgentStore reads the agent's /debug/store.
-func fetchAgentStore(ctx context.Context, url string) ([]k8s.DebugEntry, error) {
+func fetchAgentStore(ctx context.Context, url string) ([]debugEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, agentStoreTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -847,7 +864,7 @@ func fetchAgentStore(ctx context.Context, url string) ([]k8s.DebugEntry, error) 
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("answered %s", resp.Status)
 	}
-	var entries []k8s.DebugEntry
+	var entries []debugEntry
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&entries); err != nil {
 		return nil, fmt.Errorf("not the agent's store: %w", err)
 	}

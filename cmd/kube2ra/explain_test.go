@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/imdsprobe"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
@@ -279,8 +280,12 @@ func TestExplainReadsTheAgentsSettingsFromItsDaemonSet(t *testing.T) {
 // TestExplainAsksTheNodesAgent: the agent's /debug/store on the node's
 // metrics port is read and compared; without --debug it says so.
 func TestExplainAsksTheNodesAgent(t *testing.T) {
-	store := []k8s.DebugEntry{{IPEntry: k8s.IPEntry{IP: "10.1.0.5", Holders: []string{"shop/web-1"}, Verdict: "owned",
-		Owner: &k8s.Pod{Namespace: "shop", Name: "web-1", IPs: []netip.Addr{netip.MustParseAddr("10.1.0.5")}}}, Role: tBase + "other"}}
+	pod := testPod("shop", "web-1", "10.1.0.5", role("web"))
+	until := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	cached := &credentials.EntryState{RoleARN: tBase + "other", Cached: true, ServableUntil: until, Expiration: until.Add(11 * time.Minute), RefreshAt: until.Add(-time.Minute)}
+	store := []debugEntry{{DebugEntry: k8s.DebugEntry{IPEntry: k8s.IPEntry{IP: "10.1.0.5", Holders: []string{"shop/web-1"}, Verdict: "owned",
+		Owner: &k8s.Pod{UID: pod.UID, Namespace: "shop", Name: "web-1", IPs: []netip.Addr{netip.MustParseAddr("10.1.0.5")}}}, Role: tBase + "other"},
+		Credentials: cached}}
 	debug := true
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/debug/store" || !debug {
@@ -291,7 +296,6 @@ func TestExplainAsksTheNodesAgent(t *testing.T) {
 	}))
 	defer srv.Close()
 	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	pod := testPod("shop", "web-1", "10.1.0.5", role("web"))
 	pod.Status.HostIP = host
 	objs := []runtime.Object{testNamespace("shop", `["web"]`), pod}
 	args := []string{"-n", "shop", "web-1", tBaseArg, "--metrics-port=" + port}
@@ -303,11 +307,19 @@ func TestExplainAsksTheNodesAgent(t *testing.T) {
 	for _, w := range []string{
 		"10.1.0.5 owned by shop/web-1, role " + tBase + "other",
 		"the agent resolves " + tBase + "other, explain " + tBase + "web: their settings differ",
-		"does not show its credential cache",
+		"credentials: cached for " + tBase + "other: served until 2026-01-02T03:04:05Z (expire 2026-01-02T03:15:05Z)",
 	} {
 		if !strings.Contains(out, w) {
 			t.Errorf("output lacks %q\n%s", w, out)
 		}
+	}
+	cached.Cached, cached.LastError = false, "sts: AccessDenied: not authorized to perform sts:AssumeRole"
+	if out, _ = runExplain(t, objs, args...); !strings.Contains(out, "not cached for "+tBase+"other: the last upstream call failed: sts: AccessDenied") {
+		t.Errorf("a failed entry was not reported\n%s", out)
+	}
+	store[0].Credentials = nil
+	if out, _ = runExplain(t, objs, args...); !strings.Contains(out, "the agent's cache tracks no entry for this pod") {
+		t.Errorf("an untracked pod was not reported\n%s", out)
 	}
 	debug = false
 	out, _ = runExplain(t, objs, args...)

@@ -305,7 +305,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		Gatherer:   reg,
 		Ready:      a.ready,
 		Debug:      cfg.Debug,
-		DebugStore: func() any { return k8s.DebugStore(a.watcher, resolver) },
+		DebugStore: func() any { return debugStore(a.watcher, resolver, a.cache) },
 		Logger:     log.WithField("component", "ops"),
 	})
 	if err != nil {
