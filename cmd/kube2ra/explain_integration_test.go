@@ -117,17 +117,7 @@ func TestExplainAgainstARealAPIServer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			out, code := explain(tt.args...)
-			if code != tt.wantCode {
-				t.Errorf("exit %d, want %d", code, tt.wantCode)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q", w)
-				}
-			}
-			if t.Failed() {
-				t.Logf("output:\n%s", out)
-			}
+			checkOutput(t, out, code, tt.wantCode, tt.want, nil)
 		})
 	}
 }

@@ -85,6 +85,28 @@ func runExplain(t *testing.T, objs []runtime.Object, args ...string) (string, in
 	return out.String(), code
 }
 
+// checkOutput fails t unless explain exited wantCode, printed every text in
+// want and none in dontWant; it shows the output when failing.
+func checkOutput(t *testing.T, out string, code, wantCode int, want, dontWant []string) {
+	t.Helper()
+	if code != wantCode {
+		t.Errorf("exit %d, want %d", code, wantCode)
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q", w)
+		}
+	}
+	for _, w := range dontWant {
+		if strings.Contains(out, w) {
+			t.Errorf("output has %q", w)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", out)
+	}
+}
+
 func TestExplainPod(t *testing.T) {
 	shop := testNamespace("shop", `["web","team/*"]`)
 	tests := []struct {
@@ -207,17 +229,7 @@ func TestExplainPod(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			out, code := runExplain(t, tt.objs, tt.args...)
-			if code != tt.wantCode {
-				t.Errorf("exit %d, want %d", code, tt.wantCode)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q", w)
-				}
-			}
-			if t.Failed() {
-				t.Logf("output:\n%s", out)
-			}
+			checkOutput(t, out, code, tt.wantCode, tt.want, nil)
 		})
 	}
 }
@@ -444,22 +456,7 @@ func TestExplainNode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			out, code := runExplainNode(t, pods, tt.rules, tt.args...)
-			if code != tt.wantCode {
-				t.Errorf("exit %d, want %d", code, tt.wantCode)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q", w)
-				}
-			}
-			for _, w := range tt.dontWant {
-				if strings.Contains(out, w) {
-					t.Errorf("output has %q", w)
-				}
-			}
-			if t.Failed() {
-				t.Logf("output:\n%s", out)
-			}
+			checkOutput(t, out, code, tt.wantCode, tt.want, tt.dontWant)
 		})
 	}
 }
