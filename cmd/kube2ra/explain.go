@@ -357,8 +357,9 @@ func countSet(fs *flag.FlagSet) int {
 	return n
 }
 
-// envRef is a $(VAR) reference in a container's args, as the kubelet expands them.
-var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+// envRef is a $(VAR) reference in a container's args, or the escape $$
+// (a literal $), as the kubelet expands them.
+var envRef = regexp.MustCompile(`\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 
 // applyDaemonSet parses the DaemonSet's kube2ra container args and literal
 // env values into fs, as the agent's run would. Values the kubelet fills in
@@ -384,14 +385,13 @@ func applyDaemonSet(ctx context.Context, kube kubernetes.Interface, ref string, 
 	if len(args) > 0 && args[0] == "run" {
 		args = args[1:]
 	}
-	for i, a := range args {
-		args[i] = envRef.ReplaceAllStringFunc(a, func(m string) string {
-			if v, ok := env[envRef.FindStringSubmatch(m)[1]]; ok {
-				return v
-			}
-			return m
-		})
-	}
+	args = expandArgs(args, func(name string) (string, bool) {
+		if v, ok := env[name]; ok {
+			return v, true
+		}
+		// In the agent's pod the kubelet has filled the downward API's.
+		return os.LookupEnv(name)
+	})
 	if err := fs.Parse(args); err != nil {
 		return "", fmt.Errorf("the args of DaemonSet %s container %s are not kube2ra run's (%v): fix them, or give --from-daemonset=none and the agent's flags to explain", ref, c.Name, err)
 	}
@@ -402,6 +402,36 @@ func applyDaemonSet(ctx context.Context, kube kubernetes.Interface, ref string, 
 		return "", fmt.Errorf("the env of DaemonSet %s: %w", ref, err)
 	}
 	return fmt.Sprintf("DaemonSet %s (container %s: args and env values)", ref, c.Name), nil
+}
+
+// expandArgs expands $(VAR) in args as the kubelet does, with lookup. An
+// argument left with a reference lookup cannot fill (NODE_NAME, HOST_IP from
+// fieldRef, off the node) is dropped, with its value when that is the next
+// argument, so the flag falls to the later layers (NODE_NAME and HOST_IP
+// are read as run reads them) instead of holding "$(HOST_IP)".
+func expandArgs(args []string, lookup func(string) (string, bool)) []string {
+	var out []string
+	for _, a := range args {
+		unresolved := false
+		a = envRef.ReplaceAllStringFunc(a, func(m string) string {
+			if m == "$$" {
+				return "$"
+			}
+			if v, ok := lookup(envRef.FindStringSubmatch(m)[1]); ok {
+				return v
+			}
+			unresolved = true
+			return m
+		})
+		if !unresolved {
+			out = append(out, a)
+			continue
+		}
+		if n := len(out); n > 0 && !strings.HasPrefix(a, "-") && strings.HasPrefix(out[n-1], "-") && !strings.Contains(out[n-1], "=") {
+			out = out[:n-1] // "--host-ip" "$(HOST_IP)"
+		}
+	}
+	return out
 }
 
 // agentContainer is the DaemonSet's container named kube2ra, else its only one.

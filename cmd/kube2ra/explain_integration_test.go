@@ -90,7 +90,9 @@ func TestExplainAgainstARealAPIServer(t *testing.T) {
 		t.Helper()
 		var out, errOut strings.Builder
 		args = append([]string{"explain", "--kubeconfig", kubeconfig, "--metrics-port=" + closedPort(t)}, args...)
+		start := time.Now()
 		code := dispatch(args, &out, &errOut)
+		t.Logf("kube2ra explain %s: exit %d in %s", strings.Join(args[4:], " "), code, time.Since(start).Round(time.Millisecond))
 		return out.String() + errOut.String(), code
 	}
 	tests := []struct {

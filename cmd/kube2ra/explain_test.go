@@ -488,3 +488,36 @@ func TestExplainNodeProbesTheMetadataService(t *testing.T) {
 		t.Errorf("exit %d\n%s", code, out)
 	}
 }
+
+// TestExpandArgsLikeTheKubelet: $(VAR) is filled from the container's env,
+// then this process's; $$ is a literal $; an argument it cannot fill is dropped (with its
+// separate value), never kept as the literal "$(HOST_IP)".
+func TestExpandArgsLikeTheKubelet(t *testing.T) {
+	lookup := func(name string) (string, bool) {
+		v, ok := map[string]string{"ROLE": "reader", "HOST_IP": "10.9.9.9"}[name]
+		return v, ok
+	}
+	got := expandArgs([]string{"--default-role=$(ROLE)", "--host-ip", "$(HOST_IP)", "--node=$(NODE_NAME)", "--host-ips", "$(HOST_IPS)", "--debug", "--x=$$(ROLE)"}, lookup)
+	want := []string{"--default-role=reader", "--host-ip", "10.9.9.9", "--debug", "--x=$(ROLE)"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("expandArgs = %q, want %q", got, want)
+	}
+}
+
+// TestExplainNodeFillsTheDownwardAPIFromTheAgentsPod: the chart's
+// --host-ip=$(HOST_IP) and --node=$(NODE_NAME) take the values the
+// kubelet put in the agent's pod, where explain --node runs.
+func TestExplainNodeFillsTheDownwardAPIFromTheAgentsPod(t *testing.T) {
+	t.Setenv("NODE_NAME", "node-z")
+	t.Setenv("HOST_IP", "10.9.9.9")
+	var out, errOut strings.Builder
+	o, _, ok := parseExplainFlags([]string{"--node", "--metadata-addr=none", "--iptables=false"}, &out, &errOut)
+	if !ok {
+		t.Fatal(errOut.String())
+	}
+	ds := agentDaemonSet(nil)
+	code := explainNode(context.Background(), fake.NewClientset(ds), nil, o, nil, &out)
+	if code != exitServed || !strings.Contains(out.String(), "node:        node-z, host IP 10.9.9.9") {
+		t.Errorf("exit %d\n%s", code, out.String())
+	}
+}
