@@ -218,6 +218,13 @@ func BaseFromInstanceProfile(s string) (Base, error) {
 	return BaseFor(a.Partition, a.AccountID), nil
 }
 
+// BaseFromTrustAnchor is the base role ARN a parsed Roles Anywhere trust
+// anchor implies (its partition and account, root path): what the agent
+// prepends to bare role names with Roles Anywhere and no --base-role-arn.
+func BaseFromTrustAnchor(trustAnchor ARN) Base {
+	return BaseFor(trustAnchor.Partition, trustAnchor.AccountID)
+}
+
 // NormalizeRole turns a role as written in an annotation or flag into a
 // full IAM role ARN. A full ARN is validated and returned in canonical form;
 // a bare name ("app") or a path and name ("team/app", "/team/app") gets base

@@ -156,4 +156,11 @@ func TestInstanceProfilesAndRoles(t *testing.T) {
 	if _, err := BaseFromInstanceProfile(testBase + "node"); err == nil {
 		t.Error("a role ARN was taken for an instance profile")
 	}
+	ta, err := ParseTrustAnchor("arn:aws-us-gov:rolesanywhere:us-gov-west-1:123456789012:trust-anchor/0a1b2c3d-0000-4000-8000-000000000000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := BaseFromTrustAnchor(ta).String(); got != "arn:aws-us-gov:iam::123456789012:role/" {
+		t.Errorf("BaseFromTrustAnchor = %q, want the anchor's partition and account, root path", got)
+	}
 }

@@ -437,6 +437,45 @@ func (c *CredentialCache) Track(podUID string, req Request) {
 	c.signal()
 }
 
+// EntryState is what the cache holds for one tracked pod, without the
+// credentials themselves: for /debug/store and `kube2ra explain`.
+type EntryState struct {
+	// RoleARN is the role the pod's entry is for.
+	RoleARN string `json:"roleArn"`
+	// Cached is true when credentials servable now are held (a Get is a hit).
+	Cached bool `json:"cached"`
+	// Expiration is when the held credentials expire; zero when none are held.
+	Expiration time.Time `json:"expiration,omitzero"`
+	// ServableUntil is when the held credentials stop being served (the min TTL).
+	ServableUntil time.Time `json:"servableUntil,omitzero"`
+	// RefreshAt is when they are refreshed in the background.
+	RefreshAt time.Time `json:"refreshAt,omitzero"`
+	// Fetching is true while an upstream call for the entry runs.
+	Fetching bool `json:"fetching,omitempty"`
+	// LastError is the last upstream error, "" after a success.
+	LastError string `json:"lastError,omitempty"`
+}
+
+// TrackedEntry is the state of the entry podUID is tracked under (see
+// Track); false when the pod is not tracked.
+func (c *CredentialCache) TrackedEntry(podUID string) (EntryState, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e, ok := c.pods[podUID]
+	if !ok {
+		return EntryState{}, false
+	}
+	st := EntryState{RoleARN: e.req.RoleARN, Fetching: e.flight != nil}
+	if e.hasCreds {
+		st.Cached = c.clock.Now().Before(e.servableUntil)
+		st.Expiration, st.ServableUntil, st.RefreshAt = e.creds.Expiration, e.servableUntil, e.refreshAt
+	}
+	if e.err != nil {
+		st.LastError = e.err.Error()
+	}
+	return st, true
+}
+
 // Untrack records that the pod is gone; its key is evicted after the grace
 // period unless another pod uses it or it is used again.
 func (c *CredentialCache) Untrack(podUID string) {

@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -560,5 +561,42 @@ func BenchmarkCacheHit(b *testing.B) {
 	})
 	if src.calls() != 1 {
 		b.Errorf("%d upstream calls", src.calls())
+	}
+}
+
+// TestCacheTrackedEntrySaysWhetherAPodsCredentialsAreCached: a tracked
+// pod's entry shows cached once prefetched and not once past its min TTL;
+// a denied role shows the error; the state holds no secret.
+func TestCacheTrackedEntrySaysWhetherAPodsCredentialsAreCached(t *testing.T) {
+	env := newCacheEnv(t, nil)
+	if _, ok := env.cache.TrackedEntry("uid"); ok {
+		t.Fatal("an untracked pod has an entry")
+	}
+	req := podReq(appRoleARN, "ns", "pod")
+	env.cache.Track("uid", req)
+	eventually(t, "prefetched", func() bool { st, _ := env.cache.TrackedEntry("uid"); return st.Cached })
+	st, ok := env.cache.TrackedEntry("uid")
+	creds := get(t, env.cache, req)
+	if !ok || st.RoleARN != appRoleARN || !st.Expiration.Equal(creds.Expiration) || st.LastError != "" || !st.ServableUntil.Before(st.Expiration) {
+		t.Errorf("state %+v, want role %s, expiration %s, servable before it, no error", st, appRoleARN, creds.Expiration)
+	}
+	doc, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{creds.SecretAccessKey, creds.SessionToken, creds.AccessKeyID} {
+		if strings.Contains(string(doc), secret) {
+			t.Errorf("the entry state %s holds a credential", doc)
+		}
+	}
+	env.clock.Step(st.ServableUntil.Sub(env.clock.Now()) + time.Second)
+	if st, _ := env.cache.TrackedEntry("uid"); st.Cached {
+		t.Errorf("credentials past their min TTL still show as cached: %+v", st)
+	}
+
+	env.cache.Track("uid-denied", podReq(deniedRoleARN, "ns", "denied"))
+	eventually(t, "the prefetch failed", func() bool { st, _ := env.cache.TrackedEntry("uid-denied"); return st.LastError != "" })
+	if st, _ := env.cache.TrackedEntry("uid-denied"); st.Cached || !strings.Contains(st.LastError, "is not authorized") {
+		t.Errorf("denied role's state %+v, want not cached with the denial", st)
 	}
 }

@@ -112,6 +112,9 @@ func TestFlushedNatTableFailsClosed(t *testing.T) {
 	if present, err := r.RulesPresent(ctx); err != nil || present {
 		t.Errorf("RulesPresent = %v, %v after the flush; want false", present, err)
 	}
+	if problem, err := r.RulesProblem(ctx); err != nil || !strings.Contains(problem, "IPv4") || !strings.Contains(problem, "chain KUBE2RA holds []") {
+		t.Errorf("RulesProblem = %q, %v after the flush; want the family and the emptied nat chain named", problem, err)
+	}
 	before := t4.snapshot()
 	t4.history = nil
 	if changed, err := r.EnsureRules(ctx); err != nil || !changed {

@@ -182,19 +182,33 @@ func (r *Redirect) EnsureRules(ctx context.Context) (bool, error) {
 
 // RulesPresent reports whether every family has exactly the correct rules.
 func (r *Redirect) RulesPresent(ctx context.Context) (bool, error) {
+	problem, err := r.RulesProblem(ctx)
+	if err != nil {
+		return false, err
+	}
+	if problem != "" {
+		r.log.Debugf("rules not as expected: %s", problem)
+		return false, nil
+	}
+	return true, nil
+}
+
+// RulesProblem is RulesPresent's check in words: "" when every family has
+// exactly the correct rules, else the family and its first difference
+// (`kube2ra explain --node` prints it).
+func (r *Redirect) RulesProblem(ctx context.Context) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, ft := range r.families {
 		problem, err := r.checkFamily(ctx, ft)
 		if err != nil {
-			return false, err
+			return "", err
 		}
 		if problem != "" {
-			r.log.WithField("family", ft.family.name).Debugf("rules not as expected: %s", problem)
-			return false, nil
+			return ft.family.name + " (" + ft.binary + "): " + problem, nil
 		}
 	}
-	return true, nil
+	return "", nil
 }
 
 // Remove deletes every jump to KUBE2RA and KUBE2RA-GUARD and the chains, in

@@ -118,18 +118,22 @@ func normalizeRegexpPattern(pat string, base arn.Base) (string, error) {
 }
 
 // allows reports whether the full role ARN matches one of the patterns.
-func (p *rolePolicy) allows(arn string) bool {
-	for _, g := range p.globs {
+func (p *rolePolicy) allows(arn string) bool { return p.match(arn) >= 0 }
+
+// match returns the index of the first pattern the full role ARN matches,
+// -1 when none does. Only one of globs and regexps is filled, in pattern order.
+func (p *rolePolicy) match(arn string) int {
+	for i, g := range p.globs {
 		if g.match(arn) {
-			return true
+			return i
 		}
 	}
-	for _, re := range p.regexps {
+	for i, re := range p.regexps {
 		if re.MatchString(arn) {
-			return true
+			return i
 		}
 	}
-	return false
+	return -1
 }
 
 // String lists the patterns for messages.

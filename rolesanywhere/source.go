@@ -220,7 +220,7 @@ func (s *Source) KeyPair() *KeyPair { return s.keys.Current() }
 // BaseRoleARN is arn:<partition>:iam::<account>:role/ of the trust anchor,
 // for turning bare role names into ARNs.
 func (s *Source) BaseRoleARN() string {
-	return arn.BaseFor(s.trustAnchor.Partition, s.trustAnchor.AccountID).String()
+	return arn.BaseFromTrustAnchor(s.trustAnchor).String()
 }
 
 // Region is the trust anchor's region (or the override).

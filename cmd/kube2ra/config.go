@@ -425,7 +425,7 @@ func (c *Config) Validate() error {
 			if path == "" {
 				bad("%s is empty: give the node's PEM file (with rolesanywhere)", name)
 			} else if _, err := os.Stat(path); err != nil {
-				bad("%s %q cannot be read: %v", name, path, err)
+				bad("%s %q cannot be read: %w", name, path, err)
 			}
 		}
 		for name, path := range map[string]string{"--ra-intermediates": c.RAIntermediates, "--ra-private-key-password-file": c.RAPrivateKeyPasswordFile} {
@@ -433,7 +433,7 @@ func (c *Config) Validate() error {
 				continue
 			}
 			if _, err := os.Stat(path); err != nil {
-				bad("%s %q cannot be read: %v", name, path, err)
+				bad("%s %q cannot be read: %w", name, path, err)
 			}
 		}
 		if c.RASessionDuration < 15*time.Minute || c.RASessionDuration > 12*time.Hour {

@@ -45,7 +45,7 @@ func (c *coverage) check() string {
 		// A host-network pod (the agent itself, kube-proxy, CNI agents)
 		// has the node's addresses: its traffic is the node's own, which
 		// the DNAT never redirects and the IP door never serves.
-		if p.Terminating || p.HostNetwork {
+		if !servedByIP(p) {
 			continue
 		}
 		for _, ip := range p.IPs {

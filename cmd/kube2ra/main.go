@@ -30,6 +30,7 @@ func subcommands() []subcommand {
 	return []subcommand{
 		{"run", "run the node agent (metadata proxy, pod identity, DNAT and guard rules)", runCommand},
 		{"credentials", "fetch credentials for one role once and print them as credential_process JSON", credentialsCommand},
+		{"explain", "say which role a pod would get and why (-n NAMESPACE POD), or check this node (--node)", explainCommand},
 		{"cleanup", "remove kube2ra's iptables rules and chains from this node", cleanupCommand},
 		{"version", "print version, commit and Go version", versionCommand},
 	}

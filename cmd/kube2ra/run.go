@@ -311,7 +311,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		Gatherer:   reg,
 		Ready:      a.ready,
 		Debug:      cfg.Debug,
-		DebugStore: func() any { return k8s.DebugStore(a.watcher, resolver) },
+		DebugStore: func() any { return debugStore(a.watcher, resolver, a.cache) },
 		Logger:     log.WithField("component", "ops"),
 	})
 	if err != nil {
@@ -440,17 +440,8 @@ func (a *agent) shutdown() {
 }
 
 func (a *agent) installRules(ctx context.Context) error {
-	icfg := iptables.Config{
-		HostIP:      a.cfg.parsed.hostIP,
-		HostIPv6:    a.cfg.parsed.hostIPv6,
-		Port:        a.cfg.AppPort,
-		Interfaces:  a.cfg.parsed.interfaces,
-		IPv6:        a.cfg.IPv6,
-		Mode:        a.cfg.parsed.iptablesMode,
-		PodIdentity: a.cfg.PodIdentity,
-		Logger:      a.log.WithField("component", "iptables"),
-		Registerer:  a.reg,
-	}
+	icfg := nodeRulesConfig(a.cfg)
+	icfg.Logger, icfg.Registerer = a.log.WithField("component", "iptables"), a.reg
 	if guard, addrs, err := wantIPv6Guard(a.cfg); err != nil {
 		// Fail closed: when unsure whether pods have IPv6, guard it.
 		a.log.WithError(err).Warn("could not list the node's IPv6 addresses: installing the IPv6 guard")
