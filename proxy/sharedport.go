@@ -23,7 +23,11 @@ const ip6tSOOriginalDst = 80
 // one of MetadataAddrs, or cannot be read, is a metadata connection and gets
 // IMDS's answers only (404 for /metrics). Any other connection (Prometheus
 // or a kubelet probe dialing host-ip:port) gets the ops routes for their
-// paths and the metadata server for the rest.
+// paths and the metadata server for the rest. The destination is read at
+// each request for an ops path, not once per connection: a connection made
+// before the node's conntrack tracked anything (it starts with the first
+// NAT rule, kube2ra's own DNAT on a node without kube-proxy) is told apart
+// as soon as conntrack has picked it up, rather than refused for its life.
 type SharedPort struct {
 	// Ops is the ops server whose routes are shared; it is never listened on.
 	Ops *OpsServer
@@ -34,9 +38,8 @@ type SharedPort struct {
 	originalDst func(net.Conn) (netip.Addr, error)
 }
 
-// directConnKey marks, in a connection's context, that its client dialed an
-// address other than a metadata address.
-type directConnKey struct{}
+// connKey holds, in a request's context, the connection it came on.
+type connKey struct{}
 
 // ShareWith serves p.Ops's routes on this server's port; call it before
 // Listen. Without MetadataAddrs nothing could be told apart, so it refuses.
@@ -55,18 +58,15 @@ func (s *Server) ShareWith(p SharedPort) error {
 	for _, a := range p.MetadataAddrs {
 		metadata[a.Unmap()] = true
 	}
-	srv := s.listener.srv
-	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-		dst, err := lookup(c)
-		// Fail closed: a destination that cannot be read is a pod's.
-		direct := err == nil && !metadata[dst.Unmap()]
-		return context.WithValue(ctx, directConnKey{}, direct)
-	}
 	mux, _ := p.Ops.handler.(*http.ServeMux)
 	if mux == nil {
 		return fmt.Errorf("proxy: the ops handler is a %T, not the ops server's own mux", p.Ops.handler)
 	}
-	srv.Handler = sharedHandler{metadata: srv.Handler, ops: mux}
+	srv := s.listener.srv
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	srv.Handler = sharedHandler{metadata: srv.Handler, ops: mux, lookup: lookup, metadataAddrs: metadata}
 	return nil
 }
 
@@ -77,16 +77,29 @@ type sharedHandler struct {
 	metadata http.Handler
 	// ops is the ops server's mux.
 	ops *http.ServeMux
+	// lookup reads a connection's pre-DNAT destination.
+	lookup func(net.Conn) (netip.Addr, error)
+	// metadataAddrs are the DNATed addresses, unmapped.
+	metadataAddrs map[netip.Addr]bool
 }
 
 func (h sharedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if direct, _ := r.Context().Value(directConnKey{}).(bool); direct {
-		if _, pattern := h.ops.Handler(r); pattern != "" {
-			h.ops.ServeHTTP(w, r)
-			return
-		}
+	if _, pattern := h.ops.Handler(r); pattern != "" && h.direct(r) {
+		h.ops.ServeHTTP(w, r)
+		return
 	}
 	h.metadata.ServeHTTP(w, r)
+}
+
+// direct reports whether r's client dialed this port itself rather than a
+// metadata address. Fail closed: a destination that cannot be read is a pod's.
+func (h sharedHandler) direct(r *http.Request) bool {
+	c, ok := r.Context().Value(connKey{}).(net.Conn)
+	if !ok {
+		return false
+	}
+	dst, err := h.lookup(c)
+	return err == nil && !h.metadataAddrs[dst.Unmap()]
 }
 
 // conntrackOriginalDst is the address the client dialed before any DNAT,

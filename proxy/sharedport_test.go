@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,5 +96,36 @@ func TestShareWithRefusesWhatCannotKeepPodsOut(t *testing.T) {
 	}
 	if err := s.ShareWith(SharedPort{MetadataAddrs: testMetadataAddrs}); err == nil {
 		t.Error("no ops server: accepted")
+	}
+}
+
+// TestSharedPortDecidesPerRequest: a kept-alive connection whose original
+// destination could not be read at first (conntrack tracked nothing before
+// the node's first NAT rule) gets the ops routes once it can be, on the
+// same connection.
+func TestSharedPortDecidesPerRequest(t *testing.T) {
+	var tracked atomic.Bool
+	conns := map[string]bool{}
+	var mu sync.Mutex
+	url := startShared(t, false, func(c net.Conn) (netip.Addr, error) {
+		mu.Lock()
+		conns[c.RemoteAddr().String()] = true
+		mu.Unlock()
+		if !tracked.Load() {
+			return netip.Addr{}, errors.New("ENOENT")
+		}
+		return netip.MustParseAddrPort(c.LocalAddr().String()).Addr(), nil
+	})
+	if status, _, _ := httpGet(t, url+"/healthz", nil); status != 404 {
+		t.Fatalf("/healthz before conntrack tracks the connection: %d, want 404", status)
+	}
+	tracked.Store(true)
+	if status, body, _ := httpGet(t, url+"/healthz", nil); status != 200 || body != "ok" {
+		t.Fatalf("/healthz once it does: %d %q, want 200 ok", status, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(conns) != 1 {
+		t.Fatalf("the requests came on %d connections, want 1 kept alive", len(conns))
 	}
 }
