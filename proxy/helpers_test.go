@@ -353,3 +353,27 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels ma
 var errTest = errors.New("test failure")
 
 func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }
+
+// serveInTest listens and serves s until the test ends, then requires Serve
+// to return nil after the shutdown; it returns the bound address.
+func serveInTest(t testing.TB, s *Server) net.Addr {
+	t.Helper()
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve after shutdown: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Serve did not return within 10s of the shutdown")
+		}
+	})
+	return s.Addr()
+}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"strings"
@@ -17,13 +16,7 @@ func TestListensOnEveryDNATTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	_, port, _ := net.SplitHostPort(s.Addr().String())
+	_, port, _ := net.SplitHostPort(serveInTest(t, s).String())
 	client := &http.Client{Timeout: 2 * time.Second}
 	for _, host := range []string{"127.0.0.1", "::1"} {
 		resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/latest/meta-data/placement/region")
@@ -35,10 +28,6 @@ func TestListensOnEveryDNATTarget(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("%s: status %d, want 200", host, resp.StatusCode)
 		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Serve after shutdown: %v", err)
 	}
 	if _, err := New(Options{HostIP: "127.0.0.1", HostIPv6: "10.0.0.1"}, &fakePods{}, &fakeRoles{}, &fakeCreds{}); err == nil || !strings.Contains(err.Error(), "IPv6") {
 		t.Errorf("New with an IPv4 HostIPv6: %v, want an error naming IPv6", err)

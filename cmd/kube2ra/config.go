@@ -40,7 +40,8 @@ type Config struct {
 	HostIPs string
 	// AppPort is the metadata proxy port.
 	AppPort int
-	// MetricsPort serves /healthz, /readyz, /metrics and /debug/store.
+	// MetricsPort serves /healthz, /readyz, /metrics and /debug/store; equal
+	// to AppPort (kube2iam's default) they share the metadata port.
 	MetricsPort int
 	// HostInterface is the comma list of pod-facing interfaces for DNAT.
 	HostInterface string
@@ -140,6 +141,9 @@ type Config struct {
 	// ShutdownTimeout bounds draining on SIGTERM.
 	ShutdownTimeout time.Duration
 
+	// kube2iam holds kube2iam's flags that kube2ra has none of its own for, by name (kube2iam.go).
+	kube2iam map[string]*kube2iamValue
+
 	// parsed holds what Validate parsed, so run never parses a string twice.
 	parsed parsedConfig
 }
@@ -218,7 +222,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HostIPv6, "host-ipv6", c.HostIPv6, "node IPv6 address for the IPv6 DNAT rule (with --ipv6); empty: the IPv6 one of --host-ips, else of the Node object's addresses")
 	fs.StringVar(&c.HostIPs, "host-ips", c.HostIPs, "the node's addresses, comma separated (env HOST_IPS, the downward API's status.hostIPs); --ipv6 finds --host-ipv6 there")
 	fs.IntVar(&c.AppPort, "app-port", c.AppPort, "metadata proxy port on --host-ip")
-	fs.IntVar(&c.MetricsPort, "metrics-port", c.MetricsPort, "port for /healthz, /readyz, /metrics (and /debug/store with --debug)")
+	fs.IntVar(&c.MetricsPort, "metrics-port", c.MetricsPort, "port for /healthz, /readyz, /metrics (and /debug/store with --debug); equal to --app-port, as kube2iam's default, they are served there to direct connections only, never to pods through the 169.254.169.254 DNAT")
 	fs.StringVar(&c.HostInterface, "host-interface", c.HostInterface, "pod-facing interfaces to redirect, comma separated: exact (cni0), wildcard (cali+), negation (!eth0)")
 	fs.BoolVar(&c.IPTables, "iptables", c.IPTables, "install the DNAT rules for 169.254.169.254 and the guard that refuses pod traffic escaping them (without them pods reach the real metadata service)")
 	fs.StringVar(&c.IPTablesMode, "iptables-mode", c.IPTablesMode, "iptables backend: auto (the one holding the host's rules), nft or legacy")
@@ -269,6 +273,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Debug, "debug", c.Debug, "debug logs and the /debug/store page on the metrics port")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file (default: in-cluster configuration)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests in flight")
+
+	c.bindKube2iamFlags(fs)
 }
 
 // envName is the environment variable that can set a flag.
@@ -347,9 +353,6 @@ func (c *Config) Validate() error {
 		if port < 1 || port > 65535 {
 			bad("%s %d is out of range: use 1..65535", name, port)
 		}
-	}
-	if c.AppPort == c.MetricsPort {
-		bad("--app-port and --metrics-port are both %d: give them different ports", c.AppPort)
 	}
 	if c.IPTables {
 		ifaces, err := iptables.ParseInterfaces(c.HostInterface)
@@ -494,7 +497,7 @@ func (c *Config) Validate() error {
 	} else {
 		p.logLevel = lvl
 	}
-	if c.Debug {
+	if c.Debug || c.kube2iam["verbose"].on() {
 		p.logLevel = logrus.DebugLevel
 	}
 	if c.ShutdownTimeout < 0 || c.ShutdownTimeout > 5*time.Minute {
@@ -581,8 +584,8 @@ func (c *Config) LifetimeWarnings() []string {
 }
 
 // String lists every setting, one key=value per field, for the start-up log.
-// Nothing in Config is a secret itself (the key and password are file paths),
-// so nothing needs masking; fields are sorted for stable output.
+// The key and password are file paths; the one secret, kube2iam's
+// --api-token, prints masked. Fields are sorted for stable output.
 func (c *Config) String() string { return strings.Join(c.settings(), " ") }
 
 // settings are the key=value pairs of String, sorted by flag name.

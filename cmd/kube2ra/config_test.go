@@ -47,7 +47,7 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		{"bad host IP", func(c *Config) { c.HostIP = "10.0.0" }, `--host-ip "10.0.0" is not a usable IP`},
 		{"unspecified host IP", func(c *Config) { c.HostIP = "0.0.0.0" }, "--host-ip"},
 		{"port out of range", func(c *Config) { c.AppPort = 70000 }, "--app-port 70000 is out of range: use 1..65535"},
-		{"same ports", func(c *Config) { c.MetricsPort = c.AppPort }, "both 8181"},
+		{"kube2iam's one port for metadata and metrics", func(c *Config) { c.MetricsPort = c.AppPort }, ""},
 		{"empty interface list", func(c *Config) { c.HostInterface = " " }, "--host-interface: host interface list is empty"},
 		{"empty interface without iptables is fine", func(c *Config) { c.HostInterface, c.IPTables = "", false }, ""},
 		{"unknown iptables mode", func(c *Config) { c.IPTablesMode = "xt" }, `--iptables-mode: iptables mode "xt" is not known`},

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 )
 
 // Set by the Makefile with -ldflags -X.
@@ -52,6 +53,11 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		if sc.name == args[0] {
 			return sc.run(args[1:], stdout, stderr)
 		}
+	}
+	// kube2iam takes its flags without a command: a DaemonSet's kube2iam
+	// args run the agent unchanged.
+	if strings.HasPrefix(args[0], "-") {
+		return runCommand(args, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "kube2ra: unknown command %q: use one of run, credentials, cleanup, version (kube2ra --help)\n", args[0])
 	return exitUsage

@@ -61,6 +61,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
+	if cfg.kube2iam["version"].on() {
+		return versionCommand(nil, stdout, stderr)
+	}
 	if err := cfg.Validate(); err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			fmt.Fprintf(stderr, "kube2ra run: %s\n", line)
@@ -68,14 +71,11 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if *dryRun {
+		cfg.writeKube2iamNotices(stderr)
 		printEffective(stdout, cfg)
 		return 0
 	}
-	level := cfg.LogLevel
-	if cfg.Debug {
-		level = "debug"
-	}
-	log, err := newLogger(stderr, cfg.LogFormat, level)
+	log, err := newLogger(stderr, cfg.LogFormat, cfg.parsed.logLevel.String())
 	if err != nil {
 		fmt.Fprintf(stderr, "kube2ra run: %v\n", err)
 		return exitUsage
@@ -84,6 +84,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.LifetimeWarnings() {
 		log.Warn(w)
 	}
+	cfg.logKube2iamNotices(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -317,6 +318,9 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 	if err != nil {
 		return nil, err
 	}
+	if err := a.shareMetadataPort(); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -329,8 +333,12 @@ func (a *agent) start(ctx context.Context) error {
 	if err := a.server.Listen(); err != nil {
 		return fmt.Errorf("listening on %s:%d (--host-ip, --app-port): %w", cfg.HostIP, cfg.AppPort, err)
 	}
-	if err := a.ops.Listen(); err != nil {
-		return fmt.Errorf("listening on %s:%d (--host-ip, --metrics-port): %w", cfg.HostIP, cfg.MetricsPort, err)
+	servers := []interface{ Serve(context.Context) error }{a.server}
+	if !cfg.sharesMetadataPort() {
+		if err := a.ops.Listen(); err != nil {
+			return fmt.Errorf("listening on %s:%d (--host-ip, --metrics-port): %w", cfg.HostIP, cfg.MetricsPort, err)
+		}
+		servers = append(servers, a.ops)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
@@ -340,7 +348,7 @@ func (a *agent) start(ctx context.Context) error {
 		return err
 	}
 	a.serveErr = make(chan error, 2)
-	for _, srv := range []interface{ Serve(context.Context) error }{a.server, a.ops} {
+	for _, srv := range servers {
 		a.wg.Go(func() {
 			if err := srv.Serve(runCtx); err != nil {
 				a.serveErr <- err

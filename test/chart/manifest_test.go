@@ -147,13 +147,23 @@ func TestDaemonSetKeepsItsSecurityPromises(t *testing.T) {
 				t.Errorf("--node=%v --host-ip=%v, want the downward-API variables", flags["node"], flags["host-ip"])
 			}
 
-			metricsPort := slices.IndexFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" })
-			if metricsPort < 0 || flags["metrics-port"][0] != strconv.Itoa(int(c.Ports[metricsPort].ContainerPort)) {
-				t.Errorf("container port metrics %v does not match --metrics-port=%v", c.Ports, flags["metrics-port"])
+			// The probes target the one container port that is --metrics-port:
+			// "metrics", or "proxy" when it equals --app-port (kube2iam's layout).
+			opsPort := ""
+			for _, p := range c.Ports {
+				if flags["metrics-port"][0] == strconv.Itoa(int(p.ContainerPort)) {
+					if opsPort != "" {
+						t.Errorf("container ports %v declare --metrics-port=%v twice", c.Ports, flags["metrics-port"])
+					}
+					opsPort = p.Name
+				}
+			}
+			if want := map[bool]string{true: "proxy", false: "metrics"}[flags["metrics-port"][0] == flags["app-port"][0]]; opsPort != want {
+				t.Errorf("container ports %v: --metrics-port=%v is port %q, want %q", c.Ports, flags["metrics-port"], opsPort, want)
 			}
 			for probe, wantPath := range map[*corev1.Probe]string{c.LivenessProbe: "/healthz", c.ReadinessProbe: "/readyz"} {
-				if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != wantPath || probe.HTTPGet.Port.String() != "metrics" {
-					t.Errorf("probe %+v, want GET %s on the metrics port", probe, wantPath)
+				if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != wantPath || probe.HTTPGet.Port.String() != opsPort {
+					t.Errorf("probe %+v, want GET %s on the --metrics-port container port %q", probe, wantPath, opsPort)
 				}
 			}
 			if len(c.Resources.Requests) == 0 || c.Resources.Limits.Memory().IsZero() {

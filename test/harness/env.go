@@ -82,6 +82,9 @@ type Options struct {
 	// and the chart's pod-identity RBAC, and the chart's admission policy is
 	// installed.
 	PodIdentity bool
+	// MetricsPort is the agent's --metrics-port; 0 means MetricsPort.
+	// AppPort shares the metadata port, as kube2iam's chart does.
+	MetricsPort int
 }
 
 // Env is a running simulated node with its control plane and fake AWS.
@@ -187,12 +190,16 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	}
 
 	roles := append([]string{}, opts.Roles...)
+	metricsPort := MetricsPort
+	if opts.MetricsPort != 0 {
+		metricsPort = opts.MetricsPort
+	}
 	args := []string{
 		"run",
 		"--node", NodeName,
 		"--host-ip", simnode.HostIP,
 		"--app-port", fmt.Sprint(AppPort),
-		"--metrics-port", fmt.Sprint(MetricsPort),
+		"--metrics-port", fmt.Sprint(metricsPort),
 		"--host-interface", simnode.Bridge + ",cali+",
 		"--iptables-resync", "2s",
 		"--kubeconfig", agentKubeconfig,
@@ -259,7 +266,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		agentEnv = append(agentEnv, "HOST_IPS="+simnode.HostIP+","+simnode.HostIPv6)
 	}
 	args = append(args, opts.AgentArgs...)
-	e.Agent = NewAgent(binary, fmt.Sprintf("http://%s:%d", simnode.HostIP, MetricsPort), args, agentEnv, opts.Log)
+	e.Agent = NewAgent(binary, fmt.Sprintf("http://%s:%d", simnode.HostIP, metricsPort), args, agentEnv, opts.Log)
 	e.closers = append(e.closers, func() { _ = e.Agent.Stop() })
 	if opts.NoAgent {
 		return e, nil

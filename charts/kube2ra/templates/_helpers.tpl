@@ -82,3 +82,10 @@ exactly one is, so a half-configured Roles Anywhere install never reaches the cl
 
 {{/* Where the node certificate is mounted in the container. */}}
 {{- define "kube2ra.certificateDir" -}}/etc/kube2ra/node-certificate{{- end -}}
+
+{{/* The container port serving /healthz, /readyz and /metrics: "proxy" when
+ports.metrics equals ports.app (kube2iam's one-port layout; a container may
+not declare one port twice), else "metrics". */}}
+{{- define "kube2ra.opsPortName" -}}
+{{- if eq (int .Values.ports.app) (int .Values.ports.metrics) -}}proxy{{- else -}}metrics{{- end -}}
+{{- end -}}
