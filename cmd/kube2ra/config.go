@@ -66,8 +66,6 @@ type Config struct {
 	AutoDiscoverBaseARN bool
 	// DefaultRole is used for pods without a role annotation.
 	DefaultRole string
-	// AutoDiscoverDefaultRole is kube2iam's; refused because it serves the node's role.
-	AutoDiscoverDefaultRole bool
 	// IAMRoleKey is the pod annotation naming the role.
 	IAMRoleKey string
 	// IAMExternalIDKey is the pod annotation naming the external ID.
@@ -235,7 +233,6 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.BaseRoleARN, "base-role-arn", c.BaseRoleARN, "prefix for bare role names, e.g. arn:aws:iam::123456789012:role/ (default: discovered)")
 	fs.BoolVar(&c.AutoDiscoverBaseARN, "auto-discover-base-arn", c.AutoDiscoverBaseARN, "discover --base-role-arn from the instance profile (sts) or the trust anchor (rolesanywhere)")
 	fs.StringVar(&c.DefaultRole, "default-role", c.DefaultRole, "role for pods without a role annotation (exempt from namespace restrictions); empty: none")
-	fs.BoolVar(&c.AutoDiscoverDefaultRole, "auto-discover-default-role", c.AutoDiscoverDefaultRole, "kube2iam flag, refused: kube2ra never serves the node's role; set --default-role")
 	fs.StringVar(&c.IAMRoleKey, "iam-role-key", c.IAMRoleKey, "pod annotation naming the role")
 	fs.StringVar(&c.IAMExternalIDKey, "iam-external-id", c.IAMExternalIDKey, "pod annotation naming the sts:AssumeRole external ID")
 	fs.StringVar(&c.NamespaceKey, "namespace-key", c.NamespaceKey, "namespace annotation with a JSON array of allowed role patterns")
@@ -395,9 +392,6 @@ func (c *Config) Validate() error {
 		} else {
 			p.baseRoleARN = base
 		}
-	}
-	if c.AutoDiscoverDefaultRole {
-		bad("--auto-discover-default-role is not supported: kube2ra never serves the node's own role to pods; name a role with --default-role")
 	}
 	for name, key := range map[string]string{"--iam-role-key": c.IAMRoleKey, "--iam-external-id": c.IAMExternalIDKey, "--namespace-key": c.NamespaceKey} {
 		if problems := validation.IsQualifiedName(key); len(problems) > 0 {

@@ -58,7 +58,6 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		{"base ARN with a bad account", func(c *Config) { c.BaseRoleARN = "arn:aws:iam::1234:role/" }, "--base-role-arn"},
 		{"base ARN of a user", func(c *Config) { c.BaseRoleARN = "arn:aws:iam::123456789012:user/" }, "--base-role-arn"},
 		{"GovCloud base ARN", func(c *Config) { c.BaseRoleARN = "arn:aws-us-gov:iam::123456789012:role/" }, ""},
-		{"auto-discover-default-role refused", func(c *Config) { c.AutoDiscoverDefaultRole = true }, "never serves the node's own role"},
 		{"bad annotation key", func(c *Config) { c.IAMRoleKey = "iam role" }, "--iam-role-key"},
 		{"bad restriction format", func(c *Config) { c.NamespaceRestrictionFormat = "re2" }, "glob or regexp"},
 		{"session TTL too short", func(c *Config) { c.SessionTTL = time.Minute }, "15m to 12h"},

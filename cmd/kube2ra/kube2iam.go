@@ -26,9 +26,6 @@ const (
 	kube2iamMapped kube2iamHandling = "mapped"
 	// kube2iamIgnored: accepted and ignored, with a warning at start saying why.
 	kube2iamIgnored kube2iamHandling = "ignored"
-	// kube2iamRefused: accepted by the parser, refused by Validate when on:
-	// its meaning is what kube2ra exists to prevent.
-	kube2iamRefused kube2iamHandling = "refused"
 )
 
 // kube2iamValueKind is the type of a kube2iam-only flag's value.
@@ -80,7 +77,8 @@ func kube2iamFlags() []kube2iamFlag {
 		{name: "metadata-addr", handling: kube2iamSame},
 		{name: "iptables", handling: kube2iamSame},
 		{name: "auto-discover-base-arn", handling: kube2iamSame},
-		{name: "auto-discover-default-role", handling: kube2iamRefused},
+		{name: "auto-discover-default-role", handling: kube2iamIgnored, kind: kube2iamBool, loud: true,
+			note: "kube2ra never serves the node's own role to pods: a pod without an annotation gets no credentials (404) unless --default-role names a role made for it"},
 		{name: "host-interface", handling: kube2iamSame},
 		{name: "namespace-restrictions", handling: kube2iamSame},
 		{name: "namespace-restriction-format", handling: kube2iamSame},
@@ -160,7 +158,7 @@ func (c *Config) bindKube2iamFlags(fs *flag.FlagSet) {
 		c.kube2iam = map[string]*kube2iamValue{}
 	}
 	for _, f := range kube2iamFlags() {
-		if f.handling == kube2iamSame || f.handling == kube2iamRefused {
+		if f.handling == kube2iamSame {
 			continue
 		}
 		v := c.kube2iam[f.name]

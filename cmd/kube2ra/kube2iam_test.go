@@ -141,7 +141,7 @@ func TestEveryKube2iamFlagIsAccepted(t *testing.T) {
 			t.Errorf("--%s is listed twice", f.name)
 		}
 		seen[f.name] = true
-		shared := f.handling == kube2iamSame || f.handling == kube2iamRefused
+		shared := f.handling == kube2iamSame
 		if got := onlyFS.Lookup(f.name) == nil; got != shared {
 			t.Errorf("--%s (%s): bound as kube2iam-only = %v", f.name, f.handling, !got)
 		}
@@ -210,5 +210,37 @@ func TestReadmeMigrationTableIsKube2iamFlags(t *testing.T) {
 	}
 	for name := range rows {
 		t.Errorf("README's kube2iam table lists --%s, which kube2iamFlags does not", name)
+	}
+}
+
+// TestAutoDiscoverDefaultRoleNeverServesTheNodesRole: kube2iam's
+// --auto-discover-default-role=true (serve the instance's role to pods
+// without an annotation) starts the agent, so the node keeps its rules, but
+// with no default role, and says so at error level.
+func TestAutoDiscoverDefaultRoleNeverServesTheNodesRole(t *testing.T) {
+	var out, errOut strings.Builder
+	code := dispatch([]string{"--node=n", "--host-ip=10.0.0.1", "--auto-discover-default-role=true", "--dry-run"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0 (the agent must start and keep the node's rules); stderr:\n%s", code, errOut.String())
+	}
+	all := out.String() + errOut.String()
+	if !strings.Contains(all, "--auto-discover-default-role is kube2iam's and is ignored: kube2ra never serves the node's own role") {
+		t.Errorf("no warning naming the flag and the reason:\n%s", all)
+	}
+	cfg := NewConfig()
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	cfg.BindFlags(fs)
+	if err := fs.Parse([]string{"--node=n", "--host-ip=10.0.0.1", "--auto-discover-default-role"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DefaultRole != "" {
+		t.Errorf("default role %q, want none: the node's role is never a pod's", cfg.DefaultRole)
+	}
+	notices := cfg.Kube2iamNotices()
+	if len(notices) != 1 || !notices[0].loud {
+		t.Errorf("notices %+v, want one at error level", notices)
 	}
 }
