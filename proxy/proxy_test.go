@@ -431,9 +431,11 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		"every interface":    {HostIP: "0.0.0.0"},
 		"every v6 interface": {HostIP: "::"},
 		"bad allow path":     {HostIP: "127.0.0.1", AllowPaths: []string{"../user-data"}},
-		"https upstream":     {HostIP: "127.0.0.1", MetadataAddr: "https://169.254.169.254"},
-		"upstream with path": {HostIP: "127.0.0.1", MetadataAddr: "http://169.254.169.254/latest"},
-		"negative rate":      {HostIP: "127.0.0.1", RateLimit: -1},
+		"allow path reaching the node's credentials in upper case": {HostIP: "127.0.0.1", AllowPaths: []string{"meta-data/IAM/security-credentials/**"}},
+		"allow path reaching everything":                           {HostIP: "127.0.0.1", AllowPaths: []string{"**"}},
+		"https upstream":                                           {HostIP: "127.0.0.1", MetadataAddr: "https://169.254.169.254"},
+		"upstream with path":                                       {HostIP: "127.0.0.1", MetadataAddr: "http://169.254.169.254/latest"},
+		"negative rate":                                            {HostIP: "127.0.0.1", RateLimit: -1},
 	} {
 		if _, err := New(o, &fakePods{}, &fakeRoles{}, &fakeCreds{}); err == nil {
 			t.Errorf("%s: New accepted %+v", name, o)
