@@ -33,12 +33,33 @@ const (
 	reasonPathNotAllowed   = "PathNotAllowed"
 	reasonForwardedFor     = "ForwardedFor"
 	reasonBadTokenTTL      = "BadTokenTTL"
+	reasonNotTokenRoute    = "NotTokenRoute"
+	reasonDatedTokenRoute  = "DatedTokenRoute"
 )
 
-// handleToken mints an IMDSv2 session token for the caller's IP.
-func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	info := requestInfoFrom(r.Context())
+// serveTokenRoute answers every path below api/. Only PUT /latest/api/token,
+// exactly, mints a token; everything else gets what IMDS gives and never a
+// token: another method on the route 405, a PUT to a dated version's
+// api/token 403 (IMDS only mints under latest), and any other spelling
+// (trailing slash, other letter case, a path below it) 404.
+func (s *Server) serveTokenRoute(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	c := info.path
 	info.route = routeToken
+	switch {
+	case c.raw == tokenPath && r.Method == http.MethodPut:
+		s.handleToken(w, r, info)
+	case c.raw == tokenPath:
+		info.route = routeMethodNotAllowed
+		s.deny(w, info, http.StatusMethodNotAllowed, "MethodNotAllowed")
+	case r.Method == http.MethodPut && c.raw == "/"+c.version+"/api/token":
+		s.deny(w, info, http.StatusForbidden, reasonDatedTokenRoute)
+	default:
+		s.deny(w, info, http.StatusNotFound, reasonNotTokenRoute)
+	}
+}
+
+// handleToken mints an IMDSv2 session token for the caller's IP.
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, info *requestInfo) {
 	// IMDS refuses a token PUT that went through a proxy, so a token cannot
 	// be minted on a pod's behalf by something that forwards for it.
 	if _, ok := r.Header[forwardedForHeader]; ok {

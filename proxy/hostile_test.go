@@ -146,3 +146,70 @@ func TestHostileRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenRouteIsExact proves that only PUT /latest/api/token, byte for
+// byte, mints an IMDSv2 token. Every other spelling carries a valid TTL, so
+// only the path or method can refuse it, and gets what IMDS gives: 405 for
+// another method on the route, 403 for a dated version's token route (IMDS
+// mints under latest only), 404 for any other spelling, 400 for bytes that
+// never belong in a path. None carries a token or reaches the upstream.
+func TestTokenRouteIsExact(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	valid := e.srv.tokens.mint(loopback, time.Hour)
+	ttl := ttlHeader + ": 21600"
+	tests := []struct {
+		name string
+		req  string
+		want int
+	}{
+		{"trailing slash", rawMethod("PUT", "/latest/api/token/", ttl), 404},
+		{"path below the route", rawMethod("PUT", "/latest/api/token/x", ttl), 404},
+		{"path below the route with a slash", rawMethod("PUT", "/latest/api/token/x/", ttl), 404},
+		{"upper-case API", rawMethod("PUT", "/latest/API/token", ttl), 404},
+		{"capitalised Token", rawMethod("PUT", "/latest/api/Token", ttl), 404},
+		{"upper-case everything", rawMethod("PUT", "/latest/API/TOKEN", ttl), 404},
+		{"upper-case version", rawMethod("PUT", "/LATEST/api/token", ttl), 404},
+		{"api directory", rawMethod("PUT", "/latest/api", ttl), 404},
+		{"api directory with a slash", rawMethod("PUT", "/latest/api/", ttl), 404},
+		{"another name under api", rawMethod("PUT", "/latest/api/tokens", ttl), 404},
+		{"token route under meta-data", rawMethod("PUT", "/latest/meta-data/api/token", ttl), 405},
+		{"dated version", rawMethod("PUT", "/2021-07-15/api/token", ttl), 403},
+		{"dated version with a slash", rawMethod("PUT", "/2021-07-15/api/token/", ttl), 404},
+		{"double slash", rawMethod("PUT", "/latest//api/token", ttl), 404},
+		{"dot segment", rawMethod("PUT", "/latest/./api/token", ttl), 404},
+		{"dot-dot segment", rawMethod("PUT", "/latest/api/../api/token", ttl), 404},
+		{"encoded slash", rawMethod("PUT", "/latest/api%2ftoken", ttl), 400},
+		{"encoded trailing slash", rawMethod("PUT", "/latest/api/token%2f", ttl), 400},
+		{"GET", rawGet("/latest/api/token", ttl), 405},
+		{"GET with a valid token", rawGet("/latest/api/token", ttl, tokenHeader+": "+valid), 405},
+		{"HEAD", rawMethod("HEAD", "/latest/api/token", ttl), 405},
+		{"POST", rawMethod("POST", "/latest/api/token", ttl, "Content-Length: 0"), 405},
+		{"PATCH", rawMethod("PATCH", "/latest/api/token", ttl, "Content-Length: 0"), 405},
+		{"GET with a trailing slash", rawGet("/latest/api/token/", tokenHeader+": "+valid), 404},
+		{"GET below the route", rawGet("/latest/api/token/x", tokenHeader+": "+valid), 404},
+		{"GET in upper case", rawGet("/latest/API/token", tokenHeader+": "+valid), 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := rawRequest(t, e.addr, tt.req)
+			if r.status != tt.want {
+				t.Errorf("status %d, want %d (body %q)", r.status, tt.want, r.body)
+			}
+			if r.header.Get(ttlHeader) != "" || len(r.body) == tokenEncodedLen {
+				t.Errorf("a refused token request looks like a token answer: %q, %v", r.body, r.header)
+			}
+		})
+	}
+	if got := counterValue(t, e.reg, "kube2ra_imds_tokens_issued_total", nil); got != 0 {
+		t.Errorf("%v tokens issued to requests that are not PUT /latest/api/token", got)
+	}
+	if got := e.upstreamPaths(); len(got) != 0 {
+		t.Errorf("token-route variants reached the upstream: %q", got)
+	}
+
+	// Positive control on the same server: the exact route mints one.
+	r := rawRequest(t, e.addr, rawMethod("PUT", tokenPath, ttl))
+	if r.status != http.StatusOK || r.header.Get(ttlHeader) != "21600" || !e.srv.tokens.valid(r.body, loopback) {
+		t.Errorf("PUT %s: status %d, TTL %q, token valid %v", tokenPath, r.status, r.header.Get(ttlHeader), e.srv.tokens.valid(r.body, loopback))
+	}
+}

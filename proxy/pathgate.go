@@ -48,6 +48,15 @@ func (c canonicalPath) credentialName() (string, bool) {
 	return c.segs[3], true
 }
 
+// tokenPath is the one target that mints IMDSv2 tokens, byte for byte.
+const tokenPath = "/latest/api/token"
+
+// underAPI reports whether the path is below api/ in any letter case: the
+// token route's directory, which is never routed or passed through.
+func (c canonicalPath) underAPI() bool {
+	return len(c.segs) > 0 && strings.EqualFold(c.segs[0], "api")
+}
+
 // rel is the version-relative path without a trailing slash ("" for the version root).
 func (c canonicalPath) rel() string { return strings.Join(c.segs, "/") }
 

@@ -342,9 +342,8 @@ func ipv6Hosts(opts Options) []string {
 func (s *Server) newRouter() *mux.Router {
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	const v = "/{version}"
-	r.HandleFunc(v+"/api/token", s.handleToken).Methods(http.MethodPut)
+	// api/* never gets here: ServeHTTP answers it (serveTokenRoute).
 	methodNotAllowed := s.refuse(routeMethodNotAllowed, http.StatusMethodNotAllowed, "MethodNotAllowed")
-	r.HandleFunc(v+"/api/token", methodNotAllowed)
 	get := []string{http.MethodGet, http.MethodHead}
 	r.HandleFunc(v+"/meta-data/iam/security-credentials", s.handleCredentialsList).Methods(get...)
 	// iam/security-credentials/<name> never gets here: ServeHTTP answers it.
@@ -449,6 +448,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		info.imdsv2 = len(vals) == 1
 	}
 
+	if c.underAPI() {
+		s.serveTokenRoute(sw, r, info)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 	defer cancel()
 	if name, ok := c.credentialName(); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
