@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/test/fakeaws/fakeimds"
 )
 
@@ -96,6 +98,14 @@ func TestHostileRequests(t *testing.T) {
 		{"instance tags", rawGet("/latest/meta-data/tags/instance/Secret"), 404},
 		{"public keys", rawGet("/latest/meta-data/public-keys/0/openssh-key"), 404},
 		{"unknown iam path", rawGet("/latest/meta-data/iam/node"), 404},
+		{"node's extended credentials", rawGet("/latest/meta-data/iam/security-credentials-extended/node-instance-role"), 404},
+		{"node's extended credentials in upper case", rawGet("/latest/meta-data/IAM/SECURITY-CREDENTIALS-EXTENDED/node-instance-role"), 404},
+		{"extended listing in mixed case", rawGet("/latest/meta-data/iam/Security-Credentials-Extended/"), 404},
+		{"credentials in mixed case", rawGet("/latest/meta-data/iam/Security-Credentials/node-instance-role"), 404},
+		{"dot-dot from extended to the node role", rawGet("/latest/meta-data/iam/security-credentials-extended/../security-credentials/node-instance-role"), 404},
+		{"encoded dash in extended", rawGet("/latest/meta-data/iam/security-credentials%2dextended/"), 400},
+		{"identity-credentials in upper case", rawGet("/latest/meta-data/IDENTITY-CREDENTIALS/ec2/security-credentials/ec2-instance"), 404},
+		{"identity-credentials info in mixed case", rawGet("/latest/meta-data/Identity-Credentials/ec2/info"), 404},
 		{"GET the token route", rawGet("/latest/api/token"), 405},
 		{"POST credentials", rawMethod("POST", creds+testRoleName, "Content-Length: 0"), 405},
 		{"PUT credentials", rawMethod("PUT", creds+testRoleName, ttlHeader+": 60"), 405},
@@ -211,5 +221,53 @@ func TestTokenRouteIsExact(t *testing.T) {
 	r := rawRequest(t, e.addr, rawMethod("PUT", tokenPath, ttl))
 	if r.status != http.StatusOK || r.header.Get(ttlHeader) != "21600" || !e.srv.tokens.valid(r.body, loopback) {
 		t.Errorf("PUT %s: status %d, TTL %q, token valid %v", tokenPath, r.status, r.header.Get(ttlHeader), e.srv.tokens.valid(r.body, loopback))
+	}
+}
+
+// TestBlockedPathsNeverPassThroughWhateverThePatterns proves the request-time
+// lock through the whole handler: with patterns that newAllowlist refuses at
+// start ("**" and friends, forced in here) and an upstream that cleans paths
+// and folds letter case, no spelling of iam/, identity-credentials/ or api/
+// reaches the upstream, while an ordinary path still does.
+func TestBlockedPathsNeverPassThroughWhateverThePatterns(t *testing.T) {
+	up := fakeimds.New(fakeimds.Options{})
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = up.Stop() })
+	s, err := New(Options{HostIP: "127.0.0.1", MetadataAddr: up.Addr()},
+		&fakePods{byIP: map[netip.Addr]*k8s.Pod{loopback: testPod()}}, &fakeRoles{role: testRole()}, &fakeCreds{creds: testCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.allow, err = compileAllowlist([]string{"**", "meta-data/**", "meta-data/IAM/**", "API/**"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{
+		"/latest/meta-data/IAM/security-credentials/node-instance-role",
+		"/latest/meta-data/Iam/Security-Credentials-Extended/node-instance-role",
+		"/latest/META-DATA/iam/info",
+		"/latest/meta-data/IDENTITY-CREDENTIALS/ec2/security-credentials/ec2-instance",
+		"/latest/meta-data/identity-Credentials/ec2/info",
+		"/latest/API/token",
+		"/latest/Api/Token/",
+	} {
+		req := httptest.NewRequest(http.MethodGet, target, nil)
+		req.RemoteAddr = "127.0.0.1:40000"
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusNotFound || strings.Contains(rec.Body.String(), fakeimds.SecretMarker) {
+			t.Errorf("GET %s: %d %q; want 404 without the node's secrets", target, rec.Code, rec.Body.String())
+		}
+	}
+	if got := up.Requests(); len(got) != 0 {
+		t.Errorf("blocked paths reached the upstream: %+v", got)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/latest/meta-data/tags/instance/Secret", nil)
+	req.RemoteAddr = "127.0.0.1:40000"
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || len(up.Requests()) == 0 {
+		t.Errorf("control: a path the forced patterns allow was not passed through (%d)", rec.Code)
 	}
 }
