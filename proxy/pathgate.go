@@ -40,7 +40,7 @@ func (c canonicalPath) routePath() string {
 }
 
 // The two IMDS credential directories under meta-data/iam/. Newer SDKs
-// (Java v2, JavaScript v3, Ruby, PHP) read the extended one first, for its
+// (Java v2, Ruby, PHP) read the extended one first, for its
 // AccountId, and fall back to the other on 404.
 const (
 	credentialsDir         = "security-credentials"
