@@ -287,6 +287,12 @@ func splitRolePath(s string) (path, name string, err error) {
 	if name == "" {
 		return "", "", fmt.Errorf("role %q has an empty name; it must not end in /", s)
 	}
+	if name[0] == '.' {
+		// "." and ".." would be path segments, and the metadata path gate
+		// refuses every segment that starts with a dot: such a role could
+		// never be read under iam/security-credentials/.
+		return "", "", fmt.Errorf("role name %q starts with a dot; kube2ra serves role names that start with a letter, digit or one of +=,@_- (IAM role names use letters, digits and +=,.@_-)", name)
+	}
 	if len(name) > maxRoleNameLen {
 		return "", "", fmt.Errorf("role name %q is %d characters; IAM allows at most %d", name, len(name), maxRoleNameLen)
 	}
@@ -298,17 +304,31 @@ func splitRolePath(s string) (path, name string, err error) {
 	return path, name, checkRolePath(path)
 }
 
-// checkRolePath checks a role path ("/" or "/a/b/") against IAM's rules.
+// rolePathRule says what a role path may be, for error messages.
+const rolePathRule = "a role path is / or /element/.../ where each element uses letters, digits and +=,.@_- and is not . or .."
+
+// checkRolePath checks a role path ("/" or "/a/b/", both slashes always
+// there). IAM itself accepts any printable ASCII in a path; kube2ra takes
+// the name characters only, so that no "*", "%" or dot element can make a
+// role ARN that reads as another (a pattern, an encoding, a parent path).
 func checkRolePath(path string) error {
 	if len(path) > maxRolePathLen {
 		return fmt.Errorf("role path %q is %d characters; IAM allows at most %d", path, len(path), maxRolePathLen)
 	}
-	if strings.Contains(path, "//") {
-		return fmt.Errorf("role path %q has an empty element (//)", path)
+	if path == "/" {
+		return nil
 	}
-	for _, c := range path {
-		if c < 0x21 || c > 0x7e {
-			return fmt.Errorf("role path %q contains %q; IAM paths use printable ASCII without spaces", path, c)
+	for _, el := range strings.Split(path[1:len(path)-1], "/") {
+		switch el {
+		case "":
+			return fmt.Errorf("role path %q has an empty element (//); %s", path, rolePathRule)
+		case ".", "..":
+			return fmt.Errorf("role path %q has a %q element; %s", path, el, rolePathRule)
+		}
+		for _, c := range el {
+			if !isRoleNameChar(c) {
+				return fmt.Errorf("role path %q contains %q; %s", path, c, rolePathRule)
+			}
 		}
 	}
 	return nil

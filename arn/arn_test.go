@@ -57,6 +57,23 @@ func TestNormalizeRole(t *testing.T) {
 		{name: "space in a name is refused", role: "my app", base: testBase, wantErr: "contains"},
 		{name: "colon in a name is refused", role: "arn:aws:iam::123456789012:role/a:b", wantErr: "contains"},
 		{name: "65-character name is refused", role: strings.Repeat("a", 65), base: testBase, wantErr: "at most 64"},
+		{name: "path elements may use every IAM name character", role: "a+b=c/d,e.f@g_h-i/app", base: testBase,
+			wantARN: testBase + "a+b=c/d,e.f@g_h-i/app", wantName: "app"},
+		{name: "dots inside a path element are kept", role: "v1.2/..x/x../app", base: testBase,
+			wantARN: testBase + "v1.2/..x/x../app", wantName: "app"},
+		{name: "dot-dot element in a bare path is refused", role: "team/../admin", base: testBase, wantErr: `role path "/team/../" has a ".." element; a role path is / or /element/.../`},
+		{name: "dot element in a bare path is refused", role: "./app", base: testBase, wantErr: `has a "." element`},
+		{name: "dot-dot element in a full ARN is refused", role: "arn:aws:iam::123456789012:role/a/../app", wantErr: `ARN "arn:aws:iam::123456789012:role/a/../app": role path "/a/../" has a ".." element`},
+		{name: "dot-dot as the name is refused", role: "team/..", base: testBase, wantErr: "starts with a dot"},
+		{name: "dot as the name is refused", role: ".", base: testBase, wantErr: "starts with a dot"},
+		{name: "dot-led name is refused", role: ".hidden", base: testBase, wantErr: "starts with a dot"},
+		{name: "percent in a path is refused", role: "team%2f/app", base: testBase, wantErr: `contains '%'; a role path is`},
+		{name: "encoded dot-dot in a path is refused", role: "%2e%2e/app", base: testBase, wantErr: `contains '%'`},
+		{name: "asterisk in a path is refused", role: "team*/app", base: testBase, wantErr: `contains '*'`},
+		{name: "asterisk in a full ARN path is refused", role: "arn:aws:iam::123456789012:role/*/app", wantErr: `contains '*'`},
+		{name: "asterisk in a name is refused", role: "app*", base: testBase, wantErr: "contains '*'"},
+		{name: "backslash in a path is refused", role: `team\x/app`, base: testBase, wantErr: `contains '\\'`},
+		{name: "colon-free printable characters IAM paths allow are refused", role: "team!/app", base: testBase, wantErr: "contains '!'"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,6 +113,10 @@ func TestParseBase(t *testing.T) {
 		{name: "empty base is refused", in: "", wantErr: true},
 		{name: "user ARN prefix is refused", in: "arn:aws:iam::123456789012:user/", wantErr: true},
 		{name: "bad account is refused", in: "arn:aws:iam::1:role/", wantErr: true},
+		{name: "dot-dot path element is refused", in: "arn:aws:iam::123456789012:role/team/../", wantErr: true},
+		{name: "dot path element is refused", in: "arn:aws:iam::123456789012:role/./", wantErr: true},
+		{name: "percent in the path is refused", in: "arn:aws:iam::123456789012:role/%2e%2e/", wantErr: true},
+		{name: "asterisk in the path is refused", in: "arn:aws:iam::123456789012:role/*/", wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

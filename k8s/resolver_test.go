@@ -92,6 +92,12 @@ func TestResolveRole(t *testing.T) {
 		{name: "invalid role annotation denies and does not fall back to the default",
 			opts: ResolverOptions{BaseRoleARN: base, DefaultRole: "fallback", NamespaceRestrictions: true},
 			ns:   "open", ann: map[string]string{DefaultRoleKey: "arn:aws:iam::123456789012:user/bob"}, wantReason: DeniedInvalidRole},
+		{name: "dot-dot path under a glob the namespace allows is invalid, not allowed", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "apps", ann: map[string]string{DefaultRoleKey: "team/../admin"}, wantReason: DeniedInvalidRole},
+		{name: "asterisk in a role path is invalid even where every role is allowed", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "open", ann: map[string]string{DefaultRoleKey: testBase + "*/app"}, wantReason: DeniedInvalidRole},
+		{name: "percent in a role path is invalid", opts: ResolverOptions{BaseRoleARN: base},
+			ns: "none", ann: map[string]string{DefaultRoleKey: "team%2f/app"}, wantReason: DeniedInvalidRole},
 		{name: "bare role without base ARN denies", opts: ResolverOptions{NamespaceRestrictions: true},
 			ns: "open", ann: map[string]string{DefaultRoleKey: "app"}, wantReason: DeniedInvalidRole},
 		{name: "no role and no default", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
@@ -221,6 +227,34 @@ func TestPolicyCompiledOncePerResourceVersion(t *testing.T) {
 	var d *DenialError
 	if _, err := r.ResolveRole(context.Background(), pod); !errors.As(err, &d) || d.Reason != DeniedByNamespace {
 		t.Fatalf("after the policy changed: %v; want a NamespacePolicy denial", err)
+	}
+}
+
+// A role annotation with a dot element, "%" or "*" in its path is refused
+// where it is parsed, and the pod's Event names the annotation, its value
+// and what a role path may hold.
+func TestMalformedRolePathIsNamedInTheEvent(t *testing.T) {
+	rec := record.NewFakeRecorder(10)
+	r, err := NewRoleResolver(fakeNamespaces{"apps": namespace("apps", "1", ptr(`["team/*"]`))},
+		ResolverOptions{BaseRoleARN: StaticBaseARN(testBase), NamespaceRestrictions: true, Events: rec, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.ResolveRole(context.Background(), annotatedPod("apps", map[string]string{DefaultRoleKey: "team/../admin"}))
+	var d *DenialError
+	if !errors.As(err, &d) || d.Reason != DeniedInvalidRole || d.Role != "team/../admin" {
+		t.Fatalf("ResolveRole = %v; want an InvalidRole denial of the annotation value", err)
+	}
+	ev := <-rec.Events
+	for _, want := range []string{"Warning", ReasonRoleDenied, DefaultRoleKey, "team/../admin", `".." element`, "letters, digits and +=,.@_-"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("event %q does not mention %q", ev, want)
+		}
+	}
+	// The default role is the operator's: a bad one stops the resolver at start.
+	_, err = NewRoleResolver(fakeNamespaces{}, ResolverOptions{BaseRoleARN: StaticBaseARN(testBase), DefaultRole: "ops/../node-default", Logger: testLogger()})
+	if err == nil || !strings.Contains(err.Error(), "--default-role") || !strings.Contains(err.Error(), `".." element`) {
+		t.Errorf("NewRoleResolver with default role ops/../node-default: %v; want a --default-role error naming the .. element", err)
 	}
 }
 

@@ -35,8 +35,10 @@ var DefaultAllowPaths = []string{
 }
 
 // blockedPrefixes are never passed through, whatever the patterns say: the
-// node's credentials live there (kube2ra answers iam/* itself) and the token
-// route is answered by kube2ra.
+// node's credentials live there (kube2ra answers iam/* itself, the extended
+// credentials included) and the token route is answered by kube2ra. They
+// are compared in any letter case, so no spelling of them reaches the
+// upstream; they are written in lower case.
 var blockedPrefixes = [][]string{
 	{"meta-data", "iam"},
 	{"meta-data", "identity-credentials"},
@@ -56,9 +58,27 @@ func ValidateAllowPaths(patterns []string) error {
 	return err
 }
 
-// newAllowlist compiles patterns such as "meta-data/tags/instance/**".
-// A leading "/" and a leading "latest/" are tolerated.
+// newAllowlist compiles patterns such as "meta-data/tags/instance/**" and
+// refuses any that would match a path that is never passed through, in any
+// letter case: such a pattern says the operator expects something kube2ra
+// will never do. A leading "/" and a leading "latest/" are tolerated.
 func newAllowlist(patterns []string) (*allowlist, error) {
+	a, err := compileAllowlist(patterns)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range a.patterns {
+		if b := blockedMatch(p); b != nil {
+			return nil, fmt.Errorf("metadata allow path %q would match %s/... (in some letter case), which is never passed through: the node's own credentials and the token route live there; narrow the pattern so no segment can match %q, e.g. meta-data/tags/instance/**",
+				patterns[i], strings.Join(b, "/"), b[len(b)-1])
+		}
+	}
+	return a, nil
+}
+
+// compileAllowlist checks and compiles patterns, without the blocked-path
+// check (newAllowlist adds it; tests use this to prove the request-time lock).
+func compileAllowlist(patterns []string) (*allowlist, error) {
 	a := &allowlist{}
 	for _, p := range patterns {
 		orig := p
@@ -84,6 +104,11 @@ func newAllowlist(patterns []string) (*allowlist, error) {
 				}
 				continue
 			}
+			if strings.ContainsAny(s, "[]") {
+				// With only * and ? a pattern's reach in any letter case is
+				// its lower-case reach, which blockedMatch can decide.
+				return nil, fmt.Errorf("metadata allow path %q uses a character class in segment %q; use * and ? only (IMDS names are letters, digits and -_.:)", orig, s)
+			}
 			if _, err := path.Match(s, ""); err != nil {
 				return nil, fmt.Errorf("metadata allow path %q has a bad pattern in segment %q (path.Match syntax): %w", orig, s, err)
 			}
@@ -103,20 +128,47 @@ func blocked(segs []string) bool {
 		}
 	}
 	for _, b := range blockedPrefixes {
-		if len(segs) >= len(b) && segsEqual(segs[:len(b)], b) {
+		if len(segs) >= len(b) && segsEqualFold(segs[:len(b)], b) {
 			return true
 		}
 	}
 	return false
 }
 
-func segsEqual(a, b []string) bool {
+// segsEqualFold compares segments in any letter case: IMDS names are
+// ASCII, and a server that folds case must not be handed IAM/ for iam/.
+func segsEqualFold(a, b []string) bool {
 	for i := range a {
-		if a[i] != b[i] {
+		if !strings.EqualFold(a[i], b[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// blockedMatch returns the blocked prefix that compiled pattern p could
+// match a path under, in some letter case, or nil. Patterns hold only *,
+// ? and escapes-free literals (compileAllowlist), so matching the lower-cased
+// pattern against the lower-case prefix decides it.
+func blockedMatch(p []string) []string {
+	fixed, open := p, false
+	if p[len(p)-1] == "**" {
+		fixed, open = p[:len(p)-1], true
+	}
+	for _, b := range blockedPrefixes {
+		if len(fixed) < len(b) && !open {
+			continue // the pattern ends above b
+		}
+		n := min(len(fixed), len(b))
+		hit := true
+		for i := 0; i < n && hit; i++ {
+			hit, _ = path.Match(strings.ToLower(fixed[i]), b[i])
+		}
+		if hit {
+			return b
+		}
+	}
+	return nil
 }
 
 // allows reports whether segs may be passed through as it is.

@@ -17,14 +17,20 @@ import (
 // BenchmarkCredentialRoute measures one credential request through the
 // whole handler (gate, token check, router, pod and role lookup through
 // the interfaces, JSON, metrics, the JSON log line to io.Discard), with
-// fakes that answer at once: kube2ra's own cost per request.
+// fakes that answer at once: kube2ra's own cost per request. The extended
+// case is the document with AccountId that Java v2, Ruby and PHP read.
 func BenchmarkCredentialRoute(b *testing.B) {
-	for _, withToken := range []bool{false, true} {
-		name := "IMDSv1"
-		if withToken {
-			name = "IMDSv2"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, bc := range []struct {
+		name      string
+		withToken bool
+		dir       string
+	}{
+		{"IMDSv1", false, credentialsDir},
+		{"IMDSv2", true, credentialsDir},
+		{"IMDSv2Extended", true, extendedCredentialsDir},
+	} {
+		withToken := bc.withToken
+		b.Run(bc.name, func(b *testing.B) {
 			log := logrus.New()
 			log.SetOutput(io.Discard)
 			log.SetFormatter(&logrus.JSONFormatter{})
@@ -34,7 +40,7 @@ func BenchmarkCredentialRoute(b *testing.B) {
 				b.Fatal(err)
 			}
 			h := s.Handler()
-			req := httptest.NewRequest(http.MethodGet, "/latest/meta-data/iam/security-credentials/"+testRoleName, nil)
+			req := httptest.NewRequest(http.MethodGet, "/latest/meta-data/iam/"+bc.dir+"/"+testRoleName, nil)
 			req.RemoteAddr = "127.0.0.1:40000"
 			if withToken {
 				req.Header.Set(tokenHeader, s.tokens.mint(loopback, time.Hour))

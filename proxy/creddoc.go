@@ -126,10 +126,18 @@ type imdsCredentials struct {
 	SecretAccessKey string `json:"SecretAccessKey"`
 	Token           string `json:"Token"`
 	Expiration      string `json:"Expiration"`
+	// AccountID is only in the extended document (security-credentials-extended).
+	AccountID string `json:"AccountId,omitempty"`
 }
 
-// encodeCredentials renders creds as IMDS does.
+// encodeCredentials renders creds as IMDS does under security-credentials/.
 func encodeCredentials(creds credentials.Credentials) ([]byte, error) {
+	return encodeIMDSCredentials(creds, "")
+}
+
+// encodeIMDSCredentials renders creds as IMDS does, with AccountId when
+// accountID is set (the extended document).
+func encodeIMDSCredentials(creds credentials.Credentials, accountID string) ([]byte, error) {
 	body, err := json.Marshal(imdsCredentials{
 		Code:            "Success",
 		LastUpdated:     creds.LastUpdated.UTC().Format(imdsTimeLayout),
@@ -138,6 +146,7 @@ func encodeCredentials(creds credentials.Credentials) ([]byte, error) {
 		SecretAccessKey: creds.SecretAccessKey,
 		Token:           creds.SessionToken,
 		Expiration:      creds.Expiration.UTC().Format(imdsTimeLayout),
+		AccountID:       accountID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encoding the credential document failed: %w", err)

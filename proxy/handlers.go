@@ -33,12 +33,33 @@ const (
 	reasonPathNotAllowed   = "PathNotAllowed"
 	reasonForwardedFor     = "ForwardedFor"
 	reasonBadTokenTTL      = "BadTokenTTL"
+	reasonNotTokenRoute    = "NotTokenRoute"
+	reasonDatedTokenRoute  = "DatedTokenRoute"
 )
 
-// handleToken mints an IMDSv2 session token for the caller's IP.
-func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	info := requestInfoFrom(r.Context())
+// serveTokenRoute answers every path below api/. Only PUT /latest/api/token,
+// exactly, mints a token; everything else gets what IMDS gives and never a
+// token: another method on the route 405, a PUT to a dated version's
+// api/token 403 (IMDS only mints under latest), and any other spelling
+// (trailing slash, other letter case, a path below it) 404.
+func (s *Server) serveTokenRoute(w http.ResponseWriter, r *http.Request, info *requestInfo) {
+	c := info.path
 	info.route = routeToken
+	switch {
+	case c.raw == tokenPath && r.Method == http.MethodPut:
+		s.handleToken(w, r, info)
+	case c.raw == tokenPath:
+		info.route = routeMethodNotAllowed
+		s.deny(w, info, http.StatusMethodNotAllowed, "MethodNotAllowed")
+	case r.Method == http.MethodPut && c.raw == "/"+c.version+"/api/token":
+		s.deny(w, info, http.StatusForbidden, reasonDatedTokenRoute)
+	default:
+		s.deny(w, info, http.StatusNotFound, reasonNotTokenRoute)
+	}
+}
+
+// handleToken mints an IMDSv2 session token for the caller's IP.
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, info *requestInfo) {
 	// IMDS refuses a token PUT that went through a proxy, so a token cannot
 	// be minted on a pod's behalf by something that forwards for it.
 	if _, ok := r.Header[forwardedForHeader]; ok {
@@ -125,24 +146,33 @@ func refusal(err error, otherReason string) (int, string) {
 	}
 }
 
-// handleCredentialsList answers iam/security-credentials[/] with the pod's role name.
-func (s *Server) handleCredentialsList(w http.ResponseWriter, r *http.Request) {
-	info := requestInfoFrom(r.Context())
-	info.route = routeCredentialsList
-	_, role, ok := s.identify(r.Context(), w, info)
-	if !ok {
-		return
+// credentialsList answers iam/security-credentials[-extended][/] with the
+// pod's role name (both directories list the same role, as on EC2), or 404
+// for a pod without one, which is what makes an SDK fall back from the
+// extended directory.
+func (s *Server) credentialsList(route string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		info := requestInfoFrom(r.Context())
+		info.route = route
+		_, role, ok := s.identify(r.Context(), w, info)
+		if !ok {
+			return
+		}
+		writeText(w, http.StatusOK, role.Name)
 	}
-	writeText(w, http.StatusOK, role.Name)
 }
 
-// serveCredentials answers iam/security-credentials/<name>, only for the
-// pod's own role name. It is the hot route (SDKs read it on every refresh
-// and many read it far more often), so ServeHTTP calls it before the
-// router, and a credential already served is answered from its encoded
-// document.
-func (s *Server) serveCredentials(ctx context.Context, w http.ResponseWriter, info *requestInfo, name string) {
+// serveCredentials answers iam/security-credentials/<name>, and with
+// extended iam/security-credentials-extended/<name> (the same document
+// with the role's AccountId), only for the pod's own role name. It is the
+// hot route (SDKs read it on every refresh and many read it far more
+// often), so ServeHTTP calls it before the router, and a credential
+// already served is answered from its encoded document.
+func (s *Server) serveCredentials(ctx context.Context, w http.ResponseWriter, info *requestInfo, name string, extended bool) {
 	info.route = routeCredentials
+	if extended {
+		info.route = routeExtendedCredentials
+	}
 	pod, role, ok := s.identify(ctx, w, info)
 	if !ok {
 		return
@@ -165,7 +195,13 @@ func (s *Server) serveCredentials(ctx context.Context, w http.ResponseWriter, in
 		writeStatus(w, http.StatusInternalServerError)
 		return
 	}
-	body, first, err := s.docs.document(creds, pod.UID)
+	var body []byte
+	var first bool
+	if extended {
+		body, first, err = s.extendedDocument(creds, pod, role)
+	} else {
+		body, first, err = s.docs.document(creds, pod.UID)
+	}
 	if err != nil {
 		info.err = err
 		writeStatus(w, http.StatusInternalServerError)
@@ -174,6 +210,20 @@ func (s *Server) serveCredentials(ctx context.Context, w http.ResponseWriter, in
 	info.accessKeyID, info.expiration = creds.AccessKeyID, creds.Expiration
 	info.routine = !first
 	writeBody(w, body)
+}
+
+// extendedDocument is the extended credential document: the IMDS document
+// with the role's AccountId (the resolver parsed it with the ARN). A role
+// without one is a resolver bug, answered 500 rather than a document
+// without the field the SDK came for.
+func (s *Server) extendedDocument(creds credentials.Credentials, pod *k8s.Pod, role k8s.Role) ([]byte, bool, error) {
+	account := role.AccountID
+	if account == "" {
+		return nil, false, fmt.Errorf("role %q came without its account, which the extended credential document must carry", role.ARN)
+	}
+	return s.extendedDocs.documentWith(creds, pod.UID, func(c credentials.Credentials) ([]byte, error) {
+		return encodeIMDSCredentials(c, account)
+	})
 }
 
 // writeDocument answers 200 with doc as JSON, served as text/plain like

@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/test/fakeaws/fakeimds"
 )
 
@@ -96,6 +98,14 @@ func TestHostileRequests(t *testing.T) {
 		{"instance tags", rawGet("/latest/meta-data/tags/instance/Secret"), 404},
 		{"public keys", rawGet("/latest/meta-data/public-keys/0/openssh-key"), 404},
 		{"unknown iam path", rawGet("/latest/meta-data/iam/node"), 404},
+		{"node's extended credentials", rawGet("/latest/meta-data/iam/security-credentials-extended/node-instance-role"), 404},
+		{"node's extended credentials in upper case", rawGet("/latest/meta-data/IAM/SECURITY-CREDENTIALS-EXTENDED/node-instance-role"), 404},
+		{"extended listing in mixed case", rawGet("/latest/meta-data/iam/Security-Credentials-Extended/"), 404},
+		{"credentials in mixed case", rawGet("/latest/meta-data/iam/Security-Credentials/node-instance-role"), 404},
+		{"dot-dot from extended to the node role", rawGet("/latest/meta-data/iam/security-credentials-extended/../security-credentials/node-instance-role"), 404},
+		{"encoded dash in extended", rawGet("/latest/meta-data/iam/security-credentials%2dextended/"), 400},
+		{"identity-credentials in upper case", rawGet("/latest/meta-data/IDENTITY-CREDENTIALS/ec2/security-credentials/ec2-instance"), 404},
+		{"identity-credentials info in mixed case", rawGet("/latest/meta-data/Identity-Credentials/ec2/info"), 404},
 		{"GET the token route", rawGet("/latest/api/token"), 405},
 		{"POST credentials", rawMethod("POST", creds+testRoleName, "Content-Length: 0"), 405},
 		{"PUT credentials", rawMethod("PUT", creds+testRoleName, ttlHeader+": 60"), 405},
@@ -144,5 +154,120 @@ func TestHostileRequests(t *testing.T) {
 		if r := rawRequest(t, e.addr, rawGet(ok, tokenHeader+": "+valid)); r.status != http.StatusOK {
 			t.Errorf("canonical %s: status %d", ok, r.status)
 		}
+	}
+}
+
+// TestTokenRouteIsExact proves that only PUT /latest/api/token, byte for
+// byte, mints an IMDSv2 token. Every other spelling carries a valid TTL, so
+// only the path or method can refuse it, and gets what IMDS gives: 405 for
+// another method on the route, 403 for a dated version's token route (IMDS
+// mints under latest only), 404 for any other spelling, 400 for bytes that
+// never belong in a path. None carries a token or reaches the upstream.
+func TestTokenRouteIsExact(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	valid := e.srv.tokens.mint(loopback, time.Hour)
+	ttl := ttlHeader + ": 21600"
+	tests := []struct {
+		name string
+		req  string
+		want int
+	}{
+		{"trailing slash", rawMethod("PUT", "/latest/api/token/", ttl), 404},
+		{"path below the route", rawMethod("PUT", "/latest/api/token/x", ttl), 404},
+		{"path below the route with a slash", rawMethod("PUT", "/latest/api/token/x/", ttl), 404},
+		{"upper-case API", rawMethod("PUT", "/latest/API/token", ttl), 404},
+		{"capitalised Token", rawMethod("PUT", "/latest/api/Token", ttl), 404},
+		{"upper-case everything", rawMethod("PUT", "/latest/API/TOKEN", ttl), 404},
+		{"upper-case version", rawMethod("PUT", "/LATEST/api/token", ttl), 404},
+		{"api directory", rawMethod("PUT", "/latest/api", ttl), 404},
+		{"api directory with a slash", rawMethod("PUT", "/latest/api/", ttl), 404},
+		{"another name under api", rawMethod("PUT", "/latest/api/tokens", ttl), 404},
+		{"token route under meta-data", rawMethod("PUT", "/latest/meta-data/api/token", ttl), 405},
+		{"dated version", rawMethod("PUT", "/2021-07-15/api/token", ttl), 403},
+		{"dated version with a slash", rawMethod("PUT", "/2021-07-15/api/token/", ttl), 404},
+		{"double slash", rawMethod("PUT", "/latest//api/token", ttl), 404},
+		{"dot segment", rawMethod("PUT", "/latest/./api/token", ttl), 404},
+		{"dot-dot segment", rawMethod("PUT", "/latest/api/../api/token", ttl), 404},
+		{"encoded slash", rawMethod("PUT", "/latest/api%2ftoken", ttl), 400},
+		{"encoded trailing slash", rawMethod("PUT", "/latest/api/token%2f", ttl), 400},
+		{"GET", rawGet("/latest/api/token", ttl), 405},
+		{"GET with a valid token", rawGet("/latest/api/token", ttl, tokenHeader+": "+valid), 405},
+		{"HEAD", rawMethod("HEAD", "/latest/api/token", ttl), 405},
+		{"POST", rawMethod("POST", "/latest/api/token", ttl, "Content-Length: 0"), 405},
+		{"PATCH", rawMethod("PATCH", "/latest/api/token", ttl, "Content-Length: 0"), 405},
+		{"GET with a trailing slash", rawGet("/latest/api/token/", tokenHeader+": "+valid), 404},
+		{"GET below the route", rawGet("/latest/api/token/x", tokenHeader+": "+valid), 404},
+		{"GET in upper case", rawGet("/latest/API/token", tokenHeader+": "+valid), 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := rawRequest(t, e.addr, tt.req)
+			if r.status != tt.want {
+				t.Errorf("status %d, want %d (body %q)", r.status, tt.want, r.body)
+			}
+			if r.header.Get(ttlHeader) != "" || len(r.body) == tokenEncodedLen {
+				t.Errorf("a refused token request looks like a token answer: %q, %v", r.body, r.header)
+			}
+		})
+	}
+	if got := counterValue(t, e.reg, "kube2ra_imds_tokens_issued_total", nil); got != 0 {
+		t.Errorf("%v tokens issued to requests that are not PUT /latest/api/token", got)
+	}
+	if got := e.upstreamPaths(); len(got) != 0 {
+		t.Errorf("token-route variants reached the upstream: %q", got)
+	}
+
+	// Positive control on the same server: the exact route mints one.
+	r := rawRequest(t, e.addr, rawMethod("PUT", tokenPath, ttl))
+	if r.status != http.StatusOK || r.header.Get(ttlHeader) != "21600" || !e.srv.tokens.valid(r.body, loopback) {
+		t.Errorf("PUT %s: status %d, TTL %q, token valid %v", tokenPath, r.status, r.header.Get(ttlHeader), e.srv.tokens.valid(r.body, loopback))
+	}
+}
+
+// TestBlockedPathsNeverPassThroughWhateverThePatterns proves the request-time
+// lock through the whole handler: with patterns that newAllowlist refuses at
+// start ("**" and friends, forced in here) and an upstream that cleans paths
+// and folds letter case, no spelling of iam/, identity-credentials/ or api/
+// reaches the upstream, while an ordinary path still does.
+func TestBlockedPathsNeverPassThroughWhateverThePatterns(t *testing.T) {
+	up := fakeimds.New(fakeimds.Options{})
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = up.Stop() })
+	s, err := New(Options{HostIP: "127.0.0.1", MetadataAddr: up.Addr()},
+		&fakePods{byIP: map[netip.Addr]*k8s.Pod{loopback: testPod()}}, &fakeRoles{role: testRole()}, &fakeCreds{creds: testCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.allow, err = compileAllowlist([]string{"**", "meta-data/**", "meta-data/IAM/**", "API/**"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{
+		"/latest/meta-data/IAM/security-credentials/node-instance-role",
+		"/latest/meta-data/Iam/Security-Credentials-Extended/node-instance-role",
+		"/latest/META-DATA/iam/info",
+		"/latest/meta-data/IDENTITY-CREDENTIALS/ec2/security-credentials/ec2-instance",
+		"/latest/meta-data/identity-Credentials/ec2/info",
+		"/latest/API/token",
+		"/latest/Api/Token/",
+	} {
+		req := httptest.NewRequest(http.MethodGet, target, nil)
+		req.RemoteAddr = "127.0.0.1:40000"
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusNotFound || strings.Contains(rec.Body.String(), fakeimds.SecretMarker) {
+			t.Errorf("GET %s: %d %q; want 404 without the node's secrets", target, rec.Code, rec.Body.String())
+		}
+	}
+	if got := up.Requests(); len(got) != 0 {
+		t.Errorf("blocked paths reached the upstream: %+v", got)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/latest/meta-data/tags/instance/Secret", nil)
+	req.RemoteAddr = "127.0.0.1:40000"
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || len(up.Requests()) == 0 {
+		t.Errorf("control: a path the forced patterns allow was not passed through (%d)", rec.Code)
 	}
 }

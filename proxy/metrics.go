@@ -9,20 +9,23 @@ import (
 // Route labels: a fixed, small set so the metrics stay bounded whatever
 // paths clients send.
 const (
-	routeToken            = "token"
-	routeCredentialsList  = "credentials_list"
-	routeCredentials      = "credentials"
-	routeIAMInfo          = "iam_info"
-	routeIAMList          = "iam_list"
-	routeIAMOther         = "iam_other"
-	routeListing          = "listing"
-	routePassthrough      = "passthrough"
-	routeRefused          = "refused"
-	routeRateLimited      = "rate_limited"
-	routeUnauthorized     = "unauthorized"
-	routeNotFound         = "not_found"
-	routeMethodNotAllowed = "method_not_allowed"
-	routePodIdentity      = "pod_identity"
+	routeToken           = "token"
+	routeCredentialsList = "credentials_list"
+	routeCredentials     = "credentials"
+	// The extended directory's routes (documents with AccountId).
+	routeExtendedCredentialsList = "credentials_extended_list"
+	routeExtendedCredentials     = "credentials_extended"
+	routeIAMInfo                 = "iam_info"
+	routeIAMList                 = "iam_list"
+	routeIAMOther                = "iam_other"
+	routeListing                 = "listing"
+	routePassthrough             = "passthrough"
+	routeRefused                 = "refused"
+	routeRateLimited             = "rate_limited"
+	routeUnauthorized            = "unauthorized"
+	routeNotFound                = "not_found"
+	routeMethodNotAllowed        = "method_not_allowed"
+	routePodIdentity             = "pod_identity"
 )
 
 // metrics are the proxy's Prometheus collectors.

@@ -39,13 +39,37 @@ func (c canonicalPath) routePath() string {
 	return strings.TrimSuffix(c.raw, "/")
 }
 
+// The two IMDS credential directories under meta-data/iam/. Newer SDKs
+// (Java v2, Ruby, PHP) read the extended one first, for its
+// AccountId, and fall back to the other on 404.
+const (
+	credentialsDir         = "security-credentials"
+	extendedCredentialsDir = "security-credentials-extended"
+)
+
 // credentialName is <name> when the path is
-// <version>/meta-data/iam/security-credentials/<name>[/].
-func (c canonicalPath) credentialName() (string, bool) {
-	if len(c.segs) != 4 || c.segs[0] != "meta-data" || c.segs[1] != "iam" || c.segs[2] != "security-credentials" || c.segs[3] == "" {
-		return "", false
+// <version>/meta-data/iam/security-credentials[-extended]/<name>[/], and
+// whether it is the extended directory.
+func (c canonicalPath) credentialName() (name string, extended, ok bool) {
+	if len(c.segs) != 4 || c.segs[0] != "meta-data" || c.segs[1] != "iam" || c.segs[3] == "" {
+		return "", false, false
 	}
-	return c.segs[3], true
+	switch c.segs[2] {
+	case credentialsDir:
+		return c.segs[3], false, true
+	case extendedCredentialsDir:
+		return c.segs[3], true, true
+	}
+	return "", false, false
+}
+
+// tokenPath is the one target that mints IMDSv2 tokens, byte for byte.
+const tokenPath = "/latest/api/token"
+
+// underAPI reports whether the path is below api/ in any letter case: the
+// token route's directory, which is never routed or passed through.
+func (c canonicalPath) underAPI() bool {
+	return len(c.segs) > 0 && strings.EqualFold(c.segs[0], "api")
 }
 
 // rel is the version-relative path without a trailing slash ("" for the version root).

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -130,23 +131,61 @@ func TestAllowlist(t *testing.T) {
 	}
 }
 
+// The request-time lock holds even for patterns newAllowlist would refuse
+// (compileAllowlist skips that check): no spelling of a blocked path, in
+// any letter case, is passed through or listed.
 func TestAllowlistNeverPassesIAMEvenWhenAPatternSaysSo(t *testing.T) {
-	a, err := newAllowlist([]string{"meta-data/**", "**"})
+	a, err := compileAllowlist([]string{"meta-data/**", "**", "meta-data/IAM/**", "META-DATA/*/**"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"meta-data/iam/info", "meta-data/iam/security-credentials/x", "meta-data/identity-credentials/ec2/info", "api/token"} {
+	for _, p := range []string{
+		"meta-data/iam/info", "meta-data/iam/security-credentials/x", "meta-data/identity-credentials/ec2/info", "api/token",
+		"meta-data/iam/security-credentials-extended/node-instance-role",
+		"meta-data/IAM/security-credentials/node-instance-role", "meta-data/Iam/info", "META-DATA/iam/security-credentials",
+		"meta-data/iam/Security-Credentials", "meta-data/IDENTITY-CREDENTIALS/ec2/security-credentials/ec2-instance",
+		"meta-data/Identity-Credentials/ec2/info", "API/token", "Api/Token",
+	} {
 		if a.allows(strings.Split(p, "/")) {
-			t.Errorf("allows(%q) = true; iam, identity-credentials and the token route must never pass through", p)
+			t.Errorf("allows(%q) = true; iam, identity-credentials and the token route must never pass through, in any letter case", p)
 		}
 	}
-	if got := a.filterListing([]string{"meta-data"}, "ami-id\niam/\nidentity-credentials/\nplacement/"); !slices.Equal(got, []string{"ami-id", "placement/"}) {
+	if got := a.filterListing([]string{"meta-data"}, "ami-id\niam/\nIAM/\nidentity-credentials/\nIdentity-Credentials/\nplacement/"); !slices.Equal(got, []string{"ami-id", "placement/"}) {
 		t.Errorf("filterListing kept %q", got)
 	}
 }
 
+// An operator pattern that could match a blocked path, in any letter case,
+// stops the agent at start with an error naming the pattern; patterns
+// beside the blocked paths are accepted.
+func TestNewAllowlistRefusesPatternsReachingBlockedPaths(t *testing.T) {
+	for _, p := range []string{
+		"**", "meta-data/**", "meta-data/*", "meta-data/*/**", "*/**", "*/iam/**", "meta-data/iam", "meta-data/iam/**",
+		"meta-data/IAM/security-credentials/**", "meta-data/iam/Security-Credentials", "meta-data/i?m/info",
+		"meta-data/i*/**", "Meta-Data/Iam/security-credentials-extended/*", "meta-data/IDENTITY-CREDENTIALS/**",
+		"meta-data/identity-credentials/ec2/info", "meta-data/ident*/**", "api/token", "API/**", "a*", "/latest/meta-data/iam/info",
+	} {
+		_, err := newAllowlist([]string{"meta-data/tags/instance/**", p})
+		if err == nil {
+			t.Errorf("newAllowlist accepted %q, which reaches a path that is never passed through", p)
+			continue
+		}
+		if !strings.Contains(err.Error(), fmt.Sprintf("%q", p)) || !strings.Contains(err.Error(), "never passed through") {
+			t.Errorf("newAllowlist(%q): error %q does not name the pattern and why", p, err)
+		}
+	}
+	for _, p := range []string{"meta-data/tags/instance/**", "meta-data/iam-notes", "meta-data/ia", "meta-data/block-device-mapping/*", "dynamic/**", "meta-data", "user-data"} {
+		if _, err := newAllowlist([]string{p}); err != nil {
+			t.Errorf("newAllowlist(%q) = %v; it reaches no blocked path", p, err)
+		}
+	}
+	if _, err := newAllowlist(DefaultAllowPaths); err != nil {
+		t.Errorf("the default allowlist is refused: %v", err)
+	}
+}
+
 func TestNewAllowlistRefusesBadPatterns(t *testing.T) {
-	for _, p := range []string{"", "/", "meta-data//x", "meta-data/../user-data", "meta-data/./x", "**/x", "meta-data/[x", "meta-data/a..b", `meta-data\x`} {
+	for _, p := range []string{"", "/", "meta-data//x", "meta-data/../user-data", "meta-data/./x", "**/x", "meta-data/[x", "meta-data/ebs[0-9]", "meta-data/a..b", `meta-data\x`} {
 		if _, err := newAllowlist([]string{p}); err == nil {
 			t.Errorf("newAllowlist(%q) accepted a bad pattern", p)
 		}

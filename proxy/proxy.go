@@ -180,6 +180,8 @@ type Server struct {
 	router *mux.Router
 	// docs caches encoded credential documents and who got them.
 	docs *credentialDocs
+	// extendedDocs is docs for the extended documents (with AccountId).
+	extendedDocs *credentialDocs
 	// logs reports whether the logger writes a level, so a line nobody
 	// keeps is never built.
 	logs func(logrus.Level) bool
@@ -298,6 +300,7 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		log:             opts.Logger,
 		clock:           opts.Clock,
 		docs:            newCredentialDocs(opts.Clock),
+		extendedDocs:    newCredentialDocs(opts.Clock),
 		logs:            levelEnabled(opts.Logger),
 		podIdentity:     opts.PodIdentity,
 		podIdentityDocs: newCredentialDocs(opts.Clock),
@@ -342,12 +345,12 @@ func ipv6Hosts(opts Options) []string {
 func (s *Server) newRouter() *mux.Router {
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	const v = "/{version}"
-	r.HandleFunc(v+"/api/token", s.handleToken).Methods(http.MethodPut)
+	// api/* never gets here: ServeHTTP answers it (serveTokenRoute).
 	methodNotAllowed := s.refuse(routeMethodNotAllowed, http.StatusMethodNotAllowed, "MethodNotAllowed")
-	r.HandleFunc(v+"/api/token", methodNotAllowed)
 	get := []string{http.MethodGet, http.MethodHead}
-	r.HandleFunc(v+"/meta-data/iam/security-credentials", s.handleCredentialsList).Methods(get...)
-	// iam/security-credentials/<name> never gets here: ServeHTTP answers it.
+	r.HandleFunc(v+"/meta-data/iam/"+credentialsDir, s.credentialsList(routeCredentialsList)).Methods(get...)
+	r.HandleFunc(v+"/meta-data/iam/"+extendedCredentialsDir, s.credentialsList(routeExtendedCredentialsList)).Methods(get...)
+	// iam/security-credentials[-extended]/<name> never gets here: ServeHTTP answers it.
 	r.HandleFunc(v+"/meta-data/iam/info", s.handleIAMInfo).Methods(get...)
 	r.HandleFunc(v+"/meta-data/iam", s.handleIAMList).Methods(get...)
 	// Anything else under iam/ is not IMDS's and never reaches pass-through.
@@ -451,10 +454,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		info.imdsv2 = len(vals) == 1
 	}
 
+	if c.underAPI() {
+		s.serveTokenRoute(sw, r, info)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 	defer cancel()
-	if name, ok := c.credentialName(); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		s.serveCredentials(ctx, sw, info, name)
+	if name, extended, ok := c.credentialName(); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		s.serveCredentials(ctx, sw, info, name, extended)
 		return
 	}
 	ctx = context.WithValue(ctx, infoKey{}, info)

@@ -38,6 +38,44 @@ func TestCredentialDocumentIsExactlyIMDSFormat(t *testing.T) {
 	}
 }
 
+// The extended document is the IMDS document with AccountId last, as EC2
+// and the SDKs' own test fixtures have it; the legacy one has no AccountId.
+func TestExtendedCredentialDocumentIsExactlyIMDSFormat(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	c := e.creds.creds
+	for _, path := range []string{"/latest/meta-data/iam/security-credentials-extended/" + testRoleName, "/2021-07-15/meta-data/iam/security-credentials-extended/" + testRoleName + "/"} {
+		status, body, hdr := httpGet(t, e.url+path, nil)
+		if status != http.StatusOK {
+			t.Fatalf("%s: status %d, body %q", path, status, body)
+		}
+		want := fmt.Sprintf(`{"Code":"Success","LastUpdated":"%s","Type":"AWS-HMAC","AccessKeyId":"%s","SecretAccessKey":"%s","Token":"%s","Expiration":"%s","AccountId":"%s"}`,
+			c.LastUpdated.Format("2006-01-02T15:04:05Z"), c.AccessKeyID, c.SecretAccessKey, c.SessionToken, c.Expiration.Format("2006-01-02T15:04:05Z"), testAccountID)
+		if body != want {
+			t.Errorf("%s: body\n got %s\nwant %s", path, body, want)
+		}
+		if ct := hdr.Get("Content-Type"); ct != "text/plain" {
+			t.Errorf("%s: Content-Type %q, want text/plain as IMDS", path, ct)
+		}
+	}
+	// Reading the extended document first must not change the legacy one.
+	if _, body, _ := httpGet(t, e.url+"/latest/meta-data/iam/security-credentials/"+testRoleName, nil); strings.Contains(body, "AccountId") {
+		t.Errorf("the legacy document carries AccountId: %s", body)
+	}
+	// The first serving is an ordinary credentials line, not a refusal.
+	for _, line := range strings.Split(strings.TrimSpace(e.logs.String()), "\n") {
+		var l map[string]any
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatal(err)
+		}
+		if l["route"] == routeExtendedCredentials && (l["msg"] != "credentials served to pod" || l["reason"] != nil || l["level"] != "info") {
+			t.Errorf("extended credentials logged as %s", line)
+		}
+	}
+	if got := counterValue(t, e.reg, "kube2ra_http_requests_total", map[string]string{"route": routeExtendedCredentials, "code": "200"}); got != 2 {
+		t.Errorf("kube2ra_http_requests_total{route=%q} = %v, want 2", routeExtendedCredentials, got)
+	}
+}
+
 func TestCredentialRoutes(t *testing.T) {
 	denied := &k8s.DenialError{Reason: k8s.DeniedByNamespace, Role: testRoleARN, Namespace: "team-a", Detail: "not allowed"}
 	tests := []struct {
@@ -72,6 +110,19 @@ func TestCredentialRoutes(t *testing.T) {
 		{name: "unavailable credentials are 503", path: "/latest/meta-data/iam/security-credentials/" + testRoleName, credErr: &credentials.Error{Kind: credentials.KindUnavailable}, wantStatus: 503},
 		{name: "denied credentials are 500", path: "/latest/meta-data/iam/security-credentials/" + testRoleName, credErr: &credentials.Error{Kind: credentials.KindDenied, Code: "AccessDenied", Message: "trust policy"}, wantStatus: 500},
 		{name: "invalid credentials request is 500", path: "/latest/meta-data/iam/security-credentials/" + testRoleName, credErr: &credentials.Error{Kind: credentials.KindInvalid}, wantStatus: 500},
+		{name: "extended listing without slash names the role", path: "/latest/meta-data/iam/security-credentials-extended", wantStatus: 200, wantBody: testRoleName},
+		{name: "extended listing with slash names the role", path: "/latest/meta-data/iam/security-credentials-extended/", wantStatus: 200, wantBody: testRoleName},
+		{name: "dated version lists the role under extended", path: "/2021-07-15/meta-data/iam/security-credentials-extended/", wantStatus: 200, wantBody: testRoleName},
+		{name: "own role gets extended credentials", path: "/latest/meta-data/iam/security-credentials-extended/" + testRoleName, wantStatus: 200},
+		{name: "another role name is 404 under extended", path: "/latest/meta-data/iam/security-credentials-extended/node-instance-role", wantStatus: 404, wantReason: reasonRoleNameMismatch},
+		{name: "no role is 404 on the extended listing, so SDKs fall back", path: "/latest/meta-data/iam/security-credentials-extended/", roleErr: k8s.ErrNoRole, wantStatus: 404, wantReason: reasonNoRole},
+		{name: "no role is 404 on the extended document", path: "/latest/meta-data/iam/security-credentials-extended/" + testRoleName, roleErr: k8s.ErrNoRole, wantStatus: 404, wantReason: reasonNoRole},
+		{name: "namespace denial is 404 under extended", path: "/latest/meta-data/iam/security-credentials-extended/" + testRoleName, roleErr: denied, wantStatus: 404, wantReason: string(k8s.DeniedByNamespace)},
+		{name: "unknown pod is 404 under extended", path: "/latest/meta-data/iam/security-credentials-extended/", podErr: k8s.ErrPodNotFound, wantStatus: 404, wantReason: reasonPodNotFound},
+		{name: "throttled extended credentials are 503", path: "/latest/meta-data/iam/security-credentials-extended/" + testRoleName, credErr: &credentials.Error{Kind: credentials.KindThrottled, Code: "ThrottlingException"}, wantStatus: 503},
+		{name: "role without account is 500 on the extended document", path: "/latest/meta-data/iam/security-credentials-extended/" + testRoleName, role: k8s.Role{ARN: testRoleARN, Name: testRoleName}, wantStatus: 500},
+		{name: "role without account still gets the legacy document", path: "/latest/meta-data/iam/security-credentials/" + testRoleName, role: k8s.Role{ARN: testRoleARN, Name: testRoleName}, wantStatus: 200},
+		{name: "path below the extended credentials is 404", path: "/latest/meta-data/iam/security-credentials-extended/" + testRoleName + "/x", wantStatus: 404, wantReason: reasonPathNotAllowed},
 		{name: "iam listing", path: "/latest/meta-data/iam", wantStatus: 200, wantBody: "info\nsecurity-credentials/"},
 		{name: "unknown iam path is 404", path: "/latest/meta-data/iam/foo", wantStatus: 404, wantReason: reasonPathNotAllowed},
 		{name: "path below the credentials is 404", path: "/latest/meta-data/iam/security-credentials/" + testRoleName + "/x", wantStatus: 404, wantReason: reasonPathNotAllowed},
@@ -431,9 +482,11 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		"every interface":    {HostIP: "0.0.0.0"},
 		"every v6 interface": {HostIP: "::"},
 		"bad allow path":     {HostIP: "127.0.0.1", AllowPaths: []string{"../user-data"}},
-		"https upstream":     {HostIP: "127.0.0.1", MetadataAddr: "https://169.254.169.254"},
-		"upstream with path": {HostIP: "127.0.0.1", MetadataAddr: "http://169.254.169.254/latest"},
-		"negative rate":      {HostIP: "127.0.0.1", RateLimit: -1},
+		"allow path reaching the node's credentials in upper case": {HostIP: "127.0.0.1", AllowPaths: []string{"meta-data/IAM/security-credentials/**"}},
+		"allow path reaching everything":                           {HostIP: "127.0.0.1", AllowPaths: []string{"**"}},
+		"https upstream":                                           {HostIP: "127.0.0.1", MetadataAddr: "https://169.254.169.254"},
+		"upstream with path":                                       {HostIP: "127.0.0.1", MetadataAddr: "http://169.254.169.254/latest"},
+		"negative rate":                                            {HostIP: "127.0.0.1", RateLimit: -1},
 	} {
 		if _, err := New(o, &fakePods{}, &fakeRoles{}, &fakeCreds{}); err == nil {
 			t.Errorf("%s: New accepted %+v", name, o)

@@ -22,6 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+
+	"github.com/kube2ra/kube2ra/k8s"
 )
 
 // The tests in this file run SDKs nobody here wrote against the proxy on
@@ -142,12 +144,19 @@ func checkIMDSVersionUsed(t *testing.T, e *testEnv, mode imdsMode) {
 	}
 }
 
+// goSDKClientFor starts a proxy for mode and an aws-sdk-go-v2 IMDS client
+// pointed at it (through the IMDSv1 front when mode asks for one).
+func goSDKClientFor(t *testing.T, mode imdsMode) (*testEnv, *imds.Client, *v1Front) {
+	t.Helper()
+	e, endpoint, front := endpointFor(t, mode, Options{})
+	return e, imds.New(imds.Options{Endpoint: endpoint}), front
+}
+
 func TestGoSDKCredentialsAndRegion(t *testing.T) {
 	for _, mode := range imdsModes {
 		t.Run(mode.name, func(t *testing.T) {
-			e, endpoint, front := endpointFor(t, mode, Options{})
+			e, client, front := goSDKClientFor(t, mode)
 			want := e.creds.creds
-			client := imds.New(imds.Options{Endpoint: endpoint})
 			provider := ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = client })
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -179,6 +188,68 @@ func TestGoSDKCredentialsAndRegion(t *testing.T) {
 				if _, withToken, refused := front.counts(); withToken != 0 || refused == 0 {
 					t.Errorf("v1 mode: %d GETs with token, %d refused PUTs", withToken, refused)
 				}
+			}
+		})
+	}
+}
+
+// aws-sdk-go-v2's ec2rolecreds (v1.20.15 here) and botocore (1.43) still
+// read security-credentials/ only; Java v2, Ruby and PHP read
+// security-credentials-extended/ first, for AccountId, and fall back on a
+// 404. None of those is on this machine, so the Go SDK's own IMDS client
+// (its token PUT, token header, retries and IMDSv1 fallback) walks the
+// extended directory the way they do: the listing names the role, the
+// document carries the credentials and the role's account, and a pod
+// without a role gets the 404 that makes those SDKs fall back.
+func TestGoSDKIMDSClientReadsExtendedCredentials(t *testing.T) {
+	for _, mode := range imdsModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e, client, _ := goSDKClientFor(t, mode)
+			want := e.creds.creds
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			read := func(path string) (string, error) {
+				out, err := client.GetMetadata(ctx, &imds.GetMetadataInput{Path: path})
+				if err != nil {
+					return "", err
+				}
+				defer out.Content.Close()
+				b, err := io.ReadAll(out.Content)
+				return string(b), err
+			}
+			name, err := read("iam/security-credentials-extended/")
+			if !mode.wantCreds {
+				if err == nil {
+					t.Fatalf("listed role %q without a token while IMDSv2 is required", name)
+				}
+				return
+			}
+			if err != nil || name != testRoleName {
+				t.Fatalf("extended listing = %q, %v; want %q", name, err, testRoleName)
+			}
+			body, err := read("iam/security-credentials-extended/" + name)
+			if err != nil {
+				t.Fatalf("extended document: %v", err)
+			}
+			var doc struct {
+				Code, AccessKeyID, SecretAccessKey, Token, AccountID string
+				Expiration                                           time.Time
+			}
+			if err := json.Unmarshal([]byte(body), &doc); err != nil {
+				t.Fatalf("extended document %q: %v", body, err)
+			}
+			if doc.Code != "Success" || doc.AccessKeyID != want.AccessKeyID || doc.SecretAccessKey != want.SecretAccessKey ||
+				doc.Token != want.SessionToken || !doc.Expiration.Equal(want.Expiration) {
+				t.Errorf("extended document carries other credentials than the getter's %s", want.AccessKeyID)
+			}
+			if doc.AccountID != testAccountID {
+				t.Errorf("AccountId %q, want the role's account %s", doc.AccountID, testAccountID)
+			}
+			e.roles.set(k8s.Role{}, k8s.ErrNoRole)
+			_, err = read("iam/security-credentials-extended/")
+			var status interface{ HTTPStatusCode() int }
+			if !errors.As(err, &status) || status.HTTPStatusCode() != http.StatusNotFound {
+				t.Errorf("extended listing for a pod without a role: %v; want the 404 SDKs fall back on", err)
 			}
 		})
 	}

@@ -256,7 +256,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SessionNaming, "session-name", c.SessionNaming, "what role sessions are named after, which decides which pods share one: node (one session per node and role), pod (namespace.pod, one per pod) or none (Roles Anywhere names it after the certificate serial); default node with rolesanywhere, pod with sts (README: Capacity)")
 
 	fs.StringVar(&c.MetadataAddr, "metadata-addr", c.MetadataAddr, "upstream metadata service host[:port] for allowed paths, or none (default: 169.254.169.254 with sts, none with rolesanywhere)")
-	fs.Var(&c.MetadataAllowPaths, "metadata-allow-path", "extra pass-through path pattern relative to the version, e.g. meta-data/tags/instance/** (path.Match per segment, ** at the end), repeatable")
+	fs.Var(&c.MetadataAllowPaths, "metadata-allow-path", "extra pass-through path pattern relative to the version, e.g. meta-data/tags/instance/** (* and ? per segment, ** at the end; a pattern that could match iam/, identity-credentials/ or api/ in any letter case is refused), repeatable")
 	fs.BoolVar(&c.IMDSv2Required, "imdsv2-required", c.IMDSv2Required, "refuse metadata GETs without an IMDSv2 token (401, and an IMDSv1Refused Event on the pod), as IMDS with HttpTokens=required; false allows IMDSv1")
 	fs.DurationVar(&c.PodLookupTimeout, "pod-lookup-timeout", c.PodLookupTimeout, "how long a request from an unknown IP waits for the pod to appear")
 	fs.Float64Var(&c.UpstreamQPS, "upstream-qps", c.UpstreamQPS, "calls per second to STS or Roles Anywhere from this node")

@@ -72,6 +72,9 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		{"metadata address with a path is refused", func(c *Config) { c.MetadataAddr = "http://169.254.169.254/latest" }, "--metadata-addr"},
 		{"metadata none", func(c *Config) { c.MetadataAddr = "none" }, ""},
 		{"hostile allow path", func(c *Config) { c.MetadataAllowPaths = stringList{"/latest/../user-data"} }, "--metadata-allow-path"},
+		{"allow path reaching the node's credentials by case", func(c *Config) {
+			c.MetadataAllowPaths = stringList{"meta-data/tags/instance/**", "meta-data/Identity-Credentials/**"}
+		}, `--metadata-allow-path: metadata allow path "meta-data/Identity-Credentials/**" would match meta-data/identity-credentials`},
 		{"ipv6 without address: found at start", func(c *Config) { c.IPv6 = true }, ""},
 		{"ipv6 with an IPv4 address", func(c *Config) { c.IPv6, c.HostIPv6 = true, "10.0.0.1" }, "--host-ipv6"},
 		{"host IPs not addresses", func(c *Config) { c.HostIPs = "10.0.0.1,node-a" }, "--host-ips"},

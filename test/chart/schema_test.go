@@ -89,6 +89,31 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 			want:   "at '/ports/metrics'",
 		},
 		{
+			name:   "base role ARN with a dot-dot path element",
+			values: "baseRoleArn: arn:aws:iam::123456789012:role/team/../\n",
+			want:   "at '/baseRoleArn'",
+		},
+		{
+			name:   "default role with a dot-dot path element",
+			values: "defaultRole: ops/../admin\n",
+			want:   "at '/defaultRole'",
+		},
+		{
+			name:   "default role with an asterisk",
+			values: "defaultRole: \"ops/*\"\n",
+			want:   "at '/defaultRole'",
+		},
+		{
+			name:   "default role with a percent-encoded path",
+			values: "defaultRole: ops%2fx/admin\n",
+			want:   "at '/defaultRole'",
+		},
+		{
+			name:   "allow path with a character class",
+			values: "metadataAllowPaths: [\"meta-data/[i]am/**\"]\n",
+			want:   "at '/metadataAllowPaths/0'",
+		},
+		{
 			name:   "extra argument that is not a flag",
 			values: "extraArgs: [\"debug\"]\n",
 			want:   "at '/extraArgs/0'",

@@ -468,6 +468,10 @@ func testEC2Paths(t *testing.T, env *harness.Env) {
 		"/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
 		"/2021-07-15/user-data",
 		"/latest/Meta-Data/iam/security-credentials/node-instance-role",
+		"/latest/meta-data/iam/security-credentials-extended/node-instance-role",
+		"/latest/meta-data/IAM/security-credentials-extended/node-instance-role",
+		"/latest/meta-data/iam/Security-Credentials/node-instance-role",
+		"/latest/meta-data/IDENTITY-CREDENTIALS/ec2/security-credentials/ec2-instance",
 	}
 	for _, path := range forbidden {
 		code, body, err := p.PodGet(ctxT(t), path, true)
@@ -481,10 +485,21 @@ func testEC2Paths(t *testing.T, env *harness.Env) {
 	}
 	for _, r := range env.IMDS.Requests() {
 		for _, bad := range []string{"user-data", "pkcs7", "signature", "rsa2048", "identity-credentials", "security-credentials"} {
-			if strings.Contains(r.RequestURI, bad) {
+			if strings.Contains(strings.ToLower(r.RequestURI), bad) {
 				t.Fatalf("a forbidden path reached the upstream metadata service: %s", r.RequestURI)
 			}
 		}
+	}
+	// The extended directory is kube2ra's answer for the pod's own role,
+	// with the role's account, never the node's.
+	if body := expectStatus(t, env, p, "/latest/meta-data/iam/security-credentials-extended/", true, 200); body != roleWeb {
+		t.Fatalf("extended listing %q, want %q", body, roleWeb)
+	}
+	ext := expectStatus(t, env, p, "/latest/meta-data/iam/security-credentials-extended/"+roleWeb, true, 200)
+	assertNoSecrets(t, env, "extended document", ext)
+	var doc struct{ Code, AccessKeyId, AccountId string }
+	if err := json.Unmarshal([]byte(ext), &doc); err != nil || doc.Code != "Success" || doc.AccessKeyId == "" || doc.AccountId != harness.Account {
+		t.Fatalf("extended document %q (%v): want Success, a key and AccountId %s", ext, err, harness.Account)
 	}
 	if body := expectStatus(t, env, p, "/latest/meta-data/placement/region", true, 200); body != harness.EC2Region {
 		t.Fatalf("placement/region: %q, want %q", body, harness.EC2Region)

@@ -2,9 +2,12 @@
 // upstream that kube2ra's proxy talks to. It answers IMDSv1 and IMDSv2 like
 // EC2 does (session tokens minted by PUT, bound to this instance and to a TTL,
 // X-Forwarded-For refused on the token PUT, 401 for bad tokens, an optional
-// "tokens required" mode), serves a node whose instance role, user-data and
+// "tokens required" mode), serves a node whose instance role (under
+// security-credentials/ and security-credentials-extended/), user-data and
 // signed identity documents carry SecretMarker, and records every request it
-// receives so tests can prove that nothing forbidden was forwarded.
+// receives so tests can prove that nothing forbidden was forwarded. Like a
+// lenient web server it cleans paths and folds letter case, so a spelling
+// the proxy let through would reach the secret it names.
 //
 // The listen address is configurable: unit tests use loopback, end-to-end
 // tests bind 169.254.169.254:80 inside a network namespace.
@@ -191,6 +194,12 @@ func (s *Server) buildTree() map[string]string {
 		"AccessKeyId": o.Credentials.AccessKeyID, "SecretAccessKey": o.Credentials.SecretAccessKey,
 		"Token": o.Credentials.Token, "Expiration": o.Credentials.Expiration.UTC().Format(timeLayout),
 	})
+	extendedCreds, _ := json.Marshal(map[string]string{
+		"Code": "Success", "LastUpdated": now, "Type": "AWS-HMAC",
+		"AccessKeyId": o.Credentials.AccessKeyID, "SecretAccessKey": o.Credentials.SecretAccessKey,
+		"Token": o.Credentials.Token, "Expiration": o.Credentials.Expiration.UTC().Format(timeLayout),
+		"AccountId": o.AccountID,
+	})
 	identityCreds, _ := json.Marshal(map[string]string{
 		"Code": "Success", "LastUpdated": now, "Type": "AWS-HMAC",
 		"AccessKeyId": "ASIAIDENTITY0000FAKE", "SecretAccessKey": "identity-secret-" + SecretMarker,
@@ -236,6 +245,7 @@ func (s *Server) buildTree() map[string]string {
 		"meta-data/tags/instance/Secret":                                       SecretMarker,
 		"meta-data/iam/info":                                                   string(info),
 		"meta-data/iam/security-credentials/" + o.RoleName:                     string(creds),
+		"meta-data/iam/security-credentials-extended/" + o.RoleName:            string(extendedCreds),
 		"meta-data/identity-credentials/ec2/info":                              `{"Code":"Success","AccountId":"` + o.AccountID + `"}`,
 		"meta-data/identity-credentials/ec2/security-credentials/ec2-instance": string(identityCreds),
 		"user-data":                           o.UserData,
@@ -487,6 +497,13 @@ func (s *Server) lookup(rel string) (string, bool) {
 	}
 	if v, ok := s.tree[rel]; ok {
 		return v, true
+	}
+	// Worst case for the proxy again: a server that folds letter case
+	// answers meta-data/IAM/... with the node's secrets.
+	for k, v := range s.tree {
+		if strings.EqualFold(k, rel) {
+			return v, true
+		}
 	}
 	children := map[string]bool{}
 	prefix := rel + "/"

@@ -58,7 +58,8 @@ func TestServesInstanceMetadata(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &creds); err != nil || creds["AccessKeyId"] != s.Credentials().AccessKeyID {
 		t.Errorf("instance credentials %s (%v)", body, err)
 	}
-	for _, p := range []string{"/latest/user-data", "/latest/dynamic/instance-identity/pkcs7", "/latest/meta-data/iam/security-credentials/node-instance-role"} {
+	for _, p := range []string{"/latest/user-data", "/latest/dynamic/instance-identity/pkcs7", "/latest/meta-data/iam/security-credentials/node-instance-role",
+		"/latest/meta-data/iam/security-credentials-extended/node-instance-role", "/latest/meta-data/IAM/Security-Credentials/node-instance-role"} {
 		if _, body, _ := do(t, "GET", s.URL()+p, nil); !strings.Contains(body, SecretMarker) {
 			t.Errorf("%s does not carry the secret marker", p)
 		}
