@@ -209,7 +209,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 	if err != nil {
 		return nil, err
 	}
-	if err := a.source.check(ctx, cfg, log); err != nil {
+	if err := a.source.check(ctx); err != nil {
 		return nil, err
 	}
 	a.sourceReady.Store(true)

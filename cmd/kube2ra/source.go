@@ -5,17 +5,14 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/kube2ra/kube2ra/arn"
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/rolesanywhere"
+	"github.com/kube2ra/kube2ra/sts"
 )
 
 // sourceParts is the chosen credential source with what the agent needs to
@@ -31,12 +28,8 @@ type sourceParts struct {
 	naming credentials.SessionNaming
 	// ra is the Roles Anywhere source, nil with STS.
 	ra *rolesanywhere.Source
-	// base is the STS source's base credentials, nil with Roles Anywhere.
-	base aws.CredentialsProvider
-	// imds reads the node's own metadata (region, instance profile); nil off AWS.
-	imds *imds.Client
-	// discoveredBase is the base role ARN found at check time.
-	discoveredBase atomic.Pointer[string]
+	// sts is the STS source, nil with Roles Anywhere.
+	sts *sts.Source
 	// notices turns the source's warnings into Events on the node.
 	notices nodeNotices
 }
@@ -78,25 +71,16 @@ func newSourceParts(ctx context.Context, cfg *Config, log logrus.FieldLogger, re
 		}
 		return p, nil
 	default:
-		// The SDK's own warnings (IMDSv1 fallback, retries) go through logrus.
-		opts := []func(*config.LoadOptions) error{config.WithLogger(credentials.SDKLogger(log))}
-		if url := cfg.parsed.metadataURL; url != "" {
-			// The node's own credentials come from the same metadata service
-			// kube2ra passes allowed paths to.
-			opts = append(opts, config.WithEC2IMDSEndpoint(url))
-		}
-		awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+		src, err := sts.NewSource(ctx, sts.Config{
+			Region:          cfg.Region,
+			Endpoint:        cfg.STSEndpoint,
+			MetadataURL:     cfg.parsed.metadataURL,
+			SessionDuration: cfg.SessionTTL,
+		}, sts.Deps{Logger: log.WithField("component", "sts"), CheckTimeout: sourceCheckTimeout})
 		if err != nil {
-			return nil, fmt.Errorf("loading the AWS configuration for STS: %w", err)
+			return nil, err
 		}
-		p.base, p.naming = awsCfg.Credentials, cfg.parsed.sessionNaming
-		if url := cfg.parsed.metadataURL; url != "" {
-			p.imds = imds.NewFromConfig(awsCfg, func(o *imds.Options) { o.Endpoint = url })
-		}
-		p.region = cfg.Region
-		if p.region == "" {
-			p.region = awsCfg.Region
-		}
+		p.source, p.sts, p.region, p.naming = src, src, src.Region(), cfg.parsed.sessionNaming
 		return p, nil
 	}
 }
@@ -116,50 +100,20 @@ func raConfig(cfg *Config) rolesanywhere.Config {
 	}
 }
 
-// check makes the source usable: for STS it discovers the region and base
-// role ARN from the instance, resolves the base credentials, and builds the
-// STS client (which needs the region).
-func (p *sourceParts) check(ctx context.Context, cfg *Config, log logrus.FieldLogger) error {
+// check makes the source usable: Roles Anywhere's key pair is loaded;
+// STS discovers the region and base role ARN from the instance and resolves
+// the node's own credentials.
+func (p *sourceParts) check(ctx context.Context) error {
 	if p.ra != nil {
 		if err := p.ra.Ready(); err != nil {
 			return fmt.Errorf("roles anywhere: %w", err)
 		}
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, sourceCheckTimeout)
-	defer cancel()
-	if p.imds != nil {
-		if p.region == "" {
-			out, err := p.imds.GetRegion(ctx, &imds.GetRegionInput{})
-			if err != nil {
-				return fmt.Errorf("sts: no --region given and the instance's region cannot be read from the metadata service: %w", err)
-			}
-			p.region = out.Region
-		}
-		if info, err := p.imds.GetIAMInfo(ctx, &imds.GetIAMInfoInput{}); err == nil {
-			if base, err := arn.BaseFromInstanceProfile(info.InstanceProfileArn); err == nil {
-				b := base.String()
-				p.discoveredBase.Store(&b)
-			}
-		}
+	if err := p.sts.Check(ctx); err != nil {
+		return err
 	}
-	if p.region == "" {
-		return fmt.Errorf("sts: no region: set --region (or AWS_REGION) when there is no metadata service")
-	}
-	if _, err := p.base.Retrieve(ctx); err != nil {
-		return fmt.Errorf("sts: the node's own credentials (which sign AssumeRole) cannot be resolved: %w", err)
-	}
-	src, err := credentials.NewSTSSource(ctx, credentials.STSOptions{
-		Region:          p.region,
-		Endpoint:        cfg.STSEndpoint,
-		BaseCredentials: p.base,
-		Duration:        cfg.SessionTTL,
-		Logger:          log.WithField("component", "sts"),
-	})
-	if err != nil {
-		return fmt.Errorf("sts: %w", err)
-	}
-	p.source = src
+	p.region = p.sts.Region()
 	return nil
 }
 
@@ -168,16 +122,16 @@ func (p *sourceParts) baseARN() string {
 	if p.ra != nil {
 		return p.ra.BaseRoleARN()
 	}
-	if b := p.discoveredBase.Load(); b != nil {
-		return *b
-	}
-	return ""
+	return p.sts.BaseRoleARN()
 }
 
 // ready is the source's part of /readyz after start.
 func (p *sourceParts) ready() error {
 	if p.ra != nil {
 		return p.ra.Ready()
+	}
+	if p.sts != nil {
+		return p.sts.Ready()
 	}
 	return nil
 }
