@@ -230,4 +230,3 @@ func NodeRef(name string) *corev1.ObjectReference {
 // ReasonMetadataNotIntercepted is the Event reason on a pod whose traffic
 // leaves the node through an interface --host-interface does not match.
 const ReasonMetadataNotIntercepted = "MetadataNotIntercepted"
-
