@@ -324,7 +324,7 @@ func (a *agent) start(ctx context.Context) error {
 		return fmt.Errorf("listening on %s:%d (--host-ip, --app-port): %w", cfg.HostIP, cfg.AppPort, err)
 	}
 	if err := a.ops.Listen(); err != nil {
-		return fmt.Errorf("listening on %s:%d (--host-ip, --metrics-port): %w", cfg.HostIP, cfg.MetricsPort, err)
+		return fmt.Errorf("listening on %s:%d and 127.0.0.1:%d (--host-ip, --metrics-port): %w", cfg.HostIP, cfg.MetricsPort, cfg.MetricsPort, err)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
