@@ -235,6 +235,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		LookupTimeout: cfg.PodLookupTimeout,
 		Keys:          keys,
 		Logger:        log.WithField("component", "k8s"),
+		APIServer:     restCfg.Host,
 		Registerer:    reg,
 		VerifyClient:  verifyClient,
 	})
