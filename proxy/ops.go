@@ -124,28 +124,32 @@ func loopbackAlso(addr string) []string {
 // never carry a loopback source, and the DNAT target is the host IP).
 // Anything it cannot tell is not loopback.
 func fromLoopback(r *http.Request) bool {
-	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	local, ok := localAddr(r)
 	if !ok {
-		return false
-	}
-	l, err := netip.ParseAddrPort(local.String())
-	if err != nil {
 		return false
 	}
 	remote, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return false
 	}
-	return l.Addr().Unmap().IsLoopback() && remote.Addr().Unmap().IsLoopback()
+	return local.Addr().Unmap().IsLoopback() && remote.Addr().Unmap().IsLoopback()
+}
+
+// localAddr is the address r's connection was accepted on.
+func localAddr(r *http.Request) (netip.AddrPort, bool) {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(local.String())
+	return ap, err == nil
 }
 
 // onNode is the command that asks r's page on the node, over loopback.
 func onNode(r *http.Request) string {
 	port := "METRICS_PORT"
-	if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		if ap, err := netip.ParseAddrPort(local.String()); err == nil {
-			port = strconv.Itoa(int(ap.Port()))
-		}
+	if local, ok := localAddr(r); ok {
+		port = strconv.Itoa(int(local.Port()))
 	}
 	return "curl http://" + net.JoinHostPort(opsLoopbackHost, port) + r.URL.Path
 }
