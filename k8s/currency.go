@@ -166,6 +166,23 @@ type streamTracker struct {
 	since time.Time
 	// reason says why the stream is not current, for errors and logs.
 	reason string
+	// lastErr is the last failed list or watch call, for the log of a
+	// first sync that waits; nil when none failed.
+	lastErr error
+}
+
+// callFailed records a failed list or watch call.
+func (t *streamTracker) callFailed(err error) {
+	t.mu.Lock()
+	t.lastErr = err
+	t.mu.Unlock()
+}
+
+// lastCallError is the last failed list or watch call, nil when none.
+func (t *streamTracker) lastCallError() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastErr
 }
 
 // newStreamTracker starts not current: nothing is known before the first stream.
@@ -405,6 +422,7 @@ func (l *trackedListWatch) retry(ctx context.Context, f func() error) error {
 		if err == nil || !isTransient(err) || ctx.Err() != nil {
 			return err
 		}
+		l.tracker.callFailed(err)
 		l.tracker.log.WithError(err).WithField("resource", l.tracker.resource).Debug("API server unreachable; retrying")
 		select {
 		case <-ctx.Done():

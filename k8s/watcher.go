@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +28,9 @@ const (
 	// DefaultLookupTimeout is --pod-lookup-timeout: how long a lookup of an
 	// unknown IP waits for the informer. AWS SDKs give up after about 1 s.
 	DefaultLookupTimeout = time.Second
+	// DefaultSyncLogInterval is how often WaitForSync says what it still
+	// waits for: a node whose API server is unreachable is not silent.
+	DefaultSyncLogInterval = 10 * time.Second
 	// DefaultRoleKey is the pod annotation naming its role (--iam-role-key).
 	DefaultRoleKey = "iam.amazonaws.com/role"
 	// DefaultExternalIDKey is the pod annotation with the external ID (--iam-external-id).
@@ -74,6 +79,12 @@ type WatcherOptions struct {
 	Keys AnnotationKeys
 	// Logger receives informer and lookup logs; required.
 	Logger logrus.FieldLogger
+	// APIServer is the API server's address (the client's host), named by
+	// WaitForSync's logs; "" names none.
+	APIServer string
+	// SyncLogInterval is how often WaitForSync logs what it still waits
+	// for; DefaultSyncLogInterval when zero.
+	SyncLogInterval time.Duration
 	// Clock times the waits; clock.RealClock when nil.
 	Clock clock.Clock
 	// VerifyTTL is how long a failed live check made while a watch is not
@@ -161,6 +172,13 @@ func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, err
 	if opts.SyncTimeout <= 0 {
 		opts.SyncTimeout = opts.LookupTimeout
 	}
+	if opts.SyncLogInterval <= 0 {
+		opts.SyncLogInterval = DefaultSyncLogInterval
+	}
+	if u, err := url.Parse(opts.APIServer); err == nil && u.User != nil {
+		u.User = nil // a kubeconfig's user:password@ is never logged
+		opts.APIServer = u.String()
+	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
@@ -228,6 +246,15 @@ func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, err
 			},
 		}, client, &corev1.Namespace{}, w.nsTracker)
 	})
+	// The reflector's own failures (403, 404...) are kept for WaitForSync's log too.
+	for informer, tracker := range map[cache.SharedIndexInformer]*streamTracker{w.pods: w.podTracker, w.namespaces: w.nsTracker} {
+		if err := informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+			tracker.callFailed(err)
+			cache.DefaultWatchErrorHandler(ctx, r, err)
+		}); err != nil {
+			return nil, fmt.Errorf("setting the %s watch error handler: %w", tracker.resource, err)
+		}
+	}
 	if err := w.pods.AddIndexers(cache.Indexers{podIPIndex: podIPIndexFunc}); err != nil {
 		return nil, fmt.Errorf("adding the pod IP index: %w", err)
 	}
@@ -297,14 +324,59 @@ func (w *Watcher) Synced() bool {
 	}
 }
 
-// WaitForSync blocks until both informers have synced or ctx ends.
+// WaitForSync blocks until both informers have synced or ctx ends, and
+// every SyncLogInterval logs what it still waits for, from which API
+// server, and the last failed call.
 func (w *Watcher) WaitForSync(ctx context.Context) error {
-	select {
-	case <-w.synced:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%w: waiting for the pod and namespace informers of node %q: %w", ErrNotSynced, w.opts.NodeName, ctx.Err())
+	start := w.clock.Now()
+	every := w.clock.NewTimer(w.opts.SyncLogInterval)
+	defer every.Stop()
+	for {
+		select {
+		case <-w.synced:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for the pod and namespace informers of node %q: %w", ErrNotSynced, w.opts.NodeName, ctx.Err())
+		case <-every.C():
+			w.logSyncWait(w.clock.Since(start))
+			every.Reset(w.opts.SyncLogInterval)
+		}
 	}
+}
+
+// logSyncWait says what the first sync still waits for.
+func (w *Watcher) logSyncWait(waited time.Duration) {
+	var awaiting []string
+	var lastErr error
+	for _, p := range []struct {
+		what    string
+		synced  func() bool
+		tracker *streamTracker
+	}{
+		{fmt.Sprintf("the pods of node %q", w.opts.NodeName), w.pods.HasSynced, w.podTracker},
+		{"the namespaces", w.namespaces.HasSynced, w.nsTracker},
+	} {
+		if p.synced() {
+			continue
+		}
+		awaiting = append(awaiting, p.what)
+		if err := p.tracker.lastCallError(); err != nil {
+			lastErr = err
+		}
+	}
+	if len(awaiting) == 0 {
+		return // synced between the tick and now
+	}
+	server := "the API server"
+	if w.opts.APIServer != "" {
+		server = "the API server " + w.opts.APIServer
+	}
+	log := w.log.WithFields(logrus.Fields{"api_server": w.opts.APIServer, "awaiting": awaiting, "waited": waited.Round(time.Second).String()})
+	if lastErr != nil {
+		log = log.WithField("last_error", lastErr.Error())
+	}
+	log.Warnf("still waiting for %s to list %s (%s so far): the agent is not ready and pods get no credentials until then; check that this node reaches the API server and that kube2ra may list and watch pods and namespaces",
+		server, strings.Join(awaiting, " and "), waited.Round(time.Second))
 }
 
 // broadcast wakes every lookup waiting for an unknown IP.

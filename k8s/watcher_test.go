@@ -3,13 +3,22 @@ package k8s
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
@@ -191,5 +200,101 @@ func TestSnapshot(t *testing.T) {
 	}
 	if got[0].Owner == nil || got[0].Owner.Name != "a" {
 		t.Errorf("10.0.0.1 owner = %+v; want a", got[0].Owner)
+	}
+}
+
+// TestWaitForSyncSaysWhatItWaitsFor: with the API server unreachable, the
+// first sync is not silent: every SyncLogInterval (10 s by default) a
+// warning names the API server, what is still awaited, and the last failed
+// call; nothing is logged before the first interval.
+func TestWaitForSyncSaysWhatItWaitsFor(t *testing.T) {
+	t.Run("unreachable", func(t *testing.T) {
+		// An address that refuses connections: a port just released.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		server := "http://" + ln.Addr().String()
+		ln.Close()
+		testWaitForSyncLogs(t, server, "connection refused")
+	})
+	t.Run("kube2ra may not list", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":"%s is forbidden: User \"system:serviceaccount:kube-system:kube2ra\" cannot list"}`, r.URL.Path)
+		}))
+		defer srv.Close()
+		testWaitForSyncLogs(t, srv.URL, "cannot list")
+	})
+}
+
+func testWaitForSyncLogs(t *testing.T, server, wantError string) {
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: server})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, hook := logtest.NewNullLogger()
+	clk := clocktesting.NewFakeClock(time.Unix(1700000000, 0))
+	// A kubeconfig's server may carry user:password@; the logs never do.
+	withPassword := strings.Replace(server, "http://", "http://kube:s3cret@", 1)
+	w, err := NewWatcher(client, WatcherOptions{NodeName: "node-a", Logger: log, Clock: clk, APIServer: withPassword})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); w.Shutdown() }()
+	w.Start(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.WaitForSync(ctx) }()
+
+	waits := func() []*logrus.Entry {
+		var out []*logrus.Entry
+		for _, e := range hook.AllEntries() {
+			if strings.Contains(e.Message, "still waiting") {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	// waitFor polls cond in real time: the informers run on their own goroutines.
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; log: %v", what, hook.AllEntries())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("the first failed call", func() bool {
+		return w.podTracker.lastCallError() != nil && w.nsTracker.lastCallError() != nil && clk.HasWaiters()
+	})
+	clk.Step(DefaultSyncLogInterval - time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if got := waits(); len(got) != 0 {
+		t.Fatalf("logged before the interval: %v", got[0].Message)
+	}
+	for i := 1; i <= 3; i++ {
+		clk.Step(time.Second)
+		waitFor(fmt.Sprintf("wait log %d", i), func() bool { return len(waits()) == i })
+		e := waits()[i-1]
+		for _, want := range []string{server, `the pods of node "node-a"`, "the namespaces", fmt.Sprintf("(%ds so far)", 10*i)} {
+			if !strings.Contains(e.Message, want) {
+				t.Errorf("wait log %d %q lacks %q", i, e.Message, want)
+			}
+		}
+		if strings.Contains(e.Message+fmt.Sprint(e.Data), "s3cret") {
+			t.Errorf("wait log %d shows the kubeconfig's password: %q %v", i, e.Message, e.Data)
+		}
+		if e.Level != logrus.WarnLevel || e.Data["api_server"] != server || !strings.Contains(fmt.Sprint(e.Data["last_error"]), wantError) {
+			t.Errorf("wait log %d: level %s, fields %v; want a warning with api_server %s and the failed call (%q)", i, e.Level, e.Data, server, wantError)
+		}
+		clk.Step(DefaultSyncLogInterval - time.Second)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, ErrNotSynced) {
+		t.Fatalf("WaitForSync after cancel = %v, want ErrNotSynced", err)
 	}
 }

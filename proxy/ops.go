@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +21,10 @@ const DefaultReadinessTimeout = 2 * time.Second
 
 // OpsOptions configure the ops server (health, readiness, metrics, debug).
 type OpsOptions struct {
-	// Addr is host:port to bind (":9181" by kube2ra's default). Ignored with Listener.
+	// Addr is host:port to bind (HOST_IP:9181 by kube2ra's default). The
+	// same port is bound on 127.0.0.1 too unless the host is loopback, so
+	// the loopback-only pages (see loopbackOnly) can be reached from the
+	// node. Ignored with Listener.
 	Addr string
 	// Listener, when set, is served instead of binding Addr.
 	Listener net.Listener
@@ -30,7 +35,7 @@ type OpsOptions struct {
 	Ready func(ctx context.Context) error
 	// ReadinessTimeout bounds one Ready call; default DefaultReadinessTimeout.
 	ReadinessTimeout time.Duration
-	// Debug enables /debug/store.
+	// Debug enables /debug/store, answered to loopback callers only.
 	Debug bool
 	// DebugStore returns the IP → pod → role table for /debug/store; it must
 	// hold no secrets.
@@ -42,6 +47,9 @@ type OpsOptions struct {
 }
 
 // OpsServer serves /healthz, /readyz, /metrics and (with Debug) /debug/store.
+// Every pod can reach the host IP it listens on, so what tells about other
+// pods (/debug/*, the details of /readyz) is answered only on a connection
+// from loopback to loopback: one made on the node itself.
 type OpsServer struct {
 	// handler is the ops mux.
 	handler http.Handler
@@ -88,8 +96,73 @@ func NewOpsServer(opts OpsOptions) (*OpsServer, error) {
 			},
 			shutdownTimeout: opts.ShutdownTimeout,
 			ln:              opts.Listener,
+			alsoHosts:       loopbackAlso(opts.Addr),
 		},
 	}, nil
+}
+
+// opsLoopbackHost is where the ops server also listens, for callers on the node.
+const opsLoopbackHost = "127.0.0.1"
+
+// loopbackAlso is the extra host the ops server binds beside addr's:
+// 127.0.0.1 when addr's host is an IP that is neither loopback nor
+// unspecified (both already cover loopback; --host-ip is always an IP).
+func loopbackAlso(addr string) []string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Unmap().IsLoopback() || ip.IsUnspecified() {
+		return nil
+	}
+	return []string{opsLoopbackHost}
+}
+
+// fromLoopback reports whether r came in on a connection whose both ends
+// are loopback addresses, i.e. from a process on the node (a pod's packets
+// never carry a loopback source, and the DNAT target is the host IP).
+// Anything it cannot tell is not loopback.
+func fromLoopback(r *http.Request) bool {
+	local, ok := localAddr(r)
+	if !ok {
+		return false
+	}
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	return local.Addr().Unmap().IsLoopback() && remote.Addr().Unmap().IsLoopback()
+}
+
+// localAddr is the address r's connection was accepted on.
+func localAddr(r *http.Request) (netip.AddrPort, bool) {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(local.String())
+	return ap, err == nil
+}
+
+// onNode is the command that asks r's page on the node, over loopback.
+func onNode(r *http.Request) string {
+	port := "METRICS_PORT"
+	if local, ok := localAddr(r); ok {
+		port = strconv.Itoa(int(local.Port()))
+	}
+	return "curl http://" + net.JoinHostPort(opsLoopbackHost, port) + r.URL.Path
+}
+
+// loopbackOnly answers h to loopback callers and 403 to everyone else.
+func loopbackOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !fromLoopback(r) {
+			writeText(w, http.StatusForbidden, "forbidden: "+r.URL.Path+" is answered on the node only: "+onNode(r))
+			return
+		}
+		h(w, r)
+	}
 }
 
 func newOpsHandler(opts OpsOptions) http.Handler {
@@ -103,7 +176,12 @@ func newOpsHandler(opts OpsOptions) http.Handler {
 			defer cancel()
 			if err := opts.Ready(ctx); err != nil {
 				opts.Logger.WithError(err).Warn("not ready")
-				writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+				if fromLoopback(r) {
+					writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+					return
+				}
+				// The reasons name pods, namespaces and interfaces: any pod can ask here.
+				writeText(w, http.StatusServiceUnavailable, "not ready: the reasons are in the agent's log (\"not ready\"), or ask on the node: "+onNode(r))
 				return
 			}
 		}
@@ -111,7 +189,7 @@ func newOpsHandler(opts OpsOptions) http.Handler {
 	})
 	m.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	if opts.Debug {
-		m.HandleFunc("GET /debug/store", func(w http.ResponseWriter, _ *http.Request) {
+		m.HandleFunc("GET /debug/store", loopbackOnly(func(w http.ResponseWriter, _ *http.Request) {
 			body, err := json.MarshalIndent(opts.DebugStore(), "", "  ")
 			if err != nil {
 				writeText(w, http.StatusInternalServerError, "encoding the store failed: "+err.Error())
@@ -119,7 +197,7 @@ func newOpsHandler(opts OpsOptions) http.Handler {
 			}
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(body)
-		})
+		}))
 	}
 	return m
 }

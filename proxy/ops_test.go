@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -98,5 +100,95 @@ func TestOpsDebugStore(t *testing.T) {
 	}
 	if _, err := NewOpsServer(OpsOptions{}); err == nil {
 		t.Error("an ops server without address was accepted")
+	}
+}
+
+// opsRequest is GET path as it arrives on a connection from remote to local.
+func opsRequest(t *testing.T, h http.Handler, path, local, remote string) (int, string) {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodGet, path, nil)
+	if local != "" {
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(local))))
+	}
+	r.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w.Code, w.Body.String()
+}
+
+// TestOpsPagesAboutPodsAnswerOnlyOnTheNode: the metrics port listens on the
+// host IP, which every pod reaches; /debug/store (every pod's IP and role)
+// and the reasons of /readyz (pod names, interfaces) are answered only when
+// both ends of the connection are loopback. Statuses stay the same for
+// everyone, so the kubelet's probes on the host IP work unchanged.
+func TestOpsPagesAboutPodsAnswerOnlyOnTheNode(t *testing.T) {
+	const secretish = "pod team-a/web uses interface cali123"
+	o, err := NewOpsServer(OpsOptions{
+		Addr:       "127.0.0.1:0",
+		Ready:      func(context.Context) error { return errors.New(secretish) },
+		Debug:      true,
+		DebugStore: func() any { return map[string]string{"10.0.0.5": "team-a/app " + testRoleARN} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := o.Handler()
+	cases := []struct {
+		name          string
+		local, remote string
+		onNode        bool
+	}{
+		{"loopback to loopback (curl 127.0.0.1 on the node, kubectl exec wget localhost)", "127.0.0.1:9181", "127.0.0.1:40000", true},
+		{"IPv6 loopback", "[::1]:9181", "[::1]:40000", true},
+		{"a pod to the host IP", "10.0.1.23:9181", "10.244.1.7:40000", false},
+		{"the kubelet's probe to the host IP", "10.0.1.23:9181", "10.0.1.23:40000", false},
+		{"a pod's address spoofed as loopback to the host IP", "10.0.1.23:9181", "127.0.0.1:40000", false},
+		{"a pod DNATed to loopback (route_localnet)", "127.0.0.1:9181", "10.244.1.7:40000", false},
+		{"IPv4-mapped host IP", "[::ffff:10.0.1.23]:9181", "[::ffff:127.0.0.1]:40000", false},
+		{"no local address known", "", "127.0.0.1:40000", false},
+		{"unparsable remote address", "127.0.0.1:9181", "localhost", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, body := opsRequest(t, h, "/readyz", c.local, c.remote)
+			if status != http.StatusServiceUnavailable {
+				t.Errorf("/readyz status = %d, want 503 whoever asks", status)
+			}
+			if got := strings.Contains(body, secretish); got != c.onNode {
+				t.Errorf("/readyz body %q: reasons shown = %v, want %v", body, got, c.onNode)
+			}
+			if !c.onNode && !strings.Contains(body, "curl http://127.0.0.1:") {
+				t.Errorf("/readyz off the node %q does not say how to read the reasons", body)
+			}
+			status, body = opsRequest(t, h, "/debug/store", c.local, c.remote)
+			if c.onNode {
+				if status != http.StatusOK || !strings.Contains(body, "team-a/app") {
+					t.Errorf("/debug/store on the node = %d %q, want 200 with the table", status, body)
+				}
+				return
+			}
+			if status != http.StatusForbidden || strings.Contains(body, "team-a") || !strings.Contains(body, "curl http://127.0.0.1:") {
+				t.Errorf("/debug/store off the node = %d %q, want 403 without the table, saying how to ask on the node", status, body)
+			}
+		})
+	}
+}
+
+// TestOpsAlsoListensOnLoopback: with a host IP, the ops port is bound on
+// 127.0.0.1 too, so the node can read what pods may not.
+func TestOpsAlsoListensOnLoopback(t *testing.T) {
+	for addr, want := range map[string]string{
+		"10.0.1.23:9181":    opsLoopbackHost,
+		"[fd00::23]:9181":   opsLoopbackHost,
+		"127.0.0.1:9181":    "",
+		"127.0.0.2:0":       "",
+		"[::1]:9181":        "",
+		"not an address":    "",
+		"node-a.local:9181": "",
+		"0.0.0.0:9181":      "",
+	} {
+		if got := strings.Join(loopbackAlso(addr), ","); got != want {
+			t.Errorf("loopbackAlso(%q) = %q, want %q", addr, got, want)
+		}
 	}
 }

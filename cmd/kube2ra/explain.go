@@ -621,7 +621,7 @@ func explainPod(ctx context.Context, kube kubernetes.Interface, o explainOptions
 			return cannot("%v", err)
 		}
 	}
-	explainAgentStore(ctx, r, obj, cfg, pod, metadataRole)
+	explainAgentStore(ctx, r, cfg, pod, metadataRole)
 	return r.verdict(metadataRole, doorRole)
 }
 
@@ -821,13 +821,21 @@ func explainTokenDoor(ctx context.Context, r *report, kube kubernetes.Interface,
 
 // explainAgentStore asks the node's agent what it holds for the pod's IPs
 // (/debug/store on the metrics port, with --debug), and says so when it
-// cannot be asked.
-func explainAgentStore(ctx context.Context, r *report, obj *corev1.Pod, cfg *Config, pod *k8s.Pod, roleARN string) {
-	if obj.Status.HostIP == "" {
-		r.line("agent", "not asked: the pod has no host IP yet")
+// cannot be asked. The agent answers that page only over loopback on its
+// node, so explain asks only when it runs on the pod's node (NODE_NAME, as in
+// the agent's pod, else the host name).
+func explainAgentStore(ctx context.Context, r *report, cfg *Config, pod *k8s.Pod, roleARN string) {
+	if pod.NodeName == "" {
+		r.line("agent", "not asked: the pod is not on a node yet")
 		return
 	}
-	url := "http://" + net.JoinHostPort(obj.Status.HostIP, strconv.Itoa(cfg.MetricsPort)) + "/debug/store"
+	if here := thisNode(); here != pod.NodeName {
+		r.line("agent", "not asked: the agent shows what it holds (/debug/store) only over loopback on its own node, and this is %q, not %s; run explain there: kubectl exec -n kube-system AGENT_POD_ON_%s -- kube2ra explain -n %s %s",
+			here, pod.NodeName, pod.NodeName, pod.Namespace, pod.Name)
+		r.line("credentials", "not known here: the agent could not be asked")
+		return
+	}
+	url := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.MetricsPort)) + "/debug/store"
 	entries, err := fetchAgentStore(ctx, url)
 	if err != nil {
 		r.line("agent", "%s: %v", url, err)
@@ -885,11 +893,14 @@ func fetchAgentStore(ctx context.Context, url string) ([]debugEntry, error) {
 		if ue := (*neturl.Error)(nil); errors.As(err, &ue) {
 			err = ue.Err // the URL is already on the line
 		}
-		return nil, fmt.Errorf("not reachable from here (%v): run explain in the agent's pod (kubectl exec) or where the node's address is reachable", err)
+		return nil, fmt.Errorf("not reachable (%v): is the agent running on this node, with this --metrics-port?", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
+	switch resp.StatusCode {
+	case http.StatusNotFound:
 		return nil, errors.New("not served: the agent runs without --debug, which adds /debug/store")
+	case http.StatusForbidden:
+		return nil, errors.New("refused: the agent answers /debug/store only to loopback connections on its node")
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("answered %s", resp.Status)
@@ -1121,4 +1132,14 @@ func listOrNone(names []string) string {
 		return "none"
 	}
 	return strings.Join(names, ", ")
+}
+
+// thisNode is the node explain runs on: NODE_NAME (the agent's pod has it
+// from the downward API), else the host name.
+func thisNode() string {
+	if n := os.Getenv("NODE_NAME"); n != "" {
+		return n
+	}
+	h, _ := os.Hostname()
+	return h
 }

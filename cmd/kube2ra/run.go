@@ -240,6 +240,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		LookupTimeout: cfg.PodLookupTimeout,
 		Keys:          keys,
 		Logger:        log.WithField("component", "k8s"),
+		APIServer:     restCfg.Host,
 		Registerer:    reg,
 		VerifyClient:  verifyClient,
 	})
@@ -336,7 +337,7 @@ func (a *agent) start(ctx context.Context) error {
 	servers := []interface{ Serve(context.Context) error }{a.server}
 	if !cfg.sharesMetadataPort() {
 		if err := a.ops.Listen(); err != nil {
-			return fmt.Errorf("listening on %s:%d (--host-ip, --metrics-port): %w", cfg.HostIP, cfg.MetricsPort, err)
+			return fmt.Errorf("listening on %s:%d and 127.0.0.1:%d (--host-ip, --metrics-port): %w", cfg.HostIP, cfg.MetricsPort, cfg.MetricsPort, err)
 		}
 		servers = append(servers, a.ops)
 	}

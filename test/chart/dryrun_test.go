@@ -220,32 +220,9 @@ func TestHelmInstallDryRunShowsHowToUseIt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
 	newApplier(ctx, t) // namespace and stand-in CRDs
-	helm, err := chart.EnsureHelm(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := chart.ChartDir()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, set := range valueSets(t) {
 		t.Run(set.name, func(t *testing.T) {
-			args := []string{"install", chart.ReleaseName, dir, "--namespace", chart.Namespace, "--dry-run=server", "--kubeconfig", cp.Kubeconfig}
-			if set.file != "" {
-				args = append(args, "--values", set.file)
-			}
-			cmd := exec.CommandContext(ctx, helm, args...)
-			home := t.TempDir()
-			cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+filepath.Join(home, "config"),
-				"HELM_CACHE_HOME="+filepath.Join(home, "cache"), "HELM_DATA_HOME="+filepath.Join(home, "data"))
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
-			}
-			_, notes, ok := strings.Cut(string(out), "\nNOTES:\n")
-			if !ok {
-				t.Fatalf("helm printed no NOTES:\n%s", out)
-			}
+			notes := installNotes(ctx, t, set.file)
 			for _, want := range []string{
 				"iam.amazonaws.com/role: app-reader",
 				`kubectl annotate namespace NAMESPACE 'iam.amazonaws.com/allowed-roles=["app-*"]'`,
@@ -254,6 +231,128 @@ func TestHelmInstallDryRunShowsHowToUseIt(t *testing.T) {
 			} {
 				if !strings.Contains(notes, want) {
 					t.Errorf("NOTES lack %q:\n%s", want, notes)
+				}
+			}
+		})
+	}
+}
+
+// installNotes runs helm install --dry-run=server against the control plane
+// with the values file (none when empty) and further helm arguments, and
+// returns the NOTES helm printed.
+func installNotes(ctx context.Context, t *testing.T, valuesFile string, helmArgs ...string) string {
+	t.Helper()
+	helm, err := chart.EnsureHelm(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := chart.ChartDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"install", chart.ReleaseName, dir, "--namespace", chart.Namespace, "--dry-run=server", "--kubeconfig", cp.Kubeconfig}
+	if valuesFile != "" {
+		args = append(args, "--values", valuesFile)
+	}
+	args = append(args, helmArgs...)
+	cmd := exec.CommandContext(ctx, helm, args...)
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+filepath.Join(home, "config"),
+		"HELM_CACHE_HOME="+filepath.Join(home, "cache"), "HELM_DATA_HOME="+filepath.Join(home, "data"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	_, notes, ok := strings.Cut(string(out), "\nNOTES:\n")
+	if !ok {
+		t.Fatalf("helm printed no NOTES:\n%s", out)
+	}
+	return notes
+}
+
+// renderedIssuerKind is the kind of issuer the rendered node certificate
+// comes from: the Certificate's issuerRef, or the csi-driver volume's
+// issuer-kind; "" when neither is rendered.
+func renderedIssuerKind(t *testing.T, manifest []byte) string {
+	t.Helper()
+	objects, err := chart.Objects(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := chart.Find(objects, "Certificate", chart.ReleaseName+"-node-certificate"); c != nil {
+		kind, _, _ := unstructured.NestedString(c.Object, "spec", "issuerRef", "kind")
+		return kind
+	}
+	ds := chart.Find(objects, "DaemonSet", chart.ReleaseName)
+	if ds == nil {
+		t.Fatal("no DaemonSet rendered")
+	}
+	volumes, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "volumes")
+	for _, v := range volumes {
+		if kind, ok, _ := unstructured.NestedString(v.(map[string]any), "csi", "volumeAttributes", "csi.cert-manager.io/issuer-kind"); ok {
+			return kind
+		}
+	}
+	return ""
+}
+
+// TestHelmInstallWarnsAboutClusterIssuers: the node certificate's issuer
+// defaults to a namespaced Issuer; a cluster-scoped one (ClusterIssuer,
+// AWSPCAClusterIssuer), which any namespace can ask for a certificate the
+// trust anchor accepts, makes helm install print a warning that says the
+// risk and the fix. Only the certificate source in use counts.
+func TestHelmInstallWarnsAboutClusterIssuers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	newApplier(ctx, t) // namespace and stand-in CRDs
+	const certManager, csi = "rolesAnywhere.certificate.certManager.issuerRef.", "rolesAnywhere.certificate.csiDriver.issuerRef."
+	cases := []struct {
+		name, values string
+		set          []string
+		wantKind     string
+	}{
+		{"cert-manager Certificate, default kind", "rolesanywhere-certmanager", nil, "Issuer"},
+		{"cert-manager Certificate from a ClusterIssuer", "rolesanywhere-clusterissuer", nil, "ClusterIssuer"},
+		{"cert-manager Certificate from AWS Private CA's cluster issuer", "rolesanywhere-certmanager",
+			[]string{certManager + "kind=AWSPCAClusterIssuer", certManager + "group=awspca.cert-manager.io"}, "AWSPCAClusterIssuer"},
+		{"csi-driver, Issuer", "rolesanywhere-csi", nil, "Issuer"},
+		{"csi-driver, default kind", "rolesanywhere-certmanager",
+			[]string{"rolesAnywhere.certificate.certManager.enabled=false", "rolesAnywhere.certificate.csiDriver.enabled=true", csi + "name=kube2ra-nodes"}, "Issuer"},
+		{"csi-driver from a ClusterIssuer", "rolesanywhere-csi", []string{csi + "kind=ClusterIssuer"}, "ClusterIssuer"},
+		{"existing Secret, an unused ClusterIssuer setting", "rolesanywhere-secret", []string{certManager + "kind=ClusterIssuer", csi + "kind=ClusterIssuer"}, ""},
+		{"STS", "ec2-sts", nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			file, err := chart.ValuesFile(c.values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var args []string
+			for _, s := range c.set {
+				args = append(args, "--set", s)
+			}
+			rctx, rcancel := context.WithTimeout(ctx, renderTimeout)
+			defer rcancel()
+			manifest, err := chart.Render(rctx, file, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := renderedIssuerKind(t, manifest); got != c.wantKind {
+				t.Fatalf("the node certificate's issuer kind is %q, want %q", got, c.wantKind)
+			}
+			notes := installNotes(ctx, t, file, args...)
+			warned := strings.Contains(notes, "WARNING")
+			if cluster := strings.HasSuffix(c.wantKind, "ClusterIssuer"); warned != cluster {
+				t.Fatalf("issuer kind %q: NOTES warn = %v, want %v:\n%s", c.wantKind, warned, cluster, notes)
+			}
+			if !warned {
+				return
+			}
+			for _, want := range []string{c.wantKind, "default approver", "every role in the profile", "bypassing namespace policy",
+				"an Issuer in " + chart.Namespace + " whose CA signs nothing else", "approver-policy", "agent's ServiceAccount"} {
+				if !strings.Contains(notes, want) {
+					t.Errorf("the ClusterIssuer warning lacks %q:\n%s", want, notes)
 				}
 			}
 		})

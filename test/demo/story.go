@@ -442,12 +442,12 @@ Everything keeps running. From another terminal, as root:
   The agent (in the node's network namespace %[1]s):
     log      tail -f %[2]s
     metrics  ip netns exec %[1]s curl -s %[3]s/metrics | grep ^kube2ra_
-    ready    ip netns exec %[1]s curl -s %[3]s/readyz
-    pods     ip netns exec %[1]s curl -s %[3]s/debug/store
+    ready    ip netns exec %[1]s curl -s %[5]s/readyz
+    pods     ip netns exec %[1]s curl -s %[5]s/debug/store
     rules    ip netns exec %[1]s iptables -t nat -S %[4]s
 
 Press Ctrl-C to tear everything down.
-`, node, d.logPath, e.Agent.MetricsURL, iptables.ChainKube2ra)
+`, node, d.logPath, e.Agent.MetricsURL, iptables.ChainKube2ra, e.Agent.NodeURL)
 }
 
 func (d *demo) teardown(agentLog io.Writer) {

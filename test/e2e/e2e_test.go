@@ -183,6 +183,7 @@ func TestFlavours(t *testing.T) {
 				t.Run("ExposedNodeMetadataIsReported", func(t *testing.T) { testMetadataExposure(t, env) })
 			}
 			t.Run("WrongHostInterfaceIsNotReady", func(t *testing.T) { testWrongInterface(t, env) })
+			t.Run("DebugStoreOnlyOnTheNode", func(t *testing.T) { testDebugStoreOnTheNode(t, env) })
 			t.Run("RulesKeptOnSIGTERMUnlessTheDaemonSetIsGone", func(t *testing.T) { testRulesOnExit(t, env) })
 		})
 	}
@@ -982,14 +983,19 @@ func testWrongInterface(t *testing.T, env *harness.Env) {
 	t.Cleanup(func() { restartAgent(t, env) })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		code, body, err := harness.Get(env.Agent.MetricsURL + "/readyz")
+		code, body, err := harness.Get(env.Agent.NodeURL + "/readyz")
 		if err == nil && code != 200 && strings.Contains(body, "wrongif/web") && strings.Contains(body, simnode.Bridge) && strings.Contains(body, `"wrong0"`) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz with --host-interface wrong0: %d %q %v; want not ready naming wrongif/web, %s and wrong0", code, body, err, simnode.Bridge)
+			t.Fatalf("/readyz on the node with --host-interface wrong0: %d %q %v; want not ready naming wrongif/web, %s and wrong0", code, body, err, simnode.Bridge)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// On the host IP (the kubelet's probe, and every pod) the same status
+	// without the reasons: they name pods and interfaces.
+	if code, body, err := p.PodGetAt(ctxT(t), env.Agent.MetricsURL, "/readyz", false); err != nil || code != 503 || strings.Contains(body, "wrongif") || !strings.Contains(body, "127.0.0.1") {
+		t.Fatalf("/readyz from a pod: %d %q %v; want 503 without the reasons, saying where to read them", code, body, err)
 	}
 	if env.Flavour == harness.EC2 {
 		// The simulated node's metadata address is local (INPUT), where
@@ -1000,6 +1006,28 @@ func testWrongInterface(t *testing.T, env *harness.Env) {
 	}
 	if code, body, err := p.PodGet(ctxT(t), credsPath+roleWeb, false); err == nil {
 		t.Fatalf("with the wrong interface the pod got an answer: %d %q", code, body)
+	}
+}
+
+// testDebugStoreOnTheNode: the metrics port is on the host IP, which
+// every pod reaches; /debug/store (every pod's IP and role, the agent runs
+// with --debug) answers only a process on the node asking over loopback.
+// /metrics stays on the host IP for Prometheus.
+func testDebugStoreOnTheNode(t *testing.T, env *harness.Env) {
+	mustNamespace(t, env, "debugview", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "debugview", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	getCreds(t, p, roleWeb, true)
+	if code, body, err := harness.Get(env.Agent.NodeURL + "/debug/store"); err != nil || code != 200 || !strings.Contains(body, "debugview") {
+		t.Fatalf("/debug/store on the node over loopback: %d %q %v; want 200 listing debugview/web", code, body, err)
+	}
+	if code, body, err := p.PodGetAt(ctxT(t), env.Agent.MetricsURL, "/debug/store", false); err != nil || code != 403 || strings.Contains(body, "debugview") {
+		t.Fatalf("/debug/store from a pod on the host IP: %d %q %v; want 403 without the table", code, body, err)
+	}
+	if code, body, err := harness.Get(env.Agent.MetricsURL + "/debug/store"); err != nil || code != 403 || strings.Contains(body, "debugview") {
+		t.Fatalf("/debug/store on the node but to the host IP: %d %q %v; want 403 (only loopback to loopback is the node)", code, body, err)
+	}
+	if code, body, err := p.PodGetAt(ctxT(t), env.Agent.MetricsURL, "/metrics", false); err != nil || code != 200 || !strings.Contains(body, "kube2ra_") {
+		t.Fatalf("/metrics on the host IP: %d %v; want 200", code, err)
 	}
 }
 

@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,8 +35,11 @@ type Agent struct {
 	Args []string
 	// Env is added to the process environment.
 	Env []string
-	// MetricsURL is http://HOST_IP:metrics-port.
+	// MetricsURL is http://HOST_IP:metrics-port, as pods and the kubelet reach it.
 	MetricsURL string
+	// NodeURL is http://127.0.0.1:metrics-port, as a process on the node
+	// reaches it: the only caller shown /debug/* and /readyz's reasons.
+	NodeURL string
 
 	mu sync.Mutex
 	// cmd is the running process, nil when stopped.
@@ -69,7 +74,11 @@ func (b *lockedBuffer) String() string {
 
 // NewAgent prepares an agent; Start runs it.
 func NewAgent(binary, metricsURL string, args, env []string, mirror io.Writer) *Agent {
-	return &Agent{Binary: binary, Args: args, Env: env, MetricsURL: metricsURL, log: &lockedBuffer{}, mirror: mirror}
+	a := &Agent{Binary: binary, Args: args, Env: env, MetricsURL: metricsURL, log: &lockedBuffer{}, mirror: mirror}
+	if u, err := url.Parse(metricsURL); err == nil {
+		a.NodeURL = "http://" + net.JoinHostPort("127.0.0.1", u.Port())
+	}
+	return a
 }
 
 // FindBinary returns bin/kube2ra at the repository root, or $KUBE2RA_BINARY.
