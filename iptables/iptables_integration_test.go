@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kube2ra/kube2ra/iptables"
+	"github.com/kube2ra/kube2ra/test/syncbuf"
 )
 
 const target = "10.198.0.1:8181"
@@ -154,7 +155,7 @@ func TestMonitorRestoresFlushedNatTable(t *testing.T) {
 		cmd := n.helperCmd(ctx, "rules", "K2R_IPT_REQUEST="+string(b))
 		stdin, _ := cmd.StdinPipe()
 		stdout, _ := cmd.StdoutPipe()
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		cmd.Stderr = &logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -75,7 +75,7 @@ func startTokenDoor(t *testing.T, node string) *tokenDoor {
 	accounts.Start(ctx)
 	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
 	defer syncCancel()
-	if err := accounts.WaitForSync(syncCtx); err != nil {
+	if err := accounts.WaitForSync(syncCtx, SyncLog{}); err != nil {
 		t.Fatal(err)
 	}
 	rest := c.Discovery().RESTClient()

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"time"
 
+	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 )
 
 // IRSARoleKey is IRSA's ServiceAccount annotation. kube2ra reads it too, so
@@ -70,12 +73,50 @@ func (s *ServiceAccounts) Start(ctx context.Context) { s.factory.StartWithContex
 // Shutdown waits for the informer to stop; cancel Start's context first.
 func (s *ServiceAccounts) Shutdown() { s.factory.Shutdown() }
 
-// WaitForSync blocks until the informer has synced or ctx ends.
-func (s *ServiceAccounts) WaitForSync(ctx context.Context) error {
-	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
-		return fmt.Errorf("%w: the ServiceAccount informer: %w", ErrNotSynced, ctx.Err())
+// SyncLog says how WaitForSync reports a long wait; the zero value is silent.
+type SyncLog struct {
+	// Logger receives a warning every Interval while the sync waits.
+	Logger logrus.FieldLogger
+	// Interval is DefaultSyncLogInterval when zero.
+	Interval time.Duration
+	// Clock ticks the warnings; the real clock when nil.
+	Clock clock.WithTicker
+}
+
+// WaitForSync blocks until the informer has synced or ctx ends, and says
+// every SyncLog.Interval what it waits for.
+func (s *ServiceAccounts) WaitForSync(ctx context.Context, sl SyncLog) error {
+	clk := sl.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
 	}
-	return nil
+	every := sl.Interval
+	if every == 0 {
+		every = DefaultSyncLogInterval
+	}
+	start := clk.Now()
+	t := clk.NewTicker(every)
+	defer t.Stop()
+	synced := make(chan struct{})
+	go func() {
+		defer close(synced)
+		cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced)
+	}()
+	for {
+		select {
+		case <-synced:
+			if !s.informer.HasSynced() {
+				return fmt.Errorf("%w: the ServiceAccount informer: %w", ErrNotSynced, ctx.Err())
+			}
+			return nil
+		case <-t.C():
+			if sl.Logger != nil {
+				waited := clk.Since(start).Round(time.Second)
+				sl.Logger.WithField("awaiting", "serviceaccounts").WithField("waited", waited.String()).
+					Warnf("still waiting for the API server to list ServiceAccounts (%s so far), which the token door (--pod-identity) reads roles from: check that kube2ra may list and watch serviceaccounts (the chart grants it with podIdentity.enabled)", waited)
+			}
+		}
+	}
 }
 
 // Synced reports whether the informer has synced.

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/test/fakeaws/fakeimds"
+	"github.com/kube2ra/kube2ra/test/syncbuf"
 )
 
 const (
@@ -143,25 +143,7 @@ type testEnv struct {
 	roles *fakeRoles
 	creds *fakeCreds
 	reg   *prometheus.Registry
-	logs  *syncBuffer
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *syncbuf.Buffer
 }
 
 // newTestEnv starts a fake upstream (unless opts.MetadataAddr is "none")
@@ -173,7 +155,7 @@ func newTestEnv(t testing.TB, opts Options) *testEnv {
 		roles: &fakeRoles{role: testRole()},
 		creds: &fakeCreds{creds: testCredentials()},
 		reg:   prometheus.NewRegistry(),
-		logs:  &syncBuffer{},
+		logs:  &syncbuf.Buffer{},
 	}
 	if opts.MetadataAddr == "" {
 		e.up = fakeimds.New(fakeimds.Options{})

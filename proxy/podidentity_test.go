@@ -23,6 +23,7 @@ import (
 
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/test/syncbuf"
 	"github.com/kube2ra/kube2ra/test/tokensigner"
 )
 
@@ -124,7 +125,7 @@ type doorEnv struct {
 	roles      *podRoles
 	creds      *roleCreds
 	reg        *prometheus.Registry
-	logs       *syncBuffer
+	logs       *syncbuf.Buffer
 }
 
 func (e *doorEnv) claims(p *k8s.Pod) tokensigner.Claims {
@@ -157,7 +158,7 @@ func newDoorEnv(t testing.TB, opts Options, keysErr error) *doorEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &doorEnv{key: key, creds: &roleCreds{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	e := &doorEnv{key: key, creds: &roleCreds{}, reg: prometheus.NewRegistry(), logs: &syncbuf.Buffer{}}
 	mk := func(name, sa, role string) doorPod {
 		// Both pods "have" 127.0.0.1, the address the tests call from.
 		p := &k8s.Pod{UID: types.UID("uid-" + name), Namespace: "team-a", Name: name, ServiceAccount: sa, NodeName: doorNode, IPs: []netip.Addr{loopback}}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/test/fakeaws/fakera"
+	"github.com/kube2ra/kube2ra/test/syncbuf"
 )
 
 // kubeletDir mimics how the kubelet projects a Secret: files in a
@@ -106,7 +107,7 @@ func TestRotationBySymlinkSwapUnderLoadHasNoFailedRequest(t *testing.T) {
 	now := time.Now()
 	root := newRootCA(t, now)
 	env := startFake(t, root, true, fakera.Profile{})
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := logrus.New()
 	logger.SetOutput(logs)
 	logger.SetLevel(logrus.DebugLevel)
@@ -214,7 +215,7 @@ func TestRotationByInPlaceRewriteIsNeverHalfApplied(t *testing.T) {
 	k1, k2 := testKeys.fresh(t, p256), testKeys.fresh(t, p256)
 	l1, l2 := root.leaf(t, k1, now, leafOpts{}), root.leaf(t, k2, now, leafOpts{})
 	files := KeyFiles{Certificate: writeFile(t, dir, "tls.crt", certPEM(l1)), PrivateKey: writeFile(t, dir, "tls.key", keyPEM(t, k1, sec1))}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := logrus.New()
 	logger.SetOutput(logs)
 	src := newTestSource(t, env, files, func(c *Config, d *Deps) {
@@ -265,26 +266,8 @@ func countAccepted(f *fakera.Server, serial string) int {
 	return n
 }
 
-// syncBuffer is a log sink safe to read while loggers write.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // waitLogged waits until the log holds want.
-func waitLogged(t *testing.T, logs *syncBuffer, want string) {
+func waitLogged(t *testing.T, logs *syncbuf.Buffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(logs.String(), want) {

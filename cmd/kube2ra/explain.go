@@ -792,7 +792,7 @@ func explainTokenDoor(ctx context.Context, r *report, kube kubernetes.Interface,
 	runCtx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); accounts.Shutdown() }()
 	accounts.Start(runCtx)
-	if err := accounts.WaitForSync(ctx); err != nil {
+	if err := accounts.WaitForSync(ctx, k8s.SyncLog{}); err != nil {
 		return "", fmt.Errorf("listing ServiceAccounts as the token door does (may you list serviceaccounts?): %w", err)
 	}
 	saRole, ok := accounts.ServiceAccountRole(pod.Namespace, pod.ServiceAccount)

@@ -59,7 +59,7 @@ func newPodIdentityDoor(cfg *Config, kube kubernetes.Interface, watcher *k8s.Wat
 // The informer runs until runCtx ends; the waits end with syncCtx.
 func (d *podIdentityDoor) start(runCtx, syncCtx context.Context, log logrus.FieldLogger) error {
 	d.accounts.Start(runCtx)
-	if err := d.accounts.WaitForSync(syncCtx); err != nil {
+	if err := d.accounts.WaitForSync(syncCtx, k8s.SyncLog{Logger: log}); err != nil {
 		return fmt.Errorf("the ServiceAccount informer did not sync (may kube2ra list and watch serviceaccounts?): %w", err)
 	}
 	if _, err := d.keys.Keys(syncCtx); err != nil {

@@ -7,7 +7,6 @@ package harness
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 	"time"
 
 	"github.com/kube2ra/kube2ra/test/chart"
+	"github.com/kube2ra/kube2ra/test/syncbuf"
 )
 
 // Agent is one kube2ra process.
@@ -45,7 +45,7 @@ type Agent struct {
 	// cmd is the running process, nil when stopped.
 	cmd *exec.Cmd
 	// log collects the process's output across restarts.
-	log *lockedBuffer
+	log *syncbuf.Buffer
 	// done is closed when the current process exits.
 	done chan struct{}
 	// exitErr is the current process's exit error.
@@ -54,27 +54,9 @@ type Agent struct {
 	mirror io.Writer
 }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // NewAgent prepares an agent; Start runs it.
 func NewAgent(binary, metricsURL string, args, env []string, mirror io.Writer) *Agent {
-	a := &Agent{Binary: binary, Args: args, Env: env, MetricsURL: metricsURL, log: &lockedBuffer{}, mirror: mirror}
+	a := &Agent{Binary: binary, Args: args, Env: env, MetricsURL: metricsURL, log: &syncbuf.Buffer{}, mirror: mirror}
 	if u, err := url.Parse(metricsURL); err == nil {
 		a.NodeURL = "http://" + net.JoinHostPort("127.0.0.1", u.Port())
 	}
