@@ -344,20 +344,9 @@ func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
 		s.serveListing(w, r, info, true)
 	case s.allow.allows(c.segs):
 		info.route = routePassthrough
-		resp, err := s.backend.get(r.Context(), c.raw)
-		if err != nil {
-			info.err = err
-			writeStatus(w, http.StatusBadGateway)
-			return
+		if resp, ok := s.upstreamGet(w, r, info); ok {
+			writeText(w, resp.status, string(resp.body))
 		}
-		if resp.status == http.StatusUnauthorized {
-			// kube2ra's own upstream token was refused twice; the pod's
-			// token is fine, so do not tell it otherwise.
-			info.err = errors.New("the metadata service refused kube2ra's own token")
-			writeStatus(w, http.StatusBadGateway)
-			return
-		}
-		writeText(w, resp.status, string(resp.body))
 	case s.allow.isAncestor(c.segs):
 		info.route = routeListing
 		s.serveListing(w, r, info, false)
@@ -367,21 +356,33 @@ func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// upstreamGet reads the request's path from the real metadata service; on
+// failure it answers 502 itself and ok is false.
+func (s *Server) upstreamGet(w http.ResponseWriter, r *http.Request, info *requestInfo) (resp metadataResponse, ok bool) {
+	resp, err := s.backend.get(r.Context(), info.path.raw)
+	if err != nil {
+		info.err = err
+		writeStatus(w, http.StatusBadGateway)
+		return resp, false
+	}
+	if resp.status == http.StatusUnauthorized {
+		// kube2ra's own upstream token was refused twice; the pod's token
+		// is fine, so do not tell it otherwise.
+		info.err = errors.New("the metadata service refused kube2ra's own token")
+		writeStatus(w, http.StatusBadGateway)
+		return resp, false
+	}
+	return resp, true
+}
+
 // serveListing fetches a directory listing from the backend and keeps only
 // entries that are allowed or lead to something allowed. For meta-data/ it
 // adds iam/ when the caller is a pod with a role: the node's own iam/ entry
 // is never what a pod sees.
 func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, info *requestInfo, metaData bool) {
 	c := info.path
-	resp, err := s.backend.get(r.Context(), c.raw)
-	if err != nil {
-		info.err = err
-		writeStatus(w, http.StatusBadGateway)
-		return
-	}
-	if resp.status == http.StatusUnauthorized {
-		info.err = errors.New("the metadata service refused kube2ra's own token")
-		writeStatus(w, http.StatusBadGateway)
+	resp, ok := s.upstreamGet(w, r, info)
+	if !ok {
 		return
 	}
 	if resp.status != http.StatusOK {
