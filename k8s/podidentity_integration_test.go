@@ -16,6 +16,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 
 	"github.com/kube2ra/kube2ra/test/chart"
 )
@@ -59,7 +60,16 @@ type tokenDoor struct {
 	verifier *TokenVerifier
 }
 
-func startTokenDoor(t *testing.T, node string) *tokenDoor {
+// doorOptions change how startTokenDoor wires the door; the zero value is
+// cmd/kube2ra's wiring.
+type doorOptions struct {
+	// clock is the key source's and the verifier's clock; nil is the real one.
+	clock clock.PassiveClock
+	// onRead, when set, is called with each path the key source reads.
+	onRead func(path string)
+}
+
+func startTokenDoor(t *testing.T, node string, opts doorOptions) *tokenDoor {
 	t.Helper()
 	if err := podIdentityRBAC(); err != nil {
 		t.Fatalf("binding the chart's pod-identity rules: %v", err)
@@ -80,9 +90,12 @@ func startTokenDoor(t *testing.T, node string) *tokenDoor {
 	}
 	rest := c.Discovery().RESTClient()
 	keys := NewAPIServerKeys(func(ctx context.Context, path string) ([]byte, error) {
+		if opts.onRead != nil {
+			opts.onRead(path)
+		}
 		return rest.Get().AbsPath(path).DoRaw(ctx)
-	}, nil, testLogger())
-	verifier, err := NewTokenVerifier(TokenVerifierOptions{Keys: keys})
+	}, opts.clock, testLogger())
+	verifier, err := NewTokenVerifier(TokenVerifierOptions{Keys: keys, Clock: opts.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +127,13 @@ func createServiceAccount(t *testing.T, ns, name string, ann map[string]string) 
 // for an unbound one.
 func podToken(t *testing.T, ns, sa string, pod *corev1.Pod, audience string) string {
 	t.Helper()
-	tokenSeconds := int64(600) // the TokenRequest minimum
+	return podTokenLasting(t, ns, sa, pod, audience, 10*time.Minute) // the TokenRequest minimum
+}
+
+// podTokenLasting is podToken with a chosen lifetime.
+func podTokenLasting(t *testing.T, ns, sa string, pod *corev1.Pod, audience string, lifetime time.Duration) string {
+	t.Helper()
+	tokenSeconds := int64(lifetime / time.Second)
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 		Audiences: []string{audience}, ExpirationSeconds: &tokenSeconds}}
 	if pod != nil {
@@ -149,7 +168,7 @@ func TestIntegrationTokenDoorWithRealTokens(t *testing.T) {
 	createServiceAccount(t, ns, "irsa", map[string]string{IRSARoleKey: testBase + "irsa-role"})
 	createServiceAccount(t, ns, "denied", map[string]string{DefaultRoleKey: "admin-role"})
 	createServiceAccount(t, ns, "plain", nil)
-	d := startTokenDoor(t, node)
+	d := startTokenDoor(t, node, doorOptions{})
 
 	web := runPod(t, ctx, podOf(ns, "web", node, "web", nil, false), corev1.PodRunning, "10.77.0.1")
 	irsa := runPod(t, ctx, podOf(ns, "irsa", node, "irsa", nil, false), corev1.PodRunning, "10.77.0.2")

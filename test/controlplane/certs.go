@@ -5,8 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -105,19 +107,35 @@ func (a *authority) issue(now time.Time, tmpl *x509.Certificate) (keyPair, error
 }
 
 // newServiceAccountKey returns a PEM private key for signing service account
-// tokens; kube-apiserver derives the verifying public key from the same file.
-func newServiceAccountKey() ([]byte, error) {
+// tokens (kube-apiserver derives the verifying public key from the same
+// file) and the key ID kube-apiserver gives it.
+func newServiceAccountKey() (pemKey []byte, keyID string, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("generating the service account signing key: %w", err)
+		return nil, "", fmt.Errorf("generating the service account signing key: %w", err)
 	}
 	// SEC1, not PKCS#8: kube-apiserver's --service-account-key-file parser
 	// reads public keys out of "EC PRIVATE KEY" blocks but not "PRIVATE KEY".
 	der, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("encoding the service account signing key: %w", err)
+		return nil, "", fmt.Errorf("encoding the service account signing key: %w", err)
 	}
-	return pemBlock("EC PRIVATE KEY", der), nil
+	keyID, err = serviceAccountKeyID(key.Public())
+	if err != nil {
+		return nil, "", err
+	}
+	return pemBlock("EC PRIVATE KEY", der), keyID, nil
+}
+
+// serviceAccountKeyID is the "kid" kube-apiserver puts in the tokens a key
+// signs and in its JWKS: base64url(SHA-256(PKIX DER of the public key)).
+func serviceAccountKeyID(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("encoding the service account public key: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return base64.RawURLEncoding.EncodeToString(sum[:]), nil
 }
 
 func privateKeyPEM(key crypto.Signer) ([]byte, error) {

@@ -108,10 +108,21 @@ type ControlPlane struct {
 	stopErr     error         // Stop's result, returned again on later calls
 	userSerial  atomic.Uint64 // numbers the kubeconfig files UserKubeconfig writes
 
-	restartMu       sync.Mutex    // serialises RestartAPIServer with itself and with Stop
-	apiserverBinary string        // the kube-apiserver binary, for RestartAPIServer
-	apiserverArgs   []string      // its flags (same port, same etcd), for RestartAPIServer
-	startTimeout    time.Duration // bounds waiting for /readyz after a restart
+	restartMu       sync.Mutex        // serialises restarts with each other and with Stop
+	apiserverBinary string            // the kube-apiserver binary, for restarts
+	apiserverArgs   []string          // its flags (same port, same etcd), for restarts; rotations change its key flags
+	startTimeout    time.Duration     // bounds waiting for /readyz after a restart
+	saKey           ServiceAccountKey // the signing key Start created
+	keySerial       atomic.Uint64     // numbers the key files NewServiceAccountKey writes
+}
+
+// ServiceAccountKey is a service account token key file under Dir.
+type ServiceAccountKey struct {
+	// Path is the PEM private key; kube-apiserver derives the public key from it.
+	Path string
+	// KeyID is the "kid" kube-apiserver puts in the tokens this key signs
+	// and in its JWKS (/openid/v1/jwks).
+	KeyID string
 }
 
 // Start launches etcd and kube-apiserver on free ports, waits for /readyz and
@@ -421,7 +432,7 @@ func (cp *ControlPlane) writeCredentials(host string) (credentialFiles, error) {
 	if err != nil {
 		return credentialFiles{}, err
 	}
-	saKey, err := newServiceAccountKey()
+	saKey, saKeyID, err := newServiceAccountKey()
 	if err != nil {
 		return credentialFiles{}, err
 	}
@@ -444,6 +455,7 @@ func (cp *ControlPlane) writeCredentials(host string) (credentialFiles, error) {
 	}); err != nil {
 		return credentialFiles{}, err
 	}
+	cp.saKey = ServiceAccountKey{Path: files.saKey, KeyID: saKeyID}
 	admin, err := ca.client(now, AdminUser, []string{"system:masters"})
 	if err != nil {
 		return credentialFiles{}, err
@@ -696,23 +708,109 @@ func (cp *ControlPlane) CACertPool() *x509.CertPool {
 func (cp *ControlPlane) RestartAPIServer(ctx context.Context, downtime time.Duration) error {
 	cp.restartMu.Lock()
 	defer cp.restartMu.Unlock()
+	if err := cp.restartAPIServerLocked(ctx, downtime, cp.apiserverArgs); err != nil {
+		return fmt.Errorf("RestartAPIServer: %w", err)
+	}
+	return nil
+}
+
+// ServiceAccountKey is the signing key Start created: the one kube-apiserver
+// signs and verifies tokens with until RotateServiceAccountKeys changes it.
+func (cp *ControlPlane) ServiceAccountKey() ServiceAccountKey { return cp.saKey }
+
+// NewServiceAccountKey writes a new service account key file (ECDSA P-256,
+// like Start's) under Dir for RotateServiceAccountKeys. kube-apiserver does
+// not use it until then.
+func (cp *ControlPlane) NewServiceAccountKey() (ServiceAccountKey, error) {
+	pemKey, keyID, err := newServiceAccountKey()
+	if err != nil {
+		return ServiceAccountKey{}, err
+	}
+	path := filepath.Join(cp.Dir, fmt.Sprintf("service-account-%d.key", cp.keySerial.Add(1)))
+	if err := writeFiles(map[string][]byte{path: pemKey}); err != nil {
+		return ServiceAccountKey{}, err
+	}
+	return ServiceAccountKey{Path: path, KeyID: keyID}, nil
+}
+
+// RotateServiceAccountKeys restarts kube-apiserver as an operator rotating
+// the token signer does: new tokens are signed with signing
+// (--service-account-signing-key-file), and tokens verify, and /openid/v1/jwks
+// publishes, with exactly the keys in verifying (--service-account-key-file,
+// once per key). The usual rotation is two restarts: (new, old+new), then,
+// once tokens signed by the old key have expired, (new, new). Otherwise as
+// RestartAPIServer: same URL, etcd and data; later RestartAPIServer calls
+// keep these keys. kube-controller-manager (Options.Controllers) keeps Start's
+// key, which it only uses for legacy Secret-based tokens.
+func (cp *ControlPlane) RotateServiceAccountKeys(ctx context.Context, downtime time.Duration, signing ServiceAccountKey, verifying ...ServiceAccountKey) error {
+	if err := checkKeyFile(signing, "signing"); err != nil {
+		return err
+	}
+	signingVerifies := false
+	for _, k := range verifying {
+		if err := checkKeyFile(k, "verifying"); err != nil {
+			return err
+		}
+		signingVerifies = signingVerifies || k.Path == signing.Path
+	}
+	if !signingVerifies {
+		return fmt.Errorf("RotateServiceAccountKeys: the signing key %s is not among the verifying keys, so the tokens it signs would not verify; "+
+			"list it in verifying too (a rotation publishes the old and the new key first)", signing.Path)
+	}
+	cp.restartMu.Lock()
+	defer cp.restartMu.Unlock()
+	args := make([]string, 0, len(cp.apiserverArgs)+len(verifying))
+	for _, a := range cp.apiserverArgs {
+		if !strings.HasPrefix(a, "--service-account-key-file=") && !strings.HasPrefix(a, "--service-account-signing-key-file=") {
+			args = append(args, a)
+		}
+	}
+	args = append(args, "--service-account-signing-key-file="+signing.Path)
+	for _, k := range verifying {
+		args = append(args, "--service-account-key-file="+k.Path)
+	}
+	if err := cp.restartAPIServerLocked(ctx, downtime, args); err != nil {
+		return fmt.Errorf("RotateServiceAccountKeys: %w", err)
+	}
+	return nil
+}
+
+// checkKeyFile says what is wrong with a key given to RotateServiceAccountKeys.
+func checkKeyFile(k ServiceAccountKey, role string) error {
+	if k.Path == "" {
+		return fmt.Errorf("RotateServiceAccountKeys: a %s key has no Path; make keys with NewServiceAccountKey or take Start's from ServiceAccountKey", role)
+	}
+	if _, err := os.Stat(k.Path); err != nil {
+		return fmt.Errorf("RotateServiceAccountKeys: the %s key file %s cannot be read (was the control plane stopped?): %w", role, k.Path, err)
+	}
+	return nil
+}
+
+// restartAPIServerLocked stops kube-apiserver, waits downtime and starts it
+// with args; on success args become the flags of later restarts. The caller
+// holds restartMu.
+func (cp *ControlPlane) restartAPIServerLocked(ctx context.Context, downtime time.Duration, args []string) error {
 	if cp.apiserver == nil || cp.apiserverBinary == "" {
-		return errors.New("RestartAPIServer: the control plane was not started by Start")
+		return errors.New("the control plane was not started by Start")
 	}
 	if err := cp.apiserver.stop(); err != nil {
-		return fmt.Errorf("RestartAPIServer: stopping kube-apiserver: %w", err)
+		return fmt.Errorf("stopping kube-apiserver: %w", err)
 	}
 	select {
 	case <-ctx.Done():
-		return fmt.Errorf("RestartAPIServer: canceled while kube-apiserver was down (it stays down): %w", ctx.Err())
+		return fmt.Errorf("canceled while kube-apiserver was down (it stays down): %w", ctx.Err())
 	case <-time.After(downtime):
 	}
-	p, err := startProcess("kube-apiserver", cp.apiserverBinary, cp.apiserverArgs, cp.Dir, cp.apiserver.logPath)
+	p, err := startProcess("kube-apiserver", cp.apiserverBinary, args, cp.Dir, cp.apiserver.logPath)
 	if err != nil {
-		return fmt.Errorf("RestartAPIServer: %w", err)
+		return err
 	}
 	cp.apiserver = p
 	ctx, cancel := context.WithTimeout(ctx, cp.startTimeout)
 	defer cancel()
-	return cp.waitReady(ctx, false, cp.startTimeout)
+	if err := cp.waitReady(ctx, false, cp.startTimeout); err != nil {
+		return err
+	}
+	cp.apiserverArgs = args
+	return nil
 }

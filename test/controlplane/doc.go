@@ -15,6 +15,9 @@
 //     tests that need a ServiceAccount create the object themselves, and
 //     TokenRequest works (a signing key is configured). Nothing garbage-
 //     collects or deletes namespaces' contents.
+//   - Faults on the same etcd: RestartAPIServer (down and up again), and
+//     RotateServiceAccountKeys with keys from NewServiceAccountKey (a
+//     token signer rotation, each key's kid known to the test).
 //
 // Processes run in their own process groups with Pdeathsig SIGKILL, so a test
 // binary that dies takes them along; Start also removes directories and

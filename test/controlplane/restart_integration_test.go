@@ -20,15 +20,7 @@ import (
 func TestRestartAPIServerKeepsURLAndData(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
-	kube, err := kubernetes.NewForConfig(cp.AdminConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp, kube := startOwn(t, ctx)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "before-restart"}}
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -58,4 +50,21 @@ func TestRestartAPIServerKeepsURLAndData(t *testing.T) {
 	if _, err := kube.CoreV1().Namespaces().Get(ctx, "before-restart", metav1.GetOptions{}); err != nil {
 		t.Fatalf("the namespace written before the restart is not readable after it: %v", err)
 	}
+}
+
+// startOwn starts a control plane for a test that restarts kube-apiserver
+// (the package's shared one must stay as the other tests expect it) and
+// returns it with an admin client; it is stopped when the test ends.
+func startOwn(t *testing.T, ctx context.Context) (*controlplane.ControlPlane, kubernetes.Interface) {
+	t.Helper()
+	cp, err := controlplane.Start(ctx, controlplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Stop() })
+	kube, err := kubernetes.NewForConfig(cp.AdminConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp, kube
 }
