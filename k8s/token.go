@@ -33,9 +33,9 @@ const (
 	// minute Kubernetes' own token validator allows.
 	DefaultTokenClockSkew = time.Minute
 	// DefaultVerifiedTokenTTL bounds how long a verified token is answered
-	// from the cache without checking its signature again, so a signing key
-	// the API server withdraws stops working within this time even for
-	// tokens already seen.
+	// from the cache without checking its signature again. A signing key the
+	// API server withdraws ends its cached tokens sooner: at the key
+	// source's next read (DefaultKeysMaxAge), when its kid is gone.
 	DefaultVerifiedTokenTTL = 5 * time.Minute
 	// DefaultVerifiedTokens bounds the verified-token cache: one entry per
 	// live token, and a node runs at most a few hundred pods, each with one
@@ -130,6 +130,8 @@ type TokenClaims struct {
 	Node string
 	// Expiry is the token's exp.
 	Expiry time.Time
+	// KeyID is the kid of the signing key that verified the token.
+	KeyID string
 }
 
 // SigningKeys is the cluster's current token signing keys and issuer.
@@ -228,7 +230,7 @@ func (v *TokenVerifier) Verify(ctx context.Context, raw string) (TokenClaims, er
 	v.mu.Lock()
 	e, ok := v.verified[sum]
 	v.mu.Unlock()
-	if ok && now.Before(e.until) {
+	if ok && now.Before(e.until) && v.keyStillCurrent(ctx, e.claims.KeyID) {
 		return e.claims, nil
 	}
 	claims, err := v.verify(ctx, raw, now)
@@ -241,6 +243,20 @@ func (v *TokenVerifier) Verify(ctx context.Context, raw string) (TokenClaims, er
 	}
 	v.remember(sum, verifiedToken{claims: claims, until: until}, now)
 	return claims, nil
+}
+
+// keyStillCurrent says whether the key that verified a remembered token is
+// still one of the API server's (as the key source last read them, at most
+// its max age ago): a withdrawn key ends every token it signed at the next
+// read of the keys, not up to VerifiedTTL later. When the keys cannot be
+// read the token is verified again, which fails the same way.
+func (v *TokenVerifier) keyStillCurrent(ctx context.Context, kid string) bool {
+	keys, err := v.opts.Keys.Keys(ctx)
+	if err != nil {
+		return false
+	}
+	_, ok := keys.Keys[kid]
+	return ok
 }
 
 // remember stores a verification, keeping the cache within MaxVerified:
@@ -391,6 +407,7 @@ func (v *TokenVerifier) verify(ctx context.Context, raw string, now time.Time) (
 		Pod:            BoundPodRef{Namespace: p.K8s.Namespace, Name: p.K8s.Pod.Name, UID: types.UID(p.K8s.Pod.UID)},
 		ServiceAccount: p.K8s.ServiceAccount.Name,
 		Expiry:         exp,
+		KeyID:          hdr.Kid,
 	}
 	if p.K8s.Node != nil {
 		c.Node = p.K8s.Node.Name

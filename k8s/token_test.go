@@ -264,17 +264,48 @@ func TestVerifiedTokenCache(t *testing.T) {
 		if _, err := v.Verify(ctx, tok); err != nil {
 			t.Fatal(err)
 		}
+		// The same key ID now holds another key: a second signature check
+		// would fail, so a success is the cache's.
+		keys.set(t, newRSAKey(t, "k"))
+		_, _ = keys.Refresh(ctx) // the key source reads them again
+		if _, err := v.Verify(ctx, tok); err != nil {
+			t.Fatalf("cached token: %v (its signature was checked again)", err)
+		}
+		// The cache entry ends at exp, not at exp + skew, so the next
+		// check is a full one (which the other key fails).
+		clk.Step(2 * time.Minute)
+		if _, err := v.Verify(ctx, tok); err == nil {
+			t.Fatal("after exp: accepted, want a full check")
+		}
+	})
+
+	t.Run("a withdrawn key ends the tokens it verified at once", func(t *testing.T) {
+		keys := newFakeKeys(t, key)
+		v := newTestVerifier(t, keys, clocktesting.NewFakeClock(tokenNow))
+		tok := sign(t, key, goodClaims())
+		if _, err := v.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		keys.set(t, newRSAKey(t, "other"))
+		_, _ = keys.Refresh(ctx) // the key source reads them again (its max age)
+		var te *TokenError
+		if _, err := v.Verify(ctx, tok); !errors.As(err, &te) || te.Reason != TokenBadSignature {
+			t.Fatalf("cached token of a withdrawn key: %v, want %s", err, TokenBadSignature)
+		}
+	})
+
+	t.Run("keys that cannot be read are not bypassed by the cache", func(t *testing.T) {
+		keys := newFakeKeys(t, key)
+		v := newTestVerifier(t, keys, clocktesting.NewFakeClock(tokenNow))
+		tok := sign(t, key, goodClaims())
+		if _, err := v.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
 		keys.mu.Lock()
 		keys.err = errors.New("keys gone")
 		keys.mu.Unlock()
-		if _, err := v.Verify(ctx, tok); err != nil {
-			t.Fatalf("cached token: %v (the key source was asked again)", err)
-		}
-		// The cache entry ends at exp, not at exp + skew, so the next
-		// check is a full one (which the broken key source fails).
-		clk.Step(2 * time.Minute)
 		if _, err := v.Verify(ctx, tok); !errors.Is(err, ErrTokenKeys) {
-			t.Fatalf("after exp: %v, want a full check (ErrTokenKeys)", err)
+			t.Fatalf("cached token without keys: %v, want ErrTokenKeys", err)
 		}
 	})
 
