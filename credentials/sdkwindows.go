@@ -15,7 +15,9 @@ const (
 	// it read them, whatever their real expiry.
 	BotocoreExtensionMaxUse = 10 * time.Minute
 	// JSv3RefreshWindow: the JavaScript SDK v3 re-reads credentials that
-	// expire within 5 minutes, before every call if they always do.
+	// expire within 5 minutes, before every call if they always do
+	// (credential-provider-node's credentialsTreatedAsExpired and
+	// @smithy/core's EXPIRATION_MS, both 300000 ms in 3.1175.0).
 	JSv3RefreshWindow = 5 * time.Minute
 	// GoV2ExpiryWindow: aws-sdk-go-v2's ec2rolecreds is cached without an
 	// expiry window and uses credentials until their Expiration.

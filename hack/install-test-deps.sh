@@ -11,9 +11,13 @@
 #     kube-controller-manager, kube-scheduler, kube-proxy from build-kube.sh
 #     (and it says whether python3's boto3 is 1.34 or later, which the
 #     token-door scenario copies into its client image);
-#   - helm and staticcheck, built with `go install` into $KUBE2RA_CACHE/bin.
-# Arguments pick parts (all, packages, kube-apiserver, kube-node, tools;
-# default all).
+#   - helm and staticcheck, built with `go install` into $KUBE2RA_CACHE/bin;
+#   - js-sdk: the AWS SDK for JavaScript v3 (test/e2e runs it in pods),
+#     installed with `npm ci` from hack/js-sdk/package-lock.json into
+#     $KUBE2RA_CACHE/npm/aws-sdk-js-v3-<version>; nodejs and npm from
+#     Debian when node is missing (the SDK needs node 20 or later).
+# Arguments pick parts (all, packages, kube-apiserver, kube-node, tools,
+# js-sdk; default all).
 # Safe to run again: a second run only checks. Prints how long each step took.
 # Runs non-interactively (CI=true or not). Needs root (or password-less sudo)
 # only when a Debian package is missing.
@@ -28,6 +32,9 @@ APT_PACKAGES=(etcd-server iptables nftables iproute2 awscli curl jq conntrack py
 # The real-node tier (make e2e-cluster): a container runtime, the CNI
 # plugins, and what builds images without a registry.
 NODE_PACKAGES=(containerd runc containernetworking-plugins buildah mmdebstrap util-linux)
+# The JavaScript SDK's runtime. A NodeSource nodejs already bundles npm, so
+# these are installed only when node is missing.
+JS_PACKAGES=(nodejs npm)
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_DIR="${KUBE2RA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube2ra}"
@@ -154,13 +161,54 @@ go_tool() {
     { log "go install $pkg@$version failed"; return 1; }
 }
 
+# js_sdk installs hack/js-sdk's locked packages into JS_SDK_DIR (named for
+# the pinned @aws-sdk/credential-providers version, which test/harness
+# reads from the same package.json) unless the same lockfile is already
+# installed there. npm ci verifies every package's integrity hash.
+js_sdk() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_packages "${JS_PACKAGES[@]}" || return 1
+  fi
+  local src="$HACK_DIR/js-sdk"
+  local need have version
+  need=$(node -p 'require(process.argv[1]).packages["node_modules/@aws-sdk/credential-providers"].engines.node' "$src/package-lock.json") ||
+    { log "cannot read the node version $src/package-lock.json needs"; return 1; }
+  have=$(node --version)
+  if ! node -e 'const [m] = process.versions.node.split("."); const need = process.argv[1].match(/\d+/)[0]; process.exit(Number(m) >= Number(need) ? 0 : 1)' "$need"; then
+    log "node $have is older than the $need the pinned AWS SDK for JavaScript needs (Debian 12 ships 18):"
+    log "install nodejs 20 or later (Debian 13, or NodeSource's nodejs package) and run this again"
+    return 1
+  fi
+  version=$(node -p 'require(process.argv[1]).dependencies["@aws-sdk/credential-providers"]' "$src/package.json") ||
+    { log "cannot read the pinned version from $src/package.json"; return 1; }
+  local dir="$CACHE_DIR/npm/aws-sdk-js-v3-$version"
+  if [ -d "$dir/node_modules" ] && cmp -s "$src/package-lock.json" "$dir/installed-package-lock.json"; then
+    log "AWS SDK for JavaScript v3 $version present: $dir (node $have)"
+    return 0
+  fi
+  log "installing the AWS SDK for JavaScript v3 $version with npm ci into $dir (node $have)"
+  mkdir -p "$CACHE_DIR/npm"
+  local tmp; tmp=$(mktemp -d "$CACHE_DIR/npm/.install.XXXXXX")
+  cp "$src/package.json" "$src/package-lock.json" "$tmp/"
+  # --ignore-scripts: nothing from the registry runs at install time.
+  if ! (cd "$tmp" && npm_config_cache="$CACHE_DIR/npm/_cache" npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2); then
+    rm -rf "$tmp"
+    log "npm ci in $src's lockfile failed (is https://registry.npmjs.org reachable?)"
+    return 1
+  fi
+  cp "$src/package-lock.json" "$tmp/installed-package-lock.json"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+}
+
 usage() {
-  echo "usage: $0 [all|packages|kube-apiserver|tools]..." >&2
+  echo "usage: $0 [all|packages|kube-apiserver|kube-node|tools|js-sdk]..." >&2
   echo "  all (default)   everything below" >&2
   echo "  packages        Debian packages, and a check that both iptables backends work" >&2
   echo "  kube-apiserver  build and cache kube-apiserver $KUBE_VERSION" >&2
   echo "  kube-node       ${NODE_PACKAGES[*]}, and kubelet, kube-controller-manager, kube-scheduler, kube-proxy $KUBE_VERSION" >&2
   echo "  tools           helm $HELM_VERSION and staticcheck $STATICCHECK_VERSION in $BIN_DIR" >&2
+  echo "  js-sdk          the AWS SDK for JavaScript v3 from hack/js-sdk/package-lock.json in $CACHE_DIR/npm (and ${JS_PACKAGES[*]} if node is missing)" >&2
 }
 
 main() {
@@ -170,7 +218,7 @@ main() {
   local part
   for part in "${parts[@]}"; do
     case "$part" in
-      all|packages|kube-apiserver|kube-node|tools) ;;
+      all|packages|kube-apiserver|kube-node|tools|js-sdk) ;;
       -h|--help) usage; exit 0 ;;
       *) usage; fail "unknown part '$part'" ;;
     esac
@@ -191,6 +239,9 @@ main() {
   if want tools; then
     step "helm $HELM_VERSION" go_tool helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3 "$HELM_VERSION"
     step "staticcheck $STATICCHECK_VERSION" go_tool staticcheck honnef.co/go/tools/cmd/staticcheck honnef.co/go/tools "$STATICCHECK_VERSION"
+  fi
+  if want js-sdk; then
+    step "AWS SDK for JavaScript v3" js_sdk
   fi
   printf 'install-test-deps: %-28s %6ss\n' "total" "$(elapsed "$start")" >&2
   log "tools are in $BIN_DIR (add it to PATH) and $CACHE_DIR"

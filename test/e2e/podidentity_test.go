@@ -26,24 +26,7 @@ func TestPodIdentity(t *testing.T) {
 			ctx := ctxT(t)
 			env := startEnvWith(t, harness.Options{Flavour: flavour, Roles: allRoles, PodIdentity: true})
 			const ns = "pi-e2e"
-			mustNamespace(t, env, ns, `["`+roleWeb+`", "`+roleWorker+`"]`)
-			nsObj, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			nsObj.Labels = map[string]string{"kube2ra.io/pod-identity": "enabled"}
-			if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			for sa, ann := range map[string]map[string]string{
-				"web-sa":    roleAnnotation(roleWeb),
-				"worker-sa": {"eks.amazonaws.com/role-arn": harness.RoleARN(roleWorker)},
-				"other-sa":  nil,
-			} {
-				if err := env.CreateServiceAccount(ctx, ns, sa, ann); err != nil {
-					t.Fatal(err)
-				}
-			}
+			mustPodIdentityNamespace(t, env, ns)
 
 			web := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "web", ServiceAccount: "web-sa"})
 			worker := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "worker", ServiceAccount: "worker-sa"})
@@ -121,6 +104,33 @@ func TestPodIdentity(t *testing.T) {
 				t.Error("the agent's log contains a token")
 			}
 		})
+	}
+}
+
+// mustPodIdentityNamespace creates namespace ns allowing web and worker,
+// labelled for the chart's admission policy, with the ServiceAccounts
+// web-sa (iam.amazonaws.com/role: web), worker-sa (IRSA's annotation:
+// worker) and other-sa (no role).
+func mustPodIdentityNamespace(t *testing.T, env *harness.Env, ns string) {
+	t.Helper()
+	ctx := ctxT(t)
+	mustNamespace(t, env, ns, `["`+roleWeb+`", "`+roleWorker+`"]`)
+	nsObj, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsObj.Labels = map[string]string{"kube2ra.io/pod-identity": "enabled"}
+	if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for sa, ann := range map[string]map[string]string{
+		"web-sa":    roleAnnotation(roleWeb),
+		"worker-sa": {"eks.amazonaws.com/role-arn": harness.RoleARN(roleWorker)},
+		"other-sa":  nil,
+	} {
+		if err := env.CreateServiceAccount(ctx, ns, sa, ann); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
