@@ -140,6 +140,8 @@ type SigningKeys struct {
 	Issuer string
 	// Keys are the public keys by kid.
 	Keys map[string]crypto.PublicKey
+	// Fetched is when the keys were read (zero when unknown).
+	Fetched time.Time
 }
 
 // KeySource returns the cluster's signing keys. Refresh asks again (a kid
@@ -243,6 +245,28 @@ func (v *TokenVerifier) Verify(ctx context.Context, raw string) (TokenClaims, er
 	}
 	v.remember(sum, verifiedToken{claims: claims, until: until}, now)
 	return claims, nil
+}
+
+// mayPredate says whether keys may predate the token's key: they were read
+// before the token was issued (iat, with the clock skew), so a key published
+// in between is missing from them. iat is read before the signature is
+// checked, which is safe: it only chooses between two refusals (retry
+// later, or bad signature).
+func (v *TokenVerifier) mayPredate(keys *SigningKeys, payload string) bool {
+	if keys.Fetched.IsZero() {
+		return false
+	}
+	var p struct {
+		IssuedAt json.Number `json:"iat"`
+	}
+	if err := decodeSegment(payload, &p); err != nil {
+		return false
+	}
+	issued, err := unixClaim(p.IssuedAt, "iat", false)
+	if err != nil || issued.IsZero() {
+		return false
+	}
+	return keys.Fetched.Before(issued.Add(v.opts.ClockSkew))
 }
 
 // keyStillCurrent says whether the key that verified a remembered token is
@@ -356,6 +380,14 @@ func (v *TokenVerifier) verify(ctx context.Context, raw string, now time.Time) (
 			return TokenClaims{}, fmt.Errorf("%w: %w", ErrTokenKeys, err)
 		}
 		if key, ok = keys.Keys[hdr.Kid]; !ok {
+			if keys.Fetched.Before(now) && v.mayPredate(keys, parts[1]) {
+				// Not read during this call (the source bounds how often),
+				// and read before the token was issued: a key the API server
+				// published since is not known yet. Unsure, so no
+				// credentials, but a status SDKs retry.
+				return TokenClaims{}, fmt.Errorf("%w: the token's key ID %q is not among the keys read at %s, which are read again at most every %s; retry",
+					ErrTokenKeys, hdr.Kid, keys.Fetched.UTC().Format(time.RFC3339), DefaultKeysMinInterval)
+			}
 			return TokenClaims{}, reject(TokenBadSignature, "no current signing key of the API server has the token's key ID %q", hdr.Kid)
 		}
 	}

@@ -392,3 +392,52 @@ func BenchmarkVerifyToken(b *testing.B) {
 		}
 	})
 }
+
+// TestNewSignerKeyWithinTheReadIntervalIsRetried: a token of a key the API
+// server published after the agent's last read, arriving before the keys
+// may be read again, gets an error the door answers 503 (SDKs retry), not a
+// 401 (SDKs give up); once the interval has passed it is accepted. A kid
+// still unknown after a real read is a bad signature.
+func TestNewSignerKeyWithinTheReadIntervalIsRetried(t *testing.T) {
+	ctx := context.Background()
+	keyA, keyB := newRSAKey(t, "a"), newRSAKey(t, "b")
+	jwksA, err := tokensigner.JWKS(keyA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwksAB, err := tokensigner.JWKS(keyA, keyB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &fakeAPIServer{issuer: testIssuer, jwks: jwksA}
+	clk := clocktesting.NewFakeClock(tokenNow)
+	v := newTestVerifier(t, NewAPIServerKeys(api.get, clk, testLogger()), clk)
+	if _, err := v.Verify(ctx, sign(t, keyA, goodClaims())); err != nil {
+		t.Fatal(err)
+	}
+
+	api.jwks = jwksAB // B published, the agent read the keys 3 s ago
+	clk.Step(3 * time.Second)
+	issuedNow := goodClaims()
+	issuedNow.IssuedAt = clk.Now()
+	tokB := sign(t, keyB, issuedNow)
+	var te *TokenError
+	if _, err := v.Verify(ctx, tokB); !errors.Is(err, ErrTokenKeys) || errors.As(err, &te) {
+		t.Fatalf("B token within the read interval: %v, want ErrTokenKeys (503, retried), not a refusal", err)
+	}
+	clk.Step(DefaultKeysMinInterval)
+	if _, err := v.Verify(ctx, tokB); err != nil {
+		t.Fatalf("B token after the interval: %v", err)
+	}
+
+	// A kid still unknown to keys read after the token was issued is not
+	// published: a bad signature, whether the keys were read just now or
+	// cannot be read again yet.
+	clk.Step(DefaultKeysMinInterval)
+	stranger := sign(t, newRSAKey(t, "made-up"), goodClaims())
+	for _, when := range []string{"after a fresh read", "within the read interval"} {
+		if _, err := v.Verify(ctx, stranger); !errors.As(err, &te) || te.Reason != TokenBadSignature {
+			t.Fatalf("unknown kid of a token older than the keys, %s: %v, want %s", when, err, TokenBadSignature)
+		}
+	}
+}

@@ -151,7 +151,7 @@ func (k *APIServerKeys) read(ctx context.Context) (*SigningKeys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the API server's %s: %w", jwksPath, err)
 	}
-	return &SigningKeys{Issuer: disc.Issuer, Keys: keys}, nil
+	return &SigningKeys{Issuer: disc.Issuer, Keys: keys, Fetched: k.clock.Now()}, nil
 }
 
 // jwk is one JSON Web Key as the API server publishes it.
