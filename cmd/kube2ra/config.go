@@ -606,3 +606,22 @@ func printEffective(w io.Writer, c *Config) {
 	fmt.Fprintf(w, "resolved: credential source %s, metadata service %s, base role ARN %q, log level %s, session naming %s\n",
 		c.resolvedSource(), metadata, c.parsed.baseRoleARN.String(), c.parsed.logLevel, c.parsed.sessionNaming)
 }
+
+// annotationKeys are the pod and namespace annotations the flags name.
+func (c *Config) annotationKeys() k8s.AnnotationKeys {
+	return k8s.AnnotationKeys{Role: c.IAMRoleKey, ExternalID: c.IAMExternalIDKey, Namespace: c.NamespaceKey}
+}
+
+// resolverOptions are the role rules the flags set, for the agent and for
+// explain alike; the caller adds its Events and Logger.
+func (c *Config) resolverOptions(base func() string) k8s.ResolverOptions {
+	return k8s.ResolverOptions{
+		Keys:                  c.annotationKeys(),
+		DefaultRole:           c.DefaultRole,
+		BaseRoleARN:           base,
+		NamespaceRestrictions: c.NamespaceRestrictions,
+		Format:                c.parsed.policyFormat,
+		// External IDs are an AssumeRole parameter.
+		ExternalIDAllowed: c.resolvedSource() == sourceSTS,
+	}
+}

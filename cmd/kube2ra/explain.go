@@ -487,11 +487,6 @@ func validateForExplain(cfg *Config) (unchecked []string, err error) {
 	return unchecked, err
 }
 
-// annotationKeys are the annotations the agent reads, from its flags.
-func (c *Config) annotationKeys() k8s.AnnotationKeys {
-	return k8s.AnnotationKeys{Role: c.IAMRoleKey, ExternalID: c.IAMExternalIDKey, Namespace: c.NamespaceKey}
-}
-
 // explainBase is the base role ARN the agent would use, and where it comes
 // from; zero when explain cannot know it (STS discovers it on the node).
 func explainBase(cfg *Config) (arn.Base, string) {
@@ -541,15 +536,9 @@ func watchNode(ctx context.Context, kube kubernetes.Interface, cfg *Config, node
 		stop()
 		return nil, fmt.Errorf("listing node %s's pods and all namespaces, as the agent does (may you list pods and namespaces?): %w", node, err)
 	}
-	resolver, err := k8s.NewRoleResolver(w, k8s.ResolverOptions{
-		Keys:                  cfg.annotationKeys(),
-		DefaultRole:           cfg.DefaultRole,
-		BaseRoleARN:           k8s.StaticBaseARN(base.String()),
-		NamespaceRestrictions: cfg.NamespaceRestrictions,
-		Format:                cfg.parsed.policyFormat,
-		ExternalIDAllowed:     cfg.resolvedSource() == sourceSTS,
-		Logger:                log,
-	})
+	opts := cfg.resolverOptions(k8s.StaticBaseARN(base.String()))
+	opts.Logger = log
+	resolver, err := k8s.NewRoleResolver(w, opts)
 	if err != nil {
 		stop()
 		return nil, err

@@ -57,6 +57,7 @@ type kube2iamFlag struct {
 // cmd/main.go), in its order: the one list the parser binds, the README's
 // migration table is checked against, and the start-up warnings come from.
 func kube2iamFlags() []kube2iamFlag {
+	backoffHow := "kube2ra waits for an unknown pod IP by watching, not polling, for up to --pod-lookup-timeout; set that instead"
 	kubeconfigHow := "kube2ra reaches the API server with its pod's in-cluster configuration (ServiceAccount token, cluster CA) or with --kubeconfig; to keep another server or token, write them into a kubeconfig (clusters[].cluster.server, users[].user.token or tokenFile) and pass --kubeconfig"
 	return []kube2iamFlag{
 		{name: "kubeconfig", handling: kube2iamSame},
@@ -90,9 +91,9 @@ func kube2iamFlags() []kube2iamFlag {
 		{name: "host-ip", handling: kube2iamSame},
 		{name: "node", handling: kube2iamSame},
 		{name: "backoff-max-interval", handling: kube2iamIgnored, kind: kube2iamDuration,
-			note: "kube2ra waits for an unknown pod IP by watching, not polling, for up to --pod-lookup-timeout; set that instead"},
+			note: backoffHow},
 		{name: "backoff-max-elapsed-time", handling: kube2iamIgnored, kind: kube2iamDuration,
-			note: "kube2ra waits for an unknown pod IP by watching, not polling, for up to --pod-lookup-timeout; set that instead"},
+			note: backoffHow},
 		{name: "log-format", handling: kube2iamSame},
 		{name: "log-level", handling: kube2iamSame},
 		{name: "use-regional-sts-endpoint", handling: kube2iamIgnored, kind: kube2iamBool,

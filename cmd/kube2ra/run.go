@@ -234,7 +234,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		return nil, err
 	}
 
-	keys := k8s.AnnotationKeys{Role: cfg.IAMRoleKey, ExternalID: cfg.IAMExternalIDKey, Namespace: cfg.NamespaceKey}
+	keys := cfg.annotationKeys()
 	a.watcher, err = k8s.NewWatcher(a.kube, k8s.WatcherOptions{
 		NodeName:      cfg.Node,
 		LookupTimeout: cfg.PodLookupTimeout,
@@ -260,16 +260,9 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 			events.Shutdown()
 		}
 	}()
-	resolver, err := k8s.NewRoleResolver(a.watcher, k8s.ResolverOptions{
-		Keys:                  keys,
-		DefaultRole:           cfg.DefaultRole,
-		BaseRoleARN:           func() string { return *a.baseARN.Load() },
-		NamespaceRestrictions: cfg.NamespaceRestrictions,
-		Format:                cfg.parsed.policyFormat,
-		ExternalIDAllowed:     a.source.name == sourceSTS,
-		Events:                events,
-		Logger:                log.WithField("component", "roles"),
-	})
+	opts := cfg.resolverOptions(func() string { return *a.baseARN.Load() })
+	opts.Events, opts.Logger = events, log.WithField("component", "roles")
+	resolver, err := k8s.NewRoleResolver(a.watcher, opts)
 	if err != nil {
 		return nil, err
 	}
