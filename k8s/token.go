@@ -146,10 +146,13 @@ type SigningKeys struct {
 
 // KeySource returns the cluster's signing keys. Refresh asks again (a kid
 // it did not know, or a periodic re-read); it may return the current keys
-// when it was asked very recently.
+// when it was asked very recently. Fresh returns the keys last read without
+// reading or waiting for a read, and false when there are none or they are
+// due to be read again.
 type KeySource interface {
 	Keys(ctx context.Context) (*SigningKeys, error)
 	Refresh(ctx context.Context) (*SigningKeys, error)
+	Fresh() (*SigningKeys, bool)
 }
 
 // TokenVerifierOptions configure a TokenVerifier.
@@ -232,7 +235,7 @@ func (v *TokenVerifier) Verify(ctx context.Context, raw string) (TokenClaims, er
 	v.mu.Lock()
 	e, ok := v.verified[sum]
 	v.mu.Unlock()
-	if ok && now.Before(e.until) && v.keyStillCurrent(ctx, e.claims.KeyID) {
+	if ok && now.Before(e.until) && v.keyStillCurrent(e.claims.KeyID) {
 		return e.claims, nil
 	}
 	claims, err := v.verify(ctx, raw, now)
@@ -270,13 +273,14 @@ func (v *TokenVerifier) mayPredate(keys *SigningKeys, payload string) bool {
 }
 
 // keyStillCurrent says whether the key that verified a remembered token is
-// still one of the API server's (as the key source last read them, at most
-// its max age ago): a withdrawn key ends every token it signed at the next
-// read of the keys, not up to VerifiedTTL later. When the keys cannot be
-// read the token is verified again, which fails the same way.
-func (v *TokenVerifier) keyStillCurrent(ctx context.Context, kid string) bool {
-	keys, err := v.opts.Keys.Keys(ctx)
-	if err != nil {
+// still one of the API server's, as the key source last read them: a
+// withdrawn key ends every token it signed at the next read of the keys,
+// not up to VerifiedTTL later. It never reads or waits for a read (a cache
+// hit must not wait on the API server): keys due to be read again send the
+// token to a full verification, which reads them.
+func (v *TokenVerifier) keyStillCurrent(kid string) bool {
+	keys, fresh := v.opts.Keys.Fresh()
+	if !fresh {
 		return false
 	}
 	_, ok := keys.Keys[kid]

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,11 @@ func (f *fakeKeys) Keys(context.Context) (*SigningKeys, error) {
 		f.served = f.keys
 	}
 	return &SigningKeys{Issuer: testIssuer, Keys: f.served}, nil
+}
+
+func (f *fakeKeys) Fresh() (*SigningKeys, bool) {
+	keys, err := f.Keys(context.Background())
+	return keys, err == nil
 }
 
 func (f *fakeKeys) Refresh(ctx context.Context) (*SigningKeys, error) {
@@ -439,5 +445,52 @@ func TestNewSignerKeyWithinTheReadIntervalIsRetried(t *testing.T) {
 		if _, err := v.Verify(ctx, stranger); !errors.As(err, &te) || te.Reason != TokenBadSignature {
 			t.Fatalf("unknown kid of a token older than the keys, %s: %v, want %s", when, err, TokenBadSignature)
 		}
+	}
+}
+
+// TestCachedTokenDoesNotWaitForAKeyRead: while one request's key read hangs
+// on a slow API server, a token verified before is answered from the cache
+// at once (its key is checked against the keys last read, not by a read).
+func TestCachedTokenDoesNotWaitForAKeyRead(t *testing.T) {
+	ctx := context.Background()
+	key := newRSAKey(t, "a")
+	jwks, err := tokensigner.JWKS(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &fakeAPIServer{issuer: testIssuer, jwks: jwks}
+	release := make(chan struct{})
+	var hung atomic.Bool
+	get := func(ctx context.Context, path string) ([]byte, error) {
+		if hung.Load() {
+			<-release
+		}
+		return api.get(ctx, path)
+	}
+	clk := clocktesting.NewFakeClock(tokenNow)
+	v := newTestVerifier(t, NewAPIServerKeys(get, clk, testLogger()), clk)
+	tok := sign(t, key, goodClaims())
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	clk.Step(DefaultKeysMinInterval)
+	hung.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = v.Verify(ctx, sign(t, newRSAKey(t, "new"), goodClaims())) // unknown kid: reads, and hangs
+	}()
+	defer func() { close(release); <-done }()
+	time.Sleep(50 * time.Millisecond) // the read is under way
+
+	answered := make(chan error, 1)
+	go func() { _, err := v.Verify(ctx, tok); answered <- err }()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("cached token: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a cached token waited for another request's key read")
 	}
 }

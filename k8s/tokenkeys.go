@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -56,6 +57,9 @@ type APIServerKeys struct {
 	log logrus.FieldLogger
 	// maxAge, minInterval and maxStale are the timings above.
 	maxAge, minInterval, maxStale time.Duration
+	// fresh is the keys last read, for Fresh without the lock (which a
+	// read holds).
+	fresh atomic.Pointer[SigningKeys]
 	// mu serialises reads and guards the fields below.
 	mu sync.Mutex
 	// keys are the last keys read, nil before the first success.
@@ -89,6 +93,16 @@ func (k *APIServerKeys) Keys(ctx context.Context) (*SigningKeys, error) {
 	return k.readLocked(ctx)
 }
 
+// Fresh returns the keys last read while they are younger than
+// DefaultKeysMaxAge, without reading or waiting for a read.
+func (k *APIServerKeys) Fresh() (*SigningKeys, bool) {
+	keys := k.fresh.Load()
+	if keys == nil || k.clock.Since(keys.Fetched) >= k.maxAge {
+		return nil, false
+	}
+	return keys, true
+}
+
 // Refresh reads the keys again unless they were read within
 // DefaultKeysMinInterval.
 func (k *APIServerKeys) Refresh(ctx context.Context) (*SigningKeys, error) {
@@ -114,6 +128,7 @@ func (k *APIServerKeys) readLocked(ctx context.Context) (*SigningKeys, error) {
 		return k.lastLocked(now)
 	}
 	k.keys, k.fetched, k.lastErr = keys, now, nil
+	k.fresh.Store(keys)
 	return keys, nil
 }
 

@@ -40,6 +40,7 @@ type staticKeys struct {
 
 func (s staticKeys) Keys(context.Context) (*k8s.SigningKeys, error)    { return s.keys, s.err }
 func (s staticKeys) Refresh(context.Context) (*k8s.SigningKeys, error) { return s.keys, s.err }
+func (s staticKeys) Fresh() (*k8s.SigningKeys, bool)                   { return s.keys, s.err == nil }
 
 // boundPods is a BoundPodFinder over pods by UID, or failing with err.
 type boundPods struct {
