@@ -4,8 +4,10 @@
 // node with containerd, kubelet, kube-proxy (iptables) and the bridge CNI
 // plugin in its own network namespace, a control plane with
 // kube-controller-manager and kube-scheduler, the fake AWS endpoints, and
-// kube2ra installed with `helm install` from the image built from the
-// project's Dockerfile (hack/cluster-images.sh).
+// kube2ra published to an OCI registry (docker-registry; the image built
+// from the project's Dockerfile by hack/cluster-images.sh, the chart
+// packaged) and installed from it with `helm install oci://…`, the node
+// pulling the image.
 package cluster
 
 import (
@@ -76,13 +78,18 @@ type daemon struct {
 }
 
 func startDaemon(name, binary string, args ...string) (*daemon, error) {
+	return startProcess(name, exec.Command("nsenter", append([]string{"--net=" + netnsPath, "--", binary}, args...)...))
+}
+
+// startProcess starts cmd as the daemon name: its own process group, its
+// output in logs/<name>.log, its pid in pids/ for Cleanup.
+func startProcess(name string, cmd *exec.Cmd) (*daemon, error) {
 	log := dir("logs", name+".log")
 	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	cmd := exec.Command("nsenter", append([]string{"--net=" + netnsPath, "--", binary}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// No Pdeathsig: it fires when the starting OS thread exits, and
 	// ListenInNode ends a thread. A crashed run's daemons are killed by
