@@ -10,7 +10,7 @@ export GOFLAGS ?= -buildvcs=false
 TOOLS := $(KUBE2RA_CACHE)/bin
 IMAGE ?= kube2ra:$(VERSION)
 
-.PHONY: all build test test-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test controlplane image clean
+.PHONY: all build test test-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test controlplane image release release-smoke clean
 
 all: build
 
@@ -18,7 +18,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kube2ra
 
 # Every tier, installing what it needs first.
-test: test-deps lint build test-unit test-integration chart-test e2e e2e-cluster soak-short
+test: test-deps lint build test-unit test-integration chart-test e2e e2e-cluster release-smoke soak-short
 
 test-deps:
 	@hack/install-test-deps.sh
@@ -85,5 +85,16 @@ image:
 	  buildah bud --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
 	else echo "make image needs docker or buildah (apt-get install buildah)"; exit 1; fi
 
+# A release in dist/VERSION (RELEASE_DIR=...): the image for PLATFORMS
+# (default linux/amd64 linux/arm64) as one OCI index, the chart, SHA256SUMS.
+# VERSION=MAJOR.MINOR.PATCH[-pre] is the chart's version and appVersion and
+# the image's tag. Root; hack/install-test-deps.sh release tools.
+release:
+	VERSION=$(VERSION) COMMIT=$(COMMIT) RELEASE_DIR=$(RELEASE_DIR) PLATFORMS="$(PLATFORMS)" RELEASE_BASES=$(RELEASE_BASES) hack/release.sh
+
+# make test's release: both platforms, outside the repository.
+release-smoke:
+	$(MAKE) release VERSION=0.0.0-smoke RELEASE_DIR=$(KUBE2RA_CACHE)/release-smoke
+
 clean:
-	rm -rf bin
+	rm -rf bin dist
