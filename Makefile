@@ -10,7 +10,7 @@ export GOFLAGS ?= -buildvcs=false
 TOOLS := $(KUBE2RA_CACHE)/bin
 IMAGE ?= kube2ra:$(VERSION)
 
-.PHONY: all build test test-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test controlplane image clean
+.PHONY: all build test test-deps demo-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test controlplane image clean
 
 all: build
 
@@ -22,6 +22,9 @@ test: test-deps lint build test-unit test-integration chart-test e2e e2e-cluster
 
 test-deps:
 	@hack/install-test-deps.sh
+
+demo-deps:
+	@hack/install-test-deps.sh demo
 
 # Seconds: no root, loopback only.
 test-unit:
@@ -56,8 +59,10 @@ soak: build
 soak-short:
 	$(MAKE) soak SOAK_SECONDS=60
 
-# KEEP=1 leaves it running; DEMO_FLAVOUR=ec2 for the STS flavour.
-demo: test-deps build
+# KEEP=1 leaves it running; DEMO_FLAVOUR=ec2 for the STS flavour. Installs
+# only what the demo uses (a first look costs the kube-apiserver build, not
+# the test tiers' dependencies).
+demo: demo-deps build
 	KEEP=$(KEEP) DEMO_FLAVOUR=$(DEMO_FLAVOUR) $(GO) run ./test/demo
 
 chart-test:
