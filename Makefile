@@ -10,7 +10,7 @@ export GOFLAGS ?= -buildvcs=false
 TOOLS := $(KUBE2RA_CACHE)/bin
 IMAGE ?= kube2ra:$(VERSION)
 
-.PHONY: all build test test-deps demo-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test controlplane image clean
+.PHONY: all build test test-deps demo-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test rules-test controlplane image clean
 
 all: build
 
@@ -65,8 +65,15 @@ soak-short:
 demo: demo-deps build
 	KEEP=$(KEEP) DEMO_FLAVOUR=$(DEMO_FLAVOUR) $(GO) run ./test/demo
 
+# helm lint, goldens, schema, dry-run, and the alerting rules through promtool.
 chart-test:
 	@hack/chart-test.sh
+
+# Only the chart's alerts and dashboard: promtool check/test rules on the
+# rendered PrometheusRule (chart-test runs these too; make e2e evaluates
+# them against a real Prometheus).
+rules-test:
+	$(GO) test -count=1 -tags integration ./test/chart/ -run 'TestAlert|TestEveryAlert|TestDashboard'
 
 controlplane:
 	$(GO) run ./test/controlplane/cmd
