@@ -10,7 +10,7 @@ export GOFLAGS ?= -buildvcs=false
 TOOLS := $(KUBE2RA_CACHE)/bin
 IMAGE ?= kube2ra:$(VERSION)
 
-.PHONY: all build test test-deps demo-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test rules-test controlplane image clean
+.PHONY: all build test test-deps demo-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test rules-test controlplane image release clean
 
 all: build
 
@@ -97,5 +97,11 @@ image:
 	  buildah bud --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
 	else echo "make image needs docker or buildah (apt-get install buildah)"; exit 1; fi
 
+# Release artefacts in dist/VERSION: the agent for linux/amd64 and
+# linux/arm64, the packaged chart (version and appVersion VERSION) and
+# SHA256SUMS (README, "Publishing a release"). VERSION is SemVer: make release VERSION=1.2.3
+release:
+	@hack/release.sh "$(VERSION)"
+
 clean:
-	rm -rf bin
+	rm -rf bin dist
