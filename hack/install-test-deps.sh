@@ -19,7 +19,8 @@
 #     $KUBE2RA_CACHE/npm/aws-sdk-js-v3-<version>; nodejs and npm from
 #     Debian when node is missing (the SDK needs node 20 or later).
 # Arguments pick parts (all, demo, packages, kube-apiserver, kube-node, tools,
-# js-sdk, prometheus; default all, which is everything but demo's subset).
+# js-sdk, prometheus, registry; default all, which is everything but demo's
+# subset).
 # Safe to run again: a second run only checks. Prints how long each step took.
 # Runs non-interactively (CI=true or not). Needs root (or password-less sudo)
 # only when a Debian package is missing.
@@ -37,6 +38,10 @@ DEMO_PACKAGES=(etcd-server iptables iproute2 curl)
 # The alerting rules' unit tests (promtool) and the real Prometheus that
 # test/e2e points at a running agent.
 PROMETHEUS_PACKAGES=(prometheus)
+# The OCI registry test/chart pushes the packaged chart to (the CNCF
+# distribution registry). On a machine booted with systemd the package also
+# enables its own service on :5000; the tests run their own on loopback.
+REGISTRY_PACKAGES=(docker-registry)
 # The real-node tier (make e2e-cluster): a container runtime, the CNI
 # plugins, and what builds images without a registry.
 NODE_PACKAGES=(containerd runc containernetworking-plugins buildah mmdebstrap util-linux)
@@ -118,6 +123,10 @@ check_demo_tools() {
   for t in etcd ip iptables iptables-legacy iptables-nft curl; do
     command -v "$t" >/dev/null 2>&1 || { log "$t is not on PATH after installing ${DEMO_PACKAGES[*]}"; return 1; }
   done
+}
+
+check_registry_tools() {
+  command -v docker-registry >/dev/null 2>&1 || { log "docker-registry is not on PATH after installing ${REGISTRY_PACKAGES[*]}"; return 1; }
 }
 
 check_prometheus_tools() {
@@ -225,7 +234,7 @@ js_sdk() {
 }
 
 usage() {
-  echo "usage: $0 [all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus]..." >&2
+  echo "usage: $0 [all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus|registry]..." >&2
   echo "  all (default)   everything below but demo, which is a subset" >&2
   echo "  demo            what make demo uses: ${DEMO_PACKAGES[*]} and kube-apiserver $KUBE_VERSION" >&2
   echo "  packages        Debian packages, and a check that both iptables backends work" >&2
@@ -233,6 +242,7 @@ usage() {
   echo "  kube-node       ${NODE_PACKAGES[*]}, and kubelet, kube-controller-manager, kube-scheduler, kube-proxy $KUBE_VERSION" >&2
   echo "  tools           helm $HELM_VERSION and staticcheck $STATICCHECK_VERSION in $BIN_DIR" >&2
   echo "  prometheus      ${PROMETHEUS_PACKAGES[*]} (prometheus and promtool: the alert rules' tests, test/e2e's scrape check)" >&2
+  echo "  registry        ${REGISTRY_PACKAGES[*]} (test/chart pushes the packaged chart to it and installs it from oci://)" >&2
   echo "  js-sdk          the AWS SDK for JavaScript v3 from hack/js-sdk/package-lock.json in $CACHE_DIR/npm (and ${JS_PACKAGES[*]} if node is missing)" >&2
 }
 
@@ -243,7 +253,7 @@ main() {
   local part
   for part in "${parts[@]}"; do
     case "$part" in
-      all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus) ;;
+      all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus|registry) ;;
       -h|--help) usage; exit 0 ;;
       *) usage; fail "unknown part '$part'" ;;
     esac
@@ -274,6 +284,10 @@ main() {
   if want prometheus; then
     step "prometheus Debian packages" apt_packages "${PROMETHEUS_PACKAGES[@]}"
     step "prometheus tool check" check_prometheus_tools
+  fi
+  if want registry; then
+    step "registry Debian packages" apt_packages "${REGISTRY_PACKAGES[@]}"
+    step "registry tool check" check_registry_tools
   fi
   if want js-sdk; then
     step "AWS SDK for JavaScript v3" js_sdk
