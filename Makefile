@@ -99,8 +99,10 @@ image:
 
 # Release artefacts in dist/VERSION: the agent for linux/amd64 and
 # linux/arm64, the packaged chart (version and appVersion VERSION) and
-# SHA256SUMS (README, "Publishing a release"). VERSION is SemVer: make release VERSION=1.2.3
+# SHA256SUMS (README, "Install with Helm"); each binary is run once (arm64
+# under qemu-user-static) to check it starts. VERSION is SemVer: make release VERSION=1.2.3
 release:
+	@hack/install-test-deps.sh release
 	@hack/release.sh "$(VERSION)"
 
 clean:

@@ -19,8 +19,8 @@
 #     $KUBE2RA_CACHE/npm/aws-sdk-js-v3-<version>; nodejs and npm from
 #     Debian when node is missing (the SDK needs node 20 or later).
 # Arguments pick parts (all, demo, packages, kube-apiserver, kube-node, tools,
-# js-sdk, prometheus, registry; default all, which is everything but demo's
-# subset).
+# js-sdk, prometheus, registry, release; default all, which is everything
+# but demo's subset and release).
 # Safe to run again: a second run only checks. Prints how long each step took.
 # Runs non-interactively (CI=true or not). Needs root (or password-less sudo)
 # only when a Debian package is missing.
@@ -42,6 +42,9 @@ PROMETHEUS_PACKAGES=(prometheus)
 # distribution registry). On a machine booted with systemd the package also
 # enables its own service on :5000; the tests run their own on loopback.
 REGISTRY_PACKAGES=(docker-registry)
+# make release: runs the arm64 agent under qemu-aarch64-static to check it
+# starts. Not part of all: make test does not release.
+RELEASE_PACKAGES=(qemu-user-static)
 # The real-node tier (make e2e-cluster): a container runtime, the CNI
 # plugins, and what builds images without a registry.
 NODE_PACKAGES=(containerd runc containernetworking-plugins buildah mmdebstrap util-linux)
@@ -123,6 +126,10 @@ check_demo_tools() {
   for t in etcd ip iptables iptables-legacy iptables-nft curl; do
     command -v "$t" >/dev/null 2>&1 || { log "$t is not on PATH after installing ${DEMO_PACKAGES[*]}"; return 1; }
   done
+}
+
+check_release_tools() {
+  command -v qemu-aarch64-static >/dev/null 2>&1 || { log "qemu-aarch64-static is not on PATH after installing ${RELEASE_PACKAGES[*]}"; return 1; }
 }
 
 check_registry_tools() {
@@ -234,7 +241,7 @@ js_sdk() {
 }
 
 usage() {
-  echo "usage: $0 [all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus|registry]..." >&2
+  echo "usage: $0 [all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus|registry|release]..." >&2
   echo "  all (default)   everything below but demo, which is a subset" >&2
   echo "  demo            what make demo uses: ${DEMO_PACKAGES[*]} and kube-apiserver $KUBE_VERSION" >&2
   echo "  packages        Debian packages, and a check that both iptables backends work" >&2
@@ -243,6 +250,7 @@ usage() {
   echo "  tools           helm $HELM_VERSION and staticcheck $STATICCHECK_VERSION in $BIN_DIR" >&2
   echo "  prometheus      ${PROMETHEUS_PACKAGES[*]} (prometheus and promtool: the alert rules' tests, test/e2e's scrape check)" >&2
   echo "  registry        ${REGISTRY_PACKAGES[*]} (test/chart pushes the packaged chart to it and installs it from oci://)" >&2
+  echo "  release         ${RELEASE_PACKAGES[*]} (make release checks the arm64 agent starts; not in all)" >&2
   echo "  js-sdk          the AWS SDK for JavaScript v3 from hack/js-sdk/package-lock.json in $CACHE_DIR/npm (and ${JS_PACKAGES[*]} if node is missing)" >&2
 }
 
@@ -253,7 +261,7 @@ main() {
   local part
   for part in "${parts[@]}"; do
     case "$part" in
-      all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus|registry) ;;
+      all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus|registry|release) ;;
       -h|--help) usage; exit 0 ;;
       *) usage; fail "unknown part '$part'" ;;
     esac
@@ -289,6 +297,14 @@ main() {
     step "registry Debian packages" apt_packages "${REGISTRY_PACKAGES[@]}"
     step "registry tool check" check_registry_tools
   fi
+  # release is not in all: only make release needs it.
+  local p
+  for p in "${parts[@]}"; do
+    if [ "$p" = release ]; then
+      step "release Debian packages" apt_packages "${RELEASE_PACKAGES[@]}"
+      step "release tool check" check_release_tools
+    fi
+  done
   if want js-sdk; then
     step "AWS SDK for JavaScript v3" js_sdk
   fi

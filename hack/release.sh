@@ -8,6 +8,10 @@
 #                     <version>, so image.tag defaults to the same tag
 #   SHA256SUMS        sha256sum of each of the above
 #
+# Each binary must start and report its version and architecture
+# (`kube2ra version`); the arm64 one runs under Debian's qemu-user-static
+# (qemu-aarch64-static, no binfmt registration needed).
+#
 #   release.sh VERSION [OUTDIR]        everything above
 #   release.sh chart VERSION OUTDIR    only the packaged chart (test/chart uses it)
 #
@@ -54,8 +58,27 @@ binaries() {
     (cd "$ROOT" && CGO_ENABLED=0 GOOS=linux GOARCH="$arch" go build -trimpath \
       -ldflags "-s -w -X main.version=$version -X main.commit=$commit" \
       -o "$out/kube2ra-$version-linux-$arch" ./cmd/kube2ra)
-    log "binary $out/kube2ra-$version-linux-$arch ($(file -b "$out/kube2ra-$version-linux-$arch" 2>/dev/null | cut -d, -f1-2 || echo built))"
+    check_binary "$version" "$arch" "$out/kube2ra-$version-linux-$arch"
   done
+}
+
+# check_binary VERSION ARCH FILE: FILE starts and says it is VERSION for
+# linux/ARCH; a foreign architecture runs under qemu-ARCH-static.
+check_binary() {
+  local version="$1" arch="$2" bin="$3" runner=() qemu out
+  if [ "$arch" != "$(go env GOHOSTARCH)" ]; then
+    case "$arch" in
+      arm64) qemu=qemu-aarch64-static ;;
+      amd64) qemu=qemu-x86_64-static ;;
+      *) qemu=qemu-$arch-static ;;
+    esac
+    command -v "$qemu" >/dev/null 2>&1 ||
+      fail "$qemu is not on PATH to check the $arch binary: apt-get install qemu-user-static (hack/install-test-deps.sh release)"
+    runner=("$qemu")
+  fi
+  out=$("${runner[@]}" "$bin" version 2>&1) || fail "$bin version: $out"
+  [[ "$out" == "kube2ra $version "*"linux/$arch)" ]] || fail "$bin version printed '$out', want kube2ra $version for linux/$arch"
+  log "binary $bin: $out${runner[*]:+ (under ${runner[*]})}"
 }
 
 main() {
