@@ -42,7 +42,7 @@ func TestReleasedChartInstallsAndUpgradesFromAnOCIRegistry(t *testing.T) {
 			t.Fatalf("hack/release.sh chart %s: %v\n%s", v, err, out)
 		}
 	}
-	reg, err := chart.StartRegistry(ctx, t.TempDir())
+	reg, err := chart.StartRegistry(ctx, t.TempDir(), "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 const registryStartTimeout = 30 * time.Second
 
 // Registry is a real OCI registry (Debian's docker-registry, the CNCF
-// distribution registry) on loopback, plain HTTP, no authentication.
+// distribution registry), plain HTTP, no authentication.
 type Registry struct {
 	// Host is host:port, as in oci://Host/charts.
 	Host string
@@ -31,15 +31,15 @@ type Registry struct {
 	done chan struct{}
 }
 
-// StartRegistry runs docker-registry with its storage in dir on a free
-// loopback port and waits until it answers. It fails when docker-registry
+// StartRegistry runs docker-registry with its storage in dir on a free port
+// of ip (127.0.0.1, or the address nodes reach) and waits until it answers. It fails when docker-registry
 // is not on PATH: hack/install-test-deps.sh registry installs it.
-func StartRegistry(ctx context.Context, dir string) (*Registry, error) {
+func StartRegistry(ctx context.Context, dir, ip string) (*Registry, error) {
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
 		return nil, fmt.Errorf("docker-registry is not on PATH; run hack/install-test-deps.sh registry (Debian's docker-registry): %w", err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return nil, err
 	}
