@@ -10,7 +10,7 @@ export GOFLAGS ?= -buildvcs=false
 TOOLS := $(KUBE2RA_CACHE)/bin
 IMAGE ?= kube2ra:$(VERSION)
 
-.PHONY: all build test test-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test controlplane image release release-smoke clean
+.PHONY: all build test test-deps demo-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test rules-test controlplane image release release-smoke clean
 
 all: build
 
@@ -22,6 +22,9 @@ test: test-deps lint build test-unit test-integration chart-test e2e e2e-cluster
 
 test-deps:
 	@hack/install-test-deps.sh
+
+demo-deps:
+	@hack/install-test-deps.sh demo
 
 # Seconds: no root, loopback only.
 test-unit:
@@ -56,12 +59,21 @@ soak: build
 soak-short:
 	$(MAKE) soak SOAK_SECONDS=60
 
-# KEEP=1 leaves it running; DEMO_FLAVOUR=ec2 for the STS flavour.
-demo: test-deps build
+# KEEP=1 leaves it running; DEMO_FLAVOUR=ec2 for the STS flavour. Installs
+# only what the demo uses (a first look costs the kube-apiserver build, not
+# the test tiers' dependencies).
+demo: demo-deps build
 	KEEP=$(KEEP) DEMO_FLAVOUR=$(DEMO_FLAVOUR) $(GO) run ./test/demo
 
+# helm lint, goldens, schema, dry-run, and the alerting rules through promtool.
 chart-test:
 	@hack/chart-test.sh
+
+# Only the chart's alerts and dashboard: promtool check/test rules on the
+# rendered PrometheusRule (chart-test runs these too; make e2e evaluates
+# them against a real Prometheus).
+rules-test:
+	$(GO) test -count=1 -tags integration ./test/chart/ -run 'TestAlert|TestEveryAlert|TestDashboard'
 
 controlplane:
 	$(GO) run ./test/controlplane/cmd
@@ -85,14 +97,17 @@ image:
 	  buildah bud --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
 	else echo "make image needs docker or buildah (apt-get install buildah)"; exit 1; fi
 
-# A release in dist/VERSION (RELEASE_DIR=...): the image for PLATFORMS
-# (default linux/amd64 linux/arm64) as one OCI index, the chart, SHA256SUMS.
-# VERSION=MAJOR.MINOR.PATCH[-pre] is the chart's version and appVersion and
-# the image's tag. Root; hack/install-test-deps.sh release tools.
+# Release artefacts in dist/VERSION (or RELEASE_DIR): the agent image for
+# linux/amd64 and linux/arm64 as one OCI index (PLATFORMS= to choose), the
+# agent binaries, the packaged chart (version and appVersion VERSION) and
+# SHA256SUMS (README, "Publishing a release"); each image and binary is run
+# once (arm64 under qemu-user-static) to check it starts. Root. VERSION is
+# SemVer: make release VERSION=1.2.3
 release:
-	VERSION=$(VERSION) COMMIT=$(COMMIT) RELEASE_DIR=$(RELEASE_DIR) PLATFORMS="$(PLATFORMS)" RELEASE_BASES=$(RELEASE_BASES) hack/release.sh
+	@hack/install-test-deps.sh release tools
+	@hack/release.sh "$(VERSION)" $(RELEASE_DIR)
 
-# make test's release: both platforms, outside the repository.
+# make test's release: every artefact, outside the repository.
 release-smoke:
 	$(MAKE) release VERSION=0.0.0-smoke RELEASE_DIR=$(KUBE2RA_CACHE)/release-smoke
 

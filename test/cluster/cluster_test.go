@@ -317,8 +317,8 @@ func (w *world) install(ctx context.Context, flavour string, extra ...string) {
 
 // publish starts the registry and publishes two releases to it as a user
 // publishes theirs: the image pushed with skopeo, tagged with the release's
-// version, and the chart packaged with that version as version and
-// appVersion and pushed with helm push. install takes the first, upgrade
+// version, and the chart packaged by hack/release.sh with that version as
+// version and appVersion and pushed with helm push. install takes the first, upgrade
 // moves to the second.
 func (w *world) publish(ctx context.Context) {
 	t := w.t
@@ -337,7 +337,10 @@ func (w *world) publish(ctx context.Context) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.helm(ctx, "package", filepath.Join(w.repo, "charts", "kube2ra"), "--version", version, "--app-version", version, "-d", pkgDir)
+		// Packaged as make release packages it: version and appVersion.
+		if _, err := run(ctx, filepath.Join(w.repo, "hack", "release.sh"), "chart", version, pkgDir); err != nil {
+			t.Fatal(err)
+		}
 		w.helm(ctx, "push", filepath.Join(pkgDir, "kube2ra-"+version+".tgz"), "oci://"+w.registry.Host+"/"+chartRepository, "--ca-file", w.registry.CAFile)
 		w.published = append(w.published, published{version: version, digest: digest})
 	}

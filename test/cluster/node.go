@@ -78,18 +78,13 @@ type daemon struct {
 }
 
 func startDaemon(name, binary string, args ...string) (*daemon, error) {
-	return startProcess(name, exec.Command("nsenter", append([]string{"--net=" + netnsPath, "--", binary}, args...)...))
-}
-
-// startProcess starts cmd as the daemon name: its own process group, its
-// output in logs/<name>.log, its pid in pids/ for Cleanup.
-func startProcess(name string, cmd *exec.Cmd) (*daemon, error) {
 	log := dir("logs", name+".log")
 	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	cmd := exec.Command("nsenter", append([]string{"--net=" + netnsPath, "--", binary}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// No Pdeathsig: it fires when the starting OS thread exits, and
 	// ListenInNode ends a thread. A crashed run's daemons are killed by

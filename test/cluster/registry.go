@@ -12,33 +12,35 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kube2ra/kube2ra/test/chart"
 )
 
 // Registry is the tier's OCI registry, where a user's node gets the agent's
 // image and the user's helm gets the chart: Debian's docker-registry (the
-// CNCF distribution registry) serving plain HTTP on a unix socket under
-// Root, behind a TLS front on HostIP signed by the tier's CA (a registry
-// behind a TLS-terminating load balancer). The node's containerd trusts
-// that CA through its hosts.toml, helm and skopeo through their CA flags.
+// CNCF distribution registry, started as test/chart starts it) serving plain
+// HTTP on the host's loopback, behind a TLS front on HostIP signed by the
+// tier's CA (a registry behind a TLS-terminating load balancer). The node's
+// containerd trusts that CA through its hosts.toml, helm and skopeo through
+// their CA flags.
 //
 // The front can hold every request (Hold, Release): a new node whose
 // registry is not reachable yet. A held pull waits (containerd 1.6 puts no
 // deadline on a pull's requests), so it ends when Release is called and not
 // after the kubelet's back-off.
 type Registry struct {
-	// Host is the registry's host:port, the first part of every reference.
+	// Host is the front's host:port, the first part of every reference.
 	Host string
 	// CAFile is the CA that signed the front's certificate (PEM).
 	CAFile string
 	// CertDir holds CAFile as ca.crt, for skopeo's --dest-cert-dir.
 	CertDir string
-	// process is docker-registry; server is the front.
-	process *daemon
+	// backend is docker-registry; server is the front.
+	backend *chart.Registry
 	server  *http.Server
 	// mu guards open, which is closed while requests may pass.
 	mu   sync.Mutex
@@ -49,32 +51,18 @@ type Registry struct {
 // port), and writes the node containerd's hosts.toml for it.
 func StartRegistry(ctx context.Context, tlsConfig *tls.Config, caPEM []byte) (_ *Registry, err error) {
 	root := dir("registry")
-	sock := filepath.Join(root, "registry.sock")
 	r := &Registry{CertDir: filepath.Join(root, "certs"), open: make(chan struct{})}
 	close(r.open)
 	r.CAFile = filepath.Join(r.CertDir, "ca.crt")
-	config := fmt.Sprintf(`version: 0.1
-log: {level: warn, accesslog: {disabled: true}}
-storage:
-  filesystem: {rootdirectory: %q}
-  delete: {enabled: true}
-http:
-  net: unix
-  addr: %q
-`, filepath.Join(root, "storage"), sock)
 	if err := os.MkdirAll(r.CertDir, 0o700); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(r.CAFile, caPEM, 0o600); err != nil {
 		return nil, err
 	}
-	configFile := filepath.Join(root, "config.yml")
-	if err := os.WriteFile(configFile, []byte(config), 0o600); err != nil {
+	// Only the front reaches it.
+	if r.backend, err = chart.StartRegistry(ctx, root, "127.0.0.1"); err != nil {
 		return nil, err
-	}
-	// In the root namespace, on a unix socket only the front reaches.
-	if r.process, err = startProcess("docker-registry", exec.Command("docker-registry", "serve", configFile)); err != nil {
-		return nil, fmt.Errorf("%w (apt-get install docker-registry, or hack/install-test-deps.sh kube-node)", err)
 	}
 	defer func() {
 		if err != nil {
@@ -82,11 +70,7 @@ http:
 		}
 	}()
 
-	backend := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}
-	target, _ := url.Parse("http://docker-registry")
+	target := &url.URL{Scheme: "http", Host: r.backend.Host}
 	front := &httputil.ReverseProxy{
 		// The registry writes upload locations from the Host and
 		// X-Forwarded-Proto it is given: the front's, as a load balancer's.
@@ -95,7 +79,6 @@ http:
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
-		Transport: backend,
 	}
 	ln, err := net.Listen("tcp", HostIP+":0")
 	if err != nil {
@@ -119,11 +102,11 @@ http:
 	}
 	go func() { _ = r.server.ServeTLS(ln, "", "") }()
 
-	if err := waitFor(ctx, "docker-registry answering /v2/ through its front", 30*time.Second, r.process, func() error {
+	if err := waitFor(ctx, "docker-registry answering /v2/ through its front", 30*time.Second, nil, func() error {
 		_, err := run(ctx, "curl", "-sf", "--max-time", "2", "--cacert", r.CAFile, "https://"+r.Host+"/v2/")
 		return err
 	}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; docker-registry's log:\n%s", err, r.backend.Log())
 	}
 	// The node's containerd: the registry's CA, the way a user's node
 	// trusts a private registry (config_path in containerd's config).
@@ -164,7 +147,9 @@ func (r *Registry) Stop() {
 		r.Release()
 		_ = r.server.Close()
 	}
-	r.process.stop()
+	if r.backend != nil {
+		r.backend.Stop()
+	}
 }
 
 // PushImage copies an image archive (oci-archive) to repository:tag in the
