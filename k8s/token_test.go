@@ -407,14 +407,8 @@ func BenchmarkVerifyToken(b *testing.B) {
 func TestNewSignerKeyWithinTheReadIntervalIsRetried(t *testing.T) {
 	ctx := context.Background()
 	keyA, keyB := newRSAKey(t, "a"), newRSAKey(t, "b")
-	jwksA, err := tokensigner.JWKS(keyA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwksAB, err := tokensigner.JWKS(keyA, keyB)
-	if err != nil {
-		t.Fatal(err)
-	}
+	jwksA := mustJWKS(t, keyA)
+	jwksAB := mustJWKS(t, keyA, keyB)
 	api := &fakeAPIServer{issuer: testIssuer, jwks: jwksA}
 	clk := clocktesting.NewFakeClock(tokenNow)
 	v := newTestVerifier(t, NewAPIServerKeys(api.get, clk, testLogger()), clk)
