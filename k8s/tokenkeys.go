@@ -71,7 +71,7 @@ type APIServerKeys struct {
 	keys *SigningKeys
 	// fetched is when keys were read.
 	fetched time.Time
-	// tried is when the last read ended, in success or failure.
+	// tried is when the last read began.
 	tried time.Time
 	// lastErr is the last read's failure.
 	lastErr error
@@ -81,6 +81,8 @@ type APIServerKeys struct {
 
 // keyRead is one read of the keys, shared by every caller waiting for it.
 type keyRead struct {
+	// started is when the read began.
+	started time.Time
 	// done is closed when keys and err are set.
 	done chan struct{}
 	// keys and err are what the read gives its callers: the keys read, or
@@ -121,7 +123,7 @@ func (k *APIServerKeys) Fresh() (*SigningKeys, bool) {
 	return keys, true
 }
 
-// Refresh reads the keys again unless a read ended within
+// Refresh reads the keys again unless a read began within
 // DefaultKeysMinInterval; it joins a read already under way. ctx bounds
 // only the wait for the read.
 func (k *APIServerKeys) Refresh(ctx context.Context) (*SigningKeys, error) {
@@ -130,7 +132,7 @@ func (k *APIServerKeys) Refresh(ctx context.Context) (*SigningKeys, error) {
 }
 
 // awaitReadLocked, called with mu held and releasing it, waits for the
-// read under way, or starts one unless the last ended within minInterval
+// read under way, or starts one unless the last began within minInterval
 // (then the last keys are the answer). A caller whose ctx ends stops
 // waiting; the read goes on for the others and the next callers.
 func (k *APIServerKeys) awaitReadLocked(ctx context.Context) (*SigningKeys, error) {
@@ -141,8 +143,8 @@ func (k *APIServerKeys) awaitReadLocked(ctx context.Context) (*SigningKeys, erro
 			defer k.mu.Unlock()
 			return k.lastLocked(now)
 		}
-		r = &keyRead{done: make(chan struct{})}
-		k.reading = r
+		r = &keyRead{started: now, done: make(chan struct{})}
+		k.tried, k.reading = now, r
 		go k.run(r)
 	}
 	k.mu.Unlock()
@@ -163,12 +165,12 @@ func (k *APIServerKeys) run(r *keyRead) {
 	cancel()
 	k.mu.Lock()
 	now := k.clock.Now()
-	k.tried, k.reading = now, nil
+	k.reading = nil
 	if err != nil {
 		k.lastErr = err
 		r.keys, r.err = k.lastLocked(now)
 	} else {
-		k.keys, k.fetched, k.lastErr = keys, keys.Fetched, nil
+		k.keys, k.fetched, k.lastErr = keys, r.started, nil
 		k.fresh.Store(keys)
 		r.keys = keys
 	}
