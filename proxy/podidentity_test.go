@@ -128,6 +128,30 @@ func (n *nodeAddrs) add(ip netip.Addr) {
 	n.addrs[ip] = true
 }
 
+// accountUIDs is a ServiceAccountUIDGetter: every ServiceAccount has the
+// UID tokensigner puts in tokens, unless uids says otherwise ("" is not
+// cached).
+type accountUIDs struct {
+	mu   sync.Mutex
+	uids map[string]types.UID
+}
+
+func (a *accountUIDs) ServiceAccountUID(namespace, name string) (types.UID, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	uid, ok := a.uids[namespace+"/"+name]
+	if !ok {
+		return "sa-uid", true
+	}
+	return uid, uid != ""
+}
+
+func (a *accountUIDs) set(key string, uid types.UID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.uids[key] = uid
+}
+
 // doorPod is one pod of the door tests with its role and token.
 type doorPod struct {
 	pod   *k8s.Pod
@@ -143,6 +167,7 @@ type doorEnv struct {
 	web, batch doorPod
 	pods       *boundPods
 	owners     *fakePods
+	accounts   *accountUIDs
 	node       *nodeAddrs
 	roles      *podRoles
 	creds      *roleCreds
@@ -181,7 +206,7 @@ func newDoorEnv(t testing.TB, opts Options, keysErr error) *doorEnv {
 		t.Fatal(err)
 	}
 	e := &doorEnv{key: key, creds: &roleCreds{}, reg: prometheus.NewRegistry(), logs: &syncbuf.Buffer{},
-		owners: &fakePods{}, node: &nodeAddrs{addrs: map[netip.Addr]bool{}}}
+		owners: &fakePods{}, node: &nodeAddrs{addrs: map[netip.Addr]bool{}}, accounts: &accountUIDs{uids: map[string]types.UID{}}}
 	mk := func(name, sa, role string) doorPod {
 		p := &k8s.Pod{UID: types.UID("uid-" + name), Namespace: "team-a", Name: name, ServiceAccount: sa, NodeName: doorNode}
 		return doorPod{pod: p, role: k8s.Role{ARN: "arn:aws:iam::123456789012:role/" + role, Name: role, AccountID: "123456789012"}}
@@ -195,7 +220,7 @@ func newDoorEnv(t testing.TB, opts Options, keysErr error) *doorEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth, err := k8s.NewPodAuthenticator(verifier, e.pods, doorNode)
+	auth, err := k8s.NewPodAuthenticator(verifier, e.pods, e.accounts, doorNode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,6 +393,10 @@ func TestPodIdentityRefusals(t *testing.T) {
 			c.ServiceAccount = "batch-sa"
 			return []string{e.sign(t, c)}
 		}, status: 403, code: piCodeForbidden, result: "pod_not_on_node"},
+		{name: "a token of a ServiceAccount deleted and created again is unauthorized", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.accounts.set("team-a/web-sa", "uid-of-the-new-web-sa") }, status: 401, code: piCodeUnauthorized, result: "service_account_replaced"},
+		{name: "a ServiceAccount not in the cache is retried", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.accounts.set("team-a/web-sa", "") }, status: 503, code: piCodeUnavailable, result: "not_synced"},
 		{name: "a pod without a role is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
 			setup: func(e *doorEnv) { delete(e.roles.roles, "web") }, status: 403, code: piCodeForbidden, result: "no_role"},
 		{name: "a role the namespace does not allow is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },

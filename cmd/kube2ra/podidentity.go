@@ -46,7 +46,7 @@ func newPodIdentityDoor(cfg *Config, kube kubernetes.Interface, watcher *k8s.Wat
 	if err != nil {
 		return nil, err
 	}
-	auth, err := k8s.NewPodAuthenticator(verifier, watcher, cfg.Node)
+	auth, err := k8s.NewPodAuthenticator(verifier, watcher, accounts, cfg.Node)
 	if err != nil {
 		return nil, err
 	}
