@@ -63,59 +63,91 @@ func (s *Set) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening netlink to list the node's addresses: %w", err)
 	}
-	updates := make(chan netlink.AddrUpdate, 64)
-	done := make(chan struct{})
-	subErr := make(chan error, 1)
-	ns := s.ns
-	err = netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{
-		Namespace: &ns,
-		ErrorCallback: func(err error) {
-			select {
-			case subErr <- err:
-			default:
-			}
-		},
-	})
+	sub, err := s.subscribe()
 	if err != nil {
-		handle.Close()
-		return fmt.Errorf("subscribing to the node's address changes over netlink: %w", err)
-	}
-	// Listed after subscribing, so no change falls between the two.
-	if err := s.reload(handle); err != nil {
-		close(done)
 		handle.Close()
 		return err
 	}
-	go s.follow(ctx, handle, updates, done, subErr)
+	// Listed after subscribing, so no change falls between the two.
+	if err := s.reload(handle); err != nil {
+		sub.stop()
+		handle.Close()
+		return err
+	}
+	go s.follow(ctx, handle, sub)
 	return nil
 }
 
-// follow applies changes until ctx ends.
-func (s *Set) follow(ctx context.Context, handle *netlink.Handle, updates <-chan netlink.AddrUpdate, done chan struct{}, subErr <-chan error) {
+// subscription is one netlink subscription to address changes.
+type subscription struct {
+	// updates receives the changes; closed when the subscription fails.
+	updates chan netlink.AddrUpdate
+	// done ends the subscription when closed.
+	done chan struct{}
+}
+
+// stop ends the subscription; nil is a no-op.
+func (sub *subscription) stop() {
+	if sub != nil {
+		close(sub.done)
+	}
+}
+
+// subscribe asks the kernel for the namespace's address changes.
+func (s *Set) subscribe() (*subscription, error) {
+	sub := &subscription{updates: make(chan netlink.AddrUpdate, 64), done: make(chan struct{})}
+	ns := s.ns
+	err := netlink.AddrSubscribeWithOptions(sub.updates, sub.done, netlink.AddrSubscribeOptions{
+		Namespace: &ns,
+		// A failed receive (a full socket buffer) closes updates, which
+		// follow notices; other errors skip one message, which the
+		// reload that follows every change repairs.
+		ErrorCallback: func(err error) { s.log.WithError(err).Debug("netlink address subscription") },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribing to the node's address changes over netlink: %w", err)
+	}
+	return sub, nil
+}
+
+// follow applies changes until ctx ends. A subscription that fails is
+// replaced (at once, else at each ResyncInterval); meanwhile the listing
+// every ResyncInterval follows changes, only later.
+func (s *Set) follow(ctx context.Context, handle *netlink.Handle, sub *subscription) {
 	defer handle.Close()
-	defer close(done)
+	defer func() { sub.stop() }()
 	tick := time.NewTicker(ResyncInterval)
 	defer tick.Stop()
+	var updates <-chan netlink.AddrUpdate = sub.updates
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case _, ok := <-updates:
 			if !ok {
-				// The subscription ended: listing every ResyncInterval
-				// still follows changes, only later.
-				updates = nil
-				s.log.Warn("the netlink subscription to the node's address changes ended; listing them every " + ResyncInterval.String() + " instead")
-				continue
+				sub.stop()
+				sub, updates = s.resubscribe()
 			}
-		case err := <-subErr:
-			s.log.WithError(err).Warn("netlink reported an error on the node's address changes; listing them again")
 		case <-tick.C:
+			if sub == nil {
+				sub, updates = s.resubscribe()
+			}
 		}
 		if err := s.reload(handle); err != nil {
 			s.log.WithError(err).Warn("listing the node's addresses failed; keeping the last ones")
 		}
 	}
+}
+
+// resubscribe replaces a failed subscription; nil (and a nil channel, which
+// never receives) when it cannot.
+func (s *Set) resubscribe() (*subscription, <-chan netlink.AddrUpdate) {
+	sub, err := s.subscribe()
+	if err != nil {
+		s.log.WithError(err).Warn("the node's address changes cannot be followed now; listing them every " + ResyncInterval.String() + " and retrying")
+		return nil, nil
+	}
+	return sub, sub.updates
 }
 
 // reload lists the addresses and replaces the set.
