@@ -29,7 +29,7 @@ var sbinDirs = []string{"/usr/sbin", "/sbin", "/usr/local/sbin"}
 
 // Apply writes kube2ra's redirect and guard into the network namespace at
 // netnsPath (a /proc/PID/ns/net or a bind mount such as /var/run/netns/X)
-// and removes the namespace's conntrack entries to the redirect addresses,
+// and removes the namespace's conntrack entries to the metadata addresses,
 // so no connection opened before the redirect still reaches the node's
 // metadata service. It converges any state (nothing, stale rules, a
 // duplicate jump) to exactly the rules cfg asks for, then checks what
@@ -45,7 +45,7 @@ func Apply(ctx context.Context, netnsPath string, cfg Config) error {
 		// Everything here runs on this locked OS thread: the iptables
 		// commands are forked from it and so inherit the pod's namespace.
 		for _, f := range fams {
-			for _, t := range tablesInOrder {
+			for _, t := range f.tables() {
 				if err := cmds.ensure(ctx, f, t); err != nil {
 					return err
 				}
@@ -182,7 +182,7 @@ func (c commands) check(ctx context.Context, f family, t table) error {
 // checkAll compares every table of every family, in writing order.
 func (c commands) checkAll(ctx context.Context, fams []family) error {
 	for _, f := range fams {
-		for _, t := range tablesInOrder {
+		for _, t := range f.tables() {
 			if err := c.check(ctx, f, t); err != nil {
 				return err
 			}

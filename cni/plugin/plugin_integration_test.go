@@ -386,6 +386,36 @@ func TestGuardRefusesWhatTheRedirectMisses(t *testing.T) {
 	}
 }
 
+// TestRefusedAddressIsNeverRedirected: with the agent's IPv6 off on a
+// node with IPv6, the entry refuses fd00:ec2::254 in the pod (the guard
+// alone, as the host's IPv6 guard) and writes no IPv6 nat rules.
+func TestRefusedAddressIsNeverRedirected(t *testing.T) {
+	n := newNode(t)
+	cfg := config("legacy")
+	cfg.NodeIPv6 = netip.Addr{}
+	cfg.Redirect = cfg.Redirect[:2]
+	cfg.Refuse = []netip.AddrPort{netip.MustParseAddrPort("[fd00:ec2::254]:80")}
+	if _, err := n.runtime("ADD", n.conflist(&cfg)); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	n.serveAgent()
+	if body, err := n.podGet("[fd00:ec2::254]:80"); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Errorf("refused address: %q, %v; want connection refused", body, err)
+	}
+	if body, err := n.podGet("169.254.169.254:80"); err != nil || !strings.HasPrefix(body, "kube2ra ") {
+		t.Errorf("redirected address: %q, %v; want kube2ra", body, err)
+	}
+	if got := n.metadataHits.Load(); got != 0 {
+		t.Errorf("the node's metadata service got %d requests, want 0", got)
+	}
+	if nat := run(t, "ip", "netns", "exec", filepath.Base(n.podNS), "ip6tables-legacy-save", "-t", "nat"); strings.Contains(nat, plugin.Chain) {
+		t.Errorf("IPv6 nat rules written for a refused-only family:\n%s", nat)
+	}
+	if err := plugin.Verify(n.podNS, cfg); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+}
+
 // TestConnectionOpenedBeforeApplyIsCut: a keep-alive connection to the
 // metadata service opened before the rules existed (a pod the agent
 // repairs) can no longer reach the service once Apply returns.

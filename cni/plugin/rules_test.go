@@ -155,3 +155,33 @@ func TestProblemNamesTheFirstDifference(t *testing.T) {
 		})
 	}
 }
+
+func TestRefusedAddressesGetTheGuardOnly(t *testing.T) {
+	cfg := testConfig()
+	cfg.NodeIPv6 = netip.Addr{}
+	cfg.Redirect = cfg.Redirect[:1]
+	cfg.Refuse = []netip.AddrPort{netip.MustParseAddrPort("[fd00:ec2::254]:80"), netip.MustParseAddrPort("[fd00:ec2::23]:80")}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("IPv6 refused without nodeIPv6: %v", err)
+	}
+	fs := families(cfg)
+	if len(fs) != 2 || !fs[1].v6 {
+		t.Fatalf("families = %+v, want IPv4 and a refuse-only IPv6", fs)
+	}
+	if got := fs[1].tables(); !slices.Equal(got, []table{tableFilter}) {
+		t.Errorf("refuse-only family writes tables %v, want only filter (no redirect to a node IPv6 it does not have)", got)
+	}
+	if got := fs[1].chainRules(tableFilter); !slices.Equal(got, []string{
+		"-d fd00:ec2::254/128 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset",
+		"-d fd00:ec2::23/128 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset",
+	}) {
+		t.Errorf("IPv6 guard = %q", got)
+	}
+	if got := fs[0].tables(); !slices.Equal(got, []table{tableFilter, tableNAT}) {
+		t.Errorf("IPv4 tables = %v, want the guard written before the redirect", got)
+	}
+	cfg.Refuse = append(cfg.Refuse, cfg.Redirect[0])
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "either redirected or refused") {
+		t.Errorf("an address both redirected and refused: %v", err)
+	}
+}
