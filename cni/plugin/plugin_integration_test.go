@@ -552,7 +552,7 @@ func TestBinaryAsTheRuntimeCallsIt(t *testing.T) {
 
 	// A node whose iptables cannot run: ADD fails and says why.
 	bogus := t.TempDir()
-	for _, name := range []string{"iptables-nft", "iptables-nft-restore", "ip6tables-nft", "ip6tables-nft-restore"} {
+	for _, name := range []string{"iptables-nft-save", "iptables-nft-restore", "ip6tables-nft-save", "ip6tables-nft-restore"} {
 		if err := os.WriteFile(filepath.Join(bogus, name), []byte("#!/bin/sh\necho 'iptables: bogus backend' >&2\nexit 3\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -143,7 +143,31 @@ type tableState struct {
 	jumps []string
 }
 
-// parseTableState reads iptables -S output for one table.
+// parseSave reads iptables-save output into the state of each table it
+// prints; a table it does not print holds nothing of ours.
+func parseSave(out string) map[table]tableState {
+	states := map[table]tableState{}
+	var cur []string
+	var name table
+	flush := func() {
+		if name != "" {
+			states[name] = parseTableState(strings.Join(cur, "\n"))
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if t, ok := strings.CutPrefix(strings.TrimSpace(line), "*"); ok {
+			flush()
+			name, cur = table(t), nil
+			continue
+		}
+		cur = append(cur, line)
+	}
+	flush()
+	return states
+}
+
+// parseTableState reads one table as iptables -S or iptables-save prints
+// it (a user chain is "-N CHAIN" in the one, ":CHAIN - [0:0]" in the other).
 func parseTableState(out string) tableState {
 	var s tableState
 	chainPrefix := "-A " + Chain + " "
@@ -151,7 +175,7 @@ func parseTableState(out string) tableState {
 	for _, line := range strings.Split(out, "\n") {
 		line = strings.TrimSpace(line)
 		switch {
-		case line == "-N "+Chain:
+		case line == "-N "+Chain || strings.HasPrefix(line, ":"+Chain+" "):
 			s.chainExists = true
 		case strings.HasPrefix(line, chainPrefix):
 			s.chainRules = append(s.chainRules, strings.TrimPrefix(line, chainPrefix))
