@@ -343,6 +343,12 @@ func TestChainedPluginRedirectsEveryMetadataAddress(t *testing.T) {
 			if err := plugin.Verify(n.podNS, cfg); err == nil {
 				t.Error("Verify after a flush = nil")
 			}
+			// A stale rule (another node IP) and a duplicate jump, as an
+			// older entry or a half-done repair could leave: Apply leaves
+			// neither.
+			pod := filepath.Base(n.podNS)
+			run(t, "ip", "netns", "exec", pod, bin, "-t", "nat", "-A", plugin.Chain, "-d", "169.254.169.254/32", "-p", "tcp", "-m", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", "10.213.0.99:80")
+			run(t, "ip", "netns", "exec", pod, bin, "-t", "filter", "-A", "OUTPUT", "-p", "tcp", "-m", "comment", "--comment", plugin.RuleComment, "-j", plugin.Chain)
 			if err := plugin.Apply(context.Background(), n.podNS, cfg); err != nil {
 				t.Fatalf("Apply: %v", err)
 			}
@@ -352,9 +358,15 @@ func TestChainedPluginRedirectsEveryMetadataAddress(t *testing.T) {
 			if err := plugin.Verify(n.podNS, cfg); err != nil {
 				t.Errorf("Verify after two Applies: %v", err)
 			}
-			save := run(t, "ip", "netns", "exec", filepath.Base(n.podNS), bin+"-save")
+			save := run(t, "ip", "netns", "exec", pod, bin+"-save")
 			if got := strings.Count(save, "-A OUTPUT "); got != 2 {
 				t.Errorf("pod's %s-save has %d OUTPUT rules, want 2 (one jump each in nat and filter):\n%s", bin, got, save)
+			}
+			if strings.Contains(save, "10.213.0.99") {
+				t.Errorf("the stale rule survived Apply:\n%s", save)
+			}
+			if body, err := n.podGet("169.254.169.254:80"); err != nil || !strings.HasPrefix(body, "kube2ra ") {
+				t.Errorf("after the repair: %q, %v; want kube2ra", body, err)
 			}
 			if _, err := n.runtime("DEL", list); err != nil {
 				t.Errorf("DEL: %v", err)
