@@ -599,3 +599,47 @@ func TestBinaryAsTheRuntimeCallsIt(t *testing.T) {
 		t.Error("the failed ADDs left rules that Verify accepts")
 	}
 }
+
+// BenchmarkApply is the time ADD adds to a sandbox's start: Apply of both
+// families and both doors into a fresh namespace, per backend. Baseline in
+// the same run: "netns-only", the cost of entering the namespace and
+// reading its (empty) tables once, which any in-pod plugin pays.
+//
+//	go test -tags integration -run '^$' -bench Apply ./cni/plugin/
+func BenchmarkApply(b *testing.B) {
+	for _, backend := range []string{"nft", "legacy"} {
+		cfg := config(backend)
+		b.Run(backend, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				name := fmt.Sprintf("%sbench-%d", netnsPrefix, i)
+				if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+					b.Fatalf("ip netns add: %v: %s", err, out)
+				}
+				b.StartTimer()
+				err := plugin.Apply(context.Background(), "/var/run/netns/"+name, cfg)
+				b.StopTimer()
+				_ = exec.Command("ip", "netns", "del", name).Run()
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+		b.Run(backend+"/netns-only", func(b *testing.B) {
+			name := netnsPrefix + "bench-base"
+			if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+				b.Fatalf("ip netns add: %v: %s", err, out)
+			}
+			defer func() { _ = exec.Command("ip", "netns", "del", name).Run() }()
+			for i := 0; i < b.N; i++ {
+				err := ns.WithNetNSPath("/var/run/netns/"+name, func(ns.NetNS) error {
+					return exec.Command("iptables-" + backend + "-save").Run()
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
