@@ -129,7 +129,12 @@ func newNode(t *testing.T) *node {
 		if role == "n" {
 			n.nodeNS = "/var/run/netns/" + name
 			for _, a := range metadataAddrs {
-				run(t, "ip", "-n", name, "addr", "add", netip.PrefixFrom(netip.MustParseAddr(a), netip.MustParseAddr(a).BitLen()).String(), "dev", "lo")
+				ip := netip.MustParseAddr(a)
+				args := []string{"-n", name, "addr", "add", netip.PrefixFrom(ip, ip.BitLen()).String(), "dev", "lo"}
+				if ip.Is6() {
+					args = append(args, "nodad") // usable at once, never tentative
+				}
+				run(t, "ip", args...)
 			}
 		} else {
 			n.podNS = "/var/run/netns/" + name
@@ -543,14 +548,18 @@ func entry(t *testing.T, cfg plugin.Config, version, prevResult string) []byte {
 }
 
 // TestBinaryAsTheRuntimeCallsIt: prevResult passes through byte for byte
-// (1.0 and 1.1), STATUS and GC answer, and ADD fails closed, with the
+// (spec 0.3.1 to 1.1), STATUS and GC answer, and ADD fails closed, with the
 // reason, when iptables cannot run or the namespace is not one.
 func TestBinaryAsTheRuntimeCallsIt(t *testing.T) {
 	n := newNode(t)
 	prev := `{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"` + n.podNS + `"}],"ips":[{"address":"10.213.0.9/24","interface":0}]}`
 	cfg := config("legacy")
-	for _, v := range []string{"1.0.0", "1.1.0"} {
+	prev04 := `{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","sandbox":"` + n.podNS + `"}],"ips":[{"version":"4","address":"10.213.0.9/24","interface":0}],"dns":{}}`
+	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		p := strings.Replace(prev, "1.1.0", v, 1)
+		if strings.HasPrefix(v, "0.") {
+			p = strings.Replace(prev04, "0.4.0", v, 1)
+		}
 		out, err := invoke(t, "ADD", n.podNS, entry(t, cfg, v, p))
 		if err != nil || out != p {
 			t.Errorf("ADD %s printed %q (%v), want prevResult unchanged %q", v, out, err, p)
