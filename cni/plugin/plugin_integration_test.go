@@ -609,6 +609,35 @@ func TestBinaryAsTheRuntimeCallsIt(t *testing.T) {
 	}
 }
 
+// TestApplyConcurrently: the agent repairs several pods at once; each
+// Apply switches only its own OS thread, so every namespace gets exactly
+// its rules and the test process's namespace none.
+func TestApplyConcurrently(t *testing.T) {
+	const pods = 4
+	paths := make([]string, pods)
+	for i := range paths {
+		paths[i] = newNode(t).podNS
+	}
+	cfg := config("nft")
+	errs := make(chan error, pods)
+	for _, p := range paths {
+		go func() { errs <- plugin.Apply(context.Background(), p, cfg) }()
+	}
+	for range paths {
+		if err := <-errs; err != nil {
+			t.Errorf("Apply: %v", err)
+		}
+	}
+	for _, p := range paths {
+		if err := plugin.Verify(p, cfg); err != nil {
+			t.Errorf("Verify %s: %v", p, err)
+		}
+	}
+	if out := run(t, "iptables-nft-save", "-t", "nat"); strings.Contains(out, plugin.Chain) {
+		t.Errorf("the test process's own namespace got kube2ra-cni rules:\n%s", out)
+	}
+}
+
 // BenchmarkApply is the time ADD adds to a sandbox's start: Apply of both
 // families and both doors into a fresh namespace, per backend. Baseline in
 // the same run: "netns-only", the cost of entering the namespace and
