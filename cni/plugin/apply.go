@@ -25,7 +25,7 @@ const commandTimeout = lockWait + 5*time.Second
 
 // sbinDirs are searched for the iptables commands when PATH lacks them:
 // a runtime may run plugins with a minimal PATH.
-var sbinDirs = []string{"/usr/sbin", "/sbin", "/usr/local/sbin"}
+func sbinDirs() []string { return []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} }
 
 // Apply writes kube2ra's redirect and guard into the network namespace at
 // netnsPath (a /proc/PID/ns/net or a bind mount such as /var/run/netns/X)
@@ -125,12 +125,12 @@ func lookCommand(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	for _, d := range sbinDirs {
+	for _, d := range sbinDirs() {
 		if p, err := exec.LookPath(filepath.Join(d, name)); err == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("iptables command %s is not installed on this node (searched PATH and %s): install the iptables package, or have the kube2ra agent rewrite the plugin's entry with the backend the node uses (iptablesBackend)", name, strings.Join(sbinDirs, ", "))
+	return "", fmt.Errorf("iptables command %s is not installed on this node (searched PATH and %s): install the iptables package, or have the kube2ra agent rewrite the plugin's entry with the backend the node uses (iptablesBackend)", name, strings.Join(sbinDirs(), ", "))
 }
 
 func (c commands) index(f family) int {
