@@ -1,8 +1,11 @@
 package iptables
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -79,6 +82,14 @@ func CheckCoverage(specs []InterfaceSpec, ips []netip.Addr) ([]Uncovered, error)
 		return out, fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return out, nil
+}
+
+// KernelHasIPv6 reports whether the kernel has IPv6 (it does unless booted
+// with ipv6.disable=1): /proc/net/if_inet6 exists. Unsure (any other
+// error) counts as yes, so the IPv6 guard goes in.
+func KernelHasIPv6() bool {
+	_, err := os.Stat("/proc/net/if_inet6")
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 // NodeIPv6Addrs lists the node's IPv6 addresses that pods could reach it

@@ -127,16 +127,18 @@ type PodAuthenticator struct {
 	tokens *TokenVerifier
 	// pods finds the token's pod.
 	pods BoundPodFinder
+	// accounts gives the UIDs of the node's pods' ServiceAccounts.
+	accounts ServiceAccountUIDGetter
 	// node is this node's name.
 	node string
 }
 
 // NewPodAuthenticator builds an authenticator for node.
-func NewPodAuthenticator(tokens *TokenVerifier, pods BoundPodFinder, node string) (*PodAuthenticator, error) {
-	if tokens == nil || pods == nil || node == "" {
-		return nil, errors.New("k8s.NewPodAuthenticator needs a token verifier, a pod finder and the node name")
+func NewPodAuthenticator(tokens *TokenVerifier, pods BoundPodFinder, accounts ServiceAccountUIDGetter, node string) (*PodAuthenticator, error) {
+	if tokens == nil || pods == nil || accounts == nil || node == "" {
+		return nil, errors.New("k8s.NewPodAuthenticator needs a token verifier, a pod finder, the ServiceAccount cache and the node name")
 	}
-	return &PodAuthenticator{tokens: tokens, pods: pods, node: node}, nil
+	return &PodAuthenticator{tokens: tokens, pods: pods, accounts: accounts, node: node}, nil
 }
 
 // AuthenticatePod verifies token and returns its pod. It fails with a
@@ -161,6 +163,17 @@ func (a *PodAuthenticator) AuthenticatePod(ctx context.Context, token string) (*
 		// The API server binds a pod's tokens to its own ServiceAccount;
 		// a disagreement means the claims or the cache are wrong.
 		return nil, reject(TokenPodNotHere, "pod %s runs as ServiceAccount %q, the token names %q", claims.Pod, pod.ServiceAccount, claims.ServiceAccount)
+	}
+	// As the API server's own authenticator: a token outlives neither its
+	// ServiceAccount nor the account's UID, so a namesake created since
+	// (another role, perhaps) is not the token's.
+	uid, ok := a.accounts.ServiceAccountUID(claims.Pod.Namespace, claims.ServiceAccount)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: ServiceAccount %s/%s of pod %s is not in the cache", ErrNotSynced, claims.Pod.Namespace, claims.ServiceAccount, claims.Pod)
+	case uid != claims.ServiceAccountUID:
+		return nil, reject(TokenServiceAccountReplaced, "the token was issued for ServiceAccount %s/%s with UID %s, which was deleted (that name now has UID %s); the pod needs a new token, so recreate it",
+			claims.Pod.Namespace, claims.ServiceAccount, claims.ServiceAccountUID, uid)
 	}
 	return pod, nil
 }

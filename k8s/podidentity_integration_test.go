@@ -99,7 +99,7 @@ func startTokenDoor(t *testing.T, node string, opts doorOptions) *tokenDoor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth, err := NewPodAuthenticator(verifier, w, node)
+	auth, err := NewPodAuthenticator(verifier, w, accounts, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,4 +379,42 @@ func BenchmarkIntegrationTokenVerification(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestIntegrationTokenOfARecreatedServiceAccount: a token issued for a
+// ServiceAccount that was then deleted and created again under the same
+// name is refused (the API server's own authenticator refuses it too): the
+// new account's role is not the old token's to take.
+func TestIntegrationTokenOfARecreatedServiceAccount(t *testing.T) {
+	ctx := context.Background()
+	const ns, node = "pi-sa-again", "pi-node-sa"
+	createNamespace(t, ns, ptr(`["web-role", "admin-role"]`))
+	createNode(t, ctx, node)
+	createServiceAccount(t, ns, "app", map[string]string{DefaultRoleKey: "web-role"})
+	d := startTokenDoor(t, node, doorOptions{})
+	pod := runPod(t, ctx, podOf(ns, "app", node, "app", nil, false), corev1.PodRunning, "10.78.0.1")
+	tok := podToken(t, ns, "app", pod, DefaultPodIdentityAudience)
+	eventually(t, "the pod's token is accepted", func() error {
+		_, err := d.auth.AuthenticatePod(ctx, tok)
+		return err
+	})
+
+	old, err := admin.CoreV1().ServiceAccounts(ns).Get(ctx, "app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.CoreV1().ServiceAccounts(ns).Delete(ctx, "app", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	createServiceAccount(t, ns, "app", map[string]string{DefaultRoleKey: "admin-role"})
+	eventually(t, "the agent sees the new ServiceAccount", func() error {
+		if uid, ok := d.accounts.ServiceAccountUID(ns, "app"); !ok || uid == old.UID {
+			return fmt.Errorf("cached UID %q (old %s)", uid, old.UID)
+		}
+		return nil
+	})
+	var te *TokenError
+	if _, err := d.auth.AuthenticatePod(ctx, tok); !errors.As(err, &te) || te.Reason != TokenServiceAccountReplaced {
+		t.Fatalf("the old ServiceAccount's token: %v, want %s", err, TokenServiceAccountReplaced)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -126,11 +127,7 @@ func (s *ServiceAccounts) Synced() bool { return s.informer.HasSynced() }
 // (--iam-role-key, else IRSA's), "" when none; ok is false when the
 // ServiceAccount is not in the cache.
 func (s *ServiceAccounts) ServiceAccountRole(namespace, name string) (role string, ok bool) {
-	obj, ok, err := s.informer.GetStore().GetByKey(cache.NewObjectName(namespace, name).String())
-	if err != nil || !ok {
-		return "", false
-	}
-	sa, ok := obj.(*corev1.ServiceAccount)
+	sa, ok := s.cached(namespace, name)
 	if !ok {
 		return "", false
 	}
@@ -141,6 +138,33 @@ func (s *ServiceAccounts) ServiceAccountRole(namespace, name string) (role strin
 	}
 	return "", true
 }
+
+// ServiceAccountUID returns a cached ServiceAccount's UID; ok is false
+// when it is not in the cache.
+func (s *ServiceAccounts) ServiceAccountUID(namespace, name string) (uid types.UID, ok bool) {
+	sa, ok := s.cached(namespace, name)
+	if !ok {
+		return "", false
+	}
+	return sa.UID, true
+}
+
+// cached is the cached ServiceAccount namespace/name.
+func (s *ServiceAccounts) cached(namespace, name string) (*corev1.ServiceAccount, bool) {
+	obj, ok, err := s.informer.GetStore().GetByKey(cache.NewObjectName(namespace, name).String())
+	if err != nil || !ok {
+		return nil, false
+	}
+	sa, ok := obj.(*corev1.ServiceAccount)
+	return sa, ok
+}
+
+// ServiceAccountUIDGetter is what PodAuthenticator reads; *ServiceAccounts implements it.
+type ServiceAccountUIDGetter interface {
+	ServiceAccountUID(namespace, name string) (uid types.UID, ok bool)
+}
+
+var _ ServiceAccountUIDGetter = (*ServiceAccounts)(nil)
 
 // ServiceAccountRoleGetter is what ServiceAccountRoles reads; *ServiceAccounts implements it.
 type ServiceAccountRoleGetter interface {

@@ -70,6 +70,9 @@ const (
 	// TokenNotPodBound: a valid token that names no pod (a Secret-based or
 	// unbound TokenRequest token): kube2ra cannot tell which pod calls.
 	TokenNotPodBound TokenRejection = "not_pod_bound"
+	// TokenServiceAccountReplaced: the token's ServiceAccount was deleted
+	// (and perhaps created again under its name, with another UID).
+	TokenServiceAccountReplaced TokenRejection = "service_account_replaced"
 	// TokenPodNotHere: the token's pod is not a live pod of this node
 	// (deleted, finished, on another node, or replaced by a namesake).
 	TokenPodNotHere TokenRejection = "pod_not_on_node"
@@ -91,7 +94,7 @@ func (e *TokenError) Error() string { return fmt.Sprintf("token refused (%s): %s
 // (403) or for a request without a usable token at all (400).
 func (e *TokenError) Unauthenticated() bool {
 	switch e.Reason {
-	case TokenBadSignature, TokenExpired, TokenNotYetValid, TokenWrongAudience, TokenWrongIssuer:
+	case TokenBadSignature, TokenExpired, TokenNotYetValid, TokenWrongAudience, TokenWrongIssuer, TokenServiceAccountReplaced:
 		return true
 	}
 	return false
@@ -125,6 +128,9 @@ type TokenClaims struct {
 	Pod BoundPodRef
 	// ServiceAccount is the ServiceAccount's name.
 	ServiceAccount string
+	// ServiceAccountUID is the UID of the ServiceAccount the token was
+	// issued for: a namesake created after it was deleted has another.
+	ServiceAccountUID types.UID
 	// Node is the node the token's pod was scheduled on when the token was
 	// issued; empty for API servers before 1.30, which do not say.
 	Node string
@@ -351,6 +357,7 @@ type tokenPayload struct {
 		} `json:"pod"`
 		ServiceAccount struct {
 			Name string `json:"name"`
+			UID  string `json:"uid"`
 		} `json:"serviceaccount"`
 		Node *struct {
 			Name string `json:"name"`
@@ -433,17 +440,18 @@ func (v *TokenVerifier) verify(ctx context.Context, raw string, now time.Time) (
 			return TokenClaims{}, reject(TokenNotYetValid, "the token's %s is %s, in the future", c.name, t.UTC().Format(time.RFC3339))
 		}
 	}
-	if p.K8s == nil || p.K8s.Pod == nil || p.K8s.Pod.Name == "" || p.K8s.Pod.UID == "" || p.K8s.Namespace == "" || p.K8s.ServiceAccount.Name == "" {
+	if p.K8s == nil || p.K8s.Pod == nil || p.K8s.Pod.Name == "" || p.K8s.Pod.UID == "" || p.K8s.Namespace == "" || p.K8s.ServiceAccount.Name == "" || p.K8s.ServiceAccount.UID == "" {
 		return TokenClaims{}, reject(TokenNotPodBound, "the token is not bound to a pod; use a projected serviceAccountToken volume, not a Secret or an unbound TokenRequest")
 	}
 	if want := "system:serviceaccount:" + p.K8s.Namespace + ":" + p.K8s.ServiceAccount.Name; p.Subject != want {
 		return TokenClaims{}, reject(TokenMalformed, "subject %q does not match the token's namespace and ServiceAccount (%q)", p.Subject, want)
 	}
 	c := TokenClaims{
-		Pod:            BoundPodRef{Namespace: p.K8s.Namespace, Name: p.K8s.Pod.Name, UID: types.UID(p.K8s.Pod.UID)},
-		ServiceAccount: p.K8s.ServiceAccount.Name,
-		Expiry:         exp,
-		KeyID:          hdr.Kid,
+		Pod:               BoundPodRef{Namespace: p.K8s.Namespace, Name: p.K8s.Pod.Name, UID: types.UID(p.K8s.Pod.UID)},
+		ServiceAccount:    p.K8s.ServiceAccount.Name,
+		ServiceAccountUID: types.UID(p.K8s.ServiceAccount.UID),
+		Expiry:            exp,
+		KeyID:             hdr.Kid,
 	}
 	if p.K8s.Node != nil {
 		c.Node = p.K8s.Node.Name

@@ -168,6 +168,7 @@ func TestVerifyTokenRejections(t *testing.T) {
 		{"a token issued beyond the clock skew in the future is refused", sign(t, rsaKey, with(func(c *tokensigner.Claims) { c.IssuedAt = tokenNow.Add(DefaultTokenClockSkew + time.Second) })), TokenNotYetValid},
 		{"a token issued within the clock skew in the future is accepted", sign(t, rsaKey, with(func(c *tokensigner.Claims) { c.IssuedAt = tokenNow.Add(DefaultTokenClockSkew - time.Second) })), ""},
 		{"a token bound to no pod is refused", sign(t, rsaKey, with(func(c *tokensigner.Claims) { c.Unbound = true })), TokenNotPodBound},
+		{"a token naming no ServiceAccount UID is refused", signRaw(t, rsaKey, header, withoutAccountUID(goodClaims().Payload())), TokenNotPodBound},
 		{"a token without exp is malformed", signRaw(t, rsaKey, header, without(goodClaims().Payload(), "exp")), TokenMalformed},
 		{"a subject that disagrees with the claims is malformed", signRaw(t, rsaKey, header, with2(goodClaims().Payload(), "sub", "system:serviceaccount:apps:admin")), TokenMalformed},
 	}
@@ -212,6 +213,12 @@ func tamper(t *testing.T, tok string) string {
 }
 
 func without(m map[string]any, key string) map[string]any { delete(m, key); return m }
+
+// withoutAccountUID drops kubernetes.io.serviceaccount.uid.
+func withoutAccountUID(m map[string]any) map[string]any {
+	delete(m["kubernetes.io"].(map[string]any)["serviceaccount"].(map[string]any), "uid")
+	return m
+}
 
 func with2(m map[string]any, key string, v any) map[string]any { m[key] = v; return m }
 
@@ -407,14 +414,8 @@ func BenchmarkVerifyToken(b *testing.B) {
 func TestNewSignerKeyWithinTheReadIntervalIsRetried(t *testing.T) {
 	ctx := context.Background()
 	keyA, keyB := newRSAKey(t, "a"), newRSAKey(t, "b")
-	jwksA, err := tokensigner.JWKS(keyA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwksAB, err := tokensigner.JWKS(keyA, keyB)
-	if err != nil {
-		t.Fatal(err)
-	}
+	jwksA := mustJWKS(t, keyA)
+	jwksAB := mustJWKS(t, keyA, keyB)
 	api := &fakeAPIServer{issuer: testIssuer, jwks: jwksA}
 	clk := clocktesting.NewFakeClock(tokenNow)
 	v := newTestVerifier(t, NewAPIServerKeys(api.get, clk, testLogger()), clk)

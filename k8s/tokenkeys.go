@@ -41,13 +41,19 @@ const (
 	// the API server cannot be read: pods keep their credentials through
 	// a short API outage, but not forever with keys nobody confirmed.
 	DefaultKeysMaxStale = time.Hour
+	// DefaultKeysReadTimeout bounds one read of the keys. A read runs on
+	// its own, not under the request that set it off: a caller hanging up
+	// neither ends it nor counts as a failed read.
+	DefaultKeysReadTimeout = 10 * time.Second
 )
 
 // RawGetter reads a path of the API server (the REST client's DoRaw).
 type RawGetter func(ctx context.Context, path string) ([]byte, error)
 
 // APIServerKeys is a KeySource reading the API server's OIDC discovery
-// document (for the issuer) and its JWKS (for the keys).
+// document (for the issuer) and its JWKS (for the keys). One read runs at
+// a time, detached from the callers waiting for it (each may give up
+// without ending it), and bounded by its own timeout.
 type APIServerKeys struct {
 	// get reads a path of the API server.
 	get RawGetter
@@ -55,21 +61,34 @@ type APIServerKeys struct {
 	clock clock.PassiveClock
 	// log receives read failures.
 	log logrus.FieldLogger
-	// maxAge, minInterval and maxStale are the timings above.
-	maxAge, minInterval, maxStale time.Duration
-	// fresh is the keys last read, for Fresh without the lock (which a
-	// read holds).
+	// maxAge, minInterval, maxStale and readTimeout are the timings above.
+	maxAge, minInterval, maxStale, readTimeout time.Duration
+	// fresh is the keys last read, for Fresh without the lock.
 	fresh atomic.Pointer[SigningKeys]
-	// mu serialises reads and guards the fields below.
+	// mu guards the fields below; it is never held during a read.
 	mu sync.Mutex
 	// keys are the last keys read, nil before the first success.
 	keys *SigningKeys
 	// fetched is when keys were read.
 	fetched time.Time
-	// tried is when a read was last attempted.
+	// tried is when the last read began.
 	tried time.Time
 	// lastErr is the last read's failure.
 	lastErr error
+	// reading is the read under way, nil when none is.
+	reading *keyRead
+}
+
+// keyRead is one read of the keys, shared by every caller waiting for it.
+type keyRead struct {
+	// started is when the read began.
+	started time.Time
+	// done is closed when keys and err are set.
+	done chan struct{}
+	// keys and err are what the read gives its callers: the keys read, or
+	// the last ones when it failed, or the error.
+	keys *SigningKeys
+	err  error
 }
 
 var _ KeySource = (*APIServerKeys)(nil)
@@ -79,18 +98,19 @@ func NewAPIServerKeys(get RawGetter, clk clock.PassiveClock, log logrus.FieldLog
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	return &APIServerKeys{get: get, clock: clk, log: log, maxAge: DefaultKeysMaxAge, minInterval: DefaultKeysMinInterval, maxStale: DefaultKeysMaxStale}
+	return &APIServerKeys{get: get, clock: clk, log: log, maxAge: DefaultKeysMaxAge, minInterval: DefaultKeysMinInterval, maxStale: DefaultKeysMaxStale, readTimeout: DefaultKeysReadTimeout}
 }
 
 // Keys returns the keys, reading them when none are known or they are
-// older than DefaultKeysMaxAge.
+// older than DefaultKeysMaxAge. ctx bounds only the wait for a read.
 func (k *APIServerKeys) Keys(ctx context.Context) (*SigningKeys, error) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	if k.keys != nil && k.clock.Since(k.fetched) < k.maxAge {
-		return k.keys, nil
+		keys := k.keys
+		k.mu.Unlock()
+		return keys, nil
 	}
-	return k.readLocked(ctx)
+	return k.awaitReadLocked(ctx)
 }
 
 // Fresh returns the keys last read while they are younger than
@@ -103,33 +123,62 @@ func (k *APIServerKeys) Fresh() (*SigningKeys, bool) {
 	return keys, true
 }
 
-// Refresh reads the keys again unless they were read within
-// DefaultKeysMinInterval.
+// Refresh reads the keys again unless a read began within
+// DefaultKeysMinInterval; it joins a read already under way. ctx bounds
+// only the wait for the read.
 func (k *APIServerKeys) Refresh(ctx context.Context) (*SigningKeys, error) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.readLocked(ctx)
+	return k.awaitReadLocked(ctx)
 }
 
-// readLocked reads the keys (at most once per minInterval) and falls back
-// to the last ones, while they are not older than maxStale.
-func (k *APIServerKeys) readLocked(ctx context.Context) (*SigningKeys, error) {
-	now := k.clock.Now()
-	if !k.tried.IsZero() && now.Sub(k.tried) < k.minInterval {
-		return k.lastLocked(now)
+// awaitReadLocked, called with mu held and releasing it, waits for the
+// read under way, or starts one unless the last began within minInterval
+// (then the last keys are the answer). A caller whose ctx ends stops
+// waiting; the read goes on for the others and the next callers.
+func (k *APIServerKeys) awaitReadLocked(ctx context.Context) (*SigningKeys, error) {
+	r := k.reading
+	if r == nil {
+		now := k.clock.Now()
+		if !k.tried.IsZero() && now.Sub(k.tried) < k.minInterval {
+			defer k.mu.Unlock()
+			return k.lastLocked(now)
+		}
+		r = &keyRead{started: now, done: make(chan struct{})}
+		k.tried, k.reading = now, r
+		go k.run(r)
 	}
-	k.tried = now
+	k.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.keys, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("stopped waiting for the signing keys to be read: %w", ctx.Err())
+	}
+}
+
+// run does read r, under readTimeout and no caller's context, and records
+// it: new keys, or the failure, falling back to the last keys while they
+// are not older than maxStale.
+func (k *APIServerKeys) run(r *keyRead) {
+	ctx, cancel := context.WithTimeout(context.Background(), k.readTimeout)
 	keys, err := k.read(ctx)
+	cancel()
+	k.mu.Lock()
+	now := k.clock.Now()
+	k.reading = nil
 	if err != nil {
 		k.lastErr = err
-		if k.log != nil {
-			k.log.WithError(err).Warn("reading the cluster's ServiceAccount signing keys failed")
-		}
-		return k.lastLocked(now)
+		r.keys, r.err = k.lastLocked(now)
+	} else {
+		k.keys, k.fetched, k.lastErr = keys, r.started, nil
+		k.fresh.Store(keys)
+		r.keys = keys
 	}
-	k.keys, k.fetched, k.lastErr = keys, now, nil
-	k.fresh.Store(keys)
-	return keys, nil
+	k.mu.Unlock()
+	if err != nil && k.log != nil {
+		k.log.WithError(err).Warn("reading the cluster's ServiceAccount signing keys failed")
+	}
+	close(r.done)
 }
 
 // lastLocked is the last keys read, unless too old or none.

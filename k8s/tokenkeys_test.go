@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	clocktesting "k8s.io/utils/clock/testing"
@@ -129,5 +130,133 @@ func TestParseJWKSRejections(t *testing.T) {
 				t.Fatalf("ParseJWKS = %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// mustJWKS publishes keys as the API server does.
+func mustJWKS(t *testing.T, keys ...tokensigner.Key) []byte {
+	t.Helper()
+	jwks, err := tokensigner.JWKS(keys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jwks
+}
+
+// hangingAPIServer is a fakeAPIServer whose reads can be held: while gate
+// is set, each read says it began on entered and waits for the gate to
+// close or its context to end, as client-go's DoRaw does.
+type hangingAPIServer struct {
+	fakeAPIServer
+	mu      sync.Mutex
+	gate    chan struct{}
+	entered chan struct{}
+}
+
+func (h *hangingAPIServer) get(ctx context.Context, path string) ([]byte, error) {
+	h.mu.Lock()
+	gate := h.gate
+	h.mu.Unlock()
+	if gate != nil {
+		select {
+		case h.entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fakeAPIServer.get(ctx, path)
+}
+
+func (h *hangingAPIServer) setJWKS(jwks []byte) {
+	h.mu.Lock()
+	h.jwks = jwks
+	h.mu.Unlock()
+}
+
+// TestKeyReadSurvivesACallerHangingUp: a request that sets off a key read
+// (a token with an unknown kid) and hangs up while the API server answers
+// does not end the read or count as a failed one: the next caller, at
+// once, gets the keys that read found, so a new signer's token is accepted
+// (not refused or told to retry for 10 s).
+func TestKeyReadSurvivesACallerHangingUp(t *testing.T) {
+	keyA, keyB := newRSAKey(t, "a"), newRSAKey(t, "b")
+	jwksA := mustJWKS(t, keyA)
+	jwksAB := mustJWKS(t, keyA, keyB)
+	api := &hangingAPIServer{fakeAPIServer: fakeAPIServer{issuer: testIssuer, jwks: jwksA}, entered: make(chan struct{}, 1)}
+	clk := clocktesting.NewFakeClock(tokenNow)
+	v := newTestVerifier(t, NewAPIServerKeys(api.get, clk, testLogger()), clk)
+	if _, err := v.Verify(context.Background(), sign(t, keyA, goodClaims())); err != nil {
+		t.Fatal(err)
+	}
+
+	// B is published; the keys may be read again.
+	clk.Step(DefaultKeysMinInterval)
+	api.setJWKS(jwksAB)
+	gate := make(chan struct{})
+	api.mu.Lock()
+	api.gate = gate
+	api.mu.Unlock()
+	attacker, hangUp := context.WithCancel(context.Background())
+	returned := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(attacker, sign(t, newRSAKey(t, "made-up"), goodClaims()))
+		returned <- err
+	}()
+	<-api.entered // the read the made-up kid set off is under way
+	hangUp()
+	if err := <-returned; err == nil {
+		t.Fatal("the caller that hung up was served")
+	}
+	close(gate) // the API server answers
+
+	issued := goodClaims()
+	issued.IssuedAt = clk.Now()
+	if _, err := v.Verify(context.Background(), sign(t, keyB, issued)); err != nil {
+		t.Fatalf("the new signer's token right after a caller hung up on the key read: %v, want it accepted", err)
+	}
+}
+
+// TestWithdrawnKeyEndsWhileCallersHangUp: a withdrawn signing key stops
+// verifying within DefaultKeysMaxAge (what docs/security.md promises)
+// even while a pod sends a made-up kid every DefaultKeysMinInterval and
+// hangs up at once, each time beside a caller that waits for the keys.
+func TestWithdrawnKeyEndsWhileCallersHangUp(t *testing.T) {
+	keyA, keyB := newRSAKey(t, "a"), newRSAKey(t, "b")
+	jwksAB := mustJWKS(t, keyA, keyB)
+	jwksB := mustJWKS(t, keyB)
+	api := &hangingAPIServer{fakeAPIServer: fakeAPIServer{issuer: testIssuer, jwks: jwksAB}, entered: make(chan struct{}, 1)}
+	clk := clocktesting.NewFakeClock(tokenNow)
+	keys := NewAPIServerKeys(api.get, clk, testLogger())
+	v := newTestVerifier(t, keys, clk)
+	tokA := sign(t, keyA, goodClaims())
+	if _, err := v.Verify(context.Background(), tokA); err != nil {
+		t.Fatal(err)
+	}
+	withdrawn := clk.Now()
+	api.setJWKS(jwksB)
+
+	hungUp, hangUp := context.WithCancel(context.Background())
+	hangUp()
+	made := sign(t, newRSAKey(t, "made-up"), goodClaims())
+	for clk.Since(withdrawn) < DefaultKeysMaxAge {
+		clk.Step(DefaultKeysMinInterval)
+		_, _ = v.Verify(hungUp, made)
+		// Another caller asks for the keys and waits for them.
+		if _, err := keys.Refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var te *TokenError
+	if _, err := v.Verify(context.Background(), tokA); !errors.As(err, &te) || te.Reason != TokenBadSignature {
+		t.Fatalf("a token of the key withdrawn %s ago: %v, want %s", clk.Since(withdrawn), err, TokenBadSignature)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,13 +29,23 @@ type PodAuthenticator interface {
 	AuthenticatePod(ctx context.Context, token string) (*k8s.Pod, error)
 }
 
-// PodIdentity opens the token door. Both fields are required to open it.
+// NodeAddresses says whether an address is one of the node's own
+// (loopback included): where a host-network pod's requests come from. It
+// is asked on every such request, so it answers from memory.
+type NodeAddresses interface {
+	Contains(ip netip.Addr) bool
+}
+
+// PodIdentity opens the token door. Every field is required to open it.
 type PodIdentity struct {
 	// Pods authenticates the caller's token.
 	Pods PodAuthenticator
 	// Roles picks the pod's role (the pod's annotation, else its
 	// ServiceAccount's) through the metadata door's resolver.
 	Roles RoleResolver
+	// NodeAddrs are the node's own addresses, the only ones a host-network
+	// pod's token is accepted from.
+	NodeAddrs NodeAddresses
 }
 
 // Results, the "result" label of kube2ra_pod_identity_requests_total, beside
@@ -99,7 +111,7 @@ func (s *Server) servePodIdentity(ctx context.Context, w http.ResponseWriter, r 
 		return
 	}
 	info.pod = pod
-	if !s.sourceMatches(w, info, pod) {
+	if !s.sourceMatches(ctx, w, info, pod) {
 		return
 	}
 	role, err := s.podIdentity.Roles.ResolveRole(ctx, pod)
@@ -147,31 +159,58 @@ func (s *Server) servePodIdentity(ctx context.Context, w http.ResponseWriter, r 
 	writeJSON(w, http.StatusOK, body)
 }
 
-// sourceMatches refuses a token that arrives from another address than
-// its pod's: a token copied into another pod is worth nothing there. The
-// token names the caller; the address only has to agree. A host-network
-// pod shares the node's addresses, so only its token counts (any process
-// on the node that can read the token file could also read the node's
-// own credentials). A pod whose IP the cache does not know yet is asked
-// to retry (503), as its status may trail its first request.
-func (s *Server) sourceMatches(w http.ResponseWriter, info *requestInfo, pod *k8s.Pod) bool {
+// sourceMatches refuses a token that arrives from an address its pod
+// does not own: a token copied elsewhere is worth nothing there. The
+// token names the caller; the address only has to agree. A pod network
+// pod must be the one owner of the source address under the metadata
+// door's rule (FindPod): a terminating pod owns nothing, as its address
+// may already be another pod's. A host-network pod shares the node's
+// addresses, so its token counts only from one of them (any process on
+// the node that can read the token file could also read the node's own
+// credentials). A pod whose IP the cache does not know yet, or whose
+// address's owner cannot be confirmed now, is asked to retry (503).
+func (s *Server) sourceMatches(ctx context.Context, w http.ResponseWriter, info *requestInfo, pod *k8s.Pod) bool {
+	mismatch := func(message string, err error) bool {
+		s.refusePodIdentity(w, info, http.StatusForbidden, piSourceMismatch, piCodeForbidden, message, err)
+		return false
+	}
 	if pod.HostNetwork {
-		return true
+		if s.podIdentity.NodeAddrs.Contains(info.ip) {
+			return true
+		}
+		return mismatch("the token belongs to host-network pod "+pod.Key()+", and this request did not come from the node's own addresses",
+			fmt.Errorf("token of host-network pod %s sent from %s, not an address of this node", pod.Key(), info.ip))
 	}
 	if len(pod.IPs) == 0 {
 		s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piNoPodIP, piCodeUnavailable,
 			"the agent does not know pod "+pod.Key()+"'s IP yet; retry", fmt.Errorf("pod %s has no IP in the cache", pod.Key()))
 		return false
 	}
-	for _, ip := range pod.IPs {
-		if ip.Unmap() == info.ip {
-			return true
-		}
+	if !slices.ContainsFunc(pod.IPs, func(ip netip.Addr) bool { return ip.Unmap() == info.ip }) {
+		return mismatch("the token belongs to pod "+pod.Key()+", which does not have the address this request came from",
+			fmt.Errorf("token of pod %s (IPs %v) sent from %s", pod.Key(), pod.IPs, info.ip))
 	}
-	s.refusePodIdentity(w, info, http.StatusForbidden, piSourceMismatch, piCodeForbidden,
-		"the token belongs to pod "+pod.Key()+", which does not have the address this request came from",
-		fmt.Errorf("token of pod %s (IPs %v) sent from %s", pod.Key(), pod.IPs, info.ip))
-	return false
+	owner, err := s.pods.FindPod(ctx, info.ip)
+	switch {
+	case errors.Is(err, k8s.ErrNotSynced):
+		s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piNotSynced, piCodeUnavailable, "the agent cannot confirm who owns this address now; retry", err)
+		return false
+	case err != nil:
+		return mismatch("the token belongs to pod "+pod.Key()+", which does not own the address this request came from (a terminating pod owns none)",
+			fmt.Errorf("token of pod %s sent from %s, which it does not own: %w", pod.Key(), info.ip, err))
+	case owner == nil || owner.UID != pod.UID:
+		return mismatch("the token belongs to pod "+pod.Key()+", which does not own the address this request came from (a terminating pod owns none)",
+			fmt.Errorf("token of pod %s sent from %s, which pod %v owns", pod.Key(), info.ip, ownerKey(owner)))
+	}
+	return true
+}
+
+// ownerKey names an address's owner for the log.
+func ownerKey(p *k8s.Pod) string {
+	if p == nil {
+		return "no pod"
+	}
+	return p.Key() + " (UID " + string(p.UID) + ")"
 }
 
 // authorizationToken is the one Authorization header's value: the raw

@@ -109,6 +109,49 @@ func credsFor(roleName string) credentials.Credentials {
 	}
 }
 
+// nodeAddrs is a NodeAddresses over a fixed set (loopback is not in it
+// unless added: the tests call from loopback and decide).
+type nodeAddrs struct {
+	mu    sync.Mutex
+	addrs map[netip.Addr]bool
+}
+
+func (n *nodeAddrs) Contains(ip netip.Addr) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.addrs[ip]
+}
+
+func (n *nodeAddrs) add(ip netip.Addr) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.addrs[ip] = true
+}
+
+// accountUIDs is a ServiceAccountUIDGetter: every ServiceAccount has the
+// UID tokensigner puts in tokens, unless uids says otherwise ("" is not
+// cached).
+type accountUIDs struct {
+	mu   sync.Mutex
+	uids map[string]types.UID
+}
+
+func (a *accountUIDs) ServiceAccountUID(namespace, name string) (types.UID, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	uid, ok := a.uids[namespace+"/"+name]
+	if !ok {
+		return "sa-uid", true
+	}
+	return uid, uid != ""
+}
+
+func (a *accountUIDs) set(key string, uid types.UID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.uids[key] = uid
+}
+
 // doorPod is one pod of the door tests with its role and token.
 type doorPod struct {
 	pod   *k8s.Pod
@@ -123,6 +166,9 @@ type doorEnv struct {
 	key        tokensigner.Key
 	web, batch doorPod
 	pods       *boundPods
+	owners     *fakePods
+	accounts   *accountUIDs
+	node       *nodeAddrs
 	roles      *podRoles
 	creds      *roleCreds
 	reg        *prometheus.Registry
@@ -159,25 +205,26 @@ func newDoorEnv(t testing.TB, opts Options, keysErr error) *doorEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &doorEnv{key: key, creds: &roleCreds{}, reg: prometheus.NewRegistry(), logs: &syncbuf.Buffer{}}
+	e := &doorEnv{key: key, creds: &roleCreds{}, reg: prometheus.NewRegistry(), logs: &syncbuf.Buffer{},
+		owners: &fakePods{}, node: &nodeAddrs{addrs: map[netip.Addr]bool{}}, accounts: &accountUIDs{uids: map[string]types.UID{}}}
 	mk := func(name, sa, role string) doorPod {
-		// Both pods "have" 127.0.0.1, the address the tests call from.
-		p := &k8s.Pod{UID: types.UID("uid-" + name), Namespace: "team-a", Name: name, ServiceAccount: sa, NodeName: doorNode, IPs: []netip.Addr{loopback}}
+		p := &k8s.Pod{UID: types.UID("uid-" + name), Namespace: "team-a", Name: name, ServiceAccount: sa, NodeName: doorNode}
 		return doorPod{pod: p, role: k8s.Role{ARN: "arn:aws:iam::123456789012:role/" + role, Name: role, AccountID: "123456789012"}}
 	}
 	e.web, e.batch = mk("web", "web-sa", "web-role"), mk("batch", "batch-sa", "batch-role")
 	e.web.token, e.batch.token = e.sign(t, e.claims(e.web.pod)), e.sign(t, e.claims(e.batch.pod))
 	e.pods = &boundPods{pods: map[string]*k8s.Pod{"uid-web": e.web.pod, "uid-batch": e.batch.pod}}
+	e.become(e.web)
 	e.roles = &podRoles{roles: map[string]k8s.Role{"web": e.web.role, "batch": e.batch.role}}
 	verifier, err := k8s.NewTokenVerifier(k8s.TokenVerifierOptions{Keys: staticKeys{keys: &k8s.SigningKeys{Issuer: doorIssuer, Keys: parsed}, err: keysErr}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth, err := k8s.NewPodAuthenticator(verifier, e.pods, doorNode)
+	auth, err := k8s.NewPodAuthenticator(verifier, e.pods, e.accounts, doorNode)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.PodIdentity = &PodIdentity{Pods: auth, Roles: e.roles}
+	opts.PodIdentity = &PodIdentity{Pods: auth, Roles: e.roles, NodeAddrs: e.node}
 	if opts.MetadataAddr == "" {
 		opts.MetadataAddr, opts.Region = MetadataAddrNone, "eu-west-1"
 	}
@@ -190,9 +237,9 @@ func newDoorEnv(t testing.TB, opts Options, keysErr error) *doorEnv {
 	l.SetOutput(e.logs)
 	l.SetFormatter(&logrus.JSONFormatter{})
 	opts.Logger = l
-	// The IMDS door sees no pods at all: whatever the token door serves
-	// comes from the token.
-	srv, err := New(opts, &fakePods{byIP: nil}, &fakeRoles{err: k8s.ErrNoRole}, e.creds)
+	// The IMDS door knows who owns loopback but gives no pod a role:
+	// whatever the token door serves comes from the token.
+	srv, err := New(opts, e.owners, &fakeRoles{err: k8s.ErrNoRole}, e.creds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +258,28 @@ func newDoorEnv(t testing.TB, opts Options, keysErr error) *doorEnv {
 		}
 	})
 	return e
+}
+
+// become makes p the pod the tests call from: the one live owner of
+// 127.0.0.1 under the metadata door's rule; the other pod has another
+// address. The pods are replaced, not changed, as the agent's cache does.
+func (e *doorEnv) become(p doorPod) {
+	e.pods.mu.Lock()
+	defer e.pods.mu.Unlock()
+	e.owners.mu.Lock()
+	defer e.owners.mu.Unlock()
+	for i, dp := range []*doorPod{&e.web, &e.batch} {
+		pod := *dp.pod
+		pod.IPs = []netip.Addr{netip.AddrFrom4([4]byte{10, 0, 0, byte(10 + i)})}
+		if pod.UID == p.pod.UID {
+			pod.IPs = []netip.Addr{loopback}
+			e.owners.byIP = map[netip.Addr]*k8s.Pod{loopback: &pod}
+		}
+		if _, ok := e.pods.pods[string(pod.UID)]; ok {
+			e.pods.pods[string(pod.UID)] = &pod
+		}
+		dp.pod = &pod
+	}
 }
 
 // getDoor sends GET (or method) to the door with the given Authorization values.
@@ -238,6 +307,7 @@ func getDoor(t testing.TB, method, url string, auth ...string) (int, http.Header
 func TestPodIdentityServesTheTokensPod(t *testing.T) {
 	e := newDoorEnv(t, Options{IMDSv2Required: true}, nil)
 	for _, p := range []doorPod{e.web, e.batch} {
+		e.become(p)
 		for _, auth := range []string{p.token, "Bearer " + p.token} {
 			status, h, body := getDoor(t, http.MethodGet, e.url, auth)
 			if status != http.StatusOK {
@@ -323,6 +393,10 @@ func TestPodIdentityRefusals(t *testing.T) {
 			c.ServiceAccount = "batch-sa"
 			return []string{e.sign(t, c)}
 		}, status: 403, code: piCodeForbidden, result: "pod_not_on_node"},
+		{name: "a token of a ServiceAccount deleted and created again is unauthorized", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.accounts.set("team-a/web-sa", "uid-of-the-new-web-sa") }, status: 401, code: piCodeUnauthorized, result: "service_account_replaced"},
+		{name: "a ServiceAccount not in the cache is retried", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.accounts.set("team-a/web-sa", "") }, status: 503, code: piCodeUnavailable, result: "not_synced"},
 		{name: "a pod without a role is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
 			setup: func(e *doorEnv) { delete(e.roles.roles, "web") }, status: 403, code: piCodeForbidden, result: "no_role"},
 		{name: "a role the namespace does not allow is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
@@ -343,11 +417,28 @@ func TestPodIdentityRefusals(t *testing.T) {
 			}, status: 500, code: piCodeInternal, result: "credentials_error"},
 		{name: "a token sent from another pod's address is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
 			setup: func(e *doorEnv) { e.web.pod.IPs = []netip.Addr{netip.MustParseAddr("10.0.0.7")} }, status: 403, code: piCodeForbidden, result: "source_mismatch"},
-		{name: "a host-network pod's token counts from any address", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+		{name: "a host-network pod's token counts from the node's own addresses", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
 			setup: func(e *doorEnv) {
 				e.web.pod.IPs, e.web.pod.HostNetwork = nil, true
+				e.node.add(loopback)
 				delete(e.roles.roles, "web") // stop after authentication: no_role proves it passed
 			}, status: 403, code: piCodeForbidden, result: "no_role"},
+		{name: "a host-network pod's token from an address that is not the node's is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.web.pod.IPs, e.web.pod.HostNetwork = nil, true }, status: 403, code: piCodeForbidden, result: "source_mismatch"},
+		{name: "a terminating pod's token from its address, now another pod's, is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) {
+				e.become(e.batch) // batch got web's recycled IP; the cache still lists it for web too
+				e.web.pod.IPs, e.web.pod.Terminating = []netip.Addr{loopback}, true
+			}, status: 403, code: piCodeForbidden, result: "source_mismatch"},
+		{name: "a terminating pod's token from an address no live pod owns is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) {
+				e.web.pod.Terminating = true
+				e.owners.byIP = nil // the metadata door's rule: a terminating pod owns nothing
+			}, status: 403, code: piCodeForbidden, result: "source_mismatch"},
+		{name: "a token from an address two live pods claim is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.owners.set(k8s.ErrAmbiguousIP) }, status: 403, code: piCodeForbidden, result: "source_mismatch"},
+		{name: "an address whose owner cannot be confirmed now is retried", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.owners.set(k8s.ErrNotSynced) }, status: 503, code: piCodeUnavailable, result: "not_synced"},
 		{name: "a pod whose IP is not known yet is retried", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
 			setup: func(e *doorEnv) { e.web.pod.IPs = nil }, status: 503, code: piCodeUnavailable, result: "pod_ip_unknown"},
 		{name: "POST is not allowed", method: http.MethodPost, auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
@@ -430,6 +521,7 @@ func TestPodIdentityGoSDKDefaultChain(t *testing.T) {
 	t.Setenv("AWS_REGION", "eu-west-1")
 	t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", e.url)
 	for _, p := range []doorPod{e.web, e.batch} {
+		e.become(p)
 		t.Setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", writeToken(t, p.token))
 		cfg, err := config.LoadDefaultConfig(context.Background())
 		if err != nil {
@@ -451,6 +543,7 @@ func TestPodIdentityGoSDKDefaultChain(t *testing.T) {
 	}
 
 	// A refused token is a clear, non-retried error naming the reason.
+	e.become(e.web)
 	c := e.claims(e.web.pod)
 	c.Audience = []string{"sts.amazonaws.com"}
 	t.Setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", writeToken(t, e.sign(t, c)))
@@ -477,6 +570,7 @@ func TestPodIdentityBoto3(t *testing.T) {
 	py := needPython(t)
 	e := newDoorEnv(t, Options{}, nil)
 	for _, p := range []doorPod{e.web, e.batch} {
+		e.become(p)
 		stdout, stderr, err := run(t, containerEnv(t, e.url, writeToken(t, p.token)), py, "-c", boto3DoorScript)
 		if err != nil {
 			t.Fatalf("%s: boto3: %v\n%s", p.pod.Name, err, stderr)
@@ -508,6 +602,7 @@ func TestPodIdentityAWSCLIv2(t *testing.T) {
 		t.Errorf("stderr %q, want the door's 400 for a request without a token", stderr)
 	}
 	for _, p := range []doorPod{e.web, e.batch} {
+		e.become(p)
 		env := containerEnv(t, e.url, "/nonexistent", "AWS_CONTAINER_AUTHORIZATION_TOKEN="+p.token)
 		stdout, stderr, err := run(t, env, awsCLIv2, "configure", "export-credentials", "--format", "process")
 		if err != nil {

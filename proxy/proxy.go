@@ -223,8 +223,8 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	if opts.PodIdentity != nil && (opts.PodIdentity.Pods == nil || opts.PodIdentity.Roles == nil) {
-		return nil, errors.New("proxy: the pod identity door needs a PodAuthenticator and a RoleResolver; one of them is nil")
+	if opts.PodIdentity != nil && (opts.PodIdentity.Pods == nil || opts.PodIdentity.Roles == nil || opts.PodIdentity.NodeAddrs == nil) {
+		return nil, errors.New("proxy: the pod identity door needs a PodAuthenticator, a RoleResolver and the node's addresses; one of them is nil")
 	}
 	if opts.RateLimit < 0 {
 		return nil, fmt.Errorf("proxy: rate limit %v is negative; use 0 to disable it", opts.RateLimit)

@@ -1043,8 +1043,7 @@ func explainSource(r *report, cfg *Config, problem func(label, format string, ar
 func explainRules(ctx context.Context, r *report, cfg *Config, open func(context.Context, iptables.Config) (rulesReader, error), problem func(label, format string, args ...any)) {
 	icfg := nodeRulesConfig(cfg)
 	icfg.Logger, icfg.Registerer = discard(), prometheus.NewRegistry()
-	guard, _, err := wantIPv6Guard(cfg)
-	icfg.IPv6Guard = guard || err != nil // as the agent decides it: unsure means guarded
+	icfg.IPv6Guard = wantIPv6Guard(cfg) // as the agent decides it
 	rules, err := open(ctx, icfg)
 	if err != nil {
 		problem("rules", "cannot read the iptables rules: %v", err)

@@ -55,13 +55,12 @@ func firstIPv6(addrs []string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// wantIPv6Guard reports whether the IPv6 guard goes in without --ipv6: the
-// node has an IPv6 address pods could use, so their requests for
-// fd00:ec2::254 must be refused rather than reach the metadata service.
-func wantIPv6Guard(cfg *Config) (bool, []netip.Addr, error) {
-	if cfg.IPv6 {
-		return false, nil, nil
-	}
-	addrs, err := iptables.NodeIPv6Addrs()
-	return len(addrs) > 0, addrs, err
+// wantIPv6Guard reports whether the IPv6 guard goes in without --ipv6:
+// whenever the kernel has IPv6, so pods' requests for fd00:ec2::254 are
+// refused rather than reach the metadata service, also when the node
+// gains an IPv6 address after the agent started (a router advertisement,
+// a CNI change). The guard costs nothing; a kernel without IPv6 has no
+// ip6tables and no IPv6 for pods either.
+func wantIPv6Guard(cfg *Config) bool {
+	return !cfg.IPv6 && iptables.KernelHasIPv6()
 }

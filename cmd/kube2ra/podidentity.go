@@ -11,6 +11,7 @@ import (
 
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/nodeaddrs"
 	"github.com/kube2ra/kube2ra/proxy"
 )
 
@@ -21,6 +22,9 @@ type podIdentityDoor struct {
 	accounts *k8s.ServiceAccounts
 	// keys reads the cluster's token signing keys.
 	keys *k8s.APIServerKeys
+	// nodeAddrs are the node's own addresses, where host-network pods'
+	// tokens are accepted from.
+	nodeAddrs *nodeaddrs.Set
 	// door is what the proxy serves at /v1/credentials.
 	door *proxy.PodIdentity
 }
@@ -42,7 +46,7 @@ func newPodIdentityDoor(cfg *Config, kube kubernetes.Interface, watcher *k8s.Wat
 	if err != nil {
 		return nil, err
 	}
-	auth, err := k8s.NewPodAuthenticator(verifier, watcher, cfg.Node)
+	auth, err := k8s.NewPodAuthenticator(verifier, watcher, accounts, cfg.Node)
 	if err != nil {
 		return nil, err
 	}
@@ -50,14 +54,19 @@ func newPodIdentityDoor(cfg *Config, kube kubernetes.Interface, watcher *k8s.Wat
 	if err != nil {
 		return nil, err
 	}
-	return &podIdentityDoor{accounts: accounts, keys: keys, door: &proxy.PodIdentity{Pods: auth, Roles: roles}}, nil
+	addrs := nodeaddrs.New(nodeaddrs.Options{Log: log.WithField("component", "pod-identity")})
+	return &podIdentityDoor{accounts: accounts, keys: keys, nodeAddrs: addrs, door: &proxy.PodIdentity{Pods: auth, Roles: roles, NodeAddrs: addrs}}, nil
 }
 
-// start runs the ServiceAccount informer and waits for it, then reads the
+// start follows the node's addresses, runs the ServiceAccount informer and
+// waits for it, then reads the
 // signing keys once so a missing permission is reported at start (the
 // door answers 503 until they can be read, it does not stop the agent).
 // The informer runs until runCtx ends; the waits end with syncCtx.
 func (d *podIdentityDoor) start(runCtx, syncCtx context.Context, log logrus.FieldLogger) error {
+	if err := d.nodeAddrs.Start(runCtx); err != nil {
+		return fmt.Errorf("the token door accepts a host-network pod's token only from the node's own addresses, and cannot read them: %w", err)
+	}
 	d.accounts.Start(runCtx)
 	if err := d.accounts.WaitForSync(syncCtx, k8s.SyncLog{Logger: log}); err != nil {
 		return fmt.Errorf("the ServiceAccount informer did not sync (may kube2ra list and watch serviceaccounts?): %w", err)

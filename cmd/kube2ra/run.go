@@ -445,12 +445,8 @@ func (a *agent) shutdown() {
 func (a *agent) installRules(ctx context.Context) error {
 	icfg := nodeRulesConfig(a.cfg)
 	icfg.Logger, icfg.Registerer = a.log.WithField("component", "iptables"), a.reg
-	if guard, addrs, err := wantIPv6Guard(a.cfg); err != nil {
-		// Fail closed: when unsure whether pods have IPv6, guard it.
-		a.log.WithError(err).Warn("could not list the node's IPv6 addresses: installing the IPv6 guard")
-		icfg.IPv6Guard = true
-	} else if guard {
-		a.log.WithField("addresses", addrs).Info("the node has IPv6 but --ipv6 is off: pods are refused fd00:ec2::254 by the IPv6 guard")
+	if wantIPv6Guard(a.cfg) {
+		a.log.Info("--ipv6 is off and the kernel has IPv6: pods are refused fd00:ec2::254 by the IPv6 guard")
 		icfg.IPv6Guard = true
 	}
 	rulesCtx, cancel := context.WithTimeout(ctx, rulesTimeout)

@@ -11,6 +11,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -1040,4 +1043,44 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestIPv6GuardWithoutIPv6: with --ipv6 off on a node that has no IPv6
+// address when the agent starts, IPv6 that arrives later (an address on
+// the uplink, dual-stack pods) is guarded from the first pod on, without
+// a restart: a pod's request for [fd00:ec2::254] is refused at once,
+// never reaching a metadata service listening there.
+func TestIPv6GuardWithoutIPv6(t *testing.T) {
+	env := startEnvWith(t, harness.Options{Flavour: harness.EC2, Roles: allRoles})
+	if err := env.Node.EnableIPv6(); err != nil {
+		t.Fatal(err)
+	}
+	// The instance's IPv6 metadata service, as EC2's Nitro instances have it.
+	if out, err := exec.Command("ip", "addr", "add", "fd00:ec2::254/128", "dev", "eth0", "nodad").CombinedOutput(); err != nil {
+		t.Fatalf("adding fd00:ec2::254: %v: %s", err, out)
+	}
+	ln, err := net.Listen("tcp", "[fd00:ec2::254]:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "the node's metadata service")
+	}), ReadHeaderTimeout: time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	mustNamespace(t, env, "v6late", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "v6late", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	if !p.Net.IPv6.IsValid() {
+		t.Fatal("the pod has no IPv6 address")
+	}
+	code, body, err := p.PodGetAt(ctxT(t), "http://[fd00:ec2::254]", "/latest/meta-data/", false)
+	if err == nil {
+		t.Fatalf("a pod reached [fd00:ec2::254] on a node that gained IPv6 after the agent started: %d %q, want refused", code, body)
+	}
+	// The guard answers with a TCP reset: curl fails to connect (exit 7)
+	// at once, rather than timing out (exit 28).
+	if !strings.Contains(err.Error(), "exit status 7") {
+		t.Errorf("request for [fd00:ec2::254]: %v, want the guard's refusal (curl exit 7, failed to connect)", err)
+	}
 }

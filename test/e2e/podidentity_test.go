@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube2ra/kube2ra/test/harness"
+	"github.com/kube2ra/kube2ra/test/simnode"
 )
 
 // TestPodIdentity runs the token door end to end on each credential
@@ -156,4 +159,91 @@ func replaceEnv(env []string, name, value string) []string {
 		}
 	}
 	return append(out, name+"="+value)
+}
+
+// TestPodIdentitySourceAddress: a token counts only from an address its
+// pod owns. A terminating pod owns no address (the metadata door's rule):
+// its token, copied into the pod that received its recycled IP, gets
+// nothing. A host-network pod's token counts only from the node's own
+// addresses: from another pod, or from another host on the node's
+// network reaching the agent's port directly, it gets nothing.
+func TestPodIdentitySourceAddress(t *testing.T) {
+	ctx := ctxT(t)
+	env := startEnvWith(t, harness.Options{Flavour: harness.EC2, Roles: allRoles, PodIdentity: true})
+	const ns = "pi-source"
+	mustPodIdentityNamespace(t, env, ns)
+
+	t.Run("TerminatingPodsTokenFromItsRecycledIP", func(t *testing.T) {
+		old := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "old", ServiceAccount: "web-sa"})
+		oldTokenFile, _ := projectToken(t, env, old)
+		got, err := env.GoSDK(ctx, old)
+		if err != nil {
+			t.Fatalf("the old pod with its own token: %v", err)
+		}
+		assertIssuedFor(t, env, "old pod", got, roleWeb, "")
+
+		if err := env.TerminatePod(ctx, ns, "old"); err != nil {
+			t.Fatal(err)
+		}
+		successor := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "successor", ServiceAccount: "worker-sa", IP: old.Net.IP})
+		projectToken(t, env, successor)
+		got, err = env.GoSDK(ctx, successor)
+		if err != nil {
+			t.Fatalf("the pod on the recycled IP with its own token: %v", err)
+		}
+		assertIssuedFor(t, env, "successor pod", got, roleWorker, "")
+
+		successor.Env = replaceEnv(successor.Env, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", oldTokenFile)
+		if got, err := env.GoSDK(ctx, successor); err == nil {
+			t.Fatalf("the terminating pod's token from its recycled IP got %s", got.AccessKeyID)
+		} else if !strings.Contains(err.Error(), "does not own the address") {
+			t.Errorf("terminating pod's token: %v, want the door's 403 for an address its pod does not own", err)
+		}
+	})
+
+	t.Run("HostNetworkTokenOnlyFromTheNode", func(t *testing.T) {
+		web := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "web", ServiceAccount: "web-sa"})
+		hostPod, err := env.CreateHostNetworkPod(ctx, ns, "hostnet", "web-sa")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hostPod.Object.Spec.Volumes = web.Object.Spec.Volumes // the policy's volume, for ProjectToken
+		hostPod.Object.Spec.Containers = web.Object.Spec.Containers
+		hostTokenFile, hostToken := projectToken(t, env, hostPod)
+		got, err := env.GoSDKOnNode(ctx, append(hostPod.Env, "AWS_REGION="+env.Region(), "AWS_EC2_METADATA_DISABLED=true"))
+		if err != nil {
+			t.Fatalf("Go SDK on the host network: %v", err)
+		}
+		assertIssuedFor(t, env, "Go SDK on the host network", got, roleWeb, "")
+
+		thief := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "thief", ServiceAccount: "other-sa"})
+		projectToken(t, env, thief)
+		thief.Env = replaceEnv(thief.Env, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", hostTokenFile)
+		if got, err := env.GoSDK(ctx, thief); err == nil {
+			t.Errorf("a host-network pod's token from another pod got %s", got.AccessKeyID)
+		} else if !strings.Contains(err.Error(), "node's own addresses") {
+			t.Errorf("host-network token from a pod: %v, want the door's 403 for an address not the node's", err)
+		}
+
+		// Another host on the node's network reaches HOST_IP:app-port
+		// itself (the SDKs allow only link-local and loopback over http, so
+		// curl plays the client).
+		peer, err := env.Node.AddPeerNode("node2", netip.MustParseAddr("10.199.0.11"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = env.Node.RemovePod(peer.Name) })
+		url := fmt.Sprintf("http://%s:%d%s", simnode.HostIP, harness.AppPort, "/v1/credentials")
+		out, err := peer.Command(ctx, "curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", "-H", "Authorization: "+hostToken, url).Output()
+		if err != nil {
+			t.Fatalf("curl from the second node: %v (%s)", err, out)
+		}
+		body, status, _ := strings.Cut(string(out), "\n")
+		if status != "403" || !strings.Contains(body, "node's own addresses") {
+			if status == "200" {
+				body = "(credentials)"
+			}
+			t.Fatalf("a host-network pod's token from another node: %s %s, want 403 for an address not the node's", status, body)
+		}
+	})
 }

@@ -493,6 +493,23 @@ func (e *Env) DeletePod(ctx context.Context, namespace, name string) error {
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
+	return e.removePodNetwork(namespace, name)
+}
+
+// TerminatePod deletes the Pod object gracefully and removes its network
+// namespace, as a kubelet does first: with no kubelet to confirm, the
+// object stays terminating (deletionTimestamp set) while its IP is free
+// for a new pod.
+func (e *Env) TerminatePod(ctx context.Context, namespace, name string) error {
+	grace := int64(3600)
+	if err := e.Kube.CoreV1().Pods(namespace).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
+		return err
+	}
+	return e.removePodNetwork(namespace, name)
+}
+
+// removePodNetwork forgets the pod and deletes its network namespace.
+func (e *Env) removePodNetwork(namespace, name string) error {
 	e.mu.Lock()
 	p := e.pods[namespace+"/"+name]
 	delete(e.pods, namespace+"/"+name)

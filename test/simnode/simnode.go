@@ -17,8 +17,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -56,8 +58,9 @@ func Inside() (string, bool) {
 
 // Reexec runs this very program again inside a fresh node namespace named
 // prefix-<pid> and returns its exit code; the caller exits with it. Namespaces
-// left by an earlier crashed run with the same prefix are removed first, and
-// this run's namespaces are removed afterwards.
+// left by an earlier crashed run with the same prefix (whose process is gone)
+// are removed first, and this run's namespaces are removed afterwards; runs
+// going on beside it keep theirs.
 func Reexec(prefix string) int {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "simnode: network namespaces need root: run the test as root (make e2e does)")
@@ -67,13 +70,13 @@ func Reexec(prefix string) int {
 		fmt.Fprintln(os.Stderr, "simnode: the ip command is missing: apt-get install iproute2 (or run hack/install-test-deps.sh)")
 		return 1
 	}
-	CleanupPrefix(prefix)
+	deleteNamespaces(func(name string) bool { return staleRun(prefix, name) })
 	node := fmt.Sprintf("%s-%d", prefix, os.Getpid())
 	if err := run("ip", "netns", "add", node); err != nil {
 		fmt.Fprintln(os.Stderr, "simnode:", err)
 		return 1
 	}
-	defer CleanupPrefix(prefix)
+	defer deleteNamespaces(func(name string) bool { return name == node || strings.HasPrefix(name, node+"-") })
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "simnode: cannot find own executable:", err)
@@ -95,16 +98,37 @@ func Reexec(prefix string) int {
 
 // CleanupPrefix deletes every network namespace whose name starts with prefix.
 func CleanupPrefix(prefix string) {
+	deleteNamespaces(func(name string) bool { return strings.HasPrefix(name, prefix) })
+}
+
+// deleteNamespaces deletes every network namespace whose name matches.
+func deleteNamespaces(match func(name string) bool) {
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
 		return
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
-		if name != "" && strings.HasPrefix(name, prefix) {
+		if name != "" && match(name) {
 			_ = exec.Command("ip", "netns", "del", name).Run()
 		}
 	}
+}
+
+// staleRun says whether name is a namespace of Reexec's (prefix-<pid> or
+// prefix-<pid>-<pod>) whose process is gone.
+func staleRun(prefix, name string) bool {
+	rest, ok := strings.CutPrefix(name, prefix+"-")
+	if !ok {
+		return false
+	}
+	pidText, _, _ := strings.Cut(rest, "-")
+	pid, err := strconv.Atoi(pidText)
+	if err != nil || pid <= 0 {
+		return false
+	}
+	err = syscall.Kill(pid, 0)
+	return err != nil && !errors.Is(err, syscall.EPERM)
 }
 
 // Node is the simulated node; the calling process is inside it.
@@ -255,6 +279,40 @@ func (n *Node) AddPod(name string, ip netip.Addr, hostVeth string) (*Pod, error)
 			)
 		}
 	}
+	return n.build(name, p, steps)
+}
+
+// AddPeerNode creates a namespace that plays another host on the node's
+// network: address ip (outside the pod subnet, e.g. 10.199.0.11 beside
+// HostIP), reaching the node over a veth routed as a /32 (no bridge, no
+// pod interface name), so its packets reach the node's addresses directly
+// and never pass the DNAT. RemovePod and Close remove it.
+func (n *Node) AddPeerNode(name string, ip netip.Addr) (*Pod, error) {
+	n.mu.Lock()
+	if _, dup := n.pods[name]; dup {
+		n.mu.Unlock()
+		return nil, fmt.Errorf("simnode: namespace %q exists", name)
+	}
+	idx := n.nextVeth
+	n.nextVeth++
+	n.mu.Unlock()
+	p := &Pod{Name: name, Netns: n.Name + "-" + name, IP: ip, HostVeth: fmt.Sprintf("peer%04x", idx)}
+	steps := [][]string{
+		{"ip", "netns", "add", p.Netns},
+		{"ip", "link", "add", p.HostVeth, "type", "veth", "peer", "name", "eth0", "netns", p.Netns},
+		{"ip", "-n", p.Netns, "link", "set", "lo", "up"},
+		{"ip", "-n", p.Netns, "addr", "add", ip.String() + "/32", "dev", "eth0"},
+		{"ip", "-n", p.Netns, "link", "set", "eth0", "up"},
+		{"ip", "-n", p.Netns, "route", "add", HostIP + "/32", "dev", "eth0"},
+		{"ip", "link", "set", p.HostVeth, "up"},
+		{"ip", "route", "add", ip.String() + "/32", "dev", p.HostVeth},
+	}
+	return n.build(name, p, steps)
+}
+
+// build runs the steps that make p's namespace and records it under name;
+// on a failure it removes the namespace again.
+func (n *Node) build(name string, p *Pod, steps [][]string) (*Pod, error) {
 	for _, s := range steps {
 		if err := run(s...); err != nil {
 			_ = exec.Command("ip", "netns", "del", p.Netns).Run()

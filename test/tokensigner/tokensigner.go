@@ -59,8 +59,10 @@ type Claims struct {
 	Audience       []string
 	Namespace      string
 	ServiceAccount string
-	PodName        string
-	PodUID         string
+	// ServiceAccountUID is the ServiceAccount's UID; "sa-uid" when empty.
+	ServiceAccountUID string
+	PodName           string
+	PodUID            string
 	// Node is the kubernetes.io.node claim; empty leaves it out.
 	Node string
 	// IssuedAt is iat and nbf; Expiry is exp.
@@ -71,9 +73,13 @@ type Claims struct {
 
 // Payload is the claims as kube-apiserver writes them.
 func (c Claims) Payload() map[string]any {
+	saUID := c.ServiceAccountUID
+	if saUID == "" {
+		saUID = "sa-uid"
+	}
 	k8s := map[string]any{
 		"namespace":      c.Namespace,
-		"serviceaccount": map[string]any{"name": c.ServiceAccount, "uid": "sa-uid"},
+		"serviceaccount": map[string]any{"name": c.ServiceAccount, "uid": saUID},
 	}
 	if !c.Unbound {
 		k8s["pod"] = map[string]any{"name": c.PodName, "uid": c.PodUID}
