@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds the images the real-node tier (make e2e-cluster) runs, without any
-# container registry, and caches them outside the repository:
+# Builds the images the real-node tier (make e2e-cluster) runs, without
+# pulling from any container registry, and caches them outside the repository:
 #   $KUBE2RA_CACHE/images/<name>.oci.tar   (oci-archive, one image each)
 #
 #   kube2ra     the agent, built FROM THE PROJECT'S Dockerfile with
 #               `buildah bud`; its GO_IMAGE and RUNTIME_IMAGE build arguments
 #               point at the local bases below instead of Docker Hub's
-#               golang and debian:bookworm-slim.
+#               golang and debian:bookworm-slim. The tier pushes it to its
+#               own registry, which the node pulls it from.
 #   client      Debian bookworm with the AWS CLI v2 (Debian's awscli), boto3
 #               (python3-boto3) and test/e2e/podclient (aws-sdk-go-v2); and
 #               under /opt/boto3 (PYTHONPATH) a boto3 with EKS Pod Identity
