@@ -5,7 +5,8 @@
 #                --build-arg COMMIT=$(git rev-parse HEAD) -t kube2ra:dev .
 #
 # Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 ...
-# (the builder runs on the build machine's platform and cross-compiles).
+# (the builder runs on the build machine's platform and cross-compiles), or
+# `make release` (buildah, one OCI index; hack/release.sh).
 
 # Both base images are build arguments. Users with a registry keep the
 # defaults; hack/cluster-images.sh (the real-node test tier) points them at
@@ -17,6 +18,10 @@
 # (bookworm) with apt reaching a mirror, for the iptables package.
 ARG GO_IMAGE=golang:1.26-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
+# BuildKit sets these; buildah (1.28, Debian 12) does not and needs them as
+# --build-arg (hack/release.sh), else both stages use --platform's.
+ARG BUILDPLATFORM
+ARG TARGETPLATFORM
 
 FROM --platform=$BUILDPLATFORM ${GO_IMAGE} AS build
 WORKDIR /src
@@ -37,7 +42,7 @@ RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
       -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
       -o /out/kube2ra-cni ./cmd/kube2ra-cni
 
-FROM ${RUNTIME_IMAGE}
+FROM --platform=$TARGETPLATFORM ${RUNTIME_IMAGE}
 # iptables brings /usr/sbin/iptables-nft and /usr/sbin/iptables-legacy (and the
 # ip6tables pair); the agent picks the one the host's rules live in.
 RUN apt-get update \

@@ -12,7 +12,7 @@ export GOFLAGS ?= -buildvcs=false
 TOOLS := $(KUBE2RA_CACHE)/bin
 IMAGE ?= kube2ra:$(VERSION)
 
-.PHONY: all build test test-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test controlplane image clean
+.PHONY: all build test test-deps demo-deps test-unit test-integration e2e e2e-cluster bench soak soak-short demo lint chart-test rules-test controlplane image release release-smoke clean
 
 all: build
 
@@ -21,10 +21,13 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(CNI_BIN) ./cmd/kube2ra-cni
 
 # Every tier, installing what it needs first.
-test: test-deps lint build test-unit test-integration chart-test e2e e2e-cluster soak-short
+test: test-deps lint build test-unit test-integration chart-test e2e e2e-cluster release-smoke soak-short
 
 test-deps:
 	@hack/install-test-deps.sh
+
+demo-deps:
+	@hack/install-test-deps.sh demo
 
 # Seconds: no root, loopback only.
 test-unit:
@@ -59,12 +62,21 @@ soak: build
 soak-short:
 	$(MAKE) soak SOAK_SECONDS=60
 
-# KEEP=1 leaves it running; DEMO_FLAVOUR=ec2 for the STS flavour.
-demo: test-deps build
+# KEEP=1 leaves it running; DEMO_FLAVOUR=ec2 for the STS flavour. Installs
+# only what the demo uses (a first look costs the kube-apiserver build, not
+# the test tiers' dependencies).
+demo: demo-deps build
 	KEEP=$(KEEP) DEMO_FLAVOUR=$(DEMO_FLAVOUR) $(GO) run ./test/demo
 
+# helm lint, goldens, schema, dry-run, and the alerting rules through promtool.
 chart-test:
 	@hack/chart-test.sh
+
+# Only the chart's alerts and dashboard: promtool check/test rules on the
+# rendered PrometheusRule (chart-test runs these too; make e2e evaluates
+# them against a real Prometheus).
+rules-test:
+	$(GO) test -count=1 -tags integration ./test/chart/ -run 'TestAlert|TestEveryAlert|TestDashboard'
 
 controlplane:
 	$(GO) run ./test/controlplane/cmd
@@ -88,5 +100,19 @@ image:
 	  buildah bud --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) . ; \
 	else echo "make image needs docker or buildah (apt-get install buildah)"; exit 1; fi
 
+# Release artefacts in dist/VERSION (or RELEASE_DIR): the agent image for
+# linux/amd64 and linux/arm64 as one OCI index (PLATFORMS= to choose), the
+# agent binaries, the packaged chart (version and appVersion VERSION) and
+# SHA256SUMS (README, "Publishing a release"); each image and binary is run
+# once (arm64 under qemu-user-static) to check it starts. Root. VERSION is
+# SemVer: make release VERSION=1.2.3
+release:
+	@hack/install-test-deps.sh release tools
+	@hack/release.sh "$(VERSION)" $(RELEASE_DIR)
+
+# make test's release: every artefact, outside the repository.
+release-smoke:
+	$(MAKE) release VERSION=0.0.0-smoke RELEASE_DIR=$(KUBE2RA_CACHE)/release-smoke
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

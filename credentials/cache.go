@@ -261,6 +261,9 @@ func NewCredentialCache(opts CacheOptions) (*CredentialCache, error) {
 		return nil, err
 	}
 	c.metrics = m
+	if err := reg.Register(newHeldCollector(c)); err != nil {
+		return nil, fmt.Errorf("credentials: registering the held-credentials metrics for source %q failed: %w; use one cache per source and registry", c.sourceName, err)
+	}
 	c.flightCtx, c.stopFlights = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -837,4 +840,65 @@ func newCacheMetrics(reg prometheus.Registerer, source string) (*cacheMetrics, e
 		}
 	}
 	return m, nil
+}
+
+// heldCollector reads, at scrape time, what the cache serves: how many
+// entries serve credentials whose refresh failed (stale-on-error), and how
+// long the soonest-expiring servable credentials have left.
+type heldCollector struct {
+	// cache is read under its read lock.
+	cache *CredentialCache
+	// stale describes kube2ra_credential_stale_entries.
+	stale *prometheus.Desc
+	// soonest describes kube2ra_credential_soonest_expiry_seconds.
+	soonest *prometheus.Desc
+}
+
+func newHeldCollector(c *CredentialCache) *heldCollector {
+	labels := prometheus.Labels{"source": c.sourceName}
+	return &heldCollector{
+		cache: c,
+		stale: prometheus.NewDesc("kube2ra_credential_stale_entries",
+			"Cached keys still served after their last refresh failed (served until expiry minus the min TTL).", nil, labels),
+		soonest: prometheus.NewDesc("kube2ra_credential_soonest_expiry_seconds",
+			"Seconds until the soonest-expiring servable cached credentials expire; absent while none are held.", nil, labels),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (h *heldCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- h.stale
+	ch <- h.soonest
+}
+
+// Collect implements prometheus.Collector.
+func (h *heldCollector) Collect(ch chan<- prometheus.Metric) {
+	stale, soonest, held := h.cache.held()
+	ch <- prometheus.MustNewConstMetric(h.stale, prometheus.GaugeValue, float64(stale))
+	if held {
+		ch <- prometheus.MustNewConstMetric(h.soonest, prometheus.GaugeValue, soonest.Seconds())
+	}
+}
+
+// held counts the servable entries whose last upstream call failed and finds
+// the shortest time left on servable credentials; held is false when no
+// entry holds servable credentials.
+func (c *CredentialCache) held() (stale int, soonest time.Duration, held bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	now := c.clock.Now()
+	for _, list := range c.entries {
+		for _, e := range list {
+			if !e.hasCreds || !now.Before(e.servableUntil) {
+				continue
+			}
+			if e.err != nil {
+				stale++
+			}
+			if left := e.creds.Expiration.Sub(now); !held || left < soonest {
+				soonest, held = left, true
+			}
+		}
+	}
+	return stale, soonest, held
 }

@@ -208,11 +208,20 @@ func TestCacheServesCachedCredentialsWhileUpstreamIsDown(t *testing.T) {
 	env.cache.Track("uid", req)
 	eventually(t, "prefetched", func() bool { return env.cached(req) })
 	old := get(t, env.cache, req)
+	if got := gaugeValue(t, env.reg, "kube2ra_credential_stale_entries"); got != 0 {
+		t.Errorf("kube2ra_credential_stale_entries %v with fresh credentials, want 0", got)
+	}
+	if got, want := gaugeValue(t, env.reg, "kube2ra_credential_soonest_expiry_seconds"), old.Expiration.Sub(env.clock.Now()).Seconds(); got != want {
+		t.Errorf("kube2ra_credential_soonest_expiry_seconds %v, want %v", got, want)
+	}
 
 	env.fake.SetOutage(true)
 	// 15-minute sessions with the 11-minute min TTL are refreshed 3 minutes in.
 	env.clock.Step(3 * time.Minute)
 	eventually(t, "a refresh failed", func() bool { return env.cache.Stats().RefreshFailures >= 1 })
+	if got := gaugeValue(t, env.reg, "kube2ra_credential_stale_entries"); got != 1 {
+		t.Errorf("kube2ra_credential_stale_entries %v while serving after a failed refresh, want 1", got)
+	}
 	if got := get(t, env.cache, req); got.AccessKeyID != old.AccessKeyID {
 		t.Fatalf("served %s during the outage, want the cached %s", got.AccessKeyID, old.AccessKeyID)
 	}
@@ -222,6 +231,12 @@ func TestCacheServesCachedCredentialsWhileUpstreamIsDown(t *testing.T) {
 		t.Fatalf("served %s a second before the min TTL, want the cached %s", got.AccessKeyID, old.AccessKeyID)
 	}
 	env.clock.SetTime(old.Expiration.Add(-DefaultMinTTL))
+	if got := gaugeValue(t, env.reg, "kube2ra_credential_stale_entries"); got != 0 {
+		t.Errorf("kube2ra_credential_stale_entries %v once nothing is servable, want 0", got)
+	}
+	if n, err := testutil.GatherAndCount(env.reg, "kube2ra_credential_soonest_expiry_seconds"); err != nil || n != 0 {
+		t.Errorf("kube2ra_credential_soonest_expiry_seconds: %d series with nothing servable (%v), want none", n, err)
+	}
 	_, err := env.cache.Get(context.Background(), req)
 	var e *Error
 	if !errors.As(err, &e) || e.Kind != KindUnavailable || e.RoleARN != appRoleARN {
@@ -449,6 +464,8 @@ func TestCacheMetricsAreRegistered(t *testing.T) {
 		"kube2ra_credential_cache_entries",
 		"kube2ra_credential_refresh_failures_total",
 		"kube2ra_credential_prefetches_total",
+		"kube2ra_credential_stale_entries",
+		"kube2ra_credential_soonest_expiry_seconds",
 	} {
 		if n, err := testutil.GatherAndCount(env.reg, name); err != nil || n == 0 {
 			t.Errorf("%s: %d series, %v", name, n, err)

@@ -213,3 +213,23 @@ func (s *stubSource) calls() int {
 	defer s.mu.Unlock()
 	return s.n
 }
+
+// gaugeValue gathers reg and returns the one series of the gauge name.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		if len(f.GetMetric()) != 1 {
+			t.Fatalf("%s: %d series, want 1", name, len(f.GetMetric()))
+		}
+		return f.GetMetric()[0].GetGauge().GetValue()
+	}
+	t.Fatalf("%s is not gathered", name)
+	return 0
+}

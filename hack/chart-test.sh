@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # What `make chart-test` runs: lint the kube2ra chart with every value set, then
 # the chart's Go tests (golden files, schema errors, security invariants, and
-# server-side dry-run plus real RBAC checks against the test control plane).
+# server-side dry-run plus real RBAC checks against the test control plane, and
+# the alerting rules rendered from the chart through `promtool check rules` and
+# `promtool test rules`, which need Debian's prometheus package:
+# hack/install-test-deps.sh prometheus), and the chart packaged by
+# hack/release.sh, pushed to a real OCI registry (Debian's docker-registry:
+# hack/install-test-deps.sh registry), installed from oci:// and upgraded.
 #
 # helm is built from the Go module proxy, pinned, into the kube2ra cache
 # (about 2.5 minutes the first time); test/chart/render.go pins the same version.

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds the images the real-node tier (make e2e-cluster) runs, without any
-# container registry, and caches them outside the repository:
+# Builds the images the real-node tier (make e2e-cluster) runs, without
+# pulling from any container registry, and caches them outside the repository:
 #   $KUBE2RA_CACHE/images/<name>.oci.tar   (oci-archive, one image each)
 #
 #   kube2ra     the agent, built FROM THE PROJECT'S Dockerfile with
 #               `buildah bud`; its GO_IMAGE and RUNTIME_IMAGE build arguments
 #               point at the local bases below instead of Docker Hub's
-#               golang and debian:bookworm-slim.
+#               golang and debian:bookworm-slim. The tier pushes it to its
+#               own registry, which the node pulls it from.
 #   client      Debian bookworm with the AWS CLI v2 (Debian's awscli), boto3
 #               (python3-boto3) and test/e2e/podclient (aws-sdk-go-v2); and
 #               under /opt/boto3 (PYTHONPATH) a boto3 with EKS Pod Identity
@@ -31,14 +32,12 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE_DIR="${KUBE2RA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube2ra}"
-IMAGES="$CACHE_DIR/images"
-MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-SUITE=bookworm
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
 
 log() { printf 'cluster-images: %s\n' "$*" >&2; }
 fail() { printf 'cluster-images: FAILED: %s\n' "$*" >&2; exit 1; }
+# CACHE_DIR, IMAGES, BUILDAH, rootfs, have, base, local_bases.
+. "$REPO/hack/lib/images.sh"
 for t in buildah mmdebstrap go git sha256sum; do
   command -v "$t" >/dev/null 2>&1 || fail "$t is not on PATH: run hack/install-test-deps.sh"
 done
@@ -47,50 +46,6 @@ done
 mkdir -p "$IMAGES"
 exec 8>"$IMAGES/.lock"
 flock -w 1200 8 || fail "another cluster-images.sh held $IMAGES/.lock for 20 minutes"
-
-# One buildah store for the tier, apart from any other use of buildah here.
-BUILDAH=(buildah --storage-driver vfs --root "$CACHE_DIR/buildah/root" --runroot "$CACHE_DIR/buildah/run")
-
-# rootfs NAME PACKAGES...: a minbase bookworm tarball with PACKAGES, cached.
-rootfs() {
-  local name="$1"; shift
-  local key; key=$(printf '%s\n' "$SUITE" "$@" | sha256sum | cut -c1-12)
-  local out="$IMAGES/rootfs-$name-$key.tar"
-  if [ ! -s "$out" ]; then
-    log "mmdebstrap $SUITE ($name: ${*:-minbase}) from $MIRROR"
-    local inc=(); [ $# -eq 0 ] || inc=(--include="$(IFS=,; echo "$*")")
-    mmdebstrap --quiet --variant=minbase "${inc[@]}" \
-      --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-      "$SUITE" "$out.tmp.tar" "$MIRROR" >&2 || fail "mmdebstrap $name"
-    mv "$out.tmp.tar" "$out"
-  fi
-  echo "$out"
-}
-
-# have REF: the image is in the buildah store.
-have() { "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1; }
-
-# base REF TARBALL [GOROOT]: imports a root filesystem as an image.
-base() {
-  local ref="$1" tarball="$2" goroot="${3:-}"
-  have "$ref" && return 0
-  log "importing $tarball as $ref"
-  local c mnt
-  c=$("${BUILDAH[@]}" from scratch)
-  mnt=$("${BUILDAH[@]}" mount "$c")
-  tar -xf "$tarball" -C "$mnt"
-  local env=(--env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
-  if [ -n "$goroot" ]; then
-    mkdir -p "$mnt/usr/local/go" "$mnt/go"
-    cp -a "$goroot/." "$mnt/usr/local/go/"
-    env=(--env PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-         --env GOPATH=/go --env GOTOOLCHAIN=local)
-  fi
-  "${BUILDAH[@]}" umount "$c" >/dev/null
-  "${BUILDAH[@]}" config "${env[@]}" --workingdir / "$c"
-  "${BUILDAH[@]}" commit --quiet "$c" "$ref" >/dev/null
-  "${BUILDAH[@]}" rm "$c" >/dev/null
-}
 
 # archive NAME REF: writes REF as an oci-archive (once) and prints the line.
 archive() {
@@ -112,12 +67,8 @@ static() {
   echo "$out"
 }
 
-goversion=$(go env GOVERSION)
-bookworm=$(rootfs minbase)
-golang_ref="localhost/kube2ra-base/golang:${goversion#go}-$SUITE-$(basename "$bookworm" .tar | cut -d- -f3)"
-runtime_ref="localhost/kube2ra-base/debian:$SUITE-minbase-$(basename "$bookworm" .tar | cut -d- -f3)"
-base "$runtime_ref" "$bookworm"
-base "$golang_ref" "$bookworm" "$(go env GOROOT)"
+read -r golang_ref runtime_ref < <(local_bases "$HOST_ARCH")
+[ -n "$runtime_ref" ] || fail "making the local base images"
 
 # The agent, from the Dockerfile. The tag is the hash of the build context.
 ctxhash=$(cd "$REPO" && git ls-files -co --exclude-standard -- Dockerfile .dockerignore go.mod go.sum '*.go' |
@@ -129,6 +80,7 @@ if ! have "$agent_ref"; then
   mkdir -p "$gomodcache" "$gocache"
   (cd "$REPO" && "${BUILDAH[@]}" bud --quiet --layers --network host \
     --build-arg GO_IMAGE="$golang_ref" --build-arg RUNTIME_IMAGE="$runtime_ref" \
+    --build-arg BUILDPLATFORM="linux/$HOST_ARCH" --build-arg TARGETPLATFORM="linux/$HOST_ARCH" \
     --build-arg VERSION="cluster-$ctxhash" --build-arg COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     --volume "$gomodcache:/go/pkg/mod" --volume "$gocache:/root/.cache/go-build" \
     -t "$agent_ref" -f Dockerfile . >&2) || fail "buildah bud of the Dockerfile"

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kube2ra's test tiers need, and only what is missing:
+#   - demo (make demo, a first look): only what the demo uses, etcd-server
+#     iptables iproute2 curl from Debian and the kube-apiserver build;
 #   - Debian packages: etcd-server (test control plane), iptables (both the
 #     nft and legacy backends) nftables iproute2 conntrack (simulated nodes),
 #     python3-botocore (test/sdkrefresh drives its refresh code),
@@ -9,17 +11,23 @@
 #   - kube-apiserver, built from the Go module proxy by build-kube.sh
 #     and cached in $KUBE2RA_CACHE (default ~/.cache/kube2ra);
 #   - kube-node (make e2e-cluster): Debian containerd runc
-#     containernetworking-plugins buildah mmdebstrap, and kubelet,
+#     containernetworking-plugins buildah mmdebstrap, docker-registry (the
+#     registry the node pulls the agent and helm the chart from) and skopeo
+#     (pushes the image to it), and kubelet,
 #     kube-controller-manager, kube-scheduler, kube-proxy from build-kube.sh
 #     (and it says whether python3's boto3 is 1.34 or later, which the
 #     token-door scenario copies into its client image);
+#   - release (make release): buildah mmdebstrap arch-test skopeo jq, and
+#     qemu-user-static with binfmt-support, registered in binfmt_misc, so
+#     the arm64 image's runtime stage runs under emulation;
 #   - helm and staticcheck, built with `go install` into $KUBE2RA_CACHE/bin;
 #   - js-sdk: the AWS SDK for JavaScript v3 (test/e2e runs it in pods),
 #     installed with `npm ci` from hack/js-sdk/package-lock.json into
 #     $KUBE2RA_CACHE/npm/aws-sdk-js-v3-<version>; nodejs and npm from
 #     Debian when node is missing (the SDK needs node 20 or later).
-# Arguments pick parts (all, packages, kube-apiserver, kube-node, tools,
-# js-sdk; default all).
+# Arguments pick parts (all, demo, packages, kube-apiserver, kube-node, tools,
+# js-sdk, prometheus, registry, release; default all, which is everything
+# but demo's subset).
 # Safe to run again: a second run only checks. Prints how long each step took.
 # Runs non-interactively (CI=true or not). Needs root (or password-less sudo)
 # only when a Debian package is missing.
@@ -31,9 +39,23 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.7.0}"
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
 APT_PACKAGES=(etcd-server iptables nftables iproute2 awscli curl jq conntrack python3-botocore containernetworking-plugins)
+# make demo: the API server's etcd, the node's iptables and network
+# namespaces, and curl, which the demo's pods run.
+DEMO_PACKAGES=(etcd-server iptables iproute2 curl)
+# The alerting rules' unit tests (promtool) and the real Prometheus that
+# test/e2e points at a running agent.
+PROMETHEUS_PACKAGES=(prometheus)
+# The OCI registry test/chart pushes the packaged chart to (the CNCF
+# distribution registry). On a machine booted with systemd the package also
+# enables its own service on :5000; the tests run their own on loopback.
+REGISTRY_PACKAGES=(docker-registry)
 # The real-node tier (make e2e-cluster): a container runtime, the CNI
 # plugins, and what builds images without a registry.
-NODE_PACKAGES=(containerd runc containernetworking-plugins buildah mmdebstrap util-linux)
+NODE_PACKAGES=(containerd runc containernetworking-plugins buildah mmdebstrap util-linux docker-registry skopeo)
+# make release (make test runs it as release-smoke): a multi-platform image
+# (foreign runtime stages under qemu-user-static through binfmt_misc, the
+# arm64 binary under qemu-aarch64-static), the chart, and their checks.
+RELEASE_PACKAGES=(buildah mmdebstrap arch-test skopeo jq qemu-user-static binfmt-support)
 # The JavaScript SDK's runtime. A NodeSource nodejs already bundles npm, so
 # these are installed only when node is missing.
 JS_PACKAGES=(nodejs npm)
@@ -109,6 +131,25 @@ check_tools() {
     { log "/usr/lib/cni/bridge or host-local missing: apt-get install containernetworking-plugins"; return 1; }
 }
 
+check_demo_tools() {
+  local t
+  for t in etcd ip iptables iptables-legacy iptables-nft curl; do
+    command -v "$t" >/dev/null 2>&1 || { log "$t is not on PATH after installing ${DEMO_PACKAGES[*]}"; return 1; }
+  done
+}
+
+check_registry_tools() {
+  command -v docker-registry >/dev/null 2>&1 || { log "docker-registry is not on PATH after installing ${REGISTRY_PACKAGES[*]}"; return 1; }
+}
+
+check_prometheus_tools() {
+  local t
+  for t in prometheus promtool; do
+    command -v "$t" >/dev/null 2>&1 || { log "$t is not on PATH after installing ${PROMETHEUS_PACKAGES[*]}"; return 1; }
+  done
+  log "$(promtool --version 2>&1 | head -1)"
+}
+
 kube_apiserver() {
   local out="$CACHE_DIR/kube-apiserver-$KUBE_VERSION"
   if [ -x "$out" ]; then
@@ -134,7 +175,7 @@ kube_node() {
 
 check_node_tools() {
   local t
-  for t in containerd ctr runc buildah mmdebstrap nsenter; do
+  for t in containerd ctr runc buildah mmdebstrap nsenter docker-registry skopeo; do
     command -v "$t" >/dev/null 2>&1 || { log "$t is not on PATH after installing ${NODE_PACKAGES[*]}"; return 1; }
   done
   [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] ||
@@ -146,6 +187,25 @@ check_node_tools() {
   if [ "$boto3" = none ] || [ "$(printf '%s\n' 1.34 "$boto3" | sort -V | head -1)" != 1.34 ]; then
     log "python3's boto3 is $boto3: make e2e-cluster will pip install boto3>=1.34 for its client image (needs a package index)"
   fi
+}
+
+# check_release_tools: arm64 binaries run here, through qemu-user-static in
+# binfmt_misc (mounted and the handler enabled when a container or a
+# machine without systemd-binfmt left them off).
+check_release_tools() {
+  local t
+  for t in buildah mmdebstrap skopeo jq qemu-aarch64-static update-binfmts; do
+    command -v "$t" >/dev/null 2>&1 || { log "$t is not on PATH after installing ${RELEASE_PACKAGES[*]}"; return 1; }
+  done
+  if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+    as_root mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+      { log "cannot mount binfmt_misc: make release cannot run the arm64 image's runtime stage"; return 1; }
+  fi
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || as_root update-binfmts --enable qemu-aarch64 ||
+    { log "update-binfmts --enable qemu-aarch64 failed"; return 1; }
+  grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 ||
+    { log "qemu-aarch64's binfmt_misc entry lacks the F flag: builds in a chroot cannot find the emulator"; return 1; }
+  log "arm64 binaries run through $(sed -n 's/^interpreter //p' /proc/sys/fs/binfmt_misc/qemu-aarch64)"
 }
 
 # go_tool NAME PACKAGE MODULE VERSION: installs PACKAGE@VERSION into BIN_DIR
@@ -206,12 +266,16 @@ js_sdk() {
 }
 
 usage() {
-  echo "usage: $0 [all|packages|kube-apiserver|kube-node|tools|js-sdk]..." >&2
-  echo "  all (default)   everything below" >&2
+  echo "usage: $0 [all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus|registry|release]..." >&2
+  echo "  all (default)   everything below but demo, which is a subset" >&2
+  echo "  demo            what make demo uses: ${DEMO_PACKAGES[*]} and kube-apiserver $KUBE_VERSION" >&2
   echo "  packages        Debian packages, and a check that both iptables backends work" >&2
   echo "  kube-apiserver  build and cache kube-apiserver $KUBE_VERSION" >&2
   echo "  kube-node       ${NODE_PACKAGES[*]}, and kubelet, kube-controller-manager, kube-scheduler, kube-proxy $KUBE_VERSION" >&2
+  echo "  release         ${RELEASE_PACKAGES[*]}, and qemu-aarch64 enabled in binfmt_misc" >&2
   echo "  tools           helm $HELM_VERSION and staticcheck $STATICCHECK_VERSION in $BIN_DIR" >&2
+  echo "  prometheus      ${PROMETHEUS_PACKAGES[*]} (prometheus and promtool: the alert rules' tests, test/e2e's scrape check)" >&2
+  echo "  registry        ${REGISTRY_PACKAGES[*]} (test/chart pushes the packaged chart to it and installs it from oci://)" >&2
   echo "  js-sdk          the AWS SDK for JavaScript v3 from hack/js-sdk/package-lock.json in $CACHE_DIR/npm (and ${JS_PACKAGES[*]} if node is missing)" >&2
 }
 
@@ -222,17 +286,23 @@ main() {
   local part
   for part in "${parts[@]}"; do
     case "$part" in
-      all|packages|kube-apiserver|kube-node|tools|js-sdk) ;;
+      all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus|registry|release) ;;
       -h|--help) usage; exit 0 ;;
       *) usage; fail "unknown part '$part'" ;;
     esac
   done
   want() { local p; for p in "${parts[@]}"; do [ "$p" = all ] || [ "$p" = "$1" ] && return 0; done; return 1; }
+  # demo is a subset of all: packages covers its Debian packages.
+  if want demo && ! want packages; then
+    log "make demo needs ${DEMO_PACKAGES[*]} (the API server's etcd, the node's iptables and network namespaces, the pods' curl) and kube-apiserver; the test tiers' other parts are installed by make test"
+    step "demo Debian packages" apt_packages "${DEMO_PACKAGES[@]}"
+    step "demo tool check" check_demo_tools
+  fi
   if want packages; then
     step "Debian packages" apt_packages
     step "tool check" check_tools
   fi
-  if want kube-apiserver; then
+  if want kube-apiserver || want demo; then
     step "kube-apiserver $KUBE_VERSION" kube_apiserver
   fi
   if want kube-node; then
@@ -240,9 +310,21 @@ main() {
     step "node tool check" check_node_tools
     step "kube node $KUBE_VERSION" kube_node
   fi
+  if want release; then
+    step "release Debian packages" apt_packages "${RELEASE_PACKAGES[@]}"
+    step "release tool check" check_release_tools
+  fi
   if want tools; then
     step "helm $HELM_VERSION" go_tool helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3 "$HELM_VERSION"
     step "staticcheck $STATICCHECK_VERSION" go_tool staticcheck honnef.co/go/tools/cmd/staticcheck honnef.co/go/tools "$STATICCHECK_VERSION"
+  fi
+  if want prometheus; then
+    step "prometheus Debian packages" apt_packages "${PROMETHEUS_PACKAGES[@]}"
+    step "prometheus tool check" check_prometheus_tools
+  fi
+  if want registry; then
+    step "registry Debian packages" apt_packages "${REGISTRY_PACKAGES[@]}"
+    step "registry tool check" check_registry_tools
   fi
   if want js-sdk; then
     step "AWS SDK for JavaScript v3" js_sdk

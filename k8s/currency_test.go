@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -203,6 +204,17 @@ func (f *currencyFixture) replace(t *testing.T, old, successor *corev1.Pod) {
 
 func (f *currencyFixture) gauge(resource string) float64 {
 	return testutil.ToFloat64(f.w.metrics.current.WithLabelValues(resource))
+}
+
+func TestCachedPodsGaugeCountsThisNodesPods(t *testing.T) {
+	f := newCurrencyFixture(t, rolePod("a", "uid-a", "10", "role-x", "10.0.0.1"), rolePod("b", "uid-b", "11", "role-x", "10.0.0.2"))
+	if got, err := testutil.GatherAndCount(f.reg, "kube2ra_k8s_cached_pods"); err != nil || got != 1 {
+		t.Fatalf("kube2ra_k8s_cached_pods: %d series, %v", got, err)
+	}
+	want := "# HELP kube2ra_k8s_cached_pods Pods of this node in the agent's cache (every phase): the pods it can tell apart by address.\n# TYPE kube2ra_k8s_cached_pods gauge\nkube2ra_k8s_cached_pods 2\n"
+	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), "kube2ra_k8s_cached_pods"); err != nil {
+		t.Error(err)
+	}
 }
 
 func (f *currencyFixture) verifications(resource, result string) float64 {

@@ -255,6 +255,15 @@ func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, err
 			return nil, fmt.Errorf("setting the %s watch error handler: %w", tracker.resource, err)
 		}
 	}
+	if opts.Registerer != nil {
+		cached := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kube2ra_k8s_cached_pods",
+			Help: "Pods of this node in the agent's cache (every phase): the pods it can tell apart by address.",
+		}, func() float64 { return float64(w.CachedPods()) })
+		if err := opts.Registerer.Register(cached); err != nil {
+			return nil, fmt.Errorf("registering kube2ra_k8s_cached_pods: %w", err)
+		}
+	}
 	if err := w.pods.AddIndexers(cache.Indexers{podIPIndex: podIPIndexFunc}); err != nil {
 		return nil, fmt.Errorf("adding the pod IP index: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -93,6 +94,9 @@ func TestReadyNamesWhatIsMissing(t *testing.T) {
 			a, f := readyAgent(t)
 			tc.mutate(t, a, f)
 			err := a.ready(context.Background())
+			if got, want := testutil.ToFloat64(a.readyGauge()), map[bool]float64{true: 1, false: 0}[tc.want == ""]; got != want {
+				t.Errorf("kube2ra_ready = %v, want %v", got, want)
+			}
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("ready() = %v, want nil", err)

@@ -180,6 +180,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kube2ra_build_info", Help: "Build of the running agent (always 1)."}, []string{"version", "commit", "source"})
 	reg.MustRegister(buildInfo)
 	a := &agent{cfg: cfg, log: log, reg: reg}
+	reg.MustRegister(a.readyGauge())
 	empty := ""
 	a.baseARN.Store(&empty)
 	if base := cfg.parsed.baseRoleARN.String(); base != "" {
@@ -461,6 +462,26 @@ func (a *agent) installRules(ctx context.Context) error {
 	}
 	a.log.WithField("backend", a.rules.Backend()).WithField("changed", changed).Info("DNAT and guard rules in place")
 	return nil
+}
+
+// readyCheckTimeout bounds the rules check a scrape of kube2ra_ready makes
+// (an iptables-save, waiting for the xtables lock at worst).
+const readyCheckTimeout = 5 * time.Second
+
+// readyGauge is kube2ra_ready: /readyz's answer at scrape time, so an alert
+// sees an agent that runs but serves no pod (the kubelet only marks it unready).
+func (a *agent) readyGauge() prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kube2ra_ready",
+		Help: "1 when /readyz would answer 200 (informers synced, credential source usable, rules in place, every pod intercepted), else 0.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), readyCheckTimeout)
+		defer cancel()
+		if a.ready(ctx) != nil {
+			return 0
+		}
+		return 1
+	})
 }
 
 // ready is /readyz: every start-up step done and the rules still in place.

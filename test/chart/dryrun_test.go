@@ -47,6 +47,7 @@ var standInCRDs = []struct{ group, kind, plural string }{
 	{"cert-manager.io", "Certificate", "certificates"},
 	{"monitoring.coreos.com", "ServiceMonitor", "servicemonitors"},
 	{"monitoring.coreos.com", "PodMonitor", "podmonitors"},
+	{"monitoring.coreos.com", "PrometheusRule", "prometheusrules"},
 }
 
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}

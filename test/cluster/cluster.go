@@ -28,10 +28,7 @@ type Image struct {
 	Archive, Ref string
 }
 
-// Repository and Tag split Ref.
-func (i Image) Repository() string { return i.Ref[:strings.LastIndex(i.Ref, ":")] }
-
-// Tag is the part after the last colon.
+// Tag is the part of Ref after the last colon.
 func (i Image) Tag() string { return i.Ref[strings.LastIndex(i.Ref, ":")+1:] }
 
 // BuildImages runs hack/cluster-images.sh and returns its images by name

@@ -56,7 +56,20 @@ type world struct {
 	pki    *harness.PKI
 	tls    *fakeAWSTLS
 	start  time.Time
+	// registry serves the agent's image and the chart; published are the
+	// versions pushed to it, in order.
+	registry  *Registry
+	published []published
 }
+
+// published is one release in the tier's registry: the chart's version,
+// which is also its appVersion and so the agent image's tag, and the
+// image's manifest digest.
+type published struct{ version, digest string }
+
+// agentRepository and chartRepository are where the tier publishes, as a
+// user would in their own registry.
+const agentRepository, chartRepository = "kube2ra/kube2ra", "charts"
 
 // figure prints one named measurement.
 func figure(name string, value any) { fmt.Printf("CLUSTER %s %v\n", name, value) }
@@ -83,7 +96,10 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("images ready after %s", time.Since(w.start).Round(time.Second))
-	if w.node, err = StartNode(ctx, w.images, ""); err != nil {
+	// The node gets the sandbox and client images by import; the agent's
+	// image it pulls from the registry, as a user's node does.
+	nodeImages := map[string]Image{"pause": w.images["pause"], "client": w.images["client"]}
+	if w.node, err = StartNode(ctx, nodeImages, ""); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -98,6 +114,7 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.startFakeAWS(ctx)
+	w.publish(ctx)
 	w.createNamespace(ctx)
 
 	t.Run("RolesAnywhere", func(t *testing.T) {
@@ -105,6 +122,7 @@ func TestCluster(t *testing.T) {
 		// The token door too: Roles Anywhere behind it is what no other
 		// agent offers.
 		w.install(ctx, "rolesanywhere", "podIdentity.enabled=true")
+		w.fromRegistry(ctx, 0)
 		w.credentials(ctx, "rolesanywhere")
 		w.podIdentity(ctx)
 		w.uninstall(ctx, "rolesanywhere")
@@ -116,6 +134,7 @@ func TestCluster(t *testing.T) {
 		w.coldStart(ctx)
 		w.ipReuse(ctx)
 		w.upgrade(ctx)
+		w.fromRegistry(ctx, 1)
 		w.nodeRestart(ctx)
 		w.newNode(ctx, false)
 		w.newNode(ctx, true)
@@ -240,11 +259,10 @@ func (w *world) helm(ctx context.Context, args ...string) string {
 // values are the chart values a user would set: the image, the endpoints
 // (here the fakes), the node's pod interface.
 func (w *world) values(flavour string, extra ...string) []string {
-	img := w.images["kube2ra"]
+	// The image's tag and pull policy are the chart's defaults: its
+	// appVersion, IfNotPresent.
 	set := []string{
-		"image.repository=" + img.Repository(),
-		"image.tag=" + img.Tag(),
-		"image.pullPolicy=Never",
+		"image.repository=" + w.registry.Host + "/" + agentRepository,
 		"host.interface=" + Bridge,
 		"credentialSource=" + flavour,
 	}
@@ -285,14 +303,119 @@ func (w *world) values(flavour string, extra ...string) []string {
 func (w *world) install(ctx context.Context, flavour string, extra ...string) {
 	t := w.t
 	begin := time.Now()
-	w.helm(ctx, append([]string{"install", "kube2ra", filepath.Join(w.repo, "charts", "kube2ra"), "-n", "kube-system"}, w.values(flavour, extra...)...)...)
+	w.helm(ctx, append(append([]string{"install", "kube2ra"}, w.chart(0)...), append([]string{"-n", "kube-system"}, w.values(flavour, extra...)...)...)...)
 	w.waitDaemonSetReady(ctx, 0)
 	ms := time.Since(begin).Milliseconds()
 	figure("install_to_ready_ms_"+flavour, ms)
 	if flavour == "rolesanywhere" {
 		figure("install_to_ready_ms", ms)
+		// The first install: the node pulls the agent's image here.
+		figure("registry_install_to_ready_ms", ms)
 	}
 	t.Logf("%s: DaemonSet Ready %d ms after helm install", flavour, ms)
+}
+
+// publish starts the registry and publishes two releases to it as a user
+// publishes theirs: the image pushed with skopeo, tagged with the release's
+// version, and the chart packaged by hack/release.sh with that version as
+// version and appVersion and pushed with helm push. install takes the first, upgrade
+// moves to the second.
+func (w *world) publish(ctx context.Context) {
+	t := w.t
+	var err error
+	if w.registry, err = StartRegistry(ctx, w.tls.config, w.tls.caPEM); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.registry.Stop)
+	begin := time.Now()
+	pkgDir := t.TempDir()
+	for i := range 2 {
+		// Semver with the build context's hash: a chart version that exists
+		// only in the registry, never in charts/kube2ra.
+		version := fmt.Sprintf("0.0.%d-%s", i+1, w.images["kube2ra"].Tag())
+		digest, err := w.registry.PushImage(ctx, w.images["kube2ra"].Archive, agentRepository, version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Packaged as make release packages it: version and appVersion.
+		if _, err := run(ctx, filepath.Join(w.repo, "hack", "release.sh"), "chart", version, pkgDir); err != nil {
+			t.Fatal(err)
+		}
+		w.helm(ctx, "push", filepath.Join(pkgDir, "kube2ra-"+version+".tgz"), "oci://"+w.registry.Host+"/"+chartRepository, "--ca-file", w.registry.CAFile)
+		w.published = append(w.published, published{version: version, digest: digest})
+	}
+	figure("registry_publish_ms", time.Since(begin).Milliseconds())
+}
+
+// chart is the chart reference and flags for helm install or upgrade of
+// the i-th published release.
+func (w *world) chart(i int) []string {
+	return []string{"oci://" + w.registry.Host + "/" + chartRepository + "/kube2ra", "--version", w.published[i].version, "--ca-file", w.registry.CAFile}
+}
+
+// fromRegistry proves the running agent is the i-th published release: helm
+// lists that chart version, the pod runs the registry's reference, the
+// kubelet pulled it (its Pulled Event, not "already present"), and
+// containerd holds it under the digest the registry stored.
+func (w *world) fromRegistry(ctx context.Context, i int) {
+	t := w.t
+	rel := w.published[i]
+	ref := w.registry.Host + "/" + agentRepository + ":" + rel.version
+	var releases []struct {
+		Name, Chart string
+		AppVersion  string `json:"app_version"`
+	}
+	if err := json.Unmarshal([]byte(w.helm(ctx, "list", "-n", "kube-system", "-o", "json")), &releases); err != nil {
+		t.Fatal(err)
+	}
+	if len(releases) != 1 || releases[0].Chart != "kube2ra-"+rel.version || releases[0].AppVersion != rel.version {
+		t.Errorf("helm list shows %+v, want the one release of chart kube2ra-%s from the registry", releases, rel.version)
+	}
+	pods, err := w.kube.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod *corev1.Pod
+	for i := range pods.Items {
+		if p := &pods.Items[i]; p.DeletionTimestamp == nil && len(p.Spec.Containers) > 0 && p.Spec.Containers[0].Image == ref {
+			pod = p
+		}
+	}
+	if pod == nil {
+		t.Fatalf("no agent pod runs %s:\n%s", ref, w.agentPodState(ctx))
+	}
+	wantID := w.registry.Host + "/" + agentRepository + "@" + rel.digest
+	if len(pod.Status.ContainerStatuses) == 0 || pod.Status.ContainerStatuses[0].ImageID != wantID {
+		t.Errorf("agent pod %s: image ID %+v, want %s (the digest the registry stored)", pod.Name, pod.Status.ContainerStatuses, wantID)
+	}
+	evs, err := w.kube.CoreV1().Events("kube-system").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod.Name + ",reason=Pulled"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pulled := ""
+	for _, e := range evs.Items {
+		if strings.Contains(e.Message, "Successfully pulled image \""+ref+"\"") {
+			pulled = e.Message
+		}
+	}
+	if pulled == "" {
+		t.Errorf("agent pod %s has no Pulled Event for %s from the kubelet: %+v", pod.Name, ref, evs.Items)
+	}
+	out, err := run(ctx, "ctr", "--address", Socket, "-n", "k8s.io", "images", "ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inContainerd := false
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[0] == ref && f[2] == rel.digest {
+			inContainerd = true
+		}
+	}
+	if !inContainerd {
+		t.Errorf("containerd has no %s with digest %s:\n%s", ref, rel.digest, out)
+	}
+	t.Logf("agent %s: %s; image ID %s", pod.Name, pulled, wantID)
+	figure(fmt.Sprintf("registry_release_%d_pulled", i+1), pulled != "" && inContainerd)
 }
 
 // waitDaemonSetReady waits until the DaemonSet's pod of generation > after

@@ -4,8 +4,10 @@
 // node with containerd, kubelet, kube-proxy (iptables) and the bridge CNI
 // plugin in its own network namespace, a control plane with
 // kube-controller-manager and kube-scheduler, the fake AWS endpoints, and
-// kube2ra installed with `helm install` from the image built from the
-// project's Dockerfile (hack/cluster-images.sh).
+// kube2ra published to an OCI registry (docker-registry; the image built
+// from the project's Dockerfile by hack/cluster-images.sh, the chart
+// packaged) and installed from it with `helm install oci://…`, the node
+// pulling the image.
 package cluster
 
 import (

@@ -245,8 +245,9 @@ func (w *world) upgrade(ctx context.Context) {
 		t.Fatal(err)
 	}
 	from := time.Now().UnixMilli()
-	w.helm(ctx, append([]string{"upgrade", "kube2ra", filepath.Join(w.repo, "charts", "kube2ra"), "-n", "kube-system"},
-		w.values("sts", "podAnnotations.kube2ra-test/upgrade=at-"+strconv.FormatInt(from, 10))...)...)
+	// From the first published release to the next, as a user upgrades.
+	w.helm(ctx, append(append([]string{"upgrade", "kube2ra"}, w.chart(1)...), append([]string{"-n", "kube-system"},
+		w.values("sts", "podAnnotations.kube2ra-test/upgrade=at-"+strconv.FormatInt(from, 10))...)...)...)
 	w.waitDaemonSetReady(ctx, ds.Status.ObservedGeneration)
 	// Answers with the pod's role again after the new agent is Ready.
 	if err := waitFor(ctx, name+" answered after the upgrade", time.Minute, nil, func() error {
@@ -300,8 +301,8 @@ const bootPollsWanted = 5
 // newNode is scenario 6's new-node case: the node comes back as a new one
 // (Node object deleted, rules and containers gone, the kubelet registering
 // anew, as a node an autoscaler adds), with or without the startup taint.
-// The agent's image is not on the new node yet (a new node pulls it), so the
-// agent starts only when the test imports it. A workload pod created before
+// The agent's image is not on the new node yet (a new node pulls it) and the
+// registry holds the pull, so the agent starts only when the test releases it. A workload pod created before
 // the node registers polls 169.254.169.254 from its first instant. With the
 // taint the scheduler keeps it off the node until the agent has installed
 // its rules and removed the taint: not one answer with the node's
@@ -317,7 +318,8 @@ func (w *world) newNode(ctx context.Context, tainted bool) {
 	name := "boot-" + kind
 	var created time.Time
 	if err := w.node.replace(ctx, w.kube, taints, func() error {
-		if err := w.node.removeImage(ctx, w.images["kube2ra"]); err != nil {
+		w.registry.Hold()
+		if err := w.node.removeImages(ctx, w.registry.Host+"/"+agentRepository); err != nil {
 			return err
 		}
 		created = time.Now()
@@ -345,9 +347,7 @@ func (w *world) newNode(ctx context.Context, tainted bool) {
 		}
 	}
 	released := time.Now()
-	if err := w.node.importImage(ctx, w.images["kube2ra"]); err != nil {
-		t.Fatal(err)
-	}
+	w.registry.Release()
 	readyMs := w.waitAgentReady(ctx, released)
 	firstMs := w.waitPollerRole(ctx, name, 0)
 	answers := pollerAnswers(name)

@@ -61,8 +61,11 @@ state = %q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %q
+  # One hosts.toml per registry (StartRegistry writes the tier's, with its CA).
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %q
 `, dir("containerd", "root"), dir("containerd", "state"), Socket, Socket+".ttrpc", dir("containerd", "opt"),
-		n.pauseImage, dir("runc"), dir("cni", "net.d"))
+		n.pauseImage, dir("runc"), dir("cni", "net.d"), dir("containerd", "certs.d"))
 	cni := map[string]any{
 		"cniVersion": "0.4.0",
 		"name":       "k2rc",
@@ -285,10 +288,23 @@ func (n *Node) importImage(ctx context.Context, img Image) error {
 	return err
 }
 
-// removeImage deletes an image from containerd: a node that has not pulled
-// it yet. Pods with imagePullPolicy Never wait (ErrImageNeverPull) until
-// importImage brings it back.
-func (n *Node) removeImage(ctx context.Context, img Image) error {
-	_, err := run(ctx, "ctr", "--address", Socket, "-n", "k8s.io", "images", "rm", img.Ref)
+// removeImages deletes every reference to repository (host/name) from
+// containerd, by tag and by digest: a new node that has not pulled the
+// image yet, so the kubelet pulls it from the registry.
+func (n *Node) removeImages(ctx context.Context, repository string) error {
+	out, err := run(ctx, "ctr", "--address", Socket, "-n", "k8s.io", "images", "ls", "-q")
+	if err != nil {
+		return err
+	}
+	var refs []string
+	for _, ref := range strings.Fields(out) {
+		if strings.HasPrefix(ref, repository+":") || strings.HasPrefix(ref, repository+"@") {
+			refs = append(refs, ref)
+		}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	_, err = run(ctx, "ctr", append([]string{"--address", Socket, "-n", "k8s.io", "images", "rm"}, refs...)...)
 	return err
 }
