@@ -218,7 +218,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 			TrustAnchors: []fakera.TrustAnchor{{ARN: TrustAnchorARN, CAs: []*x509Cert{e.PKI.CA}}},
 			Profiles:     []fakera.Profile{{ARN: ProfileARN, RoleARNs: RoleARNs(roles), AcceptRoleSessionName: true, DurationSeconds: 3600}},
 			OnIssue: func(i fakera.Issued) {
-				_ = e.STS.AddPrincipal(fakests.Principal{AccessKeyID: i.AccessKeyID, SecretAccessKey: i.SecretAccessKey, SessionToken: i.SessionToken, ARN: i.AssumedRoleARN})
+				_ = e.STS.AddPrincipal(fakests.Principal{AccessKeyID: i.AccessKeyID, SecretAccessKey: i.SecretAccessKey, SessionToken: i.SessionToken, ARN: i.AssumedRoleARN, Expiration: i.Expiration})
 			},
 		})
 		if err != nil {
