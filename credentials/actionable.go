@@ -1,6 +1,9 @@
 package credentials
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // Codes a Source uses for failures it finds before calling AWS.
 const (
@@ -49,10 +52,18 @@ func ActionableFailure(err error) (Failure, bool) {
 		return Failure{ReasonNodeCertificateExpired, "the node's Roles Anywhere certificate has expired, so no role can be assumed on this node: renew the node certificate (--ra-certificate; the agent reloads it)"}, true
 	case e.Code == CodeCertificateNotYetValid:
 		return Failure{ReasonNodeCertificateNotYetValid, "the node's Roles Anywhere certificate is not valid yet: check the node's clock, or wait for the certificate's notBefore"}, true
+	case e.Kind == KindDenied && e.Hop == HopTarget && strings.Contains(e.Message, "sts:TagSession"):
+		return Failure{ReasonUpstreamAccessDenied, "AWS STS refused to tag the session of target role " + e.RoleARN + " (second hop): its trust policy must allow sts:TagSession for the first role (session tags are on, --session-tags), or turn session tags off"}, true
+	case e.Kind == KindDenied && e.Hop == HopTarget:
+		return Failure{ReasonUpstreamAccessDenied, "AWS STS refused AssumeRole of target role " + e.RoleARN + " (second hop, " + codeOr(e.Code, "AccessDenied") + "): its trust policy must allow the pod's first role to call sts:AssumeRole (with the external ID kube2ra sends when session tags are off, and sts:TagSession when they are on), and the first role's policy must allow sts:AssumeRole on it; the agent's log has AWS's message"}, true
+	case e.Kind == KindDenied && e.Source == STSSourceName && e.Hop == HopFirst:
+		return Failure{ReasonUpstreamAccessDenied, "AWS STS refused AssumeRole of " + e.RoleARN + " (first hop, " + codeOr(e.Code, "AccessDenied") + "): the role's trust policy must allow the node's role to call sts:AssumeRole; the agent's log has AWS's message"}, true
+	case e.Kind == KindDenied && e.Source == STSSourceName && strings.Contains(e.Message, "sts:TagSession"):
+		return Failure{ReasonUpstreamAccessDenied, "AWS STS refused to tag the session of " + e.RoleARN + ": its trust policy must allow sts:TagSession for the node's role (session tags are on, --session-tags), or turn session tags off"}, true
 	case e.Kind == KindDenied && e.Source == STSSourceName:
 		return Failure{ReasonUpstreamAccessDenied, "AWS STS refused AssumeRole of " + e.RoleARN + " (" + codeOr(e.Code, "AccessDenied") + "): the role's trust policy must allow the node's role to call sts:AssumeRole (and sts:TagSession with --session-tags); the agent's log has AWS's message"}, true
 	case e.Kind == KindDenied:
-		return Failure{ReasonUpstreamAccessDenied, "AWS refused credentials for " + e.RoleARN + " (" + codeOr(e.Code, "AccessDenied") + "): the role must be in the Roles Anywhere profile and trust rolesanywhere.amazonaws.com, and the node certificate must chain to the trust anchor; the agent's log has AWS's message"}, true
+		return Failure{ReasonUpstreamAccessDenied, "AWS refused credentials for " + e.RoleARN + hopNote(e.Hop) + " (" + codeOr(e.Code, "AccessDenied") + "): the role must be in the Roles Anywhere profile and trust rolesanywhere.amazonaws.com, and the node certificate must chain to the trust anchor; the agent's log has AWS's message"}, true
 	case e.Kind == KindThrottled && e.Code != "":
 		return Failure{ReasonUpstreamThrottled, "AWS throttled the credential call for " + e.RoleARN + " (" + e.Code + "): the account's quota for the region is used up; raise it, lengthen sessions, or share sessions per node (--session-name=node); see README, Capacity"}, true
 	}
@@ -64,4 +75,12 @@ func codeOr(code, def string) string {
 		return def
 	}
 	return code
+}
+
+// hopNote is ", first hop" and the like for a chained request's error.
+func hopNote(h Hop) string {
+	if h == "" {
+		return ""
+	}
+	return ", " + string(h)
 }
