@@ -45,7 +45,7 @@ func NewServiceAccounts(client kubernetes.Interface, roleKey string) (*ServiceAc
 		roleKey = DefaultRoleKey
 	}
 	s := &ServiceAccounts{keys: []string{roleKey, IRSARoleKey}}
-	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(transformServiceAccount(s.keys)))
+	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(transformServiceAccount(append([]string{TargetRoleKey}, s.keys...))))
 	s.informer = s.factory.Core().V1().ServiceAccounts().Informer()
 	return s, nil
 }
@@ -166,6 +166,23 @@ type ServiceAccountUIDGetter interface {
 
 var _ ServiceAccountUIDGetter = (*ServiceAccounts)(nil)
 
+// ServiceAccountTargetRole returns the target role a ServiceAccount's
+// target-role annotation names, "" when none or not cached.
+func (s *ServiceAccounts) ServiceAccountTargetRole(namespace, name string) string {
+	if sa, ok := s.cached(namespace, name); ok {
+		return strings.TrimSpace(sa.Annotations[TargetRoleKey])
+	}
+	return ""
+}
+
+// ServiceAccountTargetGetter is read, when a ServiceAccountRoleGetter has
+// it, for the target role of a ServiceAccount; *ServiceAccounts has it.
+type ServiceAccountTargetGetter interface {
+	ServiceAccountTargetRole(namespace, name string) string
+}
+
+var _ ServiceAccountTargetGetter = (*ServiceAccounts)(nil)
+
 // ServiceAccountRoleGetter is what ServiceAccountRoles reads; *ServiceAccounts implements it.
 type ServiceAccountRoleGetter interface {
 	ServiceAccountRole(namespace, name string) (role string, ok bool)
@@ -241,5 +258,12 @@ func withServiceAccountRole(pod *Pod, accounts ServiceAccountRoleGetter, roleKey
 		withRole.Annotations = make(map[string]string, 1)
 	}
 	withRole.Annotations[roleKey] = role
+	// The ServiceAccount's target role goes with its role, unless the pod
+	// names its own.
+	if tg, ok := accounts.(ServiceAccountTargetGetter); ok && strings.TrimSpace(pod.Annotations[TargetRoleKey]) == "" {
+		if target := tg.ServiceAccountTargetRole(pod.Namespace, pod.ServiceAccount); target != "" {
+			withRole.Annotations[TargetRoleKey] = target
+		}
+	}
 	return &withRole, nil
 }
