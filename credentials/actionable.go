@@ -20,11 +20,12 @@ const (
 	ReasonUpstreamThrottled          = "UpstreamThrottled"
 	ReasonNodeCertificateExpired     = "NodeCertificateExpired"
 	ReasonNodeCertificateNotYetValid = "NodeCertificateNotYetValid"
+	ReasonTargetRoleInvalid          = "TargetRoleInvalid"
 )
 
 // ActionableReasons are every reason ActionableFailure returns, for metrics
 // present at zero from the start.
-var ActionableReasons = []string{ReasonUpstreamAccessDenied, ReasonUpstreamThrottled, ReasonNodeCertificateExpired, ReasonNodeCertificateNotYetValid}
+var ActionableReasons = []string{ReasonUpstreamAccessDenied, ReasonUpstreamThrottled, ReasonNodeCertificateExpired, ReasonNodeCertificateNotYetValid, ReasonTargetRoleInvalid}
 
 // Failure is an upstream failure told to the owner of the pod that asked:
 // a reason and what to do. The message carries the AWS error code but not
@@ -64,6 +65,11 @@ func ActionableFailure(err error) (Failure, bool) {
 		return Failure{ReasonUpstreamAccessDenied, "AWS STS refused AssumeRole of " + e.RoleARN + " (" + codeOr(e.Code, "AccessDenied") + "): the role's trust policy must allow the node's role to call sts:AssumeRole (and sts:TagSession with --session-tags); the agent's log has AWS's message"}, true
 	case e.Kind == KindDenied:
 		return Failure{ReasonUpstreamAccessDenied, "AWS refused credentials for " + e.RoleARN + hopNote(e.Hop) + " (" + codeOr(e.Code, "AccessDenied") + "): the role must be in the Roles Anywhere profile and trust rolesanywhere.amazonaws.com, and the node certificate must chain to the trust anchor; the agent's log has AWS's message"}, true
+	case e.Kind == KindInvalid && e.Hop != "":
+		// A chained request AWS or the agent refused as invalid: a target
+		// in another partition, no --cluster-name for its external ID, a
+		// session policy AWS would not take. The message says which.
+		return Failure{ReasonTargetRoleInvalid, "credentials for " + e.RoleARN + " (" + string(e.Hop) + ") cannot be requested: " + codeOr(e.Code, "invalid") + ": " + invalidDetail(e)}, true
 	case e.Kind == KindThrottled && e.Code != "":
 		return Failure{ReasonUpstreamThrottled, "AWS throttled the credential call for " + e.RoleARN + " (" + e.Code + "): the account's quota for the region is used up; raise it, lengthen sessions, or share sessions per node (--session-name=node); see README, Capacity"}, true
 	}
@@ -83,4 +89,14 @@ func hopNote(h Hop) string {
 		return ""
 	}
 	return ", " + string(h)
+}
+
+// invalidDetail is what an invalid chained request's message may tell the
+// pod's owner: the agent's own sentence, or AWS's code alone (AWS's
+// message can name the node's role).
+func invalidDetail(e *Error) string {
+	if e.Code != "" {
+		return "the agent's log has AWS's message"
+	}
+	return e.Message
 }

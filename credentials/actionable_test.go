@@ -32,6 +32,8 @@ func TestActionableFailure(t *testing.T) {
 			ReasonUpstreamAccessDenied, []string{"sts:TagSession", role}},
 		{"a refused Roles Anywhere first hop says so", &Error{Kind: KindDenied, Source: "rolesanywhere", RoleARN: role, Hop: HopFirst, Code: "AccessDeniedException"},
 			ReasonUpstreamAccessDenied, []string{"first hop", "profile"}},
+		{"a target hop the agent cannot request says why", &Error{Kind: KindInvalid, Source: STSSourceName, RoleARN: "arn:aws:iam::444455556666:role/t", Hop: HopTarget, Message: "set --cluster-name"},
+			ReasonTargetRoleInvalid, []string{"second hop", "--cluster-name"}},
 		{"AWS throttling", &Error{Kind: KindThrottled, Source: "rolesanywhere", RoleARN: role, Code: "ThrottlingException"},
 			ReasonUpstreamThrottled, []string{"quota", "--session-name=node"}},
 		{"expired node certificate", &Error{Kind: KindDenied, Source: "rolesanywhere", RoleARN: role, Code: CodeCertificateExpired},

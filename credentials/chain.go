@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/kube2ra/kube2ra/arn"
 )
 
@@ -69,4 +71,18 @@ func (c *ChainSource) Fetch(ctx context.Context, req Request) (Credentials, erro
 		return Credentials{}, &Error{Kind: KindUnavailable, Source: c.first.Name(), RoleARN: req.RoleARN, Hop: HopFirst, Err: err}
 	}
 	return c.target.AssumeTarget(ctx, req, firstCreds)
+}
+
+// NewTargetSTSSource is the STS client of target hops: opts.BaseCredentials
+// is replaced by a provider that refuses (every call is signed with a
+// first hop's credentials, never the node's), and sessions last
+// ChainedMaxSessionDuration unless opts.Duration is shorter.
+func NewTargetSTSSource(ctx context.Context, opts STSOptions) (*STSSource, error) {
+	opts.BaseCredentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+		return aws.Credentials{}, errors.New("credentials: the target-hop STS client signs only with a first hop's credentials")
+	})
+	if opts.Duration == 0 || opts.Duration > ChainedMaxSessionDuration {
+		opts.Duration = ChainedMaxSessionDuration
+	}
+	return NewSTSSource(ctx, opts)
 }
