@@ -231,6 +231,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 			"--ra-certificate", e.PKI.CertPath,
 			"--ra-private-key", e.PKI.KeyPath,
 			"--ra-endpoint", e.RA.URL(),
+			// Target roles are assumed through STS with the Roles Anywhere
+			// session's credentials.
+			"--sts-endpoint", e.STSURL,
 		)
 	case EC2:
 		if err := e.Node.AddMetadataAddress(); err != nil {

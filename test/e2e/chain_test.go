@@ -1,0 +1,192 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/test/fakeaws/fakests"
+	"github.com/kube2ra/kube2ra/test/harness"
+)
+
+// Account B of the cross-account tests: the target roles live there.
+const (
+	accountB = "444455556666"
+	// targetRole trusts the web role of the cluster's account, with tags.
+	targetRole = "arn:aws:iam::" + accountB + ":role/shared-data"
+	// closedRole exists but trusts no role the cluster has.
+	closedRole = "arn:aws:iam::" + accountB + ":role/closed"
+	// unlistedRole trusts web but no namespace allows it.
+	unlistedRole = "arn:aws:iam::" + accountB + ":role/unlisted"
+	clusterName  = "k2r-e2e"
+)
+
+// TestChainedTargetRole: a pod (metadata door) and a ServiceAccount (token
+// door) name a target role in another account; on each credential source
+// aws-sdk-go-v2, boto3 and the JavaScript SDK v3 get the target role's
+// credentials, a signed GetCallerIdentity answers the target's ARN, and the
+// session STS recorded shows the chain through the first role, EKS Pod
+// Identity's tag set with the pod's values, and one hour asked at most.
+// A target outside allowed-roles is 404 with an Event naming the second
+// hop; a target that does not trust the first role is refused by STS and
+// the Event names the second hop too.
+func TestChainedTargetRole(t *testing.T) {
+	for _, flavour := range flavours() {
+		t.Run(string(flavour), func(t *testing.T) {
+			region := harness.RARegion
+			if flavour == harness.EC2 {
+				region = harness.EC2Region
+			}
+			clusterARN := fmt.Sprintf("arn:aws:eks:%s:%s:cluster/%s", region, harness.Account, clusterName)
+			env := startEnvWith(t, harness.Options{Flavour: flavour, Roles: allRoles, PodIdentity: true,
+				AgentArgs: []string{"--session-tags=eks", "--cluster-name", clusterName, "--cluster-arn", clusterARN}})
+			webARN := harness.RoleARN(roleWeb)
+			for _, r := range []fakests.Role{
+				{ARN: targetRole, Trust: []string{webARN}, AllowTagSession: true, MaxSessionDuration: 12 * time.Hour},
+				{ARN: closedRole, Trust: []string{"arn:aws:iam::" + accountB + ":role/someone"}, AllowTagSession: true},
+				{ARN: unlistedRole, Trust: []string{webARN}, AllowTagSession: true},
+			} {
+				if err := env.STS.AddRole(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx := ctxT(t)
+			const ns = "xacct"
+			mustNamespace(t, env, ns, fmt.Sprintf(`["%s", "%s", "%s"]`, roleWeb, targetRole, closedRole))
+			nsObj, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nsObj.Labels = map[string]string{"kube2ra.io/pod-identity": "enabled"}
+			if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := env.CreateServiceAccount(ctx, ns, "data-sa", map[string]string{k8s.DefaultRoleKey: roleWeb, k8s.TargetRoleKey: targetRole}); err != nil {
+				t.Fatal(err)
+			}
+
+			// Metadata door: the pod's own annotations.
+			imdsPod := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "web-1",
+				Annotations: map[string]string{k8s.DefaultRoleKey: roleWeb, k8s.TargetRoleKey: targetRole}})
+			// Token door: the ServiceAccount's annotations.
+			tokenPod := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "data-1", ServiceAccount: "data-sa"})
+			projectToken(t, env, tokenPod)
+
+			for _, p := range []*harness.Pod{imdsPod, tokenPod} {
+				door := "metadata door"
+				if p == tokenPod {
+					door = "token door"
+				}
+				check := func(client string, c harness.ClientCreds, arn string) {
+					t.Helper()
+					assertTargetSession(t, env, door+", "+client, p, c)
+					if want := ":assumed-role/shared-data/"; !strings.Contains(arn, want) || !strings.HasPrefix(arn, "arn:aws:sts::"+accountB+":") {
+						t.Errorf("%s, %s: GetCallerIdentity says %q, want the target role's session in account %s", door, client, arn, accountB)
+					}
+				}
+				goCreds, arn, err := env.GoSDKCallerIdentity(ctx, p)
+				if err != nil {
+					t.Fatalf("%s, aws-sdk-go-v2: %v", door, err)
+				}
+				check("aws-sdk-go-v2", goCreds, arn)
+
+				boto, err := env.Boto3(ctx, p)
+				if err != nil {
+					t.Fatalf("%s, boto3: %v", door, err)
+				}
+				assertTargetSession(t, env, door+", boto3", p, boto)
+				cliArn, err := env.CLIv1CallerIdentity(ctx, p)
+				if err != nil {
+					t.Fatalf("%s, AWS CLI v1 (botocore): %v", door, err)
+				}
+				check("botocore", boto, cliArn)
+
+				js, err := env.JSSDK(ctx, p)
+				if err != nil {
+					t.Fatalf("%s, JavaScript SDK v3: %v", door, err)
+				}
+				check("JavaScript SDK v3", js.ClientCreds, js.Arn)
+			}
+
+			// The second hop outside allowed-roles: 404 and an Event naming the hop.
+			unlisted := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "unlisted",
+				Annotations: map[string]string{k8s.DefaultRoleKey: roleWeb, k8s.TargetRoleKey: unlistedRole}})
+			expectStatus(t, env, unlisted, credsPath+"unlisted", true, 404)
+			waitForEvent(t, env, ns, "unlisted", k8s.ReasonRoleDenied, "second hop (target role) refused")
+
+			// The second hop refused by the target's trust policy: the
+			// first hop succeeded, STS refused the second, the Event says so.
+			closed := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "closed",
+				Annotations: map[string]string{k8s.DefaultRoleKey: roleWeb, k8s.TargetRoleKey: closedRole}})
+			if code, _, err := closed.PodGet(ctx, credsPath+"closed", true); err != nil || code == 200 {
+				t.Fatalf("a target that does not trust the first role: %d %v", code, err)
+			}
+			waitForEvent(t, env, ns, "closed", credentials.ReasonUpstreamAccessDenied, "second hop")
+			if n := len(env.STS.Sessions(closedRole)); n != 0 {
+				t.Errorf("%d sessions issued for the closed role", n)
+			}
+		})
+	}
+}
+
+// assertTargetSession checks that c is exactly a session the fake STS
+// issued for the target role, assumed with the web role's session, tagged
+// as EKS Pod Identity tags it with p's values, asking one hour at most.
+func assertTargetSession(t *testing.T, env *harness.Env, what string, p *harness.Pod, c harness.ClientCreds) {
+	t.Helper()
+	if !env.STS.Matches(c.AccessKeyID, c.SecretAccessKey, c.SessionToken) {
+		t.Fatalf("%s: credentials %s are not a session the fake STS issued (first hop or node credentials?)", what, c.AccessKeyID)
+	}
+	s, _ := env.STS.Session(c.AccessKeyID)
+	if s.RoleARN != targetRole {
+		t.Fatalf("%s: session of %s, want the target %s", what, s.RoleARN, targetRole)
+	}
+	if len(s.Chain) == 0 || !strings.Contains(s.Chain[len(s.Chain)-1], ":assumed-role/"+roleWeb+"/") {
+		t.Errorf("%s: chain %v, want it to end with the web role's session", what, s.Chain)
+	}
+	if s.DurationSeconds == 0 || s.DurationSeconds > 3600 {
+		t.Errorf("%s: the chained session asked for %d s, want at most 3600", what, s.DurationSeconds)
+	}
+	sa := p.Object.Spec.ServiceAccountName
+	want := map[string]string{
+		"eks-cluster-arn":            fmt.Sprintf("arn:aws:eks:%s:%s:cluster/%s", env.Region(), harness.Account, clusterName),
+		"eks-cluster-name":           clusterName,
+		"kubernetes-namespace":       p.Namespace,
+		"kubernetes-service-account": sa,
+		"kubernetes-pod-name":        p.Name,
+		"kubernetes-pod-uid":         string(p.Object.UID),
+	}
+	for k, v := range want {
+		if s.Tags[k] != v {
+			t.Errorf("%s: tag %s = %q, want %q (all: %v)", what, k, s.Tags[k], v, s.Tags)
+		}
+	}
+	if s.ExternalID != "" {
+		t.Errorf("%s: external ID %q sent with session tags on (EKS sends none then)", what, s.ExternalID)
+	}
+}
+
+// waitForEvent waits for a Warning Event with reason on pod ns/name whose
+// message contains want.
+func waitForEvent(t *testing.T, env *harness.Env, ns, name, reason, want string) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("a %s Event on %s/%s saying %q", reason, ns, name, want), func() error {
+		evs, err := env.Kube.CoreV1().Events(ns).List(ctxT(t), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name + ",reason=" + reason})
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs.Items {
+			if strings.Contains(ev.Message, want) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d %s Events, none saying %q", len(evs.Items), reason, want)
+	})
+}
