@@ -59,15 +59,7 @@ func TestChainedTargetRole(t *testing.T) {
 			}
 			ctx := ctxT(t)
 			const ns = "xacct"
-			mustNamespace(t, env, ns, fmt.Sprintf(`["%s", "%s", "%s"]`, roleWeb, targetRole, closedRole))
-			nsObj, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			nsObj.Labels = map[string]string{"kube2ra.io/pod-identity": "enabled"}
-			if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			mustPodIdentityLabelledNamespace(t, env, ns, fmt.Sprintf(`["%s", "%s", "%s"]`, roleWeb, targetRole, closedRole))
 			if err := env.CreateServiceAccount(ctx, ns, "data-sa", map[string]string{k8s.DefaultRoleKey: roleWeb, k8s.TargetRoleKey: targetRole}); err != nil {
 				t.Fatal(err)
 			}
