@@ -56,6 +56,10 @@ type ResolverOptions struct {
 	// ExternalIDAllowed is false for sources without external IDs (Roles
 	// Anywhere): a pod asking for one is denied with DeniedExternalID.
 	ExternalIDAllowed bool
+	// SessionPolicyNeedsTarget is true for sources whose first hop takes no
+	// session policy (Roles Anywhere): a session policy is then sent on a
+	// target hop only, and a pod without a target role is denied.
+	SessionPolicyNeedsTarget bool
 	// Events records RoleDenied and InvalidRolePolicy; nil records none.
 	// Give it a rate-limited recorder (NewEventRecorder).
 	Events record.EventRecorder
@@ -267,7 +271,29 @@ func (r *RoleResolver) resolveWith(pod *Pod, lookup namespaceLookup) (Role, erro
 	if externalID != "" && !r.opts.ExternalIDAllowed {
 		return deny(DeniedExternalID, role.ARN, fmt.Sprintf("annotation %s is set but the credential source (IAM Roles Anywhere) has no external ID; remove the annotation", r.opts.Keys.ExternalID))
 	}
+	policy, err := r.sessionPolicy(pod, lookup)
+	if err != nil {
+		return deny(DeniedSessionPolicy, role.ServedARN(), err.Error())
+	}
+	if policy != "" && role.TargetARN == "" && r.opts.SessionPolicyNeedsTarget {
+		return deny(DeniedSessionPolicy, role.ARN, fmt.Sprintf("a session policy (%s on the pod, its ServiceAccount or the namespace) applies but IAM Roles Anywhere CreateSession takes none: name a target role (%s), whose AssumeRole carries it, or remove the policy", SessionPolicyKey, TargetRoleKey))
+	}
+	role.SessionPolicy = policy
 	return role, nil
+}
+
+// sessionPolicy is the pod's session policy with its namespace's cap
+// (SessionPolicy). A namespace that cannot be read is denied: its cap
+// cannot be known.
+func (r *RoleResolver) sessionPolicy(pod *Pod, lookup namespaceLookup) (string, error) {
+	ns, ok, err := lookup(pod.Namespace)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("namespace %q was not found, so its %s cap cannot be checked; retry shortly", pod.Namespace, SessionPolicyKey)
+	}
+	return SessionPolicy(pod.Annotations[SessionPolicyKey], ns.Annotations[SessionPolicyKey])
 }
 
 // targetARNOf is the pod's target-role annotation as written, "" if none.

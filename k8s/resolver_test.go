@@ -205,7 +205,7 @@ func TestNewRoleResolverRejectsBadConfiguration(t *testing.T) {
 
 func TestBaseRoleARNSuppliedLater(t *testing.T) {
 	var base string
-	r, err := NewRoleResolver(fakeNamespaces{}, ResolverOptions{BaseRoleARN: func() string { return base }, DefaultRole: "dflt", Logger: testLogger()})
+	r, err := NewRoleResolver(fakeNamespaces{"ns": namespace("ns", "1", nil)}, ResolverOptions{BaseRoleARN: func() string { return base }, DefaultRole: "dflt", Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,11 +21,16 @@ func (f fakeAccounts) ServiceAccountRole(namespace, name string) (string, bool) 
 // fakeTargetAccounts adds target roles to fakeAccounts.
 type fakeTargetAccounts struct {
 	fakeAccounts
-	targets map[string]string
+	targets  map[string]string
+	policies map[string]string
 }
 
 func (f fakeTargetAccounts) ServiceAccountTargetRole(namespace, name string) string {
 	return f.targets[namespace+"/"+name]
+}
+
+func (f fakeTargetAccounts) ServiceAccountSessionPolicy(namespace, name string) string {
+	return f.policies[namespace+"/"+name]
 }
 
 // TestServiceAccountTargetRole: a ServiceAccount's target role goes with

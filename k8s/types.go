@@ -55,6 +55,9 @@ type Role struct {
 	AccountID string
 	// ExternalID comes from the pod's external-ID annotation; empty if none.
 	ExternalID string
+	// SessionPolicy is the inline session policy of the pod's session (its
+	// own and its namespace's cap, see SessionPolicy), packed; "" if none.
+	SessionPolicy string
 	// Default is true when the role came from --default-role, not the pod.
 	Default bool
 }
@@ -91,6 +94,8 @@ const (
 	DeniedInvalidRole DenialReason = "InvalidRole"
 	// DeniedExternalID: an external ID was asked for where the source cannot use one.
 	DeniedExternalID DenialReason = "ExternalIDUnsupported"
+	// DeniedSessionPolicy: the pod's or namespace's session policy cannot be sent.
+	DeniedSessionPolicy DenialReason = "InvalidSessionPolicy"
 )
 
 // DenialError is a role the pod asked for and may not have.

@@ -201,8 +201,8 @@ func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, err
 		synced:       make(chan struct{}),
 		changed:      make(chan struct{}),
 		client:       verifyClient,
-		podTransform: transformPod([]string{opts.Keys.Role, opts.Keys.ExternalID, TargetRoleKey}),
-		nsTransform:  transformNamespace([]string{opts.Keys.Namespace}),
+		podTransform: transformPod([]string{opts.Keys.Role, opts.Keys.ExternalID, TargetRoleKey, SessionPolicyKey}),
+		nsTransform:  transformNamespace([]string{opts.Keys.Namespace, SessionPolicyKey}),
 		metrics:      metrics,
 	}
 	// A live check has the lookup's time to answer; a caller that gives up

@@ -696,5 +696,7 @@ func (c *Config) resolverOptions(base func() string) k8s.ResolverOptions {
 		Format:                c.parsed.policyFormat,
 		// External IDs are an AssumeRole parameter.
 		ExternalIDAllowed: c.resolvedSource() == sourceSTS,
+		// So are session policies: with Roles Anywhere only a target hop has one.
+		SessionPolicyNeedsTarget: c.resolvedSource() == sourceRolesAnywhere,
 	}
 }

@@ -610,7 +610,7 @@ func newPodCredentials(cache *credentials.CredentialCache, rules podRequestRules
 // role, tags (when on) go on the target hop; else the target hop carries
 // EKS's external ID, for which the cluster name is required.
 func (r podRequestRules) request(pod *k8s.Pod, role k8s.Role) (credentials.Request, error) {
-	req := credentials.Request{RoleARN: role.ARN, ExternalID: role.ExternalID}
+	req := credentials.Request{RoleARN: role.ARN, ExternalID: role.ExternalID, Policy: role.SessionPolicy}
 	req.SessionName = r.naming.SessionNameFor(pod.Namespace, pod.Name, r.node)
 	tags := r.tags.Tags(credentials.PodTags{Namespace: pod.Namespace, Pod: pod.Name, PodUID: string(pod.UID), ServiceAccount: pod.ServiceAccount,
 		Node: r.node, ClusterName: r.clusterName, ClusterARN: r.clusterARN})

@@ -26,6 +26,11 @@ const (
 	// unlistedRole trusts web but no namespace allows it.
 	unlistedRole = "arn:aws:iam::" + accountB + ":role/unlisted"
 	clusterName  = "k2r-e2e"
+	// sessionCap is the namespace's session policy; podDeny a pod's own,
+	// and cappedWithDeny what STS must receive for that pod: both.
+	sessionCap     = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}`
+	podDeny        = `{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "s3:DeleteObject", "Resource": "*"}]}`
+	cappedWithDeny = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"},{"Effect":"Deny","Action":"s3:DeleteObject","Resource":"*"}]}`
 )
 
 // TestChainedTargetRole: a pod (metadata door) and a ServiceAccount (token
@@ -33,7 +38,8 @@ const (
 // aws-sdk-go-v2, boto3 and the JavaScript SDK v3 get the target role's
 // credentials, a signed GetCallerIdentity answers the target's ARN, and the
 // session STS recorded shows the chain through the first role, EKS Pod
-// Identity's tag set with the pod's values, and one hour asked at most.
+// Identity's tag set with the pod's values, the namespace's session policy
+// cap (with the pod's own Deny), and one hour asked at most.
 // A target outside allowed-roles is 404 with an Event naming the second
 // hop; a target that does not trust the first role is refused by STS and
 // the Event names the second hop too.
@@ -60,25 +66,35 @@ func TestChainedTargetRole(t *testing.T) {
 			ctx := ctxT(t)
 			const ns = "xacct"
 			mustPodIdentityLabelledNamespace(t, env, ns, fmt.Sprintf(`["%s", "%s", "%s"]`, roleWeb, targetRole, closedRole))
+			// The operator caps every session in the namespace; one pod
+			// narrows its own further with a Deny.
+			nsObj, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nsObj.Annotations[k8s.SessionPolicyKey] = sessionCap
+			if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
 			if err := env.CreateServiceAccount(ctx, ns, "data-sa", map[string]string{k8s.DefaultRoleKey: roleWeb, k8s.TargetRoleKey: targetRole}); err != nil {
 				t.Fatal(err)
 			}
 
 			// Metadata door: the pod's own annotations.
 			imdsPod := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "web-1",
-				Annotations: map[string]string{k8s.DefaultRoleKey: roleWeb, k8s.TargetRoleKey: targetRole}})
+				Annotations: map[string]string{k8s.DefaultRoleKey: roleWeb, k8s.TargetRoleKey: targetRole, k8s.SessionPolicyKey: podDeny}})
 			// Token door: the ServiceAccount's annotations.
 			tokenPod := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "data-1", ServiceAccount: "data-sa"})
 			projectToken(t, env, tokenPod)
 
 			for _, p := range []*harness.Pod{imdsPod, tokenPod} {
-				door := "metadata door"
+				door, policy := "metadata door", cappedWithDeny
 				if p == tokenPod {
-					door = "token door"
+					door, policy = "token door", sessionCap
 				}
 				check := func(client string, c harness.ClientCreds, arn string) {
 					t.Helper()
-					assertTargetSession(t, env, door+", "+client, p, c)
+					assertTargetSession(t, env, door+", "+client, p, c, policy)
 					if want := ":assumed-role/shared-data/"; !strings.Contains(arn, want) || !strings.HasPrefix(arn, "arn:aws:sts::"+accountB+":") {
 						t.Errorf("%s, %s: GetCallerIdentity says %q, want the target role's session in account %s", door, client, arn, accountB)
 					}
@@ -93,7 +109,7 @@ func TestChainedTargetRole(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s, boto3: %v", door, err)
 				}
-				assertTargetSession(t, env, door+", boto3", p, boto)
+				assertTargetSession(t, env, door+", boto3", p, boto, policy)
 				cliArn, err := env.CLIv1CallerIdentity(ctx, p)
 				if err != nil {
 					t.Fatalf("%s, AWS CLI v1 (botocore): %v", door, err)
@@ -131,7 +147,7 @@ func TestChainedTargetRole(t *testing.T) {
 // assertTargetSession checks that c is exactly a session the fake STS
 // issued for the target role, assumed with the web role's session, tagged
 // as EKS Pod Identity tags it with p's values, asking one hour at most.
-func assertTargetSession(t *testing.T, env *harness.Env, what string, p *harness.Pod, c harness.ClientCreds) {
+func assertTargetSession(t *testing.T, env *harness.Env, what string, p *harness.Pod, c harness.ClientCreds, wantPolicy string) {
 	t.Helper()
 	if !env.STS.Matches(c.AccessKeyID, c.SecretAccessKey, c.SessionToken) {
 		t.Fatalf("%s: credentials %s are not a session the fake STS issued (first hop or node credentials?)", what, c.AccessKeyID)
@@ -159,6 +175,9 @@ func assertTargetSession(t *testing.T, env *harness.Env, what string, p *harness
 		if s.Tags[k] != v {
 			t.Errorf("%s: tag %s = %q, want %q (all: %v)", what, k, s.Tags[k], v, s.Tags)
 		}
+	}
+	if s.Policy != wantPolicy {
+		t.Errorf("%s: session policy %q, want %q", what, s.Policy, wantPolicy)
 	}
 	if s.ExternalID != "" {
 		t.Errorf("%s: external ID %q sent with session tags on (EKS sends none then)", what, s.ExternalID)
