@@ -22,13 +22,22 @@ type ChainSource struct {
 	first Source
 	// target assumes target roles; nil when the agent has no STS client
 	// for them (then chained requests are refused).
-	target *STSSource
+	target TargetAssumer
 }
 
-var _ Source = (*ChainSource)(nil)
+// TargetAssumer assumes a chained request's target role with the first
+// role's credentials; *STSSource is the real one.
+type TargetAssumer interface {
+	AssumeTarget(ctx context.Context, req Request, first Credentials) (Credentials, error)
+}
+
+var (
+	_ Source        = (*ChainSource)(nil)
+	_ TargetAssumer = (*STSSource)(nil)
+)
 
 // NewChainSource builds the chain over first; target assumes target roles.
-func NewChainSource(first Source, target *STSSource) (*ChainSource, error) {
+func NewChainSource(first Source, target TargetAssumer) (*ChainSource, error) {
 	if first == nil {
 		return nil, errors.New("credentials: NewChainSource needs the first-hop source")
 	}
