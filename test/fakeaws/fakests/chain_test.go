@@ -178,3 +178,26 @@ func TestTaughtSessionsExpire(t *testing.T) {
 		t.Errorf("expired taught session: %v", err)
 	}
 }
+
+// TestCredentialsIssuedElsewhereAreAccepted: a key the fake never saw is
+// looked up through IssuedElsewhere and then verified like any other.
+func TestCredentialsIssuedElsewhereAreAccepted(t *testing.T) {
+	s := start(t, func(o *fakests.Options) {
+		o.IssuedElsewhere = func(id string) (fakests.Principal, bool) {
+			if id != raKey {
+				return fakests.Principal{}, false
+			}
+			return fakests.Principal{AccessKeyID: raKey, SecretAccessKey: raSecret, SessionToken: raToken, ARN: raARN}, true
+		}
+	})
+	who, err := client(s, raKey, raSecret, raToken).GetCallerIdentity(context.Background(), &sts.GetCallerIdentityInput{})
+	if err != nil || *who.Arn != raARN {
+		t.Fatalf("GetCallerIdentity = %v, %v", who, err)
+	}
+	if _, err := client(s, raKey, "wrong/secret/0000000000000000000000000", raToken).GetCallerIdentity(context.Background(), &sts.GetCallerIdentityInput{}); err == nil {
+		t.Error("a wrong secret for a key issued elsewhere was accepted")
+	}
+	if _, err := client(s, "ASIAUNKNOWN000000000", raSecret, raToken).GetCallerIdentity(context.Background(), &sts.GetCallerIdentityInput{}); err == nil {
+		t.Error("an unknown key was accepted")
+	}
+}

@@ -73,6 +73,10 @@ type Options struct {
 	// clock if nil, because SDKs sign with the real time even when a test
 	// drives Clock.
 	SigningClock clock.PassiveClock
+	// IssuedElsewhere, when set, is asked about access keys the fake does
+	// not know: credentials another fake issued (Roles Anywhere's Issued),
+	// accepted with the same signature and expiry checks.
+	IssuedElsewhere func(accessKeyID string) (Principal, bool)
 }
 
 // Session is what the fake remembers about credentials it issued.
@@ -124,6 +128,8 @@ type Server struct {
 	clock clock.PassiveClock
 	// signingClock checks signature times.
 	signingClock clock.PassiveClock
+	// issuedElsewhere is Options.IssuedElsewhere.
+	issuedElsewhere func(accessKeyID string) (Principal, bool)
 	// Knobs make the fake slow, unreachable, or answer 500 InternalFailure
 	// or 400 Throttling "Rate exceeded".
 	faults.Knobs
@@ -150,13 +156,14 @@ type Server struct {
 // New builds a Server without listening; use Start, Serve or Handler.
 func New(opts Options) (*Server, error) {
 	s := &Server{
-		region:       opts.Region,
-		clock:        opts.Clock,
-		signingClock: opts.SigningClock,
-		principals:   map[string]Principal{},
-		roles:        map[string]Role{},
-		sessions:     map[string]*Session{},
-		calls:        map[string]int{},
+		region:          opts.Region,
+		clock:           opts.Clock,
+		signingClock:    opts.SigningClock,
+		issuedElsewhere: opts.IssuedElsewhere,
+		principals:      map[string]Principal{},
+		roles:           map[string]Role{},
+		sessions:        map[string]*Session{},
+		calls:           map[string]int{},
 		injector: faults.New(faults.Options{
 			FailAnswer: func(w http.ResponseWriter) {
 				writeError(w, apiError{http.StatusInternalServerError, "InternalFailure", "The request processing has failed because of an unknown error, exception or failure."})

@@ -182,6 +182,11 @@ func (s *Server) authenticate(r *http.Request, body []byte) (caller, *apiError) 
 	}
 
 	secret, wantToken, c, aerr := s.lookupKey(a.accessKeyID)
+	if aerr != nil && aerr.code == "InvalidClientTokenId" && s.issuedElsewhere != nil {
+		if p, ok := s.issuedElsewhere(a.accessKeyID); ok && s.AddPrincipal(p) == nil {
+			secret, wantToken, c, aerr = s.lookupKey(a.accessKeyID)
+		}
+	}
 	if aerr != nil {
 		return caller{}, aerr
 	}
