@@ -25,6 +25,8 @@ const (
 	closedRole = "arn:aws:iam::" + accountB + ":role/closed"
 	// unlistedRole trusts web but no namespace allows it.
 	unlistedRole = "arn:aws:iam::" + accountB + ":role/unlisted"
+	// untaggedRole trusts web for sts:AssumeRole but not sts:TagSession.
+	untaggedRole = "arn:aws:iam::" + accountB + ":role/untagged"
 	clusterName  = "k2r-e2e"
 	// sessionCap is the namespace's session policy; podDeny a pod's own,
 	// and cappedWithDeny what STS must receive for that pod: both.
@@ -58,6 +60,7 @@ func TestChainedTargetRole(t *testing.T) {
 				{ARN: targetRole, Trust: []string{webARN}, AllowTagSession: true, MaxSessionDuration: 12 * time.Hour},
 				{ARN: closedRole, Trust: []string{"arn:aws:iam::" + accountB + ":role/someone"}, AllowTagSession: true},
 				{ARN: unlistedRole, Trust: []string{webARN}, AllowTagSession: true},
+				{ARN: untaggedRole, Trust: []string{webARN}},
 			} {
 				if err := env.STS.AddRole(r); err != nil {
 					t.Fatal(err)
@@ -65,7 +68,7 @@ func TestChainedTargetRole(t *testing.T) {
 			}
 			ctx := ctxT(t)
 			const ns = "xacct"
-			mustPodIdentityLabelledNamespace(t, env, ns, fmt.Sprintf(`["%s", "%s", "%s"]`, roleWeb, targetRole, closedRole))
+			mustPodIdentityLabelledNamespace(t, env, ns, fmt.Sprintf(`["%s", "%s", "%s", "%s"]`, roleWeb, targetRole, closedRole, untaggedRole))
 			// The operator caps every session in the namespace; one pod
 			// narrows its own further with a Deny.
 			nsObj, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
@@ -140,6 +143,15 @@ func TestChainedTargetRole(t *testing.T) {
 			if n := len(env.STS.Sessions(closedRole)); n != 0 {
 				t.Errorf("%d sessions issued for the closed role", n)
 			}
+
+			// A target whose trust policy lacks sts:TagSession while tags
+			// are on: the Event says so.
+			untagged := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "untagged",
+				Annotations: map[string]string{k8s.DefaultRoleKey: roleWeb, k8s.TargetRoleKey: untaggedRole}})
+			if code, _, err := untagged.PodGet(ctx, credsPath+"untagged", true); err != nil || code == 200 {
+				t.Fatalf("a target without sts:TagSession: %d %v", code, err)
+			}
+			waitForEvent(t, env, ns, "untagged", credentials.ReasonUpstreamAccessDenied, "sts:TagSession")
 		})
 	}
 }
