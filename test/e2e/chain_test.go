@@ -213,3 +213,35 @@ func waitForEvent(t *testing.T, env *harness.Env, ns, name, reason, want string)
 		return fmt.Errorf("%d %s Events, none saying %q", len(evs.Items), reason, want)
 	})
 }
+
+// TestChainedTargetRoleExternalID: with session tags off, the target hop
+// carries EKS Pod Identity's external ID region/account/cluster/namespace/
+// serviceaccount (no --cluster-arn: the agent's region and the first
+// role's account), so a target role's trust policy pinning it admits
+// exactly that service account: a pod of another service account in the
+// same namespace, with the same roles, is refused at the second hop.
+func TestChainedTargetRoleExternalID(t *testing.T) {
+	env := startEnvWith(t, harness.Options{Flavour: harness.RolesAnywhere, Roles: allRoles, AgentArgs: []string{"--cluster-name", clusterName}})
+	const ns = "pinned"
+	pinned := fmt.Sprintf("%s/%s/%s/%s/%s", harness.RARegion, harness.Account, clusterName, ns, "reader")
+	if err := env.STS.AddRole(fakests.Role{ARN: targetRole, Trust: []string{harness.RoleARN(roleWeb)}, ExternalID: pinned}); err != nil {
+		t.Fatal(err)
+	}
+	mustNamespace(t, env, ns, fmt.Sprintf(`["%s", "%s"]`, roleWeb, targetRole))
+	ann := map[string]string{k8s.DefaultRoleKey: roleWeb, k8s.TargetRoleKey: targetRole}
+	reader := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "reader-1", ServiceAccount: "reader", Annotations: ann})
+	other := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "other-1", ServiceAccount: "other", Annotations: ann})
+
+	c, arn, err := env.GoSDKCallerIdentity(ctxT(t), reader)
+	if err != nil {
+		t.Fatalf("aws-sdk-go-v2: %v", err)
+	}
+	s, ok := env.STS.Session(c.AccessKeyID)
+	if !ok || s.RoleARN != targetRole || s.ExternalID != pinned || len(s.Tags) != 0 || !strings.Contains(arn, ":assumed-role/shared-data/") {
+		t.Fatalf("session %+v (GetCallerIdentity %q): want the target's, with external ID %q and no tags", s, arn, pinned)
+	}
+	if code, _, err := other.PodGet(ctxT(t), credsPath+"shared-data", true); err != nil || code == 200 {
+		t.Fatalf("another service account's pod got %d %v, want a refusal", code, err)
+	}
+	waitForEvent(t, env, ns, "other-1", credentials.ReasonUpstreamAccessDenied, "second hop")
+}
