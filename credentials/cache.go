@@ -341,14 +341,16 @@ func (c *CredentialCache) getSlow(ctx context.Context, h uint64, req Request) (C
 	}
 }
 
-// hash is req's index hash. Tags are left out to keep hits cheap: they
-// follow from the session name (same pod), and sameRequest compares them.
+// hash is req's index hash. Tags, the target's external ID and session
+// name and the policy are left out to keep hits cheap: they follow from
+// the session name and target (same pod), and sameRequest compares them.
 func (c *CredentialCache) hash(req Request) uint64 {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	hashField(&h, req.RoleARN)
 	hashField(&h, req.ExternalID)
 	hashField(&h, req.SessionName)
+	hashField(&h, req.TargetRoleARN)
 	return h.Sum64()
 }
 
@@ -361,7 +363,7 @@ func hashField(h *maphash.Hash, s string) {
 
 // sameRequest is Request.Key equality without building keys.
 func sameRequest(a, b Request) bool {
-	if a.RoleARN != b.RoleARN || a.ExternalID != b.ExternalID || a.SessionName != b.SessionName || len(a.Tags) != len(b.Tags) {
+	if a.scalarFields() != b.scalarFields() || len(a.Tags) != len(b.Tags) {
 		return false
 	}
 	for i := range a.Tags {

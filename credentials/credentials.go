@@ -30,27 +30,73 @@ type Request struct {
 	// (Roles Anywhere then sends none).
 	SessionName string
 	// Tags are STS session tags sorted by key; nil when tagging is off.
+	// With a target role they are set on the target hop only.
 	Tags []Tag
+	// TransitiveTags makes every tag transitive (TransitiveTagKeys): it
+	// passes on to roles the session assumes in turn.
+	TransitiveTags bool
+	// TargetRoleARN, when set, is a second role assumed with the first
+	// role's credentials (role chaining, as EKS Pod Identity's target
+	// role): the credentials returned are the target's.
+	TargetRoleARN string
+	// TargetExternalID is ExternalId of the target hop; empty for none.
+	TargetExternalID string
+	// TargetSessionName is RoleSessionName of the target hop; required
+	// with TargetRoleARN.
+	TargetSessionName string
+	// Policy is an inline session policy (JSON) for the last hop; empty
+	// for none. Session policies can only narrow what the role allows.
+	Policy string
+}
+
+// Chained reports whether the request names a target role.
+func (r Request) Chained() bool { return r.TargetRoleARN != "" }
+
+// FirstHop is the request for the first role of a chained request: no
+// tags and no policy, which belong to the target hop.
+func (r Request) FirstHop() Request {
+	return Request{RoleARN: r.RoleARN, ExternalID: r.ExternalID, SessionName: r.SessionName}
+}
+
+// ServedRoleARN is the role whose credentials the request returns.
+func (r Request) ServedRoleARN() string {
+	if r.Chained() {
+		return r.TargetRoleARN
+	}
+	return r.RoleARN
 }
 
 // Key is a stable string form of the request, usable as a map key. Each
 // field is length-prefixed, so no choice of field values (an external ID
 // from a pod annotation, say) can make two different requests share a key.
 func (r Request) Key() string {
-	n := len(r.RoleARN) + len(r.ExternalID) + len(r.SessionName) + 3*keyLenPrefixBytes
+	fields := r.scalarFields()
+	n := len(r.Tags) * 2 * keyLenPrefixBytes
+	for _, f := range fields {
+		n += len(f) + keyLenPrefixBytes
+	}
 	for _, t := range r.Tags {
 		n += len(t.Key) + len(t.Value) + 2*keyLenPrefixBytes
 	}
 	var b strings.Builder
 	b.Grow(n)
-	writeKeyField(&b, r.RoleARN)
-	writeKeyField(&b, r.ExternalID)
-	writeKeyField(&b, r.SessionName)
+	for _, f := range fields {
+		writeKeyField(&b, f)
+	}
 	for _, t := range r.Tags {
 		writeKeyField(&b, t.Key)
 		writeKeyField(&b, t.Value)
 	}
 	return b.String()
+}
+
+// scalarFields are the request's fields but Tags, in a fixed order.
+func (r Request) scalarFields() [8]string {
+	transitive := ""
+	if r.TransitiveTags {
+		transitive = "transitive"
+	}
+	return [8]string{r.RoleARN, r.ExternalID, r.SessionName, r.TargetRoleARN, r.TargetExternalID, r.TargetSessionName, r.Policy, transitive}
 }
 
 // keyLenPrefixBytes is room for one length prefix ("123:") in Key.
@@ -128,6 +174,9 @@ type Error struct {
 	Source string
 	// RoleARN is the role that was asked for.
 	RoleARN string
+	// Hop says which role of a chained request failed (HopFirst or
+	// HopTarget); empty for a request without a target role.
+	Hop Hop
 	// Code is the AWS error code (AccessDenied, ThrottlingException, ...), if any.
 	Code string
 	// Message is the service's message, if any.
@@ -136,8 +185,23 @@ type Error struct {
 	Err error
 }
 
+// Hop names one role of a chained request.
+type Hop string
+
+const (
+	// HopFirst is the first role: Roles Anywhere CreateSession or STS
+	// AssumeRole with the node's credentials.
+	HopFirst Hop = "first hop"
+	// HopTarget is the target role, assumed with the first role's credentials.
+	HopTarget Hop = "second hop (target role)"
+)
+
 func (e *Error) Error() string {
-	msg := fmt.Sprintf("%s: getting credentials for %s failed (%s)", e.Source, e.RoleARN, e.Kind)
+	role := e.RoleARN
+	if e.Hop != "" {
+		role += ", " + string(e.Hop)
+	}
+	msg := fmt.Sprintf("%s: getting credentials for %s failed (%s)", e.Source, role, e.Kind)
 	if e.Code != "" {
 		msg += ": " + e.Code
 	}

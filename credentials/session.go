@@ -120,10 +120,7 @@ func SessionTags(namespace, pod, serviceAccount, node string) []Tag {
 		{TagServiceAccount, serviceAccount},
 		{TagNode, node},
 	} {
-		v := sanitize(t.Value, isTagRune)
-		if utf8.RuneCountInString(v) > maxTagValueLen {
-			v = string([]rune(v)[:maxTagValueLen])
-		}
+		v := cleanTagValue(t.Value)
 		if v == "" {
 			continue
 		}
@@ -131,6 +128,15 @@ func SessionTags(namespace, pod, serviceAccount, node string) []Tag {
 	}
 	sort.Slice(tags, func(i, j int) bool { return tags[i].Key < tags[j].Key })
 	return tags
+}
+
+// cleanTagValue is v sanitised to what STS accepts and cut to 256 characters.
+func cleanTagValue(v string) string {
+	v = sanitize(v, isTagRune)
+	if utf8.RuneCountInString(v) > maxTagValueLen {
+		v = string([]rune(v)[:maxTagValueLen])
+	}
+	return v
 }
 
 // sanitize replaces every rune that ok rejects with '-'.
@@ -168,4 +174,76 @@ func isTagRune(r rune) bool {
 		return true
 	}
 	return strings.ContainsRune("_.:/=+-@", r)
+}
+
+// TagMode is --session-tags: which session tags a pod's session carries.
+type TagMode string
+
+const (
+	// TagsOff sends no session tags.
+	TagsOff TagMode = "off"
+	// TagsKube2ra sends kube2ra's four kubernetes-* tags (SessionTags).
+	TagsKube2ra TagMode = "kube2ra"
+	// TagsEKS sends EKS Pod Identity's six tags with their meanings
+	// beside kube2ra's, so ABAC policies written for EKS work unchanged.
+	TagsEKS TagMode = "eks"
+)
+
+// EKS Pod Identity's session tag keys beyond the ones kube2ra shares with
+// it (kubernetes-namespace, kubernetes-service-account, kubernetes-pod-name).
+const (
+	TagEKSClusterARN  = "eks-cluster-arn"
+	TagEKSClusterName = "eks-cluster-name"
+	TagPodUID         = "kubernetes-pod-uid"
+)
+
+// ParseTagMode reads a --session-tags value; true and false are the
+// flag's old boolean spellings of kube2ra and off.
+func ParseTagMode(s string) (TagMode, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "false", "off":
+		return TagsOff, nil
+	case "true", "kube2ra":
+		return TagsKube2ra, nil
+	case "eks":
+		return TagsEKS, nil
+	}
+	return "", fmt.Errorf("session tag mode %q is unknown: use off, kube2ra (kubernetes-namespace, -pod-name, -service-account, -node) or eks (those and EKS Pod Identity's eks-cluster-arn, eks-cluster-name, kubernetes-pod-uid)", s)
+}
+
+// PodTags names what a pod's session tags say.
+type PodTags struct {
+	// Namespace, Pod, PodUID, ServiceAccount and Node are the pod's.
+	Namespace, Pod, PodUID, ServiceAccount, Node string
+	// ClusterName and ClusterARN are --cluster-name and --cluster-arn.
+	ClusterName, ClusterARN string
+}
+
+// Tags are the session tags of mode for p, sorted by key; nil when off.
+// Empty values are left out (an unset --cluster-arn, say), so a policy
+// conditioned on a missing tag denies rather than matching "".
+func (m TagMode) Tags(p PodTags) []Tag {
+	switch m {
+	case TagsKube2ra:
+		return SessionTags(p.Namespace, p.Pod, p.ServiceAccount, p.Node)
+	case TagsEKS:
+		tags := SessionTags(p.Namespace, p.Pod, p.ServiceAccount, p.Node)
+		for _, t := range []Tag{{TagEKSClusterARN, p.ClusterARN}, {TagEKSClusterName, p.ClusterName}, {TagPodUID, p.PodUID}} {
+			if v := cleanTagValue(t.Value); v != "" {
+				tags = append(tags, Tag{Key: t.Key, Value: v})
+			}
+		}
+		sort.Slice(tags, func(i, j int) bool { return tags[i].Key < tags[j].Key })
+		return tags
+	}
+	return nil
+}
+
+// TargetExternalID is the external ID of a target hop when session tags
+// are off, as EKS Pod Identity sends it:
+// region/account-id/cluster-name/namespace/service-account-name, with the
+// cluster's region and account. A target role's trust policy can pin
+// exactly which service account of which cluster may assume it.
+func TargetExternalID(region, account, cluster, namespace, serviceAccount string) string {
+	return region + "/" + account + "/" + cluster + "/" + namespace + "/" + serviceAccount
 }

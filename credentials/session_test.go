@@ -3,6 +3,7 @@ package credentials
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -204,5 +205,51 @@ func TestParseSessionNaming(t *testing.T) {
 	}
 	if _, err := ParseSessionNaming("Pod"); err == nil || !strings.Contains(err.Error(), `"Pod"`) || !strings.Contains(err.Error(), "node") {
 		t.Errorf("ParseSessionNaming(%q) error %v does not name the input and the choices", "Pod", err)
+	}
+}
+
+func TestTagModes(t *testing.T) {
+	p := PodTags{Namespace: "team-a", Pod: "web-0", PodUID: "4c1e9f4e-0000-4000-8000-000000000001", ServiceAccount: "web", Node: "node-1",
+		ClusterName: "prod", ClusterARN: "arn:aws:eks:eu-central-1:111122223333:cluster/prod"}
+	keys := func(tags []Tag) []string {
+		var out []string
+		for _, tg := range tags {
+			out = append(out, tg.Key+"="+tg.Value)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		mode TagMode
+		p    PodTags
+		want []string
+	}{
+		{TagsOff, p, nil},
+		{TagsKube2ra, p, []string{"kubernetes-namespace=team-a", "kubernetes-node=node-1", "kubernetes-pod-name=web-0", "kubernetes-service-account=web"}},
+		// EKS's six keys with EKS's meanings, beside kube2ra's node tag.
+		{TagsEKS, p, []string{"eks-cluster-arn=arn:aws:eks:eu-central-1:111122223333:cluster/prod", "eks-cluster-name=prod",
+			"kubernetes-namespace=team-a", "kubernetes-node=node-1", "kubernetes-pod-name=web-0", "kubernetes-pod-uid=4c1e9f4e-0000-4000-8000-000000000001", "kubernetes-service-account=web"}},
+		// No cluster ARN off EKS: the tag is absent, never empty.
+		{TagsEKS, PodTags{Namespace: "n", Pod: "p", PodUID: "u", ServiceAccount: "s", ClusterName: "c"}, []string{"eks-cluster-name=c", "kubernetes-namespace=n", "kubernetes-pod-name=p", "kubernetes-pod-uid=u", "kubernetes-service-account=s"}},
+	} {
+		if got := keys(tc.mode.Tags(tc.p)); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.mode, got, tc.want)
+		}
+	}
+	for in, want := range map[string]TagMode{"": TagsOff, "false": TagsOff, "off": TagsOff, "true": TagsKube2ra, "kube2ra": TagsKube2ra, "EKS": TagsEKS} {
+		if got, err := ParseTagMode(in); err != nil || got != want {
+			t.Errorf("ParseTagMode(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := ParseTagMode("all"); err == nil || !strings.Contains(err.Error(), "eks") {
+		t.Errorf("ParseTagMode(all) = %v", err)
+	}
+}
+
+func TestTargetExternalIDIsEKSs(t *testing.T) {
+	// The format of EKS Pod Identity's target-role external ID, from the
+	// EKS User Guide ("Access AWS Resources using EKS Pod Identity Target
+	// IAM Roles"): region/account-id/cluster-name/namespace/service-account-name.
+	if got := TargetExternalID("us-east-1", "111122223333", "example-cluster", "ns", "sa"); got != "us-east-1/111122223333/example-cluster/ns/sa" {
+		t.Errorf("TargetExternalID = %q", got)
 	}
 }

@@ -28,6 +28,9 @@ const (
 	// also the most STS grants when the base credentials are a role session
 	// (role chaining), as on EC2.
 	DefaultSessionDuration = time.Hour
+	// ChainedMaxSessionDuration is the most AWS grants a session assumed
+	// with another role session's credentials (role chaining).
+	ChainedMaxSessionDuration = time.Hour
 	// MinSessionDuration and MaxSessionDuration bound DurationSeconds.
 	MinSessionDuration = 15 * time.Minute
 	MaxSessionDuration = 12 * time.Hour
@@ -147,31 +150,79 @@ func NewSTSSource(ctx context.Context, opts STSOptions) (*STSSource, error) {
 // Name is "sts".
 func (s *STSSource) Name() string { return STSSourceName }
 
-// Fetch calls sts:AssumeRole for req.
+// Fetch calls sts:AssumeRole for req with the base credentials. A request
+// with a target role is ChainSource's: the STS source alone refuses it.
 func (s *STSSource) Fetch(ctx context.Context, req Request) (Credentials, error) {
-	if req.SessionName == "" {
-		return Credentials{}, &Error{Kind: KindInvalid, Source: STSSourceName, RoleARN: req.RoleARN, Message: "a role session name is required by sts:AssumeRole; derive one with SessionName(namespace, pod)"}
+	if req.Chained() {
+		return Credentials{}, &Error{Kind: KindInvalid, Source: STSSourceName, RoleARN: req.RoleARN, Message: "a request with a target role needs the chain source (NewChainSource)"}
+	}
+	return s.assume(ctx, assumeInput{roleARN: req.RoleARN, externalID: req.ExternalID, sessionName: req.SessionName,
+		tags: req.Tags, transitive: req.TransitiveTags, policy: req.Policy, duration: s.duration})
+}
+
+// AssumeTarget is the target hop of a chained request: sts:AssumeRole of
+// req.TargetRoleARN signed with first, the first role's credentials, for
+// at most ChainedMaxSessionDuration (AWS's cap for role chaining), with
+// the request's tags and policy.
+func (s *STSSource) AssumeTarget(ctx context.Context, req Request, first Credentials) (Credentials, error) {
+	base := aws.Credentials{AccessKeyID: first.AccessKeyID, SecretAccessKey: first.SecretAccessKey, SessionToken: first.SessionToken, CanExpire: true, Expires: first.Expiration}
+	return s.assume(ctx, assumeInput{roleARN: req.TargetRoleARN, externalID: req.TargetExternalID, sessionName: req.TargetSessionName,
+		tags: req.Tags, transitive: req.TransitiveTags, policy: req.Policy, duration: min(s.duration, ChainedMaxSessionDuration), hop: HopTarget},
+		func(o *sts.Options) { o.Credentials = staticProvider{base} })
+}
+
+// staticProvider hands out one set of credentials (a first hop's).
+type staticProvider struct{ creds aws.Credentials }
+
+func (p staticProvider) Retrieve(context.Context) (aws.Credentials, error) { return p.creds, nil }
+
+// assumeInput is one sts:AssumeRole call.
+type assumeInput struct {
+	// roleARN, externalID and sessionName are the call's.
+	roleARN, externalID, sessionName string
+	// tags are the session tags; transitive makes all of them transitive.
+	tags       []Tag
+	transitive bool
+	// policy is the inline session policy, "" for none.
+	policy string
+	// duration is DurationSeconds.
+	duration time.Duration
+	// hop is set for a chained request's target hop.
+	hop Hop
+}
+
+// assume makes one sts:AssumeRole call.
+func (s *STSSource) assume(ctx context.Context, a assumeInput, optFns ...func(*sts.Options)) (Credentials, error) {
+	if a.sessionName == "" {
+		return Credentials{}, &Error{Kind: KindInvalid, Source: STSSourceName, RoleARN: a.roleARN, Hop: a.hop, Message: "a role session name is required by sts:AssumeRole; derive one with SessionName(namespace, pod)"}
 	}
 	in := &sts.AssumeRoleInput{
-		RoleArn:         aws.String(req.RoleARN),
-		RoleSessionName: aws.String(req.SessionName),
-		DurationSeconds: aws.Int32(int32(s.duration / time.Second)),
+		RoleArn:         aws.String(a.roleARN),
+		RoleSessionName: aws.String(a.sessionName),
+		DurationSeconds: aws.Int32(int32(a.duration / time.Second)),
 	}
-	if req.ExternalID != "" {
-		in.ExternalId = aws.String(req.ExternalID)
+	if a.externalID != "" {
+		in.ExternalId = aws.String(a.externalID)
 	}
-	for _, t := range req.Tags {
+	if a.policy != "" {
+		in.Policy = aws.String(a.policy)
+	}
+	for _, t := range a.tags {
 		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
+		if a.transitive {
+			in.TransitiveTagKeys = append(in.TransitiveTagKeys, t.Key)
+		}
 	}
-	out, err := s.client.AssumeRole(ctx, in)
+	out, err := s.client.AssumeRole(ctx, in, optFns...)
 	if err != nil {
-		e := stsError(req.RoleARN, err)
-		s.log.WithFields(logrus.Fields{"role": req.RoleARN, "session": req.SessionName, "kind": e.Kind.String(), "code": e.Code}).Debug("sts:AssumeRole failed")
+		e := stsError(a.roleARN, err)
+		e.Hop = a.hop
+		s.log.WithFields(logrus.Fields{"role": a.roleARN, "session": a.sessionName, "hop": a.hop, "kind": e.Kind.String(), "code": e.Code}).Debug("sts:AssumeRole failed")
 		return Credentials{}, e
 	}
 	c := out.Credentials
 	if c == nil || c.AccessKeyId == nil || c.SecretAccessKey == nil || c.SessionToken == nil || c.Expiration == nil {
-		return Credentials{}, &Error{Kind: KindUnavailable, Source: STSSourceName, RoleARN: req.RoleARN, Message: "sts:AssumeRole answered without complete credentials"}
+		return Credentials{}, &Error{Kind: KindUnavailable, Source: STSSourceName, RoleARN: a.roleARN, Hop: a.hop, Message: "sts:AssumeRole answered without complete credentials"}
 	}
 	creds := Credentials{
 		AccessKeyID:     *c.AccessKeyId,
@@ -180,7 +231,7 @@ func (s *STSSource) Fetch(ctx context.Context, req Request) (Credentials, error)
 		Expiration:      c.Expiration.UTC(),
 		LastUpdated:     s.clock.Now().UTC(),
 	}
-	s.log.WithFields(logrus.Fields{"role": req.RoleARN, "session": req.SessionName, "accessKeyID": creds.AccessKeyID, "expiration": creds.Expiration}).Debug("sts:AssumeRole succeeded")
+	s.log.WithFields(logrus.Fields{"role": a.roleARN, "session": a.sessionName, "hop": a.hop, "accessKeyID": creds.AccessKeyID, "expiration": creds.Expiration}).Debug("sts:AssumeRole succeeded")
 	return creds, nil
 }
 

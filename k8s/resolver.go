@@ -56,6 +56,10 @@ type ResolverOptions struct {
 	// ExternalIDAllowed is false for sources without external IDs (Roles
 	// Anywhere): a pod asking for one is denied with DeniedExternalID.
 	ExternalIDAllowed bool
+	// SessionPolicyNeedsTarget is true for sources whose first hop takes no
+	// session policy (Roles Anywhere): a session policy is then sent on a
+	// target hop only, and a pod without a target role is denied.
+	SessionPolicyNeedsTarget bool
 	// Events records RoleDenied and InvalidRolePolicy; nil records none.
 	// Give it a rate-limited recorder (NewEventRecorder).
 	Events record.EventRecorder
@@ -243,13 +247,68 @@ func (r *RoleResolver) resolveWith(pod *Pod, lookup namespaceLookup) (Role, erro
 	// exempt from namespace policy even when a pod names it explicitly.
 	if r.opts.NamespaceRestrictions && role.ARN != defaultARN {
 		if err := r.checkPolicy(pod, role.ARN, base, baseErr, lookup); err != nil {
-			return Role{}, err
+			return Role{}, withHop(err, targetARNOf(pod), "first hop")
 		}
+	}
+	if target := strings.TrimSpace(pod.Annotations[TargetRoleKey]); target != "" {
+		t, err := arn.NormalizeRole(target, base)
+		if err != nil {
+			return deny(DeniedInvalidRole, target, fmt.Sprintf("annotation %s is not a usable role: %v", TargetRoleKey, withBaseErr(err, baseErr)))
+		}
+		first, _ := arn.ParseRole(role.ARN)
+		if t.Partition != first.Partition {
+			return deny(DeniedInvalidRole, t.String(), fmt.Sprintf("target role (second hop) is in partition %s but the first role %s is in %s: credentials cannot cross partitions; fix annotation %s", t.Partition, role.ARN, first.Partition, TargetRoleKey))
+		}
+		// The target is never exempt: the default role's exemption covers
+		// the role the operator granted, not roles reached through it.
+		if r.opts.NamespaceRestrictions {
+			if err := r.checkPolicy(pod, t.String(), base, baseErr, lookup); err != nil {
+				return Role{}, withHop(err, t.String(), "second hop (target role)")
+			}
+		}
+		role.TargetARN, role.Name, role.AccountID = t.String(), t.Name, t.AccountID
 	}
 	if externalID != "" && !r.opts.ExternalIDAllowed {
 		return deny(DeniedExternalID, role.ARN, fmt.Sprintf("annotation %s is set but the credential source (IAM Roles Anywhere) has no external ID; remove the annotation", r.opts.Keys.ExternalID))
 	}
+	policy, err := r.sessionPolicy(pod, lookup)
+	if err != nil {
+		return deny(DeniedSessionPolicy, role.ServedARN(), err.Error())
+	}
+	if policy != "" && role.TargetARN == "" && r.opts.SessionPolicyNeedsTarget {
+		return deny(DeniedSessionPolicy, role.ARN, fmt.Sprintf("a session policy (%s on the pod, its ServiceAccount or the namespace) applies but IAM Roles Anywhere CreateSession takes none: name a target role (%s), whose AssumeRole carries it, or remove the policy", SessionPolicyKey, TargetRoleKey))
+	}
+	role.SessionPolicy = policy
 	return role, nil
+}
+
+// sessionPolicy is the pod's session policy with its namespace's cap
+// (SessionPolicy). A namespace that cannot be read is denied: its cap
+// cannot be known.
+func (r *RoleResolver) sessionPolicy(pod *Pod, lookup namespaceLookup) (string, error) {
+	ns, ok, err := lookup(pod.Namespace)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("namespace %q was not found, so its %s cap cannot be checked; retry shortly", pod.Namespace, SessionPolicyKey)
+	}
+	return SessionPolicy(pod.Annotations[SessionPolicyKey], ns.Annotations[SessionPolicyKey])
+}
+
+// targetARNOf is the pod's target-role annotation as written, "" if none.
+func targetARNOf(pod *Pod) string { return strings.TrimSpace(pod.Annotations[TargetRoleKey]) }
+
+// withHop says in a policy denial of a chained pod which hop was refused;
+// other errors and pods without a target role pass unchanged.
+func withHop(err error, target, hop string) error {
+	var d *DenialError
+	if target == "" || !errors.As(err, &d) {
+		return err
+	}
+	marked := *d
+	marked.Detail = hop + " refused: " + d.Detail
+	return &marked
 }
 
 // withBaseErr adds why the base ARN is unusable to err, when it is.

@@ -42,6 +42,17 @@ func annotatedPod(ns string, ann map[string]string) *Pod {
 	return &Pod{UID: "uid-pod", Namespace: ns, Name: "pod", Annotations: ann}
 }
 
+// resolveCase is one case of TestResolveRole.
+type resolveCase struct {
+	name       string
+	opts       ResolverOptions
+	ns         string
+	ann        map[string]string
+	want       Role
+	wantErr    error
+	wantReason DenialReason
+}
+
 func TestResolveRole(t *testing.T) {
 	namespaces := fakeNamespaces{
 		"apps":    namespace("apps", "1", ptr(`["app","team/*"]`)),
@@ -51,17 +62,10 @@ func TestResolveRole(t *testing.T) {
 		"badre":   namespace("badre", "1", ptr(`["app(["]`)),
 		"regexps": namespace("regexps", "1", ptr(`["app"]`)),
 		"gov":     namespace("gov", "1", ptr(`["gov-*"]`)),
+		"chain":   namespace("chain", "1", ptr(`["app","arn:aws:iam::444455556666:role/target"]`)),
 	}
 	base := StaticBaseARN(testBase)
-	tests := []struct {
-		name       string
-		opts       ResolverOptions
-		ns         string
-		ann        map[string]string
-		want       Role
-		wantErr    error
-		wantReason DenialReason
-	}{
+	tests := []resolveCase{
 		{name: "bare name allowed by policy", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
 			ns: "apps", ann: map[string]string{DefaultRoleKey: "app"},
 			want: Role{ARN: testBase + "app", Name: "app", AccountID: "123456789012"}},
@@ -124,6 +128,25 @@ func TestResolveRole(t *testing.T) {
 		{name: "China full ARN under a commercial base is not matched by bare patterns", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
 			ns: "gov", ann: map[string]string{DefaultRoleKey: "arn:aws-cn:iam::123456789012:role/gov-app"}, wantReason: DeniedByNamespace},
 	}
+	const target = "arn:aws:iam::444455556666:role/target"
+	tests = append(tests, []resolveCase{
+		{name: "target role allowed with its first role serves the target's name and account", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "chain", ann: map[string]string{DefaultRoleKey: "app", TargetRoleKey: target},
+			want: Role{ARN: testBase + "app", TargetARN: target, Name: "target", AccountID: "444455556666"}},
+		{name: "target role not in the policy is denied", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "apps", ann: map[string]string{DefaultRoleKey: "app", TargetRoleKey: target}, wantReason: DeniedByNamespace},
+		{name: "first role not in the policy is denied even when the target is", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "chain", ann: map[string]string{DefaultRoleKey: "other", TargetRoleKey: target}, wantReason: DeniedByNamespace},
+		{name: "the default role's exemption does not cover its target", opts: ResolverOptions{BaseRoleARN: base, DefaultRole: "node-default", NamespaceRestrictions: true},
+			ns: "apps", ann: map[string]string{TargetRoleKey: target}, wantReason: DeniedByNamespace},
+		{name: "a bare target name takes the base ARN", opts: ResolverOptions{BaseRoleARN: base, NamespaceRestrictions: true},
+			ns: "apps", ann: map[string]string{DefaultRoleKey: "app", TargetRoleKey: "team/x"},
+			want: Role{ARN: testBase + "app", TargetARN: testBase + "team/x", Name: "x", AccountID: "123456789012"}},
+		{name: "an invalid target is denied", opts: ResolverOptions{BaseRoleARN: base},
+			ns: "none", ann: map[string]string{DefaultRoleKey: "app", TargetRoleKey: "arn:aws:iam::444455556666:user/bob"}, wantReason: DeniedInvalidRole},
+		{name: "a target in another partition is denied", opts: ResolverOptions{BaseRoleARN: base},
+			ns: "none", ann: map[string]string{DefaultRoleKey: "app", TargetRoleKey: "arn:aws-cn:iam::444455556666:role/t"}, wantReason: DeniedInvalidRole},
+	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.opts.Logger = testLogger()
@@ -143,6 +166,9 @@ func TestResolveRole(t *testing.T) {
 				}
 				if d.Detail == "" || d.Namespace != tt.ns {
 					t.Fatalf("denial %+v lacks detail or namespace", d)
+				}
+				if tt.ann[TargetRoleKey] != "" && tt.wantReason == DeniedByNamespace && !strings.Contains(d.Detail, "hop") {
+					t.Errorf("denial of a chained pod does not name the hop: %s", d.Detail)
 				}
 			case tt.wantErr != nil:
 				if !errors.Is(err, tt.wantErr) {
@@ -179,7 +205,7 @@ func TestNewRoleResolverRejectsBadConfiguration(t *testing.T) {
 
 func TestBaseRoleARNSuppliedLater(t *testing.T) {
 	var base string
-	r, err := NewRoleResolver(fakeNamespaces{}, ResolverOptions{BaseRoleARN: func() string { return base }, DefaultRole: "dflt", Logger: testLogger()})
+	r, err := NewRoleResolver(fakeNamespaces{"ns": namespace("ns", "1", nil)}, ResolverOptions{BaseRoleARN: func() string { return base }, DefaultRole: "dflt", Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,5 +318,30 @@ func TestDenialsRecordEvents(t *testing.T) {
 	case ev := <-rec.Events:
 		t.Fatalf("unexpected event %q", ev)
 	default:
+	}
+}
+
+// TestChainedDenialNamesTheHop: the Event of a chained pod says whether
+// its own role or its target role is missing from allowed-roles.
+func TestChainedDenialNamesTheHop(t *testing.T) {
+	const target = "arn:aws:iam::444455556666:role/target"
+	namespaces := fakeNamespaces{
+		"first-only":  namespace("first-only", "1", ptr(`["app"]`)),
+		"target-only": namespace("target-only", "1", ptr(`["`+target+`"]`)),
+	}
+	events := record.NewFakeRecorder(10)
+	r, err := NewRoleResolver(namespaces, ResolverOptions{BaseRoleARN: StaticBaseARN(testBase), NamespaceRestrictions: true, Events: events, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ns, want := range map[string]string{"first-only": "second hop (target role) refused", "target-only": "first hop refused"} {
+		_, err := r.ResolveRole(context.Background(), annotatedPod(ns, map[string]string{DefaultRoleKey: "app", TargetRoleKey: target}))
+		var d *DenialError
+		if !errors.As(err, &d) || !strings.HasPrefix(d.Detail, want) {
+			t.Errorf("namespace %s: %v, want a denial starting %q", ns, err, want)
+		}
+		if ev := <-events.Events; !strings.Contains(ev, want) {
+			t.Errorf("namespace %s: Event %q does not say %q", ns, ev, want)
+		}
 	}
 }

@@ -45,7 +45,7 @@ func NewServiceAccounts(client kubernetes.Interface, roleKey string) (*ServiceAc
 		roleKey = DefaultRoleKey
 	}
 	s := &ServiceAccounts{keys: []string{roleKey, IRSARoleKey}}
-	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(transformServiceAccount(s.keys)))
+	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(transformServiceAccount(append([]string{TargetRoleKey, SessionPolicyKey}, s.keys...))))
 	s.informer = s.factory.Core().V1().ServiceAccounts().Informer()
 	return s, nil
 }
@@ -166,6 +166,36 @@ type ServiceAccountUIDGetter interface {
 
 var _ ServiceAccountUIDGetter = (*ServiceAccounts)(nil)
 
+// ServiceAccountTargetRole returns the target role a ServiceAccount's
+// target-role annotation names, "" when none or not cached.
+func (s *ServiceAccounts) ServiceAccountTargetRole(namespace, name string) string {
+	return s.annotation(namespace, name, TargetRoleKey)
+}
+
+// ServiceAccountSessionPolicy returns a ServiceAccount's session policy
+// annotation, "" when none or not cached.
+func (s *ServiceAccounts) ServiceAccountSessionPolicy(namespace, name string) string {
+	return s.annotation(namespace, name, SessionPolicyKey)
+}
+
+// annotation is a cached ServiceAccount's annotation key, trimmed.
+func (s *ServiceAccounts) annotation(namespace, name, key string) string {
+	if sa, ok := s.cached(namespace, name); ok {
+		return strings.TrimSpace(sa.Annotations[key])
+	}
+	return ""
+}
+
+// ServiceAccountTargetGetter is read, when a ServiceAccountRoleGetter has
+// it, for the target role and session policy of a ServiceAccount, which go
+// with its role; *ServiceAccounts has it.
+type ServiceAccountTargetGetter interface {
+	ServiceAccountTargetRole(namespace, name string) string
+	ServiceAccountSessionPolicy(namespace, name string) string
+}
+
+var _ ServiceAccountTargetGetter = (*ServiceAccounts)(nil)
+
 // ServiceAccountRoleGetter is what ServiceAccountRoles reads; *ServiceAccounts implements it.
 type ServiceAccountRoleGetter interface {
 	ServiceAccountRole(namespace, name string) (role string, ok bool)
@@ -241,5 +271,17 @@ func withServiceAccountRole(pod *Pod, accounts ServiceAccountRoleGetter, roleKey
 		withRole.Annotations = make(map[string]string, 1)
 	}
 	withRole.Annotations[roleKey] = role
+	// The ServiceAccount's target role and session policy go with its
+	// role, unless the pod sets its own.
+	if tg, ok := accounts.(ServiceAccountTargetGetter); ok {
+		for key, get := range map[string]func(string, string) string{TargetRoleKey: tg.ServiceAccountTargetRole, SessionPolicyKey: tg.ServiceAccountSessionPolicy} {
+			if strings.TrimSpace(pod.Annotations[key]) != "" {
+				continue // the pod's own wins
+			}
+			if v := get(pod.Namespace, pod.ServiceAccount); v != "" {
+				withRole.Annotations[key] = v
+			}
+		}
+	}
 	return &withRole, nil
 }

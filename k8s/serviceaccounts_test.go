@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,6 +16,53 @@ type fakeAccounts map[string]string
 func (f fakeAccounts) ServiceAccountRole(namespace, name string) (string, bool) {
 	role, ok := f[namespace+"/"+name]
 	return role, ok
+}
+
+// fakeTargetAccounts adds target roles to fakeAccounts.
+type fakeTargetAccounts struct {
+	fakeAccounts
+	targets  map[string]string
+	policies map[string]string
+}
+
+func (f fakeTargetAccounts) ServiceAccountTargetRole(namespace, name string) string {
+	return f.targets[namespace+"/"+name]
+}
+
+func (f fakeTargetAccounts) ServiceAccountSessionPolicy(namespace, name string) string {
+	return f.policies[namespace+"/"+name]
+}
+
+// TestServiceAccountTargetRole: a ServiceAccount's target role goes with
+// its role on the token door, a pod's own target annotation wins, and the
+// namespace policy must allow the target too.
+func TestServiceAccountTargetRole(t *testing.T) {
+	const target = "arn:aws:iam::444455556666:role/target"
+	namespaces := fakeNamespaces{"apps": namespace("apps", "1", ptr(`["sa-role", "`+target+`", "own-target"]`))}
+	resolver, err := NewRoleResolver(namespaces, ResolverOptions{BaseRoleARN: StaticBaseARN(testBase), NamespaceRestrictions: true, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accounts := fakeTargetAccounts{
+		fakeAccounts: fakeAccounts{"apps/web": "sa-role", "apps/wide": "sa-role"},
+		targets:      map[string]string{"apps/web": target, "apps/wide": "arn:aws:iam::444455556666:role/not-allowed"},
+	}
+	roles, err := NewServiceAccountRoles(resolver, accounts, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := roles.ResolveRole(context.Background(), &Pod{Namespace: "apps", Name: "p", ServiceAccount: "web"})
+	if err != nil || got.ARN != testBase+"sa-role" || got.TargetARN != target || got.Name != "target" {
+		t.Errorf("ServiceAccount target: %+v, %v", got, err)
+	}
+	got, err = roles.ResolveRole(context.Background(), &Pod{Namespace: "apps", Name: "p", ServiceAccount: "web", Annotations: map[string]string{TargetRoleKey: "own-target"}})
+	if err != nil || got.TargetARN != testBase+"own-target" {
+		t.Errorf("pod's own target: %+v, %v", got, err)
+	}
+	var d *DenialError
+	if _, err := roles.ResolveRole(context.Background(), &Pod{Namespace: "apps", Name: "p", ServiceAccount: "wide"}); !errors.As(err, &d) || !strings.Contains(d.Detail, "second hop") {
+		t.Errorf("ServiceAccount target outside the policy: %v", err)
+	}
 }
 
 func TestServiceAccountRoles(t *testing.T) {

@@ -40,18 +40,35 @@ func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }
 
 // Role is the role a pod may have, after policy.
 type Role struct {
-	// ARN is the full role ARN.
+	// ARN is the full role ARN: the role the pod (or its ServiceAccount)
+	// names, the first hop when there is a target role.
 	ARN string
-	// Name is the last element of the ARN's resource path: what IMDS lists
-	// under iam/security-credentials/.
+	// TargetARN is the target role assumed with ARN's credentials (the
+	// target-role annotation); empty when none.
+	TargetARN string
+	// Name is the last element of the served role's resource path (the
+	// target's when there is one): what IMDS lists under
+	// iam/security-credentials/.
 	Name string
-	// AccountID is the role's account, parsed with the ARN (the token
-	// door's AccountId).
+	// AccountID is the served role's account, parsed with its ARN (the
+	// token door's AccountId).
 	AccountID string
 	// ExternalID comes from the pod's external-ID annotation; empty if none.
 	ExternalID string
+	// SessionPolicy is the inline session policy of the pod's session (its
+	// own and its namespace's cap, see SessionPolicy), packed; "" if none.
+	SessionPolicy string
 	// Default is true when the role came from --default-role, not the pod.
 	Default bool
+}
+
+// ServedARN is the role whose credentials the pod gets: the target role
+// when there is one.
+func (r Role) ServedARN() string {
+	if r.TargetARN != "" {
+		return r.TargetARN
+	}
+	return r.ARN
 }
 
 var (
@@ -77,6 +94,8 @@ const (
 	DeniedInvalidRole DenialReason = "InvalidRole"
 	// DeniedExternalID: an external ID was asked for where the source cannot use one.
 	DeniedExternalID DenialReason = "ExternalIDUnsupported"
+	// DeniedSessionPolicy: the pod's or namespace's session policy cannot be sent.
+	DeniedSessionPolicy DenialReason = "InvalidSessionPolicy"
 )
 
 // DenialError is a role the pod asked for and may not have.

@@ -37,6 +37,10 @@ const (
 	DefaultExternalIDKey = "iam.amazonaws.com/external-id"
 	// DefaultNamespaceKey is the namespace annotation listing allowed roles (--namespace-key).
 	DefaultNamespaceKey = "iam.amazonaws.com/allowed-roles"
+	// TargetRoleKey is the pod (or ServiceAccount) annotation naming a
+	// second role assumed with the first one's credentials: EKS Pod
+	// Identity's targetRoleArn; kube2iam has none.
+	TargetRoleKey = "iam.amazonaws.com/target-role"
 )
 
 // AnnotationKeys names the annotations kube2ra reads. The informer cache
@@ -197,8 +201,8 @@ func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, err
 		synced:       make(chan struct{}),
 		changed:      make(chan struct{}),
 		client:       verifyClient,
-		podTransform: transformPod([]string{opts.Keys.Role, opts.Keys.ExternalID}),
-		nsTransform:  transformNamespace([]string{opts.Keys.Namespace}),
+		podTransform: transformPod([]string{opts.Keys.Role, opts.Keys.ExternalID, TargetRoleKey, SessionPolicyKey}),
+		nsTransform:  transformNamespace([]string{opts.Keys.Namespace, SessionPolicyKey}),
 		metrics:      metrics,
 	}
 	// A live check has the lookup's time to answer; a caller that gives up

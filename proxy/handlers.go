@@ -294,9 +294,10 @@ func (s *Server) handleIAMInfo(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	parsed, err := arn.ParseRole(role.ARN)
+	// The credentials are the served role's (the target's when chained).
+	parsed, err := arn.ParseRole(role.ServedARN())
 	if err != nil {
-		err = fmt.Errorf("role ARN %q cannot name an instance profile; fix the role annotation or --base-role-arn: %w", role.ARN, err)
+		err = fmt.Errorf("role ARN %q cannot name an instance profile; fix the role annotation or --base-role-arn: %w", role.ServedARN(), err)
 		info.err = err
 		s.deny(w, info, http.StatusNotFound, string(k8s.DeniedInvalidRole))
 		return

@@ -257,7 +257,10 @@ func (s *Source) Fetch(ctx context.Context, req credentials.Request) (credential
 		return credentials.Credentials{}, invalid("Roles Anywhere has no external ID; remove the external-id annotation or use the sts source")
 	}
 	if len(req.Tags) > 0 {
-		return credentials.Credentials{}, invalid("Roles Anywhere CreateSession cannot set session tags; turn --session-tags off or use the sts source")
+		return credentials.Credentials{}, invalid("Roles Anywhere CreateSession cannot set session tags; name a target role (iam.amazonaws.com/target-role), which carries them, turn --session-tags off, or use the sts source")
+	}
+	if req.Policy != "" || req.Chained() {
+		return credentials.Credentials{}, invalid("Roles Anywhere CreateSession takes no session policy and no target role; a target role (iam.amazonaws.com/target-role) is assumed through STS by the chain source")
 	}
 	role, err := arn.ParseRole(req.RoleARN)
 	if err != nil {

@@ -78,8 +78,16 @@ type Config struct {
 	NamespaceRestrictionFormat string
 	// SessionTTL is the STS session duration.
 	SessionTTL time.Duration
-	// SessionTags adds kubernetes-* session tags to AssumeRole.
-	SessionTags bool
+	// SessionTags is --session-tags: off, kube2ra (true) or eks; the tags
+	// go on AssumeRole (STS) and on every target hop.
+	SessionTags string
+	// SessionTagsTransitive makes the session tags transitive.
+	SessionTagsTransitive bool
+	// ClusterName is the eks-cluster-name tag and part of a target role's
+	// external ID.
+	ClusterName string
+	// ClusterARN is the eks-cluster-arn tag; empty leaves the tag out.
+	ClusterARN string
 	// STSEndpoint overrides the STS endpoint.
 	STSEndpoint string
 	// Region is the AWS region; discovered when empty.
@@ -165,7 +173,22 @@ type parsedConfig struct {
 	logLevel logrus.Level
 	// sessionNaming is --session-name with the source's default applied.
 	sessionNaming credentials.SessionNaming
+	// tagMode is --session-tags.
+	tagMode credentials.TagMode
 }
+
+// boolOrString is a flag that takes a value or, bare, "true" (as the bool
+// flag it once was).
+type boolOrString struct{ s *string }
+
+func (b boolOrString) String() string {
+	if b.s == nil {
+		return ""
+	}
+	return *b.s
+}
+func (b boolOrString) Set(v string) error { *b.s = v; return nil }
+func (b boolOrString) IsBoolFlag() bool   { return true }
 
 // stringList is a repeatable flag that also accepts comma lists.
 type stringList []string
@@ -198,6 +221,7 @@ func NewConfig() *Config {
 		NamespaceRestrictions:      true,
 		NamespaceRestrictionFormat: "glob",
 		SessionTTL:                 time.Hour,
+		SessionTags:                string(credentials.TagsOff),
 		RASessionDuration:          time.Hour,
 		IMDSv2Required:             true,
 		PodLookupTimeout:           time.Second,
@@ -239,7 +263,10 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.NamespaceRestrictions, "namespace-restrictions", c.NamespaceRestrictions, "enforce the namespace's allowed roles (a namespace without the annotation allows none)")
 	fs.StringVar(&c.NamespaceRestrictionFormat, "namespace-restriction-format", c.NamespaceRestrictionFormat, "allowed-roles pattern syntax: glob or regexp (anchored)")
 	fs.DurationVar(&c.SessionTTL, "iam-role-session-ttl", c.SessionTTL, "STS session duration (15m to 12h; 1h at most when the base credentials are themselves a role)")
-	fs.BoolVar(&c.SessionTags, "session-tags", c.SessionTags, "add kubernetes-namespace, -pod-name, -service-account and -node session tags (trust policy needs sts:TagSession)")
+	fs.Var(boolOrString{&c.SessionTags}, "session-tags", "session tags on AssumeRole (sts) and on target-role hops (both sources): off, kube2ra or true (kubernetes-namespace, -pod-name, -service-account, -node), or eks (those and EKS Pod Identity's eks-cluster-arn, eks-cluster-name, kubernetes-pod-uid; needs --cluster-name); the trust policy needs sts:TagSession")
+	fs.BoolVar(&c.SessionTagsTransitive, "session-tags-transitive", c.SessionTagsTransitive, "make the session tags transitive (TransitiveTagKeys), so they pass on to roles the pod assumes in turn")
+	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "this cluster's name: the eks-cluster-name session tag, and part of a target role's external ID (region/account/cluster/namespace/serviceaccount, as EKS Pod Identity); required for target roles with session tags off and for --session-tags=eks")
+	fs.StringVar(&c.ClusterARN, "cluster-arn", c.ClusterARN, "the eks-cluster-arn session tag (arn:PARTITION:eks:REGION:ACCOUNT:cluster/NAME); its region and account are those of target-role external IDs; empty: the tag is left out and the external ID takes the agent's region and the first role's account")
 	fs.StringVar(&c.STSEndpoint, "sts-endpoint", c.STSEndpoint, "STS endpoint URL (default: the regional endpoint; AWS_ENDPOINT_URL_STS also works)")
 	fs.StringVar(&c.Region, "region", c.Region, "AWS region (default: the trust anchor's region, or the instance's)")
 
@@ -497,11 +524,57 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 || c.ShutdownTimeout > 5*time.Minute {
 		bad("--shutdown-timeout %s is out of range: use 0 to 5m", c.ShutdownTimeout)
 	}
+	if mode, err := credentials.ParseTagMode(c.SessionTags); err != nil {
+		bad("--session-tags: %v", err)
+	} else {
+		p.tagMode = mode
+		if mode == credentials.TagsEKS && c.ClusterName == "" {
+			bad("--session-tags=eks needs --cluster-name (the eks-cluster-name tag): set it, or the chart's clusterName")
+		}
+	}
+	if c.ClusterName != "" && !validClusterName(c.ClusterName) {
+		bad("--cluster-name %q is not usable in a session tag and an external ID: use 1-100 letters, digits and - _ . (a Kubernetes-style name)", c.ClusterName)
+	}
+	if c.ClusterARN != "" {
+		if _, _, name, err := parseClusterARN(c.ClusterARN); err != nil {
+			bad("--cluster-arn: %v", err)
+		} else if c.ClusterName != "" && name != c.ClusterName {
+			bad("--cluster-arn names cluster %q but --cluster-name is %q: make them agree", name, c.ClusterName)
+		}
+	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
 	c.parsed = p
 	return nil
+}
+
+// validClusterName: EKS cluster names are 1-100 of [0-9A-Za-z_-]; '.' is
+// allowed too for clusters named like DNS names off AWS. None of these
+// needs sanitising in a tag value or an external ID.
+func validClusterName(s string) bool {
+	if len(s) < 1 || len(s) > 100 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseClusterARN splits arn:PARTITION:eks:REGION:ACCOUNT:cluster/NAME.
+func parseClusterARN(s string) (region, account, name string, err error) {
+	parts := strings.SplitN(s, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" || !arn.KnownPartition(parts[1]) || parts[2] != "eks" || parts[3] == "" || len(parts[4]) != 12 || !strings.HasPrefix(parts[5], "cluster/") {
+		return "", "", "", fmt.Errorf("%q is not arn:PARTITION:eks:REGION:ACCOUNT:cluster/NAME", s)
+	}
+	name = strings.TrimPrefix(parts[5], "cluster/")
+	if !validClusterName(name) {
+		return "", "", "", fmt.Errorf("%q names no valid cluster", s)
+	}
+	return parts[3], parts[4], name, nil
 }
 
 const (
@@ -623,5 +696,7 @@ func (c *Config) resolverOptions(base func() string) k8s.ResolverOptions {
 		Format:                c.parsed.policyFormat,
 		// External IDs are an AssumeRole parameter.
 		ExternalIDAllowed: c.resolvedSource() == sourceSTS,
+		// So are session policies: with Roles Anywhere only a target hop has one.
+		SessionPolicyNeedsTarget: c.resolvedSource() == sourceRolesAnywhere,
 	}
 }

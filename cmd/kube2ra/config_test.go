@@ -42,6 +42,14 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		want   string // substring of the error; "" means valid
 	}{
 		{"defaults with node and host IP are valid", func(c *Config) {}, ""},
+		{"EKS session tags need the cluster name", func(c *Config) { c.SessionTags = "eks" }, "--session-tags=eks needs --cluster-name"},
+		{"EKS session tags with a cluster name", func(c *Config) { c.SessionTags, c.ClusterName = "eks", "prod" }, ""},
+		{"unknown session tag mode", func(c *Config) { c.SessionTags = "all" }, `--session-tags: session tag mode "all" is unknown`},
+		{"cluster name unusable in a tag", func(c *Config) { c.ClusterName = "a b" }, `--cluster-name "a b"`},
+		{"cluster ARN of another service", func(c *Config) { c.ClusterARN = "arn:aws:ecs:eu-west-1:123456789012:cluster/prod" }, "--cluster-arn"},
+		{"cluster ARN naming another cluster", func(c *Config) {
+			c.ClusterName, c.ClusterARN = "prod", "arn:aws:eks:eu-west-1:123456789012:cluster/dev"
+		}, `--cluster-arn names cluster "dev" but --cluster-name is "prod"`},
 		{"missing node", func(c *Config) { c.Node = "" }, "--node is empty"},
 		{"bad interface entry names the flag", func(c *Config) { c.HostInterface = "cni0,,cali+" }, "--host-interface: host interface entry 2"},
 		{"bad host IP", func(c *Config) { c.HostIP = "10.0.0" }, `--host-ip "10.0.0" is not a usable IP`},
@@ -99,6 +107,22 @@ func TestValidateNamesTheProblem(t *testing.T) {
 				t.Fatalf("want error containing %q, got %v", tc.want, err)
 			}
 		})
+	}
+}
+
+// TestSessionTagsFlagKeepsItsBooleanSpelling: --session-tags alone (the
+// bool flag it was) still means kube2ra's tags; a value picks the mode.
+func TestSessionTagsFlagKeepsItsBooleanSpelling(t *testing.T) {
+	for args, want := range map[string]string{"": "off", "--session-tags": "true", "--session-tags=false": "false", "--session-tags=eks": "eks"} {
+		c := NewConfig()
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		c.BindFlags(fs)
+		if err := fs.Parse(strings.Fields(args)); err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		if c.SessionTags != want {
+			t.Errorf("%q: SessionTags = %q, want %q", args, c.SessionTags, want)
+		}
 	}
 }
 

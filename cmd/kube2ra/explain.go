@@ -666,7 +666,11 @@ func explainRole(ctx context.Context, r *report, cfg *Config, view *nodeView, po
 	var d *k8s.DenialError
 	switch {
 	case err == nil:
-		r.line("role ARN", "%s (name %s, account %s)", role.ARN, role.Name, role.AccountID)
+		if role.TargetARN == "" {
+			r.line("role ARN", "%s (name %s, account %s)", role.ARN, role.Name, role.AccountID)
+		} else {
+			r.line("role ARN", "%s (the first hop)", role.ARN)
+		}
 		switch {
 		case role.Default:
 			r.line("policy", "not checked: the default role is exempt from namespace policy")
@@ -677,6 +681,16 @@ func explainRole(ctx context.Context, r *report, cfg *Config, view *nodeView, po
 		}
 		if role.ExternalID != "" {
 			r.line("external ID", "%s is set: passed to sts:AssumeRole", keys.ExternalID)
+		}
+		if role.TargetARN != "" {
+			r.line("target role", "%s (%s): assumed through STS with %s's credentials, for one hour at most; the pod is served its credentials (name %s, account %s)",
+				role.TargetARN, k8s.TargetRoleKey, role.ARN, role.Name, role.AccountID)
+			if cfg.NamespaceRestrictions {
+				explainPolicy(r, view, pod.Namespace, role.TargetARN)
+			}
+		}
+		if role.SessionPolicy != "" {
+			r.line("session policy", "%d characters (%s of the pod or its ServiceAccount, capped by the namespace's) sent with the last AssumeRole", len(role.SessionPolicy), k8s.SessionPolicyKey)
 		}
 		return role.ARN, ""
 	case errors.Is(err, k8s.ErrNoRole):

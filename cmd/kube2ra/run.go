@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kube2ra/kube2ra/arn"
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
@@ -219,8 +220,22 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 	if b := a.source.baseARN(); b != "" && cfg.BaseRoleARN == "" && cfg.AutoDiscoverBaseARN {
 		a.baseARN.Store(&b)
 	}
+	// Target roles are assumed through the regional STS endpoint of the
+	// source's region, signed with each pod's first-role credentials.
+	targetHop, err := credentials.NewTargetSTSSource(ctx, credentials.STSOptions{
+		Region:   a.source.region,
+		Endpoint: cfg.STSEndpoint,
+		Logger:   log.WithField("component", "sts-target"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building the STS client for target roles: %w", err)
+	}
+	chain, err := credentials.NewChainSource(a.source.source, targetHop)
+	if err != nil {
+		return nil, err
+	}
 	a.cache, err = credentials.NewCredentialCache(credentials.CacheOptions{
-		Source:     a.source.source,
+		Source:     chain,
 		Registerer: reg,
 		Logger:     log.WithField("component", "credentials"),
 		MinTTL:     cfg.CredentialMinTTL,
@@ -230,7 +245,16 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 	if err != nil {
 		return nil, fmt.Errorf("building the credential cache: %w", err)
 	}
-	broker, err := newPodCredentials(a.cache, a.source.naming, cfg.SessionTags && a.source.name == sourceSTS, cfg.Node, reg)
+	broker, err := newPodCredentials(a.cache, podRequestRules{
+		naming:         a.source.naming,
+		tags:           cfg.parsed.tagMode,
+		directTags:     a.source.name == sourceSTS,
+		transitiveTags: cfg.SessionTagsTransitive,
+		node:           cfg.Node,
+		clusterName:    cfg.ClusterName,
+		clusterARN:     cfg.ClusterARN,
+		region:         a.source.region,
+	}, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -558,14 +582,8 @@ func kubeConfig(path string) (*rest.Config, error) {
 type podCredentials struct {
 	// cache holds the credentials.
 	cache *credentials.CredentialCache
-	// naming decides the session name, and with it which pods share a
-	// cache entry: the name is part of the key, so pod naming never hands
-	// one pod's session to another and node naming shares one per role.
-	naming credentials.SessionNaming
-	// sessionTags adds kubernetes-* session tags (STS only).
-	sessionTags bool
-	// node is this node's name, for the node tag and node session names.
-	node string
+	// rules turn a pod and its role into a request.
+	rules podRequestRules
 	// events tells a pod's owner about upstream failures they must act on
 	// (rate-limited per pod and reason); nil records none.
 	events *k8s.PodEvents
@@ -573,8 +591,29 @@ type podCredentials struct {
 	failures *prometheus.CounterVec
 }
 
+// podRequestRules are the settings that shape a pod's credential request.
+type podRequestRules struct {
+	// naming decides the session name, and with it which pods share a
+	// cache entry: the name is part of the key, so pod naming never hands
+	// one pod's session to another and node naming shares one per role.
+	naming credentials.SessionNaming
+	// tags is --session-tags.
+	tags credentials.TagMode
+	// directTags is true when the first hop can carry tags (STS); with
+	// Roles Anywhere only target hops carry them.
+	directTags bool
+	// transitiveTags is --session-tags-transitive.
+	transitiveTags bool
+	// node is this node's name, for the node tag and node session names.
+	node string
+	// clusterName and clusterARN are --cluster-name and --cluster-arn.
+	clusterName, clusterARN string
+	// region is the source's region, for target external IDs without --cluster-arn.
+	region string
+}
+
 // newPodCredentials builds the broker and registers its failure counter.
-func newPodCredentials(cache *credentials.CredentialCache, naming credentials.SessionNaming, sessionTags bool, node string, reg prometheus.Registerer) (*podCredentials, error) {
+func newPodCredentials(cache *credentials.CredentialCache, rules podRequestRules, reg prometheus.Registerer) (*podCredentials, error) {
 	failures := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kube2ra_credential_failures_total",
 		Help: "Pod credential requests that failed for a reason an operator must fix, by reason (the Event reason on the pod).",
@@ -585,23 +624,63 @@ func newPodCredentials(cache *credentials.CredentialCache, naming credentials.Se
 	if err := reg.Register(failures); err != nil {
 		return nil, fmt.Errorf("registering the credential failure metric: %w", err)
 	}
-	return &podCredentials{cache: cache, naming: naming, sessionTags: sessionTags, node: node, failures: failures}, nil
+	return &podCredentials{cache: cache, rules: rules, failures: failures}, nil
 }
 
-func (p *podCredentials) request(pod *k8s.Pod, role k8s.Role) credentials.Request {
-	req := credentials.Request{RoleARN: role.ARN, ExternalID: role.ExternalID}
-	req.SessionName = p.naming.SessionNameFor(pod.Namespace, pod.Name, p.node)
-	if p.sessionTags {
-		req.Tags = credentials.SessionTags(pod.Namespace, pod.Name, pod.ServiceAccount, p.node)
+// request is the cache key of pod's credentials for role. With a target
+// role, tags (when on) go on the target hop; else the target hop carries
+// EKS's external ID, for which the cluster name is required.
+func (r podRequestRules) request(pod *k8s.Pod, role k8s.Role) (credentials.Request, error) {
+	req := credentials.Request{RoleARN: role.ARN, ExternalID: role.ExternalID, Policy: role.SessionPolicy}
+	req.SessionName = r.naming.SessionNameFor(pod.Namespace, pod.Name, r.node)
+	tags := r.tags.Tags(credentials.PodTags{Namespace: pod.Namespace, Pod: pod.Name, PodUID: string(pod.UID), ServiceAccount: pod.ServiceAccount,
+		Node: r.node, ClusterName: r.clusterName, ClusterARN: r.clusterARN})
+	if role.TargetARN == "" {
+		if r.directTags {
+			req.Tags, req.TransitiveTags = tags, r.transitiveTags && len(tags) > 0
+		}
+		return req, nil
 	}
-	return req
+	req.TargetRoleARN = role.TargetARN
+	// The target's session is named like the first's; Roles Anywhere may
+	// send none, and STS requires one.
+	req.TargetSessionName = req.SessionName
+	if req.TargetSessionName == "" {
+		req.TargetSessionName = credentials.NodeSessionName(r.node)
+	}
+	if len(tags) > 0 {
+		req.Tags, req.TransitiveTags = tags, r.transitiveTags
+		return req, nil
+	}
+	if r.clusterName == "" {
+		return req, &credentials.Error{Kind: credentials.KindInvalid, Source: credentials.STSSourceName, RoleARN: role.TargetARN, Hop: credentials.HopTarget,
+			Message: "a target role without session tags carries EKS's external ID region/account/cluster/namespace/serviceaccount, and --cluster-name (the chart's clusterName) is not set: set it, or turn --session-tags on"}
+	}
+	region, account := r.region, ""
+	if r.clusterARN != "" {
+		region, account, _, _ = parseClusterARN(r.clusterARN) // validated with the flags
+	}
+	if account == "" {
+		first, err := arn.ParseRole(role.ARN)
+		if err != nil {
+			return req, &credentials.Error{Kind: credentials.KindInvalid, Source: credentials.STSSourceName, RoleARN: role.ARN, Hop: credentials.HopFirst, Message: err.Error()}
+		}
+		account = first.AccountID
+	}
+	req.TargetExternalID = credentials.TargetExternalID(region, account, r.clusterName, pod.Namespace, pod.ServiceAccount)
+	return req, nil
 }
 
 // GetCredentials implements proxy.CredentialGetter. A failure someone must
-// fix (the role does not trust the node, throttling, the node certificate)
-// is counted and told to the pod's owner with a Warning Event on the pod.
+// fix (the role does not trust the node, throttling, the node certificate,
+// a target role the configuration cannot reach) is counted and told to the
+// pod's owner with a Warning Event on the pod.
 func (p *podCredentials) GetCredentials(ctx context.Context, pod *k8s.Pod, role k8s.Role) (credentials.Credentials, error) {
-	creds, err := p.cache.Get(ctx, p.request(pod, role))
+	req, err := p.rules.request(pod, role)
+	var creds credentials.Credentials
+	if err == nil {
+		creds, err = p.cache.Get(ctx, req)
+	}
 	if err != nil {
 		if f, ok := credentials.ActionableFailure(err); ok {
 			p.failures.WithLabelValues(f.Reason).Inc()
@@ -613,7 +692,13 @@ func (p *podCredentials) GetCredentials(ctx context.Context, pod *k8s.Pod, role 
 
 // PodRoleChanged implements k8s.RoleListener: track (and prefetch) the entry.
 func (p *podCredentials) PodRoleChanged(pod *k8s.Pod, role k8s.Role) {
-	p.cache.Track(string(pod.UID), p.request(pod, role))
+	req, err := p.rules.request(pod, role)
+	if err != nil {
+		// Nothing to prefetch; the pod's request gets the error and Event.
+		p.cache.Untrack(string(pod.UID))
+		return
+	}
+	p.cache.Track(string(pod.UID), req)
 }
 
 // PodRoleGone implements k8s.RoleListener.

@@ -84,7 +84,7 @@ func TestPodCredentialsShareSessionsAsTheNamingSays(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			broker, err := newPodCredentials(cache, tc.naming, false, "node-a", prometheus.NewRegistry())
+			broker, err := newPodCredentials(cache, podRequestRules{naming: tc.naming, node: "node-a"}, prometheus.NewRegistry())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -186,7 +186,7 @@ func TestUpstreamFailuresReachThePodAsRateLimitedEvents(t *testing.T) {
 				t.Fatal(err)
 			}
 			reg := prometheus.NewRegistry()
-			broker, err := newPodCredentials(cache, credentials.SessionNamingNode, false, "node-a", reg)
+			broker, err := newPodCredentials(cache, podRequestRules{naming: credentials.SessionNamingNode, node: "node-a"}, reg)
 			if err != nil {
 				t.Fatal(err)
 			}

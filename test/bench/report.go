@@ -77,15 +77,18 @@ type Report struct {
 	Details map[string]any `json:"details,omitempty"`
 }
 
-// FigureNames are the figures issue 10 asks for, in its order.
+// FigureNames are the figures issue 10 asks for, in its order (issue 24's
+// chained figures beside their direct ones).
 var FigureNames = []string{
 	"cred_rps", "baseline_rps", "cred_rps_ratio", "cred_p50_us", "cred_p99_us", "baseline_p99_us", "cred_p99_ratio",
 	"passthrough_rps", "passthrough_p99_us", "direct_upstream_p99_us",
 	"cold_first_request_p50_ms", "cold_first_request_p99_ms", "cold_noprefetch_p99_ms",
+	"cold_chained_first_request_p50_ms", "cold_chained_first_request_p99_ms",
 	"ready_ms",
 	"rss_mib_remote0", "rss_mib_remote20000",
-	"upstream_calls_per_session",
+	"upstream_calls_per_session", "upstream_calls_per_chained_session",
 	"upstream_calls_per_pod_hour_node", "upstream_calls_per_pod_hour_pod", "upstream_calls_per_pod_hour_none",
+	"upstream_calls_per_pod_hour_chained_node", "upstream_calls_per_pod_hour_chained_pod", "upstream_calls_per_pod_hour_chained_none",
 	"pod_identity_rps", "pod_identity_rps_ratio", "pod_identity_p99_us", "pod_identity_vs_cred_rps",
 }
 

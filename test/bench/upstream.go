@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,10 @@ type UpstreamSimOptions struct {
 	// Step is how far the fake clock moves at a time; every pod asks for its
 	// credentials after each step, as an SDK polling IMDS would.
 	Step time.Duration
+	// Target gives every pod a target role (one per role, in another
+	// account): the cache wraps the real credentials.ChainSource, each fetch
+	// is two upstream calls and the target session lasts at most an hour.
+	Target bool
 }
 
 // UpstreamSimResult is what SimulateUpstream counted.
@@ -66,8 +71,12 @@ func SimulateUpstream(ctx context.Context, o UpstreamSimOptions) (UpstreamSimRes
 		return UpstreamSimResult{}, fmt.Errorf("SimulateUpstream: pods, roles, session, measure and step must be positive (got %+v)", o)
 	}
 	clk := clocktesting.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	src := &simSource{clock: clk, session: o.Session, keys: map[string]bool{}}
-	cache, err := credentials.NewCredentialCache(credentials.CacheOptions{Source: src, Clock: clk, Registerer: prometheus.NewRegistry()})
+	src := &simSource{clock: clk, session: o.Session, keys: map[string]bool{}, chained: o.Target}
+	chain, err := credentials.NewChainSource(src, src)
+	if err != nil {
+		return UpstreamSimResult{}, err
+	}
+	cache, err := credentials.NewCredentialCache(credentials.CacheOptions{Source: chain, Clock: clk, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		return UpstreamSimResult{}, err
 	}
@@ -89,6 +98,10 @@ func SimulateUpstream(ctx context.Context, o UpstreamSimOptions) (UpstreamSimRes
 		reqs[i] = credentials.Request{
 			RoleARN:     fmt.Sprintf("arn:aws:iam::123456789012:role/role-%d", i%o.Roles),
 			SessionName: o.Naming.SessionNameFor(ns, pod, node),
+		}
+		if o.Target {
+			reqs[i].TargetRoleARN = fmt.Sprintf("arn:aws:iam::444455556666:role/target-%d", i%o.Roles)
+			reqs[i].TargetSessionName = cmp.Or(reqs[i].SessionName, credentials.NodeSessionName(node))
 		}
 		cache.Track(fmt.Sprintf("uid-%d", i), reqs[i])
 	}
@@ -173,18 +186,34 @@ type simSource struct {
 	calls int
 	// running is the number of Fetches in progress.
 	running int
-	// keys are the distinct requests fetched.
+	// keys are the distinct requests whose sessions pods are served.
 	keys map[string]bool
+	// chained is true when every request names a target role.
+	chained bool
 }
 
 func (s *simSource) Name() string { return "sim" }
 
 func (s *simSource) Fetch(_ context.Context, req credentials.Request) (credentials.Credentials, error) {
+	return s.issue(req, s.session, !s.chained)
+}
+
+// AssumeTarget is the target hop: one more call, at most an hour, as STS
+// grants a chained session.
+func (s *simSource) AssumeTarget(_ context.Context, req credentials.Request, _ credentials.Credentials) (credentials.Credentials, error) {
+	return s.issue(req, min(s.session, credentials.ChainedMaxSessionDuration), true)
+}
+
+// issue counts one upstream call for req and issues a session of life;
+// served says it is the session pods get (counted in sessions).
+func (s *simSource) issue(req credentials.Request, life time.Duration, served bool) (credentials.Credentials, error) {
 	s.mu.Lock()
 	s.calls++
 	s.running++
 	n := s.calls
-	s.keys[req.Key()] = true
+	if served {
+		s.keys[req.Key()] = true
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -196,7 +225,7 @@ func (s *simSource) Fetch(_ context.Context, req credentials.Request) (credentia
 		AccessKeyID:     fmt.Sprintf("ASIASIM%013d", n),
 		SecretAccessKey: "sim",
 		SessionToken:    "sim",
-		Expiration:      now.Add(s.session),
+		Expiration:      now.Add(life),
 		LastUpdated:     now,
 	}, nil
 }

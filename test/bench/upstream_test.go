@@ -44,3 +44,36 @@ func TestSimulatedUpstreamCallsFollowTheSessionNaming(t *testing.T) {
 		})
 	}
 }
+
+// TestSimulatedChainedSessionsCostTwoCallsPerRefresh: with a target role
+// the real chain source makes two calls (first hop, target hop) per fetch,
+// and the target session, one hour at most, is refreshed as often as a
+// direct 1 h session: twice the calls per session-hour of a direct session.
+func TestSimulatedChainedSessionsCostTwoCallsPerRefresh(t *testing.T) {
+	const pods, roles = 30, 5
+	opts := UpstreamSimOptions{Naming: credentials.SessionNamingNode, Pods: pods, Roles: roles, Session: 2 * time.Hour,
+		Warmup: 2 * time.Hour, Measure: 6 * time.Hour, Step: 15 * time.Second}
+	direct, err := SimulateUpstream(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Target = true
+	chained, err := SimulateUpstream(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chained.Sessions != roles {
+		t.Errorf("%d chained sessions, want %d (one per role and target on the node)", chained.Sessions, roles)
+	}
+	// Direct 2 h sessions: refreshed every 86.4..96 min, 3.75..4.17 per 6 h.
+	// Chained: capped at 1 h, refreshed every 43.2..48 min through two
+	// hops, 15..16.7 calls per 6 h.
+	perDirect, perChained := float64(direct.Calls)/roles, float64(chained.Calls)/roles
+	if lo, hi := 2*(6*60/48.0)-2, 2*(6*60/43.2)+2; perChained < lo || perChained > hi {
+		t.Errorf("%.2f calls per chained session in 6 h, want %.2f..%.2f", perChained, lo, hi)
+	}
+	if perChained < 3*perDirect {
+		t.Errorf("chained %.2f vs direct %.2f calls per session: the 1 h cap and the second hop should make it about 4x", perChained, perDirect)
+	}
+	t.Logf("direct %.3f, chained %.3f calls per pod-hour; misses %d, %d", direct.CallsPerPodHour, chained.CallsPerPodHour, direct.Misses, chained.Misses)
+}

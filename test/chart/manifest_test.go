@@ -32,6 +32,7 @@ var agentFlags = []string{
 	"pod-lookup-timeout", "upstream-qps", "upstream-burst", "credential-min-ttl", "rate-limit",
 	"log-format", "log-level", "debug", "kubeconfig", "shutdown-timeout",
 	"pod-identity", "pod-identity-audience",
+	"session-tags-transitive", "cluster-name", "cluster-arn",
 }
 
 // repeatableFlags may appear more than once.

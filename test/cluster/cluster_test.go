@@ -127,6 +127,10 @@ func TestCluster(t *testing.T) {
 		w.podIdentity(ctx)
 		w.uninstall(ctx, "rolesanywhere")
 	})
+	t.Run("Chained", func(t *testing.T) {
+		w.t = t
+		w.chained(ctx)
+	})
 	t.Run("STS", func(t *testing.T) {
 		w.t = t
 		w.install(ctx, "sts")

@@ -117,15 +117,7 @@ func TestPodIdentity(t *testing.T) {
 func mustPodIdentityNamespace(t *testing.T, env *harness.Env, ns string) {
 	t.Helper()
 	ctx := ctxT(t)
-	mustNamespace(t, env, ns, `["`+roleWeb+`", "`+roleWorker+`"]`)
-	nsObj, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nsObj.Labels = map[string]string{"kube2ra.io/pod-identity": "enabled"}
-	if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	mustPodIdentityLabelledNamespace(t, env, ns, `["`+roleWeb+`", "`+roleWorker+`"]`)
 	for sa, ann := range map[string]map[string]string{
 		"web-sa":    roleAnnotation(roleWeb),
 		"worker-sa": {"eks.amazonaws.com/role-arn": harness.RoleARN(roleWorker)},
@@ -134,6 +126,22 @@ func mustPodIdentityNamespace(t *testing.T, env *harness.Env, ns string) {
 		if err := env.CreateServiceAccount(ctx, ns, sa, ann); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// mustPodIdentityLabelledNamespace creates namespace ns allowing allowed,
+// labelled for the chart's admission policy.
+func mustPodIdentityLabelledNamespace(t *testing.T, env *harness.Env, ns, allowed string) {
+	t.Helper()
+	ctx := ctxT(t)
+	mustNamespace(t, env, ns, allowed)
+	nsObj, err := env.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsObj.Labels = map[string]string{"kube2ra.io/pod-identity": "enabled"}
+	if _, err := env.Kube.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -87,6 +87,25 @@ func (e *Env) GoSDK(ctx context.Context, p *Pod, env ...string) (ClientCreds, er
 	return c, err
 }
 
+// GoSDKCallerIdentity runs the Go SDK's default chain in the pod, then
+// GetCallerIdentity against the fake STS signed with what it found, and
+// returns the credentials and the ARN the fake answered.
+func (e *Env) GoSDKCallerIdentity(ctx context.Context, p *Pod, env ...string) (ClientCreds, string, error) {
+	bin, err := e.podClient()
+	if err != nil {
+		return ClientCreds{}, "", err
+	}
+	out, err := e.runInPod(ctx, p, append([]string{"AWS_ENDPOINT_URL_STS=" + e.STSURL}, env...), bin)
+	var r struct {
+		ClientCreds
+		Arn string `json:"Arn"`
+	}
+	if jerr := json.Unmarshal(out, &r); jerr != nil && err == nil {
+		err = fmt.Errorf("podclient printed %q: %w", out, jerr)
+	}
+	return r.ClientCreds, r.Arn, err
+}
+
 // CLIv2 runs the AWS CLI v2 (Debian's awscli) `configure export-credentials`.
 func (e *Env) CLIv2(ctx context.Context, p *Pod) (ClientCreds, error) {
 	out, err := e.runInPod(ctx, p, []string{"AWS_DEFAULT_REGION=" + e.Region()}, DebianAWSCLI, "configure", "export-credentials", "--format", "process")

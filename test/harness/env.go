@@ -218,7 +218,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 			TrustAnchors: []fakera.TrustAnchor{{ARN: TrustAnchorARN, CAs: []*x509Cert{e.PKI.CA}}},
 			Profiles:     []fakera.Profile{{ARN: ProfileARN, RoleARNs: RoleARNs(roles), AcceptRoleSessionName: true, DurationSeconds: 3600}},
 			OnIssue: func(i fakera.Issued) {
-				_ = e.STS.AddPrincipal(fakests.Principal{AccessKeyID: i.AccessKeyID, SecretAccessKey: i.SecretAccessKey, SessionToken: i.SessionToken, ARN: i.AssumedRoleARN})
+				_ = e.STS.AddPrincipal(fakests.Principal{AccessKeyID: i.AccessKeyID, SecretAccessKey: i.SecretAccessKey, SessionToken: i.SessionToken, ARN: i.AssumedRoleARN, Expiration: i.Expiration})
 			},
 		})
 		if err != nil {
@@ -231,6 +231,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 			"--ra-certificate", e.PKI.CertPath,
 			"--ra-private-key", e.PKI.KeyPath,
 			"--ra-endpoint", e.RA.URL(),
+			// Target roles are assumed through STS with the Roles Anywhere
+			// session's credentials.
+			"--sts-endpoint", e.STSURL,
 		)
 	case EC2:
 		if err := e.Node.AddMetadataAddress(); err != nil {

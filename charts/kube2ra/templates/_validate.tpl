@@ -22,6 +22,9 @@ the value to set. Included once, from the DaemonSet.
 {{- else if or $c.existingSecret $c.certManager.enabled $c.csiDriver.enabled -}}
 {{- fail (printf "a node certificate is configured but credentialSource %q does not use Roles Anywhere: set credentialSource to rolesanywhere (or auto with rolesAnywhere.trustAnchorArn), or remove rolesAnywhere.certificate" .Values.credentialSource) -}}
 {{- end -}}
+{{- if and (eq .Values.sessionTags "eks") (not .Values.clusterName) -}}
+{{- fail "sessionTags: eks needs clusterName (the eks-cluster-name session tag)" -}}
+{{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled (a ServiceMonitor selects a Service); or use metrics.podMonitor" -}}
 {{- end -}}

@@ -8,7 +8,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/test/bench"
+	"github.com/kube2ra/kube2ra/test/fakeaws/fakests"
 	"github.com/kube2ra/kube2ra/test/harness"
 )
 
@@ -55,7 +57,7 @@ type coldResult struct {
 // one event and the upstream call is on the request path; the fake AWS
 // answers in 100 ms.
 func (s *suite) coldStarts(ctx context.Context) error {
-	warm, err := s.coldBurst(ctx, "cold", true)
+	warm, err := s.coldBurst(ctx, "cold", true, false)
 	if err != nil {
 		return err
 	}
@@ -81,7 +83,7 @@ func (s *suite) coldNoPrefetch(ctx context.Context) error {
 		time.Sleep(wait)
 	}
 	s.env.RA.SetLatency(noPrefetchLatency)
-	slow, err := s.coldBurst(ctx, "nopf", false)
+	slow, err := s.coldBurst(ctx, "nopf", false, false)
 	s.env.RA.SetLatency(0)
 	if err != nil {
 		return err
@@ -95,12 +97,55 @@ func (s *suite) coldNoPrefetch(ctx context.Context) error {
 	return nil
 }
 
-// coldBurst runs one burst of cfg.coldPods pods in namespace prefix, each
-// with its own role prefix-NN (so every pod costs one upstream call), and
-// deletes them afterwards.
-func (s *suite) coldBurst(ctx context.Context, prefix string, prefetch bool) (coldResult, error) {
+// chainAccount is the account of the chained cold start's target roles.
+const chainAccount = "444455556666"
+
+func chainTargetARN(role string) string { return "arn:aws:iam::" + chainAccount + ":role/" + role }
+
+// coldChained is the prefetched cold start with a target role per pod
+// (iam.amazonaws.com/target-role in another account): both hops, Roles
+// Anywhere then STS, before the pod's first request.
+func (s *suite) coldChained(ctx context.Context) error {
+	if wait := tokenRefill - time.Since(s.lastBurst); wait > 0 {
+		time.Sleep(wait)
+	}
+	r, err := s.coldBurst(ctx, "chain", true, true)
+	if err != nil {
+		return err
+	}
+	s.lastBurst = time.Now()
 	n := s.cfg.coldPods
-	if err := s.env.CreateNamespace(ctx, prefix, allowAll); err != nil {
+	targetCalls := 0
+	for i := 0; i < n; i++ {
+		targetCalls += len(s.env.STS.Sessions(chainTargetARN(coldRole("chain", i))))
+	}
+	s.logf("cold start, target role: p50 %.1f ms, p99 %.1f ms (first hops %d, target hops %d)", bench.NearestRank(r.FirstMS, 0.5), bench.NearestRank(r.FirstMS, 0.99), r.UpstreamCalls, targetCalls)
+	s.report.Add("cold_chained_first_request_p50_ms", bench.NearestRank(r.FirstMS, 0.5), "ms",
+		fmt.Sprintf("as cold_first_request, each of %d pods with a target role in another account: Roles Anywhere, then STS signed with that session, both prefetched", n))
+	s.report.Add("cold_chained_first_request_p99_ms", bench.NearestRank(r.FirstMS, 0.99), "ms",
+		fmt.Sprintf("nearest rank of %d; API write p50 %.0f ms", n, bench.NearestRank(r.CallMS, 0.5)))
+	s.report.Add("upstream_calls_per_chained_session", float64(r.UpstreamCalls+targetCalls)/float64(n), "calls",
+		fmt.Sprintf("%d CreateSession + %d AssumeRole for %d pods' first sessions (direct: 1 per session)", r.UpstreamCalls, targetCalls, n))
+	s.report.Detail("cold_chained", r)
+	return nil
+}
+
+// coldBurst runs one burst of cfg.coldPods pods in namespace prefix, each
+// with its own role prefix-NN (so every pod costs one upstream call, two
+// with a target role of the same name in chainAccount), and deletes them
+// afterwards.
+func (s *suite) coldBurst(ctx context.Context, prefix string, prefetch, target bool) (coldResult, error) {
+	n := s.cfg.coldPods
+	allowed := allowAll
+	if target {
+		allowed = `["*", "` + chainTargetARN("*") + `"]`
+		for i := 0; i < n; i++ {
+			if err := s.env.STS.AddRole(fakests.Role{ARN: chainTargetARN(coldRole(prefix, i)), Trust: []string{harness.RoleARN(coldRole(prefix, i))}}); err != nil {
+				return coldResult{}, err
+			}
+		}
+	}
+	if err := s.env.CreateNamespace(ctx, prefix, allowed); err != nil {
 		return coldResult{}, err
 	}
 	names := make([]string, n)
@@ -142,6 +187,9 @@ func (s *suite) coldBurst(ctx context.Context, prefix string, prefetch bool) (co
 	objs := make([]*corev1.Pod, n)
 	err = parallel(ctx, n, n, func(i int) error {
 		pod := newPodObject(prefix, names[i], names[i])
+		if target {
+			pod.Annotations[k8s.TargetRoleKey] = chainTargetARN(names[i])
+		}
 		if !prefetch {
 			pod.Spec.NodeName = "" // not scheduled yet: the agent does not see it
 		}

@@ -173,6 +173,7 @@ func run(cfg config) error {
 		}
 		step(phaseCred, s.credRoute)
 		step(phaseCold, s.coldStarts)
+		step(phaseCold, s.coldChained)
 		// The session run also lets the upstream rate limiter refill
 		// between the two cold-start bursts.
 		step(phaseSess, s.upstreamSessions)

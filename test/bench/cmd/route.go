@@ -27,7 +27,7 @@ func raRoles(cfg config) []string {
 		roles = append(roles, fmt.Sprintf("bench-%d", i))
 	}
 	for i := range cfg.coldPods {
-		roles = append(roles, coldRole("cold", i), coldRole("nopf", i))
+		roles = append(roles, coldRole("cold", i), coldRole("nopf", i), coldRole("chain", i))
 	}
 	for i := range cfg.sessionRoles {
 		roles = append(roles, fmt.Sprintf("sess-%d", i))

@@ -46,7 +46,7 @@ const spawnDelay = 800 * time.Millisecond
 // IMDSv1 stays allowed: the cold-start probe measures a pod's first read
 // alone, without a token PUT before it (the load runs send tokens).
 // BENCH_AGENT_ARGS (space separated) adds flags, for what-if runs.
-var agentArgs = []string{"--debug=false", "--log-level", "info", "--rate-limit", "1000000", "--imdsv2-required=false"}
+var agentArgs = []string{"--debug=false", "--log-level", "info", "--rate-limit", "1000000", "--imdsv2-required=false", "--cluster-name", "bench"}
 
 // suite is one benchmark run: its configuration, the node under test, and
 // the report.

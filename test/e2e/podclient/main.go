@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
 // result is printed on stdout.
@@ -23,7 +24,10 @@ type result struct {
 	Expires         time.Time `json:"Expires"`
 	Source          string    `json:"Source"`
 	Region          string    `json:"Region"`
-	Error           string    `json:"Error,omitempty"`
+	// Arn is GetCallerIdentity's answer, signed with the credentials, when
+	// AWS_ENDPOINT_URL_STS is set (the fake STS).
+	Arn   string `json:"Arn,omitempty"`
+	Error string `json:"Error,omitempty"`
 }
 
 func main() {
@@ -48,6 +52,17 @@ func main() {
 		} else {
 			out.AccessKeyID, out.SecretAccessKey, out.SessionToken = creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken
 			out.Expires, out.Source = creds.Expires, creds.Source
+		}
+	}
+	if err == nil && os.Getenv("AWS_ENDPOINT_URL_STS") != "" {
+		// What an application does next: a signed call. The SDK reads the
+		// endpoint from AWS_ENDPOINT_URL_STS, as a user would set it.
+		cfg.Region = out.Region
+		id, ierr := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+		if ierr != nil {
+			err = ierr
+		} else {
+			out.Arn = *id.Arn
 		}
 	}
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,9 @@ type Principal struct {
 	// ARN is who the caller is: arn:aws:iam::ACCOUNT:user/NAME or
 	// arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION.
 	ARN string
+	// Expiration, when set, is when the credentials stop being accepted
+	// (a Roles Anywhere session taught to the fake, say).
+	Expiration time.Time
 }
 
 // Role is an assumable role and its trust policy.
@@ -69,6 +73,10 @@ type Options struct {
 	// clock if nil, because SDKs sign with the real time even when a test
 	// drives Clock.
 	SigningClock clock.PassiveClock
+	// IssuedElsewhere, when set, is asked about access keys the fake does
+	// not know: credentials another fake issued (Roles Anywhere's Issued),
+	// accepted with the same signature and expiry checks.
+	IssuedElsewhere func(accessKeyID string) (Principal, bool)
 }
 
 // Session is what the fake remembers about credentials it issued.
@@ -85,16 +93,31 @@ type Session struct {
 	SessionName string
 	// ExternalID is the ExternalId passed, empty when none.
 	ExternalID string
-	// Tags are the session tags passed, nil when none.
+	// Tags are the session's tags: those passed and those inherited as
+	// transitive from the caller's session; nil when none.
 	Tags map[string]string
+	// TransitiveTagKeys are the tag keys that pass on to sessions this one
+	// assumes (passed and inherited), sorted; nil when none.
+	TransitiveTagKeys []string
+	// Policy is the inline session policy passed, "" when none.
+	Policy string
+	// DurationSeconds is what the call asked for (0 when it sent none).
+	DurationSeconds int
 	// SourceARN is the caller that assumed the role.
 	SourceARN string
+	// Chain is every identity that led to this session, as CloudTrail's
+	// sessionIssuer chain would show it: the long-lived principal (or a
+	// session the fake was taught, such as Roles Anywhere's) first, the
+	// caller (SourceARN) last.
+	Chain []string
 	// Expiration is when the session stops being accepted.
 	Expiration time.Time
 	// secretAccessKey verifies requests signed with this session.
 	secretAccessKey string
 	// sessionToken must accompany requests signed with this session.
 	sessionToken string
+	// seq orders sessions by issue.
+	seq int
 }
 
 // Server is the fake STS endpoint. Its methods are safe for concurrent use.
@@ -105,6 +128,8 @@ type Server struct {
 	clock clock.PassiveClock
 	// signingClock checks signature times.
 	signingClock clock.PassiveClock
+	// issuedElsewhere is Options.IssuedElsewhere.
+	issuedElsewhere func(accessKeyID string) (Principal, bool)
 	// Knobs make the fake slow, unreachable, or answer 500 InternalFailure
 	// or 400 Throttling "Rate exceeded".
 	faults.Knobs
@@ -131,13 +156,14 @@ type Server struct {
 // New builds a Server without listening; use Start, Serve or Handler.
 func New(opts Options) (*Server, error) {
 	s := &Server{
-		region:       opts.Region,
-		clock:        opts.Clock,
-		signingClock: opts.SigningClock,
-		principals:   map[string]Principal{},
-		roles:        map[string]Role{},
-		sessions:     map[string]*Session{},
-		calls:        map[string]int{},
+		region:          opts.Region,
+		clock:           opts.Clock,
+		signingClock:    opts.SigningClock,
+		issuedElsewhere: opts.IssuedElsewhere,
+		principals:      map[string]Principal{},
+		roles:           map[string]Role{},
+		sessions:        map[string]*Session{},
+		calls:           map[string]int{},
 		injector: faults.New(faults.Options{
 			FailAnswer: func(w http.ResponseWriter) {
 				writeError(w, apiError{http.StatusInternalServerError, "InternalFailure", "The request processing has failed because of an unknown error, exception or failure."})
@@ -269,15 +295,36 @@ func (s *Server) Session(accessKeyID string) (Session, bool) {
 	if !ok {
 		return Session{}, false
 	}
+	return sess.public(), true
+}
+
+// Sessions are every session issued for roleARN, oldest first.
+func (s *Server) Sessions(roleARN string) []Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Session
+	for _, sess := range s.sessions {
+		if sess.RoleARN == roleARN {
+			out = append(out, sess.public())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	return out
+}
+
+// public is a copy of sess without its secrets, sharing no slices or maps.
+func (sess *Session) public() Session {
 	out := *sess
 	out.secretAccessKey, out.sessionToken = "", ""
+	out.Chain = append([]string(nil), sess.Chain...)
+	out.TransitiveTagKeys = append([]string(nil), sess.TransitiveTagKeys...)
 	if sess.Tags != nil {
 		out.Tags = make(map[string]string, len(sess.Tags))
 		for k, v := range sess.Tags {
 			out.Tags[k] = v
 		}
 	}
-	return out, true
+	return out
 }
 
 // countCall counts a request for action before the knobs see it.
@@ -300,6 +347,10 @@ type caller struct {
 	userID string
 	// chained is true when the caller is itself a role session.
 	chained bool
+	// chain is the identities that led to the caller, the caller last.
+	chain []string
+	// tags are the caller's session tags that pass on (transitive).
+	transitive map[string]string
 }
 
 // parseCallerARN derives a caller from a configured principal ARN.

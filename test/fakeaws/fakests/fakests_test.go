@@ -79,6 +79,23 @@ func client(s *fakests.Server, key, secret, token string) *sts.Client {
 	})
 }
 
+// outcome checks err against wantCode ("" for success) and returns the API
+// error's code and message, and whether the call failed.
+func outcome(t *testing.T, err error, wantCode string) (code, msg string, failed bool) {
+	t.Helper()
+	if wantCode == "" {
+		if err != nil {
+			t.Fatalf("want success, got %v", err)
+		}
+		return "", "", false
+	}
+	if err == nil {
+		t.Fatalf("want %s, got success", wantCode)
+	}
+	code, msg = apiCode(t, err)
+	return code, msg, true
+}
+
 func apiCode(t *testing.T, err error) (string, string) {
 	t.Helper()
 	var ae smithy.APIError
@@ -182,16 +199,10 @@ func TestAssumeRoleEnforcesTrustAndConditions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := client(s, tc.key, tc.secret, "").AssumeRole(context.Background(), &tc.in)
-			if tc.wantCode == "" {
-				if err != nil {
-					t.Fatalf("want success, got %v", err)
-				}
+			code, msg, failed := outcome(t, err, tc.wantCode)
+			if !failed {
 				return
 			}
-			if err == nil {
-				t.Fatalf("want %s, got success", tc.wantCode)
-			}
-			code, msg := apiCode(t, err)
 			var re interface{ HTTPStatusCode() int }
 			if !errors.As(err, &re) || re.HTTPStatusCode() != tc.wantStatus || code != tc.wantCode {
 				t.Fatalf("got %v, want %s with HTTP %d", err, tc.wantCode, tc.wantStatus)

@@ -1,12 +1,15 @@
 package fakests
 
 import (
+	"bytes"
+	"compress/flate"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -14,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +39,11 @@ const (
 	chainedMaxDuration = time.Hour
 	// maxTags is how many session tags one call may pass.
 	maxTags = 50
+	// maxPolicyChars is the most characters an inline session policy may have.
+	maxPolicyChars = 2048
+	// packedLimitBytes is the compressed size of policy and tags the fake
+	// takes as 100% of STS's (undocumented) packed limit.
+	packedLimitBytes = 2048
 	// awsTimeFormat is how STS writes Expiration.
 	awsTimeFormat = "2006-01-02T15:04:05Z"
 )
@@ -173,6 +182,11 @@ func (s *Server) authenticate(r *http.Request, body []byte) (caller, *apiError) 
 	}
 
 	secret, wantToken, c, aerr := s.lookupKey(a.accessKeyID)
+	if aerr != nil && aerr.code == "InvalidClientTokenId" && s.issuedElsewhere != nil {
+		if p, ok := s.issuedElsewhere(a.accessKeyID); ok && s.AddPrincipal(p) == nil {
+			secret, wantToken, c, aerr = s.lookupKey(a.accessKeyID)
+		}
+	}
 	if aerr != nil {
 		return caller{}, aerr
 	}
@@ -203,18 +217,30 @@ func (s *Server) lookupKey(accessKeyID string) (secret, token string, c caller, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p, ok := s.principals[accessKeyID]; ok {
+		if !p.Expiration.IsZero() && !s.clock.Now().Before(p.Expiration) {
+			return "", "", caller{}, &apiError{http.StatusBadRequest, "ExpiredToken", "The security token included in the request is expired"}
+		}
 		c, _ := parseCallerARN(p.ARN) // validated by AddPrincipal
+		c.chain = []string{p.ARN}
 		return p.SecretAccessKey, p.SessionToken, c, nil
 	}
 	if sess, ok := s.sessions[accessKeyID]; ok {
 		_, account, _ := parseRoleARN(sess.RoleARN)
-		return sess.secretAccessKey, sess.sessionToken, caller{
+		c := caller{
 			arn:      sess.AssumedRoleARN,
 			trustARN: sess.RoleARN,
 			account:  account,
 			userID:   sess.AssumedRoleID,
 			chained:  true,
-		}, nil
+			chain:    append(append([]string(nil), sess.Chain...), sess.AssumedRoleARN),
+		}
+		for _, k := range sess.TransitiveTagKeys {
+			if c.transitive == nil {
+				c.transitive = map[string]string{}
+			}
+			c.transitive[k] = sess.Tags[k]
+		}
+		return sess.secretAccessKey, sess.sessionToken, c, nil
 	}
 	return "", "", caller{}, &apiError{http.StatusForbidden, "InvalidClientTokenId", "The security token included in the request is invalid."}
 }
@@ -271,6 +297,12 @@ func (s *Server) assumeRole(w http.ResponseWriter, c caller, p url.Values) {
 	}
 	tags, tagProblems := parseTags(p)
 	problems = append(problems, tagProblems...)
+	transitive, transitiveProblems := parseTransitiveTagKeys(p, tags)
+	problems = append(problems, transitiveProblems...)
+	policy, hasPolicy := p.Get("Policy"), p.Has("Policy")
+	if hasPolicy && (len(policy) < 1 || len(policy) > maxPolicyChars) {
+		problems = append(problems, fmt.Sprintf("Value at 'policy' failed to satisfy constraint: Member must have length less than or equal to %d", maxPolicyChars))
+	}
 	if len(problems) > 0 {
 		writeError(w, apiError{http.StatusBadRequest, "ValidationError", fmt.Sprintf("%d validation error%s detected: %s", len(problems), plural(len(problems)), strings.Join(problems, "; "))})
 		return
@@ -304,23 +336,56 @@ func (s *Server) assumeRole(w http.ResponseWriter, c caller, p url.Values) {
 		writeError(w, apiError{http.StatusBadRequest, "ValidationError", "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining."})
 		return
 	}
+	if hasPolicy {
+		if msg := checkPolicyDocument(policy); msg != "" {
+			writeError(w, apiError{http.StatusBadRequest, "MalformedPolicyDocument", msg})
+			return
+		}
+	}
+	// Tags the caller's session passes on are the new session's too, and
+	// stay transitive; the call may not set them again.
+	for k, v := range c.transitive {
+		for passed := range tags {
+			if strings.EqualFold(passed, k) {
+				writeError(w, apiError{http.StatusBadRequest, "InvalidParameterValue", "One or more of the specified session tag keys conflict with a transitive session tag key: " + passed})
+				return
+			}
+		}
+		if tags == nil {
+			tags = map[string]string{}
+		}
+		tags[k] = v
+		transitive = append(transitive, k)
+	}
+	sort.Strings(transitive)
+	packed := packedPolicyPercent(policy, tags)
+	if packed > 100 {
+		writeError(w, apiError{http.StatusBadRequest, "PackedPolicyTooLarge", fmt.Sprintf("Packed size of consumed session policies and session tags exceeds the limit (%d%%).", packed)})
+		return
+	}
+	askedSeconds, _ := strconv.Atoi(p.Get("DurationSeconds"))
 
 	partition, account, name := parseRoleARNName(roleARN)
 	roleID := "AROA" + stableID(roleARN)
 	sess := &Session{
-		AccessKeyID:     "ASIA" + randomID(16),
-		RoleARN:         roleARN,
-		AssumedRoleARN:  "arn:" + partition + ":sts::" + account + ":assumed-role/" + name + "/" + sessionName,
-		AssumedRoleID:   roleID + ":" + sessionName,
-		SessionName:     sessionName,
-		ExternalID:      externalID,
-		Tags:            tags,
-		SourceARN:       c.arn,
-		Expiration:      s.clock.Now().UTC().Add(duration).Truncate(time.Second),
-		secretAccessKey: randomSecret(30),
-		sessionToken:    "FwoGZXIvYXdzE" + randomSecret(180),
+		AccessKeyID:       "ASIA" + randomID(16),
+		RoleARN:           roleARN,
+		AssumedRoleARN:    "arn:" + partition + ":sts::" + account + ":assumed-role/" + name + "/" + sessionName,
+		AssumedRoleID:     roleID + ":" + sessionName,
+		SessionName:       sessionName,
+		ExternalID:        externalID,
+		Tags:              tags,
+		TransitiveTagKeys: transitive,
+		Policy:            policy,
+		DurationSeconds:   askedSeconds,
+		SourceARN:         c.arn,
+		Chain:             c.chain,
+		Expiration:        s.clock.Now().UTC().Add(duration).Truncate(time.Second),
+		secretAccessKey:   randomSecret(30),
+		sessionToken:      "FwoGZXIvYXdzE" + randomSecret(180),
 	}
 	s.mu.Lock()
+	sess.seq = len(s.sessions)
 	s.sessions[sess.AccessKeyID] = sess
 	s.mu.Unlock()
 
@@ -336,9 +401,8 @@ func (s *Server) assumeRole(w http.ResponseWriter, c caller, p url.Values) {
 		},
 		Meta: responseMetadata{RequestID: requestID()},
 	}
-	if len(tags) > 0 {
-		size := 2 * len(tags) // a plausible share of the packed policy limit
-		resp.Result.PackedPolicySize = &size
+	if len(tags) > 0 || hasPolicy {
+		resp.Result.PackedPolicySize = &packed
 	}
 	writeXML(w, resp)
 }
@@ -377,6 +441,76 @@ func parseTags(p url.Values) (map[string]string, []string) {
 		tags[k] = v
 	}
 	return tags, problems
+}
+
+// parseTransitiveTagKeys reads TransitiveTagKeys.member.N: each must be
+// the key of a tag the call passes, as STS requires.
+func parseTransitiveTagKeys(p url.Values, tags map[string]string) ([]string, []string) {
+	var keys, problems []string
+	for i := 1; ; i++ {
+		name := "TransitiveTagKeys.member." + strconv.Itoa(i)
+		if !p.Has(name) {
+			break
+		}
+		k := p.Get(name)
+		if _, ok := tags[k]; !ok {
+			problems = append(problems, fmt.Sprintf("Value '%s' at 'transitiveTagKeys' failed to satisfy constraint: the key must be one of the session tags passed", k))
+			continue
+		}
+		keys = append(keys, k)
+	}
+	return keys, problems
+}
+
+// checkPolicyDocument is "" when doc is a policy document IAM would parse
+// (a JSON object with Version and a Statement of Effect Allow or Deny),
+// else STS's MalformedPolicyDocument message.
+func checkPolicyDocument(doc string) string {
+	var pd struct {
+		Version   string          `json:"Version"`
+		Statement json.RawMessage `json:"Statement"`
+	}
+	if err := json.Unmarshal([]byte(doc), &pd); err != nil {
+		return "Syntax errors in policy."
+	}
+	if pd.Version != "2012-10-17" && pd.Version != "2008-10-17" {
+		return "The policy must contain a valid version string"
+	}
+	var statements []map[string]any
+	if err := json.Unmarshal(pd.Statement, &statements); err != nil {
+		var one map[string]any
+		if err := json.Unmarshal(pd.Statement, &one); err != nil || one == nil {
+			return "Syntax errors in policy."
+		}
+		statements = []map[string]any{one}
+	}
+	if len(statements) == 0 {
+		return "Syntax errors in policy."
+	}
+	for _, st := range statements {
+		if e, _ := st["Effect"].(string); e != "Allow" && e != "Deny" {
+			return "Syntax errors in policy."
+		}
+	}
+	return ""
+}
+
+// packedPolicyPercent is the share of the packed limit that the session
+// policy and tags use, compressed as STS packs them.
+func packedPolicyPercent(policy string, tags map[string]string) int {
+	var b bytes.Buffer
+	zw, _ := flate.NewWriter(&b, flate.BestCompression)
+	_, _ = zw.Write([]byte(policy))
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		_, _ = zw.Write([]byte(k + "=" + tags[k] + ";"))
+	}
+	_ = zw.Close()
+	return (b.Len()*100 + packedLimitBytes - 1) / packedLimitBytes
 }
 
 // trusts is the role's trust policy applied to a caller.
