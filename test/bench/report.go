@@ -133,10 +133,14 @@ func (r *Report) Figure(name string) (Figure, bool) {
 	return Figure{}, false
 }
 
-// Missing lists the issue's figures not recorded.
-func (r *Report) Missing() []string {
+// Missing lists the named figures not recorded (every figure the issue
+// asks for when names is nil).
+func (r *Report) Missing(names []string) []string {
+	if names == nil {
+		names = FigureNames
+	}
 	var out []string
-	for _, n := range FigureNames {
+	for _, n := range names {
 		if _, ok := r.Figure(n); !ok {
 			out = append(out, n)
 		}
