@@ -351,6 +351,9 @@ func (a *agent) start(ctx context.Context) error {
 	}
 	a.wg.Go(func() { a.cache.Run(runCtx) })
 	a.wg.Go(func() { a.source.run(runCtx) })
+	if err := startProfiling(runCtx, log); err != nil {
+		return fail(err)
+	}
 
 	if a.source.name == sourceSTS && cfg.parsed.metadataURL != "" {
 		a.wg.Go(func() {

@@ -55,11 +55,11 @@ var allPhases = []string{phaseCap, phaseMem, phaseCred, phaseCold, phaseSess, ph
 var phaseFigures = map[string][]string{
 	phaseCap:   {"upstream_calls_per_pod_hour_node", "upstream_calls_per_pod_hour_pod", "upstream_calls_per_pod_hour_none"},
 	phaseMem:   {"ready_ms", "rss_mib_remote0", "rss_mib_remote20000"},
-	phaseCred:  {"cred_rps", "baseline_rps", "cred_rps_ratio", "cred_p50_us", "cred_p99_us", "baseline_p99_us", "cred_p99_ratio"},
+	phaseCred:  {"cred_rps", "baseline_rps", "cred_rps_ratio", "cred_p50_us", "cred_p99_us", "baseline_p99_us", "cred_p99_ratio", "rss_mib_load"},
 	phaseCold:  {"cold_first_request_p50_ms", "cold_first_request_p99_ms", "cold_noprefetch_p99_ms"},
 	phaseSess:  {"upstream_calls_per_session"},
 	phasePass:  {"passthrough_rps", "passthrough_p99_us", "direct_upstream_p99_us"},
-	phasePodID: {"pod_identity_rps", "pod_identity_rps_ratio", "pod_identity_p99_us", "pod_identity_vs_cred_rps"},
+	phasePodID: {"pod_identity_rps", "pod_identity_rps_ratio", "pod_identity_p99_us", "pod_identity_p99_ratio", "pod_identity_vs_cred_rps"},
 }
 
 // expectedFigures are the figures the selected phases print.

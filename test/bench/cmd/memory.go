@@ -106,6 +106,12 @@ func (s *suite) memory(ctx context.Context) error {
 		return err
 	}
 	rss1.Synced = syncedLine(s.env.Agent.Log())
+	if s.cfg.profileDir != "" {
+		// What the resident memory holds: the heap in use after ready.
+		if err := s.fetchProfile(ctx, "heap", "mem-heap"); err != nil {
+			return err
+		}
+	}
 	s.logf("memory: with %d remote pods ready in %.0f ms; RSS %.1f MiB (%s)", s.cfg.remotePods, readyRemote, rss1.MiB, rss1.Synced)
 
 	r := s.report
