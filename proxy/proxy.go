@@ -421,7 +421,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.podIdentity != nil && target == PodIdentityPath {
 		// The token door: the caller is whoever its token names, so the
 		// IMDS path gate and session tokens do not apply.
-		ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
+		ctx, cancel := withLazyDeadline(r.Context(), s.requestTimeout)
 		defer cancel()
 		s.servePodIdentity(ctx, sw, r, info)
 		return
@@ -458,7 +458,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveTokenRoute(sw, r, info)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
+	ctx, cancel := withLazyDeadline(r.Context(), s.requestTimeout)
 	defer cancel()
 	if name, extended, ok := c.credentialName(); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		s.serveCredentials(ctx, sw, info, name, extended)
