@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -99,6 +100,11 @@ func (s *suite) fetchProfile(ctx context.Context, path, file string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
+	if path == "heap" {
+		if err := s.saveMemoryBreakdown(ctx, file); err != nil {
+			return err
+		}
+	}
 	args := []string{"tool", "pprof", "-top", "-nodecount", "60"}
 	if path == "allocs" {
 		args = append(args, "-sample_index", "alloc_space")
@@ -108,6 +114,37 @@ func (s *suite) fetchProfile(ctx context.Context, path, file string) error {
 		return fmt.Errorf("go tool pprof %s: %w: %s", raw, err, out)
 	}
 	return os.WriteFile(filepath.Join(s.cfg.profileDir, file+".txt"), out, 0o644)
+}
+
+// saveMemoryBreakdown writes file-mem.txt: the Go runtime's own account
+// (runtime.MemStats, from the heap page's debug form) and the kernel's
+// (smaps_rollup: anonymous memory against pages of the binary), which
+// together say where the resident memory goes.
+func (s *suite) saveMemoryBreakdown(ctx context.Context, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+pprofAddr+"/debug/pprof/heap?debug=1", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		return fmt.Errorf("heap?debug=1: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	out := []byte("# smaps_rollup\n")
+	rollup, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", s.env.Agent.PID()))
+	if err != nil {
+		return err
+	}
+	out = append(out, rollup...)
+	out = append(out, "\n# runtime.MemStats\n"...)
+	if i := bytes.Index(body, []byte("# runtime.MemStats")); i >= 0 {
+		out = append(out, body[i:]...)
+	}
+	return os.WriteFile(filepath.Join(s.cfg.profileDir, file+"-mem.txt"), out, 0o644)
 }
 
 // perfLoad samples the whole agent process with perf during one more load,
