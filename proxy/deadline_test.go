@@ -13,11 +13,7 @@ import (
 // the request's deadline is only set up once something waits on it.
 func TestRequestTimeoutStillBoundsALookupThatWaits(t *testing.T) {
 	e := newTestEnv(t, Options{RequestTimeout: 100 * time.Millisecond})
-	hold := make(chan struct{})
-	e.pods.mu.Lock()
-	e.pods.hold = hold
-	e.pods.mu.Unlock()
-	defer close(hold)
+	defer e.pods.holdLookups()()
 	c := &http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Get(e.url + "/latest/meta-data/iam/security-credentials/" + testRole().Name)
 	if err != nil {

@@ -63,6 +63,16 @@ func (f *fakePods) FindPod(ctx context.Context, ip netip.Addr) (*k8s.Pod, error)
 	return nil, k8s.ErrPodNotFound
 }
 
+// holdLookups keeps every pod lookup waiting until the returned function
+// releases them (or the request gives up).
+func (f *fakePods) holdLookups() (release func()) {
+	hold := make(chan struct{})
+	f.mu.Lock()
+	f.hold = hold
+	f.mu.Unlock()
+	return func() { close(hold) }
+}
+
 func (f *fakePods) set(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

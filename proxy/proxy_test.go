@@ -668,11 +668,7 @@ func TestIMDSv1RefusalIsAnsweredBeforeThePodLookup(t *testing.T) {
 	rec := record.NewFakeRecorder(10)
 	events := k8s.NewPodEvents(k8s.NewRateLimitedRecorder(rec, k8s.EventOptions{Burst: 2, Interval: time.Hour}))
 	e := newTestEnv(t, Options{IMDSv2Required: true, Events: events, RequestTimeout: time.Minute})
-	hold := make(chan struct{})
-	e.pods.mu.Lock()
-	e.pods.hold = hold
-	e.pods.mu.Unlock()
-	defer close(hold)
+	defer e.pods.holdLookups()()
 	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Get(e.url + "/latest/meta-data/iam/security-credentials/")
 	if err != nil {
