@@ -512,8 +512,7 @@ func (s *Server) deny(w http.ResponseWriter, info *requestInfo, status int, reas
 func (s *Server) finish(sw *statusWriter, r *http.Request, info *requestInfo, start time.Time) {
 	status := sw.statusCode()
 	elapsed := s.clock.Since(start)
-	s.metrics.requests.WithLabelValues(info.route, strconv.Itoa(status)).Inc()
-	s.metrics.duration.WithLabelValues(info.route).Observe(elapsed.Seconds())
+	s.metrics.observe(info.route, status, elapsed.Seconds())
 
 	level, msg := logrus.InfoLevel, "metadata request"
 	switch {
