@@ -49,6 +49,18 @@ type metrics struct {
 	// every request records both. Routes are a fixed set and codes a
 	// handful, so it stays small.
 	perRoute sync.Map
+	// perResult holds podIdentity's counter for each result once used, for
+	// the same reason.
+	perResult sync.Map
+}
+
+// countPodIdentity counts one token-door request with result.
+func (m *metrics) countPodIdentity(result string) {
+	v, ok := m.perResult.Load(result)
+	if !ok {
+		v, _ = m.perResult.LoadOrStore(result, m.podIdentity.WithLabelValues(result))
+	}
+	v.(prometheus.Counter).Inc()
 }
 
 // routeCode is a perRoute key.
