@@ -44,15 +44,25 @@ type Uncovered struct {
 	Interface string
 }
 
+// ErrNoRoute is RouteInterface's error when the node has no route to the
+// address at all (none, or an "unreachable" one): nothing the
+// node sends reaches it, so no answer, the metadata service's included,
+// gets back to a pod there.
+var ErrNoRoute = errors.New("the node has no route")
+
 // RouteInterface names the interface the node's route to ip goes out of,
-// read from the kernel over netlink.
+// read from the kernel over netlink. It returns an error wrapping
+// ErrNoRoute when there is no such route.
 func RouteInterface(ip netip.Addr) (string, error) {
 	routes, err := netlink.RouteGet(ip.AsSlice())
+	if errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) {
+		return "", fmt.Errorf("%w to %s: %w", ErrNoRoute, ip, err)
+	}
 	if err != nil {
 		return "", fmt.Errorf("looking up the route to %s: %w", ip, err)
 	}
 	if len(routes) == 0 || routes[0].LinkIndex == 0 {
-		return "", fmt.Errorf("the node has no route to %s", ip)
+		return "", fmt.Errorf("%w to %s", ErrNoRoute, ip)
 	}
 	link, err := netlink.LinkByIndex(routes[0].LinkIndex)
 	if err != nil {
@@ -61,21 +71,33 @@ func RouteInterface(ip netip.Addr) (string, error) {
 	return link.Attrs().Name, nil
 }
 
-// CheckCoverage returns the pod addresses whose route leaves through an
-// interface that no --host-interface entry matches: their metadata
-// requests would miss the DNAT. An address whose route cannot be read is
-// reported with the error, as it is not known to be covered.
-func CheckCoverage(specs []InterfaceSpec, ips []netip.Addr) ([]Uncovered, error) {
-	var out []Uncovered
+// Coverage is what the node's routes say about its pods' addresses.
+type Coverage struct {
+	// Uncovered are addresses whose route leaves through an interface no
+	// --host-interface entry matches: their metadata requests miss the DNAT.
+	Uncovered []Uncovered
+	// Unroutable are addresses the node has no route to (ErrNoRoute): a
+	// pod there gets no answer from anyone, so it is neither served nor
+	// exposed.
+	Unroutable []netip.Addr
+}
+
+// CheckCoverage reads the node's route to each pod address and sorts out
+// the ones --host-interface misses and the ones with no route. An address
+// whose route cannot be read for another reason is reported in the error,
+// as it is not known to be covered.
+func CheckCoverage(specs []InterfaceSpec, ips []netip.Addr) (Coverage, error) {
+	var out Coverage
 	var errs []string
 	for _, ip := range ips {
 		iface, err := RouteInterface(ip)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNoRoute):
+			out.Unroutable = append(out.Unroutable, ip)
+		case err != nil:
 			errs = append(errs, err.Error())
-			continue
-		}
-		if !Covers(specs, iface) {
-			out = append(out, Uncovered{IP: ip, Interface: iface})
+		case !Covers(specs, iface):
+			out.Uncovered = append(out.Uncovered, Uncovered{IP: ip, Interface: iface})
 		}
 	}
 	if len(errs) > 0 {

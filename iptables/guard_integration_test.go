@@ -178,12 +178,15 @@ func TestWrongInterfaceIsRefusedWhenForwarded(t *testing.T) {
 
 // TestCoverageNamesTheInterfacePodsReallyUse: the coverage check reads the
 // node's routes to its pods and reports each pod whose interface no
-// --host-interface entry matches, naming the interface its traffic uses.
+// --host-interface entry matches, naming the interface its traffic uses;
+// an address the node has no route to (the node namespace has no default
+// route) is reported apart, as unroutable, whatever the pattern.
 func TestCoverageNamesTheInterfacePodsReallyUse(t *testing.T) {
 	n := newNodeNamed(t, guardNetnsPrefix, iptables.ModeNFT, true)
 	n.addPod("cni0")     // 10.199.1.2, fd00:199:1::2
 	n.addPod("cali1a2b") // 10.199.2.2, fd00:199:2::2
-	ips := []string{"10.199.1.2", "fd00:199:1::2", "10.199.2.2", "fd00:199:2::2"}
+	const noRoute = "10.250.0.9"
+	ips := []string{"10.199.1.2", "fd00:199:1::2", "10.199.2.2", "fd00:199:2::2", noRoute}
 	for _, tt := range []struct {
 		ifaces string
 		want   []string
@@ -197,6 +200,9 @@ func TestCoverageNamesTheInterfacePodsReallyUse(t *testing.T) {
 		mustSucceed(t, res, logs)
 		if strings.Join(res.Uncovered, ",") != strings.Join(tt.want, ",") {
 			t.Errorf("--host-interface %s: uncovered %q, want %q", tt.ifaces, res.Uncovered, tt.want)
+		}
+		if strings.Join(res.Unroutable, ",") != noRoute {
+			t.Errorf("--host-interface %s: unroutable %q, want %s", tt.ifaces, res.Unroutable, noRoute)
 		}
 	}
 }

@@ -97,11 +97,13 @@ type opResult struct {
 type helperResult struct {
 	Backend string `json:"backend"`
 	// Uncovered lists "ip interface" for the coverage op.
-	Uncovered []string   `json:"uncovered"`
-	Ops       []opResult `json:"ops"`
-	Restores  float64    `json:"restores"`
-	Present   float64    `json:"present"`
-	NewErr    string     `json:"newErr"`
+	Uncovered []string `json:"uncovered"`
+	// Unroutable lists the coverage op's addresses with no route.
+	Unroutable []string   `json:"unroutable"`
+	Ops        []opResult `json:"ops"`
+	Restores   float64    `json:"restores"`
+	Present    float64    `json:"present"`
+	NewErr     string     `json:"newErr"`
 }
 
 func runHelper(mode string) int {
@@ -211,10 +213,13 @@ func helperRules() int {
 			for _, s := range req.PodIPs {
 				ips = append(ips, netip.MustParseAddr(s))
 			}
-			var unc []iptables.Uncovered
-			unc, err = iptables.CheckCoverage(ifaces, ips)
-			for _, u := range unc {
+			var cov iptables.Coverage
+			cov, err = iptables.CheckCoverage(ifaces, ips)
+			for _, u := range cov.Uncovered {
 				res.Uncovered = append(res.Uncovered, u.IP.String()+" "+u.Interface)
+			}
+			for _, a := range cov.Unroutable {
+				res.Unroutable = append(res.Unroutable, a.String())
 			}
 		case "monitor":
 			mctx, cancel := context.WithCancel(ctx)

@@ -88,6 +88,61 @@ type RoleResolver struct {
 	mu sync.RWMutex
 	// policies caches each namespace's compiled policy, by namespace name.
 	policies map[string]*policyEntry
+	// roles memoises arn.NormalizeRole, a pure function of the name and
+	// the base that every request called (parsing and re-printing the
+	// ARN: most of ResolveRole's cost on the credential route).
+	roles roleNames
+}
+
+// maxMemoisedRoles bounds roleNames: past it the memo starts over (a
+// node's pods name a handful of roles; a flood of names costs a re-parse).
+const maxMemoisedRoles = 1024
+
+// roleNames memoises role names normalised to full ARNs.
+type roleNames struct {
+	// mu guards byName.
+	mu sync.RWMutex
+	// byName holds successful normalisations; failures are not kept.
+	byName map[roleNameKey]normalizedRole
+}
+
+// normalizedRole is a role as parsed and as its printed ARN.
+type normalizedRole struct {
+	// arn is role.String(), printed once.
+	arn string
+	// role is the parsed ARN.
+	role arn.Role
+}
+
+// roleNameKey is one NormalizeRole call's arguments.
+type roleNameKey struct {
+	// name is the role as the pod or the flag gives it.
+	name string
+	// base is the base role ARN it was normalised against.
+	base arn.Base
+}
+
+// normalize is arn.NormalizeRole, memoised, with the printed ARN.
+func (m *roleNames) normalize(name string, base arn.Base) (normalizedRole, error) {
+	k := roleNameKey{name: name, base: base}
+	m.mu.RLock()
+	n, ok := m.byName[k]
+	m.mu.RUnlock()
+	if ok {
+		return n, nil
+	}
+	role, err := arn.NormalizeRole(name, base)
+	if err != nil {
+		return normalizedRole{}, err
+	}
+	n = normalizedRole{arn: role.String(), role: role}
+	m.mu.Lock()
+	if m.byName == nil || len(m.byName) >= maxMemoisedRoles {
+		m.byName = make(map[roleNameKey]normalizedRole)
+	}
+	m.byName[k] = n
+	m.mu.Unlock()
+	return n, nil
 }
 
 // parsedBase is a base role ARN as given and as parsed.
@@ -220,23 +275,23 @@ func (r *RoleResolver) resolveWith(pod *Pod, lookup namespaceLookup) (Role, erro
 
 	var defaultARN, defaultName, defaultAccount string
 	if r.opts.DefaultRole != "" {
-		def, err := arn.NormalizeRole(r.opts.DefaultRole, base)
+		def, err := r.roles.normalize(r.opts.DefaultRole, base)
 		if err != nil && asked == "" {
 			return deny(DeniedInvalidRole, r.opts.DefaultRole, "the default role is not usable: "+withBaseErr(err, baseErr).Error()+"; fix --default-role or --base-role-arn")
 		}
 		if err == nil {
-			defaultARN, defaultName, defaultAccount = def.String(), def.Name, def.AccountID
+			defaultARN, defaultName, defaultAccount = def.arn, def.role.Name, def.role.AccountID
 		}
 	}
 
 	role := Role{ExternalID: externalID}
 	switch {
 	case asked != "":
-		own, err := arn.NormalizeRole(asked, base)
+		own, err := r.roles.normalize(asked, base)
 		if err != nil {
 			return deny(DeniedInvalidRole, asked, fmt.Sprintf("annotation %s is not a usable role: %v", r.opts.Keys.Role, withBaseErr(err, baseErr)))
 		}
-		role.ARN, role.Name, role.AccountID = own.String(), own.Name, own.AccountID
+		role.ARN, role.Name, role.AccountID = own.arn, own.role.Name, own.role.AccountID
 	case defaultARN != "":
 		role.ARN, role.Name, role.AccountID, role.Default = defaultARN, defaultName, defaultAccount, true
 	default:

@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -12,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/kube2ra/kube2ra/arn"
 )
 
 // fakeNamespaces is a NamespaceGetter over a map.
@@ -218,6 +221,37 @@ func TestBaseRoleARNSuppliedLater(t *testing.T) {
 	got, err := r.ResolveRole(context.Background(), pod)
 	if err != nil || got.ARN != base+"dflt" {
 		t.Fatalf("after the base is known: %+v, %v; want %sdflt", got, err, base)
+	}
+	// Normalised names are remembered with the base they were read
+	// against: a changed base changes the answer.
+	base = "arn:aws:iam::210987654321:role/team/"
+	got, err = r.ResolveRole(context.Background(), pod)
+	if err != nil || got.ARN != base+"dflt" || got.AccountID != "210987654321" || got.Name != "dflt" {
+		t.Fatalf("after the base changed: %+v, %v; want %sdflt", got, err, base)
+	}
+}
+
+// TestRoleNamesMemoIsBounded: the memo of normalised names starts over
+// past maxMemoisedRoles, and answers as arn.NormalizeRole does.
+func TestRoleNamesMemoIsBounded(t *testing.T) {
+	base, err := arn.ParseBase("arn:aws:iam::123456789012:role/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m roleNames
+	for i := range maxMemoisedRoles + 10 {
+		name := fmt.Sprintf("role-%d", i)
+		n, err := m.normalize(name, base)
+		want, werr := arn.NormalizeRole(name, base)
+		if err != nil || werr != nil || n.role != want || n.arn != want.String() {
+			t.Fatalf("%s: %+v %v, want %+v %v", name, n, err, want, werr)
+		}
+	}
+	if len(m.byName) > maxMemoisedRoles {
+		t.Fatalf("%d names remembered, more than %d", len(m.byName), maxMemoisedRoles)
+	}
+	if _, err := m.normalize("not a role/", base); err == nil {
+		t.Fatal("an invalid name normalised")
 	}
 }
 

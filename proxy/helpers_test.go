@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/sirupsen/logrus"
 
 	"github.com/kube2ra/kube2ra/credentials"
@@ -61,6 +62,16 @@ func (f *fakePods) FindPod(ctx context.Context, ip netip.Addr) (*k8s.Pod, error)
 		return p, nil
 	}
 	return nil, k8s.ErrPodNotFound
+}
+
+// holdLookups keeps every pod lookup waiting until the returned function
+// releases them (or the request gives up).
+func (f *fakePods) holdLookups() (release func()) {
+	hold := make(chan struct{})
+	f.mu.Lock()
+	f.hold = hold
+	f.mu.Unlock()
+	return func() { close(hold) }
 }
 
 func (f *fakePods) set(err error) {
@@ -310,6 +321,19 @@ func putToken(t testing.TB, url, ttl string, header http.Header) (int, string, h
 // counterValue reads one labelled counter from the registry (0 if absent).
 func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
+	return findMetric(t, reg, name, labels).GetCounter().GetValue()
+}
+
+// histogramCount is how many observations the labelled histogram holds.
+func histogramCount(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) uint64 {
+	t.Helper()
+	return findMetric(t, reg, name, labels).GetHistogram().GetSampleCount()
+}
+
+// findMetric is the first series of name whose labels include labels; nil
+// (whose getters read zero) when there is none.
+func findMetric(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) *dto.Metric {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -325,10 +349,10 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels ma
 					continue metric
 				}
 			}
-			return m.GetCounter().GetValue()
+			return m
 		}
 	}
-	return 0
+	return nil
 }
 
 // errTest is a generic failure for fakes.

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"fmt"
+	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -42,6 +44,55 @@ type metrics struct {
 	tokensIssued prometheus.Counter
 	// podIdentity counts token-door requests by result.
 	podIdentity *prometheus.CounterVec
+	// perRoute holds each (route, code)'s counter and observer once used:
+	// WithLabelValues hashes its labels under a lock on every call, and
+	// every request records both. Routes are a fixed set and codes a
+	// handful, so it stays small.
+	perRoute sync.Map
+	// perResult holds podIdentity's counter for each result once used, for
+	// the same reason.
+	perResult sync.Map
+}
+
+// countPodIdentity counts one token-door request with result.
+func (m *metrics) countPodIdentity(result string) {
+	v, ok := m.perResult.Load(result)
+	if !ok {
+		v, _ = m.perResult.LoadOrStore(result, m.podIdentity.WithLabelValues(result))
+	}
+	v.(prometheus.Counter).Inc()
+}
+
+// routeCode is a perRoute key.
+type routeCode struct {
+	// route is the route label.
+	route string
+	// code is the HTTP status.
+	code int
+}
+
+// routeCollectors are one (route, code)'s request counter and the route's
+// duration observer.
+type routeCollectors struct {
+	// requests is kube2ra_http_requests_total{route, code}.
+	requests prometheus.Counter
+	// duration is kube2ra_http_request_duration_seconds{route}.
+	duration prometheus.Observer
+}
+
+// observe counts one request of route answered with code, taking seconds.
+func (m *metrics) observe(route string, code int, seconds float64) {
+	k := routeCode{route: route, code: code}
+	v, ok := m.perRoute.Load(k)
+	if !ok {
+		v, _ = m.perRoute.LoadOrStore(k, &routeCollectors{
+			requests: m.requests.WithLabelValues(route, strconv.Itoa(code)),
+			duration: m.duration.WithLabelValues(route),
+		})
+	}
+	c := v.(*routeCollectors)
+	c.requests.Inc()
+	c.duration.Observe(seconds)
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {

@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
 )
 
 // DefaultReadinessTimeout bounds one call of the readiness function.
@@ -44,6 +46,50 @@ type OpsOptions struct {
 	Logger logrus.FieldLogger
 	// ShutdownTimeout bounds a graceful shutdown; default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// Clock times the repeats of an unchanged "not ready" line; default the real clock.
+	Clock clock.PassiveClock
+}
+
+// notReadyRepeat is how often an unchanged readiness failure is logged
+// again. Probes ask every few seconds (a benchmark every few milliseconds)
+// and the reasons can list every pod of the node: a line each time buried
+// the log without saying anything new.
+const notReadyRepeat = time.Minute
+
+// readinessLog writes "not ready" when the reasons change, and again every
+// notReadyRepeat while they stay the same.
+type readinessLog struct {
+	// log receives the lines.
+	log logrus.FieldLogger
+	// clock tells time.
+	clock clock.PassiveClock
+	// mu guards last and at.
+	mu sync.Mutex
+	// last is the reasons last logged, "" after a success.
+	last string
+	// at is when last was logged.
+	at time.Time
+}
+
+// failed logs err unless the same reasons were logged within notReadyRepeat.
+func (l *readinessLog) failed(err error) {
+	msg, now := err.Error(), l.clock.Now()
+	l.mu.Lock()
+	repeat := msg == l.last && now.Sub(l.at) < notReadyRepeat
+	if !repeat {
+		l.last, l.at = msg, now
+	}
+	l.mu.Unlock()
+	if !repeat {
+		l.log.WithError(err).Warn("not ready")
+	}
+}
+
+// succeeded forgets the last reasons, so the next failure is logged.
+func (l *readinessLog) succeeded() {
+	l.mu.Lock()
+	l.last = ""
+	l.mu.Unlock()
 }
 
 // OpsServer serves /healthz, /readyz, /metrics and (with Debug) /debug/store.
@@ -72,6 +118,9 @@ func NewOpsServer(opts OpsOptions) (*OpsServer, error) {
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
 	}
 	if opts.Listener == nil && opts.Addr == "" {
 		return nil, errors.New("proxy: the ops server needs an address (--metrics-port) or a listener")
@@ -167,6 +216,7 @@ func loopbackOnly(h http.HandlerFunc) http.HandlerFunc {
 
 func newOpsHandler(opts OpsOptions) http.Handler {
 	m := http.NewServeMux()
+	notReady := &readinessLog{log: opts.Logger, clock: opts.Clock}
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeText(w, http.StatusOK, "ok")
 	})
@@ -175,7 +225,7 @@ func newOpsHandler(opts OpsOptions) http.Handler {
 			ctx, cancel := context.WithTimeout(r.Context(), opts.ReadinessTimeout)
 			defer cancel()
 			if err := opts.Ready(ctx); err != nil {
-				opts.Logger.WithError(err).Warn("not ready")
+				notReady.failed(err)
 				if fromLoopback(r) {
 					writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
 					return
@@ -184,6 +234,7 @@ func newOpsHandler(opts OpsOptions) http.Handler {
 				writeText(w, http.StatusServiceUnavailable, "not ready: the reasons are in the agent's log (\"not ready\"), or ask on the node: "+onNode(r))
 				return
 			}
+			notReady.succeeded()
 		}
 		writeText(w, http.StatusOK, "ok")
 	})

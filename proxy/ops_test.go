@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 func startOps(t *testing.T, opts OpsOptions) string {
@@ -190,5 +192,54 @@ func TestOpsAlsoListensOnLoopback(t *testing.T) {
 		if got := strings.Join(loopbackAlso(addr), ","); got != want {
 			t.Errorf("loopbackAlso(%q) = %q, want %q", addr, got, want)
 		}
+	}
+}
+
+// TestNotReadyIsLoggedWhenTheReasonsChange: probes polling an unready
+// agent get a "not ready" line when the reasons change and once per
+// notReadyRepeat while they stay, not one per probe; after a success the
+// next failure is logged again.
+func TestNotReadyIsLoggedWhenTheReasonsChange(t *testing.T) {
+	logger, hook := logtest.NewNullLogger()
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	var reason atomic.Pointer[string]
+	set := func(s string) { reason.Store(&s) }
+	set("pod and namespace informers not synced")
+	url := startOps(t, OpsOptions{Logger: logger, Clock: clk, Ready: func(context.Context) error {
+		if r := *reason.Load(); r != "" {
+			return errors.New(r)
+		}
+		return nil
+	}})
+	probe := func(want int) {
+		t.Helper()
+		if status, _, _ := httpGet(t, url+"/readyz", nil); status != want {
+			t.Fatalf("/readyz = %d, want %d", status, want)
+		}
+	}
+	lines := func() int { return len(hook.AllEntries()) }
+	for range 5 {
+		probe(503)
+	}
+	if lines() != 1 {
+		t.Fatalf("5 probes with the same reasons logged %d lines, want 1", lines())
+	}
+	set("DNAT and guard rules not installed")
+	probe(503)
+	probe(503)
+	if lines() != 2 {
+		t.Fatalf("a new reason: %d lines, want 2", lines())
+	}
+	clk.SetTime(clk.Now().Add(notReadyRepeat))
+	probe(503)
+	if lines() != 3 {
+		t.Fatalf("the same reason after %s: %d lines, want 3", notReadyRepeat, lines())
+	}
+	set("")
+	probe(200)
+	set("DNAT and guard rules not installed")
+	probe(503)
+	if lines() != 4 || hook.LastEntry().Message != "not ready" {
+		t.Fatalf("failing again after a success: %d lines (last %q), want 4", lines(), hook.LastEntry().Message)
 	}
 }

@@ -155,7 +155,7 @@ func (s *Server) servePodIdentity(ctx context.Context, w http.ResponseWriter, r 
 	// SDKs re-read credentials they hold; the first serving to each pod is
 	// logged at info, repeats at debug, as on the metadata door.
 	info.routine = !first
-	s.metrics.podIdentity.WithLabelValues(piSuccess).Inc()
+	s.metrics.countPodIdentity(piSuccess)
 	writeJSON(w, http.StatusOK, body)
 }
 
@@ -272,7 +272,7 @@ func (s *Server) refuseRole(w http.ResponseWriter, info *requestInfo, pod *k8s.P
 func (s *Server) refusePodIdentity(w http.ResponseWriter, info *requestInfo, status int, result, code, message string, err error) {
 	info.reason, info.err = result, err
 	s.metrics.denials.WithLabelValues(result).Inc()
-	s.metrics.podIdentity.WithLabelValues(result).Inc()
+	s.metrics.countPodIdentity(result)
 	body, mErr := json.Marshal(endpointError{Code: code, Message: message})
 	if mErr != nil {
 		writeStatus(w, http.StatusInternalServerError)

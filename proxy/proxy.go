@@ -421,7 +421,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.podIdentity != nil && target == PodIdentityPath {
 		// The token door: the caller is whoever its token names, so the
 		// IMDS path gate and session tokens do not apply.
-		ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
+		ctx, cancel := withLazyDeadline(r.Context(), s.requestTimeout)
 		defer cancel()
 		s.servePodIdentity(ctx, sw, r, info)
 		return
@@ -458,7 +458,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveTokenRoute(sw, r, info)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
+	ctx, cancel := withLazyDeadline(r.Context(), s.requestTimeout)
 	defer cancel()
 	if name, extended, ok := c.credentialName(); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		s.serveCredentials(ctx, sw, info, name, extended)
@@ -512,8 +512,7 @@ func (s *Server) deny(w http.ResponseWriter, info *requestInfo, status int, reas
 func (s *Server) finish(sw *statusWriter, r *http.Request, info *requestInfo, start time.Time) {
 	status := sw.statusCode()
 	elapsed := s.clock.Since(start)
-	s.metrics.requests.WithLabelValues(info.route, strconv.Itoa(status)).Inc()
-	s.metrics.duration.WithLabelValues(info.route).Observe(elapsed.Seconds())
+	s.metrics.observe(info.route, status, elapsed.Seconds())
 
 	level, msg := logrus.InfoLevel, "metadata request"
 	switch {

@@ -546,13 +546,22 @@ func TestRequestLogLine(t *testing.T) {
 
 func TestRequestMetrics(t *testing.T) {
 	e := newTestEnv(t, Options{})
-	httpGet(t, e.url+"/latest/meta-data/iam/security-credentials/"+testRoleName, nil)
-	httpGet(t, e.url+"/latest/user-data", nil)
-	if got := counterValue(t, e.reg, "kube2ra_http_requests_total", map[string]string{"route": routeCredentials, "code": "200"}); got != 1 {
-		t.Errorf("requests{credentials,200} = %v", got)
+	for range 3 {
+		httpGet(t, e.url+"/latest/meta-data/iam/security-credentials/"+testRoleName, nil)
 	}
-	if got := counterValue(t, e.reg, "kube2ra_denials_total", map[string]string{"reason": reasonPathNotAllowed}); got != 1 {
-		t.Errorf("denials{PathNotAllowed} = %v", got)
+	httpGet(t, e.url+"/latest/user-data", nil)
+	httpGet(t, e.url+"/latest/user-data", nil)
+	if got := counterValue(t, e.reg, "kube2ra_http_requests_total", map[string]string{"route": routeCredentials, "code": "200"}); got != 3 {
+		t.Errorf("requests{credentials,200} = %v, want 3", got)
+	}
+	if got := counterValue(t, e.reg, "kube2ra_http_requests_total", map[string]string{"route": routePassthrough, "code": "404"}); got != 2 {
+		t.Errorf("requests{passthrough,404} = %v, want 2", got)
+	}
+	if got := histogramCount(t, e.reg, "kube2ra_http_request_duration_seconds", map[string]string{"route": routeCredentials}); got != 3 {
+		t.Errorf("duration{credentials} counted %d requests, want 3", got)
+	}
+	if got := counterValue(t, e.reg, "kube2ra_denials_total", map[string]string{"reason": reasonPathNotAllowed}); got != 2 {
+		t.Errorf("denials{PathNotAllowed} = %v, want 2", got)
 	}
 	mfs, _ := e.reg.Gather()
 	var names []string
@@ -668,11 +677,7 @@ func TestIMDSv1RefusalIsAnsweredBeforeThePodLookup(t *testing.T) {
 	rec := record.NewFakeRecorder(10)
 	events := k8s.NewPodEvents(k8s.NewRateLimitedRecorder(rec, k8s.EventOptions{Burst: 2, Interval: time.Hour}))
 	e := newTestEnv(t, Options{IMDSv2Required: true, Events: events, RequestTimeout: time.Minute})
-	hold := make(chan struct{})
-	e.pods.mu.Lock()
-	e.pods.hold = hold
-	e.pods.mu.Unlock()
-	defer close(hold)
+	defer e.pods.holdLookups()()
 	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Get(e.url + "/latest/meta-data/iam/security-credentials/")
 	if err != nil {

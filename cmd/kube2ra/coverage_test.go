@@ -1,12 +1,14 @@
 package main
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/kube2ra/kube2ra/iptables"
@@ -72,5 +74,53 @@ func TestCoverageNamesPatternPodAndInterface(t *testing.T) {
 	}
 	if got := suggestion("cali1a2b3c"); got != "cali+" {
 		t.Errorf("suggestion(cali1a2b3c) = %q, want cali+", got)
+	}
+}
+
+// TestUnroutablePodsDoNotHoldReadiness: a pod the node has no route to
+// (its network not set up yet, or torn down) is counted and logged once
+// while it stays so, but readiness waits only for pods known to miss the
+// DNAT; a read failure of another kind still holds it.
+func TestUnroutablePodsDoNotHoldReadiness(t *testing.T) {
+	gone := &k8s.Pod{Namespace: "shop", Name: "old-1", IPs: []netip.Addr{netip.MustParseAddr("10.250.0.9")}}
+	web := &k8s.Pod{Namespace: "shop", Name: "web-1", IPs: []netip.Addr{netip.MustParseAddr("10.200.0.5")}}
+	specs, err := iptables.ParseInterfaces("cni0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cov iptables.Coverage
+	var readErr error
+	logger, hook := logtest.NewNullLogger()
+	gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "unroutable"})
+	c := &coverage{specs: specs, pattern: "cni0", pods: func() []*k8s.Pod { return []*k8s.Pod{gone, web} },
+		events: k8s.NewPodEvents(record.NewFakeRecorder(10)), uncovered: prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}),
+		unroutable: gauge, log: logger,
+		routes: func([]iptables.InterfaceSpec, []netip.Addr) (iptables.Coverage, error) { return cov, readErr }}
+
+	cov = iptables.Coverage{Unroutable: []netip.Addr{gone.IPs[0]}}
+	for range 3 {
+		if p := c.check(); p != "" {
+			t.Fatalf("an unroutable pod made readiness say %q", p)
+		}
+	}
+	if got := testutil.ToFloat64(gauge); got != 1 {
+		t.Errorf("kube2ra_pods_unroutable = %v, want 1", got)
+	}
+	if n := len(hook.AllEntries()); n != 1 || !strings.Contains(hook.LastEntry().Data["pods"].(string), "shop/old-1 (10.250.0.9)") {
+		t.Errorf("three passes with the same unroutable pod logged %d lines (want 1 naming shop/old-1): %v", n, hook.AllEntries())
+	}
+
+	cov = iptables.Coverage{}
+	if p := c.check(); p != "" || testutil.ToFloat64(gauge) != 0 || len(hook.AllEntries()) != 2 {
+		t.Errorf("route back: readiness %q, gauge %v, %d log lines (want \"\", 0, 2)", p, testutil.ToFloat64(gauge), len(hook.AllEntries()))
+	}
+
+	cov, readErr = iptables.Coverage{Uncovered: []iptables.Uncovered{{IP: web.IPs[0], Interface: "eth1"}}}, nil
+	if p := c.check(); !strings.Contains(p, "shop/web-1") {
+		t.Errorf("a pod routed out of eth1 with --host-interface cni0: readiness %q, want it named", p)
+	}
+	cov, readErr = iptables.Coverage{}, errors.New("netlink: permission denied")
+	if p := c.check(); !strings.Contains(p, "permission denied") {
+		t.Errorf("routes that cannot be read: readiness %q, want the error", p)
 	}
 }

@@ -159,6 +159,7 @@ type ownerDecision interface {
 // runAgent builds the agent, starts it, waits for a signal or a failed
 // listener and shuts it down.
 func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
+	log.WithField("gogc", setGCDefault()).Debug("garbage collection target")
 	a, err := buildAgent(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -376,6 +377,9 @@ func (a *agent) start(ctx context.Context) error {
 	}
 	a.wg.Go(func() { a.cache.Run(runCtx) })
 	a.wg.Go(func() { a.source.run(runCtx) })
+	if err := startProfiling(runCtx, log); err != nil {
+		return fail(err)
+	}
 
 	if a.source.name == sourceSTS && cfg.parsed.metadataURL != "" {
 		a.wg.Go(func() {

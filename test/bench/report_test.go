@@ -29,7 +29,7 @@ func TestReportPrintsIssueNamesInOrderWithTargets(t *testing.T) {
 	if !strings.Contains(table.String(), "MISS") || !strings.Contains(table.String(), "pairwise") {
 		t.Fatalf("table does not flag the missed ready_ms target or lost the note:\n%s", table.String())
 	}
-	if missing := r.Missing(); len(missing) != len(FigureNames)-3 {
+	if missing := r.Missing(nil); len(missing) != len(FigureNames)-3 {
 		t.Fatalf("missing %v", missing)
 	}
 }

@@ -179,14 +179,16 @@ func (e *Env) podClient() (string, error) {
 }
 
 // BuildProgram builds the repository's package pkg (e.g. ./test/e2e/podclient)
-// as a static binary named name in dir, for running inside pod namespaces.
-func BuildProgram(dir, name, pkg string) (string, error) {
+// as a static binary named name in dir, for running inside pod namespaces;
+// buildArgs (such as -tags) go to go build.
+func BuildProgram(dir, name, pkg string, buildArgs ...string) (string, error) {
 	root, err := chart.RepoRoot()
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, pkg)
+	args := append(append([]string{"build", "-trimpath"}, buildArgs...), "-o", bin, pkg)
+	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

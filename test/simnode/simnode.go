@@ -210,6 +210,14 @@ func (n *Node) RouteViaUplink(prefix string) error {
 	return run("ip", "route", "add", prefix, "dev", "eth0")
 }
 
+// RouteToBridge routes prefix to the pod bridge, as a node routes the pod
+// range its CNI hands out: pods that exist only as API objects (the
+// bench's hundreds of idle pods) then have what a node gives a real pod, a
+// route through an interface --host-interface matches.
+func (n *Node) RouteToBridge(prefix string) error {
+	return run("ip", "route", "add", prefix, "dev", Bridge)
+}
+
 // Pod is one pod network namespace.
 type Pod struct {
 	// Name is the short name given to AddPod.

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kube2ra/kube2ra/test/bench"
 )
 
 func TestProcessReadingsOfThisProcessAreSane(t *testing.T) {
@@ -94,5 +97,36 @@ func TestQuickConfigKeepsEveryPhaseButSmaller(t *testing.T) {
 	t.Setenv("BENCH_ONLY", "cred,nope")
 	if _, err := newConfig(); err == nil {
 		t.Fatal("unknown phase accepted")
+	}
+}
+
+// TestEveryFigureBelongsToOnePhase: a full run expects every figure the
+// issues ask for, and a subset run expects exactly its phases' figures, so
+// a figure a phase stops printing fails the run (make test's smoke bench).
+func TestEveryFigureBelongsToOnePhase(t *testing.T) {
+	seen := map[string]string{}
+	for phase, names := range phaseFigures {
+		for _, n := range names {
+			if other, dup := seen[n]; dup {
+				t.Errorf("%s is expected from %s and %s", n, other, phase)
+			}
+			seen[n] = phase
+		}
+	}
+	for _, n := range bench.FigureNames {
+		if seen[n] == "" {
+			t.Errorf("%s is a figure of the report but no phase is expected to print it", n)
+		}
+	}
+	t.Setenv("BENCH_QUICK", "")
+	t.Setenv("BENCH_ONLY", "mem")
+	c, err := newConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &bench.Report{}
+	r.Add("ready_ms", 1, "ms", "")
+	if got := strings.Join(r.Missing(c.expectedFigures()), ","); got != "rss_mib_remote0,rss_mib_remote20000" {
+		t.Errorf("BENCH_ONLY=mem with ready_ms only: missing %q, want the two RSS figures", got)
 	}
 }

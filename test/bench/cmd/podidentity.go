@@ -77,7 +77,7 @@ func (s *suite) podIdentityRoute(ctx context.Context) error {
 	metadata := s.loadOptions(credPathPrefix+loadRole, `{"Code":"Success"`)
 
 	var a, m, b []stats
-	var rpsRatios, vsCred []float64
+	var rpsRatios, p99Ratios, vsCred []float64
 	for round := 1; round <= s.cfg.rounds; round++ {
 		ra, cpuA, err := s.runLoadCPU(ctx, nets, door, env.Agent.PID())
 		if err == nil {
@@ -114,14 +114,21 @@ func (s *suite) podIdentityRoute(ctx context.Context) error {
 			round, sa.RPS, sa.P99us, sa.CPUPerReqUS, sm.RPS, sm.P99us, sb.RPS, sb.P99us)
 		a, m, b = append(a, sa), append(m, sm), append(b, sb)
 		rpsRatios = append(rpsRatios, sa.RPS/sb.RPS)
+		p99Ratios = append(p99Ratios, sa.P99us/sb.P99us)
 		vsCred = append(vsCred, sa.RPS/sm.RPS)
+	}
+	if s.cfg.profileDir != "" {
+		if err := s.profileLoad(ctx, "podid", nets, door); err != nil {
+			return err
+		}
 	}
 	conns := fmt.Sprintf("%d pods × %d keep-alive conns, a token per pod, %d rounds of %s", s.cfg.loadPods, s.cfg.connsPerPod, s.cfg.rounds, s.cfg.measure)
 	r := s.report
 	r.Add("pod_identity_rps", bench.Median(pick(a, rpsOf)), "req/s", fmt.Sprintf("median of rounds; %s; agent CPU %.1f µs/req", conns, bench.Median(pick(a, cpuOf))))
 	r.Add("pod_identity_rps_ratio", bench.Median(rpsRatios), "ratio", "against the bare server of cred_rps_ratio serving the door's answer; pairwise: "+bench.JoinFloats(rpsRatios))
 	r.Add("pod_identity_p99_us", bench.Median(pick(a, p99Of)), "us", "median of rounds: "+bench.JoinFloats(pick(a, p99Of)))
+	r.Add("pod_identity_p99_ratio", bench.Median(p99Ratios), "ratio", "against the same bare server; pairwise: "+bench.JoinFloats(p99Ratios))
 	r.Add("pod_identity_vs_cred_rps", bench.Median(vsCred), "ratio", fmt.Sprintf("token door / metadata door (IMDSv2) from the same pods in the same round; metadata p99 %.0f µs; pairwise: %s", bench.Median(pick(m, p99Of)), bench.JoinFloats(vsCred)))
-	r.Detail("pod_identity_route", map[string]any{"door": a, "metadata": m, "baseline": b, "rps_ratios": rpsRatios, "vs_cred": vsCred, "connections": conns})
+	r.Detail("pod_identity_route", map[string]any{"door": a, "metadata": m, "baseline": b, "rps_ratios": rpsRatios, "p99_ratios": p99Ratios, "vs_cred": vsCred, "connections": conns})
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -82,7 +83,7 @@ func (s *suite) credRoute(ctx context.Context) error {
 	opts := s.loadOptions(path, `{"Code":"Success"`)
 
 	var a, b []stats
-	var rpsRatios, p99Ratios []float64
+	var rpsRatios, p99Ratios, rssLoad []float64
 	for round := 1; round <= s.cfg.rounds; round++ {
 		if !env.Agent.Running() {
 			if err := s.restartAgent(ctx); err != nil {
@@ -98,6 +99,12 @@ func (s *suite) credRoute(ctx context.Context) error {
 		}
 		sa := summarise(ra)
 		sa.CPUPerReqUS, sa.HarnessCPUPerReqUS = cpuPerReq(cpuA[0], ra.OK), cpuPerReq(cpuA[1], ra.OK)
+		// Resident memory right after the load, the heap it grew still held.
+		loaded, err := readRSS(env.Agent.PID())
+		if err != nil {
+			return err
+		}
+		rssLoad = append(rssLoad, loaded.MiB)
 		s.logf("credential route round %d: kube2ra  %8.0f req/s  p50 %6.0f µs  p99 %6.0f µs  server CPU %5.1f µs/req (log reader %4.1f)", round, sa.RPS, sa.P50us, sa.P99us, sa.CPUPerReqUS, sa.HarnessCPUPerReqUS)
 
 		srv, err := s.replaceAgentWithBaseline(ctx, baseline)
@@ -123,7 +130,7 @@ func (s *suite) credRoute(ctx context.Context) error {
 		p99Ratios = append(p99Ratios, sa.P99us/sb.P99us)
 	}
 	if s.cfg.profileDir != "" {
-		if err := s.profileCredRoute(ctx, nets, opts); err != nil {
+		if err := s.profileLoad(ctx, "cred", nets, opts); err != nil {
 			return err
 		}
 	}
@@ -136,7 +143,8 @@ func (s *suite) credRoute(ctx context.Context) error {
 	r.Add("cred_p99_us", bench.Median(pick(a, p99Of)), "us", "median of rounds: "+bench.JoinFloats(pick(a, p99Of)))
 	r.Add("baseline_p99_us", bench.Median(pick(b, p99Of)), "us", "median of rounds: "+bench.JoinFloats(pick(b, p99Of)))
 	r.Add("cred_p99_ratio", bench.Median(p99Ratios), "ratio", "median of pairwise A/B ratios: "+bench.JoinFloats(p99Ratios))
-	r.Detail("cred_route", map[string]any{"kube2ra": a, "baseline": b, "rps_ratios": rpsRatios, "p99_ratios": p99Ratios, "connections": conns})
+	r.Add("rss_mib_load", slices.Max(rssLoad), "MiB", fmt.Sprintf("VmRSS at the end of each round's load (the node of the memory phase: its pods and namespaces); highest of %s", bench.JoinFloats(rssLoad)))
+	r.Detail("cred_route", map[string]any{"rss_load": rssLoad, "kube2ra": a, "baseline": b, "rps_ratios": rpsRatios, "p99_ratios": p99Ratios, "connections": conns})
 	return nil
 }
 

@@ -122,6 +122,9 @@ func (s *suite) startEnvWith(ctx context.Context, opts harness.Options) error {
 	opts.AgentArgs = append(slices.Clone(agentArgs), strings.Fields(os.Getenv("BENCH_AGENT_ARGS"))...)
 	// BENCH_AGENT_ENV (space separated K=V) adds environment, e.g. GOGC.
 	opts.AgentEnv = strings.Fields(os.Getenv("BENCH_AGENT_ENV"))
+	if s.cfg.profileDir != "" {
+		opts.AgentEnv = append(opts.AgentEnv, "KUBE2RA_PPROF_ADDR="+pprofAddr)
+	}
 	env, err := harness.Start(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("starting the %s node: %w", flavour, err)
