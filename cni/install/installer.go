@@ -75,6 +75,9 @@ type Installer struct {
 	metrics *metrics
 	// mu serialises Ensure and Remove (the watch and shutdown).
 	mu sync.Mutex
+	// removed is true after Remove: the watch writes nothing more, so an
+	// uninstall is not undone by the watch that sees it.
+	removed bool
 	// placed is true once this agent has seen its entry in place: a later
 	// insert is a re-insert after someone else rewrote the file.
 	placed bool
@@ -109,6 +112,9 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 // BinaryPath is where the plugin lives on the host.
 func (i *Installer) BinaryPath() string { return filepath.Join(i.opts.BinDir, plugin.PluginType) }
 
+// errRemoved is Ensure's answer after Remove.
+var errRemoved = errors.New("the CNI plugin was removed (uninstall): not installing it again")
+
 // Result says what one Ensure found and did.
 type Result struct {
 	// BinaryWritten is true when the binary was missing or different.
@@ -133,6 +139,9 @@ type Result struct {
 func (i *Installer) Ensure(ctx context.Context) (Result, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	if i.removed {
+		return Result{}, errRemoved
+	}
 	r, err := i.ensure()
 	i.metrics.observe(r, err)
 	return r, err
@@ -184,30 +193,36 @@ func (i *Installer) ensure() (Result, error) {
 	return r, nil
 }
 
-// Remove takes kube2ra's entry out of every configuration in the directory
-// and the binary out of the bin directory: what uninstall leaves is the
-// node as it was.
+// Remove takes the plugin out (RemoveAll) and stops this installer for
+// good: what uninstall leaves is the node as it was.
 func (i *Installer) Remove() error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	i.placed, i.removed = false, true
+	i.metrics.installed.Set(0)
+	return RemoveAll(i.opts.BinDir, i.opts.ConfDir)
+}
+
+// RemoveAll takes kube2ra's entry out of every configuration in confDir
+// and the plugin out of binDir; directories or files already gone are no
+// error. It needs no agent configuration (`kube2ra cleanup`).
+func RemoveAll(binDir, confDir string) error {
 	var errs []error
-	entries, err := os.ReadDir(i.opts.ConfDir)
+	entries, err := os.ReadDir(confDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("reading the CNI configuration directory %s: %w", i.opts.ConfDir, err))
+		errs = append(errs, fmt.Errorf("reading the CNI configuration directory %s: %w", confDir, err))
 	}
 	for _, e := range entries {
 		if e.IsDir() || !isConfFile(e.Name()) {
 			continue
 		}
-		if err := removeEntry(filepath.Join(i.opts.ConfDir, e.Name())); err != nil {
+		if err := removeEntry(filepath.Join(confDir, e.Name())); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if _, err := removeFile(i.BinaryPath()); err != nil {
+	if _, err := removeFile(filepath.Join(binDir, plugin.PluginType)); err != nil {
 		errs = append(errs, err)
 	}
-	i.placed = false
-	i.metrics.installed.Set(0)
 	return errors.Join(errs...)
 }
 
@@ -241,7 +256,9 @@ func (i *Installer) Run(ctx context.Context) {
 		changed = w.changed
 	}
 	// What changed between the caller's Ensure and the watch.
-	i.check(ctx)
+	if errors.Is(i.check(ctx), errRemoved) {
+		return
+	}
 	ticker := i.clock.NewTicker(i.opts.Resync)
 	defer ticker.Stop()
 	for {
@@ -251,14 +268,19 @@ func (i *Installer) Run(ctx context.Context) {
 		case <-changed:
 		case <-ticker.C():
 		}
-		i.check(ctx)
+		if errors.Is(i.check(ctx), errRemoved) {
+			return
+		}
 	}
 }
 
 // check runs Ensure and logs what it changed.
-func (i *Installer) check(ctx context.Context) {
+func (i *Installer) check(ctx context.Context) error {
 	r, err := i.Ensure(ctx)
-	i.logResult(r, err)
+	if !errors.Is(err, errRemoved) {
+		i.logResult(r, err)
+	}
+	return err
 }
 
 // logResult says what an Ensure did, with the time a re-insertion took.

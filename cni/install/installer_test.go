@@ -219,3 +219,40 @@ func TestOptionsValidate(t *testing.T) {
 		t.Errorf("valid options: %v", err)
 	}
 }
+
+// TestRemoveStopsTheWatch proves an uninstall is final: the watch that
+// sees the entry and binary go does not put them back.
+func TestRemoveStopsTheWatch(t *testing.T) {
+	i, opts := testInstaller(t, "")
+	path := filepath.Join(opts.ConfDir, "10-bridge.conflist")
+	if err := os.WriteFile(path, []byte(bridgeConflist), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { i.Run(ctx); close(done) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if st, err := Inspect(opts.BinDir, opts.ConfDir, &opts.Entry); err == nil && st.Installed() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not install the plugin within 10s")
+		}
+	}
+	if err := i.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after Remove")
+	}
+	st, err := Inspect(opts.BinDir, opts.ConfDir, &opts.Entry)
+	if err != nil || st.BinaryPresent || st.Entries != 0 {
+		t.Errorf("after Remove: %+v, %v; want no binary and no entry", st, err)
+	}
+	if data, _ := os.ReadFile(path); !strings.Contains(string(data), `"bridge"`) {
+		t.Errorf("the primary configuration lost its own plugin: %s", data)
+	}
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/kube2ra/kube2ra/cni/install"
+	"github.com/kube2ra/kube2ra/cni/plugin"
+	"github.com/kube2ra/kube2ra/iptables"
+)
+
+// metadataPort is the port of every metadata address the plugin redirects.
+const metadataPort = 80
+
+// cniEntry is the plugin's conflist entry from the agent's settings: the
+// addresses the host rules redirect, to the same HOST_IP:port, with the
+// iptables backend the host rules use.
+func cniEntry(cfg *Config, backend iptables.Mode) plugin.Config {
+	e := plugin.Config{
+		Type:            plugin.PluginType,
+		NodeIP:          cfg.parsed.hostIP,
+		Port:            uint16(cfg.AppPort),
+		IPTablesBackend: string(backend),
+	}
+	redirect := func(a netip.Addr) { e.Redirect = append(e.Redirect, netip.AddrPortFrom(a, metadataPort)) }
+	redirect(iptables.MetadataIPv4)
+	if cfg.PodIdentity {
+		redirect(iptables.PodIdentityIPv4)
+	}
+	if cfg.IPv6 {
+		e.NodeIPv6 = cfg.parsed.hostIPv6
+		redirect(iptables.MetadataIPv6)
+		if cfg.PodIdentity {
+			redirect(iptables.PodIdentityIPv6)
+		}
+	}
+	return e
+}
+
+// cniOptions are the installer's options from the agent's settings.
+func cniOptions(cfg *Config, backend iptables.Mode) install.Options {
+	return install.Options{
+		Binary:  cfg.CNIPluginBinary,
+		BinDir:  cfg.CNIBinDir,
+		ConfDir: cfg.CNIConfDir,
+		Entry:   cniEntry(cfg, backend),
+		Resync:  cfg.CNIResync,
+	}
+}
+
+// startCNI installs the plugin and keeps it installed until ctx ends. The
+// first check runs inside the watch loop: a primary CNI's broken conflist
+// is the primary's problem to fix, reported by /readyz, and never stops
+// the agent that serves the pods already running.
+func (a *agent) startCNI(ctx context.Context) error {
+	var backend iptables.Mode
+	if a.rules != nil {
+		backend = a.rules.Backend()
+	} else {
+		backend = iptables.ChooseBackend(ctx, a.cfg.parsed.iptablesMode, a.log.WithField("component", "cni"))
+	}
+	opts := cniOptions(a.cfg, backend)
+	opts.Logger, opts.Registerer = a.log.WithField("component", "cni"), a.reg
+	inst, err := install.New(opts)
+	if err != nil {
+		return err
+	}
+	a.cni, a.cniEntry = inst, opts.Entry
+	a.wg.Go(func() { inst.Run(ctx) })
+	return nil
+}
+
+// cniProblem is /readyz's reason when the plugin is not installed as
+// configured, "" when it is or --cni is off.
+func (a *agent) cniProblem() string {
+	if a.cni == nil {
+		return ""
+	}
+	st, err := install.Inspect(a.cfg.CNIBinDir, a.cfg.CNIConfDir, &a.cniEntry)
+	if err != nil {
+		return "could not check the CNI plugin: " + err.Error()
+	}
+	return st.Problem()
+}
