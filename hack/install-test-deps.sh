@@ -3,6 +3,8 @@
 #   - Debian packages: etcd-server (test control plane), iptables (both the
 #     nft and legacy backends) nftables iproute2 conntrack (simulated nodes),
 #     python3-botocore (test/sdkrefresh drives its refresh code),
+#     containernetworking-plugins (bridge and host-local: the primary CNI
+#     that cni/plugin's integration tests chain kube2ra-cni after),
 #     awscli (a client we did not write), curl jq;
 #   - kube-apiserver, built from the Go module proxy by build-kube.sh
 #     and cached in $KUBE2RA_CACHE (default ~/.cache/kube2ra);
@@ -28,7 +30,7 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 # "2026.1" tag name itself.
 STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.7.0}"
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
-APT_PACKAGES=(etcd-server iptables nftables iproute2 awscli curl jq conntrack python3-botocore)
+APT_PACKAGES=(etcd-server iptables nftables iproute2 awscli curl jq conntrack python3-botocore containernetworking-plugins)
 # The real-node tier (make e2e-cluster): a container runtime, the CNI
 # plugins, and what builds images without a registry.
 NODE_PACKAGES=(containerd runc containernetworking-plugins buildah mmdebstrap util-linux)
@@ -103,6 +105,8 @@ check_tools() {
     fi
   done
   log "iptables backends usable: $(iptables-legacy -V), $(iptables-nft -V)"
+  [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] ||
+    { log "/usr/lib/cni/bridge or host-local missing: apt-get install containernetworking-plugins"; return 1; }
 }
 
 kube_apiserver() {
