@@ -7,6 +7,7 @@ import (
 	"github.com/kube2ra/kube2ra/cni/install"
 	"github.com/kube2ra/kube2ra/cni/plugin"
 	"github.com/kube2ra/kube2ra/iptables"
+	"github.com/kube2ra/kube2ra/k8s"
 )
 
 // metadataPort is the port of every metadata address the plugin redirects.
@@ -67,7 +68,41 @@ func (a *agent) startCNI(ctx context.Context) error {
 	}
 	a.cni, a.cniEntry = inst, opts.Entry
 	a.wg.Go(func() { inst.Run(ctx) })
+	a.repair, err = install.NewRepairer(install.RepairOptions{
+		Rules:     install.PluginRules{},
+		Finder:    install.NetnsDir{Dir: a.cfg.CNINetnsDir},
+		Entry:     opts.Entry,
+		Fix:       a.cfg.CNIRepair,
+		Pods:      a.repairPods,
+		HostRules: func() bool { return a.rules != nil },
+		Report: func(p install.Pod, msg string) {
+			a.cniEvents.PodWarning(&k8s.Pod{Namespace: p.Namespace, Name: p.Name, UID: p.UID}, reasonNotInterceptedInPod, msg)
+		},
+		Logger:     a.log.WithField("component", "cni-repair"),
+		Registerer: a.reg,
+	})
+	if err != nil {
+		return err
+	}
+	a.wg.Go(func() { a.repair.Run(ctx, a.cfg.CNIResync, inst.Inserted()) })
 	return nil
+}
+
+// reasonNotInterceptedInPod is the Warning Event on a pod the CNI plugin's
+// rule is missing from and the agent could not add it to.
+const reasonNotInterceptedInPod = "MetadataNotInterceptedInPod"
+
+// repairPods are this node's pods with a network namespace of their own
+// and an address: the ones the in-pod rule must cover.
+func (a *agent) repairPods() []install.Pod {
+	var out []install.Pod
+	for _, p := range a.watcher.Pods() {
+		if !servedByIP(p) || len(p.IPs) == 0 {
+			continue
+		}
+		out = append(out, install.Pod{Namespace: p.Namespace, Name: p.Name, UID: p.UID, IPs: p.IPs})
+	}
+	return out
 }
 
 // cniProblem is /readyz's reason when the plugin is not installed as
@@ -80,5 +115,11 @@ func (a *agent) cniProblem() string {
 	if err != nil {
 		return "could not check the CNI plugin: " + err.Error()
 	}
-	return st.Problem()
+	if p := st.Problem(); p != "" {
+		return p
+	}
+	if a.repair != nil {
+		return a.repair.Problem()
+	}
+	return ""
 }

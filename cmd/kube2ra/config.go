@@ -68,6 +68,10 @@ type Config struct {
 	CNIPluginBinary string
 	// CNIResync is how often the plugin and its entry are checked besides the directory watch.
 	CNIResync time.Duration
+	// CNIRepair writes the in-pod rule into running pods that lack it (else they are only reported).
+	CNIRepair bool
+	// CNINetnsDir is where the runtime bind-mounts pods' network namespaces.
+	CNINetnsDir string
 
 	// CredentialSource is auto, rolesanywhere or sts.
 	CredentialSource string
@@ -225,6 +229,8 @@ func NewConfig() *Config {
 		CNIConfDir:                 "/etc/cni/net.d",
 		CNIPluginBinary:            "/kube2ra-cni",
 		CNIResync:                  30 * time.Second,
+		CNIRepair:                  true,
+		CNINetnsDir:                "/var/run/netns",
 	}
 }
 
@@ -247,7 +253,9 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", c.CNIBinDir, "the host's CNI bin directory, mounted into the agent (k3s: /var/lib/rancher/k3s/data/current/bin, MicroK8s: /var/snap/microk8s/current/opt/cni/bin)")
 	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", c.CNIConfDir, "the host's CNI configuration directory, mounted into the agent; its first file by name is the primary configuration (k3s: /var/lib/rancher/k3s/agent/etc/cni/net.d, MicroK8s: /var/snap/microk8s/current/args/cni-network)")
 	fs.StringVar(&c.CNIPluginBinary, "cni-plugin-binary", c.CNIPluginBinary, "the kube2ra-cni binary to copy into --cni-bin-dir (the image ships it at /kube2ra-cni)")
-	fs.DurationVar(&c.CNIResync, "cni-resync", c.CNIResync, "how often the plugin binary and its conflist entry are checked besides the directory watch")
+	fs.DurationVar(&c.CNIResync, "cni-resync", c.CNIResync, "how often the plugin binary and its conflist entry are checked besides the directory watch, and this node's pods for the in-pod rule")
+	fs.BoolVar(&c.CNIRepair, "cni-repair", c.CNIRepair, "write the in-pod rule into running pods that lack it (started before the plugin was installed, or while a primary CNI had dropped its entry); needs CAP_SYS_ADMIN and --cni-netns-dir; false only reports them (metric, Event, /readyz)")
+	fs.StringVar(&c.CNINetnsDir, "cni-netns-dir", c.CNINetnsDir, "where the container runtime bind-mounts pods' network namespaces (containerd, CRI-O), mounted into the agent; a pod's is the one holding its address")
 
 	fs.StringVar(&c.CredentialSource, "credential-source", c.CredentialSource, "where credentials come from: auto (rolesanywhere when --ra-trust-anchor-arn is set, else sts), rolesanywhere or sts")
 	fs.StringVar(&c.BaseRoleARN, "base-role-arn", c.BaseRoleARN, "prefix for bare role names, e.g. arn:aws:iam::123456789012:role/ (default: discovered)")
@@ -387,7 +395,7 @@ func (c *Config) Validate() error {
 		bad("--iptables-resync %s is too short: use 1s or more", c.IPTablesResync)
 	}
 	if c.CNI {
-		for _, name := range []string{"--cni-bin-dir", "--cni-conf-dir", "--cni-plugin-binary"} {
+		for _, name := range []string{"--cni-bin-dir", "--cni-conf-dir", "--cni-plugin-binary", "--cni-netns-dir"} {
 			if path := c.cniPath(name); !filepath.IsAbs(path) {
 				bad("%s %q is not an absolute path: give the host directory as mounted into the agent, e.g. %s", name, path, NewConfig().cniPath(name))
 			}
@@ -639,7 +647,7 @@ func printEffective(w io.Writer, c *Config) {
 
 // cniPath is the value of one of the --cni-* path flags.
 func (c *Config) cniPath(flag string) string {
-	return map[string]string{"--cni-bin-dir": c.CNIBinDir, "--cni-conf-dir": c.CNIConfDir, "--cni-plugin-binary": c.CNIPluginBinary}[flag]
+	return map[string]string{"--cni-bin-dir": c.CNIBinDir, "--cni-conf-dir": c.CNIConfDir, "--cni-plugin-binary": c.CNIPluginBinary, "--cni-netns-dir": c.CNINetnsDir}[flag]
 }
 
 // annotationKeys are the pod and namespace annotations the flags name.

@@ -131,6 +131,11 @@ type agent struct {
 	cni *install.Installer
 	// cniEntry is the plugin's conflist entry cni writes.
 	cniEntry plugin.Config
+	// repair adds the in-pod rule to running pods that lack it, or reports
+	// them; nil without --cni.
+	repair *install.Repairer
+	// cniEvents records the Warning on each pod repair cannot fix.
+	cniEvents *k8s.PodEvents
 	// cancel stops everything started under start's context.
 	cancel context.CancelFunc
 	// wg waits for every goroutine start launched.
@@ -258,6 +263,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		return nil, err
 	}
 	a.events = events
+	a.cniEvents = k8s.NewPodEvents(events)
 	a.source.notices.events.Store(events)
 	broker.events = k8s.NewPodEvents(events)
 	// From here on a failed build stops the Event recorder it started.

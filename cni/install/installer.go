@@ -78,6 +78,8 @@ type Installer struct {
 	// removed is true after Remove: the watch writes nothing more, so an
 	// uninstall is not undone by the watch that sees it.
 	removed bool
+	// inserted receives a value after each write of the entry (capacity 1).
+	inserted chan struct{}
 	// placed is true once this agent has seen its entry in place: a later
 	// insert is a re-insert after someone else rewrote the file.
 	placed bool
@@ -92,7 +94,7 @@ func New(opts Options) (*Installer, error) {
 	if err != nil {
 		return nil, err
 	}
-	i := &Installer{opts: opts, log: opts.Logger, clock: opts.Clock, metrics: m}
+	i := &Installer{opts: opts, log: opts.Logger, clock: opts.Clock, metrics: m, inserted: make(chan struct{}, 1)}
 	if i.log == nil {
 		l := logrus.New()
 		l.Out = discard{}
@@ -144,8 +146,18 @@ func (i *Installer) Ensure(ctx context.Context) (Result, error) {
 	}
 	r, err := i.ensure()
 	i.metrics.observe(r, err)
+	if r.EntryWritten {
+		select {
+		case i.inserted <- struct{}{}:
+		default:
+		}
+	}
 	return r, err
 }
+
+// Inserted signals after the entry was written: pods created while it was
+// missing may lack the in-pod rule (the Repairer's wake).
+func (i *Installer) Inserted() <-chan struct{} { return i.inserted }
 
 func (i *Installer) ensure() (Result, error) {
 	var r Result
