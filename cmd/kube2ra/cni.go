@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net/netip"
+	"path/filepath"
 
 	"github.com/kube2ra/kube2ra/cni/install"
 	"github.com/kube2ra/kube2ra/cni/plugin"
@@ -94,9 +95,12 @@ const reasonNotInterceptedInPod = "MetadataNotInterceptedInPod"
 
 // repairPods are this node's pods with a network namespace of their own
 // and an address: the ones the in-pod rule must cover.
-func (a *agent) repairPods() []install.Pod {
+func (a *agent) repairPods() []install.Pod { return inPodRulePods(a.watcher.Pods()) }
+
+// inPodRulePods are the pods among pods that the in-pod rule must cover.
+func inPodRulePods(pods []*k8s.Pod) []install.Pod {
 	var out []install.Pod
-	for _, p := range a.watcher.Pods() {
+	for _, p := range pods {
 		if !servedByIP(p) || len(p.IPs) == 0 {
 			continue
 		}
@@ -122,4 +126,46 @@ func (a *agent) cniProblem() string {
 		return a.repair.Problem()
 	}
 	return ""
+}
+
+// explainCNI is `explain --node`'s view of the pod layer: the plugin's
+// binary and entry, and which of the node's pods each layer covers (the
+// agent's repair check, writing nothing).
+func explainCNI(ctx context.Context, r *report, cfg *Config, pods []*k8s.Pod, podsListed bool, problem func(label, format string, args ...any)) {
+	if !cfg.CNI {
+		r.line("cni", "--cni=false: no in-pod rule; pods are covered by the host rules alone (gone after a reboot until the agent runs, bypassed by eBPF dataplanes)")
+		return
+	}
+	backend := iptables.ChooseBackend(ctx, cfg.parsed.iptablesMode, discard())
+	entry := cniEntry(cfg, backend)
+	st, err := install.Inspect(cfg.CNIBinDir, cfg.CNIConfDir, &entry)
+	switch {
+	case err != nil:
+		problem("cni", "cannot read the plugin's state: %v", err)
+	case !st.Installed():
+		problem("cni", "%s", st.Problem())
+	default:
+		r.line("cni", "plugin installed: %s, entry %d of %d (last) in %s, as the agent writes it (backend %s)", filepath.Join(cfg.CNIBinDir, plugin.PluginType), st.Position+1, st.Plugins, st.Conflist, backend)
+	}
+	if !podsListed {
+		return
+	}
+	rep, err := install.NewRepairer(install.RepairOptions{
+		Rules: install.PluginRules{}, Finder: install.NetnsDir{Dir: cfg.CNINetnsDir}, Entry: entry,
+		Pods:      func() []install.Pod { return inPodRulePods(pods) },
+		HostRules: func() bool { return cfg.IPTables },
+	})
+	if err != nil {
+		problem("cni", "%v", err)
+		return
+	}
+	cov, err := rep.Pass(ctx)
+	if err != nil {
+		problem("cni", "cannot check the pods' namespaces (run explain on the node, in the agent's pod): %v", err)
+		return
+	}
+	r.line("cni", "pods covered in-pod: %d; only by the host rule: %d; by neither: %d", cov.Pods[install.LayerInPod], cov.Pods[install.LayerHostOnly], cov.Pods[install.LayerNone])
+	for _, p := range cov.Problems {
+		problem("cni", "%s", p)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sirupsen/logrus"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/kube2ra/kube2ra/cni/install"
 	"github.com/kube2ra/kube2ra/iptables"
@@ -138,4 +139,59 @@ func TestReadyNamesAMissingCNIEntry(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "10-bridge.conflist has no kube2ra-cni entry") {
 		t.Fatalf("ready() = %v, want it to name the conflist without the entry", err)
 	}
+}
+
+// TestExplainNodeCNI: explain --node shows the pod layer: where the entry
+// is, and which pods the in-pod rule covers; a missing entry and a pod
+// without the rule are problems.
+func TestExplainNodeCNI(t *testing.T) {
+	pods := []runtime.Object{testPod("shop", "web-1", "127.0.0.2", nil)}
+	dirs := func(t *testing.T, withEntry bool) []string {
+		root := t.TempDir()
+		bin, conf, netns := filepath.Join(root, "bin"), filepath.Join(root, "net.d"), filepath.Join(root, "netns")
+		for _, d := range []string{bin, conf, netns} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		args := []string{"--host-ip=10.0.0.5", "--cni", "--cni-bin-dir=" + bin, "--cni-conf-dir=" + conf, "--cni-netns-dir=" + netns, "--iptables-mode=nft", "--host-interface=lo"}
+		conflist := `{"cniVersion":"1.0.0","name":"bridge","plugins":[{"type":"bridge"}]}`
+		if err := os.WriteFile(filepath.Join(conf, "10-bridge.conflist"), []byte(conflist), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if withEntry {
+			cfg := NewConfig()
+			cfg.Node, cfg.HostIP, cfg.CNI, cfg.CNIBinDir, cfg.CNIConfDir, cfg.CNIPluginBinary = tNode, "10.0.0.5", true, bin, conf, filepath.Join(root, "kube2ra-cni")
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(cfg.CNIPluginBinary, []byte("plugin"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			inst, err := install.New(cniOptions(cfg, iptables.ModeNFT))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := inst.Ensure(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return args
+	}
+	t.Run("installed, a pod without the rule", func(t *testing.T) {
+		out, code := runExplainNode(t, pods, checkedRules{}, dirs(t, true)...)
+		checkOutput(t, out, code, exitDenied, []string{
+			"plugin installed: ", "entry 2 of 2 (last) in ", "(backend nft)",
+			"pods covered in-pod: 0; only by the host rule: 1; by neither: 0",
+			"PROBLEM: shop/web-1: no network namespace in the runtime's directory (--cni-netns-dir) holds its address",
+		}, nil)
+	})
+	t.Run("entry missing", func(t *testing.T) {
+		out, code := runExplainNode(t, pods, checkedRules{}, dirs(t, false)...)
+		checkOutput(t, out, code, exitDenied, []string{"PROBLEM: CNI plugin not installed: the kube2ra-cni binary is not in the CNI bin directory; ", "10-bridge.conflist has no kube2ra-cni entry"}, nil)
+	})
+	t.Run("without --cni the host rules alone", func(t *testing.T) {
+		out, code := runExplainNode(t, pods, checkedRules{}, "--host-interface=lo")
+		checkOutput(t, out, code, exitServed, []string{"--cni=false: no in-pod rule"}, []string{"PROBLEM"})
+	})
 }
