@@ -70,12 +70,15 @@ func (a *agent) startCNI(ctx context.Context) error {
 	a.cni, a.cniEntry = inst, opts.Entry
 	a.wg.Go(func() { inst.Run(ctx) })
 	a.repair, err = install.NewRepairer(install.RepairOptions{
-		Rules:     install.PluginRules{},
-		Finder:    install.NetnsDir{Dir: a.cfg.CNINetnsDir},
-		Entry:     opts.Entry,
-		Fix:       a.cfg.CNIRepair,
-		Pods:      a.repairPods,
-		HostRules: func() bool { return a.rules != nil },
+		Rules:  install.PluginRules{},
+		Finder: install.NetnsDir{Dir: a.cfg.CNINetnsDir},
+		Entry:  opts.Entry,
+		Fix:    a.cfg.CNIRepair,
+		// A pod the runtime is re-creating shows its old address for a
+		// moment: reported only when a second pass finds it uncovered too.
+		ReportAfter: 2,
+		Pods:        a.repairPods,
+		HostRules:   func() bool { return a.rules != nil },
 		Report: func(p install.Pod, msg string) {
 			a.cniEvents.PodWarning(&k8s.Pod{Namespace: p.Namespace, Name: p.Name, UID: p.UID}, reasonNotInterceptedInPod, msg)
 		},

@@ -165,6 +165,11 @@ type RepairOptions struct {
 	// Report tells a pod's owner its pod lacks the in-pod rule (a Warning
 	// Event); nil reports only in the log and metrics.
 	Report func(pod Pod, message string)
+	// ReportAfter is how many passes in a row a pod must be found without
+	// the rule before it is reported (Problems, Report): a pod whose sandbox
+	// the runtime is re-creating (after a reboot, its status still shows the
+	// old address) is not an alarm. 0 or 1 reports at once.
+	ReportAfter int
 	// Logger receives repairs and problems; nil discards.
 	Logger logrus.FieldLogger
 	// Registerer receives kube2ra_cni_pods and kube2ra_cni_repairs_total.
@@ -184,6 +189,9 @@ type Repairer struct {
 	repairs *prometheus.CounterVec
 	// last is the latest pass's Coverage, for /readyz and explain.
 	last atomic.Pointer[Coverage]
+	// misses counts, per pod, the passes in a row that found it without
+	// the rule (only Pass touches it).
+	misses map[string]int
 }
 
 // NewRepairer registers the metrics.
@@ -192,7 +200,8 @@ func NewRepairer(opts RepairOptions) (*Repairer, error) {
 		return nil, errors.New("repair needs Rules, Finder, Pods and HostRules")
 	}
 	r := &Repairer{
-		opts: opts,
+		opts:   opts,
+		misses: map[string]int{},
 		log:  opts.Logger,
 		pods: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kube2ra_cni_pods",
@@ -246,7 +255,9 @@ func (r *Repairer) Pass(ctx context.Context) (Coverage, error) {
 		found = nil
 	}
 	hostRules := r.opts.HostRules()
+	seen := map[string]bool{}
 	for _, p := range pods {
+		seen[p.Key()] = true
 		repaired, problem := r.check(ctx, p, found, err)
 		switch {
 		case problem == "":
@@ -254,17 +265,26 @@ func (r *Repairer) Pass(ctx context.Context) (Coverage, error) {
 			if repaired {
 				cov.Repaired = append(cov.Repaired, p.Key())
 			}
+			delete(r.misses, p.Key())
 			continue
 		case hostRules:
 			cov.Pods[LayerHostOnly]++
 		default:
 			cov.Pods[LayerNone]++
 		}
+		if r.misses[p.Key()]++; r.misses[p.Key()] < r.opts.ReportAfter {
+			continue
+		}
 		msg := p.Key() + ": " + problem
 		cov.Problems = append(cov.Problems, msg)
 		r.log.WithField("pod", p.Key()).WithField("host_rules", hostRules).Warn("pod without the CNI plugin's in-pod rule: " + problem)
 		if r.opts.Report != nil {
 			r.opts.Report(p, "kube2ra's CNI plugin rule is missing from this pod's network namespace: "+problem)
+		}
+	}
+	for k := range r.misses {
+		if !seen[k] {
+			delete(r.misses, k)
 		}
 	}
 	sort.Strings(cov.Problems)

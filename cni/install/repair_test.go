@@ -150,3 +150,30 @@ func TestRepairFindFailsClosed(t *testing.T) {
 		t.Fatalf("Pass = %+v, %v: want the pod reported uncovered with the reason", cov, err)
 	}
 }
+
+// TestRepairReportsAfterPasses: with ReportAfter 2 a pod is counted
+// uncovered at once but reported only when the next pass still finds it
+// so, and a pod covered meanwhile is never reported.
+func TestRepairReportsAfterPasses(t *testing.T) {
+	finder := fakeFinder{m: map[netip.Addr]string{}}
+	var reported []string
+	r, err := NewRepairer(RepairOptions{
+		Rules: &fakeRules{have: map[string]bool{"/run/netns/b": true}}, Finder: finder, Entry: testEntry(), Fix: true, ReportAfter: 2,
+		Pods:      func() []Pod { return []Pod{testPod("stays", "10.1.0.2"), testPod("comes", "10.1.0.3")} },
+		HostRules: func() bool { return true },
+		Report:    func(p Pod, _ string) { reported = append(reported, p.Key()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cov, _ := r.Pass(context.Background())
+	if cov.Pods[LayerHostOnly] != 2 || len(cov.Problems) != 0 || len(reported) != 0 {
+		t.Fatalf("first pass: %+v, reported %v; want both counted host-only, none reported yet", cov, reported)
+	}
+	finder.m[netip.MustParseAddr("10.1.0.3")] = "/run/netns/b" // its sandbox is back
+	r.opts.Finder = finder
+	cov, _ = r.Pass(context.Background())
+	if len(cov.Problems) != 1 || !strings.HasPrefix(cov.Problems[0], "team/stays: ") || strings.Join(reported, ",") != "team/stays" {
+		t.Fatalf("second pass: %+v, reported %v; want only team/stays reported", cov, reported)
+	}
+}
