@@ -230,7 +230,7 @@ func NewConfig() *Config {
 		CNIPluginBinary:            "/kube2ra-cni",
 		CNIResync:                  30 * time.Second,
 		CNIRepair:                  true,
-		CNINetnsDir:                "/var/run/netns",
+		CNINetnsDir:                "/run/netns",
 	}
 }
 

@@ -53,7 +53,7 @@ type NetnsFinder interface {
 
 // NetnsDir finds pods' network namespaces among the bind mounts a
 // container runtime keeps in one directory (containerd and CRI-O:
-// /var/run/netns), and matches them to pods by the addresses seen inside.
+// /var/run/netns, which is /run/netns), and matches them to pods by the addresses seen inside.
 // Entering a namespace needs CAP_SYS_ADMIN; nothing else on the host is
 // read (no host PID namespace, no runtime socket).
 type NetnsDir struct {
