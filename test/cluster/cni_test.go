@@ -1,0 +1,116 @@
+//go:build e2ecluster
+
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// cniReboots is how many reboots in a row the CNI scenario survives: the
+// race without the plugin lost 4 of 6 and 5 of 6.
+const cniReboots = 5
+
+// cniValues turn the chained CNI plugin on, in the node's own directories.
+func cniValues() []string {
+	return []string{"cni.enabled=true", "cni.binDir=" + dir("cni", "bin"), "cni.confDir=" + dir("cni", "net.d")}
+}
+
+// cniState is what of the plugin is on the node's disk: the binary, and
+// the kube2ra-cni entries of every configuration with their positions.
+func cniState() (binary bool, entries []string) {
+	_, err := os.Stat(dir("cni", "bin", "kube2ra-cni"))
+	binary = err == nil
+	files, _ := filepath.Glob(dir("cni", "net.d", "*"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var list struct {
+			Plugins []struct {
+				Type string `json:"type"`
+			} `json:"plugins"`
+		}
+		if json.Unmarshal(b, &list) != nil {
+			continue
+		}
+		for i, p := range list.Plugins {
+			if p.Type == "kube2ra-cni" {
+				entries = append(entries, fmt.Sprintf("%s: plugin %d of %d", filepath.Base(f), i+1, len(list.Plugins)))
+			}
+		}
+	}
+	return binary, entries
+}
+
+// cniScenario: the chart with cni.enabled installs the plugin (binary and
+// the entry last in the node's conflist); then the node reboots five times
+// in a row with a workload pod polling from its first instant. A reboot
+// takes the pods' network namespaces with it, so the in-pod rule can only
+// come from the plugin at ADD: the pod must get 0 answers from the node's
+// metadata service on every reboot (beside boot_reboot_node_credential_answers
+// without the plugin, measured in the STS flavour), its polls before the
+// agent is ready refused. helm uninstall leaves no binary and no entry.
+func (w *world) cniScenario(ctx context.Context) {
+	t := w.t
+	w.install(ctx, "sts", cniValues()...)
+	if err := waitFor(ctx, "the CNI plugin installed", time.Minute, nil, func() error {
+		if bin, entries := cniState(); !bin || len(entries) != 1 || !strings.HasSuffix(entries[0], "plugin 2 of 2") {
+			return fmt.Errorf("binary %v, entries %v", bin, entries)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const name = "poller-cni-boot"
+	w.startPoller(ctx, name, corev1.RestartPolicyAlways)
+	worst := 0
+	for i := 1; i <= cniReboots; i++ {
+		from := time.Now()
+		if err := w.node.reboot(ctx); err != nil {
+			t.Fatal(err)
+		}
+		readyMs := w.waitAgentReady(ctx, from)
+		w.waitPollerRole(ctx, name, from.UnixMilli())
+		answers := pollerAnswers(name)
+		node, _ := judge(answers, from.UnixMilli())
+		refused, served := 0, 0
+		for _, a := range answers {
+			if a.ms <= from.UnixMilli() || a.ms >= readyMs {
+				continue
+			}
+			if a.code == "000" {
+				refused++
+			} else {
+				served++
+			}
+		}
+		figure(fmt.Sprintf("cni_boot_reboot_%d_node_credential_answers", i), node)
+		figure(fmt.Sprintf("cni_boot_reboot_%d_polls_before_agent_ready", i), refused+served)
+		figure(fmt.Sprintf("cni_boot_reboot_%d_polls_refused_before_agent_ready", i), refused)
+		if node != 0 {
+			t.Errorf("reboot %d with the CNI plugin: the pod got %d answers from the node's own metadata service", i, node)
+		}
+		worst = max(worst, node)
+	}
+	figure("cni_boot_reboot_node_credential_answers", worst)
+	w.deletePod(ctx, appNS, name)
+	w.uninstall(ctx, "sts-cni")
+	bin, entries := cniState()
+	left := len(entries)
+	if bin {
+		left++
+	}
+	figure("cni_left_after_uninstall", left)
+	if left != 0 {
+		t.Errorf("after helm uninstall: binary %v, entries %v", bin, entries)
+	}
+}
