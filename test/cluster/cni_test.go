@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +14,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube2ra/kube2ra/cni/install"
+	"github.com/kube2ra/kube2ra/cni/plugin"
 )
 
 // cniReboots is how many reboots in a row the CNI scenario survives: the
@@ -76,6 +81,7 @@ func (w *world) cniScenario(ctx context.Context) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	w.conflistRewritten(ctx)
 	with := w.reboots(ctx, "cni", true)
 	figure("cni_boot_reboot_node_credential_answers", with)
 	figure("nocni_boot_reboot_node_credential_answers", without)
@@ -143,4 +149,125 @@ func codeList(codes map[string]int) string {
 		return "none"
 	}
 	return strings.Join(out, ",")
+}
+
+// rewritePods is how many pods are created right after the rewrite.
+const rewritePods = 5
+
+// conflistRewritten: the primary CNI rewrites its conflist without
+// kube2ra's entry, by a temporary file and a rename, as aws-node or
+// Calico's install-cni do on restart, and pods are created at once. The
+// agent's watch puts the entry back (cni_reinsert_ms, from the rename to
+// the entry back on disk); every pod created in that window ends up with
+// the in-pod rule (the plugin at ADD, or the agent's repair) and gets no
+// answer with the node's role.
+func (w *world) conflistRewritten(ctx context.Context) {
+	t := w.t
+	path := dir("cni", "net.d", "10-k2rc.conflist")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list map[string]any
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatal(err)
+	}
+	plugins, _ := list["plugins"].([]any)
+	var entry plugin.Config
+	var kept []any
+	for _, p := range plugins {
+		if m, _ := p.(map[string]any); m["type"] == plugin.PluginType {
+			raw, _ := json.Marshal(m)
+			if err := json.Unmarshal(raw, &entry); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		kept = append(kept, p)
+	}
+	list["plugins"] = kept
+	rewritten, err := json.Marshal(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := path + ".primary-tmp"
+	if err := os.WriteFile(tmp, rewritten, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	renamed := time.Now()
+	names := make([]string, rewritePods)
+	for i := range names {
+		names[i] = fmt.Sprintf("poller-rewrite-%d", i)
+		if _, err := w.kube.CoreV1().Pods(appNS).Create(ctx, w.scriptPod(names[i], allowedRole, poller), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var back time.Duration
+	if err := waitFor(ctx, "the kube2ra-cni entry back in the conflist", time.Minute, nil, func() error {
+		if _, entries := cniState(); len(entries) != 1 {
+			return fmt.Errorf("entries %v", entries)
+		}
+		back = time.Since(renamed)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// waitFor looks every 200 ms: the agent's own timing is in its log.
+	figure("cni_reinsert_ms", back.Milliseconds())
+	figure("cni_reinsert_ms_agent_log", agentLogTook())
+	for _, name := range names {
+		w.waitPollerRole(ctx, name, renamed.UnixMilli())
+	}
+	found, err := install.NetnsDir{Dir: "/run/netns"}.Find()
+	if err != nil {
+		t.Fatal(err)
+	}
+	uncovered, node := 0, 0
+	for _, name := range names {
+		p, err := w.kube.CoreV1().Pods(appNS).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns := found[netip.MustParseAddr(p.Status.PodIP)]
+		if err := waitFor(ctx, name+" covered in-pod", time.Minute, nil, func() error { return plugin.Verify(ns, entry) }); err != nil {
+			uncovered++
+			t.Errorf("pod %s (%s, netns %q) created while the entry was missing: %v", name, p.Status.PodIP, ns, err)
+		}
+		n, _ := judge(pollerAnswers(name), renamed.UnixMilli())
+		node += n
+		w.deletePod(ctx, appNS, name)
+	}
+	figure("cni_rewrite_pods_uncovered", uncovered)
+	figure("cni_rewrite_node_credential_answers", node)
+	if node != 0 {
+		t.Errorf("pods created while the conflist was rewritten got %d answers with the node's role", node)
+	}
+}
+
+// agentLogTook is the took_ms of the agent's last re-insertion log line,
+// -1 when there is none.
+func agentLogTook() int64 {
+	files, _ := filepath.Glob(dir("kubelet", "logs", "kube-system_kube2ra-*", "*", "*.log"))
+	took := int64(-1)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, "kube2ra-cni entry re-inserted") {
+				continue
+			}
+			if i := strings.Index(line, "took_ms="); i >= 0 {
+				var v int64
+				if _, err := fmt.Sscanf(line[i+len("took_ms="):], "%d", &v); err == nil {
+					took = v
+				}
+			}
+		}
+	}
+	return took
 }
