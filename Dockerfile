@@ -33,7 +33,9 @@ RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
       -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
       -o /out/kube2ra ./cmd/kube2ra \
  && CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags "-s -w" -o /out/kube2ra-cni ./cmd/kube2ra-cni
+    go build -trimpath \
+      -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
+      -o /out/kube2ra-cni ./cmd/kube2ra-cni
 
 FROM ${RUNTIME_IMAGE}
 # iptables brings /usr/sbin/iptables-nft and /usr/sbin/iptables-legacy (and the
@@ -43,7 +45,10 @@ RUN apt-get update \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/*
 COPY --from=build /out/kube2ra /kube2ra
-# The chained CNI plugin the agent copies into the host's CNI bin directory (--cni).
+# The chained CNI plugin: the agent copies it into the host's CNI bin
+# directory, where the container runtime runs it (on the host, with the
+# host's iptables) for every pod sandbox. Static, so it needs nothing of this
+# image.
 COPY --from=build /out/kube2ra-cni /kube2ra-cni
 
 ARG VERSION=dev

@@ -5,6 +5,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN := bin/kube2ra
+# The chained CNI plugin (cni/plugin); the image carries it at /kube2ra-cni.
+CNI_BIN := bin/kube2ra-cni
 export KUBE2RA_CACHE ?= $(HOME)/.cache/kube2ra
 export GOFLAGS ?= -buildvcs=false
 TOOLS := $(KUBE2RA_CACHE)/bin
@@ -16,6 +18,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kube2ra
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(CNI_BIN) ./cmd/kube2ra-cni
 
 # Every tier, installing what it needs first.
 test: test-deps lint build test-unit test-integration chart-test e2e e2e-cluster soak-short

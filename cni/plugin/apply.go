@@ -25,11 +25,11 @@ const commandTimeout = lockWait + 5*time.Second
 
 // sbinDirs are searched for the iptables commands when PATH lacks them:
 // a runtime may run plugins with a minimal PATH.
-var sbinDirs = []string{"/usr/sbin", "/sbin", "/usr/local/sbin"}
+func sbinDirs() []string { return []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} }
 
 // Apply writes kube2ra's redirect and guard into the network namespace at
 // netnsPath (a /proc/PID/ns/net or a bind mount such as /var/run/netns/X)
-// and removes the namespace's conntrack entries to the redirect addresses,
+// and removes the namespace's conntrack entries to the metadata addresses,
 // so no connection opened before the redirect still reaches the node's
 // metadata service. It converges any state (nothing, stale rules, a
 // duplicate jump) to exactly the rules cfg asks for, then checks what
@@ -45,10 +45,8 @@ func Apply(ctx context.Context, netnsPath string, cfg Config) error {
 		// Everything here runs on this locked OS thread: the iptables
 		// commands are forked from it and so inherit the pod's namespace.
 		for _, f := range fams {
-			for _, t := range tablesInOrder {
-				if err := cmds.ensure(ctx, f, t); err != nil {
-					return err
-				}
+			if err := cmds.ensure(ctx, f); err != nil {
+				return err
 			}
 		}
 		return cmds.checkAll(ctx, fams)
@@ -98,12 +96,12 @@ func inNetns(netnsPath string, err error) error {
 type commands struct {
 	// backend is "nft" or "legacy".
 	backend string
-	// list and restore are per family: index 0 IPv4, 1 IPv6.
-	list, restore [2]string
+	// save and restore are per family: index 0 IPv4, 1 IPv6.
+	save, restore [2]string
 }
 
-// lookCommands finds iptables-<backend> and iptables-<backend>-restore
-// (and the ip6tables pair when a family needs them).
+// lookCommands finds iptables-<backend>-save and -restore (and the
+// ip6tables pair when a family needs them).
 func lookCommands(backend string, fams []family) (commands, error) {
 	c := commands{backend: backend}
 	for _, f := range fams {
@@ -112,7 +110,7 @@ func lookCommands(backend string, fams []family) (commands, error) {
 			i, base = 1, "ip6tables"
 		}
 		var err error
-		if c.list[i], err = lookCommand(base + "-" + backend); err != nil {
+		if c.save[i], err = lookCommand(base + "-" + backend + "-save"); err != nil {
 			return c, err
 		}
 		if c.restore[i], err = lookCommand(base + "-" + backend + "-restore"); err != nil {
@@ -127,12 +125,12 @@ func lookCommand(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	for _, d := range sbinDirs {
+	for _, d := range sbinDirs() {
 		if p, err := exec.LookPath(filepath.Join(d, name)); err == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("iptables command %s is not installed on this node (searched PATH and %s): install the iptables package, or have the kube2ra agent rewrite the plugin's entry with the backend the node uses (iptablesBackend)", name, strings.Join(sbinDirs, ", "))
+	return "", fmt.Errorf("iptables command %s is not installed on this node (searched PATH and %s): install the iptables package, or have the kube2ra agent rewrite the plugin's entry with the backend the node uses (iptablesBackend)", name, strings.Join(sbinDirs(), ", "))
 }
 
 func (c commands) index(f family) int {
@@ -142,49 +140,48 @@ func (c commands) index(f family) int {
 	return 0
 }
 
-// state lists one table as iptables -S prints it.
-func (c commands) state(ctx context.Context, f family, t table) (tableState, error) {
-	out, err := run(ctx, c.list[c.index(f)], nil, "-w", strconv.Itoa(int(lockWait.Seconds())), "-t", string(t), "-S")
+// state reads the family's tables with one iptables-save (which takes no
+// lock: it only reads).
+func (c commands) state(ctx context.Context, f family) (map[table]tableState, error) {
+	out, err := run(ctx, c.save[c.index(f)], nil)
 	if err != nil {
-		return tableState{}, fmt.Errorf("listing the %s %s table: %w", f.name, t, err)
+		return nil, fmt.Errorf("reading the %s rules: %w", f.name, err)
 	}
-	return parseTableState(out), nil
+	return parseSave(out), nil
 }
 
-// ensure converges one table with one iptables-restore transaction.
-func (c commands) ensure(ctx context.Context, f family, t table) error {
-	s, err := c.state(ctx, f, t)
+// ensure converges the family's tables with one iptables-restore: the
+// guard's table before the redirect's in the same input (iptables-nft
+// commits both in one transaction, iptables-legacy one table after the
+// other, in that order).
+func (c commands) ensure(ctx context.Context, f family) error {
+	s, err := c.state(ctx, f)
 	if err != nil {
 		return err
 	}
-	script := f.restoreScript(t, s)
-	if script == "" {
+	var script strings.Builder
+	for _, t := range f.tables() {
+		script.WriteString(f.restoreScript(t, s[t]))
+	}
+	if script.Len() == 0 {
 		return nil
 	}
-	if _, err := run(ctx, c.restore[c.index(f)], []byte(script), "-w", strconv.Itoa(int(lockWait.Seconds())), "--noflush"); err != nil {
-		return fmt.Errorf("writing the %s %s rules (%q): %w", f.name, t, script, err)
+	if _, err := run(ctx, c.restore[c.index(f)], []byte(script.String()), "-w", strconv.Itoa(int(lockWait.Seconds())), "--noflush"); err != nil {
+		return fmt.Errorf("writing the %s rules (%q): %w", f.name, script.String(), err)
 	}
 	return nil
 }
 
-// check compares one table with what f needs.
-func (c commands) check(ctx context.Context, f family, t table) error {
-	s, err := c.state(ctx, f, t)
-	if err != nil {
-		return err
-	}
-	if p := f.problem(t, s); p != "" {
-		return fmt.Errorf("%s rules (%s backend): %s", f.name, c.backend, p)
-	}
-	return nil
-}
-
-// checkAll compares every table of every family, in writing order.
+// checkAll compares every table of every family with what it needs.
 func (c commands) checkAll(ctx context.Context, fams []family) error {
 	for _, f := range fams {
-		for _, t := range tablesInOrder {
-			if err := c.check(ctx, f, t); err != nil {
-				return err
+		s, err := c.state(ctx, f)
+		if err != nil {
+			return err
+		}
+		for _, t := range f.tables() {
+			if p := f.problem(t, s[t]); p != "" {
+				return fmt.Errorf("%s rules (%s backend): %s", f.name, c.backend, p)
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // PluginType is the plugin's binary name and its conflist entry's "type".
@@ -32,6 +33,12 @@ type Config struct {
 	// sent to NodeIP:Port (or NodeIPv6:Port): 169.254.169.254, and with the
 	// token door 169.254.170.23, plus fd00:ec2::254 and fd00:ec2::23 with IPv6.
 	Redirect []netip.AddrPort `json:"redirect"`
+	// Refuse lists addresses (with their ports) the pod is refused, by the
+	// guard alone, without a redirect: fd00:ec2::254:80 (and fd00:ec2::23:80
+	// with the token door) on a node with IPv6 where the agent's IPv6 is
+	// off, as the host's IPv6 guard does. Optional; added after the
+	// contract, so an entry without it keeps its meaning.
+	Refuse []netip.AddrPort `json:"refuse,omitempty"`
 	// IPTablesBackend is "nft" or "legacy": the backend the agent detected
 	// on the host, so the rules in every pod use the same one.
 	IPTablesBackend string `json:"iptablesBackend"`
@@ -58,6 +65,16 @@ func (c Config) Validate() error {
 	for _, a := range c.Redirect {
 		if a.Addr().Is6() && !c.NodeIPv6.IsValid() {
 			errs = append(errs, fmt.Errorf("redirect %s is IPv6 but nodeIPv6 is not set", a))
+		}
+	}
+	for _, a := range c.Refuse {
+		if slices.Contains(c.Redirect, a) {
+			errs = append(errs, fmt.Errorf("refuse %s is also in redirect: an address is either redirected or refused", a))
+		}
+	}
+	for _, a := range slices.Concat(c.Redirect, c.Refuse) {
+		if !a.IsValid() || a.Port() == 0 {
+			errs = append(errs, fmt.Errorf("address %q needs an IP and a port, such as 169.254.169.254:80", a))
 		}
 	}
 	switch c.IPTablesBackend {

@@ -16,7 +16,7 @@ import (
 const conntrackAttempts = 3
 
 // flushConntrack removes the namespace's conntrack entries of TCP
-// connections to the redirect addresses. A NAT rule applies only to a
+// connections to the redirected and refused addresses. A NAT rule applies only to a
 // connection's first packet: a keep-alive connection the pod opened
 // before the redirect existed would otherwise keep talking to the node's
 // metadata service. Once its entry is gone the connection's next packet
@@ -39,8 +39,8 @@ func flushConntrack(netnsPath string, fams []family) error {
 		if f.v6 {
 			nlFamily = netlink.InetFamily(unix.AF_INET6)
 		}
-		filters := make([]netlink.CustomConntrackFilter, 0, len(f.redirect))
-		for _, a := range f.redirect {
+		filters := make([]netlink.CustomConntrackFilter, 0, len(f.guarded()))
+		for _, a := range f.guarded() {
 			fl := &netlink.ConntrackFilter{}
 			if err := errors.Join(
 				fl.AddProtocol(unix.IPPROTO_TCP), // before the port: a port needs a protocol
@@ -61,7 +61,7 @@ func flushConntrack(netnsPath string, fams []family) error {
 			if errors.Is(err, syscall.EPERM) {
 				err = fmt.Errorf("%w (removing conntrack entries needs CAP_NET_ADMIN)", err)
 			}
-			return fmt.Errorf("removing %s conntrack entries to %v: %w", f.name, f.redirect, err)
+			return fmt.Errorf("removing %s conntrack entries to %v: %w", f.name, f.guarded(), err)
 		}
 	}
 	return nil

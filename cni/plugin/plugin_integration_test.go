@@ -129,7 +129,12 @@ func newNode(t *testing.T) *node {
 		if role == "n" {
 			n.nodeNS = "/var/run/netns/" + name
 			for _, a := range metadataAddrs {
-				run(t, "ip", "-n", name, "addr", "add", netip.PrefixFrom(netip.MustParseAddr(a), netip.MustParseAddr(a).BitLen()).String(), "dev", "lo")
+				ip := netip.MustParseAddr(a)
+				args := []string{"-n", name, "addr", "add", netip.PrefixFrom(ip, ip.BitLen()).String(), "dev", "lo"}
+				if ip.Is6() {
+					args = append(args, "nodad") // usable at once, never tentative
+				}
+				run(t, "ip", args...)
 			}
 		} else {
 			n.podNS = "/var/run/netns/" + name
@@ -343,6 +348,12 @@ func TestChainedPluginRedirectsEveryMetadataAddress(t *testing.T) {
 			if err := plugin.Verify(n.podNS, cfg); err == nil {
 				t.Error("Verify after a flush = nil")
 			}
+			// A stale rule (another node IP) and a duplicate jump, as an
+			// older entry or a half-done repair could leave: Apply leaves
+			// neither.
+			pod := filepath.Base(n.podNS)
+			run(t, "ip", "netns", "exec", pod, bin, "-t", "nat", "-A", plugin.Chain, "-d", "169.254.169.254/32", "-p", "tcp", "-m", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", "10.213.0.99:80")
+			run(t, "ip", "netns", "exec", pod, bin, "-t", "filter", "-A", "OUTPUT", "-p", "tcp", "-m", "comment", "--comment", plugin.RuleComment, "-j", plugin.Chain)
 			if err := plugin.Apply(context.Background(), n.podNS, cfg); err != nil {
 				t.Fatalf("Apply: %v", err)
 			}
@@ -352,9 +363,15 @@ func TestChainedPluginRedirectsEveryMetadataAddress(t *testing.T) {
 			if err := plugin.Verify(n.podNS, cfg); err != nil {
 				t.Errorf("Verify after two Applies: %v", err)
 			}
-			save := run(t, "ip", "netns", "exec", filepath.Base(n.podNS), bin+"-save")
+			save := run(t, "ip", "netns", "exec", pod, bin+"-save")
 			if got := strings.Count(save, "-A OUTPUT "); got != 2 {
 				t.Errorf("pod's %s-save has %d OUTPUT rules, want 2 (one jump each in nat and filter):\n%s", bin, got, save)
+			}
+			if strings.Contains(save, "10.213.0.99") {
+				t.Errorf("the stale rule survived Apply:\n%s", save)
+			}
+			if body, err := n.podGet("169.254.169.254:80"); err != nil || !strings.HasPrefix(body, "kube2ra ") {
+				t.Errorf("after the repair: %q, %v; want kube2ra", body, err)
 			}
 			if _, err := n.runtime("DEL", list); err != nil {
 				t.Errorf("DEL: %v", err)
@@ -383,6 +400,36 @@ func TestGuardRefusesWhatTheRedirectMisses(t *testing.T) {
 	}
 	if got := n.metadataHits.Load(); got != 0 {
 		t.Errorf("the node's metadata service got %d requests, want 0", got)
+	}
+}
+
+// TestRefusedAddressIsNeverRedirected: with the agent's IPv6 off on a
+// node with IPv6, the entry refuses fd00:ec2::254 in the pod (the guard
+// alone, as the host's IPv6 guard) and writes no IPv6 nat rules.
+func TestRefusedAddressIsNeverRedirected(t *testing.T) {
+	n := newNode(t)
+	cfg := config("legacy")
+	cfg.NodeIPv6 = netip.Addr{}
+	cfg.Redirect = cfg.Redirect[:2]
+	cfg.Refuse = []netip.AddrPort{netip.MustParseAddrPort("[fd00:ec2::254]:80")}
+	if _, err := n.runtime("ADD", n.conflist(&cfg)); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	n.serveAgent()
+	if body, err := n.podGet("[fd00:ec2::254]:80"); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Errorf("refused address: %q, %v; want connection refused", body, err)
+	}
+	if body, err := n.podGet("169.254.169.254:80"); err != nil || !strings.HasPrefix(body, "kube2ra ") {
+		t.Errorf("redirected address: %q, %v; want kube2ra", body, err)
+	}
+	if got := n.metadataHits.Load(); got != 0 {
+		t.Errorf("the node's metadata service got %d requests, want 0", got)
+	}
+	if nat := run(t, "ip", "netns", "exec", filepath.Base(n.podNS), "ip6tables-legacy-save", "-t", "nat"); strings.Contains(nat, plugin.Chain) {
+		t.Errorf("IPv6 nat rules written for a refused-only family:\n%s", nat)
+	}
+	if err := plugin.Verify(n.podNS, cfg); err != nil {
+		t.Errorf("Verify: %v", err)
 	}
 }
 
@@ -501,14 +548,18 @@ func entry(t *testing.T, cfg plugin.Config, version, prevResult string) []byte {
 }
 
 // TestBinaryAsTheRuntimeCallsIt: prevResult passes through byte for byte
-// (1.0 and 1.1), STATUS and GC answer, and ADD fails closed, with the
+// (spec 0.3.1 to 1.1), STATUS and GC answer, and ADD fails closed, with the
 // reason, when iptables cannot run or the namespace is not one.
 func TestBinaryAsTheRuntimeCallsIt(t *testing.T) {
 	n := newNode(t)
 	prev := `{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"` + n.podNS + `"}],"ips":[{"address":"10.213.0.9/24","interface":0}]}`
 	cfg := config("legacy")
-	for _, v := range []string{"1.0.0", "1.1.0"} {
+	prev04 := `{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","sandbox":"` + n.podNS + `"}],"ips":[{"version":"4","address":"10.213.0.9/24","interface":0}],"dns":{}}`
+	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		p := strings.Replace(prev, "1.1.0", v, 1)
+		if strings.HasPrefix(v, "0.") {
+			p = strings.Replace(prev04, "0.4.0", v, 1)
+		}
 		out, err := invoke(t, "ADD", n.podNS, entry(t, cfg, v, p))
 		if err != nil || out != p {
 			t.Errorf("ADD %s printed %q (%v), want prevResult unchanged %q", v, out, err, p)
@@ -522,7 +573,7 @@ func TestBinaryAsTheRuntimeCallsIt(t *testing.T) {
 
 	// A node whose iptables cannot run: ADD fails and says why.
 	bogus := t.TempDir()
-	for _, name := range []string{"iptables-nft", "iptables-nft-restore", "ip6tables-nft", "ip6tables-nft-restore"} {
+	for _, name := range []string{"iptables-nft-save", "iptables-nft-restore", "ip6tables-nft-save", "ip6tables-nft-restore"} {
 		if err := os.WriteFile(filepath.Join(bogus, name), []byte("#!/bin/sh\necho 'iptables: bogus backend' >&2\nexit 3\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -555,5 +606,78 @@ func TestBinaryAsTheRuntimeCallsIt(t *testing.T) {
 	}
 	if err := plugin.Verify(fresh.podNS, config("nft")); err == nil {
 		t.Error("the failed ADDs left rules that Verify accepts")
+	}
+}
+
+// TestApplyConcurrently: the agent repairs several pods at once; each
+// Apply switches only its own OS thread, so every namespace gets exactly
+// its rules and the test process's namespace none.
+func TestApplyConcurrently(t *testing.T) {
+	const pods = 4
+	paths := make([]string, pods)
+	for i := range paths {
+		paths[i] = newNode(t).podNS
+	}
+	cfg := config("nft")
+	errs := make(chan error, pods)
+	for _, p := range paths {
+		go func() { errs <- plugin.Apply(context.Background(), p, cfg) }()
+	}
+	for range paths {
+		if err := <-errs; err != nil {
+			t.Errorf("Apply: %v", err)
+		}
+	}
+	for _, p := range paths {
+		if err := plugin.Verify(p, cfg); err != nil {
+			t.Errorf("Verify %s: %v", p, err)
+		}
+	}
+	if out := run(t, "iptables-nft-save", "-t", "nat"); strings.Contains(out, plugin.Chain) {
+		t.Errorf("the test process's own namespace got kube2ra-cni rules:\n%s", out)
+	}
+}
+
+// BenchmarkApply is the time ADD adds to a sandbox's start: Apply of both
+// families and both doors into a fresh namespace, per backend. Baseline in
+// the same run: "netns-only", the cost of entering the namespace and
+// reading its (empty) tables once, which any in-pod plugin pays.
+//
+//	go test -tags integration -run '^$' -bench Apply ./cni/plugin/
+func BenchmarkApply(b *testing.B) {
+	for _, backend := range []string{"nft", "legacy"} {
+		cfg := config(backend)
+		b.Run(backend, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				name := fmt.Sprintf("%sbench-%d", netnsPrefix, i)
+				if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+					b.Fatalf("ip netns add: %v: %s", err, out)
+				}
+				b.StartTimer()
+				err := plugin.Apply(context.Background(), "/var/run/netns/"+name, cfg)
+				b.StopTimer()
+				_ = exec.Command("ip", "netns", "del", name).Run()
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+		b.Run(backend+"/netns-only", func(b *testing.B) {
+			name := netnsPrefix + "bench-base"
+			if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+				b.Fatalf("ip netns add: %v: %s", err, out)
+			}
+			defer func() { _ = exec.Command("ip", "netns", "del", name).Run() }()
+			for i := 0; i < b.N; i++ {
+				err := ns.WithNetNSPath("/var/run/netns/"+name, func(ns.NetNS) error {
+					return exec.Command("iptables-" + backend + "-save").Run()
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -45,23 +45,49 @@ type family struct {
 	target netip.AddrPort
 	// redirect are the family's addresses (with their ports) to redirect.
 	redirect []netip.AddrPort
+	// refuse are the family's addresses the guard alone refuses.
+	refuse []netip.AddrPort
 }
 
-// families splits cfg into the IP families it has redirect addresses for,
-// IPv4 first. A family without addresses gets no rules at all.
+// guarded are every address the family's guard refuses: the redirected
+// ones (should the DNAT miss) and the refused ones.
+func (f family) guarded() []netip.AddrPort {
+	return slices.Concat(f.redirect, f.refuse)
+}
+
+// tables are the tables the family needs, in writing order: the guard
+// before the redirect, so that a connection opened between the two is
+// refused, never let through. A family with nothing to redirect needs no
+// nat rules.
+func (f family) tables() []table {
+	if len(f.redirect) == 0 {
+		return []table{tableFilter}
+	}
+	return []table{tableFilter, tableNAT}
+}
+
+// families splits cfg into the IP families it has addresses for, IPv4
+// first. A family without addresses gets no rules at all.
 func families(cfg Config) []family {
 	v4 := family{name: "IPv4", target: netip.AddrPortFrom(cfg.NodeIP, cfg.Port)}
 	v6 := family{name: "IPv6", v6: true, target: netip.AddrPortFrom(cfg.NodeIPv6, cfg.Port)}
-	for _, a := range cfg.Redirect {
+	pick := func(a netip.AddrPort) (*family, netip.AddrPort) {
 		if a.Addr().Unmap().Is4() {
-			v4.redirect = append(v4.redirect, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
-		} else {
-			v6.redirect = append(v6.redirect, a)
+			return &v4, netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 		}
+		return &v6, a
+	}
+	for _, a := range cfg.Redirect {
+		f, a := pick(a)
+		f.redirect = append(f.redirect, a)
+	}
+	for _, a := range cfg.Refuse {
+		f, a := pick(a)
+		f.refuse = append(f.refuse, a)
 	}
 	var fs []family
 	for _, f := range []family{v4, v6} {
-		if len(f.redirect) > 0 {
+		if len(f.guarded()) > 0 {
 			fs = append(fs, f)
 		}
 	}
@@ -87,26 +113,23 @@ func jumpRule() string {
 // the agent listens there the node refuses the connection: a pod is never
 // sent to the node's metadata service, with or without a running agent.
 //
-// filter: one REJECT per redirect address, with a TCP reset so SDKs fail at
+// filter: one REJECT per redirect and per refused address, with a TCP reset so SDKs fail at
 // once and retry (as when the agent restarts) instead of waiting out a
 // drop. Only packets that the DNAT did not rewrite meet it.
 func (f family) chainRules(t table) []string {
-	rules := make([]string, 0, len(f.redirect))
-	for _, a := range f.redirect {
-		switch t {
-		case tableNAT:
+	var rules []string
+	switch t {
+	case tableNAT:
+		for _, a := range f.redirect {
 			rules = append(rules, dstMatch(a)+" -j DNAT --to-destination "+f.target.String())
-		case tableFilter:
+		}
+	case tableFilter:
+		for _, a := range f.guarded() {
 			rules = append(rules, dstMatch(a)+" -j REJECT --reject-with tcp-reset")
 		}
 	}
 	return rules
 }
-
-// tablesInOrder are the tables in the order they are written: the guard
-// before the redirect, so that a connection opened between the two is
-// refused, never let through.
-var tablesInOrder = []table{tableFilter, tableNAT}
 
 // tableState is what iptables -S printed for one table, reduced to what
 // the plugin owns: whether Chain exists, its rules, and the OUTPUT rules
@@ -120,7 +143,31 @@ type tableState struct {
 	jumps []string
 }
 
-// parseTableState reads iptables -S output for one table.
+// parseSave reads iptables-save output into the state of each table it
+// prints; a table it does not print holds nothing of ours.
+func parseSave(out string) map[table]tableState {
+	states := map[table]tableState{}
+	var cur []string
+	var name table
+	flush := func() {
+		if name != "" {
+			states[name] = parseTableState(strings.Join(cur, "\n"))
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if t, ok := strings.CutPrefix(strings.TrimSpace(line), "*"); ok {
+			flush()
+			name, cur = table(t), nil
+			continue
+		}
+		cur = append(cur, line)
+	}
+	flush()
+	return states
+}
+
+// parseTableState reads one table as iptables -S or iptables-save prints
+// it (a user chain is "-N CHAIN" in the one, ":CHAIN - [0:0]" in the other).
 func parseTableState(out string) tableState {
 	var s tableState
 	chainPrefix := "-A " + Chain + " "
@@ -128,7 +175,7 @@ func parseTableState(out string) tableState {
 	for _, line := range strings.Split(out, "\n") {
 		line = strings.TrimSpace(line)
 		switch {
-		case line == "-N "+Chain:
+		case line == "-N "+Chain || strings.HasPrefix(line, ":"+Chain+" "):
 			s.chainExists = true
 		case strings.HasPrefix(line, chainPrefix):
 			s.chainRules = append(s.chainRules, strings.TrimPrefix(line, chainPrefix))
