@@ -95,6 +95,37 @@ func (w *world) cniScenario(ctx context.Context) {
 	if left != 0 {
 		t.Errorf("after helm uninstall: binary %v, entries %v", bin, entries)
 	}
+	w.cniOnly(ctx)
+}
+
+// cniOnly stands in for an eBPF dataplane (Cilium eBPF host routing,
+// Calico eBPF), where pod packets never meet the host's netfilter hooks:
+// the chart with host.iptables=false installs no host DNAT and no guard at
+// all (checked in the node's tables, both backends), so the in-pod rule is
+// the only thing between a pod and the node's metadata service. The AWS
+// CLI, boto3 and aws-sdk-go-v2 each get exactly their pod's role, and a
+// denied pod gets 404 (sdk_clients_ok_cni-only).
+func (w *world) cniOnly(ctx context.Context) {
+	t := w.t
+	w.install(ctx, "sts", append(cniValues(), "host.iptables=false")...)
+	if err := waitFor(ctx, "the CNI plugin installed", time.Minute, nil, func() error {
+		if bin, entries := cniState(); !bin || len(entries) != 1 {
+			return fmt.Errorf("binary %v, entries %v", bin, entries)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if left := w.rules(ctx); len(left) != 0 {
+		t.Fatalf("host rules present with host.iptables=false: the emulation is not honest:\n%s", strings.Join(left, "\n"))
+	}
+	w.credentials(ctx, "cni-only")
+	host := w.rules(ctx)
+	figure("cni_only_host_rules", len(host))
+	if len(host) != 0 {
+		t.Errorf("host rules appeared during the check:\n%s", strings.Join(host, "\n"))
+	}
+	w.uninstall(ctx, "sts-cni-only")
 }
 
 // reboots reboots the node cniReboots times in a row with a workload pod
