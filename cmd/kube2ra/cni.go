@@ -126,6 +126,10 @@ func (a *agent) cniProblem() string {
 		return p
 	}
 	if a.repair != nil {
+		if a.repair.Last() == nil {
+			// Ready means the running pods were checked (and repaired) once.
+			return "the first check of the running pods for the in-pod rule has not finished"
+		}
 		return a.repair.Problem()
 	}
 	return ""

@@ -195,3 +195,26 @@ func TestExplainNodeCNI(t *testing.T) {
 		checkOutput(t, out, code, exitServed, []string{"--cni=false: no in-pod rule"}, []string{"PROBLEM"})
 	})
 }
+
+// TestReadyWaitsForTheFirstRepairPass: the agent is not ready before its
+// repair has checked the running pods once.
+func TestReadyWaitsForTheFirstRepairPass(t *testing.T) {
+	a, _ := cniAgent(t)
+	rep, err := install.NewRepairer(install.RepairOptions{
+		Rules: install.PluginRules{}, Finder: install.NetnsDir{Dir: t.TempDir()}, Entry: a.cniEntry,
+		Pods: func() []install.Pod { return nil }, HostRules: func() bool { return true },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.repair = rep
+	if err := a.ready(context.Background()); err == nil || !strings.Contains(err.Error(), "first check of the running pods") {
+		t.Fatalf("ready() = %v before the first pass, want it named", err)
+	}
+	if _, err := rep.Pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ready(context.Background()); err != nil {
+		t.Fatalf("ready() = %v after a pass with nothing to fix", err)
+	}
+}
