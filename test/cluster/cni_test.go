@@ -95,6 +95,7 @@ func (w *world) cniScenario(ctx context.Context) {
 	if left != 0 {
 		t.Errorf("after helm uninstall: binary %v, entries %v", bin, entries)
 	}
+	w.keepAlive(ctx)
 	w.cniOnly(ctx)
 }
 
@@ -301,4 +302,71 @@ func agentLogTook() int64 {
 		}
 	}
 	return took
+}
+
+// keepAliver holds one HTTP/1.1 connection to 169.254.169.254 open and asks
+// on it every 100 ms, opening a new one only when it fails.
+const keepAliver = `import http.client, time
+def conn():
+    return http.client.HTTPConnection("169.254.169.254", 80, timeout=1)
+c = conn()
+while True:
+    try:
+        c.request("GET", "/latest/meta-data/iam/security-credentials/")
+        r = c.getresponse()
+        print(int(time.time() * 1000), r.status, r.read().decode(), flush=True)
+    except Exception as e:
+        print(int(time.time() * 1000), "000", type(e).__name__, flush=True)
+        c.close()
+        c = conn()
+    time.sleep(0.1)
+`
+
+// keepAlive: a pod that opened a keep-alive connection to the node's
+// metadata service before kube2ra was there (nothing installed, as on a
+// node where kube2ra is installed for the first time), with no host rule
+// either (host.iptables=false, so the host guard cannot help). Once the
+// agent is Ready, its repair has put the rule into the pod and removed the
+// pod's conntrack entries: the open connection gets no answer from the
+// node's metadata service any more (keepalive_node_credential_answers).
+func (w *world) keepAlive(ctx context.Context) {
+	t := w.t
+	const name = "keepalive"
+	pod := w.scriptPod(name, allowedRole, "exec python3 -c '"+keepAliver+"'")
+	if _, err := w.kube.CoreV1().Pods(appNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(ctx, name+" answered by the node's metadata service", 2*time.Minute, nil, func() error {
+		if n, _ := judge(pollerAnswers(name), 0); n < 3 {
+			return fmt.Errorf("%d answers with the node's role so far", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, podLogs(appNS, name, 10))
+	}
+	before, _ := judge(pollerAnswers(name), 0)
+	w.install(ctx, "sts", append(cniValues(), "host.iptables=false")...)
+	readyMs := time.Now().UnixMilli()
+	time.Sleep(3 * time.Second)
+	node, _ := judge(pollerAnswers(name), readyMs)
+	figure("keepalive_node_credential_answers_before_kube2ra", before)
+	figure("keepalive_node_credential_answers", node)
+	if node != 0 {
+		t.Errorf("the keep-alive connection opened before kube2ra got %d answers from the node's metadata service after the agent was Ready", node)
+	}
+	// It kept asking: refused (the connection reset), then the agent on a
+	// new connection (401: the agent requires IMDSv2 tokens, this client
+	// sends none).
+	codes := map[string]int{}
+	for _, a := range pollerAnswers(name) {
+		if a.ms > readyMs {
+			codes[a.code]++
+		}
+	}
+	figure("keepalive_answers_after_ready_by_code", codeList(codes))
+	if len(codes) == 0 {
+		t.Errorf("the keep-alive pod asked nothing after the agent was Ready: the 0 proves nothing\n%s", podLogs(appNS, name, 10))
+	}
+	w.deletePod(ctx, appNS, name)
+	w.uninstall(ctx, "sts-keepalive")
 }
