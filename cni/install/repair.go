@@ -202,7 +202,7 @@ func NewRepairer(opts RepairOptions) (*Repairer, error) {
 	r := &Repairer{
 		opts:   opts,
 		misses: map[string]int{},
-		log:  opts.Logger,
+		log:    opts.Logger,
 		pods: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kube2ra_cni_pods",
 			Help: "This node's pods by what intercepts their metadata traffic at the last repair pass: in_pod (the CNI plugin's rule), host_only (the host's DNAT alone, which eBPF dataplanes bypass), none.",
