@@ -63,6 +63,23 @@ type Redirect struct {
 
 var _ Rules = (*Redirect)(nil)
 
+// ChooseBackend is mode unless it is auto (or empty), else the backend the
+// host uses, and logs which and why. The agent's rules and the CNI
+// plugin's in-pod rules (its conflist entry) use the same choice.
+func ChooseBackend(ctx context.Context, mode Mode, log logrus.FieldLogger) Mode {
+	backend, _ := ParseMode(string(mode))
+	if backend == ModeAuto {
+		d := detectBackend(ctx, execSave, log)
+		log.WithFields(logrus.Fields{
+			"backend": d.mode, "reason": d.reason,
+			"nftRules": d.nftRules, "legacyRules": d.legacyRules,
+		}).Info("iptables backend chosen by detection")
+		return d.mode
+	}
+	log.WithField("backend", backend).Info("iptables backend chosen by --iptables-mode")
+	return backend
+}
+
 // New validates cfg, chooses the backend (detecting it in ModeAuto) and
 // prepares the iptables commands. It changes nothing on the host.
 func New(ctx context.Context, cfg Config) (*Redirect, error) {
@@ -74,17 +91,7 @@ func New(ctx context.Context, cfg Config) (*Redirect, error) {
 		log = logrus.New()
 	}
 	log = log.WithField("component", "iptables")
-	backend, _ := ParseMode(string(cfg.Mode))
-	if backend == ModeAuto {
-		d := detectBackend(ctx, execSave, log)
-		backend = d.mode
-		log.WithFields(logrus.Fields{
-			"backend": backend, "reason": d.reason,
-			"nftRules": d.nftRules, "legacyRules": d.legacyRules,
-		}).Info("iptables backend chosen by detection")
-	} else {
-		log.WithField("backend", backend).Info("iptables backend chosen by --iptables-mode")
-	}
+	backend := ChooseBackend(ctx, cfg.Mode, log)
 	lockWait := cfg.LockTimeout
 	if lockWait == 0 {
 		lockWait = DefaultLockTimeout

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/kube2ra/kube2ra/cni/install"
 	"github.com/kube2ra/kube2ra/iptables"
 )
 
@@ -15,11 +16,15 @@ import (
 const cleanupTimeout = 60 * time.Second
 
 // cleanupCommand removes every kube2ra rule and chain from both iptables
-// backends and both families, and succeeds when there are none.
+// backends and both families, and the CNI plugin and its conflist entries,
+// and succeeds when there are none.
 func cleanupCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	defaults := NewConfig()
+	binDir := fs.String("cni-bin-dir", defaults.CNIBinDir, "the host's CNI bin directory the kube2ra-cni plugin is removed from")
+	confDir := fs.String("cni-conf-dir", defaults.CNIConfDir, "the host's CNI configuration directory whose files lose their kube2ra-cni entry")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
@@ -30,10 +35,18 @@ func cleanupCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
+	code := 0
 	if err := iptables.RemoveAll(ctx, log); err != nil {
 		fmt.Fprintf(stderr, "kube2ra cleanup: %v\n", err)
-		return 1
+		code = 1
+	} else {
+		log.Info("kube2ra iptables rules and chains removed (or none were installed)")
 	}
-	log.Info("kube2ra iptables rules and chains removed (or none were installed)")
-	return 0
+	if err := install.RemoveAll(*binDir, *confDir); err != nil {
+		fmt.Fprintf(stderr, "kube2ra cleanup: %v\n", err)
+		code = 1
+	} else {
+		log.WithField("bin_dir", *binDir).WithField("conf_dir", *confDir).Info("kube2ra-cni plugin and conflist entries removed (or none were installed)")
+	}
+	return code
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -57,6 +58,20 @@ type Config struct {
 	RemoveStartupTaint bool
 	// PodIdentity opens the token door (GET /v1/credentials) and redirects the EKS Pod Identity address 169.254.170.23:80 to the proxy port.
 	PodIdentity bool
+	// CNI installs the chained CNI plugin that writes the redirect into every new pod's network namespace.
+	CNI bool
+	// CNIBinDir is the host's CNI bin directory the plugin is copied into.
+	CNIBinDir string
+	// CNIConfDir is the host's CNI configuration directory whose primary conflist gets the plugin's entry.
+	CNIConfDir string
+	// CNIPluginBinary is the plugin in the agent's image.
+	CNIPluginBinary string
+	// CNIResync is how often the plugin and its entry are checked besides the directory watch.
+	CNIResync time.Duration
+	// CNIRepair writes the in-pod rule into running pods that lack it (else they are only reported).
+	CNIRepair bool
+	// CNINetnsDir is where the runtime bind-mounts pods' network namespaces.
+	CNINetnsDir string
 
 	// CredentialSource is auto, rolesanywhere or sts.
 	CredentialSource string
@@ -234,6 +249,12 @@ func NewConfig() *Config {
 		LogLevel:                   "info",
 		ShutdownTimeout:            10 * time.Second,
 		RemoveStartupTaint:         true,
+		CNIBinDir:                  "/opt/cni/bin",
+		CNIConfDir:                 "/etc/cni/net.d",
+		CNIPluginBinary:            "/kube2ra-cni",
+		CNIResync:                  30 * time.Second,
+		CNIRepair:                  true,
+		CNINetnsDir:                "/run/netns",
 	}
 }
 
@@ -252,6 +273,13 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.IPv6, "ipv6", c.IPv6, "also redirect the IPv6 metadata address fd00:ec2::254 (needs --host-ipv6)")
 	fs.BoolVar(&c.RemoveStartupTaint, "remove-startup-taint", c.RemoveStartupTaint, "once the rules are in place (or, with --iptables=false, once ready) remove the kube2ra.io/agent-not-ready taint from this node, and only this node (needs get and patch on nodes)")
 	fs.BoolVar(&c.PodIdentity, "pod-identity", c.PodIdentity, "open the token door (GET /v1/credentials with the pod's projected ServiceAccount token, the EKS Pod Identity protocol) and redirect the EKS Pod Identity address 169.254.170.23:80 ([fd00:ec2::23]:80 with --ipv6), from pods and from the node's own processes, to the proxy port; off by default: on EKS, AWS's Pod Identity Agent claims the same address")
+	fs.BoolVar(&c.CNI, "cni", c.CNI, "install the chained CNI plugin kube2ra-cni: every new pod gets the redirect inside its own network namespace, also right after a reboot and under eBPF dataplanes; the agent keeps its entry last in the primary conflist and removes both when its DaemonSet is deleted")
+	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", c.CNIBinDir, "the host's CNI bin directory, mounted into the agent (k3s: /var/lib/rancher/k3s/data/current/bin, MicroK8s: /var/snap/microk8s/current/opt/cni/bin)")
+	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", c.CNIConfDir, "the host's CNI configuration directory, mounted into the agent; its first file by name is the primary configuration (k3s: /var/lib/rancher/k3s/agent/etc/cni/net.d, MicroK8s: /var/snap/microk8s/current/args/cni-network)")
+	fs.StringVar(&c.CNIPluginBinary, "cni-plugin-binary", c.CNIPluginBinary, "the kube2ra-cni binary to copy into --cni-bin-dir (the image ships it at /kube2ra-cni)")
+	fs.DurationVar(&c.CNIResync, "cni-resync", c.CNIResync, "how often the plugin binary and its conflist entry are checked besides the directory watch, and this node's pods for the in-pod rule")
+	fs.BoolVar(&c.CNIRepair, "cni-repair", c.CNIRepair, "write the in-pod rule into running pods that lack it (started before the plugin was installed, or while a primary CNI had dropped its entry); needs CAP_SYS_ADMIN and --cni-netns-dir; false only reports them (metric, Event, /readyz)")
+	fs.StringVar(&c.CNINetnsDir, "cni-netns-dir", c.CNINetnsDir, "where the container runtime bind-mounts pods' network namespaces (containerd, CRI-O), mounted into the agent; a pod's is the one holding its address")
 
 	fs.StringVar(&c.CredentialSource, "credential-source", c.CredentialSource, "where credentials come from: auto (rolesanywhere when --ra-trust-anchor-arn is set, else sts), rolesanywhere or sts")
 	fs.StringVar(&c.BaseRoleARN, "base-role-arn", c.BaseRoleARN, "prefix for bare role names, e.g. arn:aws:iam::123456789012:role/ (default: discovered)")
@@ -392,6 +420,16 @@ func (c *Config) Validate() error {
 	}
 	if c.IPTablesResync < time.Second {
 		bad("--iptables-resync %s is too short: use 1s or more", c.IPTablesResync)
+	}
+	if c.CNI {
+		for _, name := range []string{"--cni-bin-dir", "--cni-conf-dir", "--cni-plugin-binary", "--cni-netns-dir"} {
+			if path := c.cniPath(name); !filepath.IsAbs(path) {
+				bad("%s %q is not an absolute path: give the host directory as mounted into the agent, e.g. %s", name, path, NewConfig().cniPath(name))
+			}
+		}
+		if c.CNIResync < time.Second {
+			bad("--cni-resync %s is too short: use 1s or more", c.CNIResync)
+		}
 	}
 	if c.IPv6 && c.HostIPv6 != "" { // empty: found at start (--host-ips, then the Node object)
 		if ip, err := netip.ParseAddr(c.HostIPv6); err != nil || !ip.Is6() || ip.Is4In6() {
@@ -678,6 +716,11 @@ func printEffective(w io.Writer, c *Config) {
 	}
 	fmt.Fprintf(w, "resolved: credential source %s, metadata service %s, base role ARN %q, log level %s, session naming %s\n",
 		c.resolvedSource(), metadata, c.parsed.baseRoleARN.String(), c.parsed.logLevel, c.parsed.sessionNaming)
+}
+
+// cniPath is the value of one of the --cni-* path flags.
+func (c *Config) cniPath(flag string) string {
+	return map[string]string{"--cni-bin-dir": c.CNIBinDir, "--cni-conf-dir": c.CNIConfDir, "--cni-plugin-binary": c.CNIPluginBinary, "--cni-netns-dir": c.CNINetnsDir}[flag]
 }
 
 // annotationKeys are the pod and namespace annotations the flags name.

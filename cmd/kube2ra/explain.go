@@ -128,8 +128,10 @@ namespace's allowed-roles patterns, the ServiceAccount's role (--pod-identity),
 whether the node's agent owns the pod's IP, and what the agent itself reports.
 With --node (on a node, or in the agent's pod through kubectl exec): the
 credential source, kube2ra's iptables rules, the interfaces --host-interface
-matches and the pods behind them, and whether the node's metadata service is
-exposed.
+matches and the pods behind them, with --cni the CNI plugin (binary, its
+entry's place in the primary conflist) and which pods each layer covers
+(in-pod, host rule only, neither), and whether the node's metadata service
+is exposed.
 
 The agent's settings are read from its DaemonSet (--from-daemonset, default
 kube-system/kube2ra: its args and literal env values); any agent flag given
@@ -995,6 +997,7 @@ func explainNode(ctx context.Context, kube kubernetes.Interface, kubeErr error, 
 	explainSource(r, cfg, problem)
 
 	var pods []*k8s.Pod
+	podsListed := false
 	switch {
 	case kubeErr != nil:
 		r.line("pods", "not listed: %v", kubeErr)
@@ -1005,7 +1008,7 @@ func explainNode(ctx context.Context, kube kubernetes.Interface, kubeErr error, 
 			r.line("pods", "not listed: %v", err)
 			break
 		}
-		pods = view.watcher.Pods()
+		pods, podsListed = view.watcher.Pods(), true
 		view.stop()
 	}
 
@@ -1015,6 +1018,7 @@ func explainNode(ctx context.Context, kube kubernetes.Interface, kubeErr error, 
 		explainRules(ctx, r, cfg, rules, problem)
 		explainInterfaces(r, cfg, pods, problem)
 	}
+	explainCNI(ctx, r, cfg, pods, podsListed, problem)
 
 	if url := cfg.parsed.metadataURL; url == "" {
 		r.line("IMDS", "--metadata-addr none: no metadata service behind the agent, nothing to probe")

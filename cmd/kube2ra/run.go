@@ -24,6 +24,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kube2ra/kube2ra/arn"
+	"github.com/kube2ra/kube2ra/cni/install"
+	"github.com/kube2ra/kube2ra/cni/plugin"
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
@@ -126,6 +128,15 @@ type agent struct {
 	owner ownerDecision
 	// rules is the DNAT; nil with --iptables=false.
 	rules nodeRules
+	// cni keeps the chained CNI plugin installed; nil without --cni.
+	cni *install.Installer
+	// cniEntry is the plugin's conflist entry cni writes.
+	cniEntry plugin.Config
+	// repair adds the in-pod rule to running pods that lack it, or reports
+	// them; nil without --cni.
+	repair *install.Repairer
+	// cniEvents records the Warning on each pod repair cannot fix.
+	cniEvents *k8s.PodEvents
 	// cancel stops everything started under start's context.
 	cancel context.CancelFunc
 	// wg waits for every goroutine start launched.
@@ -278,6 +289,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		return nil, err
 	}
 	a.events = events
+	a.cniEvents = k8s.NewPodEvents(events)
 	a.source.notices.events.Store(events)
 	broker.events = k8s.NewPodEvents(events)
 	// From here on a failed build stops the Event recorder it started.
@@ -426,6 +438,13 @@ func (a *agent) start(ctx context.Context) error {
 			}
 		})
 	}
+	// 4. The chained CNI plugin: new pods get the redirect in their own
+	// network namespace, also after a reboot, before any agent runs.
+	if cfg.CNI {
+		if err := a.startCNI(runCtx); err != nil {
+			return fail(err)
+		}
+	}
 	a.rulesReady.Store(true)
 	log.Info("kube2ra ready")
 	if cfg.RemoveStartupTaint {
@@ -456,7 +475,7 @@ func (a *agent) shutdown() {
 	shutdownCtx, shutdownCancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	_ = a.server.Shutdown(shutdownCtx)
 	shutdownCancel()
-	if a.cfg.IPTables && a.rules != nil {
+	if a.rules != nil || a.cni != nil {
 		a.decideRules()
 	}
 	a.cancel()
@@ -533,6 +552,9 @@ func (a *agent) ready(ctx context.Context) error {
 			missing = append(missing, "DNAT or guard rules are not as installed (flushed or changed by someone else); restored at the next --iptables-resync, compare `iptables-save` with the README's \"The node's iptables rules\"")
 		}
 	}
+	if p := a.cniProblem(); p != "" {
+		missing = append(missing, p)
+	}
 	if p := a.coverageProblem.Load(); p != nil && *p != "" {
 		missing = append(missing, *p)
 	}
@@ -542,17 +564,29 @@ func (a *agent) ready(ctx context.Context) error {
 	return nil
 }
 
-// decideRules keeps the DNAT and guard rules on exit (fail closed: during a
-// rolling update pods get a refused connection, never the node's metadata
-// service)
-// unless the agent's own DaemonSet is gone or being deleted, which means
-// kube2ra is being uninstalled and a stale rule would break every pod's
-// metadata access.
+// decideRules keeps the DNAT and guard rules and the CNI plugin on exit
+// (fail closed: during a rolling update or a reboot pods get a refused
+// connection, never the node's metadata service, and new pods still get
+// the in-pod rule) unless the agent's own DaemonSet is gone or being
+// deleted, which means kube2ra is being uninstalled and a stale rule, or a
+// plugin whose agent never comes back, would break every pod's metadata
+// access.
 func (a *agent) decideRules() {
 	remove, why := a.owner.Gone()
 	log := a.log.WithField("reason", why)
 	if !remove {
-		log.Info("keeping the DNAT and guard rules for the next agent")
+		log.Info("keeping the DNAT and guard rules and the CNI plugin for the next agent")
+		return
+	}
+	if a.cni != nil {
+		// First, so that no new pod gets a rule pointing at a gone agent.
+		if err := a.cni.Remove(); err != nil {
+			log.WithError(err).Error("removing the CNI plugin failed: run `kube2ra cleanup` on this node")
+		} else {
+			log.Info("CNI plugin binary and conflist entry removed")
+		}
+	}
+	if a.rules == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), rulesTimeout)

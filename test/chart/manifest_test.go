@@ -33,6 +33,7 @@ var agentFlags = []string{
 	"log-format", "log-level", "debug", "kubeconfig", "shutdown-timeout",
 	"pod-identity", "pod-identity-audience",
 	"session-tags-transitive", "cluster-name", "cluster-arn",
+	"cni", "cni-bin-dir", "cni-conf-dir", "cni-plugin-binary", "cni-resync", "cni-repair", "cni-netns-dir",
 }
 
 // repeatableFlags may appear more than once.
@@ -176,11 +177,22 @@ func TestDaemonSetKeepsItsSecurityPromises(t *testing.T) {
 				t.Fatalf("securityContext %+v must drop ALL capabilities", sc)
 			}
 			iptables := flags["iptables"][0] == "true"
+			cni := len(flags["cni"]) == 1 && flags["cni"][0] == "true"
+			repair := cni && flags["cni-repair"][0] == "true"
+			// The agent is root when it writes iptables rules or the host's
+			// root-owned CNI directories; SYS_ADMIN only to enter pods'
+			// network namespaces for repair.
+			root := iptables || cni
 			wantAdd := []corev1.Capability(nil)
-			if iptables {
+			switch {
+			case repair:
+				wantAdd = []corev1.Capability{"NET_ADMIN", "NET_RAW", "SYS_ADMIN"}
+			case root:
 				wantAdd = []corev1.Capability{"NET_ADMIN", "NET_RAW"}
-			} else if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 {
-				t.Errorf("without iptables the agent must run as non-root, got runAsUser %v runAsNonRoot %v", sc.RunAsUser, sc.RunAsNonRoot)
+			default:
+				if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 {
+					t.Errorf("without iptables and the CNI plugin the agent must run as non-root, got runAsUser %v runAsNonRoot %v", sc.RunAsUser, sc.RunAsNonRoot)
+				}
 			}
 			if !reflect.DeepEqual(sc.Capabilities.Add, wantAdd) {
 				t.Errorf("capabilities added %v, want %v", sc.Capabilities.Add, wantAdd)
@@ -196,18 +208,43 @@ func TestDaemonSetKeepsItsSecurityPromises(t *testing.T) {
 			for _, m := range c.VolumeMounts {
 				mounts[m.Name] = m.MountPath
 			}
-			var lockVolume bool
+			// Host paths: the xtables lock at its own place; with the CNI
+			// plugin its two directories (and, for repair, the network
+			// namespaces read-only) under /host at the paths the flags name.
+			wantHost := map[string]string{}
+			if root {
+				wantHost["/run/xtables.lock"] = "/run/xtables.lock"
+			}
+			if cni {
+				for _, f := range []string{"cni-bin-dir", "cni-conf-dir"} {
+					wantHost[strings.TrimPrefix(flags[f][0], "/host")] = flags[f][0]
+				}
+			}
+			if repair {
+				wantHost[strings.TrimPrefix(flags["cni-netns-dir"][0], "/host")] = flags["cni-netns-dir"][0]
+			}
+			gotHost := map[string]string{}
 			for _, v := range spec.Volumes {
 				if v.HostPath == nil {
 					continue
 				}
-				if v.HostPath.Path != "/run/xtables.lock" || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathFileOrCreate || mounts[v.Name] != "/run/xtables.lock" {
-					t.Errorf("host path volume %+v: the only host path allowed is /run/xtables.lock (FileOrCreate) mounted at the same place", v)
+				gotHost[v.HostPath.Path] = mounts[v.Name]
+				wantType := corev1.HostPathDirectoryOrCreate
+				if v.HostPath.Path == "/run/xtables.lock" {
+					wantType = corev1.HostPathFileOrCreate
 				}
-				lockVolume = true
+				if v.HostPath.Type == nil || *v.HostPath.Type != wantType {
+					t.Errorf("host path volume %+v: want type %s", v, wantType)
+				}
 			}
-			if lockVolume != iptables {
-				t.Errorf("xtables lock mounted: %v, iptables on: %v; want the lock exactly when iptables is on", lockVolume, iptables)
+			if !reflect.DeepEqual(gotHost, wantHost) {
+				t.Errorf("host paths (host -> container) %v, want exactly %v (iptables %v, cni %v, repair %v)", gotHost, wantHost, iptables, cni, repair)
+			}
+			if repair {
+				i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == flags["cni-netns-dir"][0] })
+				if m := c.VolumeMounts[i]; !m.ReadOnly || m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationHostToContainer {
+					t.Errorf("network namespace mount %+v: want read-only with HostToContainer propagation (new pods' namespaces appear)", m)
+				}
 			}
 
 			if certs, ok := flags["ra-certificate"]; ok {

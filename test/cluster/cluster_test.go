@@ -144,6 +144,10 @@ func TestCluster(t *testing.T) {
 		w.newNode(ctx, true)
 		w.uninstall(ctx, "sts")
 	})
+	t.Run("CNI", func(t *testing.T) {
+		w.t = t
+		w.cniScenario(ctx)
+	})
 	figure("tier_seconds", int(time.Since(w.start).Seconds()))
 }
 

@@ -59,13 +59,13 @@ state = %q
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         Root = %q
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = %q
     conf_dir = %q
   # One hosts.toml per registry (StartRegistry writes the tier's, with its CA).
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = %q
 `, dir("containerd", "root"), dir("containerd", "state"), Socket, Socket+".ttrpc", dir("containerd", "opt"),
-		n.pauseImage, dir("runc"), dir("cni", "net.d"), dir("containerd", "certs.d"))
+		n.pauseImage, dir("runc"), dir("cni", "bin"), dir("cni", "net.d"), dir("containerd", "certs.d"))
 	cni := map[string]any{
 		"cniVersion": "0.4.0",
 		"name":       "k2rc",
@@ -134,6 +134,33 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 			return err
 		}
 		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			return err
+		}
+	}
+	return linkCNIPlugins()
+}
+
+// debianCNIDir holds the containernetworking-plugins the node's primary
+// conflist runs (bridge, host-local, loopback).
+const debianCNIDir = "/usr/lib/cni"
+
+// linkCNIPlugins makes the node's own CNI bin directory, holding Debian's
+// plugins as links, so the agent's CNI installer writes kube2ra-cni into
+// the node's directory and never into the machine's /usr/lib/cni.
+func linkCNIPlugins() error {
+	if err := os.MkdirAll(dir("cni", "bin"), 0o755); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(debianCNIDir)
+	if err != nil {
+		return fmt.Errorf("the bridge CNI: %w (apt-get install containernetworking-plugins)", err)
+	}
+	for _, e := range entries {
+		link := dir("cni", "bin", e.Name())
+		if _, err := os.Lstat(link); err == nil {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(debianCNIDir, e.Name()), link); err != nil {
 			return err
 		}
 	}
@@ -228,8 +255,8 @@ func (n *Node) reboot(ctx context.Context) error {
 }
 
 // powerOff is what losing power does to the node: every container and node
-// daemon dies and the iptables rules are gone; the runtime's and the
-// kubelet's files stay.
+// daemon dies, the iptables rules and the pods' network namespaces are gone;
+// the runtime's and the kubelet's files (and the CNI directories) stay.
 func (n *Node) powerOff(ctx context.Context) {
 	n.kubeProxy.stop()
 	n.kubelet.stop()
@@ -240,6 +267,12 @@ func (n *Node) powerOff(ctx context.Context) {
 		}
 	}
 	killMatching(dir("containerd"))
+	// A reboot takes the pods' network namespaces with it (and whatever
+	// rules were in them): the runtime makes new ones, and only the CNI
+	// plugins on disk put rules into them.
+	for _, ns := range podNetNS() {
+		_, _ = run(ctx, "ip", "netns", "delete", ns)
+	}
 	for _, b := range []string{"iptables-legacy", "iptables-nft"} {
 		for _, table := range []string{"nat", "filter", "mangle"} {
 			_, _ = inNode(ctx, b, "-w", "5", "-t", table, "-F")
