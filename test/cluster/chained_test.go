@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -71,8 +70,8 @@ func (w *world) chained(ctx context.Context) {
 	defer w.setAllowedRoles(context.Background(), before)
 
 	clusterARN := fmt.Sprintf("arn:aws:eks:%s:%s:cluster/%s", harness.RARegion, harness.Account, chainCluster)
-	w.helm(ctx, append([]string{"install", "kube2ra", filepath.Join(w.repo, "charts", "kube2ra"), "-n", "kube-system"},
-		w.values("rolesanywhere", "sts.endpoint="+stsURL, "clusterName="+chainCluster, "clusterArn="+clusterARN, "sessionTags="+chainTagsValue)...)...)
+	w.helm(ctx, append(append([]string{"install", "kube2ra"}, w.chart(0)...), append([]string{"-n", "kube-system"},
+		w.values("rolesanywhere", "sts.endpoint="+stsURL, "clusterName="+chainCluster, "clusterArn="+clusterARN, "sessionTags="+chainTagsValue)...)...)...)
 	w.waitDaemonSetReady(ctx, 0)
 
 	name := "sdk-chained"
