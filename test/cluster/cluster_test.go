@@ -137,7 +137,7 @@ func TestCluster(t *testing.T) {
 		w.credentials(ctx, "sts")
 		w.coldStart(ctx)
 		w.ipReuse(ctx)
-		w.upgrade(ctx)
+		w.upgrade(ctx, "")
 		w.fromRegistry(ctx, 1)
 		w.nodeRestart(ctx)
 		w.newNode(ctx, false)

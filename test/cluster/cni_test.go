@@ -63,13 +63,18 @@ func cniState() (binary bool, entries []string) {
 // the node's conflist). A reboot takes the pods' network namespaces with
 // it, so the in-pod rule can only come from the plugin at ADD: the pod must
 // get 0 answers from the node's metadata service on every reboot, its
-// polls before the agent listens refused. helm uninstall leaves no binary
-// and no entry.
+// polls before the agent listens refused. Around them: a host-network
+// pod gets the same answer from 169.254.169.254 with the plugin as without
+// (the runtime does not call it); a pod whose ADD cannot install the rule
+// does not start until the entry is mended (addFails); the conflist
+// rewritten by the primary CNI; helm upgrade with the plugin on
+// (cniUpgrade). helm uninstall leaves no binary and no entry.
 func (w *world) cniScenario(ctx context.Context) {
 	t := w.t
 	// The same reboots without the plugin first, for the figures beside.
 	w.install(ctx, "sts")
 	without := w.reboots(ctx, "nocni", false)
+	hostWithout := w.hostNetworkAnswer(ctx, "nocni")
 	w.uninstall(ctx, "sts-nocni")
 
 	w.install(ctx, "sts", cniValues()...)
@@ -81,7 +86,12 @@ func (w *world) cniScenario(ctx context.Context) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if hostWith := w.hostNetworkAnswer(ctx, "cni"); hostWith != hostWithout || !strings.HasPrefix(hostWith, "200 ") {
+		t.Errorf("a host-network pod got %q from 169.254.169.254 with the plugin, %q without: want the same answer of the node's metadata service", hostWith, hostWithout)
+	}
+	w.addFails(ctx)
 	w.conflistRewritten(ctx)
+	w.cniUpgrade(ctx)
 	with := w.reboots(ctx, "cni", true)
 	figure("cni_boot_reboot_node_credential_answers", with)
 	figure("nocni_boot_reboot_node_credential_answers", without)
@@ -105,10 +115,13 @@ func (w *world) cniScenario(ctx context.Context) {
 // all (checked in the node's tables, both backends), so the in-pod rule is
 // the only thing between a pod and the node's metadata service. The AWS
 // CLI, boto3 and aws-sdk-go-v2 each get exactly their pod's role, and a
-// denied pod gets 404 (sdk_clients_ok_cni-only).
+// denied pod gets 404 (sdk_clients_ok_cni-only); through the token door
+// (podIdentity.enabled, 169.254.170.23, the metadata service disabled for
+// the clients) boto3 and aws-sdk-go-v2 get exactly their ServiceAccount's
+// role (cni_only_podidentity_sdk_clients_ok).
 func (w *world) cniOnly(ctx context.Context) {
 	t := w.t
-	w.install(ctx, "sts", append(cniValues(), "host.iptables=false")...)
+	w.install(ctx, "sts", append(cniValues(), "host.iptables=false", "podIdentity.enabled=true")...)
 	if err := waitFor(ctx, "the CNI plugin installed", time.Minute, nil, func() error {
 		if bin, entries := cniState(); !bin || len(entries) != 1 {
 			return fmt.Errorf("binary %v, entries %v", bin, entries)
@@ -121,6 +134,10 @@ func (w *world) cniOnly(ctx context.Context) {
 		t.Fatalf("host rules present with host.iptables=false: the emulation is not honest:\n%s", strings.Join(left, "\n"))
 	}
 	w.credentials(ctx, "cni-only")
+	w.podIdentityNamespace(ctx)
+	w.waitPolicy(ctx)
+	piOK := w.podIdentityClientsOK(ctx, w.startPodIdentityClients(ctx, "cni-pi"))
+	figure("cni_only_podidentity_sdk_clients_ok", piOK)
 	host := w.rules(ctx)
 	figure("cni_only_host_rules", len(host))
 	if len(host) != 0 {
@@ -195,38 +212,21 @@ const rewritePods = 5
 // answer with the node's role.
 func (w *world) conflistRewritten(ctx context.Context) {
 	t := w.t
-	path := dir("cni", "net.d", "10-k2rc.conflist")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var list map[string]any
-	if err := json.Unmarshal(b, &list); err != nil {
-		t.Fatal(err)
-	}
-	plugins, _ := list["plugins"].([]any)
 	var entry plugin.Config
-	var kept []any
-	for _, p := range plugins {
-		if m, _ := p.(map[string]any); m["type"] == plugin.PluginType {
-			raw, _ := json.Marshal(m)
-			if err := json.Unmarshal(raw, &entry); err != nil {
-				t.Fatal(err)
+	if err := rewriteEntry(func(plugins []any) []any {
+		var kept []any
+		for _, p := range plugins {
+			if m, _ := p.(map[string]any); m["type"] == plugin.PluginType {
+				raw, _ := json.Marshal(m)
+				if err := json.Unmarshal(raw, &entry); err != nil {
+					t.Fatal(err)
+				}
+				continue
 			}
-			continue
+			kept = append(kept, p)
 		}
-		kept = append(kept, p)
-	}
-	list["plugins"] = kept
-	rewritten, err := json.Marshal(list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp := path + ".primary-tmp"
-	if err := os.WriteFile(tmp, rewritten, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+		return kept
+	}); err != nil {
 		t.Fatal(err)
 	}
 	renamed := time.Now()

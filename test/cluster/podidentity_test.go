@@ -11,6 +11,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube2ra/kube2ra/test/harness"
@@ -52,7 +53,43 @@ func (w *world) podIdentity(ctx context.Context) {
 	if _, err := w.kube.CoreV1().Pods(piNS).Create(ctx, victim, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	sdkPods := map[string]string{"pi-web": allowedRole, "pi-irsa": otherRole}
+	sdkPods := w.startPodIdentityClients(ctx, "pi")
+	w.stealTokens(ctx, victim.Name)
+	refused := w.refusedPod()
+	if _, err := w.kube.CoreV1().Pods(piNS).Create(ctx, refused, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	figure("podidentity_sdk_clients_ok", w.podIdentityClientsOK(ctx, sdkPods))
+
+	msgs, _, err := w.waitPodDone(ctx, piNS, refused.Name, 2*time.Minute)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, podLogs(piNS, refused.Name, 20))
+	}
+	for _, want := range []struct{ container, status, message string }{
+		{"audience", "401", "audience"},
+		{"stolen", "403", "does not have the address"},
+		{"unbound", "403", "pod"},
+	} {
+		status, body, _ := strings.Cut(msgs[want.container], " ")
+		if status != want.status || !strings.Contains(body, want.message) {
+			t.Errorf("the door answered the %s token with %s %s, want %s and a message with %q", want.container, status, body, want.status, want.message)
+		}
+	}
+	for _, name := range []string{victim.Name, refused.Name} {
+		w.deletePod(ctx, piNS, name)
+	}
+}
+
+// startPodIdentityClients creates, in piNS, a pod of the three SDK clients
+// for each ServiceAccount that names a role (prefix-web: web-sa's
+// iam.amazonaws.com/role, prefix-irsa: irsa-sa's IRSA annotation), with
+// the metadata service disabled for them so only the token door can
+// answer, and checks the chart's policy mutated them. It returns pod name
+// → the role it must get.
+func (w *world) startPodIdentityClients(ctx context.Context, prefix string) map[string]string {
+	t := w.t
+	sdkPods := map[string]string{prefix + "-web": allowedRole, prefix + "-irsa": otherRole}
 	for name, role := range sdkPods {
 		sa := map[string]string{allowedRole: "web-sa", otherRole: "irsa-sa"}[role]
 		pod := w.clientPod(name, "")
@@ -73,12 +110,15 @@ func (w *world) podIdentity(ctx context.Context) {
 			t.Fatalf("the chart's admission policy did not mutate %s: %v", name, err)
 		}
 	}
-	w.stealTokens(ctx, victim.Name)
-	refused := w.refusedPod()
-	if _, err := w.kube.CoreV1().Pods(piNS).Create(ctx, refused, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	return sdkPods
+}
 
+// podIdentityClientsOK waits for the pods of startPodIdentityClients,
+// deletes them, and counts the clients that got exactly their pod's role
+// through the token door (boto3 and aws-sdk-go-v2, 4 of 4); Debian's AWS
+// CLI 2.9 must refuse the door's address.
+func (w *world) podIdentityClientsOK(ctx context.Context, sdkPods map[string]string) int {
+	t := w.t
 	ok := 0
 	for name, role := range sdkPods {
 		msgs, codes, err := w.waitPodDone(ctx, piNS, name, 2*time.Minute)
@@ -106,32 +146,21 @@ func (w *world) podIdentity(ctx context.Context) {
 		if codes["cli"] == 0 || !strings.Contains(msgs["cli"], "169.254.170.23") {
 			t.Errorf("%s: AWS CLI 2.9 (exit %d) said %q, want a refusal of the host 169.254.170.23", name, codes["cli"], msgs["cli"])
 		}
-	}
-	figure("podidentity_sdk_clients_ok", ok)
-
-	msgs, _, err := w.waitPodDone(ctx, piNS, refused.Name, 2*time.Minute)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, podLogs(piNS, refused.Name, 20))
-	}
-	for _, want := range []struct{ container, status, message string }{
-		{"audience", "401", "audience"},
-		{"stolen", "403", "does not have the address"},
-		{"unbound", "403", "pod"},
-	} {
-		status, body, _ := strings.Cut(msgs[want.container], " ")
-		if status != want.status || !strings.Contains(body, want.message) {
-			t.Errorf("the door answered the %s token with %s %s, want %s and a message with %q", want.container, status, body, want.status, want.message)
-		}
-	}
-	for _, name := range []string{"pi-web", "pi-irsa", victim.Name, refused.Name} {
 		w.deletePod(ctx, piNS, name)
 	}
+	return ok
 }
 
 // podIdentityNamespace makes the labelled namespace, its ServiceAccounts
-// (one per way of naming a role, one naming none) and the fake AWS CA.
+// (one per way of naming a role, one naming none) and the fake AWS CA,
+// unless an earlier scenario of the run made them.
 func (w *world) podIdentityNamespace(ctx context.Context) {
 	t := w.t
+	if _, err := w.kube.CoreV1().Namespaces().Get(ctx, piNS, metav1.GetOptions{}); err == nil {
+		return
+	} else if !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
 	allowed, _ := json.Marshal([]string{allowedRole, otherRole})
 	if _, err := w.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name: piNS, Labels: map[string]string{"kube2ra.io/pod-identity": "enabled"},

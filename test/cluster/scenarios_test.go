@@ -236,9 +236,15 @@ func judge(answers []pollAnswer, from int64) (nodeAnswers int, gapMs int64) {
 
 // upgrade is scenario 5: helm upgrade restarts the agent while a pod polls;
 // the pod never gets the node's credentials, and the gap is measured.
-func (w *world) upgrade(ctx context.Context) {
+// prefix names the figures and the pod of a second use (the CNI scenario's
+// "cni"); extra are further --set values, those the release was installed
+// with.
+func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 	t := w.t
-	const name = "poller-upgrade"
+	name, fig := "poller-upgrade", "upgrade_"
+	if prefix != "" {
+		name, fig = "poller-"+prefix+"-upgrade", prefix+"_upgrade_"
+	}
 	w.startPoller(ctx, name, corev1.RestartPolicyNever)
 	ds, err := w.kube.AppsV1().DaemonSets("kube-system").Get(ctx, "kube2ra", metav1.GetOptions{})
 	if err != nil {
@@ -247,7 +253,7 @@ func (w *world) upgrade(ctx context.Context) {
 	from := time.Now().UnixMilli()
 	// From the first published release to the next, as a user upgrades.
 	w.helm(ctx, append(append([]string{"upgrade", "kube2ra"}, w.chart(1)...), append([]string{"-n", "kube-system"},
-		w.values("sts", "podAnnotations.kube2ra-test/upgrade=at-"+strconv.FormatInt(from, 10))...)...)...)
+		w.values("sts", append(extra, "podAnnotations.kube2ra-test/upgrade=at-"+strconv.FormatInt(from, 10))...)...)...)...)
 	w.waitDaemonSetReady(ctx, ds.Status.ObservedGeneration)
 	// Answers with the pod's role again after the new agent is Ready.
 	if err := waitFor(ctx, name+" answered after the upgrade", time.Minute, nil, func() error {
@@ -260,8 +266,8 @@ func (w *world) upgrade(ctx context.Context) {
 		t.Error(err)
 	}
 	node, gap := judge(pollerAnswers(name), from)
-	figure("upgrade_node_credential_answers", node)
-	figure("upgrade_gap_ms", gap)
+	figure(fig+"node_credential_answers", node)
+	figure(fig+"gap_ms", gap)
 	if node != 0 {
 		t.Errorf("during helm upgrade a pod got %d answers from the node's own metadata service", node)
 	}
