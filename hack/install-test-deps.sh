@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what kube2ra's test tiers need, and only what is missing:
 #   - demo (make demo, a first look): only what the demo uses, etcd-server
-#     iptables iproute2 curl from Debian and the kube-apiserver build;
+#     iptables iproute2 curl from Debian, the kube-apiserver build, and helm
+#     (the demo grants the agent exactly the chart's ClusterRole, rendered
+#     with helm; it runs inside a network namespace, so it cannot install
+#     helm itself);
 #   - Debian packages: etcd-server (test control plane), iptables (both the
 #     nft and legacy backends) nftables iproute2 conntrack (simulated nodes),
 #     python3-botocore (test/sdkrefresh drives its refresh code),
@@ -268,7 +271,7 @@ js_sdk() {
 usage() {
   echo "usage: $0 [all|demo|packages|kube-apiserver|kube-node|tools|js-sdk|prometheus|registry|release]..." >&2
   echo "  all (default)   everything below but demo, which is a subset" >&2
-  echo "  demo            what make demo uses: ${DEMO_PACKAGES[*]} and kube-apiserver $KUBE_VERSION" >&2
+  echo "  demo            what make demo uses: ${DEMO_PACKAGES[*]}, kube-apiserver $KUBE_VERSION and helm $HELM_VERSION" >&2
   echo "  packages        Debian packages, and a check that both iptables backends work" >&2
   echo "  kube-apiserver  build and cache kube-apiserver $KUBE_VERSION" >&2
   echo "  kube-node       ${NODE_PACKAGES[*]}, and kubelet, kube-controller-manager, kube-scheduler, kube-proxy $KUBE_VERSION" >&2
@@ -294,7 +297,7 @@ main() {
   want() { local p; for p in "${parts[@]}"; do [ "$p" = all ] || [ "$p" = "$1" ] && return 0; done; return 1; }
   # demo is a subset of all: packages covers its Debian packages.
   if want demo && ! want packages; then
-    log "make demo needs ${DEMO_PACKAGES[*]} (the API server's etcd, the node's iptables and network namespaces, the pods' curl) and kube-apiserver; the test tiers' other parts are installed by make test"
+    log "make demo needs ${DEMO_PACKAGES[*]} (the API server's etcd, the node's iptables and network namespaces, the pods' curl), kube-apiserver and helm (to render the chart's ClusterRole); the test tiers' other parts are installed by make test"
     step "demo Debian packages" apt_packages "${DEMO_PACKAGES[@]}"
     step "demo tool check" check_demo_tools
   fi
@@ -314,8 +317,10 @@ main() {
     step "release Debian packages" apt_packages "${RELEASE_PACKAGES[@]}"
     step "release tool check" check_release_tools
   fi
-  if want tools; then
+  if want tools || want demo; then
     step "helm $HELM_VERSION" go_tool helm helm.sh/helm/v3/cmd/helm helm.sh/helm/v3 "$HELM_VERSION"
+  fi
+  if want tools; then
     step "staticcheck $STATICCHECK_VERSION" go_tool staticcheck honnef.co/go/tools/cmd/staticcheck honnef.co/go/tools "$STATICCHECK_VERSION"
   fi
   if want prometheus; then
