@@ -775,12 +775,22 @@ func testFlushRestored(t *testing.T, env *harness.Env) {
 	}
 	waitRulesRestored(t, want, time.Now())
 	getCreds(t, p, roleWeb, true)
-	m, err := env.Agent.Metrics()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if harness.Sum(m, "kube2ra_iptables_restores_total") < 1 {
-		t.Fatal("the restore is not counted in kube2ra_iptables_restores_total")
+	// The counter moves when EnsureRules returns, after every family's
+	// rules are written: the IPv4 nat rules this test watches can be back
+	// a moment before the IPv6 guard is.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := env.Agent.Metrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if harness.Sum(m, "kube2ra_iptables_restores_total") >= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the restore is not counted in kube2ra_iptables_restores_total 10 s after the rules were back")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
