@@ -72,7 +72,7 @@ func New(cfg *rest.Config) (*Client, error) {
 	}
 	httpClient, err := rest.HTTPClientFor(c)
 	if err != nil {
-		return nil, fmt.Errorf("building the HTTP client for the API server %s: %w", cfg.Host, err)
+		return nil, fmt.Errorf("building the HTTP client for the API server (TLS and credentials of the kubeconfig or the in-cluster config): %w", err)
 	}
 	scheme := NewScheme()
 	codecs := serializer.NewCodecFactory(scheme).WithoutConversion()
