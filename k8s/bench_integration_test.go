@@ -16,6 +16,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kube2ra/kube2ra/kubeapi"
 )
 
 const (
@@ -138,7 +140,7 @@ func BenchmarkSyncMemory(b *testing.B) {
 // waits for sync and returns the heap growth in MiB.
 func measureWatcher(b *testing.B) float64 {
 	beforeInuse, beforeAlloc := heapInUse()
-	client, err := kubernetes.NewForConfig(agentConfig)
+	client, err := kubeapi.New(agentConfig)
 	if err != nil {
 		b.Fatal(err)
 	}

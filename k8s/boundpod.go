@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 )
@@ -86,7 +85,7 @@ func (w *Watcher) boundMismatch(pod *corev1.Pod, ref BoundPodRef) string {
 // this node.
 func (w *Watcher) verifyBoundPod(ctx context.Context, ref BoundPodRef) (*Pod, error) {
 	return w.podVerifier.do(ctx, "token "+string(ref.UID), func(ctx context.Context) (*Pod, error) {
-		live, err := w.client.CoreV1().Pods(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		live, err := w.client.GetPod(ctx, ref.Namespace, ref.Name)
 		why := func() string {
 			return fmt.Sprintf("the pod watch of node %q is not current (%s)", w.opts.NodeName, w.podTracker.notCurrentReason())
 		}

@@ -11,9 +11,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/kube2ra/kube2ra/kubeapi/kubeapitest"
 )
 
 // graceTracker is a tracker over an empty store whose snapshot lists are
@@ -89,19 +90,19 @@ func TestFailedOrStoppedStreamEndsCurrencyAtOnce(t *testing.T) {
 
 func TestLiveChecksUseTheirOwnClient(t *testing.T) {
 	log, _ := logtest.NewNullLogger()
-	informers, checks := fake.NewClientset(), fake.NewClientset()
+	informers, checks := kubeapitest.FromClientset(fake.NewClientset()), kubeapitest.FromClientset(fake.NewClientset())
 	w, err := NewWatcher(informers, WatcherOptions{NodeName: "node-a", Logger: log, VerifyClient: checks})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.client != kubernetes.Interface(checks) {
+	if w.client != Client(checks) {
 		t.Error("live checks do not use WatcherOptions.VerifyClient")
 	}
 	w, err = NewWatcher(informers, WatcherOptions{NodeName: "node-a", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.client != kubernetes.Interface(informers) {
+	if w.client != Client(informers) {
 		t.Error("without VerifyClient, live checks do not use the informers' client")
 	}
 }

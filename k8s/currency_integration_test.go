@@ -24,8 +24,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/kube2ra/kube2ra/kubeapi"
 )
 
 // apiGate is an HTTP proxy between the agent and kube-apiserver that
@@ -110,9 +111,9 @@ func (g *apiGate) set(cut, down bool) {
 }
 
 // client talks to the API server through the gate as the agent.
-func (g *apiGate) client(t *testing.T) kubernetes.Interface {
+func (g *apiGate) client(t *testing.T) Client {
 	t.Helper()
-	c, err := kubernetes.NewForConfig(&rest.Config{Host: g.srv.URL, QPS: 1000, Burst: 1000})
+	c, err := kubeapi.New(&rest.Config{Host: g.srv.URL, QPS: 1000, Burst: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/kube2ra/kube2ra/kubeapi/kubeapitest"
 )
 
 func versioned(name, uid, rv string) *corev1.Pod {
@@ -169,7 +171,7 @@ func newCurrencyFixture(t *testing.T, objs ...runtime.Object) *currencyFixture {
 	log, hook := logtest.NewNullLogger()
 	log.SetLevel(logrus.InfoLevel)
 	reg := prometheus.NewRegistry()
-	w, err := NewWatcher(client, WatcherOptions{NodeName: "node-a", LookupTimeout: testLookupTimeout, Logger: log, Clock: clk, Registerer: reg})
+	w, err := NewWatcher(kubeapitest.FromClientset(client), WatcherOptions{NodeName: "node-a", LookupTimeout: testLookupTimeout, Logger: log, Clock: clk, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

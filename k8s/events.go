@@ -11,9 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 )
@@ -63,7 +60,7 @@ type EventRecorder struct {
 
 // NewEventRecorder starts a broadcaster writing to client's Events API.
 // Call Shutdown when done.
-func NewEventRecorder(client kubernetes.Interface, opts EventOptions) (*EventRecorder, error) {
+func NewEventRecorder(client Client, opts EventOptions) (*EventRecorder, error) {
 	if opts.Logger == nil {
 		return nil, errors.New("k8s.NewEventRecorder needs a logger")
 	}
@@ -78,8 +75,8 @@ func NewEventRecorder(client kubernetes.Interface, opts EventOptions) (*EventRec
 				e.InvolvedObject.Namespace + "/" + e.InvolvedObject.Name + "/" + string(e.InvolvedObject.UID) + "/" + e.Reason
 		},
 	}))
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	inner := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: eventComponent, Host: opts.NodeName})
+	b.StartRecordingToSink(client.EventSink())
+	inner := b.NewRecorder(client.Scheme(), corev1.EventSource{Component: eventComponent, Host: opts.NodeName})
 	return &EventRecorder{broadcaster: b, RateLimitedRecorder: NewRateLimitedRecorder(inner, opts)}, nil
 }
 

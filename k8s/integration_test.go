@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/kube2ra/kube2ra/kubeapi"
 	"github.com/kube2ra/kube2ra/test/chart"
 	"github.com/kube2ra/kube2ra/test/controlplane"
 )
@@ -118,10 +119,21 @@ func agentClient(t testing.TB) kubernetes.Interface {
 	return c
 }
 
+// agentAPI is the agent's own lean client (kubeapi) with the agent's
+// credentials: what the code under test gets.
+func agentAPI(t testing.TB) Client {
+	t.Helper()
+	c, err := kubeapi.New(agentConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // startWatcher runs a Watcher for node as the agent and waits for sync.
 func startWatcher(t testing.TB, node string, lookupTimeout time.Duration) *Watcher {
 	t.Helper()
-	w, err := NewWatcher(agentClient(t), WatcherOptions{NodeName: node, LookupTimeout: lookupTimeout, Logger: testLogger()})
+	w, err := NewWatcher(agentAPI(t), WatcherOptions{NodeName: node, LookupTimeout: lookupTimeout, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,7 +643,7 @@ func TestIntegrationAnnotationChangesTakeEffect(t *testing.T) {
 	const node, ns, ip = "node-ann", "ann", "10.70.0.1"
 	ctx := context.Background()
 	createNamespace(t, ns, ptr(`["app"]`))
-	client := agentClient(t)
+	client := agentAPI(t)
 	w, err := NewWatcher(client, WatcherOptions{NodeName: node, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -748,7 +760,7 @@ func TestIntegrationDenialEventsAreRateLimited(t *testing.T) {
 	const node, ns = "node-hot", "hot"
 	ctx := context.Background()
 	createNamespace(t, ns, ptr(`["app"]`))
-	client := agentClient(t)
+	client := agentAPI(t)
 	w := startWatcher(t, node, 100*time.Millisecond)
 	events, err := NewEventRecorder(client, EventOptions{NodeName: node, Logger: testLogger()})
 	if err != nil {

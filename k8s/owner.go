@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -35,11 +34,11 @@ type OwnerWatch struct {
 // WatchOwner finds the owning DaemonSet through the agent's own pod (name
 // and namespace from the downward API's POD_NAME and POD_NAMESPACE) and
 // starts watching it until ctx ends.
-func WatchOwner(ctx context.Context, kube kubernetes.Interface, name, namespace string) *OwnerWatch {
+func WatchOwner(ctx context.Context, kube Client, name, namespace string) *OwnerWatch {
 	if name == "" || namespace == "" {
 		return &OwnerWatch{why: "POD_NAME/POD_NAMESPACE not set, so the owning DaemonSet is unknown"}
 	}
-	pod, err := kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	pod, err := kube.GetPod(ctx, namespace, name)
 	if err != nil {
 		return &OwnerWatch{why: fmt.Sprintf("cannot read own pod %s/%s: %v", namespace, name, err)}
 	}
@@ -53,15 +52,14 @@ func WatchOwner(ctx context.Context, kube kubernetes.Interface, name, namespace 
 		return w
 	}
 	byName := fields.OneTermEqualSelector("metadata.name", w.name).String()
-	daemonSets := kube.AppsV1().DaemonSets(namespace)
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = byName
-			return daemonSets.List(ctx, o)
+			return kube.ListDaemonSets(ctx, namespace, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = byName
-			return daemonSets.Watch(ctx, o)
+			return kube.WatchDaemonSets(ctx, namespace, o)
 		},
 	}
 	w.informer = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, kube), &appsv1.DaemonSet{}, 0, cache.Indexers{})

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/kube2ra/kube2ra/kubeapi/kubeapitest"
 )
 
 // TestOwnerWatchSaysGoneOnlyWhenTheDaemonSetIs: the rules are removed on
@@ -41,12 +43,12 @@ func TestOwnerWatchSaysGoneOnlyWhenTheDaemonSetIs(t *testing.T) {
 	}
 
 	t.Run("rolling update keeps the rules", func(t *testing.T) {
-		w := WatchOwner(ctx, fake.NewClientset(pod, ds()), podName, ns)
+		w := WatchOwner(ctx, kubeapitest.FromClientset(fake.NewClientset(pod, ds())), podName, ns)
 		eventually(t, w, false, "still exists")
 	})
 	t.Run("deleted DaemonSet removes them", func(t *testing.T) {
 		kube := fake.NewClientset(pod, ds())
-		w := WatchOwner(ctx, kube, podName, ns)
+		w := WatchOwner(ctx, kubeapitest.FromClientset(kube), podName, ns)
 		eventually(t, w, false, "still exists")
 		if err := kube.AppsV1().DaemonSets(ns).Delete(ctx, dsName, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
@@ -55,7 +57,7 @@ func TestOwnerWatchSaysGoneOnlyWhenTheDaemonSetIs(t *testing.T) {
 	})
 	t.Run("DaemonSet being deleted removes them", func(t *testing.T) {
 		kube := fake.NewClientset(pod, ds())
-		w := WatchOwner(ctx, kube, podName, ns)
+		w := WatchOwner(ctx, kubeapitest.FromClientset(kube), podName, ns)
 		d := ds()
 		now := metav1.Now()
 		d.DeletionTimestamp = &now
@@ -66,7 +68,7 @@ func TestOwnerWatchSaysGoneOnlyWhenTheDaemonSetIs(t *testing.T) {
 	})
 	t.Run("a replaced DaemonSet keeps them for its agents", func(t *testing.T) {
 		kube := fake.NewClientset(pod, ds())
-		w := WatchOwner(ctx, kube, podName, ns)
+		w := WatchOwner(ctx, kubeapitest.FromClientset(kube), podName, ns)
 		d := ds()
 		d.UID = "ds-2"
 		if _, err := kube.AppsV1().DaemonSets(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
@@ -75,12 +77,12 @@ func TestOwnerWatchSaysGoneOnlyWhenTheDaemonSetIs(t *testing.T) {
 		eventually(t, w, false, "was replaced")
 	})
 	t.Run("unknown own pod keeps them", func(t *testing.T) {
-		eventually(t, WatchOwner(ctx, fake.NewClientset(), podName, ns), false, "cannot read own pod")
-		eventually(t, WatchOwner(ctx, fake.NewClientset(), "", ""), false, "POD_NAME/POD_NAMESPACE not set")
+		eventually(t, WatchOwner(ctx, kubeapitest.FromClientset(fake.NewClientset()), podName, ns), false, "cannot read own pod")
+		eventually(t, WatchOwner(ctx, kubeapitest.FromClientset(fake.NewClientset()), "", ""), false, "POD_NAME/POD_NAMESPACE not set")
 	})
 	t.Run("a pod no DaemonSet owns keeps them", func(t *testing.T) {
 		bare := pod.DeepCopy()
 		bare.OwnerReferences = nil
-		eventually(t, WatchOwner(ctx, fake.NewClientset(bare), podName, ns), false, "no DaemonSet owner")
+		eventually(t, WatchOwner(ctx, kubeapitest.FromClientset(fake.NewClientset(bare)), podName, ns), false, "no DaemonSet owner")
 	})
 }

@@ -74,7 +74,7 @@ func startTokenDoor(t *testing.T, node string, opts doorOptions) *tokenDoor {
 	if err := podIdentityRBAC(); err != nil {
 		t.Fatalf("binding the chart's pod-identity rules: %v", err)
 	}
-	c := agentClient(t)
+	c := agentAPI(t)
 	w := startWatcher(t, node, 300*time.Millisecond)
 	accounts, err := NewServiceAccounts(c, "")
 	if err != nil {
@@ -88,12 +88,11 @@ func startTokenDoor(t *testing.T, node string, opts doorOptions) *tokenDoor {
 	if err := accounts.WaitForSync(syncCtx, SyncLog{}); err != nil {
 		t.Fatal(err)
 	}
-	rest := c.Discovery().RESTClient()
 	keys := NewAPIServerKeys(func(ctx context.Context, path string) ([]byte, error) {
 		if opts.onRead != nil {
 			opts.onRead(path)
 		}
-		return rest.Get().AbsPath(path).DoRaw(ctx)
+		return c.GetPath(ctx, path)
 	}, opts.clock, testLogger())
 	verifier, err := NewTokenVerifier(TokenVerifierOptions{Keys: keys, Clock: opts.clock})
 	if err != nil {

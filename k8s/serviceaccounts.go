@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 )
@@ -27,8 +28,10 @@ const IRSARoleKey = "eks.amazonaws.com/role-arn"
 // watched per node, so the cache is cluster-wide but small: name,
 // namespace, UID and at most two annotations each.
 type ServiceAccounts struct {
-	// factory owns the informer.
-	factory informers.SharedInformerFactory
+	// startOnce makes Start idempotent.
+	startOnce sync.Once
+	// running counts the informer's goroutine, for Shutdown.
+	running sync.WaitGroup
 	// informer is the ServiceAccount informer.
 	informer cache.SharedIndexInformer
 	// keys are the annotations kept, most preferred first.
@@ -37,7 +40,7 @@ type ServiceAccounts struct {
 
 // NewServiceAccounts builds the informer; call Start to run it. roleKey is
 // --iam-role-key; the IRSA annotation is read after it.
-func NewServiceAccounts(client kubernetes.Interface, roleKey string) (*ServiceAccounts, error) {
+func NewServiceAccounts(client Client, roleKey string) (*ServiceAccounts, error) {
 	if client == nil {
 		return nil, errors.New("k8s.NewServiceAccounts needs a client")
 	}
@@ -45,8 +48,19 @@ func NewServiceAccounts(client kubernetes.Interface, roleKey string) (*ServiceAc
 		roleKey = DefaultRoleKey
 	}
 	s := &ServiceAccounts{keys: []string{roleKey, IRSARoleKey}}
-	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(transformServiceAccount(append([]string{TargetRoleKey, SessionPolicyKey}, s.keys...))))
-	s.informer = s.factory.Core().V1().ServiceAccounts().Informer()
+	s.informer = cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return client.ListServiceAccounts(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return client.WatchServiceAccounts(ctx, o)
+		},
+	}, client), &corev1.ServiceAccount{}, cache.SharedIndexInformerOptions{
+		Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+	})
+	if err := s.informer.SetTransform(transformServiceAccount(append([]string{TargetRoleKey, SessionPolicyKey}, s.keys...))); err != nil {
+		return nil, fmt.Errorf("setting the ServiceAccount informer's transform: %w", err)
+	}
 	return s, nil
 }
 
@@ -69,10 +83,12 @@ func transformServiceAccount(keep []string) cache.TransformFunc {
 }
 
 // Start runs the informer until ctx ends.
-func (s *ServiceAccounts) Start(ctx context.Context) { s.factory.StartWithContext(ctx) }
+func (s *ServiceAccounts) Start(ctx context.Context) {
+	s.startOnce.Do(func() { s.running.Go(func() { s.informer.RunWithContext(ctx) }) })
+}
 
 // Shutdown waits for the informer to stop; cancel Start's context first.
-func (s *ServiceAccounts) Shutdown() { s.factory.Shutdown() }
+func (s *ServiceAccounts) Shutdown() { s.running.Wait() }
 
 // SyncLog says how WaitForSync reports a long wait; the zero value is silent.
 type SyncLog struct {

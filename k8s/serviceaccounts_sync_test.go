@@ -3,7 +3,6 @@ package k8s
 import (
 	"context"
 	"errors"
-	"github.com/kube2ra/kube2ra/test/syncbuf"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,9 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/kube2ra/kube2ra/kubeapi/kubeapitest"
+	"github.com/kube2ra/kube2ra/test/syncbuf"
 )
 
 // TestServiceAccountSyncSaysWhatItWaitsFor: when the ServiceAccounts cannot
@@ -25,7 +27,7 @@ func TestServiceAccountSyncSaysWhatItWaitsFor(t *testing.T) {
 	client.PrependReactor("list", "serviceaccounts", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "serviceaccounts"}, "", errors.New("RBAC"))
 	})
-	accounts, err := NewServiceAccounts(client, "")
+	accounts, err := NewServiceAccounts(kubeapitest.FromClientset(client), "")
 	if err != nil {
 		t.Fatal(err)
 	}

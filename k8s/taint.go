@@ -12,9 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 )
 
@@ -53,7 +51,7 @@ type TaintRemoverOptions struct {
 // StartupTaintRemover removes StartupTaintKey from the agent's own node.
 type StartupTaintRemover struct {
 	// client patches the node.
-	client kubernetes.Interface
+	client Client
 	// node is the agent's own node.
 	node string
 	// log receives attempts and the outcome.
@@ -68,7 +66,7 @@ type StartupTaintRemover struct {
 }
 
 // NewStartupTaintRemover prepares the remover; it changes nothing yet.
-func NewStartupTaintRemover(client kubernetes.Interface, opts TaintRemoverOptions) (*StartupTaintRemover, error) {
+func NewStartupTaintRemover(client Client, opts TaintRemoverOptions) (*StartupTaintRemover, error) {
 	if opts.NodeName == "" {
 		return nil, errors.New("the startup taint remover needs the node name (--node or NODE_NAME)")
 	}
@@ -143,7 +141,7 @@ func (r *StartupTaintRemover) Run(ctx context.Context) error {
 // or removed a taint): the next attempt then reads the node again, so a
 // concurrent change is never overwritten.
 func (r *StartupTaintRemover) removeOnce(ctx context.Context) (removed bool, err error) {
-	node, err := r.client.CoreV1().Nodes().Get(ctx, r.node, metav1.GetOptions{})
+	node, err := r.client.GetNode(ctx, r.node)
 	if apierrors.IsNotFound(err) {
 		// The kubelet registers its node before it runs pods, so an agent
 		// whose node does not exist runs outside a kubelet (tests, a
@@ -163,7 +161,7 @@ func (r *StartupTaintRemover) removeOnce(ctx context.Context) (removed bool, err
 	if err != nil {
 		return false, err
 	}
-	_, err = r.client.CoreV1().Nodes().Patch(ctx, r.node, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: "kube2ra"})
+	_, err = r.client.PatchNode(ctx, r.node, types.JSONPatchType, patch, "kube2ra")
 	switch {
 	case apierrors.IsNotFound(err):
 		return false, fmt.Errorf("node %s is gone: %w", r.node, err)

@@ -67,7 +67,7 @@ func TestStartupTaintRemovedFromOwnNodeOnly(t *testing.T) {
 	other := createNode(t, ctx, "taint-other", startupTaint)
 
 	reg := prometheus.NewRegistry()
-	r, err := NewStartupTaintRemover(agentClient(t), TaintRemoverOptions{NodeName: "taint-own", Logger: testLogger(), Registerer: reg})
+	r, err := NewStartupTaintRemover(agentAPI(t), TaintRemoverOptions{NodeName: "taint-own", Logger: testLogger(), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestStartupTaintPatchNeverClobbersAConcurrentChange(t *testing.T) {
 	if got, want := taintKeys(nodeTaints(t, ctx, "taint-race")), taintKeys(raced); !slices.Equal(got, want) {
 		t.Fatalf("taints after the refused patch = %v, want %v", got, want)
 	}
-	r, err := NewStartupTaintRemover(agentClient(t), TaintRemoverOptions{NodeName: "taint-race", Logger: testLogger()})
+	r, err := NewStartupTaintRemover(agentAPI(t), TaintRemoverOptions{NodeName: "taint-race", Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

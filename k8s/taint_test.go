@@ -14,6 +14,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/kube2ra/kube2ra/kubeapi/kubeapitest"
 )
 
 // TestStartupTaintRemoverRetriesWithBackoff: a failing patch is retried
@@ -31,7 +33,7 @@ func TestStartupTaintRemoverRetriesWithBackoff(t *testing.T) {
 		return false, nil, nil
 	})
 	clk := clocktesting.NewFakeClock(time.Unix(0, 0))
-	r, err := NewStartupTaintRemover(client, TaintRemoverOptions{NodeName: "n1", Logger: testLogger(), Clock: clk})
+	r, err := NewStartupTaintRemover(kubeapitest.FromClientset(client), TaintRemoverOptions{NodeName: "n1", Logger: testLogger(), Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 )
@@ -175,7 +174,7 @@ func (v *verifier[T]) sweepLocked() {
 func (w *Watcher) verifyPod(ctx context.Context, ip netip.Addr, cached *corev1.Pod) (*Pod, error) {
 	key := string(cached.UID) + " " + ipKey(ip)
 	return w.podVerifier.do(ctx, key, func(ctx context.Context) (*Pod, error) {
-		live, err := w.client.CoreV1().Pods(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
+		live, err := w.client.GetPod(ctx, cached.Namespace, cached.Name)
 		// Only a refusal says why the cache was not trusted.
 		why := func() string {
 			return fmt.Sprintf("the pod watch of node %q is not current (%s)", w.opts.NodeName, w.podTracker.notCurrentReason())
@@ -247,7 +246,7 @@ func (w *Watcher) VerifiedNamespace(ctx context.Context, name string) (*corev1.N
 		return ns, ok, nil
 	}
 	ns, err := w.nsVerifier.do(ctx, name, func(ctx context.Context) (*corev1.Namespace, error) {
-		live, err := w.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		live, err := w.client.GetNamespace(ctx, name)
 		switch {
 		case apierrors.IsNotFound(err):
 			w.metrics.verifications.WithLabelValues(resourceNamespaces, verifyGone).Inc()

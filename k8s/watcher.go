@@ -18,8 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 )
@@ -103,7 +101,7 @@ type WatcherOptions struct {
 	// limiter: a burst of checks must never queue the informers' relist,
 	// watch and snapshot behind it, or the window the checks are for could
 	// not end.
-	VerifyClient kubernetes.Interface
+	VerifyClient Client
 }
 
 // Resources, the "resource" label of the k8s metrics.
@@ -123,10 +121,8 @@ type Watcher struct {
 	log logrus.FieldLogger
 	// clock times lookup and sync waits.
 	clock clock.Clock
-	// podFactory owns the node-scoped pod informer.
-	podFactory informers.SharedInformerFactory
-	// nsFactory owns the namespace informer.
-	nsFactory informers.SharedInformerFactory
+	// running counts the informers' goroutines, for Shutdown.
+	running sync.WaitGroup
 	// pods is the node-scoped pod informer, indexed by IP.
 	pods cache.SharedIndexInformer
 	// namespaces is the namespace informer.
@@ -141,7 +137,7 @@ type Watcher struct {
 	// startOnce makes Start idempotent.
 	startOnce sync.Once
 	// client makes the live checks (WatcherOptions.VerifyClient).
-	client kubernetes.Interface
+	client Client
 	// podTracker says whether the pod cache may be trusted alone.
 	podTracker *streamTracker
 	// nsTracker says whether the namespace cache may be trusted alone.
@@ -159,7 +155,7 @@ type Watcher struct {
 }
 
 // NewWatcher builds the informers; call Start to run them.
-func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, error) {
+func NewWatcher(client Client, opts WatcherOptions) (*Watcher, error) {
 	verifyClient := opts.VerifyClient
 	if verifyClient == nil {
 		verifyClient = client
@@ -211,45 +207,43 @@ func NewWatcher(client kubernetes.Interface, opts WatcherOptions) (*Watcher, err
 	w.nsVerifier = newVerifier[*corev1.Namespace](opts.Clock, opts.VerifyTTL, opts.LookupTimeout)
 	nodeSelector := fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
 
-	// No resync: the handlers react to changes only, and a periodic resync
-	// would wake every waiting lookup for nothing.
-	const noResync = 0
-	w.podFactory = informers.NewSharedInformerFactoryWithOptions(client, noResync, informers.WithTransform(w.podTransform))
-	w.nsFactory = informers.NewSharedInformerFactoryWithOptions(client, noResync, informers.WithTransform(w.nsTransform))
 	w.podTracker = newStreamTracker(resourcePods, w.log, opts.Clock,
 		func(ctx context.Context) (runtime.Object, error) {
-			return client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{FieldSelector: nodeSelector})
+			return client.ListPods(ctx, metav1.NamespaceAll, metav1.ListOptions{FieldSelector: nodeSelector})
 		},
 		func() []any { return w.pods.GetStore().List() },
 		func(current bool) { metrics.current.WithLabelValues(resourcePods).Set(boolGauge(current)) })
 	w.nsTracker = newStreamTracker(resourceNamespaces, w.log, opts.Clock,
 		func(ctx context.Context) (runtime.Object, error) {
-			return client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+			return client.ListNamespaces(ctx, metav1.ListOptions{})
 		},
 		func() []any { return w.namespaces.GetStore().List() },
 		func(current bool) { metrics.current.WithLabelValues(resourceNamespaces).Set(boolGauge(current)) })
-	w.pods = w.podFactory.InformerFor(&corev1.Pod{}, func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer {
-		return newTrackedInformer(&cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				o.FieldSelector = nodeSelector
-				return client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				o.FieldSelector = nodeSelector
-				return client.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, o)
-			},
-		}, client, &corev1.Pod{}, w.podTracker)
-	})
-	w.namespaces = w.nsFactory.InformerFor(&corev1.Namespace{}, func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer {
-		return newTrackedInformer(&cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return client.CoreV1().Namespaces().List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return client.CoreV1().Namespaces().Watch(ctx, o)
-			},
-		}, client, &corev1.Namespace{}, w.nsTracker)
-	})
+	// No resync (newTrackedInformer): the handlers react to changes only,
+	// and a periodic resync would wake every waiting lookup for nothing.
+	w.pods = newTrackedInformer(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = nodeSelector
+			return client.ListPods(ctx, metav1.NamespaceAll, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = nodeSelector
+			return client.WatchPods(ctx, metav1.NamespaceAll, o)
+		},
+	}, client, &corev1.Pod{}, w.podTracker)
+	w.namespaces = newTrackedInformer(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return client.ListNamespaces(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return client.WatchNamespaces(ctx, o)
+		},
+	}, client, &corev1.Namespace{}, w.nsTracker)
+	for informer, transform := range map[cache.SharedIndexInformer]cache.TransformFunc{w.pods: w.podTransform, w.namespaces: w.nsTransform} {
+		if err := informer.SetTransform(transform); err != nil {
+			return nil, fmt.Errorf("setting the informers' transform: %w", err)
+		}
+	}
 	// The reflector's own failures (403, 404...) are kept for WaitForSync's log too.
 	for informer, tracker := range map[cache.SharedIndexInformer]*streamTracker{w.pods: w.podTracker, w.namespaces: w.nsTracker} {
 		if err := informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
@@ -308,8 +302,8 @@ func (w *Watcher) Current() bool {
 // Shutdown after ctx ends to wait for them to stop.
 func (w *Watcher) Start(ctx context.Context) {
 	w.startOnce.Do(func() {
-		w.podFactory.StartWithContext(ctx)
-		w.nsFactory.StartWithContext(ctx)
+		w.running.Go(func() { w.pods.RunWithContext(ctx) })
+		w.running.Go(func() { w.namespaces.RunWithContext(ctx) })
 		go func() {
 			if cache.WaitForCacheSync(ctx.Done(), w.pods.HasSynced, w.namespaces.HasSynced) {
 				w.log.WithFields(logrus.Fields{"node": w.opts.NodeName, "pods": len(w.pods.GetStore().ListKeys()),
@@ -323,8 +317,7 @@ func (w *Watcher) Start(ctx context.Context) {
 
 // Shutdown waits for the informers to stop; cancel Start's context first.
 func (w *Watcher) Shutdown() {
-	w.podFactory.Shutdown()
-	w.nsFactory.Shutdown()
+	w.running.Wait()
 }
 
 // Synced reports whether both informers have synced: the readiness signal.

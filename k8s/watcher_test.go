@@ -16,10 +16,12 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/kube2ra/kube2ra/kubeapi"
+	"github.com/kube2ra/kube2ra/kubeapi/kubeapitest"
 )
 
 // The unit tier drives the wait logic with client-go's fake clientset and a
@@ -43,7 +45,7 @@ func newTestWatcher(t *testing.T, start bool, objs ...*corev1.Pod) (*Watcher, *f
 		}
 	}
 	clk := clocktesting.NewFakeClock(time.Unix(1700000000, 0))
-	w, err := NewWatcher(client, WatcherOptions{NodeName: "node-a", LookupTimeout: testLookupTimeout, Logger: testLogger(), Clock: clk})
+	w, err := NewWatcher(kubeapitest.FromClientset(client), WatcherOptions{NodeName: "node-a", LookupTimeout: testLookupTimeout, Logger: testLogger(), Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +232,7 @@ func TestWaitForSyncSaysWhatItWaitsFor(t *testing.T) {
 }
 
 func testWaitForSyncLogs(t *testing.T, server, wantError string) {
-	client, err := kubernetes.NewForConfig(&rest.Config{Host: server})
+	client, err := kubeapi.New(&rest.Config{Host: server})
 	if err != nil {
 		t.Fatal(err)
 	}

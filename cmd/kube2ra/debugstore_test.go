@@ -10,6 +10,7 @@ import (
 
 	"github.com/kube2ra/kube2ra/arn"
 	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/kubeapi/kubeapitest"
 )
 
 // trackedMap is a credential cache's tracked entries, by pod UID.
@@ -34,7 +35,7 @@ func TestDebugStoreAddsEachOwnersCacheEntry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	base, _ := arn.ParseBase(tBase)
-	view, err := watchNode(ctx, fake.NewClientset(testNamespace("shop", `["web"]`), tracked, untracked), cfg, tNode, base)
+	view, err := watchNode(ctx, kubeapitest.FromClientset(fake.NewClientset(testNamespace("shop", `["web"]`), tracked, untracked)), cfg, tNode, base)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -33,6 +31,7 @@ import (
 	"github.com/kube2ra/kube2ra/imdsprobe"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/kubeapi"
 	"github.com/kube2ra/kube2ra/rolesanywhere"
 )
 
@@ -153,11 +152,13 @@ func explainCommand(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	restCfg, kubeErr := explainKubeConfig(o.kubeconfig)
-	var kube kubernetes.Interface
+	var kube k8s.Client
 	if kubeErr == nil {
 		restCfg.UserAgent = "kube2ra-explain/" + version
-		if kube, kubeErr = kubernetes.NewForConfig(restCfg); kubeErr != nil {
-			kubeErr = fmt.Errorf("building the Kubernetes client: %w", kubeErr)
+		if c, err := kubeapi.New(restCfg); err != nil {
+			kubeErr = fmt.Errorf("building the Kubernetes client: %w", err)
+		} else {
+			kube = c
 		}
 	}
 	if o.nodeMode {
@@ -310,7 +311,7 @@ func (r *report) deny(reason, fix string) { r.denials = append(r.denials, denial
 // environment (in the agent's pod, the agent's own), then explain's flags.
 // Node-local files (the Roles Anywhere certificate and key) are not
 // required to exist where explain runs; they are reported instead.
-func agentSettings(ctx context.Context, kube kubernetes.Interface, o explainOptions, r *report) (*Config, []string, error) {
+func agentSettings(ctx context.Context, kube k8s.Client, o explainOptions, r *report) (*Config, []string, error) {
 	cfg := NewConfig()
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -367,9 +368,9 @@ var envRef = regexp.MustCompile(`\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 // env values into fs, as the agent's run would. Values the kubelet fills in
 // on the node (fieldRef, secrets) are left to the later layers; explain
 // sets --node and --host-ip from the pod itself.
-func applyDaemonSet(ctx context.Context, kube kubernetes.Interface, ref string, fs *flag.FlagSet) (string, error) {
+func applyDaemonSet(ctx context.Context, kube k8s.Client, ref string, fs *flag.FlagSet) (string, error) {
 	ns, name, _ := strings.Cut(ref, "/")
-	ds, err := kube.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+	ds, err := kube.GetDaemonSet(ctx, ns, name)
 	if err != nil {
 		return "", fmt.Errorf("reading DaemonSet %s (--from-daemonset; none uses explain's flags alone): %w", ref, err)
 	}
@@ -525,7 +526,7 @@ type nodeView struct {
 }
 
 // watchNode starts the agent's watcher for node and waits for it to sync.
-func watchNode(ctx context.Context, kube kubernetes.Interface, cfg *Config, node string, base arn.Base) (*nodeView, error) {
+func watchNode(ctx context.Context, kube k8s.Client, cfg *Config, node string, base arn.Base) (*nodeView, error) {
 	log := discard()
 	w, err := k8s.NewWatcher(kube, k8s.WatcherOptions{NodeName: node, LookupTimeout: cfg.PodLookupTimeout, Keys: cfg.annotationKeys(), Logger: log})
 	if err != nil {
@@ -549,13 +550,13 @@ func watchNode(ctx context.Context, kube kubernetes.Interface, cfg *Config, node
 }
 
 // explainPod answers for one pod; it returns the exit code.
-func explainPod(ctx context.Context, kube kubernetes.Interface, o explainOptions, out io.Writer) int {
+func explainPod(ctx context.Context, kube k8s.Client, o explainOptions, out io.Writer) int {
 	r := &report{w: out}
 	cannot := func(format string, args ...any) int {
 		r.line("error", format, args...)
 		return exitUsage
 	}
-	obj, err := kube.CoreV1().Pods(o.namespace).Get(ctx, o.pod, metav1.GetOptions{})
+	obj, err := kube.GetPod(ctx, o.namespace, o.pod)
 	if apierrors.IsNotFound(err) {
 		return cannot("pod %s/%s not found: check the name and -n NAMESPACE", o.namespace, o.pod)
 	}
@@ -789,7 +790,7 @@ func explainIPs(r *report, w *k8s.Watcher, pod *k8s.Pod) {
 // explainTokenDoor walks the token door's decision (--pod-identity): the
 // pod's annotation, else its ServiceAccount's role, through the same
 // resolver. It returns the role ARN, "" when denied.
-func explainTokenDoor(ctx context.Context, r *report, kube kubernetes.Interface, cfg *Config, view *nodeView, pod *k8s.Pod) (string, error) {
+func explainTokenDoor(ctx context.Context, r *report, kube k8s.Client, cfg *Config, view *nodeView, pod *k8s.Pod) (string, error) {
 	accounts, err := k8s.NewServiceAccounts(kube, cfg.IAMRoleKey)
 	if err != nil {
 		return "", err
@@ -966,7 +967,7 @@ func hostRules(ctx context.Context, cfg iptables.Config) (rulesReader, error) {
 
 // explainNode answers for this node; it returns the exit code. rules
 // opens the node's rules (hostRules; tests pass a fake).
-func explainNode(ctx context.Context, kube kubernetes.Interface, kubeErr error, o explainOptions, rules func(context.Context, iptables.Config) (rulesReader, error), out io.Writer) int {
+func explainNode(ctx context.Context, kube k8s.Client, kubeErr error, o explainOptions, rules func(context.Context, iptables.Config) (rulesReader, error), out io.Writer) int {
 	r := &report{w: out}
 	problems := 0
 	problem := func(label, format string, args ...any) {

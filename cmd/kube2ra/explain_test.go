@@ -22,6 +22,7 @@ import (
 	"github.com/kube2ra/kube2ra/imdsprobe"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/kubeapi/kubeapitest"
 )
 
 const (
@@ -81,7 +82,7 @@ func runExplain(t *testing.T, objs []runtime.Object, args ...string) (string, in
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	code = explainPod(ctx, fake.NewClientset(objs...), o, &out)
+	code = explainPod(ctx, kubeapitest.FromClientset(fake.NewClientset(objs...)), o, &out)
 	return out.String(), code
 }
 
@@ -437,7 +438,7 @@ func runExplainNode(t *testing.T, objs []runtime.Object, rules checkedRules, arg
 		}
 		return rules, nil
 	}
-	code = explainNode(ctx, fake.NewClientset(objs...), nil, o, open, &out)
+	code = explainNode(ctx, kubeapitest.FromClientset(fake.NewClientset(objs...)), nil, o, open, &out)
 	return out.String(), code
 }
 
@@ -542,7 +543,7 @@ func TestExplainNodeFillsTheDownwardAPIFromTheAgentsPod(t *testing.T) {
 		t.Fatal(errOut.String())
 	}
 	ds := agentDaemonSet(nil)
-	code := explainNode(context.Background(), fake.NewClientset(ds), nil, o, nil, &out)
+	code := explainNode(context.Background(), kubeapitest.FromClientset(fake.NewClientset(ds)), nil, o, nil, &out)
 	if code != exitServed || !strings.Contains(out.String(), "node:        node-z, host IP 10.9.9.9") {
 		t.Errorf("exit %d\n%s", code, out.String())
 	}

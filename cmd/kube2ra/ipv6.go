@@ -7,17 +7,16 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube2ra/kube2ra/iptables"
+	"github.com/kube2ra/kube2ra/k8s"
 )
 
 // resolveHostIPv6 fills an empty --host-ipv6 when --ipv6 is on: the first
 // IPv6 address of --host-ips (the downward API's status.hostIPs), else of
 // the Node object's InternalIP then ExternalIP addresses. The proxy
 // listens there and the IPv6 DNAT targets it.
-func resolveHostIPv6(ctx context.Context, cfg *Config, kube kubernetes.Interface) (from string, err error) {
+func resolveHostIPv6(ctx context.Context, cfg *Config, kube k8s.Client) (from string, err error) {
 	if !cfg.IPv6 || cfg.HostIPv6 != "" {
 		return "", nil
 	}
@@ -25,7 +24,7 @@ func resolveHostIPv6(ctx context.Context, cfg *Config, kube kubernetes.Interface
 		cfg.HostIPv6, cfg.parsed.hostIPv6 = ip.String(), ip
 		return "--host-ips", nil
 	}
-	node, err := kube.CoreV1().Nodes().Get(ctx, cfg.Node, metav1.GetOptions{})
+	node, err := kube.GetNode(ctx, cfg.Node)
 	if err != nil {
 		return "", fmt.Errorf("--ipv6 is on without --host-ipv6 and --host-ips has no IPv6 address; reading node %s for one failed (set --host-ipv6, or HOST_IPS from the downward API's status.hostIPs): %w", cfg.Node, err)
 	}

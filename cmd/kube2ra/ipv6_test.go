@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/kube2ra/kube2ra/kubeapi/kubeapitest"
 )
 
 func TestResolveHostIPv6(t *testing.T) {
@@ -36,7 +38,7 @@ func TestResolveHostIPv6(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
 			cfg.Node = "n1"
-			from, err := resolveHostIPv6(context.Background(), &cfg, fake.NewClientset(tt.node))
+			from, err := resolveHostIPv6(context.Background(), &cfg, kubeapitest.FromClientset(fake.NewClientset(tt.node)))
 			if tt.wantErrContains != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErrContains) {
 					t.Fatalf("err = %v, want one containing %q", err, tt.wantErrContains)

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 
 	"github.com/sirupsen/logrus"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
@@ -33,15 +32,12 @@ type podIdentityDoor struct {
 // against the API server's OIDC keys, the caller found by the pod its token
 // names among this node's pods, its role from the pod's annotation or its
 // ServiceAccount's through the metadata door's resolver.
-func newPodIdentityDoor(cfg *Config, kube kubernetes.Interface, watcher *k8s.Watcher, resolver *k8s.RoleResolver, log logrus.FieldLogger) (*podIdentityDoor, error) {
+func newPodIdentityDoor(cfg *Config, kube k8s.Client, watcher *k8s.Watcher, resolver *k8s.RoleResolver, log logrus.FieldLogger) (*podIdentityDoor, error) {
 	accounts, err := k8s.NewServiceAccounts(kube, cfg.IAMRoleKey)
 	if err != nil {
 		return nil, err
 	}
-	rest := kube.Discovery().RESTClient()
-	keys := k8s.NewAPIServerKeys(func(ctx context.Context, path string) ([]byte, error) {
-		return rest.Get().AbsPath(path).DoRaw(ctx)
-	}, nil, log.WithField("component", "pod-identity"))
+	keys := k8s.NewAPIServerKeys(kube.GetPath, nil, log.WithField("component", "pod-identity"))
 	verifier, err := k8s.NewTokenVerifier(k8s.TokenVerifierOptions{Keys: keys, Audience: cfg.PodIdentityAudience})
 	if err != nil {
 		return nil, err

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sirupsen/logrus"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/kubeapi"
 	"github.com/kube2ra/kube2ra/proxy"
 )
 
@@ -107,7 +107,7 @@ type agent struct {
 	// reg is the metrics registry the ops server serves.
 	reg *prometheus.Registry
 	// kube talks to the API server.
-	kube kubernetes.Interface
+	kube k8s.Client
 	// watcher finds pods by IP.
 	watcher *k8s.Watcher
 	// source is the credential source behind the cache.
@@ -206,13 +206,13 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 	}
 	restCfg.UserAgent = "kube2ra/" + version
 	restCfg.QPS, restCfg.Burst = kubeQPS, kubeBurst
-	a.kube, err = kubernetes.NewForConfig(restCfg)
+	a.kube, err = kubeapi.New(restCfg)
 	if err != nil {
 		return nil, fmt.Errorf("building the Kubernetes client: %w", err)
 	}
 	verifyCfg := rest.CopyConfig(restCfg)
 	verifyCfg.QPS, verifyCfg.Burst = verifyQPS, verifyBurst
-	verifyClient, err := kubernetes.NewForConfig(verifyCfg)
+	verifyClient, err := kubeapi.New(verifyCfg)
 	if err != nil {
 		return nil, fmt.Errorf("building the Kubernetes client for live checks: %w", err)
 	}
