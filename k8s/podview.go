@@ -62,10 +62,7 @@ func (v *podViews) replaced(old any) {
 // watch event's, not the one the store held, so views are found by UID
 // (deletes are rare; the scan is over this node's pods).
 func (v *podViews) deleted(obj any) {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	p, ok := obj.(*corev1.Pod)
+	p, ok := deletedPod(obj)
 	if !ok {
 		return
 	}
@@ -76,6 +73,15 @@ func (v *podViews) deleted(obj any) {
 		}
 	}
 	v.mu.Unlock()
+}
+
+// deletedPod is the pod of a delete notification, tombstones included.
+func deletedPod(obj any) (*corev1.Pod, bool) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	p, ok := obj.(*corev1.Pod)
+	return p, ok
 }
 
 // size is the number of views held.
