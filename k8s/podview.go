@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"net/netip"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -89,4 +90,34 @@ func (v *podViews) size() int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return len(v.byObject)
+}
+
+// maxIPKeys bounds ipKeys; past it the memo starts over.
+const maxIPKeys = 4096
+
+// ipKeys memoises ipKey, a pure function of the address that printed it
+// (an allocation) on every lookup. Callers' addresses are this node's pods'.
+type ipKeys struct {
+	// mu guards byIP.
+	mu sync.RWMutex
+	// byIP holds each address's index key.
+	byIP map[netip.Addr]string
+}
+
+// key is ipKey(ip).
+func (k *ipKeys) key(ip netip.Addr) string {
+	k.mu.RLock()
+	s, ok := k.byIP[ip]
+	k.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = ipKey(ip)
+	k.mu.Lock()
+	if k.byIP == nil || len(k.byIP) >= maxIPKeys {
+		k.byIP = make(map[netip.Addr]string)
+	}
+	k.byIP[ip] = s
+	k.mu.Unlock()
+	return s
 }

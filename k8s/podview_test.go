@@ -100,3 +100,25 @@ func TestPodViewsStayBounded(t *testing.T) {
 		t.Errorf("%d views held, bound %d", n, maxPodViews)
 	}
 }
+
+// TestIPKeysAreTheIndexKeys: the memoised key of an address is the one the
+// index files it under (IPv4-mapped and zoned spellings included), and the
+// memo stays bounded.
+func TestIPKeysAreTheIndexKeys(t *testing.T) {
+	var k ipKeys
+	for _, s := range []string{"10.0.0.1", "::ffff:10.0.0.1", "fd00::1", "fe80::1%eth0", "10.0.0.1"} {
+		ip := netip.MustParseAddr(s)
+		if got, want := k.key(ip), ipKey(ip); got != want {
+			t.Errorf("key(%s) = %q, want %q", s, got, want)
+		}
+	}
+	for i := range 2*maxIPKeys + 1 {
+		k.key(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}))
+	}
+	k.mu.RLock()
+	n := len(k.byIP)
+	k.mu.RUnlock()
+	if n > maxIPKeys {
+		t.Errorf("%d keys held, bound %d", n, maxIPKeys)
+	}
+}

@@ -158,6 +158,8 @@ type Watcher struct {
 	metrics *watchMetrics
 	// views hands out one read-only Pod per cached pod object.
 	views podViews
+	// keys memoises the IP index keys of callers' addresses.
+	keys ipKeys
 }
 
 // NewWatcher builds the informers; call Start to run them.
@@ -424,7 +426,7 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 	if err := w.waitSynced(ctx); err != nil {
 		return nil, err
 	}
-	key := ipKey(ip)
+	key := w.keys.key(ip)
 	var timeout clock.Timer
 	for {
 		// Take the channel before looking, so an event between the look
