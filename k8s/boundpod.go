@@ -33,7 +33,7 @@ func (w *Watcher) BoundPod(ctx context.Context, ref BoundPodRef) (*Pod, error) {
 				timeout.Stop()
 			}
 			if w.podTracker.isCurrent() {
-				return podFromObject(pod), nil
+				return w.views.of(pod), nil
 			}
 			return w.verifyBoundPod(ctx, ref)
 		}

@@ -151,10 +151,7 @@ func (n *RoleNotifier) goneLocked(uid types.UID) {
 
 // podDeleted handles deletions, tombstones included.
 func (n *RoleNotifier) podDeleted(obj any) {
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = t.Obj
-	}
-	p, ok := obj.(*corev1.Pod)
+	p, ok := deletedPod(obj)
 	if !ok {
 		return
 	}

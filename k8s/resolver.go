@@ -242,9 +242,13 @@ func (r *RoleResolver) ResolveRole(ctx context.Context, pod *Pod) (Role, error) 
 		lookup = func(name string) (*corev1.Namespace, bool, error) { return r.verifier.VerifiedNamespace(ctx, name) }
 	}
 	role, err := r.resolveWith(pod, lookup)
-	var denial *DenialError
-	if errors.As(err, &denial) {
-		r.recordDenial(pod, denial)
+	if err != nil {
+		// Declared here: errors.As moves its target to the heap, which
+		// every allowed request paid for when it was declared above.
+		var denial *DenialError
+		if errors.As(err, &denial) {
+			r.recordDenial(pod, denial)
+		}
 	}
 	return role, err
 }

@@ -238,6 +238,8 @@ type ServiceAccountRoles struct {
 	accounts ServiceAccountRoleGetter
 	// roleKey is the pod annotation with the role (--iam-role-key).
 	roleKey string
+	// views memoises the pods as the resolver sees them.
+	views saPodViews
 }
 
 // NewServiceAccountRoles builds the token door's resolver.
@@ -248,12 +250,12 @@ func NewServiceAccountRoles(resolver PodRoleResolver, accounts ServiceAccountRol
 	if roleKey == "" {
 		roleKey = DefaultRoleKey
 	}
-	return &ServiceAccountRoles{resolver: resolver, accounts: accounts, roleKey: roleKey}, nil
+	return &ServiceAccountRoles{resolver: resolver, accounts: accounts, roleKey: roleKey, views: saPodViews{byUID: make(map[types.UID]saPodView)}}, nil
 }
 
 // ResolveRole implements the proxy's RoleResolver for the token door.
 func (r *ServiceAccountRoles) ResolveRole(ctx context.Context, pod *Pod) (Role, error) {
-	withRole, err := withServiceAccountRole(pod, r.accounts, r.roleKey)
+	withRole, err := r.views.withServiceAccountRole(pod, r.accounts, r.roleKey)
 	if err != nil {
 		return Role{}, err
 	}
@@ -265,6 +267,44 @@ func (r *ServiceAccountRoles) ResolveRole(ctx context.Context, pod *Pod) (Role, 
 // ServiceAccount, else a copy carrying its ServiceAccount's role as its
 // role annotation (the pod's annotations are the informer's, read only).
 func withServiceAccountRole(pod *Pod, accounts ServiceAccountRoleGetter, roleKey string) (*Pod, error) {
+	var none saPodViews
+	return none.withServiceAccountRole(pod, accounts, roleKey)
+}
+
+// maxSAPodViews bounds saPodViews (one entry per pod of this node that
+// uses the token door); past it the memo starts over.
+const maxSAPodViews = 1024
+
+// saPodViews memoises withServiceAccountRole's copies: a request whose
+// Pod is the same object as the last one's (the watcher hands out one Pod
+// per cached pod object, and a new one for every change) and whose
+// ServiceAccount values are the same gets the same read-only copy; any
+// change to either builds a new one. The zero value memoises nothing.
+type saPodViews struct {
+	// mu guards byUID.
+	mu sync.Mutex
+	// byUID holds the last copy made for each pod; nil memoises nothing.
+	byUID map[types.UID]saPodView
+}
+
+// saPodView is one memoised copy and what it was made from.
+type saPodView struct {
+	// src is the Pod the copy was made from.
+	src *Pod
+	// from are the ServiceAccount's values the copy carries.
+	from saValues
+	// pod is the copy.
+	pod *Pod
+}
+
+// saValues are what a ServiceAccount gives a pod that names no role.
+type saValues struct {
+	// role, target and policy: its role, target role and session policy.
+	role, target, policy string
+}
+
+// withServiceAccountRole is the package function, memoised when v is.
+func (v *saPodViews) withServiceAccountRole(pod *Pod, accounts ServiceAccountRoleGetter, roleKey string) (*Pod, error) {
 	if pod == nil {
 		return nil, errors.New("k8s: ResolveRole called without a pod")
 	}
@@ -281,23 +321,44 @@ func withServiceAccountRole(pod *Pod, accounts ServiceAccountRoleGetter, roleKey
 	if role == "" {
 		return pod, nil
 	}
+	from := saValues{role: role}
+	// The ServiceAccount's target role and session policy go with its
+	// role, unless the pod sets its own.
+	if tg, ok := accounts.(ServiceAccountTargetGetter); ok {
+		if strings.TrimSpace(pod.Annotations[TargetRoleKey]) == "" {
+			from.target = tg.ServiceAccountTargetRole(pod.Namespace, pod.ServiceAccount)
+		}
+		if strings.TrimSpace(pod.Annotations[SessionPolicyKey]) == "" {
+			from.policy = tg.ServiceAccountSessionPolicy(pod.Namespace, pod.ServiceAccount)
+		}
+	}
+	if v.byUID != nil {
+		v.mu.Lock()
+		memo, ok := v.byUID[pod.UID]
+		v.mu.Unlock()
+		if ok && memo.src == pod && memo.from == from {
+			return memo.pod, nil
+		}
+	}
 	withRole := *pod
 	withRole.Annotations = maps.Clone(pod.Annotations)
 	if withRole.Annotations == nil {
 		withRole.Annotations = make(map[string]string, 1)
 	}
 	withRole.Annotations[roleKey] = role
-	// The ServiceAccount's target role and session policy go with its
-	// role, unless the pod sets its own.
-	if tg, ok := accounts.(ServiceAccountTargetGetter); ok {
-		for key, get := range map[string]func(string, string) string{TargetRoleKey: tg.ServiceAccountTargetRole, SessionPolicyKey: tg.ServiceAccountSessionPolicy} {
-			if strings.TrimSpace(pod.Annotations[key]) != "" {
-				continue // the pod's own wins
-			}
-			if v := get(pod.Namespace, pod.ServiceAccount); v != "" {
-				withRole.Annotations[key] = v
-			}
+	if from.target != "" {
+		withRole.Annotations[TargetRoleKey] = from.target
+	}
+	if from.policy != "" {
+		withRole.Annotations[SessionPolicyKey] = from.policy
+	}
+	if v.byUID != nil {
+		v.mu.Lock()
+		if len(v.byUID) >= maxSAPodViews {
+			clear(v.byUID)
 		}
+		v.byUID[pod.UID] = saPodView{src: pod, from: from, pod: &withRole}
+		v.mu.Unlock()
 	}
 	return &withRole, nil
 }

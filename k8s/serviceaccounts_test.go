@@ -136,3 +136,70 @@ func TestServiceAccountCacheKeepsOnlyRoleAnnotations(t *testing.T) {
 		t.Fatalf("trimmed to %+v", got)
 	}
 }
+
+// recordingResolver remembers the Pod the token door's resolver passed on.
+type recordingResolver struct{ got *Pod }
+
+func (r *recordingResolver) ResolveRole(_ context.Context, pod *Pod) (Role, error) {
+	r.got = pod
+	return Role{ARN: pod.Annotations[DefaultRoleKey]}, nil
+}
+
+// TestServiceAccountRolesMemoSeesEveryChange: the token door reuses the
+// pod-with-its-ServiceAccount's-role copy only while the pod object and the
+// ServiceAccount's role, target role and session policy are all unchanged;
+// the next request after any change sees it.
+func TestServiceAccountRolesMemoSeesEveryChange(t *testing.T) {
+	accounts := fakeTargetAccounts{
+		fakeAccounts: fakeAccounts{"apps/web": "role-1"},
+		targets:      map[string]string{"apps/web": "target-1"},
+		policies:     map[string]string{"apps/web": "policy-1"},
+	}
+	rec := &recordingResolver{}
+	roles, err := NewServiceAccountRoles(rec, accounts, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := &Pod{UID: "u", Namespace: "apps", Name: "p", ServiceAccount: "web"}
+	resolve := func(p *Pod) *Pod {
+		t.Helper()
+		if _, err := roles.ResolveRole(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+		return rec.got
+	}
+	check := func(step string, got *Pod, role, target, policy string) {
+		t.Helper()
+		if a := got.Annotations; a[DefaultRoleKey] != role || a[TargetRoleKey] != target || a[SessionPolicyKey] != policy {
+			t.Errorf("%s: the resolver saw role %q, target %q, policy %q; want %q, %q, %q",
+				step, a[DefaultRoleKey], a[TargetRoleKey], a[SessionPolicyKey], role, target, policy)
+		}
+	}
+
+	first := resolve(pod)
+	check("first request", first, "role-1", "target-1", "policy-1")
+	if resolve(pod) != first {
+		t.Error("a repeat request with nothing changed built a new copy")
+	}
+	accounts.fakeAccounts["apps/web"] = "role-2"
+	check("ServiceAccount role changed", resolve(pod), "role-2", "target-1", "policy-1")
+	accounts.targets["apps/web"] = "target-2"
+	check("ServiceAccount target changed", resolve(pod), "role-2", "target-2", "policy-1")
+	accounts.policies["apps/web"] = "policy-2"
+	check("ServiceAccount policy changed", resolve(pod), "role-2", "target-2", "policy-2")
+	// The pod changed (a new object from the watcher): its own target wins.
+	changed := *pod
+	changed.Annotations = map[string]string{TargetRoleKey: "own-target"}
+	check("pod changed", resolve(&changed), "role-2", "own-target", "policy-2")
+	// Changes the ServiceAccount's values do not show (a new external ID).
+	for _, id := range []string{"ext-1", "ext-2"} {
+		ext := *pod
+		ext.Annotations = map[string]string{DefaultExternalIDKey: id}
+		if got := resolve(&ext).Annotations[DefaultExternalIDKey]; got != id {
+			t.Errorf("pod's external ID changed: the resolver saw %q, want %q", got, id)
+		}
+	}
+	if pod.Annotations != nil {
+		t.Error("the pod's (informer-shared) annotations were modified")
+	}
+}

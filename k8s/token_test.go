@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"errors"
 	"strings"
 	"sync"
@@ -493,5 +494,22 @@ func TestCachedTokenDoesNotWaitForAKeyRead(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("a cached token waited for another request's key read")
+	}
+}
+
+// TestTokenSumIsTheTokensSHA256: the verified-token cache's key is the
+// whole token's SHA-256 at every length (the pooled buffer feeds it in
+// pieces), so two tokens share an entry only if they are the same token.
+func TestTokenSumIsTheTokensSHA256(t *testing.T) {
+	v := &TokenVerifier{}
+	for _, n := range []int{1, 511, 512, 513, 1024, 1500, maxTokenBytes} {
+		raw := strings.Repeat("x", n-1) + "y"
+		if got, want := v.tokenSum(raw), sha256.Sum256([]byte(raw)); got != want {
+			t.Errorf("%d-byte token: key %x, want its SHA-256 %x", n, got, want)
+		}
+		other := strings.Repeat("x", n-1) + "z"
+		if v.tokenSum(other) == v.tokenSum(raw) {
+			t.Errorf("%d-byte tokens differing in the last byte share a key", n)
+		}
 	}
 }

@@ -12,7 +12,8 @@ import (
 )
 
 // Pod is what kube2ra keeps of a pod: enough to identify it, pick its role
-// and name its session.
+// and name its session. A Pod from a lookup is shared with every other
+// lookup of the same cached object: read it, never write it.
 type Pod struct {
 	// UID tells a pod from a later one with the same name.
 	UID types.UID

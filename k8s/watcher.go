@@ -152,6 +152,10 @@ type Watcher struct {
 	nsTransform cache.TransformFunc
 	// metrics are the watch metrics.
 	metrics *watchMetrics
+	// views hands out one read-only Pod per cached pod object.
+	views podViews
+	// keys memoises the IP index keys of callers' addresses.
+	keys ipKeys
 }
 
 // NewWatcher builds the informers; call Start to run them.
@@ -267,8 +271,8 @@ func NewWatcher(client Client, opts WatcherOptions) (*Watcher, error) {
 	}
 	if _, err := w.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { w.broadcast(); w.podTracker.poke() },
-		UpdateFunc: func(_, _ any) { w.broadcast(); w.podTracker.poke() },
-		DeleteFunc: func(any) { w.podTracker.poke() },
+		UpdateFunc: func(old, _ any) { w.views.replaced(old); w.broadcast(); w.podTracker.poke() },
+		DeleteFunc: func(obj any) { w.views.deleted(obj); w.podTracker.poke() },
 	}); err != nil {
 		return nil, fmt.Errorf("adding the pod lookup handler: %w", err)
 	}
@@ -415,7 +419,7 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 	if err := w.waitSynced(ctx); err != nil {
 		return nil, err
 	}
-	key := ipKey(ip)
+	key := w.keys.key(ip)
 	var timeout clock.Timer
 	for {
 		// Take the channel before looking, so an event between the look
@@ -428,7 +432,7 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 				timeout.Stop()
 			}
 			if w.podTracker.isCurrent() {
-				return podFromObject(pod), nil
+				return w.views.of(pod), nil
 			}
 			// The cache may have missed this pod's deletion and its IP's
 			// reuse: ask the API server before answering.
@@ -485,14 +489,20 @@ func (w *Watcher) lookup(key string) (*corev1.Pod, ownership) {
 		w.log.WithError(err).Error("pod IP index lookup failed")
 		return nil, ownerNone
 	}
-	return ownerOf(w.nodePods(objs))
+	// An IP has one holder, rarely a few: keep them on the stack.
+	var held [4]*corev1.Pod
+	return ownerOf(w.appendNodePods(held[:0], objs))
 }
 
 // nodePods converts index results, dropping anything not on this node
 // (the field selector already does; this keeps a wrong selector from
 // becoming a wrong answer).
 func (w *Watcher) nodePods(objs []any) []*corev1.Pod {
-	pods := make([]*corev1.Pod, 0, len(objs))
+	return w.appendNodePods(make([]*corev1.Pod, 0, len(objs)), objs)
+}
+
+// appendNodePods is nodePods appending to pods.
+func (w *Watcher) appendNodePods(pods []*corev1.Pod, objs []any) []*corev1.Pod {
 	for _, o := range objs {
 		if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName == w.opts.NodeName {
 			pods = append(pods, p)

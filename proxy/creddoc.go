@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -34,10 +35,25 @@ type credentialDocs struct {
 type credentialDoc struct {
 	// creds are the credentials body encodes; a hit must match them all.
 	creds credentials.Credentials
-	// body is the IMDS JSON document.
-	body []byte
+	// encoded is the document as written to the wire.
+	encoded *encodedDoc
 	// pods are the pods this credential has been served to.
 	pods map[types.UID]struct{}
+}
+
+// encodedDoc is an encoded document and its Content-Length header value,
+// both made once per credential so a repeated read allocates neither.
+// Immutable once built.
+type encodedDoc struct {
+	// body is the document.
+	body []byte
+	// contentLength is the Content-Length header's value list for body.
+	contentLength []string
+}
+
+// newEncodedDoc wraps body with its Content-Length.
+func newEncodedDoc(body []byte) *encodedDoc {
+	return &encodedDoc{body: body, contentLength: []string{strconv.Itoa(len(body))}}
 }
 
 func newCredentialDocs(c clock.PassiveClock) *credentialDocs {
@@ -47,25 +63,25 @@ func newCredentialDocs(c clock.PassiveClock) *credentialDocs {
 // document returns the IMDS document for creds and whether pod is
 // receiving this credential for the first time. creds must be complete
 // (the caller checks); without LastUpdated, the first encoding stamps it.
-func (d *credentialDocs) document(creds credentials.Credentials, pod types.UID) (body []byte, first bool, err error) {
+func (d *credentialDocs) document(creds credentials.Credentials, pod types.UID) (doc *encodedDoc, first bool, err error) {
 	return d.documentWith(creds, pod, encodeCredentials)
 }
 
 // documentWith is document with another encoding (a cache holds one
 // encoding only: the token door keeps a cache of its own).
-func (d *credentialDocs) documentWith(creds credentials.Credentials, pod types.UID, encode func(credentials.Credentials) ([]byte, error)) (body []byte, first bool, err error) {
+func (d *credentialDocs) documentWith(creds credentials.Credentials, pod types.UID, encode func(credentials.Credentials) ([]byte, error)) (enc *encodedDoc, first bool, err error) {
 	d.mu.RLock()
 	doc := d.byKey[creds.AccessKeyID]
 	if doc != nil && sameCredentials(doc.creds, creds) {
 		_, seen := doc.pods[pod]
 		d.mu.RUnlock()
 		if seen {
-			return doc.body, false, nil
+			return doc.encoded, false, nil
 		}
 		d.mu.Lock()
 		doc.pods[pod] = struct{}{}
 		d.mu.Unlock()
-		return doc.body, true, nil
+		return doc.encoded, true, nil
 	}
 	d.mu.RUnlock()
 
@@ -73,7 +89,7 @@ func (d *credentialDocs) documentWith(creds credentials.Credentials, pod types.U
 	if creds.LastUpdated.IsZero() {
 		creds.LastUpdated = d.clock.Now()
 	}
-	body, err = encode(creds)
+	body, err := encode(creds)
 	if err != nil {
 		return nil, false, err
 	}
@@ -84,10 +100,11 @@ func (d *credentialDocs) documentWith(creds credentials.Credentials, pod types.U
 		// Another request encoded it meanwhile.
 		_, seen := old.pods[pod]
 		old.pods[pod] = struct{}{}
-		return old.body, !seen, nil
+		return old.encoded, !seen, nil
 	}
-	d.byKey[creds.AccessKeyID] = &credentialDoc{creds: creds, body: body, pods: map[types.UID]struct{}{pod: {}}}
-	return body, true, nil
+	enc = newEncodedDoc(body)
+	d.byKey[creds.AccessKeyID] = &credentialDoc{creds: creds, encoded: enc, pods: map[types.UID]struct{}{pod: {}}}
+	return enc, true, nil
 }
 
 // sweepLocked drops documents whose credentials have expired, and starts

@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -121,9 +122,13 @@ func TestCredentialDocuments(t *testing.T) {
 		return doc
 	}
 
-	body, first, err := d.document(c, "pod-a")
+	doc, first, err := d.document(c, "pod-a")
 	if err != nil || !first {
 		t.Fatalf("first document: first=%v err=%v", first, err)
+	}
+	body := doc.body
+	if got := doc.contentLength; len(got) != 1 || got[0] != strconv.Itoa(len(body)) {
+		t.Errorf("Content-Length %q for a %d-byte document", got, len(body))
 	}
 	if doc := decode(body); doc.Token != c.SessionToken || doc.AccessKeyID != c.AccessKeyID {
 		t.Fatalf("document %+v does not carry the credentials", doc)
@@ -138,7 +143,8 @@ func TestCredentialDocuments(t *testing.T) {
 	// Same key ID, new token (a getter that reuses key IDs): never the old body.
 	rotated := c
 	rotated.SessionToken = "IQoJb3JpZ2luX2VjERotatedToken//+test=="
-	body, first, _ = d.document(rotated, "pod-a")
+	doc, first, _ = d.document(rotated, "pod-a")
+	body = doc.body
 	if doc := decode(body); doc.Token != rotated.SessionToken {
 		t.Errorf("served token %q after the credential changed under the same key ID", doc.Token)
 	}
@@ -152,8 +158,8 @@ func TestCredentialDocuments(t *testing.T) {
 	b1, _, _ := d.document(unstamped, "pod-a")
 	clk.SetTime(clk.Now().Add(time.Minute))
 	b2, first, _ := d.document(unstamped, "pod-a")
-	if string(b1) != string(b2) || first {
-		t.Errorf("an unstamped credential was re-encoded (first=%v):\n%s\n%s", first, b1, b2)
+	if string(b1.body) != string(b2.body) || first {
+		t.Errorf("an unstamped credential was re-encoded (first=%v):\n%s\n%s", first, b1.body, b2.body)
 	}
 }
 

@@ -195,12 +195,12 @@ func (s *Server) serveCredentials(ctx context.Context, w http.ResponseWriter, in
 		writeStatus(w, http.StatusInternalServerError)
 		return
 	}
-	var body []byte
+	var doc *encodedDoc
 	var first bool
 	if extended {
-		body, first, err = s.extendedDocument(creds, pod, role)
+		doc, first, err = s.extendedDocument(creds, pod, role)
 	} else {
-		body, first, err = s.docs.document(creds, pod.UID)
+		doc, first, err = s.docs.document(creds, pod.UID)
 	}
 	if err != nil {
 		info.err = err
@@ -209,14 +209,14 @@ func (s *Server) serveCredentials(ctx context.Context, w http.ResponseWriter, in
 	}
 	info.accessKeyID, info.expiration = creds.AccessKeyID, creds.Expiration
 	info.routine = !first
-	writeBody(w, body)
+	writeEncoded(w, http.StatusOK, textPlain, doc)
 }
 
 // extendedDocument is the extended credential document: the IMDS document
 // with the role's AccountId (the resolver parsed it with the ARN). A role
 // without one is a resolver bug, answered 500 rather than a document
 // without the field the SDK came for.
-func (s *Server) extendedDocument(creds credentials.Credentials, pod *k8s.Pod, role k8s.Role) ([]byte, bool, error) {
+func (s *Server) extendedDocument(creds credentials.Credentials, pod *k8s.Pod, role k8s.Role) (*encodedDoc, bool, error) {
 	account := role.AccountID
 	if account == "" {
 		return nil, false, fmt.Errorf("role %q came without its account, which the extended credential document must carry", role.ARN)
@@ -244,6 +244,16 @@ func writeBody(w http.ResponseWriter, body []byte) {
 	setTextHeaders(w, len(body))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
+}
+
+// writeEncoded answers status with a cached document of contentType
+// (textPlain or applicationJSON), allocating no header values of its own.
+func writeEncoded(w http.ResponseWriter, status int, contentType []string, doc *encodedDoc) {
+	h := w.Header()
+	h["Content-Type"] = contentType
+	h["Content-Length"] = doc.contentLength
+	w.WriteHeader(status)
+	_, _ = w.Write(doc.body)
 }
 
 // credentialErrorStatus maps a credential failure to what SDKs handle

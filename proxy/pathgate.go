@@ -101,6 +101,12 @@ var pathByte = func() (t [256]bool) {
 // structure) and a reason. It reads only the raw target: the cleaned and
 // decoded r.URL.Path is exactly what an attacker controls the difference of.
 func checkPath(target string) (canonicalPath, int, string) {
+	return checkPathInto(target, nil)
+}
+
+// checkPathInto is checkPath splitting the segments into segs' array while
+// they fit (ServeHTTP passes a buffer inside the request's info).
+func checkPathInto(target string, segs []string) (canonicalPath, int, string) {
 	if target == "" || len(target) > maxPathLen || target[0] != '/' {
 		// Empty, overlong, absolute-form ("http://...") or "*".
 		return canonicalPath{}, http.StatusBadRequest, reasonMalformedPath
@@ -130,7 +136,10 @@ func checkPath(target string) (canonicalPath, int, string) {
 	if !hasMore {
 		return c, 0, ""
 	}
-	c.segs = strings.Split(after, "/")
+	c.segs = segs[:0]
+	for s := range strings.SplitSeq(after, "/") {
+		c.segs = append(c.segs, s)
+	}
 	for _, s := range c.segs {
 		// Empty ("//"), "." and ".." segments, and anything else starting
 		// with a dot ("..0", ".x"): no IMDS name starts with one, and a

@@ -138,7 +138,7 @@ func (s *Server) servePodIdentity(ctx context.Context, w http.ResponseWriter, r 
 		return
 	}
 	account := role.AccountID
-	body, first, err := s.podIdentityDocs.documentWith(creds, pod.UID, func(c credentials.Credentials) ([]byte, error) {
+	doc, first, err := s.podIdentityDocs.documentWith(creds, pod.UID, func(c credentials.Credentials) ([]byte, error) {
 		return json.Marshal(containerCredentials{
 			AccessKeyID:     c.AccessKeyID,
 			SecretAccessKey: c.SecretAccessKey,
@@ -156,7 +156,7 @@ func (s *Server) servePodIdentity(ctx context.Context, w http.ResponseWriter, r 
 	// logged at info, repeats at debug, as on the metadata door.
 	info.routine = !first
 	s.metrics.countPodIdentity(piSuccess)
-	writeJSON(w, http.StatusOK, body)
+	writeEncoded(w, http.StatusOK, applicationJSON, doc)
 }
 
 // sourceMatches refuses a token that arrives from an address its pod
@@ -284,8 +284,8 @@ func (s *Server) refusePodIdentity(w http.ResponseWriter, info *requestInfo, sta
 // writeJSON answers status with a JSON body.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h["Content-Type"] = applicationJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }

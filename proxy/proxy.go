@@ -176,6 +176,8 @@ type Server struct {
 	log logrus.FieldLogger
 	// clock tells time.
 	clock clock.PassiveClock
+	// realClock is true when clock is the wall clock.
+	realClock bool
 	// router dispatches canonical requests (but the credential route).
 	router *mux.Router
 	// docs caches encoded credential documents and who got them.
@@ -299,6 +301,7 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		metrics:         m,
 		log:             opts.Logger,
 		clock:           opts.Clock,
+		realClock:       isRealClock(opts.Clock),
 		docs:            newCredentialDocs(opts.Clock),
 		extendedDocs:    newCredentialDocs(opts.Clock),
 		logs:            levelEnabled(opts.Logger),
@@ -330,6 +333,15 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		ln:              opts.Listener,
 	}
 	return s, nil
+}
+
+// isRealClock reports whether c reads the wall clock.
+func isRealClock(c clock.PassiveClock) bool {
+	switch c.(type) {
+	case clock.RealClock, *clock.RealClock:
+		return true
+	}
+	return false
 }
 
 // ipv6Hosts are the extra addresses the metadata server binds.
@@ -383,8 +395,11 @@ func (s *Server) Handler() http.Handler { return s }
 // token check, then the router; and writes the request's log line and metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := s.clock.Now()
+	// One allocation holds what the request learns, its status writer and
+	// its deadline: fewer objects a request means fewer GC cycles.
 	info := &requestInfo{ip: callerIP(r), route: routeRefused, log: s.log}
-	sw := &statusWriter{ResponseWriter: w}
+	info.sw.ResponseWriter = w
+	sw := &info.sw
 	defer s.finish(sw, r, info, start)
 	defer func() {
 		// A bug in a handler or a consumer interface answers 500 and is
@@ -400,7 +415,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	if s.limiter != nil && !s.limiter.allow(info.ip) {
+	if s.limiter != nil && !s.limiter.allow(info.ip, start) {
 		info.route = routeRateLimited
 		s.deny(sw, info, http.StatusTooManyRequests, "RateLimited")
 		return
@@ -421,12 +436,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.podIdentity != nil && target == PodIdentityPath {
 		// The token door: the caller is whoever its token names, so the
 		// IMDS path gate and session tokens do not apply.
-		ctx, cancel := withLazyDeadline(r.Context(), s.requestTimeout)
-		defer cancel()
-		s.servePodIdentity(ctx, sw, r, info)
+		info.deadline.begin(r.Context(), s.requestDeadline(start))
+		defer info.deadline.stop()
+		s.servePodIdentity(&info.deadline, sw, r, info)
 		return
 	}
-	c, status, reason := checkPath(target)
+	c, status, reason := checkPathInto(target, info.segs[:0])
 	if status == 0 && (r.URL.RawQuery != "" || r.URL.ForceQuery || r.URL.Fragment != "") {
 		status, reason = http.StatusBadRequest, reasonMalformedPath
 	}
@@ -439,7 +454,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPut {
 		vals := r.Header[tokenHeaderKey]
 		switch {
-		case len(vals) > 0 && (len(vals) != 1 || !s.tokens.valid(vals[0], info.ip)):
+		case len(vals) > 0 && (len(vals) != 1 || !s.tokens.validAt(vals[0], info.ip, start)):
 			info.route = routeUnauthorized
 			s.deny(sw, info, http.StatusUnauthorized, "InvalidToken")
 			return
@@ -458,8 +473,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveTokenRoute(sw, r, info)
 		return
 	}
-	ctx, cancel := withLazyDeadline(r.Context(), s.requestTimeout)
-	defer cancel()
+	info.deadline.begin(r.Context(), s.requestDeadline(start))
+	defer info.deadline.stop()
+	var ctx context.Context = &info.deadline
 	if name, extended, ok := c.credentialName(); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		s.serveCredentials(ctx, sw, info, name, extended)
 		return
@@ -470,6 +486,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.Path, u.RawPath = c.routePath(), ""
 	r2.URL = &u
 	s.router.ServeHTTP(sw, r2)
+}
+
+// requestDeadline is when the work of a request that started at start
+// must end. With the real clock start is the wall clock's reading, so it
+// serves (one clock read fewer a request); a test's fake clock is not.
+func (s *Server) requestDeadline(start time.Time) time.Time {
+	if s.realClock {
+		return start.Add(s.requestTimeout)
+	}
+	return time.Now().Add(s.requestTimeout)
 }
 
 // reportIMDSv1 names the pod refused for reading without a token, in the
@@ -591,11 +617,20 @@ func writeText(w http.ResponseWriter, code int, body string) {
 	_, _ = io.WriteString(w, body)
 }
 
+// Content-Type values shared by every answer instead of a new slice each:
+// net/http copies the handler's header when the status is written, and
+// nothing writes into a header value in place (capacity 1, so an append
+// copies too).
+var (
+	textPlain       = []string{"text/plain"}[:1:1]
+	applicationJSON = []string{"application/json"}[:1:1]
+)
+
 // setTextHeaders declares a text/plain body of n bytes, as IMDS serves everything.
 func setTextHeaders(w http.ResponseWriter, n int) {
 	h := w.Header()
-	h.Set("Content-Type", "text/plain")
-	h.Set("Content-Length", strconv.Itoa(n))
+	h["Content-Type"] = textPlain
+	h["Content-Length"] = []string{strconv.Itoa(n)}
 }
 
 // statusWriter remembers the status written.
@@ -656,7 +691,17 @@ type requestInfo struct {
 	expiration time.Time
 	// routine is true for credentials this pod had been served before.
 	routine bool
+	// sw is the request's status writer (kept here: one allocation).
+	sw statusWriter
+	// deadline bounds the request's work once begun (kept here: one allocation).
+	deadline lazyDeadline
+	// segs holds path's segments when they fit (IMDS paths are short).
+	segs [maxInlineSegments]string
 }
+
+// maxInlineSegments is how many path segments a request holds without an
+// allocation of their own: iam/security-credentials/<name> is 4.
+const maxInlineSegments = 6
 
 // infoKey is the context key of *requestInfo.
 type infoKey struct{}

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
 	"k8s.io/utils/clock"
 )
 
@@ -16,29 +15,29 @@ const (
 	rateLimiterSweep = time.Minute
 )
 
-// ipRateLimiter is one token bucket per caller IP.
+// ipRateLimiter is one token bucket per caller IP. The bucket is kept
+// inline (a count and a time under the limiter's one lock) rather than as
+// a rate.Limiter with a lock of its own: it is on every request's path.
 type ipRateLimiter struct {
-	// limit is the sustained rate per IP.
-	limit rate.Limit
+	// limit is the sustained rate per IP, in tokens per second.
+	limit float64
 	// burst is the bucket size.
-	burst int
-	// clock feeds the buckets, so tests can move time.
-	clock clock.PassiveClock
+	burst float64
 
 	// mu guards buckets and lastSweep.
 	mu sync.Mutex
-	// buckets holds one limiter per caller IP seen recently.
+	// buckets holds one bucket per caller IP seen recently.
 	buckets map[netip.Addr]*ipBucket
 	// lastSweep is when idle buckets were last removed.
 	lastSweep time.Time
 }
 
-// ipBucket is one caller's limiter.
+// ipBucket is one caller's token bucket.
 type ipBucket struct {
-	// limiter is the token bucket.
-	limiter *rate.Limiter
-	// lastSeen is the caller's latest request.
-	lastSeen time.Time
+	// tokens left at last; a request takes one.
+	tokens float64
+	// last is the caller's latest request, when tokens was refilled.
+	last time.Time
 }
 
 func newIPRateLimiter(perSecond float64, burst int, c clock.PassiveClock) *ipRateLimiter {
@@ -49,22 +48,21 @@ func newIPRateLimiter(perSecond float64, burst int, c clock.PassiveClock) *ipRat
 		}
 	}
 	return &ipRateLimiter{
-		limit:     rate.Limit(perSecond),
-		burst:     burst,
-		clock:     c,
+		limit:     perSecond,
+		burst:     float64(burst),
 		buckets:   map[netip.Addr]*ipBucket{},
 		lastSweep: c.Now(),
 	}
 }
 
-// allow takes one token from ip's bucket.
-func (l *ipRateLimiter) allow(ip netip.Addr) bool {
-	now := l.clock.Now()
+// allow takes one token from ip's bucket at now (the request's start). A
+// new caller starts with a full bucket; tokens come back at limit per
+// second up to burst.
+func (l *ipRateLimiter) allow(ip netip.Addr, now time.Time) bool {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if now.Sub(l.lastSweep) >= rateLimiterSweep {
 		for k, b := range l.buckets {
-			if now.Sub(b.lastSeen) >= rateLimiterIdle {
+			if now.Sub(b.last) >= rateLimiterIdle {
 				delete(l.buckets, k)
 			}
 		}
@@ -72,9 +70,17 @@ func (l *ipRateLimiter) allow(ip netip.Addr) bool {
 	}
 	b := l.buckets[ip]
 	if b == nil {
-		b = &ipBucket{limiter: rate.NewLimiter(l.limit, l.burst)}
+		b = &ipBucket{tokens: l.burst, last: now}
 		l.buckets[ip] = b
 	}
-	b.lastSeen = now
-	return b.limiter.AllowN(now, 1)
+	if elapsed := now.Sub(b.last); elapsed > 0 {
+		b.tokens = min(l.burst, b.tokens+elapsed.Seconds()*l.limit)
+		b.last = now
+	}
+	ok := b.tokens >= 1
+	if ok {
+		b.tokens--
+	}
+	l.mu.Unlock()
+	return ok
 }

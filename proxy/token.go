@@ -54,9 +54,22 @@ type tokenMinter struct {
 	key []byte
 	// clock decides expiry.
 	clock clock.PassiveClock
-	// macs are keyed HMAC states for reuse: every GET with a token checks
-	// one, and keying a fresh one costs as much as the check.
+	// macs are keyed HMAC states for reuse (*tokenScratch): every GET with
+	// a token checks one, and keying a fresh one costs as much as the check.
 	macs sync.Pool
+}
+
+// tokenScratch is a keyed HMAC state with the buffers a check needs, so a
+// check allocates nothing (the buffers escape through the hash interface).
+type tokenScratch struct {
+	// mac is the keyed HMAC-SHA256.
+	mac hash.Hash
+	// src is the token as sent.
+	src [tokenEncodedLen]byte
+	// buf is the decoded token.
+	buf [tokenLen]byte
+	// sum is the HMAC computed over buf's payload.
+	sum [sha256.Size]byte
 }
 
 func newTokenMinter(c clock.PassiveClock) (*tokenMinter, error) {
@@ -65,17 +78,17 @@ func newTokenMinter(c clock.PassiveClock) (*tokenMinter, error) {
 		return nil, fmt.Errorf("generating the IMDSv2 token key from crypto/rand failed: %w", err)
 	}
 	m := &tokenMinter{key: key, clock: c}
-	m.macs.New = func() any { return hmac.New(sha256.New, m.key) }
+	m.macs.New = func() any { return &tokenScratch{mac: hmac.New(sha256.New, m.key)} }
 	return m, nil
 }
 
 // sign writes the HMAC of payload into sum.
 func (m *tokenMinter) sign(payload []byte, sum *[sha256.Size]byte) {
-	mac := m.macs.Get().(hash.Hash)
-	mac.Reset()
-	mac.Write(payload)
-	mac.Sum(sum[:0])
-	m.macs.Put(mac)
+	t := m.macs.Get().(*tokenScratch)
+	t.mac.Reset()
+	t.mac.Write(payload)
+	copy(sum[:], t.mac.Sum(t.sum[:0]))
+	m.macs.Put(t)
 }
 
 // parseTTL reads the TTL header of a token PUT: exactly one value, a
@@ -117,25 +130,30 @@ func (m *tokenMinter) mint(ip netip.Addr, ttl time.Duration) string {
 // valid reports whether tok was minted by this process for ip and has not
 // expired. It never says why, and the token is never logged.
 func (m *tokenMinter) valid(tok string, ip netip.Addr) bool {
+	return m.validAt(tok, ip, m.clock.Now())
+}
+
+// validAt is valid at now (the request's start, read once per request).
+func (m *tokenMinter) validAt(tok string, ip netip.Addr, now time.Time) bool {
 	if len(tok) != tokenEncodedLen {
 		return false
 	}
-	var src [tokenEncodedLen]byte
-	copy(src[:], tok)
-	var buf [tokenLen]byte
-	n, err := tokenEncoding.Decode(buf[:], src[:])
-	if err != nil || n != tokenLen || buf[0] != tokenFormatVersion {
+	t := m.macs.Get().(*tokenScratch)
+	defer m.macs.Put(t)
+	copy(t.src[:], tok)
+	n, err := tokenEncoding.Decode(t.buf[:], t.src[:])
+	if err != nil || n != tokenLen || t.buf[0] != tokenFormatVersion {
 		return false
 	}
-	var sum [sha256.Size]byte
-	m.sign(buf[:tokenPayloadLen], &sum)
-	if !hmac.Equal(sum[:], buf[tokenPayloadLen:]) {
+	t.mac.Reset()
+	t.mac.Write(t.buf[:tokenPayloadLen])
+	if !hmac.Equal(t.mac.Sum(t.sum[:0]), t.buf[tokenPayloadLen:]) {
 		return false
 	}
 	a := ip.Unmap().As16()
-	if !hmac.Equal(a[:], buf[9:tokenPayloadLen]) {
+	if !hmac.Equal(a[:], t.buf[9:tokenPayloadLen]) {
 		return false
 	}
-	expiry := int64(binary.BigEndian.Uint64(buf[1:9]))
-	return m.clock.Now().Unix() < expiry
+	expiry := int64(binary.BigEndian.Uint64(t.buf[1:9]))
+	return now.Unix() < expiry
 }
