@@ -104,6 +104,9 @@ type WatcherOptions struct {
 	// watch and snapshot behind it, or the window the checks are for could
 	// not end.
 	VerifyClient kubernetes.Interface
+	// Sandboxes, when set, tells a new pod's address before the kubelet
+	// reports it (see sandboxOwner); the API alone when nil.
+	Sandboxes SandboxIPs
 }
 
 // Resources, the "resource" label of the k8s metrics.
@@ -428,7 +431,20 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 		// Take the channel before looking, so an event between the look
 		// and the wait still wakes us.
 		changed := w.changes()
+		var sandboxChanged <-chan struct{}
+		if w.opts.Sandboxes != nil {
+			sandboxChanged = w.opts.Sandboxes.Changes()
+		}
 		pod, own := w.lookup(key)
+		if own == ownerNone && w.podTracker.isCurrent() {
+			if p := w.sandboxOwner(ip); p != nil {
+				if timeout != nil {
+					timeout.Stop()
+				}
+				w.log.WithField("pod", p.Key()).WithField("ip", ip).Debug("pod known by its sandbox's network before the API has its IP")
+				return p, nil
+			}
+		}
 		switch own {
 		case ownerOne:
 			if timeout != nil {
@@ -452,6 +468,7 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 		}
 		select {
 		case <-changed:
+		case <-sandboxChanged:
 		case <-timeout.C():
 			if !w.podTracker.isCurrent() {
 				// The cache may just not have heard of the pod yet.

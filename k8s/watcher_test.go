@@ -36,6 +36,13 @@ type lookupResult struct {
 
 func newTestWatcher(t *testing.T, start bool, objs ...*corev1.Pod) (*Watcher, *fake.Clientset, *clocktesting.FakeClock) {
 	t.Helper()
+	return newTestWatcherWith(t, nil, start, objs...)
+}
+
+// newTestWatcherWith is newTestWatcher with sandboxes as the node's
+// sandbox record (none when nil).
+func newTestWatcherWith(t *testing.T, sandboxes SandboxIPs, start bool, objs ...*corev1.Pod) (*Watcher, *fake.Clientset, *clocktesting.FakeClock) {
+	t.Helper()
 	client := fake.NewClientset()
 	for _, p := range objs {
 		if _, err := client.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
@@ -43,7 +50,7 @@ func newTestWatcher(t *testing.T, start bool, objs ...*corev1.Pod) (*Watcher, *f
 		}
 	}
 	clk := clocktesting.NewFakeClock(time.Unix(1700000000, 0))
-	w, err := NewWatcher(client, WatcherOptions{NodeName: "node-a", LookupTimeout: testLookupTimeout, Logger: testLogger(), Clock: clk})
+	w, err := NewWatcher(client, WatcherOptions{NodeName: "node-a", LookupTimeout: testLookupTimeout, Logger: testLogger(), Clock: clk, Sandboxes: sandboxes})
 	if err != nil {
 		t.Fatal(err)
 	}
