@@ -534,6 +534,9 @@ func (c *Config) Validate() error {
 	if c.PodLookupTimeout <= 0 || c.PodLookupTimeout > 30*time.Second {
 		bad("--pod-lookup-timeout %s is out of range: use more than 0 and at most 30s", c.PodLookupTimeout)
 	}
+	if c.CNIResultsDir != "" && !filepath.IsAbs(c.CNIResultsDir) {
+		bad("--cni-results-dir %q is not an absolute path: give the runtime's result cache as mounted into the agent, e.g. %s, or \"\" to go without", c.CNIResultsDir, cniresults.DefaultDir)
+	}
 	if c.UpstreamQPS <= 0 {
 		bad("--upstream-qps %g must be positive", c.UpstreamQPS)
 	}
