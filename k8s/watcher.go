@@ -76,6 +76,9 @@ type WatcherOptions struct {
 	// LookupTimeout bounds the wait for an IP the informer does not know
 	// yet (--pod-lookup-timeout); DefaultLookupTimeout when zero.
 	LookupTimeout time.Duration
+	// Sandboxes, when set, tells a new pod's address before the kubelet
+	// reports it (see sandboxOwner); the API alone when nil.
+	Sandboxes SandboxIPs
 	// SyncTimeout bounds how long a lookup made before the first sync waits
 	// for it; LookupTimeout when zero, since the caller gives up soon after.
 	SyncTimeout time.Duration
@@ -104,9 +107,6 @@ type WatcherOptions struct {
 	// watch and snapshot behind it, or the window the checks are for could
 	// not end.
 	VerifyClient kubernetes.Interface
-	// Sandboxes, when set, tells a new pod's address before the kubelet
-	// reports it (see sandboxOwner); the API alone when nil.
-	Sandboxes SandboxIPs
 }
 
 // Resources, the "resource" label of the k8s metrics.

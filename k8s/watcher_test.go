@@ -50,10 +50,11 @@ func newTestWatcherWith(t *testing.T, sandboxes SandboxIPs, start bool, objs ...
 		}
 	}
 	clk := clocktesting.NewFakeClock(time.Unix(1700000000, 0))
-	w, err := NewWatcher(client, WatcherOptions{NodeName: "node-a", LookupTimeout: testLookupTimeout, Logger: testLogger(), Clock: clk, Sandboxes: sandboxes})
+	w, err := NewWatcher(client, WatcherOptions{NodeName: "node-a", LookupTimeout: testLookupTimeout, Logger: testLogger(), Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.opts.Sandboxes = sandboxes // before Start, as NewWatcher would set it
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); w.Shutdown() })
 	if start {
