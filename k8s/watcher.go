@@ -74,6 +74,9 @@ type WatcherOptions struct {
 	// LookupTimeout bounds the wait for an IP the informer does not know
 	// yet (--pod-lookup-timeout); DefaultLookupTimeout when zero.
 	LookupTimeout time.Duration
+	// Sandboxes, when set, tells a new pod's address before the kubelet
+	// reports it (see sandboxOwner); the API alone when nil.
+	Sandboxes SandboxIPs
 	// SyncTimeout bounds how long a lookup made before the first sync waits
 	// for it; LookupTimeout when zero, since the caller gives up soon after.
 	SyncTimeout time.Duration
@@ -425,7 +428,20 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 		// Take the channel before looking, so an event between the look
 		// and the wait still wakes us.
 		changed := w.changes()
+		var sandboxChanged <-chan struct{}
+		if w.opts.Sandboxes != nil {
+			sandboxChanged = w.opts.Sandboxes.Changes()
+		}
 		pod, own := w.lookup(key)
+		if own == ownerNone && w.podTracker.isCurrent() {
+			if p := w.sandboxOwner(ip); p != nil {
+				if timeout != nil {
+					timeout.Stop()
+				}
+				w.log.WithField("pod", p.Key()).WithField("ip", ip).Debug("pod known by its sandbox's network before the API has its IP")
+				return p, nil
+			}
+		}
 		switch own {
 		case ownerOne:
 			if timeout != nil {
@@ -449,6 +465,7 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 		}
 		select {
 		case <-changed:
+		case <-sandboxChanged:
 		case <-timeout.C():
 			if !w.podTracker.isCurrent() {
 				// The cache may just not have heard of the pod yet.

@@ -38,6 +38,13 @@ type lookupResult struct {
 
 func newTestWatcher(t *testing.T, start bool, objs ...*corev1.Pod) (*Watcher, *fake.Clientset, *clocktesting.FakeClock) {
 	t.Helper()
+	return newTestWatcherWith(t, nil, start, objs...)
+}
+
+// newTestWatcherWith is newTestWatcher with sandboxes as the node's
+// sandbox record (none when nil).
+func newTestWatcherWith(t *testing.T, sandboxes SandboxIPs, start bool, objs ...*corev1.Pod) (*Watcher, *fake.Clientset, *clocktesting.FakeClock) {
+	t.Helper()
 	client := fake.NewClientset()
 	for _, p := range objs {
 		if _, err := client.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
@@ -49,6 +56,7 @@ func newTestWatcher(t *testing.T, start bool, objs ...*corev1.Pod) (*Watcher, *f
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.opts.Sandboxes = sandboxes // before Start, as NewWatcher would set it
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); w.Shutdown() })
 	if start {

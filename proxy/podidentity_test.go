@@ -439,8 +439,20 @@ func TestPodIdentityRefusals(t *testing.T) {
 			setup: func(e *doorEnv) { e.owners.set(k8s.ErrAmbiguousIP) }, status: 403, code: piCodeForbidden, result: "source_mismatch"},
 		{name: "an address whose owner cannot be confirmed now is retried", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
 			setup: func(e *doorEnv) { e.owners.set(k8s.ErrNotSynced) }, status: 503, code: piCodeUnavailable, result: "not_synced"},
-		{name: "a pod whose IP is not known yet is retried", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
-			setup: func(e *doorEnv) { e.web.pod.IPs = nil }, status: 503, code: piCodeUnavailable, result: "pod_ip_unknown"},
+		{name: "a pod whose IP no source knows yet is retried", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.web.pod.IPs, e.owners.byIP = nil, nil }, status: 503, code: piCodeUnavailable, result: "pod_ip_unknown"},
+		{name: "a pod whose IP the API lacks but the owner lookup gives it (its sandbox's record) is served", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) {
+				e.web.pod.IPs = nil
+				delete(e.roles.roles, "web") // stop after the source check: no_role proves it passed
+			}, status: 403, code: piCodeForbidden, result: "no_role"},
+		{name: "a pod whose IP the API lacks, sending from another pod's address, is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) {
+				e.become(e.batch) // batch owns the address the request comes from
+				e.web.pod.IPs = nil
+			}, status: 403, code: piCodeForbidden, result: "source_mismatch"},
+		{name: "a pod whose IP the API lacks, from an address two live pods claim, is forbidden", auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
+			setup: func(e *doorEnv) { e.web.pod.IPs = nil; e.owners.set(k8s.ErrAmbiguousIP) }, status: 403, code: piCodeForbidden, result: "source_mismatch"},
 		{name: "POST is not allowed", method: http.MethodPost, auth: func(e *doorEnv, _ *testing.T) []string { return []string{e.web.token} },
 			status: 405, code: piCodeBadRequest, result: "bad_method"},
 	}

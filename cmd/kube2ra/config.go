@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/kube2ra/kube2ra/arn"
+	"github.com/kube2ra/kube2ra/cniresults"
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
@@ -140,6 +141,9 @@ type Config struct {
 	IMDSv2Required bool
 	// PodLookupTimeout bounds the wait for an unknown pod IP.
 	PodLookupTimeout time.Duration
+	// CNIResultsDir is the container runtime's CNI result cache, read for
+	// new pods' addresses before the kubelet reports them; "" reads none.
+	CNIResultsDir string
 	// UpstreamQPS limits calls to STS or Roles Anywhere.
 	UpstreamQPS float64
 	// UpstreamBurst is the token bucket size for UpstreamQPS.
@@ -314,6 +318,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Var(&c.MetadataAllowPaths, "metadata-allow-path", "extra pass-through path pattern relative to the version, e.g. meta-data/tags/instance/** (* and ? per segment, ** at the end; a pattern that could match iam/, identity-credentials/ or api/ in any letter case is refused), repeatable")
 	fs.BoolVar(&c.IMDSv2Required, "imdsv2-required", c.IMDSv2Required, "refuse metadata GETs without an IMDSv2 token (401, and an IMDSv1Refused Event on the pod), as IMDS with HttpTokens=required; false allows IMDSv1")
 	fs.DurationVar(&c.PodLookupTimeout, "pod-lookup-timeout", c.PodLookupTimeout, "how long a request from an unknown IP waits for the pod to appear")
+	fs.StringVar(&c.CNIResultsDir, "cni-results-dir", c.CNIResultsDir, "the container runtime's CNI result cache (libcni's, "+cniresults.DefaultDir+" on the host), read so a new pod is known by its address before the kubelet reports it to the API server (the API stays the authority); empty reads none")
 	fs.Float64Var(&c.UpstreamQPS, "upstream-qps", c.UpstreamQPS, "calls per second to STS or Roles Anywhere from this node")
 	fs.IntVar(&c.UpstreamBurst, "upstream-burst", c.UpstreamBurst, "burst of calls to STS or Roles Anywhere")
 	fs.DurationVar(&c.CredentialMinTTL, "credential-min-ttl", c.CredentialMinTTL, "never serve credentials with less than this left (below 11m boto3 and the AWS CLI sign with expired credentials)")
@@ -528,6 +533,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PodLookupTimeout <= 0 || c.PodLookupTimeout > 30*time.Second {
 		bad("--pod-lookup-timeout %s is out of range: use more than 0 and at most 30s", c.PodLookupTimeout)
+	}
+	if c.CNIResultsDir != "" && !filepath.IsAbs(c.CNIResultsDir) {
+		bad("--cni-results-dir %q is not an absolute path: give the runtime's result cache as mounted into the agent, e.g. %s, or \"\" to go without", c.CNIResultsDir, cniresults.DefaultDir)
 	}
 	if c.UpstreamQPS <= 0 {
 		bad("--upstream-qps %g must be positive", c.UpstreamQPS)

@@ -61,6 +61,8 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		{"unknown iptables mode", func(c *Config) { c.IPTablesMode = "xt" }, `--iptables-mode: iptables mode "xt" is not known`},
 		{"relative CNI bin dir names the flag and the default", func(c *Config) { c.CNI, c.CNIBinDir = true, "opt/cni/bin" }, `--cni-bin-dir "opt/cni/bin" is not an absolute path: give the host directory as mounted into the agent, e.g. /opt/cni/bin`},
 		{"relative CNI conf dir", func(c *Config) { c.CNI, c.CNIConfDir = true, "net.d" }, `--cni-conf-dir "net.d" is not an absolute path`},
+		{"relative CNI result cache names the flag and the default", func(c *Config) { c.CNIResultsDir = "results" }, `--cni-results-dir "results" is not an absolute path: give the runtime's result cache as mounted into the agent, e.g. /var/lib/cni/results`},
+		{"the CNI result cache as the chart mounts it", func(c *Config) { c.CNIResultsDir = "/host/var/lib/cni/results" }, ""},
 		{"CNI resync too short", func(c *Config) { c.CNI, c.CNIResync = true, time.Millisecond }, "--cni-resync 1ms is too short"},
 		{"CNI paths unchecked without --cni", func(c *Config) { c.CNIBinDir = "bin" }, ""},
 		{"unknown credential source", func(c *Config) { c.CredentialSource = "vault" }, `--credential-source "vault" is unknown: use auto, rolesanywhere or sts`},

@@ -822,7 +822,72 @@ func explainTokenDoor(ctx context.Context, r *report, kube k8s.Client, cfg *Conf
 		return "", nil
 	}
 	r.line("token door", "role %s, for a token with audience %s", role.ARN, cfg.PodIdentityAudience)
+	if !explainTokenAccount(r, accounts, pod) || !explainTokenSource(r, cfg, view.watcher, pod) {
+		return "", nil
+	}
 	return role.ARN, nil
+}
+
+// explainTokenAccount says which ServiceAccount a token of pod must have
+// been issued for, as the token door checks it (k8s.PodAuthenticator):
+// the account's current UID, so a token outlives neither the account nor
+// its UID. It reports false when no token of the pod is accepted now.
+func explainTokenAccount(r *report, accounts *k8s.ServiceAccounts, pod *k8s.Pod) bool {
+	uid, ok := accounts.ServiceAccountUID(pod.Namespace, pod.ServiceAccount)
+	if !ok {
+		r.line("token for", "ServiceAccount %s/%s, which the agent's cache lacks: every token of the pod is answered 503 (retry) until it is there", pod.Namespace, pod.ServiceAccount)
+		return false
+	}
+	r.line("token for", "ServiceAccount %s/%s with UID %s only: a token issued for an earlier account of that name is refused (401 %s; recreate the pod)",
+		pod.Namespace, pod.ServiceAccount, uid, k8s.TokenServiceAccountReplaced)
+	return true
+}
+
+// explainTokenSource says from which source addresses the token door
+// accepts pod's token (proxy's sourceMatches): a pod network pod's only
+// from an address it owns under the metadata door's rule (FindPod, the
+// same pod UID), a host-network pod's only from the node's own addresses
+// or loopback (package nodeaddrs). It reports false when no address
+// qualifies now.
+func explainTokenSource(r *report, cfg *Config, w *k8s.Watcher, pod *k8s.Pod) bool {
+	const refused = "403 AccessDeniedException, source_mismatch"
+	switch {
+	case pod.HostNetwork:
+		node := "node " + pod.NodeName + "'s"
+		if cfg.HostIP != placeholderHostIP {
+			node += ", " + cfg.HostIP + " among them"
+		}
+		r.line("token from", "the node's own addresses only (%s, loopback included): the pod shares the node's network, so its token from any pod's address is refused (%s)", node, refused)
+		return true
+	case pod.Terminating:
+		r.line("token from", "no address: a terminating pod owns none (it may already be a new pod's), so its token is refused from everywhere (%s)", refused)
+		return false
+	case len(pod.IPs) == 0:
+		r.line("token from", "no address yet: the agent does not know the pod's IP, so its token is answered 503 (retry) until it does")
+		return false
+	}
+	entries := map[string]k8s.IPEntry{}
+	for _, e := range w.Snapshot() {
+		entries[e.IP] = e
+	}
+	var owned []string
+	for _, ip := range pod.IPs {
+		e, ok := entries[ip.String()]
+		switch {
+		case ok && e.Verdict == "owned" && e.Owner != nil && e.Owner.UID == pod.UID:
+			owned = append(owned, ip.String())
+		case ok && e.Verdict == "ambiguous":
+			r.line("token from", "not %s: several live pods claim it (%s), so the token is refused from it (%s)", ip, strings.Join(e.Holders, ", "), refused)
+		default:
+			r.line("token from", "not %s: the pod does not own it in the agent's view, so the token is refused from it (%s)", ip, refused)
+		}
+	}
+	if len(owned) == 0 {
+		return false
+	}
+	r.line("token from", "%s only, owned by this pod (UID %s) under the metadata door's rule; the same token from any other address, another pod's or the node's, is refused (%s)",
+		strings.Join(owned, ", "), pod.UID, refused)
+	return true
 }
 
 // explainAgentStore asks the node's agent what it holds for the pod's IPs

@@ -22,6 +22,8 @@ import (
 var explainRBAC = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
 	{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, Verbs: []string{"get"}},
+	// Only with --pod-identity.
+	{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"list", "watch"}},
 }
 
 // TestExplainAgainstARealAPIServer runs `kube2ra explain` as a user with
@@ -85,6 +87,15 @@ func TestExplainAgainstARealAPIServer(t *testing.T) {
 	create(testPod("shop", "plain", "10.1.0.6", nil), tNode)
 	create(testPod("shop", "twin-a", "10.1.0.9", role("team/db")), tNode)
 	create(testPod("shop", "twin-b", "10.1.0.9", nil), tNode)
+	// No controller-manager: the token door's ServiceAccount is made here.
+	account, err := admin.CoreV1().ServiceAccounts("shop").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := admin.CoreV1().Pods("shop").Get(ctx, "api", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	explain := func(args ...string) (string, int) {
 		t.Helper()
@@ -112,6 +123,14 @@ func TestExplainAgainstARealAPIServer(t *testing.T) {
 		{name: "two pods of the node on one IP are refused",
 			args: []string{"-n", "shop", "twin-a"}, wantCode: exitDenied,
 			want: []string{"10.1.0.9 is claimed by several live pods: shop/twin-a, shop/twin-b"}},
+		{name: "with --pod-identity the token counts only from the IP the pod owns, for the ServiceAccount's current UID",
+			args: []string{"-n", "shop", "api", "--pod-identity"}, wantCode: exitServed,
+			want: []string{"token door:  role " + tBase + "api",
+				"token for:   ServiceAccount shop/default with UID " + string(account.UID) + " only",
+				"token from:  10.1.0.5 only, owned by this pod (UID " + string(api.UID) + ")"}},
+		{name: "with --pod-identity a token from an IP two pods of the node claim is refused",
+			args: []string{"-n", "shop", "twin-a", "--pod-identity"}, wantCode: exitDenied,
+			want: []string{"token from:  not 10.1.0.9: several live pods claim it (shop/twin-a, shop/twin-b)", "verdict:     denied"}},
 		{name: "explain's flag wins over the DaemonSet's",
 			args: []string{"-n", "shop", "plain", "--default-role="}, wantCode: exitDenied,
 			want: []string{"no iam.amazonaws.com/role annotation and no --default-role"}},

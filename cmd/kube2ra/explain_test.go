@@ -51,6 +51,12 @@ func testNamespace(name, policy string) *corev1.Namespace {
 	return ns
 }
 
+// webAccount is shop's default ServiceAccount, naming role web the IRSA way.
+func webAccount() *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "default", UID: "uid-sa-shop-default",
+		Annotations: map[string]string{k8s.IRSARoleKey: tBase + "web"}}}
+}
+
 // role is the pod annotation naming a role.
 func role(r string) map[string]string { return map[string]string{k8s.DefaultRoleKey: r} }
 
@@ -209,15 +215,56 @@ func TestExplainPod(t *testing.T) {
 			want:     []string{"namespace bare has no iam.amazonaws.com/allowed-roles annotation: it allows no role but the default"},
 		},
 		{name: "with --pod-identity the ServiceAccount's role serves the token door where the metadata door has none",
-			objs: []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", nil), &corev1.ServiceAccount{
-				ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "default", Annotations: map[string]string{k8s.IRSARoleKey: tBase + "web"}}}},
+			objs:     []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", nil), webAccount()},
 			args:     []string{"-n", "shop", "web-1", tBaseArg, "--pod-identity"},
 			wantCode: exitServed,
 			want: []string{
 				`ServiceAccount shop/default names role "` + tBase + `web"`,
 				"token door:  role " + tBase + "web, for a token with audience kube2ra",
+				"token for:   ServiceAccount shop/default with UID uid-sa-shop-default only",
+				"token from:  10.1.0.5 only, owned by this pod (UID uid-shop-web-1) under the metadata door's rule; the same token from any other address, another pod's or the node's, is refused",
 				"verdict:     served by the token door only: role " + tBase + "web",
 				"reason:      the pod has no iam.amazonaws.com/role annotation",
+			}},
+		{name: "with --pod-identity a host-network pod's token counts only from the node's own addresses",
+			objs: []runtime.Object{shop, func() *corev1.Pod {
+				p := testPod("shop", "web-1", "192.0.2.10", nil)
+				p.Spec.HostNetwork, p.Status.HostIP = true, "192.0.2.10"
+				return p
+			}(), webAccount()},
+			args:     []string{"-n", "shop", "web-1", tBaseArg, "--pod-identity"},
+			wantCode: exitServed,
+			want: []string{
+				"token from:  the node's own addresses only (node node-a's, 192.0.2.10 among them, loopback included)",
+				"its token from any pod's address is refused (403 AccessDeniedException, source_mismatch)",
+				"verdict:     served by the token door only: role " + tBase + "web",
+			}},
+		{name: "with --pod-identity a token from an IP two live pods claim is refused on both doors",
+			objs:     []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", nil), testPod("shop", "stale", "10.1.0.5", nil), webAccount()},
+			args:     []string{"-n", "shop", "web-1", tBaseArg, "--pod-identity"},
+			wantCode: exitDenied,
+			want: []string{
+				"token from:  not 10.1.0.5: several live pods claim it (shop/stale, shop/web-1), so the token is refused from it (403 AccessDeniedException, source_mismatch)",
+				"verdict:     denied",
+			}},
+		{name: "with --pod-identity a terminating pod's token is refused from every address",
+			objs: []runtime.Object{shop, func() *corev1.Pod {
+				p := testPod("shop", "web-1", "10.1.0.5", nil)
+				p.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+				p.Finalizers = []string{"test/keep"}
+				return p
+			}(), webAccount()},
+			args:     []string{"-n", "shop", "web-1", tBaseArg, "--pod-identity"},
+			wantCode: exitDenied,
+			want:     []string{"token from:  no address: a terminating pod owns none", "verdict:     denied"},
+		},
+		{name: "with --pod-identity a pod whose ServiceAccount the cache lacks gets no answer on the token door",
+			objs:     []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", role("web"))},
+			args:     []string{"-n", "shop", "web-1", tBaseArg, "--pod-identity"},
+			wantCode: exitServed,
+			want: []string{
+				"token for:   ServiceAccount shop/default, which the agent's cache lacks: every token of the pod is answered 503 (retry) until it is there",
+				"verdict:     served: role " + tBase + "web at 169.254.169.254",
 			}},
 		{name: "with --pod-identity the namespace policy still governs the ServiceAccount's role",
 			objs: []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", nil), &corev1.ServiceAccount{

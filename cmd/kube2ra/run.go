@@ -25,6 +25,7 @@ import (
 	"github.com/kube2ra/kube2ra/arn"
 	"github.com/kube2ra/kube2ra/cni/install"
 	"github.com/kube2ra/kube2ra/cni/plugin"
+	"github.com/kube2ra/kube2ra/cniresults"
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
@@ -272,6 +273,16 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 	}
 
 	keys := cfg.annotationKeys()
+	var sandboxes k8s.SandboxIPs
+	if cfg.CNIResultsDir != "" {
+		results := cniresults.New(cfg.CNIResultsDir, log.WithField("component", "cni-results"))
+		if err := results.Start(ctx); err != nil {
+			// Only speed depends on it: new pods wait for the API instead.
+			log.WithError(err).Warn("--cni-results-dir cannot be read: a new pod is known only once the kubelet reports its IP to the API server")
+		} else {
+			sandboxes = results
+		}
+	}
 	a.watcher, err = k8s.NewWatcher(a.kube, k8s.WatcherOptions{
 		NodeName:      cfg.Node,
 		LookupTimeout: cfg.PodLookupTimeout,
@@ -280,6 +291,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 		APIServer:     restCfg.Host,
 		Registerer:    reg,
 		VerifyClient:  verifyClient,
+		Sandboxes:     sandboxes,
 	})
 	if err != nil {
 		return nil, err

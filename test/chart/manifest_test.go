@@ -34,6 +34,7 @@ var agentFlags = []string{
 	"pod-identity", "pod-identity-audience",
 	"session-tags-transitive", "cluster-name", "cluster-arn",
 	"cni", "cni-bin-dir", "cni-conf-dir", "cni-plugin-binary", "cni-resync", "cni-repair", "cni-netns-dir",
+	"cni-results-dir",
 }
 
 // repeatableFlags may appear more than once.
@@ -222,6 +223,19 @@ func TestDaemonSetKeepsItsSecurityPromises(t *testing.T) {
 			}
 			if repair {
 				wantHost[strings.TrimPrefix(flags["cni-netns-dir"][0], "/host")] = flags["cni-netns-dir"][0]
+			}
+			// The runtime's CNI result cache, read as root (its files are 0600).
+			if root {
+				wantHost["/var/lib/cni/results"] = "/host/var/lib/cni/results"
+				if got := flags["cni-results-dir"]; len(got) != 1 || got[0] != "/host/var/lib/cni/results" {
+					t.Errorf("--cni-results-dir %q, want the mounted /host/var/lib/cni/results", got)
+				}
+				i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == "/host/var/lib/cni/results" })
+				if i < 0 || !c.VolumeMounts[i].ReadOnly {
+					t.Errorf("the CNI result cache must be mounted read-only (mounts %+v)", c.VolumeMounts)
+				}
+			} else if len(flags["cni-results-dir"]) > 0 {
+				t.Errorf("--cni-results-dir %q without root: the agent could not read the runtime's 0600 files", flags["cni-results-dir"])
 			}
 			gotHost := map[string]string{}
 			for _, v := range spec.Volumes {

@@ -1,0 +1,75 @@
+package k8s
+
+import (
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+)
+
+// SandboxClaim is one pod sandbox's network as the node's container runtime
+// recorded it (package cniresults): the pod it was made for and the
+// addresses it got, known before the kubelet reports them.
+type SandboxClaim struct {
+	// Namespace, Name and UID are the pod's (the runtime's K8S_POD_* CNI
+	// arguments).
+	Namespace, Name string
+	UID             types.UID
+	// SandboxID is the runtime's sandbox ID.
+	SandboxID string
+	// IPs are the addresses the network gave the sandbox.
+	IPs []netip.Addr
+}
+
+// SandboxIPs is the node's record of which sandbox holds which address.
+type SandboxIPs interface {
+	// Claims returns the sandboxes whose network holds ip.
+	Claims(ip netip.Addr) []SandboxClaim
+	// Changes returns a channel closed at the next change.
+	Changes() <-chan struct{}
+}
+
+// sandboxOwner is the pod a sandbox record gives ip to, for an address no
+// live pod holds in the API: exactly one record of the address names a pod
+// in the cache on this node with the same UID, live, not host-network, and
+// without addresses in its status yet. Records of pods the cache does not
+// hold (gone, or another UID: an earlier pod of that name) are stale
+// sandboxes a runtime did not clean up and are skipped; a second record
+// naming a live pod makes the address nobody's. Once the kubelet reports a
+// pod's addresses the API decides alone. A record can delay an answer (the
+// lookup then waits for the API, as without records) but never widen one.
+func (w *Watcher) sandboxOwner(ip netip.Addr) *Pod {
+	if w.opts.Sandboxes == nil {
+		return nil
+	}
+	var owner *Pod
+	for _, c := range w.opts.Sandboxes.Claims(ip) {
+		p := w.sandboxPod(c)
+		if p == nil {
+			continue
+		}
+		if owner != nil {
+			return nil
+		}
+		owner = p
+	}
+	return owner
+}
+
+// sandboxPod is the pod a record names when it is in the cache on this
+// node with the record's UID, live, not host-network, and has no
+// addresses in its status; nil otherwise.
+func (w *Watcher) sandboxPod(c SandboxClaim) *Pod {
+	obj, ok, err := w.pods.GetStore().GetByKey(cache.NewObjectName(c.Namespace, c.Name).String())
+	if err != nil || !ok {
+		return nil
+	}
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.UID != c.UID || p.Spec.NodeName != w.opts.NodeName || !indexable(p) || p.DeletionTimestamp != nil || len(podIPs(p)) > 0 {
+		return nil
+	}
+	pod := podFromObject(p)
+	pod.IPs = c.IPs
+	return pod
+}
