@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/kubeapi"
 	"github.com/kube2ra/kube2ra/test/controlplane"
 )
 
@@ -62,7 +63,11 @@ func TestWatcherKnowsANewPodByItsSandboxRecord(t *testing.T) {
 	}
 	log := logrus.New()
 	log.SetOutput(os.Stderr)
-	w, err := k8s.NewWatcher(kube, k8s.WatcherOptions{NodeName: node, LookupTimeout: timeout, Logger: log, Sandboxes: results})
+	api, err := kubeapi.New(cp.AdminConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := k8s.NewWatcher(api, k8s.WatcherOptions{NodeName: node, LookupTimeout: timeout, Logger: log, Sandboxes: results})
 	if err != nil {
 		t.Fatal(err)
 	}
