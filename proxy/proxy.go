@@ -365,6 +365,17 @@ func (s *Server) newRouter() *mux.Router {
 // installing the DNAT rule, so a port clash stops the start early.
 func (s *Server) Listen() error { return s.listener.listen() }
 
+// ListenWith is Listen with listen opening each address: a successor
+// adopts its predecessor's listeners through it (see package handover).
+func (s *Server) ListenWith(listen ListenFunc) error { return s.listener.listenWith(listen) }
+
+// Listeners are the bound listeners (HostIP's first), nil before Listen.
+func (s *Server) Listeners() []net.Listener { return s.listener.listeners() }
+
+// Drain stops accepting after a successor took the listeners over, answers
+// what was accepted and closes idle connections; see httpListener.drain.
+func (s *Server) Drain(ctx context.Context) error { return s.listener.drain(ctx) }
+
 // Addr is the bound address, nil before Listen.
 func (s *Server) Addr() net.Addr { return s.listener.address() }
 
