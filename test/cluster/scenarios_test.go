@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -234,8 +235,13 @@ func judge(answers []pollAnswer, from int64) (nodeAnswers int, gapMs int64) {
 	return nodeAnswers, gapMs
 }
 
-// upgrade is scenario 5: helm upgrade restarts the agent while a pod polls;
-// the pod never gets the node's credentials, and the gap is measured.
+// upgrade is scenario 5: helm upgrade replaces the agent while a pod polls.
+// The pod never gets the node's credentials, and with the handover (the
+// chart's default for the root agent) not one poll is refused or fails:
+// the new agent takes the old one's listening sockets over. The longest gap
+// between answers is at most two of the poller's own intervals (measured
+// before the upgrade: its sleep plus two curls), and the new agent has the
+// pod's credentials cached before it serves.
 // prefix names the figures and the pod of a second use (the CNI scenario's
 // "cni"); extra are further --set values, those the release was installed
 // with.
@@ -246,6 +252,16 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 		name, fig = "poller-"+prefix+"-upgrade", prefix+"_upgrade_"
 	}
 	w.startPoller(ctx, name, corev1.RestartPolicyNever)
+	// A few more polls, to measure the poller's interval as it runs here.
+	if err := waitFor(ctx, name+" polled 20 times", time.Minute, nil, func() error {
+		if n := len(pollerAnswers(name)); n < 20 {
+			return fmt.Errorf("%d polls", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	interval := pollInterval(pollerAnswers(name))
 	ds, err := w.kube.AppsV1().DaemonSets("kube-system").Get(ctx, "kube2ra", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -265,11 +281,29 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 	}); err != nil {
 		t.Error(err)
 	}
-	node, gap := judge(pollerAnswers(name), from)
+	answers := pollerAnswers(name)
+	node, gap := judge(answers, from)
+	polls, refused := countRefused(answers, from)
+	figure(fig+"poll_interval_ms", interval)
+	figure(fig+"polls", polls)
+	figure(fig+"refused", refused)
 	figure(fig+"node_credential_answers", node)
 	figure(fig+"gap_ms", gap)
 	if node != 0 {
 		t.Errorf("during helm upgrade a pod got %d answers from the node's own metadata service", node)
+	}
+	if refused != 0 {
+		t.Errorf("during helm upgrade %d of %d polls were refused or failed (the handover must leave no moment without a listener):\n%s", refused, polls, w.agentPodState(ctx))
+	}
+	if gap > 2*interval {
+		t.Errorf("during helm upgrade the longest gap between answers was %d ms, more than two poll intervals (%d ms)", gap, interval)
+	}
+	// The new agent cached the pod's credentials before it took traffic:
+	// the pod's first credential request after the upgrade is a hit.
+	entries := w.agentMetric(ctx, "kube2ra_credential_cache_entries")
+	figure(fig+"new_agent_cache_entries", entries)
+	if entries < 1 {
+		t.Errorf("the new agent holds %v cached credentials after the upgrade, want the polling pod's", entries)
 	}
 	w.deletePod(ctx, appNS, name)
 }
@@ -472,4 +506,54 @@ func countBetween(answers []pollAnswer, fromMs, toMs int64) int {
 		}
 	}
 	return n
+}
+
+// pollInterval is the median spacing of a poller's answers in ms: its sleep
+// (100 ms) plus the two curls, as they run on this machine now.
+func pollInterval(answers []pollAnswer) int64 {
+	var d []int64
+	for i := 1; i < len(answers); i++ {
+		d = append(d, answers[i].ms-answers[i-1].ms)
+	}
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+// countRefused counts a poller's answers from from on, and those that were
+// not a 200 (000: refused, reset or timed out; 401: the token PUT failed).
+func countRefused(answers []pollAnswer, from int64) (polls, refused int) {
+	for _, a := range answers {
+		if a.ms < from {
+			continue
+		}
+		polls++
+		if a.code != "200" {
+			refused++
+		}
+	}
+	return polls, refused
+}
+
+// agentMetric reads one unlabelled metric of the running agent from its
+// metrics port on the node's loopback.
+func (w *world) agentMetric(ctx context.Context, name string) float64 {
+	t := w.t
+	out, err := run(ctx, "nsenter", "--net=/proc/"+strconv.Itoa(w.agentPID(ctx))+"/ns/net", "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9181/metrics")
+	if err != nil {
+		t.Fatalf("reading the agent's metrics: %v", err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", name, line)
+			}
+			return f
+		}
+	}
+	t.Fatalf("the agent's metrics have no %s", name)
+	return 0
 }
