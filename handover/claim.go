@@ -69,7 +69,7 @@ func (c *Claim) Take(ctx context.Context) (*Inherited, error) {
 	if len(files) != len(m.Addrs) {
 		return nil, fmt.Errorf("the serving agent sent %d descriptors for %d listeners", len(files), len(m.Addrs))
 	}
-	in := &Inherited{lns: map[netip.AddrPort]net.Listener{}}
+	in := &Inherited{lns: map[netip.AddrPort]net.Listener{}, State: m.State}
 	for i, f := range files {
 		ln, err := net.FileListener(f)
 		if err != nil {
@@ -99,6 +99,8 @@ func (c *Claim) Close() error { return c.conn.Close() }
 
 // Inherited are the listeners taken over, by address.
 type Inherited struct {
+	// State is the serving agent's OfferOptions.State.
+	State []byte
 	// mu guards lns.
 	mu sync.Mutex
 	// lns are the listeners not yet used.

@@ -10,9 +10,10 @@
 // same kernel accept queue: no connection is refused or reset. The old agent
 // then stops accepting (closes its copies) and drains.
 //
-// Only listening sockets cross the unix socket, never a secret: the new
-// agent warms its own credential cache. Both ends check with SO_PEERCRED that
-// the other runs as the same uid.
+// Only listening sockets and a small opaque state (the agent's IMDSv2 token
+// key, so the tokens pods hold stay valid) cross the unix socket, never
+// credentials: the new agent warms its own cache. Both ends check with
+// SO_PEERCRED that the other runs as the same uid.
 package handover
 
 import (
@@ -61,6 +62,8 @@ type message struct {
 	Version string `json:"version,omitempty"`
 	// Addrs are the local addresses of the descriptors sent with listeners, in order.
 	Addrs []string `json:"addrs,omitempty"`
+	// State is OfferOptions.State's value, sent with listeners.
+	State []byte `json:"state,omitempty"`
 }
 
 const (

@@ -128,7 +128,8 @@ func startOld(t *testing.T, dir string, warmup time.Duration) *oldAgent {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { _ = a.srv.Serve(ctx) }()
-	a.offer, err = Open(OfferOptions{Dir: dir, Listeners: a.srv.Listeners, Version: "v1", WarmupTimeout: warmup})
+	a.offer, err = Open(OfferOptions{Dir: dir, Listeners: a.srv.Listeners, Version: "v1", WarmupTimeout: warmup,
+		State: func() []byte { return []byte("state of v1") }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,6 +395,9 @@ func TestWaitForSuccessor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer in.Close()
+	if string(in.State) != "state of v1" {
+		t.Errorf("state %q came with the listeners, want the offer's", in.State)
+	}
 	if err := c.Serving(); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,9 @@ type OfferOptions struct {
 	// Listeners are the listening TCP sockets a successor takes over; called
 	// when it asks, so it sees what serves at that moment.
 	Listeners func() []net.Listener
+	// State, when set, is sent with the listeners (Inherited.State): what
+	// the successor needs to accept what clients hold from this agent.
+	State func() []byte
 	// Version is announced to the successor, for its log.
 	Version string
 	// WarmupTimeout bounds a successor's warm-up; default DefaultWarmupTimeout.
@@ -203,7 +206,11 @@ func (o *Offer) handle(ctx context.Context, c *net.UnixConn) bool {
 	if err != nil {
 		return left(err)
 	}
-	err = send(c, message{Msg: msgListeners, Addrs: addrs}, files)
+	m := message{Msg: msgListeners, Addrs: addrs}
+	if o.opts.State != nil {
+		m.State = o.opts.State()
+	}
+	err = send(c, m, files)
 	closeFiles(files)
 	if err != nil {
 		return left(err)

@@ -10,14 +10,15 @@ import (
 	"github.com/kube2ra/kube2ra/proxy"
 )
 
-// prefetchWait bounds how long a successor waits for the node's pods'
-// credentials before taking traffic over: a hit for the first request
-// after the upgrade, unless upstream is this slow (then the requests wait
-// on the same single-flight calls).
-const prefetchWait = 10 * time.Second
+// warmWait bounds how long a successor waits, before taking traffic over,
+// for the node's pods' credentials (a hit for the first request after the
+// upgrade) and for its watches to be current (else each answer waits for a
+// live GET of the pod: half a second on the e2e node right after start). If
+// upstream or the API server is this slow, requests wait as they would.
+const warmWait = 10 * time.Second
 
-// prefetchPoll is how often the successor looks whether the prefetches ended.
-const prefetchPoll = 20 * time.Millisecond
+// warmPoll is how often the successor looks whether it is warm.
+const warmPoll = 20 * time.Millisecond
 
 // takeTimeout bounds receiving the listeners from the serving agent.
 const takeTimeout = 10 * time.Second
@@ -73,20 +74,21 @@ func (a *agent) claimHandover(ctx context.Context) (*handover.Claim, error) {
 }
 
 // takeOver waits (bounded) for the prefetch of the node's pods'
-// credentials, takes the predecessor's listeners, serves on them and tells
+// credentials and a current watch, takes the predecessor's listeners, serves on them and tells
 // it to drain. If the predecessor is gone meanwhile, the ports are bound.
 func (a *agent) takeOver(ctx context.Context, claim *handover.Claim) error {
 	log := a.log.WithField("predecessor_pid", claim.Peer.PID)
 	start := time.Now()
-	wctx, cancel := context.WithTimeout(ctx, prefetchWait)
-	for a.cache.Fetching() > 0 && wctx.Err() == nil {
+	wctx, cancel := context.WithTimeout(ctx, warmWait)
+	for (a.cache.Fetching() > 0 || !a.watcher.Current()) && wctx.Err() == nil {
 		select {
 		case <-wctx.Done():
-		case <-time.After(prefetchPoll):
+		case <-time.After(warmPoll):
 		}
 	}
 	cancel()
-	log = log.WithField("prefetch_wait", time.Since(start).Round(time.Millisecond)).WithField("still_fetching", a.cache.Fetching())
+	log = log.WithField("warm_wait", time.Since(start).Round(time.Millisecond)).
+		WithField("still_fetching", a.cache.Fetching()).WithField("watch_current", a.watcher.Current())
 	tctx, cancel := context.WithTimeout(ctx, takeTimeout)
 	in, err := claim.Take(tctx)
 	cancel()
@@ -94,6 +96,12 @@ func (a *agent) takeOver(ctx context.Context, claim *handover.Claim) error {
 		log.WithError(err).Warn("handover: the serving agent did not hand its sockets over; binding them")
 		_ = claim.Close()
 		in, claim = nil, nil
+	}
+	if in != nil {
+		// The tokens pods hold were minted with the predecessor's key.
+		if err := a.server.AdoptTokenKey(in.State); err != nil {
+			log.WithError(err).Warn("handover: the predecessor's IMDSv2 token key is unusable: pods' tokens get 401 once, and SDKs fetch new ones")
+		}
 	}
 	err = a.listen(in.Listen)
 	if in != nil {
@@ -123,6 +131,7 @@ func (a *agent) offerHandover(ctx context.Context) error {
 	offer, err := handover.Open(handover.OfferOptions{
 		Dir:       a.cfg.HandoverDir,
 		Listeners: a.handoverListeners,
+		State:     a.server.TokenKey,
 		Version:   version,
 		Logger:    a.log.WithField("component", "handover"),
 	})

@@ -155,8 +155,10 @@ func (w *world) ipReuse(ctx context.Context) {
 }
 
 // poller asks the metadata service for the role listing every 100 ms and
-// prints "<epoch ms> <http code> <body>" per answer.
-const poller = `while true; do t=$(curl -s -m 1 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token); b=$(curl -s -m 1 -H "X-aws-ec2-metadata-token: $t" -w ' %{http_code}' http://169.254.169.254/latest/meta-data/iam/security-credentials/); echo "$(date +%s%3N) ${b##* } ${b% *}"; sleep 0.1; done`
+// prints "<epoch ms> <http code> <body>" per answer, and on stderr each
+// curl's timings ("T put|get <connect> <first byte> <total>" in seconds),
+// which pollerAnswers skips and pollerLogBetween shows.
+const poller = `while true; do t=$(curl -s -m 1 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' -w '%{stderr}T put %{time_connect} %{time_starttransfer} %{time_total} %{http_code}\n' http://169.254.169.254/latest/api/token); b=$(curl -s -m 1 -H "X-aws-ec2-metadata-token: $t" -w ' %{http_code}%{stderr}T get %{time_connect} %{time_starttransfer} %{time_total}\n' http://169.254.169.254/latest/meta-data/iam/security-credentials/); echo "$(date +%s%3N) ${b##* } ${b% *}"; sleep 0.1; done`
 
 // pollAnswers reads a poller's answers from the kubelet's log of the pod.
 type pollAnswer struct {
@@ -296,7 +298,9 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 		t.Errorf("during helm upgrade %d of %d polls were refused or failed (the handover must leave no moment without a listener):\n%s", refused, polls, w.agentPodState(ctx))
 	}
 	if gap > 2*interval {
-		t.Errorf("during helm upgrade the longest gap between answers was %d ms, more than two poll intervals (%d ms)", gap, interval)
+		end := gapEnd(answers, from, gap)
+		t.Errorf("during helm upgrade the longest gap between answers was %d ms, more than two poll intervals (%d ms); the poller's log around it:\n%s",
+			gap, interval, pollerLogBetween(name, end-gap-1000, end+500))
 	}
 	// The new agent cached the pod's credentials before it took traffic:
 	// the pod's first credential request after the upgrade is a hit.
@@ -508,6 +512,43 @@ func countBetween(answers []pollAnswer, fromMs, toMs int64) int {
 	return n
 }
 
+// gapEnd is when the answer ending judge's longest gap came.
+func gapEnd(answers []pollAnswer, from, gap int64) int64 {
+	last := int64(0)
+	for _, a := range answers {
+		if a.ms < from || a.code != "200" || a.body != allowedRole {
+			continue
+		}
+		if last != 0 && a.ms-last == gap {
+			return a.ms
+		}
+		last = a.ms
+	}
+	return 0
+}
+
+// pollerLogBetween is the poller's log (answers and curl timings, with the
+// kubelet's timestamps) between two epoch ms.
+func pollerLogBetween(name string, fromMs, toMs int64) string {
+	files, _ := filepath.Glob(dir("kubelet", "logs", appNS+"_"+name+"_*", "*", "*.log"))
+	var b strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			ts, _, ok := strings.Cut(line, " ")
+			at, err := time.Parse(time.RFC3339Nano, ts)
+			if !ok || err != nil || at.UnixMilli() < fromMs || at.UnixMilli() > toMs {
+				continue
+			}
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
 // pollInterval is the median spacing of a poller's answers in ms: its sleep
 // (100 ms) plus the two curls, as they run on this machine now.
 func pollInterval(answers []pollAnswer) int64 {
@@ -537,23 +578,28 @@ func countRefused(answers []pollAnswer, from int64) (polls, refused int) {
 	return polls, refused
 }
 
-// agentMetric reads one unlabelled metric of the running agent from its
-// metrics port on the node's loopback.
+// agentMetric reads a metric of the running agent from its metrics port on
+// the node's loopback, summed over its series.
 func (w *world) agentMetric(ctx context.Context, name string) float64 {
 	t := w.t
 	out, err := run(ctx, "nsenter", "--net=/proc/"+strconv.Itoa(w.agentPID(ctx))+"/ns/net", "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9181/metrics")
 	if err != nil {
-		t.Fatalf("reading the agent's metrics: %v", err)
+		t.Errorf("reading the agent's metrics: %v", err)
+		return 0
 	}
+	sum, found := 0.0, false
 	for _, line := range strings.Split(out, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("metric %s: %q", name, line)
-			}
-			return f
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
 		}
+		f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metric %s: %q", name, line)
+		}
+		sum, found = sum+f, true
 	}
-	t.Fatalf("the agent's metrics have no %s", name)
-	return 0
+	if !found {
+		t.Errorf("the agent's metrics have no %s", name)
+	}
+	return sum
 }
