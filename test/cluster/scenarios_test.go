@@ -263,7 +263,9 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	interval := pollInterval(pollerAnswers(name))
+	before := pollerAnswers(name)
+	interval := pollInterval(before)
+	_, gapBefore := judge(before, 0)
 	ds, err := w.kube.AppsV1().DaemonSets("kube-system").Get(ctx, "kube2ra", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -287,6 +289,7 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 	node, gap := judge(answers, from)
 	polls, refused := countRefused(answers, from)
 	figure(fig+"poll_interval_ms", interval)
+	figure(fig+"gap_before_ms", gapBefore)
 	figure(fig+"polls", polls)
 	figure(fig+"refused", refused)
 	figure(fig+"node_credential_answers", node)
@@ -299,8 +302,8 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 	}
 	if gap > 2*interval {
 		end := gapEnd(answers, from, gap)
-		t.Errorf("during helm upgrade the longest gap between answers was %d ms, more than two poll intervals (%d ms); the poller's log around it:\n%s",
-			gap, interval, pollerLogBetween(name, end-gap-1000, end+500))
+		t.Errorf("during helm upgrade the longest gap between answers was %d ms (ending at %d), more than two poll intervals (%d ms); the poller's log around it:\n%s",
+			gap, end, interval, pollerLogBetween(name, end-gap-1000, end+500))
 	}
 	// The new agent cached the pod's credentials before it took traffic:
 	// the pod's first credential request after the upgrade is a hit.
@@ -532,6 +535,7 @@ func gapEnd(answers []pollAnswer, from, gap int64) int64 {
 func pollerLogBetween(name string, fromMs, toMs int64) string {
 	files, _ := filepath.Glob(dir("kubelet", "logs", appNS+"_"+name+"_*", "*", "*.log"))
 	var b strings.Builder
+	fmt.Fprintf(&b, "(%d log files, %d to %d)\n", len(files), fromMs, toMs)
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
