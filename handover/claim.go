@@ -38,7 +38,7 @@ func Dial(ctx context.Context, dir, version string) (*Claim, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("handover socket %s: %w", path, err)
 	}
-	setDeadline(c, ctx)
+	setDeadline(ctx, c)
 	defer func() { _ = c.SetDeadline(time.Time{}) }()
 	if err := send(c, message{Msg: msgHello, PID: os.Getpid(), Version: version}, nil); err != nil {
 		_ = c.Close()
@@ -56,7 +56,7 @@ func Dial(ctx context.Context, dir, version string) (*Claim, error) {
 // Take receives duplicates of the serving agent's listeners. It keeps
 // serving on its own copies until Serving.
 func (c *Claim) Take(ctx context.Context) (*Inherited, error) {
-	setDeadline(c.conn, ctx)
+	setDeadline(ctx, c.conn)
 	defer func() { _ = c.conn.SetDeadline(time.Time{}) }()
 	if err := send(c.conn, message{Msg: msgTake}, nil); err != nil {
 		return nil, err

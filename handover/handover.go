@@ -211,7 +211,7 @@ func closeFiles(files []*os.File) {
 }
 
 // setDeadline bounds one exchange by ctx's deadline, if any.
-func setDeadline(c *net.UnixConn, ctx context.Context) {
+func setDeadline(ctx context.Context, c *net.UnixConn) {
 	if d, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(d)
 	} else {
@@ -219,7 +219,8 @@ func setDeadline(c *net.UnixConn, ctx context.Context) {
 	}
 }
 
-// errNoOffer is what Dial's connect errors mean: no agent serves here.
+// noOffer reports whether a connect error means that no agent serves here
+// (no socket, or a stale one nobody listens on).
 func noOffer(err error) bool {
 	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 }
