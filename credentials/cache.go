@@ -481,6 +481,21 @@ func (c *CredentialCache) TrackedEntry(podUID string) (EntryState, bool) {
 	return st, true
 }
 
+// Fetching is how many tracked pods' entries wait for an upstream call
+// (a prefetch or a refresh): a successor agent takes traffic over when it is
+// 0, so the first request after an upgrade is a hit.
+func (c *CredentialCache) Fetching() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n := 0
+	for _, e := range c.pods {
+		if e.flight != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Untrack records that the pod is gone; its key is evicted after the grace
 // period unless another pod uses it or it is used again.
 func (c *CredentialCache) Untrack(podUID string) {

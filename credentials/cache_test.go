@@ -617,3 +617,28 @@ func TestCacheTrackedEntrySaysWhetherAPodsCredentialsAreCached(t *testing.T) {
 		t.Errorf("denied role's state %+v, want not cached with the denial", st)
 	}
 }
+
+// TestFetchingCountsTrackedPodsWaitingForUpstream: a successor agent takes
+// traffic over when Fetching is 0, so the first request after an upgrade
+// is a hit; it must count a prefetch in flight and drop to 0 once cached.
+func TestFetchingCountsTrackedPodsWaitingForUpstream(t *testing.T) {
+	env := newCacheEnv(t, nil)
+	env.run(t)
+	if n := env.cache.Fetching(); n != 0 {
+		t.Fatalf("Fetching %d with nothing tracked", n)
+	}
+	env.fake.SetLatency(300 * time.Millisecond)
+	req := podReq(appRoleARN, "ns", "pod")
+	env.cache.Track("uid", req)
+	if n := env.cache.Fetching(); n != 1 {
+		t.Fatalf("Fetching %d right after Track started the prefetch, want 1", n)
+	}
+	eventually(t, "prefetched", func() bool { return env.cached(req) })
+	eventually(t, "no fetch in flight", func() bool { return env.cache.Fetching() == 0 })
+	env.fake.SetLatency(0)
+	before := env.calls()
+	get(t, env.cache, req)
+	if env.calls() != before {
+		t.Errorf("the first Get after Fetching reached 0 called upstream")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,16 +33,28 @@ type httpListener struct {
 	ln net.Listener
 	// also are the listeners of alsoHosts.
 	also []net.Listener
+
+	// conns counts the server's open connections, for drain.
+	conns atomic.Int64
+	// handedOff is set once drain closed the listeners for a successor.
+	handedOff atomic.Bool
 }
 
+// ListenFunc opens a listener, as net.Listen does.
+type ListenFunc func(network, addr string) (net.Listener, error)
+
 // listen binds addr unless a listener was given.
-func (h *httpListener) listen() error {
+func (h *httpListener) listen() error { return h.listenWith(net.Listen) }
+
+// listenWith opens addr and alsoHosts with listen (net.Listen, or one
+// that adopts a predecessor's listeners) unless a listener was given.
+func (h *httpListener) listenWith(listen ListenFunc) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ln != nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", h.addr)
+	ln, err := listen("tcp", h.addr)
 	if err != nil {
 		return fmt.Errorf("%s: listening on %s failed (port in use, or the address is not on this host?): %w", h.name, h.addr, err)
 	}
@@ -50,7 +63,7 @@ func (h *httpListener) listen() error {
 	var also []net.Listener
 	for _, host := range h.alsoHosts {
 		addr := net.JoinHostPort(host, port)
-		l, err := net.Listen("tcp", addr)
+		l, err := listen("tcp", addr)
 		if err != nil {
 			_ = ln.Close()
 			for _, l := range also {
@@ -74,6 +87,58 @@ func (h *httpListener) address() net.Addr {
 	return h.ln.Addr()
 }
 
+// listeners are the bound listeners, for a successor to take over.
+func (h *httpListener) listeners() []net.Listener {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ln == nil {
+		return nil
+	}
+	return append([]net.Listener{h.ln}, h.also...)
+}
+
+// countConn keeps conns; it is the server's ConnState hook.
+func (h *httpListener) countConn(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		h.conns.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		h.conns.Add(-1)
+	}
+}
+
+// drainPoll is how often drain looks whether the last connection closed.
+const drainPoll = 10 * time.Millisecond
+
+// drain stops accepting once a successor accepts on the same sockets: it
+// closes this process's copies of the listeners (the successor's keep the
+// sockets and their accept queues), answers every connection already
+// accepted, each with "Connection: close", and closes idle keep-alive
+// connections (clients reconnect, to the successor). Unlike
+// http.Server.Shutdown it never drops a request read after it started. What
+// is still open when ctx ends is closed.
+func (h *httpListener) drain(ctx context.Context) error {
+	h.handedOff.Store(true)
+	for _, ln := range h.listeners() {
+		_ = ln.Close()
+	}
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	for {
+		// Closes the connections idle now; busy ones close after their answer.
+		h.srv.SetKeepAlivesEnabled(false)
+		if h.conns.Load() <= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			_ = h.srv.Close()
+			return fmt.Errorf("%s: draining after the handover did not finish in time; %d connections were closed: %w", h.name, h.conns.Load(), ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
 // serve runs until ctx ends, then shuts down gracefully within
 // shutdownTimeout (closing what is left after that). It returns nil after a
 // shutdown caused by ctx.
@@ -84,10 +149,11 @@ func (h *httpListener) serve(ctx context.Context) error {
 	if lns[0] == nil {
 		return fmt.Errorf("%s: Serve called before Listen; call Listen first", h.name)
 	}
+	h.srv.ConnState = h.countConn
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() {
-			if err := h.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := h.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) && !h.handedOff.Load() {
 				errc <- fmt.Errorf("%s: serving on %s failed: %w", h.name, ln.Addr(), err)
 				return
 			}

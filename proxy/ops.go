@@ -259,6 +259,15 @@ func (o *OpsServer) Handler() http.Handler { return o.handler }
 // Listen binds the ops address (or adopts OpsOptions.Listener).
 func (o *OpsServer) Listen() error { return o.listener.listen() }
 
+// ListenWith is Listen with listen opening each address (see Server.ListenWith).
+func (o *OpsServer) ListenWith(listen ListenFunc) error { return o.listener.listenWith(listen) }
+
+// Listeners are the bound listeners, nil before Listen.
+func (o *OpsServer) Listeners() []net.Listener { return o.listener.listeners() }
+
+// Drain stops accepting after a successor took the listeners over (see Server.Drain).
+func (o *OpsServer) Drain(ctx context.Context) error { return o.listener.drain(ctx) }
+
 // Addr is the bound address, nil before Listen.
 func (o *OpsServer) Addr() net.Addr { return o.listener.address() }
 

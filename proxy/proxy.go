@@ -10,6 +10,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -376,6 +377,33 @@ func (s *Server) newRouter() *mux.Router {
 // Listen binds HostIP:AppPort (or adopts Options.Listener). Call it before
 // installing the DNAT rule, so a port clash stops the start early.
 func (s *Server) Listen() error { return s.listener.listen() }
+
+// ListenWith is Listen with listen opening each address: a successor
+// adopts its predecessor's listeners through it (see package handover).
+func (s *Server) ListenWith(listen ListenFunc) error { return s.listener.listenWith(listen) }
+
+// Listeners are the bound listeners (HostIP's first), nil before Listen.
+func (s *Server) Listeners() []net.Listener { return s.listener.listeners() }
+
+// TokenKey is the IMDSv2 token key, for a successor to adopt: the tokens
+// pods hold then stay valid across the handover. A token only proves that
+// its bearer could PUT from the pod's IP, which any process there can.
+func (s *Server) TokenKey() []byte { return bytes.Clone(s.tokens.key) }
+
+// AdoptTokenKey mints and checks tokens with a predecessor's key; call it
+// before Serve.
+func (s *Server) AdoptTokenKey(key []byte) error {
+	m, err := newTokenMinterWithKey(s.clock, key)
+	if err != nil {
+		return err
+	}
+	s.tokens = m
+	return nil
+}
+
+// Drain stops accepting after a successor took the listeners over, answers
+// what was accepted and closes idle connections; see httpListener.drain.
+func (s *Server) Drain(ctx context.Context) error { return s.listener.drain(ctx) }
 
 // Addr is the bound address, nil before Listen.
 func (s *Server) Addr() net.Addr { return s.listener.address() }

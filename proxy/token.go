@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -48,9 +49,10 @@ var tokenEncoding = base64.RawURLEncoding.Strict()
 // tokenMinter mints and checks IMDSv2 session tokens. A token is
 // base64url(version | expiry | caller IP | HMAC-SHA256(key, the rest)); the
 // key is random per process, so a restart invalidates every token and SDKs
-// fetch a new one after their 401.
+// fetch a new one after their 401; a successor taking the sockets over
+// adopts it (Server.AdoptTokenKey), so the tokens pods hold stay valid.
 type tokenMinter struct {
-	// key is the HMAC key, generated at start and never exported.
+	// key is the HMAC key, generated at start; exported only to a successor.
 	key []byte
 	// clock decides expiry.
 	clock clock.PassiveClock
@@ -77,7 +79,15 @@ func newTokenMinter(c clock.PassiveClock) (*tokenMinter, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generating the IMDSv2 token key from crypto/rand failed: %w", err)
 	}
-	m := &tokenMinter{key: key, clock: c}
+	return newTokenMinterWithKey(c, key)
+}
+
+// newTokenMinterWithKey mints with a predecessor's key.
+func newTokenMinterWithKey(c clock.PassiveClock, key []byte) (*tokenMinter, error) {
+	if len(key) != tokenKeyBytes {
+		return nil, fmt.Errorf("an IMDSv2 token key has %d bytes, not %d", len(key), tokenKeyBytes)
+	}
+	m := &tokenMinter{key: bytes.Clone(key), clock: c}
 	m.macs.New = func() any { return &tokenScratch{mac: hmac.New(sha256.New, m.key)} }
 	return m, nil
 }

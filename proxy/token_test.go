@@ -39,3 +39,32 @@ func TestTokenLengthAndReuseOfPooledMACs(t *testing.T) {
 		}
 	}
 }
+
+// TestSuccessorAcceptsThePredecessorsTokens: a successor that adopts the
+// serving agent's key (Server.AdoptTokenKey, through the handover) accepts
+// the tokens pods hold; with its own key it would answer them 401.
+func TestSuccessorAcceptsThePredecessorsTokens(t *testing.T) {
+	fc := clocktesting.NewFakePassiveClock(time.Now())
+	old, err := newTokenMinter(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := old.mint(loopback, time.Hour)
+	fresh, err := newTokenMinter(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.valid(tok, loopback) {
+		t.Fatal("a minter with its own key accepted another's token")
+	}
+	succ, err := newTokenMinterWithKey(fc, (&Server{tokens: old}).TokenKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !succ.valid(tok, loopback) {
+		t.Fatal("the successor refused the predecessor's token")
+	}
+	if _, err := newTokenMinterWithKey(fc, old.key[:16]); err == nil {
+		t.Fatal("a 16-byte key was adopted")
+	}
+}

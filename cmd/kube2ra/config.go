@@ -165,6 +165,9 @@ type Config struct {
 	Kubeconfig string
 	// ShutdownTimeout bounds draining on SIGTERM.
 	ShutdownTimeout time.Duration
+	// HandoverDir holds the unix socket the serving agent hands its
+	// listening sockets over on to its successor; "" binds them (no handover).
+	HandoverDir string
 
 	// kube2iam holds kube2iam's flags that kube2ra has none of its own for, by name (kube2iam.go).
 	kube2iam map[string]*kube2iamValue
@@ -329,7 +332,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.BoolVar(&c.Debug, "debug", c.Debug, "debug logs and the /debug/store page on the metrics port")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file (default: in-cluster configuration)")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests in flight")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for requests in flight (and for a successor warming up to take the sockets over)")
+	fs.StringVar(&c.HandoverDir, "handover-dir", c.HandoverDir, "directory (the agent's alone, made 0700) for the handover socket: a new agent on the node takes the serving agent's listening sockets over from it instead of binding them, so an upgrade (maxSurge) never refuses a connection; empty binds the ports (an upgrade then needs maxUnavailable)")
 
 	c.bindKube2iamFlags(fs)
 }
@@ -422,6 +426,9 @@ func (c *Config) Validate() error {
 		bad("--iptables-mode: %v", err)
 	} else {
 		p.iptablesMode = mode
+	}
+	if c.HandoverDir != "" && !filepath.IsAbs(c.HandoverDir) {
+		bad("--handover-dir %q is not an absolute path: use the directory the chart mounts, e.g. /run/kube2ra", c.HandoverDir)
 	}
 	if c.IPTablesResync < time.Second {
 		bad("--iptables-resync %s is too short: use 1s or more", c.IPTablesResync)

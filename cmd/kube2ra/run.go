@@ -27,6 +27,7 @@ import (
 	"github.com/kube2ra/kube2ra/cni/plugin"
 	"github.com/kube2ra/kube2ra/cniresults"
 	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/handover"
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/kubeapi"
@@ -138,6 +139,11 @@ type agent struct {
 	repair *install.Repairer
 	// cniEvents records the Warning on each pod repair cannot fix.
 	cniEvents *k8s.PodEvents
+	// offer hands the listening sockets to a successor; nil without --handover-dir.
+	offer *handover.Offer
+	// handedOver is set once a successor serves the sockets: this agent
+	// drained and leaves the rules to it.
+	handedOver bool
 	// cancel stops everything started under start's context.
 	cancel context.CancelFunc
 	// wg waits for every goroutine start launched.
@@ -182,6 +188,12 @@ func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	}
 	runErr := a.wait(ctx)
 	a.shutdown()
+	if a.handedOver && ctx.Err() == nil {
+		// Exiting now would make the kubelet restart this container, which
+		// would then take the sockets back: wait for the pod's deletion.
+		a.log.Info("handover done: waiting for SIGTERM")
+		<-ctx.Done()
+	}
 	return runErr
 }
 
@@ -373,31 +385,31 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 // started and returns the error.
 func (a *agent) start(ctx context.Context) error {
 	cfg, log := a.cfg, a.log
-	// 1. Listen: health and metrics answer from now on, readiness says why not yet.
-	if err := a.server.Listen(); err != nil {
-		return fmt.Errorf("listening on %s:%d (--host-ip, --app-port): %w", cfg.HostIP, cfg.AppPort, err)
+	// 1. Listen: health and metrics answer from now on, readiness says why
+	// not yet. With an agent serving this node already (an upgrade), nothing
+	// is bound: its sockets are taken over at step 5, once this one is warm.
+	claim, err := a.claimHandover(ctx)
+	if err != nil {
+		return err
 	}
-	servers := []interface{ Serve(context.Context) error }{a.server}
-	if !cfg.sharesMetadataPort() {
-		if err := a.ops.Listen(); err != nil {
-			return fmt.Errorf("listening on %s:%d and 127.0.0.1:%d (--host-ip, --metrics-port): %w", cfg.HostIP, cfg.MetricsPort, cfg.MetricsPort, err)
+	if claim == nil {
+		if err := a.listen(net.Listen); err != nil {
+			return err
 		}
-		servers = append(servers, a.ops)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
 	fail := func(err error) error {
+		if claim != nil {
+			_ = claim.Close()
+		}
 		cancel()
 		a.wg.Wait()
 		return err
 	}
 	a.serveErr = make(chan error, 2)
-	for _, srv := range servers {
-		a.wg.Go(func() {
-			if err := srv.Serve(runCtx); err != nil {
-				a.serveErr <- err
-			}
-		})
+	if claim == nil {
+		a.serve(runCtx)
 	}
 	a.wg.Go(func() { a.cache.Run(runCtx) })
 	a.wg.Go(func() { a.source.run(runCtx) })
@@ -417,7 +429,7 @@ func (a *agent) start(ctx context.Context) error {
 	a.watcher.Start(runCtx)
 	a.owner = k8s.WatchOwner(runCtx, a.kube, os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE"))
 	syncCtx, syncCancel := context.WithTimeout(runCtx, syncTimeout)
-	err := a.watcher.WaitForSync(syncCtx)
+	err = a.watcher.WaitForSync(syncCtx)
 	syncCancel()
 	if err != nil {
 		return fail(fmt.Errorf("pod and namespace informers did not sync within %s (is the API server reachable, and may kube2ra list pods and namespaces?): %w", syncTimeout, err))
@@ -457,6 +469,18 @@ func (a *agent) start(ctx context.Context) error {
 			return fail(err)
 		}
 	}
+	// 5. Take the predecessor's sockets over, the node's pods' credentials
+	// cached first; then offer them to the next agent.
+	if claim != nil {
+		if err := a.takeOver(runCtx, claim); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.HandoverDir != "" {
+		if err := a.offerHandover(runCtx); err != nil {
+			return fail(err)
+		}
+	}
 	a.rulesReady.Store(true)
 	log.Info("kube2ra ready")
 	if cfg.RemoveStartupTaint {
@@ -467,27 +491,49 @@ func (a *agent) start(ctx context.Context) error {
 	return nil
 }
 
-// wait blocks until ctx ends (a signal) or a listener fails, and returns
-// the listener's error.
+// wait blocks until ctx ends (a signal), a listener fails or a successor
+// took the sockets over, and returns the listener's error.
 func (a *agent) wait(ctx context.Context) error {
+	var handedOver <-chan struct{}
+	if a.offer != nil {
+		handedOver = a.offer.HandedOver()
+	}
 	select {
 	case <-ctx.Done():
+		if a.offer != nil {
+			// A successor warming up is about to take the sockets: closing
+			// them now would refuse pods until it binds them anew.
+			wctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+			took := a.offer.WaitForSuccessor(wctx)
+			cancel()
+			if took {
+				a.drain()
+				return nil
+			}
+		}
 		a.log.Info("signal received: draining requests in flight")
 		return nil
 	case err := <-a.serveErr:
 		a.log.WithError(err).Error("a listener failed")
 		return err
+	case <-handedOver:
+		a.drain()
+		return nil
 	}
 }
 
 // shutdown stops a started agent in order: not ready, drain the proxy,
-// decide the rules, stop the rest and wait for every goroutine.
+// decide the rules (unless a successor took over: they are its now), stop
+// the rest and wait for every goroutine.
 func (a *agent) shutdown() {
 	a.synced.Store(false)
+	if a.offer != nil {
+		a.offer.Close()
+	}
 	shutdownCtx, shutdownCancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	_ = a.server.Shutdown(shutdownCtx)
 	shutdownCancel()
-	if a.rules != nil || a.cni != nil {
+	if (a.rules != nil || a.cni != nil) && !a.handedOver {
 		a.decideRules()
 	}
 	a.cancel()
@@ -569,6 +615,11 @@ func (a *agent) ready(ctx context.Context) error {
 	}
 	if p := a.coverageProblem.Load(); p != nil && *p != "" {
 		missing = append(missing, *p)
+	}
+	if a.offer != nil {
+		if p, ok := a.offer.Successor(); ok {
+			missing = append(missing, fmt.Sprintf("a successor agent (pid %d, version %s) is taking over this node's sockets; the new pod is ready once it serves them", p.PID, p.Version))
+		}
 	}
 	if len(missing) > 0 {
 		return errors.New(strings.Join(missing, "; "))

@@ -3,8 +3,10 @@
 package chart_test
 
 import (
+	"os"
 	"path"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,6 +37,7 @@ var agentFlags = []string{
 	"session-tags-transitive", "cluster-name", "cluster-arn",
 	"cni", "cni-bin-dir", "cni-conf-dir", "cni-plugin-binary", "cni-resync", "cni-repair", "cni-netns-dir",
 	"cni-results-dir",
+	"handover-dir",
 }
 
 // repeatableFlags may appear more than once.
@@ -128,14 +131,35 @@ func TestDaemonSetKeepsItsSecurityPromises(t *testing.T) {
 			}) {
 				t.Errorf("tolerations %+v do not tolerate every taint", spec.Tolerations)
 			}
-			if s := ds.Spec.UpdateStrategy; s.Type != appsv1.RollingUpdateDaemonSetStrategyType || s.RollingUpdate == nil || s.RollingUpdate.MaxUnavailable == nil {
-				t.Errorf("updateStrategy %+v, want RollingUpdate with maxUnavailable", s)
-			}
 			if len(spec.Containers) != 1 {
 				t.Fatalf("%d containers, want the agent alone", len(spec.Containers))
 			}
 			c := spec.Containers[0]
 			flags := flagValues(t, c.Args)
+			// With the handover the new agent runs beside the old one until it
+			// serves the old one's sockets (maxSurge, nothing unavailable);
+			// without it the ports are bound anew (maxUnavailable).
+			handover := len(flags["handover-dir"]) == 1
+			if s := ds.Spec.UpdateStrategy; s.Type != appsv1.RollingUpdateDaemonSetStrategyType || s.RollingUpdate == nil || s.RollingUpdate.MaxUnavailable == nil {
+				t.Errorf("updateStrategy %+v, want RollingUpdate with maxUnavailable", s)
+			} else if handover && !setsValue(t, set, "updateStrategy") && (s.RollingUpdate.MaxSurge == nil || s.RollingUpdate.MaxSurge.String() != "1" || s.RollingUpdate.MaxUnavailable.String() != "0") {
+				t.Errorf("default updateStrategy %+v with --handover-dir, want maxSurge 1 and maxUnavailable 0", s.RollingUpdate)
+			} else if !handover && (s.RollingUpdate.MaxUnavailable.String() == "0" || s.RollingUpdate.MaxSurge != nil && s.RollingUpdate.MaxSurge.String() != "0") {
+				t.Errorf("updateStrategy %+v without --handover-dir: a surge pod could never bind the ports the old one holds", s.RollingUpdate)
+			}
+			if handover {
+				// A hostNetwork pod's declared port is a host port to the
+				// scheduler: the surge pod would stay Pending beside the old one.
+				if len(c.Ports) != 0 {
+					t.Errorf("container ports %v with --handover-dir: want none", c.Ports)
+				}
+				i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == flags["handover-dir"][0] })
+				if i < 0 {
+					t.Errorf("--handover-dir=%v is not mounted", flags["handover-dir"])
+				} else if v := slices.IndexFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == c.VolumeMounts[i].Name }); v < 0 || spec.Volumes[v].HostPath == nil {
+					t.Errorf("--handover-dir=%v is not a hostPath volume: the successor pod must find the socket", flags["handover-dir"])
+				}
+			}
 
 			for name, field := range map[string]string{
 				"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP",
@@ -161,7 +185,9 @@ func TestDaemonSetKeepsItsSecurityPromises(t *testing.T) {
 					opsPort = p.Name
 				}
 			}
-			if want := map[bool]string{true: "proxy", false: "metrics"}[flags["metrics-port"][0] == flags["app-port"][0]]; opsPort != want {
+			if handover {
+				opsPort = flags["metrics-port"][0]
+			} else if want := map[bool]string{true: "proxy", false: "metrics"}[flags["metrics-port"][0] == flags["app-port"][0]]; opsPort != want {
 				t.Errorf("container ports %v: --metrics-port=%v is port %q, want %q", c.Ports, flags["metrics-port"], opsPort, want)
 			}
 			for probe, wantPath := range map[*corev1.Probe]string{c.LivenessProbe: "/healthz", c.ReadinessProbe: "/readyz"} {
@@ -236,6 +262,13 @@ func TestDaemonSetKeepsItsSecurityPromises(t *testing.T) {
 				}
 			} else if len(flags["cni-results-dir"]) > 0 {
 				t.Errorf("--cni-results-dir %q without root: the agent could not read the runtime's 0600 files", flags["cni-results-dir"])
+			}
+			if handover {
+				// The root agent alone, in a directory of its own.
+				if !root {
+					t.Errorf("--handover-dir with the non-root agent: it cannot own the host directory")
+				}
+				wantHost["/run/kube2ra"] = flags["handover-dir"][0]
 			}
 			gotHost := map[string]string{}
 			for _, v := range spec.Volumes {
@@ -327,4 +360,17 @@ func TestRBACIsExactlyWhatTheAgentNeeds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// setsValue reports whether set's values file sets the top-level key.
+func setsValue(t *testing.T, set valueSet, key string) bool {
+	t.Helper()
+	if set.file == "" {
+		return false
+	}
+	b, err := os.ReadFile(set.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `:`).Match(b)
 }

@@ -142,6 +142,16 @@ func TestTemplateRefusesInconsistentValues(t *testing.T) {
 		want   string
 	}{
 		{
+			name:   "handover with the non-root agent",
+			values: "credentialSource: sts\nhost:\n  iptables: false\nhandover:\n  enabled: true\n",
+			want:   "handover.enabled: true needs the root agent",
+		},
+		{
+			name:   "surge without the handover",
+			values: "credentialSource: sts\nhandover:\n  enabled: false\nupdateStrategy:\n  type: RollingUpdate\n  rollingUpdate:\n    maxSurge: 1\n    maxUnavailable: 0\n",
+			want:   "maxSurge needs the handover",
+		},
+		{
 			name:   "roles anywhere without trust anchor",
 			values: "credentialSource: rolesanywhere\n",
 			want:   "needs rolesAnywhere.trustAnchorArn",

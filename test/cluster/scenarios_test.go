@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -313,8 +314,10 @@ func (w *world) ipReuse(ctx context.Context) {
 }
 
 // poller asks the metadata service for the role listing every 100 ms and
-// prints "<epoch ms> <http code> <body>" per answer.
-const poller = `while true; do t=$(curl -s -m 1 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token); b=$(curl -s -m 1 -H "X-aws-ec2-metadata-token: $t" -w ' %{http_code}' http://169.254.169.254/latest/meta-data/iam/security-credentials/); echo "$(date +%s%3N) ${b##* } ${b% *}"; sleep 0.1; done`
+// prints "<epoch ms> <http code> <body>" per answer, and on stderr each
+// curl's timings ("T put|get <connect> <first byte> <total>" in seconds),
+// which pollerAnswers skips and pollerLogBetween shows.
+const poller = `while true; do t=$(curl -s -m 1 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' -w '%{stderr}T put %{time_connect} %{time_starttransfer} %{time_total} %{http_code}\n' http://169.254.169.254/latest/api/token); b=$(curl -s -m 1 -H "X-aws-ec2-metadata-token: $t" -w ' %{http_code}%{stderr}T get %{time_connect} %{time_starttransfer} %{time_total}\n' http://169.254.169.254/latest/meta-data/iam/security-credentials/); echo "$(date +%s%3N) ${b##* } ${b% *}"; sleep 0.1; done`
 
 // pollAnswers reads a poller's answers from the kubelet's log of the pod.
 type pollAnswer struct {
@@ -393,8 +396,13 @@ func judge(answers []pollAnswer, from int64) (nodeAnswers int, gapMs int64) {
 	return nodeAnswers, gapMs
 }
 
-// upgrade is scenario 5: helm upgrade restarts the agent while a pod polls;
-// the pod never gets the node's credentials, and the gap is measured.
+// upgrade is scenario 5: helm upgrade replaces the agent while a pod polls.
+// The pod never gets the node's credentials, and with the handover (the
+// chart's default for the root agent) not one poll is refused or fails:
+// the new agent takes the old one's listening sockets over. The longest gap
+// between answers is at most two of the poller's own intervals (measured
+// before the upgrade: its sleep plus two curls), and the new agent has the
+// pod's credentials cached before it serves.
 // prefix names the figures and the pod of a second use (the CNI scenario's
 // "cni"); extra are further --set values, those the release was installed
 // with.
@@ -405,6 +413,18 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 		name, fig = "poller-"+prefix+"-upgrade", prefix+"_upgrade_"
 	}
 	w.startPoller(ctx, name, corev1.RestartPolicyNever)
+	// A few more polls, to measure the poller's interval as it runs here.
+	if err := waitFor(ctx, name+" polled 20 times", time.Minute, nil, func() error {
+		if n := len(pollerAnswers(name)); n < 20 {
+			return fmt.Errorf("%d polls", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := pollerAnswers(name)
+	interval := pollInterval(before)
+	_, gapBefore := judge(before, 0)
 	ds, err := w.kube.AppsV1().DaemonSets("kube-system").Get(ctx, "kube2ra", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -424,11 +444,43 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 	}); err != nil {
 		t.Error(err)
 	}
-	node, gap := judge(pollerAnswers(name), from)
+	answers := pollerAnswers(name)
+	node, gap := judge(answers, from)
+	polls, refused := countRefused(answers, from)
+	slowest := slowestRequest(name, from)
+	figure(fig+"poll_interval_ms", interval)
+	figure(fig+"gap_before_ms", gapBefore)
+	figure(fig+"polls", polls)
+	figure(fig+"refused", refused)
+	figure(fig+"slowest_request_ms", slowest)
 	figure(fig+"node_credential_answers", node)
 	figure(fig+"gap_ms", gap)
 	if node != 0 {
 		t.Errorf("during helm upgrade a pod got %d answers from the node's own metadata service", node)
+	}
+	if refused != 0 {
+		t.Errorf("during helm upgrade %d of %d polls were refused or failed (the handover must leave no moment without a listener):\n%s", refused, polls, w.agentPodState(ctx))
+	}
+	// The agent's share of the gap: no request waited for a listener (a
+	// refused SYN is retried after a second), each was answered within a
+	// poll interval. The gap between answers also holds the poller's own
+	// sleep and two curl starts, which the node's CPU, busy starting the
+	// new agent, can stretch: it may not exceed two intervals or twice the
+	// largest gap before the upgrade, whichever is larger.
+	if slowest > interval {
+		t.Errorf("during helm upgrade a request took %d ms from connect to answer, more than a poll interval (%d ms)", slowest, interval)
+	}
+	if limit := max(2*interval, 2*gapBefore); gap > limit {
+		end := gapEnd(answers, from, gap)
+		t.Errorf("during helm upgrade the longest gap between answers was %d ms (ending at %d), more than %d ms (two poll intervals of %d ms, or twice the %d ms before); the poller's log around it:\n%s",
+			gap, end, limit, interval, gapBefore, pollerLogBetween(name, end-gap-1000, end+500))
+	}
+	// The new agent cached the pod's credentials before it took traffic:
+	// the pod's first credential request after the upgrade is a hit.
+	entries := w.agentMetric(ctx, "kube2ra_credential_cache_entries")
+	figure(fig+"new_agent_cache_entries", entries)
+	if entries < 1 {
+		t.Errorf("the new agent holds %v cached credentials after the upgrade, want the polling pod's", entries)
 	}
 	w.deletePod(ctx, appNS, name)
 }
@@ -631,4 +683,126 @@ func countBetween(answers []pollAnswer, fromMs, toMs int64) int {
 		}
 	}
 	return n
+}
+
+// slowestRequest is the longest a poller's curl took from its start to the
+// last byte of the answer, in ms, among the polls logged from from on (the
+// "T put|get" lines of poller).
+func slowestRequest(name string, from int64) int64 {
+	files, _ := filepath.Glob(dir("kubelet", "logs", appNS+"_"+name+"_*", "*", "*.log"))
+	slowest := int64(0)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			// CRI log format: time stream tag message; message "T put|get connect first total [code]".
+			fs := strings.Fields(line)
+			if len(fs) < 8 || fs[3] != "T" {
+				continue
+			}
+			at, err := time.Parse(time.RFC3339Nano, fs[0])
+			if err != nil || at.UnixMilli() < from {
+				continue
+			}
+			if total, err := strconv.ParseFloat(fs[7], 64); err == nil {
+				slowest = max(slowest, int64(total*1000))
+			}
+		}
+	}
+	return slowest
+}
+
+// gapEnd is when the answer ending judge's longest gap came.
+func gapEnd(answers []pollAnswer, from, gap int64) int64 {
+	last := int64(0)
+	for _, a := range answers {
+		if a.ms < from || a.code != "200" || a.body != allowedRole {
+			continue
+		}
+		if last != 0 && a.ms-last == gap {
+			return a.ms
+		}
+		last = a.ms
+	}
+	return 0
+}
+
+// pollerLogBetween is the poller's log (answers and curl timings, with the
+// kubelet's timestamps) between two epoch ms.
+func pollerLogBetween(name string, fromMs, toMs int64) string {
+	files, _ := filepath.Glob(dir("kubelet", "logs", appNS+"_"+name+"_*", "*", "*.log"))
+	var b strings.Builder
+	fmt.Fprintf(&b, "(%d log files, %d to %d)\n", len(files), fromMs, toMs)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			ts, _, ok := strings.Cut(line, " ")
+			at, err := time.Parse(time.RFC3339Nano, ts)
+			if !ok || err != nil || at.UnixMilli() < fromMs || at.UnixMilli() > toMs {
+				continue
+			}
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+// pollInterval is the median spacing of a poller's answers in ms: its sleep
+// (100 ms) plus the two curls, as they run on this machine now.
+func pollInterval(answers []pollAnswer) int64 {
+	var d []int64
+	for i := 1; i < len(answers); i++ {
+		d = append(d, answers[i].ms-answers[i-1].ms)
+	}
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+// countRefused counts a poller's answers from from on, and those that were
+// not a 200 (000: refused, reset or timed out; 401: the token PUT failed).
+func countRefused(answers []pollAnswer, from int64) (polls, refused int) {
+	for _, a := range answers {
+		if a.ms < from {
+			continue
+		}
+		polls++
+		if a.code != "200" {
+			refused++
+		}
+	}
+	return polls, refused
+}
+
+// agentMetric reads a metric of the running agent from its metrics port on
+// the node's loopback, summed over its series.
+func (w *world) agentMetric(ctx context.Context, name string) float64 {
+	t := w.t
+	out, err := run(ctx, "nsenter", "--net=/proc/"+strconv.Itoa(w.agentPID(ctx))+"/ns/net", "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9181/metrics")
+	if err != nil {
+		t.Errorf("reading the agent's metrics: %v", err)
+		return 0
+	}
+	sum, found := 0.0, false
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metric %s: %q", name, line)
+		}
+		sum, found = sum+f, true
+	}
+	if !found {
+		t.Errorf("the agent's metrics have no %s", name)
+	}
+	return sum
 }

@@ -169,6 +169,7 @@ func TestFlavours(t *testing.T) {
 			t.Run("DefaultRoleAndRegexpPolicies", func(t *testing.T) { testDefaultRoleAndRegexp(t, env) })
 			t.Run("IMDSv2Required", func(t *testing.T) { testIMDSv2Required(t, env) })
 			t.Run("AgentRestartUnderLoadFailsClosed", func(t *testing.T) { testAgentRestart(t, env) })
+			t.Run("HandoverUnderLoadLosesNoRequest", func(t *testing.T) { testHandoverUnderLoad(t, env) })
 			t.Run("FlushedNatTableIsRestored", func(t *testing.T) { testFlushRestored(t, env) })
 			if flavour == harness.EC2 {
 				t.Run("FlushedNatTableFailsClosed", func(t *testing.T) { testNatFlushFailsClosed(t, env) })
@@ -577,28 +578,7 @@ func testAgentRestart(t *testing.T, env *harness.Env) {
 	getCreds(t, p, roleWeb, true)
 	rulesBefore := iptablesSave(t)
 
-	type result struct {
-		code int
-		body string
-		err  error
-	}
-	results := make(chan result, 1000)
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			code, body, err := p.PodGet(ctx, credsPath+roleWeb, true)
-			cancel()
-			results <- result{code, body, err}
-		}
-	}()
+	stop := askWithoutPause(p, credsPath+roleWeb)
 	time.Sleep(500 * time.Millisecond)
 	if err := env.Agent.Kill(); err != nil {
 		t.Fatal(err)
@@ -613,12 +593,9 @@ func testAgentRestart(t *testing.T, env *harness.Env) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	<-done
-	close(results)
 
 	var ok, refused int
-	for r := range results {
+	for _, r := range stop() {
 		assertNoSecrets(t, env, "during restart", r.body)
 		switch {
 		case r.err != nil:

@@ -86,6 +86,22 @@ exactly one is, so a half-configured Roles Anywhere install never reaches the cl
 {{/* The container port serving /healthz, /readyz and /metrics: "proxy" when
 ports.metrics equals ports.app (kube2iam's one-port layout; a container may
 not declare one port twice), else "metrics". */}}
+{{/* "true" when the agent hands its listening sockets to its successor (handover.enabled,
+auto: when it runs as root; the non-root agent cannot own the host directory), else "". */}}
+{{- define "kube2ra.handover" -}}
+{{- $root := or .Values.host.iptables .Values.cni.enabled -}}
+{{- if eq (toString .Values.handover.enabled) "auto" -}}
+{{- if $root -}}true{{- end -}}
+{{- else if eq (toString .Values.handover.enabled) "true" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The probes' and the metrics Service's port: the number when the container declares no
+ports (with the handover: a declared port of a hostNetwork pod is a host port to the scheduler,
+which would keep the surge pod Pending beside the old one), else the port's name. */}}
+{{- define "kube2ra.opsPort" -}}
+{{- if include "kube2ra.handover" . -}}{{ .Values.ports.metrics }}{{- else -}}{{ include "kube2ra.opsPortName" . }}{{- end -}}
+{{- end -}}
+
 {{- define "kube2ra.opsPortName" -}}
 {{- if eq (int .Values.ports.app) (int .Values.ports.metrics) -}}proxy{{- else -}}metrics{{- end -}}
 {{- end -}}

@@ -25,6 +25,13 @@ the value to set. Included once, from the DaemonSet.
 {{- if and (eq .Values.sessionTags "eks") (not .Values.clusterName) -}}
 {{- fail "sessionTags: eks needs clusterName (the eks-cluster-name session tag)" -}}
 {{- end -}}
+{{- if and (eq (toString .Values.handover.enabled) "true") (not (or .Values.host.iptables .Values.cni.enabled)) -}}
+{{- fail "handover.enabled: true needs the root agent (host.iptables or cni.enabled): the non-root agent (uid 65532) cannot own handover.hostPath; use handover.enabled: auto (or false), which rolls out with updateStrategy maxUnavailable" -}}
+{{- end -}}
+{{- $surge := dig "rollingUpdate" "maxSurge" 0 .Values.updateStrategy -}}
+{{- if and (not (include "kube2ra.handover" .)) $surge (ne (toString $surge) "0") (ne (toString $surge) "0%") -}}
+{{- fail "updateStrategy.rollingUpdate.maxSurge needs the handover (handover.enabled, root agent): without it the surge agent cannot bind the ports the old agent holds, and the rollout stops; use maxUnavailable" -}}
+{{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled (a ServiceMonitor selects a Service); or use metrics.podMonitor" -}}
 {{- end -}}
