@@ -115,9 +115,7 @@ func TestIPKeysAreTheIndexKeys(t *testing.T) {
 	for i := range 2*maxIPKeys + 1 {
 		k.key(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}))
 	}
-	k.mu.RLock()
-	n := len(k.byIP)
-	k.mu.RUnlock()
+	n := k.byIP.size()
 	if n > maxIPKeys {
 		t.Errorf("%d keys held, bound %d", n, maxIPKeys)
 	}
