@@ -23,16 +23,35 @@ const warmPoll = 20 * time.Millisecond
 // takeTimeout bounds receiving the listeners from the serving agent.
 const takeTimeout = 10 * time.Second
 
-// listen binds (or, through listen, adopts) the metadata port and, unless
-// shared with it, the ops port.
-func (a *agent) listen(listen proxy.ListenFunc) error {
-	cfg := a.cfg
-	if err := a.server.ListenWith(listen); err != nil {
-		return fmt.Errorf("listening on %s:%d (--host-ip, --app-port): %w", cfg.HostIP, cfg.AppPort, err)
+// listening is one of the agent's listening servers.
+type listening struct {
+	// what names its port in errors, with the flags that set it.
+	what string
+	// srv is the server.
+	srv interface {
+		ListenWith(proxy.ListenFunc) error
+		Serve(context.Context) error
+		Listeners() []net.Listener
+		Drain(context.Context) error
 	}
+}
+
+// servers are the metadata server and, unless it shares the metadata
+// port, the ops server: what the agent binds, serves, hands over and drains.
+func (a *agent) servers() []listening {
+	cfg := a.cfg
+	out := []listening{{what: fmt.Sprintf("the metadata port %s:%d (--host-ip, --app-port)", cfg.HostIP, cfg.AppPort), srv: a.server}}
 	if !cfg.sharesMetadataPort() {
-		if err := a.ops.ListenWith(listen); err != nil {
-			return fmt.Errorf("listening on %s:%d and 127.0.0.1:%d (--host-ip, --metrics-port): %w", cfg.HostIP, cfg.MetricsPort, cfg.MetricsPort, err)
+		out = append(out, listening{what: fmt.Sprintf("the ops port %s:%d and 127.0.0.1:%d (--host-ip, --metrics-port)", cfg.HostIP, cfg.MetricsPort, cfg.MetricsPort), srv: a.ops})
+	}
+	return out
+}
+
+// listen binds (or, through listen, adopts) every server's port.
+func (a *agent) listen(listen proxy.ListenFunc) error {
+	for _, l := range a.servers() {
+		if err := l.srv.ListenWith(listen); err != nil {
+			return fmt.Errorf("listening on %s: %w", l.what, err)
 		}
 	}
 	return nil
@@ -40,13 +59,9 @@ func (a *agent) listen(listen proxy.ListenFunc) error {
 
 // serve starts serving the listeners listen opened.
 func (a *agent) serve(ctx context.Context) {
-	servers := []interface{ Serve(context.Context) error }{a.server}
-	if !a.cfg.sharesMetadataPort() {
-		servers = append(servers, a.ops)
-	}
-	for _, srv := range servers {
+	for _, l := range a.servers() {
 		a.wg.Go(func() {
-			if err := srv.Serve(ctx); err != nil {
+			if err := l.srv.Serve(ctx); err != nil {
 				a.serveErr <- err
 			}
 		})
@@ -149,9 +164,9 @@ func (a *agent) offerHandover(ctx context.Context) error {
 
 // handoverListeners are every socket a successor takes over.
 func (a *agent) handoverListeners() []net.Listener {
-	lns := a.server.Listeners()
-	if !a.cfg.sharesMetadataPort() {
-		lns = append(lns, a.ops.Listeners()...)
+	var lns []net.Listener
+	for _, l := range a.servers() {
+		lns = append(lns, l.srv.Listeners()...)
 	}
 	return lns
 }
@@ -162,12 +177,9 @@ func (a *agent) drain() {
 	a.handedOver = true
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
-	if err := a.server.Drain(ctx); err != nil {
-		a.log.WithError(err).Warn("handover: draining the metadata port")
-	}
-	if !a.cfg.sharesMetadataPort() {
-		if err := a.ops.Drain(ctx); err != nil {
-			a.log.WithError(err).Warn("handover: draining the ops port")
+	for _, l := range a.servers() {
+		if err := l.srv.Drain(ctx); err != nil {
+			a.log.WithError(err).Warn("handover: draining " + l.what)
 		}
 	}
 	a.log.Info("handover: drained; the successor serves this node's pods")
