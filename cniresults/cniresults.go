@@ -95,7 +95,7 @@ func (c *Cache) Start(ctx context.Context) error {
 	const events = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
 	if _, err := unix.InotifyAddWatch(fd, c.dir, events); err != nil {
 		unix.Close(fd)
-		return fmt.Errorf("watching the CNI result cache %s (mount the host's directory, or set the flag to \"\" to go without it): %w", c.dir, err)
+		return fmt.Errorf("watching the CNI result cache %s (mount the host's result cache there, or set --cni-results-dir=\"\" to go without it): %w", c.dir, err)
 	}
 	// Read after the watch is set, so no entry falls between the two.
 	if err := c.resync(); err != nil {
@@ -186,7 +186,7 @@ func (c *Cache) logResync() {
 func (c *Cache) resync() error {
 	des, err := os.ReadDir(c.dir)
 	if err != nil {
-		return fmt.Errorf("reading the CNI result cache %s: %w", c.dir, err)
+		return fmt.Errorf("reading the CNI result cache %s (the agent must run as root to read the runtime's 0600 files): %w", c.dir, err)
 	}
 	files := make(map[string]*k8s.SandboxClaim, len(des))
 	for _, de := range des {

@@ -124,7 +124,7 @@ func peerCred(c *net.UnixConn) (pid int, err error) {
 		return 0, fmt.Errorf("reading the peer's credentials (SO_PEERCRED): %w", credErr)
 	}
 	if int(cred.Uid) != os.Geteuid() {
-		return 0, fmt.Errorf("peer pid %d runs as uid %d, not this agent's uid %d: refused", cred.Pid, cred.Uid, os.Geteuid())
+		return 0, fmt.Errorf("peer pid %d runs as uid %d, not this agent's uid %d: refused (only an agent of the same uid may take the sockets; find what else uses the handover directory)", cred.Pid, cred.Uid, os.Geteuid())
 	}
 	return int(cred.Pid), nil
 }
