@@ -158,17 +158,11 @@ func (w *world) reboots(ctx context.Context, prefix string, want0 bool) int {
 	w.startPoller(ctx, name, corev1.RestartPolicyAlways)
 	worst, refusedTotal := 0, 0
 	for i := 1; i <= cniReboots; i++ {
-		from := time.Now()
-		if err := w.node.reboot(ctx); err != nil {
-			t.Fatal(err)
-		}
-		readyMs := w.waitAgentReady(ctx, from)
-		w.waitPollerRole(ctx, name, from.UnixMilli())
-		answers := pollerAnswers(name)
-		node, _ := judge(answers, from.UnixMilli())
+		r := w.rebootOnce(ctx, name)
+		node, _ := judge(r.answers, r.fromMs)
 		codes := map[string]int{}
-		for _, a := range answers {
-			if a.ms > from.UnixMilli() && a.ms < readyMs {
+		for _, a := range r.answers {
+			if a.ms > r.fromMs && a.ms < r.readyMs {
 				codes[a.code]++
 			}
 		}

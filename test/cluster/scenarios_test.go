@@ -494,20 +494,33 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 // (from the metadata service on the node, because no rule sends it to the
 // agent yet) is counted. Nothing is delayed: this is the race as it is.
 func (w *world) nodeRestart(ctx context.Context) {
-	t := w.t
 	const name = "poller-boot"
 	w.startPoller(ctx, name, corev1.RestartPolicyAlways)
+	r := w.rebootOnce(ctx, name)
+	node, _ := judge(r.answers, r.fromMs)
+	figure("boot_reboot_polls_before_agent_ready", countBetween(r.answers, r.fromMs, r.readyMs))
+	figure("boot_reboot_node_credential_answers", node)
+	w.deletePod(ctx, appNS, name)
+}
+
+// rebooted is what a poller saw across one reboot of the node.
+type rebooted struct {
+	// fromMs is when the reboot began, readyMs when the agent was Ready again.
+	fromMs, readyMs int64
+	// answers are the poller's answers, all of them.
+	answers []pollAnswer
+}
+
+// rebootOnce reboots the node and waits until the agent is Ready and the
+// poller name has its role again.
+func (w *world) rebootOnce(ctx context.Context, name string) rebooted {
 	from := time.Now()
 	if err := w.node.reboot(ctx); err != nil {
-		t.Fatal(err)
+		w.t.Fatal(err)
 	}
 	readyMs := w.waitAgentReady(ctx, from)
 	w.waitPollerRole(ctx, name, from.UnixMilli())
-	answers := pollerAnswers(name)
-	node, _ := judge(answers, from.UnixMilli())
-	figure("boot_reboot_polls_before_agent_ready", countBetween(answers, from.UnixMilli(), readyMs))
-	figure("boot_reboot_node_credential_answers", node)
-	w.deletePod(ctx, appNS, name)
+	return rebooted{fromMs: from.UnixMilli(), readyMs: readyMs, answers: pollerAnswers(name)}
 }
 
 // bootPollsWanted is how many answers the untainted new node's workload
