@@ -181,42 +181,31 @@ func (s *Server) sourceMatches(ctx context.Context, w http.ResponseWriter, info 
 		return mismatch("the token belongs to host-network pod "+pod.Key()+", and this request did not come from the node's own addresses",
 			fmt.Errorf("token of host-network pod %s sent from %s, not an address of this node", pod.Key(), info.ip))
 	}
-	if len(pod.IPs) == 0 {
-		// The API has no address for the pod yet: the owner lookup waits
-		// for it, and may know it sooner from the node's runtime
-		// (--cni-results-dir); the owner must still be this very pod.
-		owner, err := s.pods.FindPod(ctx, info.ip)
-		switch {
-		case err == nil && owner != nil && owner.UID == pod.UID:
-			return true
-		case err == nil || errors.Is(err, k8s.ErrAmbiguousIP):
-			return mismatch("the token belongs to pod "+pod.Key()+", which does not own the address this request came from",
-				fmt.Errorf("token of pod %s (no IP in the cache yet) sent from %s, which pod %v owns: %v", pod.Key(), info.ip, ownerKey(owner), err))
-		case errors.Is(err, k8s.ErrNotSynced):
-			s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piNotSynced, piCodeUnavailable, "the agent cannot confirm who owns this address now; retry", err)
-			return false
-		}
-		s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piNoPodIP, piCodeUnavailable,
-			"the agent does not know pod "+pod.Key()+"'s IP yet; retry", fmt.Errorf("pod %s has no IP in the cache: %w", pod.Key(), err))
-		return false
-	}
-	if !slices.ContainsFunc(pod.IPs, func(ip netip.Addr) bool { return ip.Unmap() == info.ip }) {
+	if len(pod.IPs) > 0 && !slices.ContainsFunc(pod.IPs, func(ip netip.Addr) bool { return ip.Unmap() == info.ip }) {
 		return mismatch("the token belongs to pod "+pod.Key()+", which does not have the address this request came from",
 			fmt.Errorf("token of pod %s (IPs %v) sent from %s", pod.Key(), pod.IPs, info.ip))
 	}
+	// The address's one owner under the metadata door's rule must be this
+	// very pod. While the API has no address for the pod, the lookup waits
+	// for it, and may know it sooner from the node's runtime
+	// (--cni-results-dir).
+	const notOwned = "the token belongs to pod %s, which does not own the address this request came from (a terminating pod owns none)"
 	owner, err := s.pods.FindPod(ctx, info.ip)
 	switch {
+	case err == nil && owner != nil && owner.UID == pod.UID:
+		return true
 	case errors.Is(err, k8s.ErrNotSynced):
 		s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piNotSynced, piCodeUnavailable, "the agent cannot confirm who owns this address now; retry", err)
 		return false
+	case len(pod.IPs) == 0 && err != nil && !errors.Is(err, k8s.ErrAmbiguousIP):
+		s.refusePodIdentity(w, info, http.StatusServiceUnavailable, piNoPodIP, piCodeUnavailable,
+			"the agent does not know pod "+pod.Key()+"'s IP yet; retry", fmt.Errorf("pod %s has no IP in the cache: %w", pod.Key(), err))
+		return false
 	case err != nil:
-		return mismatch("the token belongs to pod "+pod.Key()+", which does not own the address this request came from (a terminating pod owns none)",
-			fmt.Errorf("token of pod %s sent from %s, which it does not own: %w", pod.Key(), info.ip, err))
-	case owner == nil || owner.UID != pod.UID:
-		return mismatch("the token belongs to pod "+pod.Key()+", which does not own the address this request came from (a terminating pod owns none)",
-			fmt.Errorf("token of pod %s sent from %s, which pod %v owns", pod.Key(), info.ip, ownerKey(owner)))
+		return mismatch(fmt.Sprintf(notOwned, pod.Key()), fmt.Errorf("token of pod %s sent from %s, which it does not own: %w", pod.Key(), info.ip, err))
+	default:
+		return mismatch(fmt.Sprintf(notOwned, pod.Key()), fmt.Errorf("token of pod %s sent from %s, which pod %v owns", pod.Key(), info.ip, ownerKey(owner)))
 	}
-	return true
 }
 
 // ownerKey names an address's owner for the log.
