@@ -87,7 +87,8 @@ func (h *httpListener) address() net.Addr {
 	return h.ln.Addr()
 }
 
-// listeners are the bound listeners, for a successor to take over.
+// listeners are the bound listeners (none before Listen): what serve
+// serves and a successor takes over.
 func (h *httpListener) listeners() []net.Listener {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -143,10 +144,8 @@ func (h *httpListener) drain(ctx context.Context) error {
 // shutdownTimeout (closing what is left after that). It returns nil after a
 // shutdown caused by ctx.
 func (h *httpListener) serve(ctx context.Context) error {
-	h.mu.Lock()
-	lns := append([]net.Listener{h.ln}, h.also...)
-	h.mu.Unlock()
-	if lns[0] == nil {
+	lns := h.listeners()
+	if len(lns) == 0 {
 		return fmt.Errorf("%s: Serve called before Listen; call Listen first", h.name)
 	}
 	h.srv.ConnState = h.countConn
