@@ -424,29 +424,31 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 	}
 	key := w.keys.key(ip)
 	var timeout clock.Timer
-	for {
-		// Take the channel before looking, so an event between the look
-		// and the wait still wakes us.
-		changed := w.changes()
-		var sandboxChanged <-chan struct{}
-		if w.opts.Sandboxes != nil {
-			sandboxChanged = w.opts.Sandboxes.Changes()
+	defer func() {
+		if timeout != nil {
+			timeout.Stop()
+		}
+	}()
+	// A hit, the usual case, looks once. Only a miss waits for a change:
+	// it takes the change channels and looks again before waiting, so an
+	// event between a look and the wait still wakes it.
+	var changed, sandboxChanged <-chan struct{}
+	for watching := false; ; watching = true {
+		if watching {
+			changed = w.changes()
+			if w.opts.Sandboxes != nil {
+				sandboxChanged = w.opts.Sandboxes.Changes()
+			}
 		}
 		pod, own := w.lookup(key)
 		if own == ownerNone && w.podTracker.isCurrent() {
 			if p := w.sandboxOwner(ip); p != nil {
-				if timeout != nil {
-					timeout.Stop()
-				}
 				w.log.WithField("pod", p.Key()).WithField("ip", ip).Debug("pod known by its sandbox's network before the API has its IP")
 				return p, nil
 			}
 		}
 		switch own {
 		case ownerOne:
-			if timeout != nil {
-				timeout.Stop()
-			}
 			if w.podTracker.isCurrent() {
 				return w.views.of(pod), nil
 			}
@@ -454,14 +456,13 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 			// reuse: ask the API server before answering.
 			return w.verifyPod(ctx, ip, pod)
 		case ownerAmbiguous:
-			if timeout != nil {
-				timeout.Stop()
-			}
 			return nil, fmt.Errorf("%w: %s; deny until only one live pod holds it", ErrAmbiguousIP, ip)
+		}
+		if !watching {
+			continue
 		}
 		if timeout == nil {
 			timeout = w.clock.NewTimer(w.opts.LookupTimeout)
-			defer timeout.Stop()
 		}
 		select {
 		case <-changed:
