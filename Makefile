@@ -32,6 +32,8 @@ demo-deps:
 # Seconds: no root, loopback only.
 test-unit:
 	$(GO) test -race -count=1 ./...
+	# The Go benchmarks once each, so none breaks unseen (figures: make bench).
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
 
 # Real kube-apiserver + etcd, real iptables in network namespaces (root).
 # test/chart runs under chart-test, test/e2e under e2e.

@@ -36,14 +36,14 @@ type lookupResult struct {
 	err error
 }
 
-func newTestWatcher(t *testing.T, start bool, objs ...*corev1.Pod) (*Watcher, *fake.Clientset, *clocktesting.FakeClock) {
+func newTestWatcher(t testing.TB, start bool, objs ...*corev1.Pod) (*Watcher, *fake.Clientset, *clocktesting.FakeClock) {
 	t.Helper()
 	return newTestWatcherWith(t, nil, start, objs...)
 }
 
 // newTestWatcherWith is newTestWatcher with sandboxes as the node's
 // sandbox record (none when nil).
-func newTestWatcherWith(t *testing.T, sandboxes SandboxIPs, start bool, objs ...*corev1.Pod) (*Watcher, *fake.Clientset, *clocktesting.FakeClock) {
+func newTestWatcherWith(t testing.TB, sandboxes SandboxIPs, start bool, objs ...*corev1.Pod) (*Watcher, *fake.Clientset, *clocktesting.FakeClock) {
 	t.Helper()
 	client := fake.NewClientset()
 	for _, p := range objs {
