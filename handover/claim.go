@@ -2,12 +2,14 @@ package handover
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -147,4 +149,28 @@ func (in *Inherited) Close() {
 		_ = ln.Close()
 		delete(in.lns, k)
 	}
+}
+
+// RemoveStale removes dir's handover socket when no agent listens on it
+// (what an agent killed without closing leaves; `kube2ra cleanup`). It
+// returns whether it removed one. A socket an agent listens on stays, so
+// that agent's successor still finds it; the connection made to find out
+// ends before its hello, and that agent serves on.
+func RemoveStale(ctx context.Context, dir string) (removed bool, err error) {
+	path := SocketPath(dir)
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unixpacket", path)
+	switch {
+	case err == nil:
+		_ = c.Close()
+		return false, nil
+	case errors.Is(err, syscall.ENOENT):
+		return false, nil
+	case !errors.Is(err, syscall.ECONNREFUSED):
+		return false, fmt.Errorf("handover socket %s: %w (left in place)", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("removing the stale handover socket %s: %w", path, err)
+	}
+	return true, nil
 }

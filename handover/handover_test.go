@@ -501,3 +501,34 @@ func TestInheritedListen(t *testing.T) {
 	_ = ln.Close()
 	_ = a.Close()
 }
+
+// TestRemoveStale: `kube2ra cleanup` removes a socket nobody listens on and
+// leaves a serving agent's, which its successor needs.
+func TestRemoveStale(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	if removed, err := RemoveStale(ctx, dir); removed || err != nil {
+		t.Fatalf("RemoveStale without a socket: %v %v", removed, err)
+	}
+	offer, err := Open(OfferOptions{Dir: dir, Listeners: func() []net.Listener { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = offer.Serve(ctx) }()
+	if removed, err := RemoveStale(ctx, dir); removed || err != nil {
+		t.Fatalf("RemoveStale with a serving agent: %v %v", removed, err)
+	}
+	if _, err := os.Stat(offer.Path()); err != nil {
+		t.Fatalf("the serving agent's socket is gone: %v", err)
+	}
+	if _, ok := offer.Successor(); ok {
+		t.Error("RemoveStale's probe counted as a successor")
+	}
+	offer.Close() // the socket file stays, as when an agent is killed
+	if removed, err := RemoveStale(ctx, dir); !removed || err != nil {
+		t.Fatalf("RemoveStale with a stale socket: %v %v", removed, err)
+	}
+	if _, err := os.Stat(offer.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale socket still there: %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kube2ra/kube2ra/cni/install"
+	"github.com/kube2ra/kube2ra/handover"
 	"github.com/kube2ra/kube2ra/iptables"
 )
 
@@ -15,9 +16,13 @@ import (
 // unless the xtables lock is held.
 const cleanupTimeout = 60 * time.Second
 
+// defaultCleanupHandoverDir is the chart's handover directory
+// (handover.hostPath).
+const defaultCleanupHandoverDir = "/run/kube2ra"
+
 // cleanupCommand removes every kube2ra rule and chain from both iptables
-// backends and both families, and the CNI plugin and its conflist entries,
-// and succeeds when there are none.
+// backends and both families, the CNI plugin and its conflist entries, and
+// a handover socket no agent listens on, and succeeds when there are none.
 func cleanupCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -25,6 +30,7 @@ func cleanupCommand(args []string, stdout, stderr io.Writer) int {
 	defaults := NewConfig()
 	binDir := fs.String("cni-bin-dir", defaults.CNIBinDir, "the host's CNI bin directory the kube2ra-cni plugin is removed from")
 	confDir := fs.String("cni-conf-dir", defaults.CNIConfDir, "the host's CNI configuration directory whose files lose their kube2ra-cni entry")
+	handoverDir := fs.String("handover-dir", defaultCleanupHandoverDir, "the host's handover directory whose socket is removed when no agent listens on it (empty: left alone)")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
@@ -47,6 +53,17 @@ func cleanupCommand(args []string, stdout, stderr io.Writer) int {
 		code = 1
 	} else {
 		log.WithField("bin_dir", *binDir).WithField("conf_dir", *confDir).Info("kube2ra-cni plugin and conflist entries removed (or none were installed)")
+	}
+	if *handoverDir != "" {
+		switch removed, err := handover.RemoveStale(ctx, *handoverDir); {
+		case err != nil:
+			fmt.Fprintf(stderr, "kube2ra cleanup: %v\n", err)
+			code = 1
+		case removed:
+			log.WithField("handover_dir", *handoverDir).Info("stale handover socket removed")
+		default:
+			log.WithField("handover_dir", *handoverDir).Info("no stale handover socket (none, or an agent serves on this node and keeps its own)")
+		}
 	}
 	return code
 }

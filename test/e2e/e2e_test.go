@@ -10,6 +10,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/handover"
 	"github.com/kube2ra/kube2ra/test/fakeaws/fakeimds"
 	"github.com/kube2ra/kube2ra/test/harness"
 	"github.com/kube2ra/kube2ra/test/simnode"
@@ -674,13 +676,25 @@ func testRulesOnExit(t *testing.T, env *harness.Env) {
 	if !strings.Contains(iptablesSave(t), "KUBE2RA") {
 		t.Fatal("rules gone after SIGTERM without an owner")
 	}
+	// A handover socket an agent killed without closing left behind goes
+	// too (the agent's own is kept while it serves: handover's tests).
+	handoverDir := t.TempDir()
+	stale, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: handover.SocketPath(handoverDir), Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	_ = stale.Close()
 	for i := 0; i < 2; i++ {
-		if out, err := exec.Command(env.Agent.Binary, "cleanup").CombinedOutput(); err != nil {
+		if out, err := exec.Command(env.Agent.Binary, "cleanup", "--handover-dir", handoverDir).CombinedOutput(); err != nil {
 			t.Fatalf("kube2ra cleanup (run %d): %v: %s", i+1, err, out)
 		}
 	}
 	if save := iptablesSave(t); strings.Contains(save, "KUBE2RA") {
 		t.Fatalf("kube2ra cleanup left rules:\n%s", save)
+	}
+	if _, err := os.Stat(handover.SocketPath(handoverDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("kube2ra cleanup left the stale handover socket: %v", err)
 	}
 	restartAgent(t, env)
 }
