@@ -41,17 +41,19 @@ func (w *world) scriptPod(name, role, script string) *corev1.Pod {
 // firstCredentials retries aws-sdk-go-v2's default chain until it gets
 // credentials (the agent may not know a brand-new pod yet) and writes to the
 // termination message, as epoch milliseconds read in the container: its
-// first instant, when it had credentials, and when a baseline run of the
-// same client that never asks kube2ra (credentials from the environment,
-// region from AWS_DEFAULT_REGION, no network) ended; then the failed
-// attempts and the credentials. The baseline runs after the credentials so
-// it cannot delay the first request past the moment the pod's IP reaches
-// the agent; it then finds the client's binary in the page cache, which
-// makes it, if anything, shorter, and kube2ra's share larger.
-const firstCredentials = `first=$(date +%s%3N); tries=0; ` +
-	`until out=$(podclient 2>&1); do tries=$((tries+1)); sleep 0.05; done; got=$(date +%s%3N); ` +
-	`AWS_ACCESS_KEY_ID=baseline AWS_SECRET_ACCESS_KEY=baseline podclient >/dev/null 2>&1; base=$(date +%s%3N); ` +
-	`printf '%s %s %s %s %s' "$first" "$got" "$base" "$tries" "$out" >/dev/termination-log`
+// first instant, when it had credentials, when a baseline run of the same
+// client that never asks kube2ra (credentials from the environment, region
+// from AWS_DEFAULT_REGION, no network) ended, the failed attempts, and when
+// the successful attempt started; then, one per line, the baseline's output
+// and the credentials (each with the client's own LookupMicros). The
+// baseline runs after the credentials so it cannot delay the first request
+// past the moment the pod's IP reaches the agent; it then finds the client's
+// binary in the page cache, which makes it, if anything, shorter, and the
+// container-level share larger.
+const firstCredentials = `first=$(date +%s%3N); t=$first; tries=0; ` +
+	`until out=$(podclient 2>&1); do tries=$((tries+1)); sleep 0.05; t=$(date +%s%3N); done; got=$(date +%s%3N); ` +
+	`bout=$(AWS_ACCESS_KEY_ID=baseline AWS_SECRET_ACCESS_KEY=baseline podclient 2>/dev/null); base=$(date +%s%3N); ` +
+	`printf '%s %s %s %s %s\n%s\n%s' "$first" "$got" "$base" "$tries" "$t" "$bout" "$out" >/dev/termination-log`
 
 // podResult is one finished pod of a batch.
 type podResult struct {
@@ -61,6 +63,9 @@ type podResult struct {
 	doneMs         int64  // when the container had credentials (epoch ms)
 	baselineMs     int64  // how long the client took without kube2ra (ms)
 	failedTries    int    // client runs that got no credentials before one did
+	lastTryMs      int64  // when the successful run started (epoch ms)
+	lookupUs       int64  // the successful run's own lookup (region, credentials; µs)
+	baseLookupUs   int64  // the same lookup in the baseline run (µs)
 	accessKeyID    string // what it got
 	err            error
 }
@@ -89,21 +94,29 @@ func (w *world) runBatch(ctx context.Context, roles map[string]string) []podResu
 			if p, err := w.kube.CoreV1().Pods(appNS).Get(ctx, name, metav1.GetOptions{}); err == nil {
 				r.ip = p.Status.PodIP
 			}
-			f := strings.SplitN(msgs["c"], " ", 5)
-			if len(f) < 5 {
-				r.err = fmt.Errorf("termination message %q: want first, got, baseline end, tries, credentials", msgs["c"])
+			lines := strings.SplitN(msgs["c"], "\n", 3)
+			f := strings.Fields(lines[0])
+			if len(lines) < 3 || len(f) != 5 {
+				r.err = fmt.Errorf("termination message %q: want a line of first, got, baseline end, tries and last try start, then the baseline's output and the credentials", msgs["c"])
 				return
 			}
-			var n [4]int64
+			var n [5]int64
 			for i := range n {
 				if n[i], r.err = strconv.ParseInt(f[i], 10, 64); r.err != nil {
 					return
 				}
 			}
-			r.firstMs, r.doneMs, r.baselineMs, r.failedTries = n[0], n[1], n[2]-n[1], int(n[3])
-			var creds struct{ AccessKeyID string }
-			r.err = json.Unmarshal([]byte(f[4]), &creds)
-			r.accessKeyID = creds.AccessKeyID
+			r.firstMs, r.doneMs, r.baselineMs, r.failedTries, r.lastTryMs = n[0], n[1], n[2]-n[1], int(n[3]), n[4]
+			var base, creds struct {
+				AccessKeyID  string
+				LookupMicros int64
+			}
+			if r.err = json.Unmarshal([]byte(lines[1]), &base); r.err != nil {
+				r.err = fmt.Errorf("the baseline run's output %q: %w", lines[1], r.err)
+				return
+			}
+			r.err = json.Unmarshal([]byte(lines[2]), &creds)
+			r.accessKeyID, r.lookupUs, r.baseLookupUs = creds.AccessKeyID, creds.LookupMicros, base.LookupMicros
 			_ = w.kube.CoreV1().Pods(appNS).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: int64Ptr(0)})
 		}()
 	}
@@ -117,15 +130,22 @@ func (w *world) runBatch(ctx context.Context, roles map[string]string) []podResu
 // first instant) is most of it and varies by seconds from run to run, so
 // kube2ra's share is not the difference of two batches' percentiles (one
 // with and one without the call), which that noise would swamp: it is
-// measured inside each pod, on one clock, as the time from the container's
-// first instant to its credentials minus the same client's run without
-// kube2ra (see firstCredentials). What is left is exactly what the
-// container waited for the metadata answers: the agent learning the pod,
-// the credential lookup, and the three requests of the SDK's exchange.
+// measured inside each pod, per pod, in two ways (see firstCredentials).
+// The share (cold_start_kube2ra_*) is what the application waited for the
+// metadata service: the failed runs before the successful one started (a
+// pod the agent did not know yet), plus the successful run's own lookup of
+// region and credentials, minus the same lookup in the baseline run; it
+// holds the agent learning the pod, the credential lookup and the three
+// requests of the SDK's exchange, and nothing of the process's start. The
+// container-level share (cold_start_kube2ra_container_*) is the time from
+// the container's first instant to its credentials minus the baseline
+// run's whole time: it holds the same, plus how much slower the client's
+// first process started than its second (contention beside nine starting
+// containers, a cold page cache), which is not kube2ra's.
 func (w *world) coldStart(ctx context.Context) {
 	t := w.t
 	ipSeen := w.watchPodIPs(ctx)
-	var total, container, share, baseline, ipAfter []int64
+	var total, container, share, containerShare, baseline, ipAfter []int64
 	failed := 0
 	for batch := range 2 {
 		roles := map[string]string{}
@@ -141,7 +161,8 @@ func (w *world) coldStart(ctx context.Context) {
 			}
 			total = append(total, r.doneMs-r.created.UnixMilli())
 			container = append(container, r.firstMs-r.created.UnixMilli())
-			share = append(share, r.doneMs-r.firstMs-r.baselineMs)
+			share = append(share, (r.lastTryMs-r.firstMs)*1000+r.lookupUs-r.baseLookupUs)
+			containerShare = append(containerShare, r.doneMs-r.firstMs-r.baselineMs)
 			baseline = append(baseline, r.baselineMs)
 			failed += r.failedTries
 			// The IP's arrival in the API, against the container's first
@@ -152,8 +173,8 @@ func (w *world) coldStart(ctx context.Context) {
 				ip = fmt.Sprintf("%+d ms", at.UnixMilli()-r.firstMs)
 				ipAfter = append(ipAfter, at.UnixMilli()-r.firstMs)
 			}
-			t.Logf("%s: container start %d ms, then credentials after %d ms (client alone %d ms, %d failed runs); IP in the API at %s from the container's first instant",
-				r.name, r.firstMs-r.created.UnixMilli(), r.doneMs-r.firstMs, r.baselineMs, r.failedTries, ip)
+			t.Logf("%s: container start %d ms, then credentials after %d ms (client alone %d ms, %d failed runs; the lookup %d µs, %d µs without kube2ra); IP in the API at %s from the container's first instant",
+				r.name, r.firstMs-r.created.UnixMilli(), r.doneMs-r.firstMs, r.baselineMs, r.failedTries, r.lookupUs, r.baseLookupUs, ip)
 		}
 	}
 	figure("cold_start_p50_ms", percentile(total, 0.50))
@@ -161,8 +182,10 @@ func (w *world) coldStart(ctx context.Context) {
 	figure("cold_start_container_p50_ms", percentile(container, 0.50))
 	figure("cold_start_container_p99_ms", percentile(container, 0.99))
 	figure("cold_start_client_p50_ms", percentile(baseline, 0.50))
-	figure("cold_start_kube2ra_p50_ms", percentile(share, 0.50))
-	figure("cold_start_kube2ra_p99_ms", percentile(share, 0.99))
+	figure("cold_start_kube2ra_p50_ms", fmt.Sprintf("%.1f", float64(percentile(share, 0.50))/1000))
+	figure("cold_start_kube2ra_p99_ms", fmt.Sprintf("%.1f", float64(percentile(share, 0.99))/1000))
+	figure("cold_start_kube2ra_container_p50_ms", percentile(containerShare, 0.50))
+	figure("cold_start_kube2ra_container_p99_ms", percentile(containerShare, 0.99))
 	figure("cold_start_failed_client_runs", failed)
 	// The agent's own part, from its log: the time it held each pod's
 	// metadata requests (the token PUT, an HMAC, names no pod).

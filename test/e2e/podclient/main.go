@@ -26,8 +26,15 @@ type result struct {
 	Region          string    `json:"Region"`
 	// Arn is GetCallerIdentity's answer, signed with the credentials, when
 	// AWS_ENDPOINT_URL_STS is set (the fake STS).
-	Arn   string `json:"Arn,omitempty"`
-	Error string `json:"Error,omitempty"`
+	Arn string `json:"Arn,omitempty"`
+	// LookupMicros is how long the SDK took to find the region and the
+	// credentials, in this process: with kube2ra, the metadata exchange;
+	// with credentials in the environment, next to nothing. The real-node
+	// tier subtracts the two to get kube2ra's share of a cold start
+	// without the process's own start, which contention on a loaded node
+	// makes vary by tens of milliseconds from one run to the next.
+	LookupMicros int64  `json:"LookupMicros"`
+	Error        string `json:"Error,omitempty"`
 }
 
 func main() {
@@ -36,6 +43,7 @@ func main() {
 	var out result
 	cfg, err := config.LoadDefaultConfig(ctx)
 	if err == nil {
+		start := time.Now()
 		if cfg.Region != "" {
 			// An application with AWS_REGION set never asks IMDS for it.
 			out.Region = cfg.Region
@@ -53,6 +61,7 @@ func main() {
 			out.AccessKeyID, out.SecretAccessKey, out.SessionToken = creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken
 			out.Expires, out.Source = creds.Expires, creds.Source
 		}
+		out.LookupMicros = time.Since(start).Microseconds()
 	}
 	if err == nil && os.Getenv("AWS_ENDPOINT_URL_STS") != "" {
 		// What an application does next: a signed call. The SDK reads the
