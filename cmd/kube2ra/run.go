@@ -146,6 +146,10 @@ type agent struct {
 	handedOver bool
 	// cancel stops everything started under start's context.
 	cancel context.CancelFunc
+	// stopNode stops what keeps this agent's redirect on the node (the
+	// rules' monitor and coverage check, the CNI plugin's installer and
+	// repair): a successor's from the handover on.
+	stopNode context.CancelFunc
 	// wg waits for every goroutine start launched.
 	wg sync.WaitGroup
 	// serveErr receives a listener's failure.
@@ -448,31 +452,24 @@ func (a *agent) start(ctx context.Context) error {
 
 	log.WithField("base_role_arn", *a.baseARN.Load()).Debug("base role ARN")
 
-	// 3. DNAT and guard rules, only now that every request can be answered.
-	if cfg.IPTables {
-		if err := a.installRules(runCtx); err != nil {
-			return fail(err)
-		}
-		if err := a.startCoverage(runCtx); err != nil {
-			return fail(err)
-		}
-		a.wg.Go(func() {
-			if err := a.rules.Monitor(runCtx, cfg.IPTablesResync); err != nil && runCtx.Err() == nil {
-				log.WithError(err).Error("iptables monitor stopped")
-			}
-		})
-	}
-	// 4. The chained CNI plugin: new pods get the redirect in their own
-	// network namespace, also after a reboot, before any agent runs.
-	if cfg.CNI {
-		if err := a.startCNI(runCtx); err != nil {
+	// 3 and 4: the node's redirect (takeNode). With an agent serving the
+	// node already, its rules and CNI entry stay as they are until this one
+	// serves (step 5): a configuration that changes them (another port)
+	// would otherwise send pods to a port nobody listens on yet, and the two
+	// agents would rewrite each other's rules and plugin while this one
+	// warms up.
+	nodeCtx, stopNode := context.WithCancel(runCtx)
+	a.stopNode = stopNode
+	takeNode := func() error { return a.takeNode(nodeCtx) }
+	if claim == nil {
+		if err := takeNode(); err != nil {
 			return fail(err)
 		}
 	}
 	// 5. Take the predecessor's sockets over, the node's pods' credentials
 	// cached first; then offer them to the next agent.
 	if claim != nil {
-		if err := a.takeOver(runCtx, claim); err != nil {
+		if err := a.takeOver(runCtx, claim, takeNode); err != nil {
 			return fail(err)
 		}
 	}
@@ -545,6 +542,34 @@ func (a *agent) shutdown() {
 		a.podIdentity.accounts.Shutdown()
 	}
 	a.wg.Wait()
+}
+
+// takeNode puts this agent's redirect on the node: 3. the DNAT and guard
+// rules (only now that every request can be answered), their coverage check
+// and monitor; 4. the chained CNI plugin, so new pods get the redirect in
+// their own network namespace, also after a reboot, before any agent runs.
+// What it starts runs under ctx, which a handover to a successor ends.
+func (a *agent) takeNode(ctx context.Context) error {
+	cfg, log := a.cfg, a.log
+	if cfg.IPTables {
+		if err := a.installRules(ctx); err != nil {
+			return err
+		}
+		if err := a.startCoverage(ctx); err != nil {
+			return err
+		}
+		a.wg.Go(func() {
+			if err := a.rules.Monitor(ctx, cfg.IPTablesResync); err != nil && ctx.Err() == nil {
+				log.WithError(err).Error("iptables monitor stopped")
+			}
+		})
+	}
+	if cfg.CNI {
+		if err := a.startCNI(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (a *agent) installRules(ctx context.Context) error {

@@ -89,9 +89,12 @@ func (a *agent) claimHandover(ctx context.Context) (*handover.Claim, error) {
 }
 
 // takeOver waits (bounded) for the prefetch of the node's pods'
-// credentials and a current watch, takes the predecessor's listeners, serves on them and tells
-// it to drain. If the predecessor is gone meanwhile, the ports are bound.
-func (a *agent) takeOver(ctx context.Context, claim *handover.Claim) error {
+// credentials and a current watch, takes the predecessor's listeners,
+// serves on them, puts its own redirect on the node (takeNode: the
+// predecessor still accepts on every socket, so a changed port is answered
+// on both sides of the rules' switch) and tells the predecessor to drain.
+// If the predecessor is gone meanwhile, the ports are bound.
+func (a *agent) takeOver(ctx context.Context, claim *handover.Claim, takeNode func() error) error {
 	log := a.log.WithField("predecessor_pid", claim.Peer.PID)
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, warmWait)
@@ -129,6 +132,9 @@ func (a *agent) takeOver(ctx context.Context, claim *handover.Claim) error {
 		return err
 	}
 	a.serve(ctx)
+	if err := takeNode(); err != nil {
+		return err
+	}
 	if claim == nil {
 		return nil
 	}
@@ -175,6 +181,9 @@ func (a *agent) handoverListeners() []net.Listener {
 // what was accepted; the rules stay, they are the successor's.
 func (a *agent) drain() {
 	a.handedOver = true
+	// The successor keeps the rules and the CNI plugin from now on: this
+	// agent's monitor and installer must not rewrite them.
+	a.stopNode()
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	for _, l := range a.servers() {

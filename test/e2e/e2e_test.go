@@ -172,6 +172,7 @@ func TestFlavours(t *testing.T) {
 			t.Run("IMDSv2Required", func(t *testing.T) { testIMDSv2Required(t, env) })
 			t.Run("AgentRestartUnderLoadFailsClosed", func(t *testing.T) { testAgentRestart(t, env) })
 			t.Run("HandoverUnderLoadLosesNoRequest", func(t *testing.T) { testHandoverUnderLoad(t, env) })
+			t.Run("HandoverToAnotherPortLosesNoRequest", func(t *testing.T) { testHandoverToAnotherPort(t, env) })
 			t.Run("FlushedNatTableIsRestored", func(t *testing.T) { testFlushRestored(t, env) })
 			if flavour == harness.EC2 {
 				t.Run("FlushedNatTableFailsClosed", func(t *testing.T) { testNatFlushFailsClosed(t, env) })

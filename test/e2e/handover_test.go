@@ -23,9 +23,45 @@ import (
 // load without the handover, and sees refusals). The new agent's first
 // answers are cache hits: it prefetched before it took traffic.
 func testHandoverUnderLoad(t *testing.T, env *harness.Env) {
+	handoverUnderLoad(t, env, "handover", nil)
+}
+
+// testHandoverToAnotherPort is the same upgrade with a new --app-port (a
+// values change in the same helm upgrade): the DNAT rules must move to the
+// new port only once the new agent serves it, while the old one still
+// answers on the old port, and the old agent must not move them back.
+func testHandoverToAnotherPort(t *testing.T, env *harness.Env) {
+	newPort := fmt.Sprint(harness.AppPort + 1)
+	handoverUnderLoad(t, env, "handover-port", func(args []string) []string {
+		out := append([]string(nil), args...)
+		for i := range out[:len(out)-1] {
+			if out[i] == "--app-port" {
+				out[i+1] = newPort
+				return out
+			}
+		}
+		t.Fatalf("the agent's arguments have no --app-port: %q", args)
+		return nil
+	})
+	// The rules lead to the new port, and stay there.
+	if save := iptablesSave(t); !strings.Contains(save, ":"+newPort) {
+		t.Fatalf("after the handover the DNAT does not lead to port %s:\n%s", newPort, save)
+	}
+}
+
+// handoverUnderLoad runs the upgrade for a pod in namespace ns; nextArgs,
+// if set, changes the new agent's arguments.
+func handoverUnderLoad(t *testing.T, env *harness.Env, ns string, nextArgs func([]string) []string) {
 	dir := t.TempDir()
 	restartAgent(t, env, "--handover-dir", dir)
-	next := harness.NewAgent(env.Agent.Binary, env.Agent.MetricsURL, env.Agent.Args, env.Agent.Env, nil)
+	// The old agent's log since this start (the harness keeps every run's).
+	from := len(env.Agent.Log())
+	oldLog := func() string { return env.Agent.Log()[from:] }
+	args := env.Agent.Args
+	if nextArgs != nil {
+		args = nextArgs(args)
+	}
+	next := harness.NewAgent(env.Agent.Binary, env.Agent.MetricsURL, args, env.Agent.Env, nil)
 	t.Cleanup(func() {
 		// The next test gets the environment's own agent back.
 		if err := next.Stop(); err != nil {
@@ -33,8 +69,8 @@ func testHandoverUnderLoad(t *testing.T, env *harness.Env) {
 		}
 		restartAgent(t, env)
 	})
-	mustNamespace(t, env, "handover", `["web"]`)
-	p := mustPod(t, env, harness.PodSpec{Namespace: "handover", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	mustNamespace(t, env, ns, `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: ns, Name: "web", Annotations: roleAnnotation(roleWeb)})
 	getCreds(t, p, roleWeb, true)
 
 	stopAsking := askWithoutPause(p, credsPath+roleWeb)
@@ -49,14 +85,14 @@ func testHandoverUnderLoad(t *testing.T, env *harness.Env) {
 		defer close(stepsDone)
 		for {
 			for _, s := range []struct {
-				who  *harness.Agent
+				who  func() string // a log
 				line string
 			}{
-				{env.Agent, "a successor is warming up"}, {next, "informers synced"}, {next, "DNAT and guard rules in place"},
-				{next, "serving the predecessor's sockets"}, {env.Agent, "drained"}, {next, "kube2ra ready"},
+				{oldLog, "a successor is warming up"}, {next.Log, "informers synced"}, {next.Log, "DNAT and guard rules in place"},
+				{next.Log, "serving the predecessor's sockets"}, {oldLog, "drained"}, {next.Log, "kube2ra ready"},
 			} {
 				stepsMu.Lock()
-				if _, seen := steps[s.line]; !seen && strings.Contains(s.who.Log(), s.line) {
+				if _, seen := steps[s.line]; !seen && strings.Contains(s.who(), s.line) {
 					steps[s.line] = time.Since(t0)
 				}
 				stepsMu.Unlock()
@@ -72,12 +108,12 @@ func testHandoverUnderLoad(t *testing.T, env *harness.Env) {
 		t.Fatal(err)
 	}
 	eventually(t, "the first agent to hand over and drain", func() error {
-		if !strings.Contains(env.Agent.Log(), "handover done: waiting for SIGTERM") {
+		if !strings.Contains(oldLog(), "handover done: waiting for SIGTERM") {
 			return fmt.Errorf("not yet; new agent:\n%s", next.LogTail(5))
 		}
 		return nil
 	})
-	if !strings.Contains(env.Agent.Log(), "a successor is warming up") {
+	if !strings.Contains(oldLog(), "a successor is warming up") {
 		t.Errorf("the first agent never saw its successor warm up:\n%s", env.Agent.LogTail(20))
 	}
 	// The DaemonSet deletes the old pod once the new one is Ready.
