@@ -468,15 +468,17 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 		t.Error(err)
 	}
 	answers := pollerAnswers(name)
-	node, gap := judge(answers, from)
+	node, answerGap := judge(answers, from)
 	polls, refused := countRefused(answers, from)
 	slowest := slowestRequest(name, from)
+	gap, gapAt := unansweredWait(name, from)
 	figure(fig+"poll_interval_ms", interval)
-	figure(fig+"gap_before_ms", gapBefore)
+	figure(fig+"answer_gap_before_ms", gapBefore)
 	figure(fig+"polls", polls)
 	figure(fig+"refused", refused)
 	figure(fig+"slowest_request_ms", slowest)
 	figure(fig+"node_credential_answers", node)
+	figure(fig+"answer_gap_ms", answerGap)
 	figure(fig+"gap_ms", gap)
 	if node != 0 {
 		t.Errorf("during helm upgrade a pod got %d answers from the node's own metadata service", node)
@@ -484,19 +486,20 @@ func (w *world) upgrade(ctx context.Context, prefix string, extra ...string) {
 	if refused != 0 {
 		t.Errorf("during helm upgrade %d of %d polls were refused or failed (the handover must leave no moment without a listener):\n%s", refused, polls, w.agentPodState(ctx))
 	}
-	// The agent's share of the gap: no request waited for a listener (a
-	// refused SYN is retried after a second), each was answered within a
-	// poll interval. The gap between answers also holds the poller's own
-	// sleep and two curl starts, which the node's CPU, busy starting the
-	// new agent, can stretch: it may not exceed two intervals or twice the
-	// largest gap before the upgrade, whichever is larger.
+	// The gap is the longest the pod waited for an answer while it was
+	// asking (a refused or failed poll counts from its start to the next
+	// answer with the pod's role): at most one poll interval, the issue's
+	// goal. The time between two answers (answer_gap_ms) also holds the
+	// poller's own sleep and process starts, which the node's CPU, busy
+	// starting the new agent, stretches by hundreds of milliseconds
+	// (answer_gap_before_ms, with nothing else happening): printed, not
+	// judged.
 	if slowest > interval {
 		t.Errorf("during helm upgrade a request took %d ms from connect to answer, more than a poll interval (%d ms)", slowest, interval)
 	}
-	if limit := max(2*interval, 2*gapBefore); gap > limit {
-		end := gapEnd(answers, from, gap)
-		t.Errorf("during helm upgrade the longest gap between answers was %d ms (ending at %d), more than %d ms (two poll intervals of %d ms, or twice the %d ms before); the poller's log around it:\n%s",
-			gap, end, limit, interval, gapBefore, pollerLogBetween(name, end-gap-1000, end+500))
+	if gap > interval {
+		t.Errorf("during helm upgrade the pod waited %d ms for an answer (ending at %d), more than a poll interval (%d ms); the poller's log around it:\n%s",
+			gap, gapAt, interval, pollerLogBetween(name, gapAt-gap-1000, gapAt+500))
 	}
 	// The new agent cached the pod's credentials before it took traffic:
 	// the pod's first credential request after the upgrade is a hit.
@@ -750,19 +753,64 @@ func slowestRequest(name string, from int64) int64 {
 	return slowest
 }
 
-// gapEnd is when the answer ending judge's longest gap came.
-func gapEnd(answers []pollAnswer, from, gap int64) int64 {
-	last := int64(0)
-	for _, a := range answers {
-		if a.ms < from || a.code != "200" || a.body != allowedRole {
+// unansweredWait is the longest time a poller waited for an answer with
+// its pod's role while it was asking, from from on, and when that wait
+// ended: a poll answered is its two requests' time (curl's time_total of
+// the token PUT and the GET); a run of refused or failed polls counts from
+// the first one's start to the end of the next poll answered. The poller's
+// sleep between polls, and stalls of its own shell, are not waits.
+func unansweredWait(name string, from int64) (longest, endMs int64) {
+	files, _ := filepath.Glob(dir("kubelet", "logs", appNS+"_"+name+"_*", "*", "*.log"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
 			continue
 		}
-		if last != 0 && a.ms-last == gap {
-			return a.ms
+		if l, e := unansweredWaitIn(string(data), from); l > longest {
+			longest, endMs = l, e
 		}
-		last = a.ms
 	}
-	return 0
+	return longest, endMs
+}
+
+// unansweredWaitIn is unansweredWait over one poller log.
+func unansweredWaitIn(log string, from int64) (longest, endMs int64) {
+	var asking float64 // seconds of requests since the last answer line
+	failedSince := int64(0)
+	for _, line := range strings.Split(log, "\n") {
+		// CRI log format: time stream tag message. The message is
+		// "T put|get connect first total [code]" (stderr) or
+		// "epoch-ms code body" (stdout, after both requests).
+		fs := strings.Fields(line)
+		if len(fs) >= 8 && fs[3] == "T" {
+			if total, err := strconv.ParseFloat(fs[7], 64); err == nil {
+				asking += total
+			}
+			continue
+		}
+		if len(fs) < 5 {
+			continue
+		}
+		ms, err := strconv.ParseInt(fs[3], 10, 64)
+		if err != nil {
+			continue
+		}
+		start := ms - int64(asking*1000)
+		asking = 0
+		if fs[4] != "200" || len(fs) < 6 || fs[5] != allowedRole {
+			if failedSince == 0 {
+				failedSince = start
+			}
+			continue
+		}
+		if failedSince != 0 {
+			start, failedSince = failedSince, 0
+		}
+		if ms >= from && ms-start > longest {
+			longest, endMs = ms-start, ms
+		}
+	}
+	return longest, endMs
 }
 
 // pollerLogBetween is the poller's log (answers and curl timings, with the
