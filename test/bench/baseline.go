@@ -1,10 +1,14 @@
 package bench
 
 import (
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/kube2ra/kube2ra/proxy"
 )
 
 // BaselineOptions describe the bare server kube2ra is compared with.
@@ -19,6 +23,10 @@ type BaselineOptions struct {
 	Header [][2]string `json:"header"`
 	// Body is kube2ra's response body, byte for byte.
 	Body []byte `json:"body"`
+	// Hardened gives the server the agent's protections: its read, write
+	// and idle timeouts and a connection-state hook counting connections
+	// (BENCH_BASELINE_HARDENED=1), to tell their cost from kube2ra's own.
+	Hardened bool `json:"hardened,omitempty"`
 }
 
 // baselineToken is what the baseline answers to a token PUT; it accepts
@@ -51,5 +59,19 @@ func BaselineHandler(o BaselineOptions) http.Handler {
 
 // NewBaselineServer is a net/http server for the baseline handler.
 func NewBaselineServer(o BaselineOptions) *http.Server {
-	return &http.Server{Addr: o.Addr, Handler: BaselineHandler(o), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: o.Addr, Handler: BaselineHandler(o), ReadHeaderTimeout: 10 * time.Second}
+	if o.Hardened {
+		srv.ReadHeaderTimeout, srv.ReadTimeout = proxy.DefaultReadHeaderTimeout, proxy.DefaultReadTimeout
+		srv.WriteTimeout, srv.IdleTimeout = proxy.DefaultWriteTimeout, proxy.DefaultIdleTimeout
+		var conns atomic.Int64
+		srv.ConnState = func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				conns.Add(-1)
+			}
+		}
+	}
+	return srv
 }

@@ -12,7 +12,8 @@
 // credential load into dir (needs perf; builds an unstripped agent).
 // What-if runs: BENCH_AGENT_ARGS="--log-level=warn" adds agent flags,
 // BENCH_AGENT_ENV="GOGC=400" adds agent environment; BENCH_AGENT_LOG=prefix
-// keeps each node's agent log.
+// keeps each node's agent log; BENCH_BASELINE_HARDENED=1 gives the bare
+// server the agent's timeouts and connection hook.
 //
 // The client side runs inside pod network namespaces as a separate small
 // program, test/bench/loadgen, built once at the start and started through
@@ -81,6 +82,8 @@ type config struct {
 	out string
 	// profileDir is BENCH_PROFILE.
 	profileDir string
+	// hardenedBaseline is BENCH_BASELINE_HARDENED=1.
+	hardenedBaseline bool
 	// phases to run.
 	phases []string
 
@@ -107,10 +110,11 @@ type config struct {
 
 func newConfig() (config, error) {
 	c := config{
-		quick:      os.Getenv("BENCH_QUICK") != "" && os.Getenv("BENCH_QUICK") != "0",
-		out:        os.Getenv("BENCH_OUT"),
-		profileDir: os.Getenv("BENCH_PROFILE"),
-		phases:     allPhases,
+		quick:            os.Getenv("BENCH_QUICK") != "" && os.Getenv("BENCH_QUICK") != "0",
+		out:              os.Getenv("BENCH_OUT"),
+		profileDir:       os.Getenv("BENCH_PROFILE"),
+		hardenedBaseline: os.Getenv("BENCH_BASELINE_HARDENED") == "1",
+		phases:           allPhases,
 
 		rounds: 3, warmup: time.Second, measure: 5 * time.Second,
 		loadPods: 4, connsPerPod: 4,

@@ -71,6 +71,7 @@ func (s *suite) podIdentityRoute(ctx context.Context) error {
 	baseline := bench.BaselineOptions{
 		Addr: net.JoinHostPort(simnode.HostIP, strconv.Itoa(harness.AppPort)), Path: podIdentityPath,
 		Header: ref.Header, Body: ref.Body,
+		Hardened: s.cfg.hardenedBaseline,
 	}
 	door := s.loadOptions(podIdentityPath, `{"AccessKeyId":`)
 	door.Addr, door.Token, door.AuthorizationFiles = podIdentityAddr, false, files

@@ -75,10 +75,11 @@ func (s *suite) credRoute(ctx context.Context) error {
 		return err
 	}
 	baseline := bench.BaselineOptions{
-		Addr:   net.JoinHostPort(simnode.HostIP, strconv.Itoa(harness.AppPort)),
-		Path:   path,
-		Header: ref.Header,
-		Body:   ref.Body,
+		Addr:     net.JoinHostPort(simnode.HostIP, strconv.Itoa(harness.AppPort)),
+		Path:     path,
+		Header:   ref.Header,
+		Body:     ref.Body,
+		Hardened: s.cfg.hardenedBaseline,
 	}
 	opts := s.loadOptions(path, `{"Code":"Success"`)
 
