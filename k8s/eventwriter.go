@@ -36,6 +36,9 @@ const (
 // fields): an Event repeating one already written (same object, type,
 // reason and message) patches that one's count and last timestamp instead
 // of making another, so `kubectl describe` shows "x5" rather than five lines.
+// Unlike the correlator it does not fold Events with different messages
+// into one "(combined from similar events)": the RateLimitedRecorder in
+// front already bounds them per object and reason.
 type eventWriter struct {
 	// client creates and patches Events.
 	client Client
