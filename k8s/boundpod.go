@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // BoundPod returns the live pod of this node that ref names, by
@@ -56,12 +57,12 @@ func (w *Watcher) BoundPod(ctx context.Context, ref BoundPodRef) (*Pod, error) {
 }
 
 // boundPod is the cached pod under key if it is ref's and live on this node.
-func (w *Watcher) boundPod(key string, ref BoundPodRef) *corev1.Pod {
+func (w *Watcher) boundPod(key string, ref BoundPodRef) *objects.Pod {
 	obj, ok, err := w.pods.GetStore().GetByKey(key)
 	if err != nil || !ok {
 		return nil
 	}
-	pod, ok := obj.(*corev1.Pod)
+	pod, ok := obj.(*objects.Pod)
 	if !ok || w.boundMismatch(pod, ref) != "" {
 		return nil
 	}
@@ -69,13 +70,13 @@ func (w *Watcher) boundPod(key string, ref BoundPodRef) *corev1.Pod {
 }
 
 // boundMismatch says why pod is not ref's live pod on this node, or "".
-func (w *Watcher) boundMismatch(pod *corev1.Pod, ref BoundPodRef) string {
+func (w *Watcher) boundMismatch(pod *objects.Pod, ref BoundPodRef) string {
 	switch {
 	case pod.UID != ref.UID:
 		return fmt.Sprintf("was replaced (UID %s, token %s)", pod.UID, ref.UID)
 	case pod.Spec.NodeName != w.opts.NodeName:
 		return fmt.Sprintf("runs on node %q", pod.Spec.NodeName)
-	case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
+	case pod.Status.Phase == objects.PodSucceeded || pod.Status.Phase == objects.PodFailed:
 		return fmt.Sprintf("has finished (phase %s)", pod.Status.Phase)
 	}
 	return ""

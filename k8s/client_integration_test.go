@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/kube2ra/kube2ra/kubeapi"
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // TestIntegrationLeanClientMakesEveryCall drives each call of the agent's
@@ -25,7 +26,7 @@ import (
 // clientset) against the real API server, and checks each answer against
 // what the admin client wrote: options reach the server (field selectors,
 // patch field manager), objects decode, watches stream, Events are
-// created, updated and patched in their own namespace.
+// created and patched in their own namespace.
 func TestIntegrationLeanClientMakesEveryCall(t *testing.T) {
 	const ns, node, other = "lean", "node-lean", "node-lean-other"
 	ctx, cancel := context.WithTimeout(context.Background(), eventuallyTimeout)
@@ -157,29 +158,23 @@ func TestIntegrationLeanClientMakesEveryCall(t *testing.T) {
 		t.Fatalf("GetPath(openid-configuration) = %q, %v; want the issuer and jwks_uri", doc, err)
 	}
 
-	sink := c.EventSink()
-	e := &corev1.Event{
+	e := &objects.Event{
 		ObjectMeta:     metav1.ObjectMeta{Namespace: ns, Name: "lean.1"},
-		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: "mine"},
-		Reason:         "LeanTest", Message: "first", Type: corev1.EventTypeNormal, Count: 1,
-		Source: corev1.EventSource{Component: eventComponent},
+		InvolvedObject: objects.ObjectReference{Kind: "Pod", Namespace: ns, Name: "mine"},
+		Reason:         "LeanTest", Message: "first", Type: objects.EventTypeNormal, Count: 1,
+		Source: objects.EventSource{Component: eventComponent},
 	}
-	created, err := sink.Create(e)
-	if err != nil || created.UID == "" {
-		t.Fatalf("EventSink.Create = %v, %v", created, err)
+	created, err := c.CreateEvent(ctx, e)
+	if err != nil || created.UID == "" || created.Message != "first" {
+		t.Fatalf("CreateEvent = %v, %v", created, err)
 	}
-	created.Count, created.Message = 2, "second"
-	updated, err := sink.Update(created)
-	if err != nil || updated.Count != 2 {
-		t.Fatalf("EventSink.Update = %v, %v; want count 2", updated, err)
-	}
-	patchedEvent, err := sink.Patch(updated, []byte(`{"count":3,"message":"third"}`))
+	patchedEvent, err := c.PatchEvent(ctx, ns, created.Name, []byte(`{"count":3,"message":"third"}`))
 	if err != nil || patchedEvent.Count != 3 || patchedEvent.Message != "third" {
-		t.Fatalf("EventSink.Patch = %v, %v; want count 3, message third", patchedEvent, err)
+		t.Fatalf("PatchEvent = %v, %v; want count 3, message third", patchedEvent, err)
 	}
 	stored, err := admin.CoreV1().Events(ns).Get(ctx, "lean.1", metav1.GetOptions{})
-	if err != nil || stored.Count != 3 {
-		t.Fatalf("the stored Event = %v, %v; want count 3", stored, err)
+	if err != nil || stored.Count != 3 || stored.InvolvedObject.Name != "mine" || stored.Source.Component != eventComponent {
+		t.Fatalf("the stored Event = %v, %v; want count 3 about pod mine from %s", stored, err, eventComponent)
 	}
 }
 
@@ -211,7 +206,7 @@ func metaOf(obj any) (string, error) {
 }
 
 // podNames lists pods' names.
-func podNames(pods []corev1.Pod) string {
+func podNames(pods []objects.Pod) string {
 	var names []string
 	for _, p := range pods {
 		names = append(names, p.Name)

@@ -400,7 +400,7 @@ func TestUnknownIPWhileTheWatchIsCutIsNotSyncedNotNotFound(t *testing.T) {
 }
 
 func TestResolveRoleChecksANarrowedPolicyLiveWhileTheNamespaceWatchIsCut(t *testing.T) {
-	ns := namespace("ns", "5", ptr(`["role-x"]`))
+	ns := roundTrip[corev1.Namespace](namespace("ns", "5", ptr(`["role-x"]`)))
 	f := newCurrencyFixture(t, ns)
 	r, err := NewRoleResolver(f.w, ResolverOptions{NamespaceRestrictions: true, BaseRoleARN: StaticBaseARN(testBase), Logger: testLogger()})
 	if err != nil {
@@ -412,7 +412,7 @@ func TestResolveRoleChecksANarrowedPolicyLiveWhileTheNamespaceWatchIsCut(t *test
 	}
 	f.api.cutWatch("namespaces")
 	waitFor(t, "the namespace watch is not current", func() bool { f.clk.Step(reopenGrace); return !f.w.nsTracker.isCurrent() })
-	narrowed := namespace("ns", "6", ptr(`["role-y"]`))
+	narrowed := roundTrip[corev1.Namespace](namespace("ns", "6", ptr(`["role-y"]`)))
 	if _, err := f.client.CoreV1().Namespaces().Update(context.Background(), narrowed, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,11 +8,11 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 const (
@@ -49,39 +49,42 @@ type EventOptions struct {
 	Clock clock.PassiveClock
 }
 
-// EventRecorder writes Kubernetes Events through client-go's broadcaster,
+// Recorder records an Event about an object (an *objects.ObjectReference).
+// RateLimitedRecorder and client-go's record.FakeRecorder (in tests) are
+// Recorders.
+type Recorder interface {
+	// Event records an Event of eventtype (objects.EventTypeWarning...)
+	// with reason and message about object.
+	Event(object runtime.Object, eventtype, reason, message string)
+}
+
+// EventRecorder writes Kubernetes Events through an eventWriter,
 // rate-limited per object and reason so a hot retry loop makes a handful.
 type EventRecorder struct {
-	// broadcaster sends Events to the API server; nil when wrapping.
-	broadcaster record.EventBroadcaster
-	// RateLimitedRecorder is the rate-limited front of the broadcaster.
+	// writer sends Events to the API server; nil when wrapping.
+	writer *eventWriter
+	// RateLimitedRecorder is the rate-limited front of the writer.
 	*RateLimitedRecorder
 }
 
-// NewEventRecorder starts a broadcaster writing to client's Events API.
-// Call Shutdown when done.
+// NewEventRecorder starts a writer of client's Events API. Call Shutdown
+// when done.
 func NewEventRecorder(client Client, opts EventOptions) (*EventRecorder, error) {
 	if opts.Logger == nil {
 		return nil, errors.New("k8s.NewEventRecorder needs a logger")
 	}
 	opts = opts.withDefaults()
-	// The broadcaster's own spam filter is keyed by object only; key it by
-	// object and reason too and give it our budget, as a second line.
-	b := record.NewBroadcaster(record.WithCorrelatorOptions(record.CorrelatorOptions{
-		BurstSize: opts.Burst,
-		QPS:       float32(1 / opts.Interval.Seconds()),
-		SpamKeyFunc: func(e *corev1.Event) string {
-			return e.Source.Component + "/" + e.Source.Host + "/" + e.InvolvedObject.Kind + "/" +
-				e.InvolvedObject.Namespace + "/" + e.InvolvedObject.Name + "/" + string(e.InvolvedObject.UID) + "/" + e.Reason
-		},
-	}))
-	b.StartRecordingToSink(client.EventSink())
-	inner := b.NewRecorder(client.Scheme(), corev1.EventSource{Component: eventComponent, Host: opts.NodeName})
-	return &EventRecorder{broadcaster: b, RateLimitedRecorder: NewRateLimitedRecorder(inner, opts)}, nil
+	w := newEventWriter(client, objects.EventSource{Component: eventComponent, Host: opts.NodeName}, opts.Clock, opts.Logger)
+	go w.run()
+	return &EventRecorder{writer: w, RateLimitedRecorder: NewRateLimitedRecorder(w, opts)}, nil
 }
 
-// Shutdown stops the broadcaster, dropping Events not yet sent.
-func (r *EventRecorder) Shutdown() { r.broadcaster.Shutdown() }
+// Shutdown stops the writer, dropping Events not yet sent.
+func (r *EventRecorder) Shutdown() {
+	if r.writer != nil {
+		r.writer.shutdown()
+	}
+}
 
 // withDefaults fills zero fields.
 func (o EventOptions) withDefaults() EventOptions {
@@ -100,11 +103,11 @@ func (o EventOptions) withDefaults() EventOptions {
 	return o
 }
 
-// RateLimitedRecorder wraps any record.EventRecorder with a token bucket
-// per (object, reason).
+// RateLimitedRecorder wraps any Recorder with a token bucket per (object,
+// reason).
 type RateLimitedRecorder struct {
 	// inner records the Events that pass.
-	inner record.EventRecorder
+	inner Recorder
 	// burst and every configure each bucket.
 	burst int
 	// every is the refill interval of one token.
@@ -127,10 +130,10 @@ type eventBucket struct {
 	last time.Time
 }
 
-var _ record.EventRecorder = (*RateLimitedRecorder)(nil)
+var _ Recorder = (*RateLimitedRecorder)(nil)
 
 // NewRateLimitedRecorder wraps inner.
-func NewRateLimitedRecorder(inner record.EventRecorder, opts EventOptions) *RateLimitedRecorder {
+func NewRateLimitedRecorder(inner Recorder, opts EventOptions) *RateLimitedRecorder {
 	opts = opts.withDefaults()
 	return &RateLimitedRecorder{
 		inner:   inner,
@@ -175,7 +178,7 @@ func (r *RateLimitedRecorder) prune(now time.Time) {
 
 // eventKey identifies the object an Event is about.
 func eventKey(object runtime.Object) string {
-	if ref, ok := object.(*corev1.ObjectReference); ok {
+	if ref, ok := object.(*objects.ObjectReference); ok {
 		return ref.Kind + "/" + ref.Namespace + "/" + ref.Name + "/" + string(ref.UID)
 	}
 	return fmt.Sprintf("%T/%p", object, object)
@@ -195,23 +198,16 @@ func (r *RateLimitedRecorder) Eventf(object runtime.Object, eventtype, reason, m
 	r.Event(object, eventtype, reason, fmt.Sprintf(messageFmt, args...))
 }
 
-// AnnotatedEventf is Eventf with annotations.
-func (r *RateLimitedRecorder) AnnotatedEventf(object runtime.Object, annotations map[string]string, eventtype, reason, messageFmt string, args ...any) {
-	if r.allow(object, reason) {
-		r.inner.AnnotatedEventf(object, annotations, eventtype, reason, messageFmt, args...)
-	}
-}
-
 // podRef is the Event target for a pod.
-func podRef(p *Pod) *corev1.ObjectReference {
-	return &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: p.Namespace, Name: p.Name, UID: p.UID}
+func podRef(p *Pod) *objects.ObjectReference {
+	return &objects.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: p.Namespace, Name: p.Name, UID: p.UID}
 }
 
 // namespaceRef is the Event target for a namespace. Namespaces are cluster
 // scoped, so the Event lands in "default", where `kubectl describe
 // namespace` finds it.
-func namespaceRef(ns *corev1.Namespace) *corev1.ObjectReference {
-	return &corev1.ObjectReference{Kind: "Namespace", APIVersion: "v1", Name: ns.Name, UID: ns.UID}
+func namespaceRef(ns *objects.Namespace) *objects.ObjectReference {
+	return &objects.ObjectReference{Kind: "Namespace", APIVersion: "v1", Name: ns.Name, UID: ns.UID}
 }
 
 // ReasonNodeMetadataExposed is the Event reason on the agent's node when its
@@ -220,8 +216,8 @@ const ReasonNodeMetadataExposed = "NodeMetadataExposed"
 
 // NodeRef is the Event target for a node, as the kubelet writes it (the
 // node's name as its UID), so `kubectl describe node` shows the Event.
-func NodeRef(name string) *corev1.ObjectReference {
-	return &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: name, UID: types.UID(name)}
+func NodeRef(name string) *objects.ObjectReference {
+	return &objects.ObjectReference{Kind: "Node", APIVersion: "v1", Name: name, UID: types.UID(name)}
 }
 
 // ReasonSessionNamesRefused is the Event reason on the agent's node when the

@@ -3,7 +3,7 @@ package k8s
 import (
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // PolicyCheck is how a namespace's allowed-roles policy judges one role, as
@@ -31,7 +31,7 @@ type PolicyCheck struct {
 
 // CheckPolicy judges the full role ARN roleARN against ns's policy as
 // ResolveRole does and says which pattern allows it. It records no Events.
-func (r *RoleResolver) CheckPolicy(ns *corev1.Namespace, roleARN string) PolicyCheck {
+func (r *RoleResolver) CheckPolicy(ns *objects.Namespace, roleARN string) PolicyCheck {
 	base, baseErr := r.baseARN()
 	e := r.policyFor(ns, base)
 	c := PolicyCheck{Key: r.opts.Keys.Namespace, Format: r.opts.Format, Present: e.present, Raw: e.raw, Match: -1}

@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // podIPIndex is the name of the informer index from IP to pods.
@@ -18,7 +19,7 @@ const podIPIndex = "podIP"
 // node's address and pods in phase Succeeded or Failed have given theirs
 // back to the CNI, so neither is ever indexed.
 func podIPIndexFunc(obj any) ([]string, error) {
-	pod, ok := obj.(*corev1.Pod)
+	pod, ok := obj.(*objects.Pod)
 	if !ok {
 		return nil, fmt.Errorf("pod IP index: got %T, want *v1.Pod", obj)
 	}
@@ -34,12 +35,12 @@ func podIPIndexFunc(obj any) ([]string, error) {
 }
 
 // indexable reports whether a pod can own its IPs.
-func indexable(pod *corev1.Pod) bool {
+func indexable(pod *objects.Pod) bool {
 	if pod.Spec.HostNetwork {
 		return false
 	}
 	switch pod.Status.Phase {
-	case corev1.PodSucceeded, corev1.PodFailed:
+	case objects.PodSucceeded, objects.PodFailed:
 		return false
 	}
 	return true
@@ -48,7 +49,7 @@ func indexable(pod *corev1.Pod) bool {
 // podIPs parses status.podIPs (or status.podIP when the list is empty),
 // unmapping IPv4-in-IPv6 so one address has one index key. Unparsable
 // entries are skipped: they cannot match a source address anyway.
-func podIPs(pod *corev1.Pod) []netip.Addr {
+func podIPs(pod *objects.Pod) []netip.Addr {
 	var ips []netip.Addr
 	add := func(s string) {
 		ip, err := netip.ParseAddr(s)
@@ -101,8 +102,8 @@ const (
 // in graceful shutdown keeps the credentials its SDK already cached.)
 // Pods that are not indexable are ignored, so a stale index entry cannot
 // let a Completed pod win.
-func ownerOf(pods []*corev1.Pod) (*corev1.Pod, ownership) {
-	var owner *corev1.Pod
+func ownerOf(pods []*objects.Pod) (*objects.Pod, ownership) {
+	var owner *objects.Pod
 	live := 0
 	for _, p := range pods {
 		if !indexable(p) || p.DeletionTimestamp != nil {
@@ -126,11 +127,11 @@ func ownerOf(pods []*corev1.Pod) (*corev1.Pod, ownership) {
 // idempotent, as client-go asks of transforms.
 func transformPod(keep []string) cache.TransformFunc {
 	return func(obj any) (any, error) {
-		pod, ok := obj.(*corev1.Pod)
+		pod, ok := obj.(*objects.Pod)
 		if !ok {
 			return obj, nil
 		}
-		out := &corev1.Pod{
+		out := &objects.Pod{
 			ObjectMeta: metav1.ObjectMeta{
 				Name:              pod.Name,
 				Namespace:         pod.Namespace,
@@ -139,22 +140,22 @@ func transformPod(keep []string) cache.TransformFunc {
 				DeletionTimestamp: pod.DeletionTimestamp,
 				Annotations:       keepAnnotations(pod.Annotations, keep),
 			},
-			Spec: corev1.PodSpec{
+			Spec: objects.PodSpec{
 				NodeName:           pod.Spec.NodeName,
 				ServiceAccountName: pod.Spec.ServiceAccountName,
 				HostNetwork:        pod.Spec.HostNetwork,
 			},
-			Status: corev1.PodStatus{
+			Status: objects.PodStatus{
 				Phase: pod.Status.Phase,
 			},
 		}
 		if len(pod.Status.PodIPs) > 0 {
-			out.Status.PodIPs = make([]corev1.PodIP, len(pod.Status.PodIPs))
+			out.Status.PodIPs = make([]objects.PodIP, len(pod.Status.PodIPs))
 			for i, ip := range pod.Status.PodIPs {
-				out.Status.PodIPs[i] = corev1.PodIP{IP: ip.IP}
+				out.Status.PodIPs[i] = objects.PodIP{IP: ip.IP}
 			}
 		} else if pod.Status.PodIP != "" {
-			out.Status.PodIPs = []corev1.PodIP{{IP: pod.Status.PodIP}}
+			out.Status.PodIPs = []objects.PodIP{{IP: pod.Status.PodIP}}
 		}
 		return out, nil
 	}
@@ -164,11 +165,11 @@ func transformPod(keep []string) cache.TransformFunc {
 // keep.
 func transformNamespace(keep []string) cache.TransformFunc {
 	return func(obj any) (any, error) {
-		ns, ok := obj.(*corev1.Namespace)
+		ns, ok := obj.(*objects.Namespace)
 		if !ok {
 			return obj, nil
 		}
-		return &corev1.Namespace{
+		return &objects.Namespace{
 			ObjectMeta: metav1.ObjectMeta{
 				Name:            ns.Name,
 				UID:             ns.UID,
@@ -195,7 +196,7 @@ func keepAnnotations(in map[string]string, keep []string) map[string]string {
 
 // podFromObject converts a cached pod to kube2ra's Pod, sharing its
 // annotations map (read only, see Pod.Annotations).
-func podFromObject(p *corev1.Pod) *Pod {
+func podFromObject(p *objects.Pod) *Pod {
 	// The annotations are shared, not copied: objects in an informer's
 	// store are never modified (client-go's contract), the transform has
 	// already cut them to the keys kube2ra reads, and Pod users only read

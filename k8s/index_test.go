@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"encoding/json"
 	"reflect"
 	"strconv"
 	"testing"
@@ -9,7 +10,38 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
+
+// ownPod is p as the agent decodes it from the API server (through JSON,
+// into its own type): for tests that hand a pod to the k8s package
+// directly, while the same fixtures feed client-go's fake clientset.
+func ownPod(p *corev1.Pod) *objects.Pod {
+	return roundTrip[objects.Pod](p)
+}
+
+// ownPods is ownPod of each.
+func ownPods(pods []*corev1.Pod) []*objects.Pod {
+	out := make([]*objects.Pod, len(pods))
+	for i, p := range pods {
+		out[i] = ownPod(p)
+	}
+	return out
+}
+
+// roundTrip re-decodes in (a client-go object) as the agent's type Out.
+func roundTrip[Out any](in any) *Out {
+	b, err := json.Marshal(in)
+	if err != nil {
+		panic(err)
+	}
+	out := new(Out)
+	if err := json.Unmarshal(b, out); err != nil {
+		panic(err)
+	}
+	return out
+}
 
 // testPod builds a pod on node-a with the given IPs and phase.
 func testPod(name string, phase corev1.PodPhase, ips ...string) *corev1.Pod {
@@ -60,7 +92,7 @@ func TestPodIPIndexFunc(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := podIPIndexFunc(tt.pod)
+			got, err := podIPIndexFunc(ownPod(tt.pod))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,7 +109,7 @@ func TestPodIPIndexFunc(t *testing.T) {
 func TestPodIPIndexFuncUsesStatusPodIPWhenListEmpty(t *testing.T) {
 	p := testPod("a", corev1.PodRunning)
 	p.Status.PodIP = "10.1.0.9"
-	got, _ := podIPIndexFunc(p)
+	got, _ := podIPIndexFunc(ownPod(p))
 	if !reflect.DeepEqual(got, []string{"10.1.0.9"}) {
 		t.Fatalf("podIPIndexFunc = %v; want [10.1.0.9]", got)
 	}
@@ -117,7 +149,7 @@ func TestOwnerOf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			owner, got := ownerOf(tt.pods)
+			owner, got := ownerOf(ownPods(tt.pods))
 			if got != tt.want {
 				t.Fatalf("ownerOf = %v; want %v", got, tt.want)
 			}
@@ -134,7 +166,7 @@ func TestOwnerOf(t *testing.T) {
 
 func TestTransformPodKeepsOnlyWhatKube2raReads(t *testing.T) {
 	del := metav1.NewTime(time.Unix(1700000000, 0))
-	in := &corev1.Pod{
+	in := &objects.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: "p", Namespace: "ns", UID: "u", ResourceVersion: "7", DeletionTimestamp: &del,
 			Labels:          map[string]string{"app": "x"},
@@ -142,16 +174,16 @@ func TestTransformPodKeepsOnlyWhatKube2raReads(t *testing.T) {
 			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
 			OwnerReferences: []metav1.OwnerReference{{Name: "rs"}},
 		},
-		Spec: corev1.PodSpec{NodeName: "node-a", ServiceAccountName: "sa", HostNetwork: false,
-			Containers: []corev1.Container{{Name: "c", Image: "img", Env: []corev1.EnvVar{{Name: "A", Value: "B"}}}}},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}, {IP: "fd00::1"}},
-			HostIP: "192.168.0.1", Conditions: []corev1.PodCondition{{Type: corev1.PodReady}}},
+		Spec: objects.PodSpec{NodeName: "node-a", ServiceAccountName: "sa", HostNetwork: false,
+			Containers: []objects.Container{{Name: "c", Env: []objects.EnvVar{{Name: "A", Value: "B"}}}}},
+		Status: objects.PodStatus{Phase: objects.PodRunning, PodIP: "10.0.0.1", PodIPs: []objects.PodIP{{IP: "10.0.0.1"}, {IP: "fd00::1"}},
+			HostIP: "192.168.0.1"},
 	}
-	want := &corev1.Pod{
+	want := &objects.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u", ResourceVersion: "7", DeletionTimestamp: &del,
 			Annotations: map[string]string{DefaultRoleKey: "r", DefaultExternalIDKey: "e"}},
-		Spec:   corev1.PodSpec{NodeName: "node-a", ServiceAccountName: "sa"},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}, {IP: "fd00::1"}}},
+		Spec:   objects.PodSpec{NodeName: "node-a", ServiceAccountName: "sa"},
+		Status: objects.PodStatus{Phase: objects.PodRunning, PodIPs: []objects.PodIP{{IP: "10.0.0.1"}, {IP: "fd00::1"}}},
 	}
 	transform := transformPod([]string{DefaultRoleKey, DefaultExternalIDKey})
 	out, err := transform(in)
@@ -172,12 +204,11 @@ func TestTransformPodKeepsOnlyWhatKube2raReads(t *testing.T) {
 }
 
 func TestTransformNamespaceKeepsOnlyPolicy(t *testing.T) {
-	in := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", UID: "u", ResourceVersion: "3",
+	in := &objects.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", UID: "u", ResourceVersion: "3",
 		Labels: map[string]string{"a": "b"}, Annotations: map[string]string{DefaultNamespaceKey: `["x"]`, "other": "y"},
-		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
-		Spec: corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{"kubernetes"}}}
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}, Finalizers: []string{"kubernetes"}}}
 	out, _ := transformNamespace([]string{DefaultNamespaceKey})(in)
-	want := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", UID: "u", ResourceVersion: "3",
+	want := &objects.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", UID: "u", ResourceVersion: "3",
 		Annotations: map[string]string{DefaultNamespaceKey: `["x"]`}}}
 	if !reflect.DeepEqual(out, want) {
 		t.Fatalf("transformNamespace = %+v; want %+v", out, want)
@@ -185,7 +216,7 @@ func TestTransformNamespaceKeepsOnlyPolicy(t *testing.T) {
 }
 
 func TestPodFromObject(t *testing.T) {
-	p := terminating(testPod("a", corev1.PodRunning, "10.0.0.1", "fd00::1"))
+	p := ownPod(terminating(testPod("a", corev1.PodRunning, "10.0.0.1", "fd00::1")))
 	p.Spec.ServiceAccountName = "sa"
 	p.Annotations = map[string]string{DefaultRoleKey: "r"}
 	got := podFromObject(p)

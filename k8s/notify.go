@@ -6,9 +6,10 @@ import (
 	"sync"
 
 	"github.com/sirupsen/logrus"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // RoleListener hears which live pods on this node have which allowed role;
@@ -103,7 +104,7 @@ func (n *RoleNotifier) Resync() {
 
 // podUpdated evaluates one pod.
 func (n *RoleNotifier) podUpdated(obj any) {
-	p, ok := obj.(*corev1.Pod)
+	p, ok := obj.(*objects.Pod)
 	if !ok {
 		return
 	}
@@ -113,7 +114,7 @@ func (n *RoleNotifier) podUpdated(obj any) {
 }
 
 // evaluateLocked announces p's role if it changed; n.mu must be held.
-func (n *RoleNotifier) evaluateLocked(p *corev1.Pod) {
+func (n *RoleNotifier) evaluateLocked(p *objects.Pod) {
 	if !indexable(p) || p.DeletionTimestamp != nil || p.Spec.NodeName != n.watcher.opts.NodeName {
 		n.goneLocked(p.UID)
 		return
@@ -162,7 +163,7 @@ func (n *RoleNotifier) podDeleted(obj any) {
 
 // namespaceUpdated recompiles the policy and re-evaluates the namespace's pods.
 func (n *RoleNotifier) namespaceUpdated(obj any) {
-	ns, ok := obj.(*corev1.Namespace)
+	ns, ok := obj.(*objects.Namespace)
 	if !ok {
 		return
 	}
@@ -175,7 +176,7 @@ func (n *RoleNotifier) namespaceDeleted(obj any) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
-	ns, ok := obj.(*corev1.Namespace)
+	ns, ok := obj.(*objects.Namespace)
 	if !ok {
 		return
 	}
@@ -193,7 +194,7 @@ func (n *RoleNotifier) reevaluateNamespace(name string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, obj := range objs {
-		if p, ok := obj.(*corev1.Pod); ok {
+		if p, ok := obj.(*objects.Pod); ok {
 			n.evaluateLocked(p)
 		}
 	}

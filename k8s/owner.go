@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // OwnerWatchSync bounds the wait for the owner watch's first list.
@@ -62,7 +63,7 @@ func WatchOwner(ctx context.Context, kube Client, name, namespace string) *Owner
 			return kube.WatchDaemonSets(ctx, namespace, o)
 		},
 	}
-	w.informer = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, kube), &appsv1.DaemonSet{}, 0, cache.Indexers{})
+	w.informer = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, kube), &objects.DaemonSet{}, 0, cache.Indexers{})
 	go w.informer.Run(ctx.Done())
 	syncCtx, cancel := context.WithTimeout(ctx, OwnerWatchSync)
 	defer cancel()
@@ -78,9 +79,9 @@ func (w *OwnerWatch) Gone() (bool, string) {
 	if w.informer == nil || !w.informer.HasSynced() {
 		return false, w.why
 	}
-	var ds *appsv1.DaemonSet
+	var ds *objects.DaemonSet
 	for _, obj := range w.informer.GetStore().List() {
-		if d, ok := obj.(*appsv1.DaemonSet); ok && d.Name == w.name {
+		if d, ok := obj.(*objects.DaemonSet); ok && d.Name == w.name {
 			ds = d
 		}
 	}

@@ -1,8 +1,7 @@
 package k8s
 
 import (
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/tools/record"
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // PodEvents records Warning Events on pods through a (rate-limited)
@@ -11,11 +10,11 @@ import (
 type PodEvents struct {
 	// recorder records the Events; a RateLimitedRecorder keeps a retrying
 	// pod to a handful.
-	recorder record.EventRecorder
+	recorder Recorder
 }
 
 // NewPodEvents wraps recorder; a nil recorder records nothing.
-func NewPodEvents(recorder record.EventRecorder) *PodEvents {
+func NewPodEvents(recorder Recorder) *PodEvents {
 	return &PodEvents{recorder: recorder}
 }
 
@@ -24,5 +23,5 @@ func (e *PodEvents) PodWarning(pod *Pod, reason, message string) {
 	if e == nil || e.recorder == nil || pod == nil {
 		return
 	}
-	e.recorder.Event(podRef(pod), corev1.EventTypeWarning, reason, message)
+	e.recorder.Event(podRef(pod), objects.EventTypeWarning, reason, message)
 }

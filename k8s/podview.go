@@ -3,8 +3,9 @@ package k8s
 import (
 	"net/netip"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // maxPodViews bounds podViews: a node runs a few hundred pods; past this
@@ -20,18 +21,18 @@ const maxPodViews = 4096
 // Forgetting replaced and deleted objects only frees memory.
 type podViews struct {
 	// byObject holds the view of each cached object looked up so far.
-	byObject boundedMemo[*corev1.Pod, *Pod]
+	byObject boundedMemo[*objects.Pod, *Pod]
 }
 
 // of returns p's view, building it on first use.
-func (v *podViews) of(p *corev1.Pod) *Pod {
+func (v *podViews) of(p *objects.Pod) *Pod {
 	return v.byObject.get(p, maxPodViews, podFromObject)
 }
 
 // replaced drops the view of an object the store replaced (an update's
 // old object is the one the store held).
 func (v *podViews) replaced(old any) {
-	if p, ok := old.(*corev1.Pod); ok {
+	if p, ok := old.(*objects.Pod); ok {
 		v.byObject.forget(p)
 	}
 }
@@ -41,16 +42,16 @@ func (v *podViews) replaced(old any) {
 // (deletes are rare; the scan is over this node's pods).
 func (v *podViews) deleted(obj any) {
 	if p, ok := deletedPod(obj); ok {
-		v.byObject.forgetIf(func(_ *corev1.Pod, view *Pod) bool { return view.UID == p.UID })
+		v.byObject.forgetIf(func(_ *objects.Pod, view *Pod) bool { return view.UID == p.UID })
 	}
 }
 
 // deletedPod is the pod of a delete notification, tombstones included.
-func deletedPod(obj any) (*corev1.Pod, bool) {
+func deletedPod(obj any) (*objects.Pod, bool) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
-	p, ok := obj.(*corev1.Pod)
+	p, ok := obj.(*objects.Pod)
 	return p, ok
 }
 

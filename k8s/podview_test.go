@@ -9,15 +9,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // storedPod is the pod object the informer's store holds now.
-func storedPod(w *Watcher, name string) *corev1.Pod {
+func storedPod(w *Watcher, name string) *objects.Pod {
 	obj, ok, _ := w.pods.GetStore().GetByKey("ns/" + name)
 	if !ok {
 		return nil
 	}
-	return obj.(*corev1.Pod)
+	return obj.(*objects.Pod)
 }
 
 // TestFindPodSharesOneViewPerCachedObject: repeat lookups of an unchanged
@@ -92,7 +94,7 @@ func TestFindPodSharesOneViewPerCachedObject(t *testing.T) {
 func TestPodViewsStayBounded(t *testing.T) {
 	var v podViews
 	for i := range 2*maxPodViews + 1 {
-		p := testPod("p", corev1.PodRunning, "10.0.0.1")
+		p := ownPod(testPod("p", corev1.PodRunning, "10.0.0.1"))
 		p.ResourceVersion = string(rune('a' + i%26))
 		v.of(p)
 	}

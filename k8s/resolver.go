@@ -9,16 +9,15 @@ import (
 	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/record"
 
 	"github.com/kube2ra/kube2ra/arn"
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // NamespaceGetter returns a cached namespace; *Watcher implements it.
 type NamespaceGetter interface {
-	Namespace(name string) (*corev1.Namespace, bool)
+	Namespace(name string) (*objects.Namespace, bool)
 }
 
 var _ NamespaceGetter = (*Watcher)(nil)
@@ -28,14 +27,14 @@ var _ NamespaceGetter = (*Watcher)(nil)
 // is current, else the API server's. *Watcher implements it; ResolveRole
 // uses it when its NamespaceGetter does.
 type NamespaceVerifier interface {
-	VerifiedNamespace(ctx context.Context, name string) (ns *corev1.Namespace, ok bool, err error)
+	VerifiedNamespace(ctx context.Context, name string) (ns *objects.Namespace, ok bool, err error)
 }
 
 var _ NamespaceVerifier = (*Watcher)(nil)
 
 // namespaceLookup finds a namespace for a policy check; err means it
 // cannot be known now.
-type namespaceLookup func(name string) (*corev1.Namespace, bool, error)
+type namespaceLookup func(name string) (*objects.Namespace, bool, error)
 
 // ResolverOptions configures a RoleResolver. cmd/kube2ra fills it from flags.
 type ResolverOptions struct {
@@ -62,7 +61,7 @@ type ResolverOptions struct {
 	SessionPolicyNeedsTarget bool
 	// Events records RoleDenied and InvalidRolePolicy; nil records none.
 	// Give it a rate-limited recorder (NewEventRecorder).
-	Events record.EventRecorder
+	Events Recorder
 	// Logger receives denial logs; required.
 	Logger logrus.FieldLogger
 }
@@ -239,7 +238,7 @@ func (r *RoleResolver) baseARN() (arn.Base, error) {
 func (r *RoleResolver) ResolveRole(ctx context.Context, pod *Pod) (Role, error) {
 	lookup := r.cachedNamespace
 	if r.verifier != nil {
-		lookup = func(name string) (*corev1.Namespace, bool, error) { return r.verifier.VerifiedNamespace(ctx, name) }
+		lookup = func(name string) (*objects.Namespace, bool, error) { return r.verifier.VerifiedNamespace(ctx, name) }
 	}
 	role, err := r.resolveWith(pod, lookup)
 	if err != nil {
@@ -254,7 +253,7 @@ func (r *RoleResolver) ResolveRole(ctx context.Context, pod *Pod) (Role, error) 
 }
 
 // cachedNamespace is a namespaceLookup on the cache alone.
-func (r *RoleResolver) cachedNamespace(name string) (*corev1.Namespace, bool, error) {
+func (r *RoleResolver) cachedNamespace(name string) (*objects.Namespace, bool, error) {
 	ns, ok := r.namespaces.Namespace(name)
 	return ns, ok, nil
 }
@@ -405,7 +404,7 @@ func (r *RoleResolver) checkPolicy(pod *Pod, roleARN string, base arn.Base, base
 
 // policyFor returns the namespace's compiled policy, compiling only when
 // the annotation or the base ARN changed since the last call.
-func (r *RoleResolver) policyFor(ns *corev1.Namespace, base arn.Base) *policyEntry {
+func (r *RoleResolver) policyFor(ns *objects.Namespace, base arn.Base) *policyEntry {
 	r.mu.RLock()
 	e := r.policies[ns.Name]
 	r.mu.RUnlock()
@@ -433,7 +432,7 @@ func (r *RoleResolver) policyFor(ns *corev1.Namespace, base arn.Base) *policyEnt
 // NamespaceChanged compiles a namespace's policy ahead of requests and
 // records InvalidRolePolicy when it cannot be parsed. The RoleNotifier
 // calls it from the namespace informer.
-func (r *RoleResolver) NamespaceChanged(ns *corev1.Namespace) {
+func (r *RoleResolver) NamespaceChanged(ns *objects.Namespace) {
 	base, _ := r.baseARN()
 	e := r.policyFor(ns, base)
 	if e.err != nil {
@@ -461,8 +460,8 @@ func (r *RoleResolver) recordDenial(pod *Pod, d *DenialError) {
 }
 
 // event records a Warning Event when a recorder is configured.
-func (r *RoleResolver) event(ref *corev1.ObjectReference, reason, message string) {
+func (r *RoleResolver) event(ref *objects.ObjectReference, reason, message string) {
 	if r.opts.Events != nil {
-		r.opts.Events.Event(ref, corev1.EventTypeWarning, reason, message)
+		r.opts.Events.Event(ref, objects.EventTypeWarning, reason, message)
 	}
 }

@@ -9,18 +9,18 @@ import (
 	"testing"
 
 	"github.com/sirupsen/logrus"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/kube2ra/kube2ra/arn"
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // fakeNamespaces is a NamespaceGetter over a map.
-type fakeNamespaces map[string]*corev1.Namespace
+type fakeNamespaces map[string]*objects.Namespace
 
-func (f fakeNamespaces) Namespace(name string) (*corev1.Namespace, bool) {
+func (f fakeNamespaces) Namespace(name string) (*objects.Namespace, bool) {
 	ns, ok := f[name]
 	return ns, ok
 }
@@ -31,8 +31,8 @@ func testLogger() logrus.FieldLogger {
 	return l
 }
 
-func namespace(name, rv string, policy *string) *corev1.Namespace {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-ns-" + name), ResourceVersion: rv}}
+func namespace(name, rv string, policy *string) *objects.Namespace {
+	ns := &objects.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-ns-" + name), ResourceVersion: rv}}
 	if policy != nil {
 		ns.Annotations = map[string]string{DefaultNamespaceKey: *policy}
 	}

@@ -3,9 +3,10 @@ package k8s
 import (
 	"net/netip"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // SandboxClaim is one pod sandbox's network as the node's container runtime
@@ -65,7 +66,7 @@ func (w *Watcher) sandboxPod(c SandboxClaim) *Pod {
 	if err != nil || !ok {
 		return nil
 	}
-	p, ok := obj.(*corev1.Pod)
+	p, ok := obj.(*objects.Pod)
 	if !ok || p.UID != c.UID || p.Spec.NodeName != w.opts.NodeName || !indexable(p) || p.DeletionTimestamp != nil || len(podIPs(p)) > 0 {
 		return nil
 	}

@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // IRSARoleKey is IRSA's ServiceAccount annotation. kube2ra reads it too, so
@@ -55,7 +56,7 @@ func NewServiceAccounts(client Client, roleKey string) (*ServiceAccounts, error)
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			return client.WatchServiceAccounts(ctx, o)
 		},
-	}, client), &corev1.ServiceAccount{}, cache.SharedIndexInformerOptions{
+	}, client), &objects.ServiceAccount{}, cache.SharedIndexInformerOptions{
 		Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
 	})
 	if err := s.informer.SetTransform(transformServiceAccount(append([]string{TargetRoleKey, SessionPolicyKey}, s.keys...))); err != nil {
@@ -68,11 +69,11 @@ func NewServiceAccounts(client Client, roleKey string) (*ServiceAccounts, error)
 // annotations in keep.
 func transformServiceAccount(keep []string) cache.TransformFunc {
 	return func(obj any) (any, error) {
-		sa, ok := obj.(*corev1.ServiceAccount)
+		sa, ok := obj.(*objects.ServiceAccount)
 		if !ok {
 			return obj, nil
 		}
-		return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
+		return &objects.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
 			Name:            sa.Name,
 			Namespace:       sa.Namespace,
 			UID:             sa.UID,
@@ -166,12 +167,12 @@ func (s *ServiceAccounts) ServiceAccountUID(namespace, name string) (uid types.U
 }
 
 // cached is the cached ServiceAccount namespace/name.
-func (s *ServiceAccounts) cached(namespace, name string) (*corev1.ServiceAccount, bool) {
+func (s *ServiceAccounts) cached(namespace, name string) (*objects.ServiceAccount, bool) {
 	obj, ok, err := s.informer.GetStore().GetByKey(cache.NewObjectName(namespace, name).String())
 	if err != nil || !ok {
 		return nil, false
 	}
-	sa, ok := obj.(*corev1.ServiceAccount)
+	sa, ok := obj.(*objects.ServiceAccount)
 	return sa, ok
 }
 

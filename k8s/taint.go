@@ -10,10 +10,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // StartupTaintKey is the taint a node registers with so that workload pods
@@ -27,7 +28,7 @@ const StartupTaintKey = "kube2ra.io/agent-not-ready"
 // agent is ready without evicting what already runs there (NoExecute would
 // kill pods on every node whose kubelet re-registers with the taint, and
 // the DaemonSets a node needs to become ready tolerate every taint anyway).
-const StartupTaintEffect = corev1.TaintEffectNoSchedule
+const StartupTaintEffect = objects.TaintEffectNoSchedule
 
 const (
 	// taintRetryInitial and taintRetryMax bound the backoff between
@@ -174,7 +175,7 @@ func (r *StartupTaintRemover) removeOnce(ctx context.Context) (removed bool, err
 }
 
 // startupTaintIndex is the position of the startup taint, or -1.
-func startupTaintIndex(taints []corev1.Taint) int {
+func startupTaintIndex(taints []objects.Taint) int {
 	for i, t := range taints {
 		if t.Key == StartupTaintKey {
 			return i
@@ -191,7 +192,7 @@ type jsonPatchOp struct {
 }
 
 // removeTaintPatch tests that position i still holds taint, then removes it.
-func removeTaintPatch(i int, taint corev1.Taint) ([]byte, error) {
+func removeTaintPatch(i int, taint objects.Taint) ([]byte, error) {
 	path := "/spec/taints/" + strconv.Itoa(i)
 	b, err := json.Marshal([]jsonPatchOp{{Op: "test", Path: path, Value: taint}, {Op: "remove", Path: path}})
 	if err != nil {

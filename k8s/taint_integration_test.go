@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // createNode creates a node with taints, as a kubelet registering with
@@ -53,7 +55,7 @@ func taintKeys(taints []corev1.Taint) []string {
 	return keys
 }
 
-var startupTaint = corev1.Taint{Key: StartupTaintKey, Effect: StartupTaintEffect}
+var startupTaint = corev1.Taint{Key: StartupTaintKey, Effect: corev1.TaintEffect(StartupTaintEffect)}
 
 // TestStartupTaintRemovedFromOwnNodeOnly: the agent, with the chart's RBAC,
 // removes the startup taint from its own node, leaves every other taint of
@@ -100,7 +102,7 @@ func TestStartupTaintPatchNeverClobbersAConcurrentChange(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), eventuallyTimeout)
 	defer cancel()
 	created := createNode(t, ctx, "taint-race", startupTaint)
-	stale, err := removeTaintPatch(startupTaintIndex(created), startupTaint)
+	stale, err := removeTaintPatch(startupTaintIndex(*roundTrip[[]objects.Taint](created)), *roundTrip[objects.Taint](startupTaint))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 func TestStartupTaintRemoverRetriesWithBackoff(t *testing.T) {
 	client := fake.NewClientset(&corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "n1"},
-		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "other", Effect: corev1.TaintEffectNoSchedule}, {Key: StartupTaintKey, Effect: StartupTaintEffect}}},
+		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "other", Effect: corev1.TaintEffectNoSchedule}, {Key: StartupTaintKey, Effect: corev1.TaintEffect(StartupTaintEffect)}}},
 	})
 	var patches atomic.Int32
 	client.PrependReactor("patch", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {

@@ -8,10 +8,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 const (
@@ -171,7 +172,7 @@ func (v *verifier[T]) sweepLocked() {
 // verifyPod checks the cache's owner of ip against the API server and
 // returns the live pod, or ErrNotSynced when the API server disagrees or
 // cannot be asked.
-func (w *Watcher) verifyPod(ctx context.Context, ip netip.Addr, cached *corev1.Pod) (*Pod, error) {
+func (w *Watcher) verifyPod(ctx context.Context, ip netip.Addr, cached *objects.Pod) (*Pod, error) {
 	key := string(cached.UID) + " " + ipKey(ip)
 	return w.podVerifier.do(ctx, key, func(ctx context.Context) (*Pod, error) {
 		live, err := w.client.GetPod(ctx, cached.Namespace, cached.Name)
@@ -202,7 +203,7 @@ func (w *Watcher) verifyPod(ctx context.Context, ip netip.Addr, cached *corev1.P
 
 // podMismatch says how the live pod differs from the cached owner of ip in
 // a way that matters, or "" when it may still own ip.
-func (w *Watcher) podMismatch(live, cached *corev1.Pod, ip netip.Addr) string {
+func (w *Watcher) podMismatch(live, cached *objects.Pod, ip netip.Addr) string {
 	switch {
 	case live.UID != cached.UID:
 		return fmt.Sprintf("was replaced (UID %s, cache %s)", live.UID, cached.UID)
@@ -240,12 +241,12 @@ func trim[T any](transform cache.TransformFunc, obj T, what string) (T, error) {
 // the cached one while the namespace watch is current, else the API
 // server's (memoised for VerifyTTL). ok is false when it does not exist;
 // err wraps ErrNotSynced when it cannot be known.
-func (w *Watcher) VerifiedNamespace(ctx context.Context, name string) (*corev1.Namespace, bool, error) {
+func (w *Watcher) VerifiedNamespace(ctx context.Context, name string) (*objects.Namespace, bool, error) {
 	if w.nsTracker.isCurrent() {
 		ns, ok := w.Namespace(name)
 		return ns, ok, nil
 	}
-	ns, err := w.nsVerifier.do(ctx, name, func(ctx context.Context) (*corev1.Namespace, error) {
+	ns, err := w.nsVerifier.do(ctx, name, func(ctx context.Context) (*objects.Namespace, error) {
 		live, err := w.client.GetNamespace(ctx, name)
 		switch {
 		case apierrors.IsNotFound(err):

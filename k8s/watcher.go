@@ -13,13 +13,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 const (
@@ -148,7 +149,7 @@ type Watcher struct {
 	// podVerifier memoises live checks of pods, by UID and IP.
 	podVerifier *verifier[*Pod]
 	// nsVerifier memoises live reads of namespaces, by name.
-	nsVerifier *verifier[*corev1.Namespace]
+	nsVerifier *verifier[*objects.Namespace]
 	// podTransform trims pods as the cache does; used on live pods too.
 	podTransform cache.TransformFunc
 	// nsTransform trims namespaces as the cache does.
@@ -211,7 +212,7 @@ func NewWatcher(client Client, opts WatcherOptions) (*Watcher, error) {
 	// A live check has the lookup's time to answer; a caller that gives up
 	// earlier leaves it running for the others waiting on it.
 	w.podVerifier = newVerifier[*Pod](opts.Clock, opts.VerifyTTL, opts.LookupTimeout)
-	w.nsVerifier = newVerifier[*corev1.Namespace](opts.Clock, opts.VerifyTTL, opts.LookupTimeout)
+	w.nsVerifier = newVerifier[*objects.Namespace](opts.Clock, opts.VerifyTTL, opts.LookupTimeout)
 	nodeSelector := fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
 
 	w.podTracker = newStreamTracker(resourcePods, w.log, opts.Clock,
@@ -237,7 +238,7 @@ func NewWatcher(client Client, opts WatcherOptions) (*Watcher, error) {
 			o.FieldSelector = nodeSelector
 			return client.WatchPods(ctx, metav1.NamespaceAll, o)
 		},
-	}, client, &corev1.Pod{}, w.podTracker)
+	}, client, &objects.Pod{}, w.podTracker)
 	w.namespaces = newTrackedInformer(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return client.ListNamespaces(ctx, o)
@@ -245,7 +246,7 @@ func NewWatcher(client Client, opts WatcherOptions) (*Watcher, error) {
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			return client.WatchNamespaces(ctx, o)
 		},
-	}, client, &corev1.Namespace{}, w.nsTracker)
+	}, client, &objects.Namespace{}, w.nsTracker)
 	for informer, transform := range map[cache.SharedIndexInformer]cache.TransformFunc{w.pods: w.podTransform, w.namespaces: w.nsTransform} {
 		if err := informer.SetTransform(transform); err != nil {
 			return nil, fmt.Errorf("setting the informers' transform: %w", err)
@@ -351,8 +352,10 @@ func (w *Watcher) WaitForSync(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: waiting for the pod and namespace informers of node %q: %w", ErrNotSynced, w.opts.NodeName, ctx.Err())
 		case <-every.C():
-			w.logSyncWait(w.clock.Since(start))
+			// Re-armed before the log line, so whoever reads the line
+			// (a test stepping a fake clock) finds the next tick set.
 			every.Reset(w.opts.SyncLogInterval)
+			w.logSyncWait(w.clock.Since(start))
 		}
 	}
 }
@@ -500,7 +503,7 @@ func (w *Watcher) waitSynced(ctx context.Context) error {
 }
 
 // lookup applies the single-owner rule to the pods indexed under key.
-func (w *Watcher) lookup(key string) (*corev1.Pod, ownership) {
+func (w *Watcher) lookup(key string) (*objects.Pod, ownership) {
 	objs, err := w.pods.GetIndexer().ByIndex(podIPIndex, key)
 	if err != nil {
 		// Only an unknown index name fails, which NewWatcher rules out.
@@ -508,21 +511,21 @@ func (w *Watcher) lookup(key string) (*corev1.Pod, ownership) {
 		return nil, ownerNone
 	}
 	// An IP has one holder, rarely a few: keep them on the stack.
-	var held [4]*corev1.Pod
+	var held [4]*objects.Pod
 	return ownerOf(w.appendNodePods(held[:0], objs))
 }
 
 // nodePods converts index results, dropping anything not on this node
 // (the field selector already does; this keeps a wrong selector from
 // becoming a wrong answer).
-func (w *Watcher) nodePods(objs []any) []*corev1.Pod {
-	return w.appendNodePods(make([]*corev1.Pod, 0, len(objs)), objs)
+func (w *Watcher) nodePods(objs []any) []*objects.Pod {
+	return w.appendNodePods(make([]*objects.Pod, 0, len(objs)), objs)
 }
 
 // appendNodePods is nodePods appending to pods.
-func (w *Watcher) appendNodePods(pods []*corev1.Pod, objs []any) []*corev1.Pod {
+func (w *Watcher) appendNodePods(pods []*objects.Pod, objs []any) []*objects.Pod {
 	for _, o := range objs {
-		if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName == w.opts.NodeName {
+		if p, ok := o.(*objects.Pod); ok && p.Spec.NodeName == w.opts.NodeName {
 			pods = append(pods, p)
 		}
 	}
@@ -530,12 +533,12 @@ func (w *Watcher) appendNodePods(pods []*corev1.Pod, objs []any) []*corev1.Pod {
 }
 
 // Namespace returns the cached namespace; it implements NamespaceGetter.
-func (w *Watcher) Namespace(name string) (*corev1.Namespace, bool) {
+func (w *Watcher) Namespace(name string) (*objects.Namespace, bool) {
 	obj, ok, err := w.namespaces.GetStore().GetByKey(name)
 	if err != nil || !ok {
 		return nil, false
 	}
-	ns, ok := obj.(*corev1.Namespace)
+	ns, ok := obj.(*objects.Namespace)
 	return ns, ok
 }
 

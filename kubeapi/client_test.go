@@ -1,6 +1,10 @@
 package kubeapi_test
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -58,4 +62,43 @@ func TestSchemeHoldsOnlyTheKindsTheAgentUses(t *testing.T) {
 // schemaGVK is group/v1 kind.
 func schemaGVK(group, kind string) schema.GroupVersionKind {
 	return schema.GroupVersionKind{Group: group, Version: "v1", Kind: kind}
+}
+
+// TestClientAsksForJSONWhateverTheConfigPrefers: the agent's types decode
+// JSON only, so a protobuf preference in the config is overridden; other
+// documents (the OIDC keys) are still accepted in their own type.
+func TestClientAsksForJSONWhateverTheConfigPrefers(t *testing.T) {
+	accepts := make(chan string, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		accepts <- r.Header.Get("Accept")
+		switch r.URL.Path {
+		case "/api/v1/namespaces/ns/pods/p":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"ns","uid":"u"},"spec":{"nodeName":"n"},"status":{"podIPs":[{"ip":"10.0.0.1"}]}}`)
+		case "/openid/v1/jwks":
+			w.Header().Set("Content-Type", "application/jwk-set+json")
+			fmt.Fprint(w, `{"keys":[]}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	c, err := kubeapi.New(&rest.Config{Host: srv.URL, ContentConfig: rest.ContentConfig{
+		ContentType: "application/vnd.kubernetes.protobuf", AcceptContentTypes: "application/vnd.kubernetes.protobuf"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.GetPod(context.Background(), "ns", "p")
+	if err != nil || p.UID != "u" || p.Spec.NodeName != "n" || len(p.Status.PodIPs) != 1 {
+		t.Fatalf("GetPod = %+v, %v; want pod ns/p decoded from JSON", p, err)
+	}
+	if a := <-accepts; !strings.HasPrefix(a, "application/json") || strings.Contains(a, "protobuf") {
+		t.Errorf("GetPod sent Accept %q; want JSON first and no protobuf", a)
+	}
+	if doc, err := c.GetPath(context.Background(), "/openid/v1/jwks"); err != nil || string(doc) != `{"keys":[]}` {
+		t.Fatalf("GetPath(jwks) = %q, %v; want the key set", doc, err)
+	}
+	if a := <-accepts; !strings.Contains(a, "*/*") {
+		t.Errorf("GetPath sent Accept %q; want */* too (the keys are application/jwk-set+json)", a)
+	}
 }

@@ -20,8 +20,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -32,6 +30,7 @@ import (
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
 	"github.com/kube2ra/kube2ra/kubeapi"
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 	"github.com/kube2ra/kube2ra/rolesanywhere"
 )
 
@@ -438,7 +437,7 @@ func expandArgs(args []string, lookup func(string) (string, bool)) []string {
 }
 
 // agentContainer is the DaemonSet's container named kube2ra, else its only one.
-func agentContainer(ds *appsv1.DaemonSet) (*corev1.Container, error) {
+func agentContainer(ds *objects.DaemonSet) (*objects.Container, error) {
 	cs := ds.Spec.Template.Spec.Containers
 	for i := range cs {
 		if cs[i].Name == "kube2ra" {
@@ -618,7 +617,7 @@ func explainPod(ctx context.Context, kube k8s.Client, o explainOptions, out io.W
 }
 
 // podIPList is the pod's status IPs for the first line.
-func podIPList(p *corev1.Pod) string {
+func podIPList(p *objects.Pod) string {
 	var ips []string
 	for _, ip := range p.Status.PodIPs {
 		ips = append(ips, ip.IP)
@@ -633,7 +632,7 @@ func podIPList(p *corev1.Pod) string {
 }
 
 // findPod is the agent's copy of obj (same UID) among the node's pods.
-func findPod(w *k8s.Watcher, obj *corev1.Pod) *k8s.Pod {
+func findPod(w *k8s.Watcher, obj *objects.Pod) *k8s.Pod {
 	for _, p := range w.Pods() {
 		if p.UID == obj.UID {
 			return p

@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kube2ra/kube2ra/imdsprobe"
 	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // probeTimeout bounds each request of the metadata exposure probe; the
@@ -43,6 +43,6 @@ func (a *agent) checkMetadataExposure(ctx context.Context) error {
 	gauge.Set(1)
 	msg := fmt.Sprintf("the node's metadata service would give a pod that reaches it directly the node's credentials: %s. kube2ra's rules stop that while they are in place; close it on the instance: %s", res.Problems(), imdsprobe.Fix)
 	log.Warn(msg)
-	a.events.Event(k8s.NodeRef(a.cfg.Node), corev1.EventTypeWarning, k8s.ReasonNodeMetadataExposed, msg)
+	a.events.Event(k8s.NodeRef(a.cfg.Node), objects.EventTypeWarning, k8s.ReasonNodeMetadataExposed, msg)
 	return nil
 }

@@ -6,10 +6,9 @@ import (
 	"net/netip"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/kube2ra/kube2ra/iptables"
 	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // resolveHostIPv6 fills an empty --host-ipv6 when --ipv6 is on: the first
@@ -28,7 +27,7 @@ func resolveHostIPv6(ctx context.Context, cfg *Config, kube k8s.Client) (from st
 	if err != nil {
 		return "", fmt.Errorf("--ipv6 is on without --host-ipv6 and --host-ips has no IPv6 address; reading node %s for one failed (set --host-ipv6, or HOST_IPS from the downward API's status.hostIPs): %w", cfg.Node, err)
 	}
-	for _, kind := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP} {
+	for _, kind := range []objects.NodeAddressType{objects.NodeInternalIP, objects.NodeExternalIP} {
 		var addrs []string
 		for _, a := range node.Status.Addresses {
 			if a.Type == kind {

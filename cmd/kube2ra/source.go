@@ -7,10 +7,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kube2ra/kube2ra/credentials"
 	"github.com/kube2ra/kube2ra/k8s"
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 	"github.com/kube2ra/kube2ra/rolesanywhere"
 	"github.com/kube2ra/kube2ra/sts"
 )
@@ -47,7 +47,7 @@ type nodeNotices struct {
 // sessionNamesRefused is rolesanywhere.Deps.OnSessionNamesRefused.
 func (n *nodeNotices) sessionNamesRefused(profileARN, message string) {
 	if ev := n.events.Load(); ev != nil {
-		ev.Event(k8s.NodeRef(n.node), corev1.EventTypeWarning, k8s.ReasonSessionNamesRefused, "profile "+profileARN+": "+message)
+		ev.Event(k8s.NodeRef(n.node), objects.EventTypeWarning, k8s.ReasonSessionNamesRefused, "profile "+profileARN+": "+message)
 	}
 }
 
