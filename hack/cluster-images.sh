@@ -78,14 +78,18 @@ if ! have "$agent_ref"; then
   log "buildah bud the Dockerfile as $agent_ref"
   gomodcache=$(go env GOMODCACHE) gocache=$(go env GOCACHE)
   mkdir -p "$gomodcache" "$gocache"
-  (cd "$REPO" && "${BUILDAH[@]}" bud --quiet --layers --network host \
+  # No --layers: with the vfs driver every cached step is a whole copy of
+  # the root filesystem (about 5 GB a build), and a new context rebuilds
+  # anyway (the module and build caches are mounted in).
+  (cd "$REPO" && "${BUILDAH[@]}" bud --quiet --network host \
     --build-arg GO_IMAGE="$golang_ref" --build-arg RUNTIME_IMAGE="$runtime_ref" \
     --build-arg BUILDPLATFORM="linux/$HOST_ARCH" --build-arg TARGETPLATFORM="linux/$HOST_ARCH" \
     --build-arg VERSION="cluster-$ctxhash" --build-arg COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     --volume "$gomodcache:/go/pkg/mod" --volume "$gocache:/root/.cache/go-build" \
     -t "$agent_ref" -f Dockerfile . >&2) || fail "buildah bud of the Dockerfile"
 fi
-archive kube2ra "$agent_ref"
+agent_line=$(archive kube2ra "$agent_ref")
+echo "$agent_line"
 
 # The sandbox image.
 pause_bin=$(static pause ./test/cluster/pause)
@@ -97,7 +101,8 @@ if ! have "$pause_ref"; then
   "${BUILDAH[@]}" commit --quiet "$c" "$pause_ref" >/dev/null
   "${BUILDAH[@]}" rm "$c" >/dev/null
 fi
-archive pause "$pause_ref"
+pause_line=$(archive pause "$pause_ref")
+echo "$pause_line"
 
 # The client image: the three SDK clients a user's application would use.
 client_rootfs=$(rootfs client ca-certificates awscli python3-boto3 curl)
@@ -143,4 +148,22 @@ if ! have "$client_ref"; then
   "${BUILDAH[@]}" commit --quiet "$c" "$client_ref" >/dev/null
   "${BUILDAH[@]}" rm "$c" >/dev/null
 fi
-archive client "$client_ref"
+client_line=$(archive client "$client_ref")
+echo "$client_line"
+
+# Only this run's images stay in the store (and the bases): every earlier
+# build of the agent, the pause and the client image goes, with the
+# untagged images they leave, and so do their archives once an hour old
+# (a run on another tree may still be importing a younger one).
+keep=("$agent_ref" "$pause_ref" "$client_ref")
+"${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}}' 2>/dev/null |
+  grep -e '^localhost/kube2ra:ctx-' -e '^localhost/kube2ra-test/' | while read -r ref; do
+  case " ${keep[*]} " in *" $ref "*) continue ;; esac
+  "${BUILDAH[@]}" rmi "$ref" >/dev/null 2>&1 || log "could not remove the old image $ref"
+done
+"${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || log "could not prune the store's untagged images"
+for f in "$IMAGES"/kube2ra-*.oci.tar "$IMAGES"/pause-*.oci.tar "$IMAGES"/client-*.oci.tar; do
+  [ -e "$f" ] || continue
+  case "$agent_line $pause_line $client_line " in *" $f "*) continue ;; esac
+  find "$f" -mmin +60 -delete 2>/dev/null || true
+done
