@@ -32,19 +32,12 @@ type deadlineCtx struct {
 	cancel context.CancelFunc
 }
 
-// withLazyDeadline returns a context that ends timeout from now or with
-// parent, and the function that releases it (call it when the request ends).
-func withLazyDeadline(parent context.Context, timeout time.Duration) (context.Context, func()) {
-	c := &lazyDeadline{}
-	c.begin(parent, time.Now().Add(timeout))
-	return c, c.stop
-}
-
-// begin arms a zero lazyDeadline in place to end at deadline (ServeHTTP
-// keeps one inside the request's info, so the bound costs no allocation
-// of its own); the context is c itself. Call stop when the request ends.
-func (c *lazyDeadline) begin(parent context.Context, deadline time.Time) {
-	c.parent, c.deadline = parent, deadline
+// begin arms a zero lazyDeadline in place to end timeout from now, or
+// with parent (ServeHTTP keeps one inside the request's info, so the bound
+// costs no allocation of its own); the context is c itself. Call stop when
+// the request ends.
+func (c *lazyDeadline) begin(parent context.Context, timeout time.Duration) {
+	c.parent, c.deadline = parent, time.Now().Add(timeout)
 }
 
 // materialise builds the real deadline context once.

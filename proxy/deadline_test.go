@@ -103,3 +103,11 @@ func TestLazyDeadlineActsAsWithTimeout(t *testing.T) {
 		}
 	})
 }
+
+// withLazyDeadline is a lazyDeadline of its own, as context.WithTimeout
+// returns one: the context and its release function.
+func withLazyDeadline(parent context.Context, timeout time.Duration) (context.Context, func()) {
+	c := &lazyDeadline{}
+	c.begin(parent, timeout)
+	return c, c.stop
+}

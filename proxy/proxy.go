@@ -177,8 +177,6 @@ type Server struct {
 	log logrus.FieldLogger
 	// clock tells time.
 	clock clock.PassiveClock
-	// realClock is true when clock is the wall clock.
-	realClock bool
 	// router dispatches canonical requests (but the credential route).
 	router *mux.Router
 	// docs caches encoded credential documents and who got them.
@@ -302,7 +300,6 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		metrics:         m,
 		log:             opts.Logger,
 		clock:           opts.Clock,
-		realClock:       isRealClock(opts.Clock),
 		docs:            newCredentialDocs(opts.Clock),
 		extendedDocs:    newCredentialDocs(opts.Clock),
 		logs:            levelEnabled(opts.Logger),
@@ -334,15 +331,6 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		ln:              opts.Listener,
 	}
 	return s, nil
-}
-
-// isRealClock reports whether c reads the wall clock.
-func isRealClock(c clock.PassiveClock) bool {
-	switch c.(type) {
-	case clock.RealClock, *clock.RealClock:
-		return true
-	}
-	return false
 }
 
 // ipv6Hosts are the extra addresses the metadata server binds.
@@ -464,7 +452,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.podIdentity != nil && target == PodIdentityPath {
 		// The token door: the caller is whoever its token names, so the
 		// IMDS path gate and session tokens do not apply.
-		info.deadline.begin(r.Context(), s.requestDeadline(start))
+		info.deadline.begin(r.Context(), s.requestTimeout)
 		defer info.deadline.stop()
 		s.servePodIdentity(&info.deadline, sw, r, info)
 		return
@@ -501,7 +489,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveTokenRoute(sw, r, info)
 		return
 	}
-	info.deadline.begin(r.Context(), s.requestDeadline(start))
+	info.deadline.begin(r.Context(), s.requestTimeout)
 	defer info.deadline.stop()
 	var ctx context.Context = &info.deadline
 	if name, extended, ok := c.credentialName(); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
@@ -514,16 +502,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.Path, u.RawPath = c.routePath(), ""
 	r2.URL = &u
 	s.router.ServeHTTP(sw, r2)
-}
-
-// requestDeadline is when the work of a request that started at start
-// must end. With the real clock start is the wall clock's reading, so it
-// serves (one clock read fewer a request); a test's fake clock is not.
-func (s *Server) requestDeadline(start time.Time) time.Time {
-	if s.realClock {
-		return start.Add(s.requestTimeout)
-	}
-	return time.Now().Add(s.requestTimeout)
 }
 
 // reportIMDSv1 names the pod refused for reading without a token, in the

@@ -137,13 +137,9 @@ func (m *tokenMinter) mint(ip netip.Addr, ttl time.Duration) string {
 	return tokenEncoding.EncodeToString(buf[:])
 }
 
-// valid reports whether tok was minted by this process for ip and has not
-// expired. It never says why, and the token is never logged.
-func (m *tokenMinter) valid(tok string, ip netip.Addr) bool {
-	return m.validAt(tok, ip, m.clock.Now())
-}
-
-// validAt is valid at now (the request's start, read once per request).
+// validAt reports whether tok was minted by this process for ip and has
+// not expired at now (the request's start, read once per request). It
+// never says why, and the token is never logged.
 func (m *tokenMinter) validAt(tok string, ip netip.Addr, now time.Time) bool {
 	if len(tok) != tokenEncodedLen {
 		return false

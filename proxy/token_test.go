@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -67,4 +68,9 @@ func TestSuccessorAcceptsThePredecessorsTokens(t *testing.T) {
 	if _, err := newTokenMinterWithKey(fc, old.key[:16]); err == nil {
 		t.Fatal("a 16-byte key was adopted")
 	}
+}
+
+// valid is validAt now.
+func (m *tokenMinter) valid(tok string, ip netip.Addr) bool {
+	return m.validAt(tok, ip, m.clock.Now())
 }
