@@ -349,15 +349,23 @@ type pollAnswer struct {
 	body string
 }
 
-func pollerAnswers(name string) []pollAnswer {
+// pollerLogs are the kubelet's log files of pod name's containers (CRI
+// format), each read whole; unreadable ones are left out.
+func pollerLogs(name string) []string {
 	files, _ := filepath.Glob(dir("kubelet", "logs", appNS+"_"+name+"_*", "*", "*.log"))
-	var out []pollAnswer
+	var out []string
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
+		if b, err := os.ReadFile(f); err == nil {
+			out = append(out, string(b))
 		}
-		for _, line := range strings.Split(string(b), "\n") {
+	}
+	return out
+}
+
+func pollerAnswers(name string) []pollAnswer {
+	var out []pollAnswer
+	for _, log := range pollerLogs(name) {
+		for _, line := range strings.Split(log, "\n") {
 			// CRI log format: time stream tag message.
 			f := strings.SplitN(line, " ", 4)
 			if len(f) < 4 {
@@ -728,14 +736,9 @@ func countBetween(answers []pollAnswer, fromMs, toMs int64) int {
 // last byte of the answer, in ms, among the polls logged from from on (the
 // "T put|get" lines of poller).
 func slowestRequest(name string, from int64) int64 {
-	files, _ := filepath.Glob(dir("kubelet", "logs", appNS+"_"+name+"_*", "*", "*.log"))
 	slowest := int64(0)
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(data), "\n") {
+	for _, log := range pollerLogs(name) {
+		for _, line := range strings.Split(log, "\n") {
 			// CRI log format: time stream tag message; message "T put|get connect first total [code]".
 			fs := strings.Fields(line)
 			if len(fs) < 8 || fs[3] != "T" {
@@ -760,13 +763,8 @@ func slowestRequest(name string, from int64) int64 {
 // the first one's start to the end of the next poll answered. The poller's
 // sleep between polls, and stalls of its own shell, are not waits.
 func unansweredWait(name string, from int64) (longest, endMs int64) {
-	files, _ := filepath.Glob(dir("kubelet", "logs", appNS+"_"+name+"_*", "*", "*.log"))
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		if l, e := unansweredWaitIn(string(data), from); l > longest {
+	for _, log := range pollerLogs(name) {
+		if l, e := unansweredWaitIn(log, from); l > longest {
 			longest, endMs = l, e
 		}
 	}
@@ -816,15 +814,11 @@ func unansweredWaitIn(log string, from int64) (longest, endMs int64) {
 // pollerLogBetween is the poller's log (answers and curl timings, with the
 // kubelet's timestamps) between two epoch ms.
 func pollerLogBetween(name string, fromMs, toMs int64) string {
-	files, _ := filepath.Glob(dir("kubelet", "logs", appNS+"_"+name+"_*", "*", "*.log"))
+	logs := pollerLogs(name)
 	var b strings.Builder
-	fmt.Fprintf(&b, "(%d log files, %d to %d)\n", len(files), fromMs, toMs)
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(data), "\n") {
+	fmt.Fprintf(&b, "(%d log files, %d to %d)\n", len(logs), fromMs, toMs)
+	for _, log := range logs {
+		for _, line := range strings.Split(log, "\n") {
 			ts, _, ok := strings.Cut(line, " ")
 			at, err := time.Parse(time.RFC3339Nano, ts)
 			if !ok || err != nil || at.UnixMilli() < fromMs || at.UnixMilli() > toMs {
