@@ -11,7 +11,6 @@ package cniresults
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,9 +22,9 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kube2ra/kube2ra/dirwatch"
 	"github.com/kube2ra/kube2ra/k8s"
 )
 
@@ -88,52 +87,33 @@ func New(dir string, log logrus.FieldLogger) *Cache {
 // ResyncInterval) until ctx ends. It fails when the directory cannot be
 // watched or read.
 func (c *Cache) Start(ctx context.Context) error {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	w, err := dirwatch.Start(ctx, dirwatch.Changes, c.dir)
 	if err != nil {
-		return fmt.Errorf("watching the CNI result cache %s: inotify: %w", c.dir, err)
-	}
-	const events = unix.IN_CLOSE_WRITE | unix.IN_MOVED_TO | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
-	if _, err := unix.InotifyAddWatch(fd, c.dir, events); err != nil {
-		unix.Close(fd)
 		return fmt.Errorf("watching the CNI result cache %s (mount the host's result cache there, or set --cni-results-dir=\"\" to go without it): %w", c.dir, err)
 	}
 	// Read after the watch is set, so no entry falls between the two.
 	if err := c.resync(); err != nil {
-		unix.Close(fd)
 		return err
 	}
-	// Non-blocking, so the runtime's poller reads it and Close ends a read.
-	go c.follow(ctx, os.NewFile(uintptr(fd), "inotify "+c.dir))
+	go c.follow(ctx, w)
 	return nil
 }
 
-// follow applies inotify's events until ctx ends.
-func (c *Cache) follow(ctx context.Context, events *os.File) {
-	names := make(chan []string, 16)
-	go func() {
-		defer close(names)
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := events.Read(buf)
-			if err != nil {
-				if ctx.Err() == nil {
-					c.log.WithError(err).Warn("reading the CNI result cache's inotify events failed; reading the directory every " + ResyncInterval.String())
-				}
-				return
-			}
-			names <- eventNames(buf[:n])
-		}
-	}()
-	defer events.Close() // ends the reader
+// follow applies the watch's events until ctx ends.
+func (c *Cache) follow(ctx context.Context, w *dirwatch.Watch) {
+	batches := w.Batches()
 	tick := time.NewTicker(ResyncInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case batch, ok := <-names:
+		case batch, ok := <-batches:
 			if !ok {
-				names = nil
+				if err := w.Err(); err != nil {
+					c.log.WithError(err).Warn("following the CNI result cache failed; reading the directory every " + ResyncInterval.String())
+				}
+				batches = nil
 				continue
 			}
 			for _, name := range batch {
@@ -149,33 +129,7 @@ func (c *Cache) follow(ctx context.Context, events *os.File) {
 	}
 }
 
-// eventNames are the file names of a buffer of inotify events; "" for an
-// event on the directory itself or a queue overflow.
-func eventNames(buf []byte) []string {
-	var names []string
-	for off := 0; off+unix.SizeofInotifyEvent <= len(buf); {
-		raw := buf[off : off+unix.SizeofInotifyEvent]
-		// struct inotify_event: wd, mask, cookie, len, then the name.
-		mask := binary.NativeEndian.Uint32(raw[4:8])
-		nameLen := int(binary.NativeEndian.Uint32(raw[12:16]))
-		start := off + unix.SizeofInotifyEvent
-		end := min(start+nameLen, len(buf))
-		name := string(buf[start:end])
-		for i := 0; i < len(name); i++ {
-			if name[i] == 0 {
-				name = name[:i]
-				break
-			}
-		}
-		if mask&unix.IN_Q_OVERFLOW != 0 {
-			name = ""
-		}
-		names = append(names, name)
-		off = end
-	}
-	return names
-}
-
+// logResync reads the whole directory again and logs a failure.
 func (c *Cache) logResync() {
 	if err := c.resync(); err != nil {
 		c.log.WithError(err).Warn("reading the CNI result cache failed; keeping what was read")

@@ -20,9 +20,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 	"k8s.io/utils/clock"
 
 	"github.com/kube2ra/kube2ra/cni/plugin"
+	"github.com/kube2ra/kube2ra/dirwatch"
 )
 
 // Options configure an Installer.
@@ -261,11 +263,13 @@ func removeEntry(path string) error {
 // Run keeps the binary and entry in place until ctx ends: it checks when
 // something changes in either directory (inotify) and every Resync.
 func (i *Installer) Run(ctx context.Context) {
-	var changed <-chan struct{}
-	if w, err := watchDirs(ctx, i.opts.ConfDir, i.opts.BinDir); err != nil {
+	// Any change in either directory means a check of both: which files
+	// changed does not matter (nor does a lost event, with the resync).
+	var changed <-chan []string
+	if w, err := dirwatch.Start(ctx, watchMask, i.opts.ConfDir, i.opts.BinDir); err != nil {
 		i.log.WithError(err).Warnf("cannot watch the CNI directories: checking every %s only", i.opts.Resync)
 	} else {
-		changed = w.changed
+		changed = w.Batches()
 	}
 	// What changed between the caller's Ensure and the watch.
 	if errors.Is(i.check(ctx), errRemoved) {
@@ -277,10 +281,33 @@ func (i *Installer) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-changed:
+		case _, ok := <-changed:
+			if !ok {
+				changed = nil // the watch failed: the resync goes on
+				continue
+			}
+			drain(changed) // one check covers every batch already read
 		case <-ticker.C():
 		}
 		if errors.Is(i.check(ctx), errRemoved) {
+			return
+		}
+	}
+}
+
+// watchMask is every change that can replace, rewrite or remove a file in
+// the CNI directories, created files and changed modes included.
+const watchMask = dirwatch.Changes | unix.IN_CREATE | unix.IN_ATTRIB
+
+// drain takes every batch already waiting in c.
+func drain(c <-chan []string) {
+	for {
+		select {
+		case _, ok := <-c:
+			if !ok {
+				return
+			}
+		default:
 			return
 		}
 	}
