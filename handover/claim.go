@@ -167,10 +167,10 @@ func RemoveStale(ctx context.Context, dir string) (removed bool, err error) {
 	case errors.Is(err, syscall.ENOENT):
 		return false, nil
 	case !errors.Is(err, syscall.ECONNREFUSED):
-		return false, fmt.Errorf("handover socket %s: %w (left in place)", path, err)
+		return false, fmt.Errorf("could not tell whether an agent listens on the handover socket %s, so it was left in place: %w (remove it by hand once no kube2ra agent runs on this node)", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("removing the stale handover socket %s: %w", path, err)
+		return false, fmt.Errorf("removing the stale handover socket %s: %w (run kube2ra cleanup as root, or remove the file by hand)", path, err)
 	}
 	return true, nil
 }

@@ -180,7 +180,8 @@ func (w *eventWriter) writeOnce(e, prev *objects.Event) (*objects.Event, error) 
 	if prev == nil {
 		return w.client.CreateEvent(ctx, e)
 	}
-	patch, err := json.Marshal(map[string]any{"count": prev.Count + 1, "lastTimestamp": e.LastTimestamp, "message": e.Message})
+	// The message is the repeated one's (it is part of eventIdentity).
+	patch, err := json.Marshal(map[string]any{"count": prev.Count + 1, "lastTimestamp": e.LastTimestamp})
 	if err != nil {
 		return nil, fmt.Errorf("building the event patch: %w", err)
 	}
