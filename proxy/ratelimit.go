@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	"k8s.io/utils/clock"
 )
 
@@ -15,14 +16,12 @@ const (
 	rateLimiterSweep = time.Minute
 )
 
-// ipRateLimiter is one token bucket per caller IP. The bucket is kept
-// inline (a count and a time under the limiter's one lock) rather than as
-// a rate.Limiter with a lock of its own: it is on every request's path.
+// ipRateLimiter is one token bucket per caller IP.
 type ipRateLimiter struct {
-	// limit is the sustained rate per IP, in tokens per second.
-	limit float64
+	// limit is the sustained rate per IP.
+	limit rate.Limit
 	// burst is the bucket size.
-	burst float64
+	burst int
 
 	// mu guards buckets and lastSweep.
 	mu sync.Mutex
@@ -34,9 +33,9 @@ type ipRateLimiter struct {
 
 // ipBucket is one caller's token bucket.
 type ipBucket struct {
-	// tokens left at last; a request takes one.
-	tokens float64
-	// last is the caller's latest request, when tokens was refilled.
+	// limiter is the bucket.
+	limiter *rate.Limiter
+	// last is the caller's latest request.
 	last time.Time
 }
 
@@ -48,8 +47,8 @@ func newIPRateLimiter(perSecond float64, burst int, c clock.PassiveClock) *ipRat
 		}
 	}
 	return &ipRateLimiter{
-		limit:     perSecond,
-		burst:     float64(burst),
+		limit:     rate.Limit(perSecond),
+		burst:     burst,
 		buckets:   map[netip.Addr]*ipBucket{},
 		lastSweep: c.Now(),
 	}
@@ -70,17 +69,10 @@ func (l *ipRateLimiter) allow(ip netip.Addr, now time.Time) bool {
 	}
 	b := l.buckets[ip]
 	if b == nil {
-		b = &ipBucket{tokens: l.burst, last: now}
+		b = &ipBucket{limiter: rate.NewLimiter(l.limit, l.burst)}
 		l.buckets[ip] = b
 	}
-	if elapsed := now.Sub(b.last); elapsed > 0 {
-		b.tokens = min(l.burst, b.tokens+elapsed.Seconds()*l.limit)
-		b.last = now
-	}
-	ok := b.tokens >= 1
-	if ok {
-		b.tokens--
-	}
+	b.last = now
 	l.mu.Unlock()
-	return ok
+	return b.limiter.AllowN(now, 1)
 }
