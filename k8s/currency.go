@@ -332,16 +332,18 @@ func (t *streamTracker) setLocked(current bool, reason string) {
 	now := t.clock.Now()
 	was := now.Sub(t.since).Round(time.Millisecond)
 	t.since = now
-	t.current.Store(current)
+	// The gauge and the log line come first: whoever sees the new state
+	// (a lookup, a readiness probe) then also finds them.
 	if t.onChange != nil {
 		t.onChange(current)
 	}
 	log := t.log.WithFields(logrus.Fields{"resource": t.resource})
 	if current {
 		log.WithField("notCurrentFor", was.String()).Info("watch is current again; answering from the cache")
-		return
+	} else {
+		log.WithField("reason", reason).Warn("watch is not current; verifying every answer with the API server until it catches up")
 	}
-	log.WithField("reason", reason).Warn("watch is not current; verifying every answer with the API server until it catches up")
+	t.current.Store(current)
 }
 
 // transientBackoff is the retry schedule for an unreachable API server.

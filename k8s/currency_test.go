@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -80,6 +82,38 @@ type apiSwitch struct {
 	gets map[string]*atomic.Int32
 	// getGate, when set, holds GETs until it is closed.
 	getGate chan struct{}
+	// listRV is the highest list resourceVersion handed out.
+	listRV int64
+}
+
+// stampList gives a list the resourceVersion an API server would: at
+// least every listed object's and every earlier list's. The fake's own
+// list versions count its writes and ignore the versions the tests give
+// their objects, so a pod deleted at "10" looked created after a list at
+// "3" and the currency check, rightly, trusted a cache still holding it.
+func (s *apiSwitch) stampList(list runtime.Object) error {
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return err
+	}
+	for _, item := range items {
+		m, err := meta.Accessor(item)
+		if err != nil {
+			return err
+		}
+		if rv, err := strconv.ParseInt(m.GetResourceVersion(), 10, 64); err == nil && rv > s.listRV {
+			s.listRV = rv
+		}
+	}
+	lm, err := meta.ListAccessor(list)
+	if err != nil {
+		return err
+	}
+	if rv, err := strconv.ParseInt(lm.GetResourceVersion(), 10, 64); err == nil && rv > s.listRV {
+		s.listRV = rv
+	}
+	lm.SetResourceVersion(strconv.FormatInt(s.listRV, 10))
+	return nil
 }
 
 func newAPISwitch(client *fake.Clientset) *apiSwitch {
@@ -105,7 +139,18 @@ func newAPISwitch(client *fake.Clientset) *apiSwitch {
 		if s.cut[a.GetResource().Resource] || s.down {
 			return true, nil, errRefused
 		}
-		return false, nil, nil
+		la, ok := a.(k8stesting.ListActionImpl)
+		if !ok {
+			return false, nil, nil
+		}
+		list, err := client.Tracker().List(la.GetResource(), la.GetKind(), la.GetNamespace(), la.ListOptions)
+		if err != nil {
+			return true, nil, err
+		}
+		if err := s.stampList(list); err != nil {
+			return true, nil, err
+		}
+		return true, list, nil
 	})
 	client.PrependReactor("get", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		s.mu.Lock()
