@@ -498,11 +498,9 @@ func (w *trackedWatch) Stop() {
 // ResultChan implements watch.Interface.
 func (w *trackedWatch) ResultChan() <-chan watch.Event { return w.out }
 
-// newTrackedInformer builds a SharedIndexInformer whose list and watch go
-// through a trackedListWatch reporting to tracker.
-func newTrackedInformer(lw *cache.ListWatch, client any, obj runtime.Object, tracker *streamTracker) cache.SharedIndexInformer {
+// newTrackedInformer builds a SharedIndexInformer with indexers whose list
+// and watch go through a trackedListWatch reporting to tracker.
+func newTrackedInformer(lw *cache.ListWatch, client any, obj runtime.Object, tracker *streamTracker, indexers cache.Indexers) cache.SharedIndexInformer {
 	tlw := &trackedListWatch{inner: lw, tracker: tracker, noWatchList: watchlist.DoesClientNotSupportWatchListSemantics(client)}
-	return cache.NewSharedIndexInformerWithOptions(tlw, obj, cache.SharedIndexInformerOptions{
-		Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
-	})
+	return cache.NewSharedIndexInformerWithOptions(tlw, obj, cache.SharedIndexInformerOptions{Indexers: indexers})
 }

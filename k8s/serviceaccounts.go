@@ -56,9 +56,7 @@ func NewServiceAccounts(client Client, roleKey string) (*ServiceAccounts, error)
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			return client.WatchServiceAccounts(ctx, o)
 		},
-	}, client), &objects.ServiceAccount{}, cache.SharedIndexInformerOptions{
-		Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
-	})
+	}, client), &objects.ServiceAccount{}, cache.SharedIndexInformerOptions{}) // read by key only: no index
 	if err := s.informer.SetTransform(transformServiceAccount(append([]string{TargetRoleKey, SessionPolicyKey}, s.keys...))); err != nil {
 		return nil, fmt.Errorf("setting the ServiceAccount informer's transform: %w", err)
 	}

@@ -238,7 +238,7 @@ func NewWatcher(client Client, opts WatcherOptions) (*Watcher, error) {
 			o.FieldSelector = nodeSelector
 			return client.WatchPods(ctx, metav1.NamespaceAll, o)
 		},
-	}, client, &objects.Pod{}, w.podTracker)
+	}, client, &objects.Pod{}, w.podTracker, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}) // a namespace's pods, when its policy changes
 	w.namespaces = newTrackedInformer(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return client.ListNamespaces(ctx, o)
@@ -246,7 +246,7 @@ func NewWatcher(client Client, opts WatcherOptions) (*Watcher, error) {
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			return client.WatchNamespaces(ctx, o)
 		},
-	}, client, &objects.Namespace{}, w.nsTracker)
+	}, client, &objects.Namespace{}, w.nsTracker, nil) // read by name only: a namespace index would list every namespace under ""
 	for informer, transform := range map[cache.SharedIndexInformer]cache.TransformFunc{w.pods: w.podTransform, w.namespaces: w.nsTransform} {
 		if err := informer.SetTransform(transform); err != nil {
 			return nil, fmt.Errorf("setting the informers' transform: %w", err)

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -18,6 +20,18 @@ import (
 // net/http/pprof on (make bench's BENCH_PROFILE builds one with -tags
 // pprof). Release builds have no profiler linked in at all.
 const profilingAddrEnv = "KUBE2RA_PPROF_ADDR"
+
+// memProfileRateEnv sets runtime.MemProfileRate in a profiling build: the
+// bytes allocated between two heap profile samples (Go's default 512 KiB
+// makes each line of a small agent's heap profile one sample; 4096 counts
+// its informers' objects).
+const memProfileRateEnv = "KUBE2RA_MEMPROFILERATE"
+
+func init() {
+	if v, err := strconv.Atoi(os.Getenv(memProfileRateEnv)); err == nil && v > 0 {
+		runtime.MemProfileRate = v
+	}
+}
 
 // startProfiling serves /debug/pprof/ on $KUBE2RA_PPROF_ADDR, a loopback
 // address, until ctx ends.
