@@ -170,7 +170,7 @@ func transformNamespace(keep []string) cache.TransformFunc {
 			return obj, nil
 		}
 		return &objects.Namespace{
-			ObjectMeta: metav1.ObjectMeta{
+			Meta: objects.Meta{
 				Name:            ns.Name,
 				UID:             ns.UID,
 				ResourceVersion: ns.ResourceVersion,

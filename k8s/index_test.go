@@ -204,11 +204,10 @@ func TestTransformPodKeepsOnlyWhatKube2raReads(t *testing.T) {
 }
 
 func TestTransformNamespaceKeepsOnlyPolicy(t *testing.T) {
-	in := &objects.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", UID: "u", ResourceVersion: "3",
-		Labels: map[string]string{"a": "b"}, Annotations: map[string]string{DefaultNamespaceKey: `["x"]`, "other": "y"},
-		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}, Finalizers: []string{"kubernetes"}}}
+	in := &objects.Namespace{Meta: objects.Meta{Name: "ns", UID: "u", ResourceVersion: "3",
+		Annotations: map[string]string{DefaultNamespaceKey: `["x"]`, "other": "y"}}}
 	out, _ := transformNamespace([]string{DefaultNamespaceKey})(in)
-	want := &objects.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", UID: "u", ResourceVersion: "3",
+	want := &objects.Namespace{Meta: objects.Meta{Name: "ns", UID: "u", ResourceVersion: "3",
 		Annotations: map[string]string{DefaultNamespaceKey: `["x"]`}}}
 	if !reflect.DeepEqual(out, want) {
 		t.Fatalf("transformNamespace = %+v; want %+v", out, want)

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/sirupsen/logrus"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 
@@ -32,7 +31,7 @@ func testLogger() logrus.FieldLogger {
 }
 
 func namespace(name, rv string, policy *string) *objects.Namespace {
-	ns := &objects.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-ns-" + name), ResourceVersion: rv}}
+	ns := &objects.Namespace{Meta: objects.Meta{Name: name, UID: types.UID("uid-ns-" + name), ResourceVersion: rv}}
 	if policy != nil {
 		ns.Annotations = map[string]string{DefaultNamespaceKey: *policy}
 	}

@@ -71,7 +71,7 @@ func transformServiceAccount(keep []string) cache.TransformFunc {
 		if !ok {
 			return obj, nil
 		}
-		return &objects.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
+		return &objects.ServiceAccount{Meta: objects.Meta{
 			Name:            sa.Name,
 			Namespace:       sa.Namespace,
 			UID:             sa.UID,

@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -129,13 +130,15 @@ func TestServiceAccountCacheKeepsOnlyRoleAnnotations(t *testing.T) {
 			Labels:      map[string]string{"x": "y"}},
 		Secrets: []corev1.ObjectReference{{Name: "web-token"}},
 	}
-	// The agent's type has no secrets field: they are dropped on decoding.
+	// The agent's type has no secrets or labels: they are dropped on decoding.
 	out, err := transformServiceAccount([]string{DefaultRoleKey, IRSARoleKey})(roundTrip[objects.ServiceAccount](sa))
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := out.(*objects.ServiceAccount)
-	if len(got.Annotations) != 2 || got.Labels != nil || got.Name != "web" || got.UID != "u" || got.ResourceVersion != "7" {
+	want := &objects.ServiceAccount{Meta: objects.Meta{Namespace: "apps", Name: "web", UID: "u", ResourceVersion: "7",
+		Annotations: map[string]string{DefaultRoleKey: "a", IRSARoleKey: "b"}}}
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("trimmed to %+v", got)
 	}
 }

@@ -88,7 +88,7 @@ func (l *PodList) DeepCopyObject() runtime.Object {
 // DeepCopyInto copies n into out.
 func (n *Namespace) DeepCopyInto(out *Namespace) {
 	out.TypeMeta = n.TypeMeta
-	n.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	n.Meta.DeepCopyInto(&out.Meta)
 }
 
 // DeepCopyObject is runtime.Object's copy.
@@ -109,7 +109,7 @@ func (l *NamespaceList) DeepCopyObject() runtime.Object {
 // DeepCopyInto copies s into out.
 func (s *ServiceAccount) DeepCopyInto(out *ServiceAccount) {
 	out.TypeMeta = s.TypeMeta
-	s.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	s.Meta.DeepCopyInto(&out.Meta)
 }
 
 // DeepCopyObject is runtime.Object's copy.

@@ -10,7 +10,9 @@
 // metav1.Object, so client-go's informers, stores and reflector (watch
 // lists and bookmarks included) use them unchanged. A field the API sends
 // and these types lack is dropped on decoding, which is what the
-// informers' transforms did anyway.
+// informers' transforms did anyway. Namespaces and ServiceAccounts, which
+// every agent caches for the whole cluster, carry the smaller Meta instead
+// of metav1.ObjectMeta.
 package objects
 
 import (
@@ -124,8 +126,8 @@ type PodList struct {
 // Namespace is a core/v1 Namespace (its metadata: annotations hold the
 // role policy).
 type Namespace struct {
-	metav1.TypeMeta   `json:",inline"`
-	metav1.ObjectMeta `json:"metadata,omitempty"`
+	metav1.TypeMeta `json:",inline"`
+	Meta            `json:"metadata,omitempty"`
 }
 
 // NamespaceList is a list of namespaces.
@@ -139,8 +141,8 @@ type NamespaceList struct {
 // ServiceAccount is a core/v1 ServiceAccount (its metadata: annotations
 // hold the token door's role).
 type ServiceAccount struct {
-	metav1.TypeMeta   `json:",inline"`
-	metav1.ObjectMeta `json:"metadata,omitempty"`
+	metav1.TypeMeta `json:",inline"`
+	Meta            `json:"metadata,omitempty"`
 }
 
 // ServiceAccountList is a list of ServiceAccounts.

@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -69,6 +70,45 @@ func TestObjectsDecodeTheFieldsTheAgentReads(t *testing.T) {
 	}
 }
 
+// TestClusterWideKindsKeepOnlyTheirMeta: namespaces and ServiceAccounts,
+// which every agent caches for the whole cluster, decode to their name,
+// namespace, UID, version and annotations, and serve client-go as a
+// metav1.Object whose other fields read as zero.
+func TestClusterWideKindsKeepOnlyTheirMeta(t *testing.T) {
+	del := metav1.NewTime(time.Unix(1700000000, 0))
+	full := metav1.ObjectMeta{Name: "web", Namespace: "apps", UID: "u", ResourceVersion: "7", Generation: 3,
+		Annotations: map[string]string{"iam.amazonaws.com/role": "r"}, Labels: map[string]string{"team": "a"},
+		Finalizers: []string{"kubernetes"}, DeletionTimestamp: &del, CreationTimestamp: del,
+		OwnerReferences: []metav1.OwnerReference{{Name: "o"}}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}
+	want := objects.Meta{Name: "web", Namespace: "apps", UID: "u", ResourceVersion: "7",
+		Annotations: map[string]string{"iam.amazonaws.com/role": "r"}}
+	sa := decode[objects.ServiceAccount](t, &corev1.ServiceAccount{ObjectMeta: full})
+	ns := decode[objects.Namespace](t, &corev1.Namespace{ObjectMeta: full})
+	for _, got := range []*objects.Meta{&sa.Meta, &ns.Meta} {
+		if !reflect.DeepEqual(*got, want) {
+			t.Errorf("decoded as %+v; want %+v", *got, want)
+		}
+	}
+
+	for _, obj := range []runtime.Object{sa, ns} {
+		m, err := meta.Accessor(obj)
+		if err != nil {
+			t.Fatalf("meta.Accessor(%T): %v", obj, err)
+		}
+		if m.GetName() != "web" || m.GetNamespace() != "apps" || m.GetUID() != "u" || m.GetResourceVersion() != "7" || m.GetAnnotations()["iam.amazonaws.com/role"] != "r" {
+			t.Errorf("%T's accessor reads %q %q %q %q %v", obj, m.GetName(), m.GetNamespace(), m.GetUID(), m.GetResourceVersion(), m.GetAnnotations())
+		}
+		m.SetResourceVersion("8")
+		m.SetLabels(map[string]string{"x": "y"})
+		m.SetDeletionTimestamp(&del)
+		m.SetFinalizers([]string{"f"})
+		if m.GetResourceVersion() != "8" || m.GetLabels() != nil || m.GetDeletionTimestamp() != nil || m.GetFinalizers() != nil ||
+			m.GetGeneration() != 0 || !m.GetCreationTimestamp().Time.IsZero() || m.GetOwnerReferences() != nil || m.GetManagedFields() != nil {
+			t.Errorf("%T: a kept field did not change or a dropped one did not read as zero: %+v", obj, m)
+		}
+	}
+}
+
 // TestTaintIsTheAPIsWholeTaint: the startup taint's removal tests the
 // whole taint at its index before removing it, so the agent's taint must
 // encode exactly as the API's, every field included.
@@ -103,9 +143,9 @@ func TestDeepCopiesShareNothing(t *testing.T) {
 			}},
 		{"pod list", &objects.PodList{Items: []objects.Pod{{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "1"}}}}},
 			func(o runtime.Object) { o.(*objects.PodList).Items[0].Labels["a"] = "2" }},
-		{"namespace list", &objects.NamespaceList{Items: []objects.Namespace{{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"a": "1"}}}}},
+		{"namespace list", &objects.NamespaceList{Items: []objects.Namespace{{Meta: objects.Meta{Annotations: map[string]string{"a": "1"}}}}},
 			func(o runtime.Object) { o.(*objects.NamespaceList).Items[0].Annotations["a"] = "2" }},
-		{"service account list", &objects.ServiceAccountList{Items: []objects.ServiceAccount{{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"a": "1"}}}}},
+		{"service account list", &objects.ServiceAccountList{Items: []objects.ServiceAccount{{Meta: objects.Meta{Annotations: map[string]string{"a": "1"}}}}},
 			func(o runtime.Object) { o.(*objects.ServiceAccountList).Items[0].Annotations["a"] = "2" }},
 		{"node", &objects.Node{Spec: objects.NodeSpec{Taints: []objects.Taint{{Key: "k", TimeAdded: &added}}}, Status: objects.NodeStatus{Addresses: []objects.NodeAddress{{Address: "a"}}}},
 			func(o runtime.Object) {
