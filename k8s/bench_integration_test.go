@@ -105,15 +105,6 @@ func createBenchPods(b *testing.B) {
 	b.Logf("created %d remote and %d local pods with status in %s", benchRemotePods, benchLocalPods, time.Since(start).Round(time.Millisecond))
 }
 
-// heapInUse collects garbage and returns HeapInuse and HeapAlloc in bytes.
-func heapInUse() (inuse, alloc uint64) {
-	var m runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse, m.HeapAlloc
-}
-
 const mib = 1 << 20
 
 // BenchmarkSyncMemory measures the heap the agent's informers hold after

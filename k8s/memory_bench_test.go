@@ -22,29 +22,46 @@ type quietListener struct{}
 func (quietListener) PodRoleChanged(*Pod, Role) {}
 func (quietListener) PodRoleGone(*Pod)          {}
 
-// liveHeap is the heap still reachable after two collections.
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
+// heapInUse collects garbage and returns HeapInuse and HeapAlloc in bytes.
+func heapInUse() (inuse, alloc uint64) {
 	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
 	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
+	return m.HeapInuse, m.HeapAlloc
 }
 
-// settledHeap is the live heap once the informers' handlers have caught
-// up: their queued notifications hold objects too, so it waits (up to 5 s)
-// until the heap stops shrinking by more than 8 bytes an object.
+// settledHeap is the live heap (HeapAlloc after collecting) once the
+// informers' handlers have caught up: their queued notifications hold
+// objects too, so it waits (up to 5 s) until the heap stops shrinking by
+// more than 8 bytes an object.
 func settledHeap(objects int) uint64 {
-	h := liveHeap()
+	_, h := heapInUse()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
-		next := liveHeap()
+		_, next := heapInUse()
 		if next+uint64(8*objects) >= h {
 			return min(h, next)
 		}
 		h = next
 	}
 	return h
+}
+
+// reportCacheBytes reports, as unit, the live heap per object that start
+// adds: start builds and syncs the caches over client's n objects and
+// returns what stops them.
+func reportCacheBytes(b *testing.B, client *fake.Clientset, n int, unit string, start func(ctx context.Context, client Client) (stop func())) {
+	b.Helper()
+	for b.Loop() {
+		_, before := heapInUse()
+		ctx, cancel := context.WithCancel(context.Background())
+		stop := start(ctx, kubeapitest.FromClientset(client))
+		after := settledHeap(n)
+		b.ReportMetric(float64(int64(after)-int64(before))/float64(n), unit)
+		cancel()
+		stop()
+	}
 }
 
 // BenchmarkNamespaceCacheMemory reports what one namespace of the cluster
@@ -64,12 +81,8 @@ func BenchmarkNamespaceCacheMemory(b *testing.B) {
 			Annotations: map[string]string{DefaultNamespaceKey: `["team-*"]`, "owner": "payments@example.com"},
 		}})
 	}
-	client := fake.NewClientset(objs...)
-	objs = nil
-	for b.Loop() {
-		before := liveHeap()
-		ctx, cancel := context.WithCancel(context.Background())
-		w, err := NewWatcher(kubeapitest.FromClientset(client), WatcherOptions{NodeName: "node-a", Logger: testLogger()})
+	reportCacheBytes(b, fake.NewClientset(objs...), n, "B/namespace", func(ctx context.Context, client Client) func() {
+		w, err := NewWatcher(client, WatcherOptions{NodeName: "node-a", Logger: testLogger()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -87,12 +100,8 @@ func BenchmarkNamespaceCacheMemory(b *testing.B) {
 		if got := len(w.namespaces.GetStore().ListKeys()); got != n {
 			b.Fatalf("%d namespaces cached; want %d", got, n)
 		}
-		after := settledHeap(n)
-		b.ReportMetric(float64(int64(after)-int64(before))/n, "B/namespace")
-		runtime.KeepAlive(r)
-		cancel()
-		w.Shutdown()
-	}
+		return w.Shutdown
+	})
 }
 
 // BenchmarkServiceAccountCacheMemory reports what one ServiceAccount of the
@@ -113,12 +122,8 @@ func BenchmarkServiceAccountCacheMemory(b *testing.B) {
 		}
 		objs = append(objs, sa)
 	}
-	client := fake.NewClientset(objs...)
-	objs = nil
-	for b.Loop() {
-		before := liveHeap()
-		ctx, cancel := context.WithCancel(context.Background())
-		accounts, err := NewServiceAccounts(kubeapitest.FromClientset(client), "")
+	reportCacheBytes(b, fake.NewClientset(objs...), n, "B/serviceaccount", func(ctx context.Context, client Client) func() {
+		accounts, err := NewServiceAccounts(client, "")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -129,9 +134,6 @@ func BenchmarkServiceAccountCacheMemory(b *testing.B) {
 		if _, ok := accounts.ServiceAccountUID("team-00000", "app-1"); !ok {
 			b.Fatal("team-00000/app-1 is not cached")
 		}
-		after := settledHeap(n)
-		b.ReportMetric(float64(int64(after)-int64(before))/n, "B/serviceaccount")
-		cancel()
-		accounts.Shutdown()
-	}
+		return accounts.Shutdown
+	})
 }
