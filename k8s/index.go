@@ -174,10 +174,33 @@ func transformNamespace(keep []string) cache.TransformFunc {
 				Name:            ns.Name,
 				UID:             ns.UID,
 				ResourceVersion: ns.ResourceVersion,
-				Annotations:     keepAnnotations(ns.Annotations, keep),
+				Annotations:     keepAnnotationList(ns.Annotations, keep),
 			},
 		}, nil
 	}
+}
+
+// keepAnnotationList is keepAnnotations for the cluster-wide kinds'
+// annotation lists: the entries named in keep, under keep's own key
+// strings (shared by every object), in a list of exactly their number;
+// nil when none.
+func keepAnnotationList(in objects.Annotations, keep []string) objects.Annotations {
+	n := 0
+	for _, k := range keep {
+		if _, ok := in.Get(k); ok {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make(objects.Annotations, 0, n)
+	for _, k := range keep {
+		if v, ok := in.Get(k); ok {
+			out = append(out, objects.Annotation{Key: k, Value: v})
+		}
+	}
+	return out
 }
 
 // keepAnnotations copies the annotations named in keep; nil when none.

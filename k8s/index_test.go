@@ -205,10 +205,10 @@ func TestTransformPodKeepsOnlyWhatKube2raReads(t *testing.T) {
 
 func TestTransformNamespaceKeepsOnlyPolicy(t *testing.T) {
 	in := &objects.Namespace{Meta: objects.Meta{Name: "ns", UID: "u", ResourceVersion: "3",
-		Annotations: map[string]string{DefaultNamespaceKey: `["x"]`, "other": "y"}}}
+		Annotations: objects.Annotations{{Key: "other", Value: "y"}, {Key: DefaultNamespaceKey, Value: `["x"]`}}}}
 	out, _ := transformNamespace([]string{DefaultNamespaceKey})(in)
 	want := &objects.Namespace{Meta: objects.Meta{Name: "ns", UID: "u", ResourceVersion: "3",
-		Annotations: map[string]string{DefaultNamespaceKey: `["x"]`}}}
+		Annotations: objects.Annotations{{Key: DefaultNamespaceKey, Value: `["x"]`}}}}
 	if !reflect.DeepEqual(out, want) {
 		t.Fatalf("transformNamespace = %+v; want %+v", out, want)
 	}

@@ -351,7 +351,8 @@ func (r *RoleResolver) sessionPolicy(pod *Pod, lookup namespaceLookup) (string, 
 	if !ok {
 		return "", fmt.Errorf("namespace %q was not found, so its %s cap cannot be checked; retry shortly", pod.Namespace, SessionPolicyKey)
 	}
-	return SessionPolicy(pod.Annotations[SessionPolicyKey], ns.Annotations[SessionPolicyKey])
+	limit, _ := ns.Annotations.Get(SessionPolicyKey)
+	return SessionPolicy(pod.Annotations[SessionPolicyKey], limit)
 }
 
 // targetARNOf is the pod's target-role annotation as written, "" if none.
@@ -424,7 +425,7 @@ func (r *RoleResolver) policyEntry(ns *objects.Namespace, base arn.Base) (e *pol
 	if e != nil && e.uid == ns.UID && e.resourceVersion == ns.ResourceVersion && e.base == base {
 		return e, false
 	}
-	raw, present := ns.Annotations[r.opts.Keys.Namespace]
+	raw, present := ns.Annotations.Get(r.opts.Keys.Namespace)
 	if e != nil && e.present == present && e.raw == raw && e.base == base {
 		// Same policy under a new resourceVersion (a label changed, say).
 		same := *e

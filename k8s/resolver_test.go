@@ -33,7 +33,7 @@ func testLogger() logrus.FieldLogger {
 func namespace(name, rv string, policy *string) *objects.Namespace {
 	ns := &objects.Namespace{Meta: objects.Meta{Name: name, UID: types.UID("uid-ns-" + name), ResourceVersion: rv}}
 	if policy != nil {
-		ns.Annotations = map[string]string{DefaultNamespaceKey: *policy}
+		ns.Annotations = objects.Annotations{{Key: DefaultNamespaceKey, Value: *policy}}
 	}
 	return ns
 }

@@ -76,7 +76,7 @@ func transformServiceAccount(keep []string) cache.TransformFunc {
 			Namespace:       sa.Namespace,
 			UID:             sa.UID,
 			ResourceVersion: sa.ResourceVersion,
-			Annotations:     keepAnnotations(sa.Annotations, keep),
+			Annotations:     keepAnnotationList(sa.Annotations, keep),
 		}}, nil
 	}
 }
@@ -147,7 +147,8 @@ func (s *ServiceAccounts) ServiceAccountRole(namespace, name string) (role strin
 		return "", false
 	}
 	for _, k := range s.keys {
-		if v := strings.TrimSpace(sa.Annotations[k]); v != "" {
+		v, _ := sa.Annotations.Get(k)
+		if v = strings.TrimSpace(v); v != "" {
 			return v, true
 		}
 	}
@@ -196,7 +197,8 @@ func (s *ServiceAccounts) ServiceAccountSessionPolicy(namespace, name string) st
 // annotation is a cached ServiceAccount's annotation key, trimmed.
 func (s *ServiceAccounts) annotation(namespace, name, key string) string {
 	if sa, ok := s.cached(namespace, name); ok {
-		return strings.TrimSpace(sa.Annotations[key])
+		v, _ := sa.Annotations.Get(key)
+		return strings.TrimSpace(v)
 	}
 	return ""
 }

@@ -137,7 +137,7 @@ func TestServiceAccountCacheKeepsOnlyRoleAnnotations(t *testing.T) {
 	}
 	got := out.(*objects.ServiceAccount)
 	want := &objects.ServiceAccount{Meta: objects.Meta{Namespace: "apps", Name: "web", UID: "u", ResourceVersion: "7",
-		Annotations: map[string]string{DefaultRoleKey: "a", IRSARoleKey: "b"}}}
+		Annotations: objects.Annotations{{Key: DefaultRoleKey, Value: "a"}, {Key: IRSARoleKey, Value: "b"}}}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("trimmed to %+v", got)
 	}

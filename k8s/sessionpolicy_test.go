@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"k8s.io/client-go/tools/record"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 func TestSessionPolicy(t *testing.T) {
@@ -58,7 +60,8 @@ func TestSessionPolicy(t *testing.T) {
 func TestResolverSessionPolicy(t *testing.T) {
 	const policy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}`
 	capped := namespace("capped", "1", ptr(`["app"]`))
-	capped.Annotations[SessionPolicyKey] = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}`
+	const limit = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}`
+	capped.Annotations = append(capped.Annotations, objects.Annotation{Key: SessionPolicyKey, Value: limit})
 	namespaces := fakeNamespaces{"apps": namespace("apps", "1", ptr(`["app","arn:aws:iam::444455556666:role/t"]`)), "capped": capped}
 	for _, tc := range []struct {
 		name       string
@@ -69,7 +72,7 @@ func TestResolverSessionPolicy(t *testing.T) {
 		wantErr    string
 	}{
 		{name: "the pod's policy", ns: "apps", ann: map[string]string{DefaultRoleKey: "app", SessionPolicyKey: policy}, want: policy},
-		{name: "the namespace cap without a pod policy", ns: "capped", ann: map[string]string{DefaultRoleKey: "app"}, want: capped.Annotations[SessionPolicyKey]},
+		{name: "the namespace cap without a pod policy", ns: "capped", ann: map[string]string{DefaultRoleKey: "app"}, want: limit},
 		{name: "a malformed policy is denied", ns: "apps", ann: map[string]string{DefaultRoleKey: "app", SessionPolicyKey: "s3:*"}, wantErr: "session-policy annotation is not usable"},
 		{name: "Roles Anywhere without a target is denied", ns: "apps", needTarget: true, ann: map[string]string{DefaultRoleKey: "app", SessionPolicyKey: policy}, wantErr: "takes none: name a target role"},
 		{name: "Roles Anywhere with a target carries it", ns: "apps", needTarget: true,

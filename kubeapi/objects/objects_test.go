@@ -81,7 +81,7 @@ func TestClusterWideKindsKeepOnlyTheirMeta(t *testing.T) {
 		Finalizers: []string{"kubernetes"}, DeletionTimestamp: &del, CreationTimestamp: del,
 		OwnerReferences: []metav1.OwnerReference{{Name: "o"}}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}
 	want := objects.Meta{Name: "web", Namespace: "apps", UID: "u", ResourceVersion: "7",
-		Annotations: map[string]string{"iam.amazonaws.com/role": "r"}}
+		Annotations: objects.Annotations{{Key: "iam.amazonaws.com/role", Value: "r"}}}
 	sa := decode[objects.ServiceAccount](t, &corev1.ServiceAccount{ObjectMeta: full})
 	ns := decode[objects.Namespace](t, &corev1.Namespace{ObjectMeta: full})
 	for _, got := range []*objects.Meta{&sa.Meta, &ns.Meta} {
@@ -106,6 +106,60 @@ func TestClusterWideKindsKeepOnlyTheirMeta(t *testing.T) {
 			m.GetGeneration() != 0 || !m.GetCreationTimestamp().Time.IsZero() || m.GetOwnerReferences() != nil || m.GetManagedFields() != nil {
 			t.Errorf("%T: a kept field did not change or a dropped one did not read as zero: %+v", obj, m)
 		}
+	}
+}
+
+// TestAnnotationsAreTheAPIsObject: the cluster-wide kinds' annotation list
+// encodes and decodes as the API's JSON object (null and empty included),
+// and reads as the map it replaces.
+func TestAnnotationsAreTheAPIsObject(t *testing.T) {
+	for _, tc := range []struct {
+		json string
+		want objects.Annotations
+	}{
+		{`{"annotations":{"b":"2","a":"1"}}`, objects.Annotations{{Key: "a", Value: "1"}, {Key: "b", Value: "2"}}},
+		{`{"annotations":{"a":""}}`, objects.Annotations{{Key: "a", Value: ""}}},
+		{`{"annotations":{}}`, nil},
+		{`{"annotations":null}`, nil},
+		{`{}`, nil},
+	} {
+		var m objects.Meta
+		if err := json.Unmarshal([]byte(tc.json), &m); err != nil {
+			t.Fatalf("%s: %v", tc.json, err)
+		}
+		if !reflect.DeepEqual(m.Annotations, tc.want) {
+			t.Errorf("%s decoded as %#v; want %#v", tc.json, m.Annotations, tc.want)
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var again objects.Meta
+		if err := json.Unmarshal(b, &again); err != nil || !reflect.DeepEqual(again.Annotations, tc.want) {
+			t.Errorf("%s: encoded as %s, which decodes as %#v (%v)", tc.json, b, again.Annotations, err)
+		}
+	}
+	if err := json.Unmarshal([]byte(`{"annotations":{"a":1}}`), new(objects.Meta)); err == nil {
+		t.Error("a non-string annotation value decoded without an error")
+	}
+
+	a := objects.AnnotationsOf(map[string]string{"x": "1", "y": ""})
+	if v, ok := a.Get("x"); !ok || v != "1" {
+		t.Errorf(`Get("x") = %q, %v`, v, ok)
+	}
+	if v, ok := a.Get("y"); !ok || v != "" {
+		t.Errorf(`Get("y") = %q, %v; an empty value is present`, v, ok)
+	}
+	if _, ok := a.Get("z"); ok {
+		t.Error(`Get("z") found an absent key`)
+	}
+	var m objects.Meta
+	m.SetAnnotations(map[string]string{"x": "1"})
+	if got := m.GetAnnotations(); !reflect.DeepEqual(got, map[string]string{"x": "1"}) {
+		t.Errorf("GetAnnotations after SetAnnotations = %v", got)
+	}
+	if m.SetAnnotations(nil); m.GetAnnotations() != nil {
+		t.Error("GetAnnotations of no annotations is not nil")
 	}
 }
 
@@ -143,10 +197,10 @@ func TestDeepCopiesShareNothing(t *testing.T) {
 			}},
 		{"pod list", &objects.PodList{Items: []objects.Pod{{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "1"}}}}},
 			func(o runtime.Object) { o.(*objects.PodList).Items[0].Labels["a"] = "2" }},
-		{"namespace list", &objects.NamespaceList{Items: []objects.Namespace{{Meta: objects.Meta{Annotations: map[string]string{"a": "1"}}}}},
-			func(o runtime.Object) { o.(*objects.NamespaceList).Items[0].Annotations["a"] = "2" }},
-		{"service account list", &objects.ServiceAccountList{Items: []objects.ServiceAccount{{Meta: objects.Meta{Annotations: map[string]string{"a": "1"}}}}},
-			func(o runtime.Object) { o.(*objects.ServiceAccountList).Items[0].Annotations["a"] = "2" }},
+		{"namespace list", &objects.NamespaceList{Items: []objects.Namespace{{Meta: objects.Meta{Annotations: objects.Annotations{{Key: "a", Value: "1"}}}}}},
+			func(o runtime.Object) { o.(*objects.NamespaceList).Items[0].Annotations[0].Value = "2" }},
+		{"service account list", &objects.ServiceAccountList{Items: []objects.ServiceAccount{{Meta: objects.Meta{Annotations: objects.Annotations{{Key: "a", Value: "1"}}}}}},
+			func(o runtime.Object) { o.(*objects.ServiceAccountList).Items[0].Annotations[0].Value = "2" }},
 		{"node", &objects.Node{Spec: objects.NodeSpec{Taints: []objects.Taint{{Key: "k", TimeAdded: &added}}}, Status: objects.NodeStatus{Addresses: []objects.NodeAddress{{Address: "a"}}}},
 			func(o runtime.Object) {
 				n := o.(*objects.Node)
