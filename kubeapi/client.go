@@ -80,7 +80,7 @@ func New(cfg *rest.Config) (*Client, error) {
 	if c.UserAgent == "" {
 		c.UserAgent = rest.DefaultKubernetesUserAgent()
 	}
-	httpClient, err := rest.HTTPClientFor(c)
+	httpClient, err := httpClientFor(c)
 	if err != nil {
 		return nil, fmt.Errorf("building the HTTP client for the API server (TLS and credentials of the kubeconfig or the in-cluster config): %w", err)
 	}
