@@ -12,13 +12,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/awsconfig"
 )
 
 const (
@@ -103,14 +104,7 @@ func NewSTSSource(ctx context.Context, opts STSOptions) (*STSSource, error) {
 		l.Out = discard{}
 		log = l
 	}
-	loadOpts := []func(*config.LoadOptions) error{config.WithLogger(SDKLogger(log))}
-	if opts.Region != "" {
-		loadOpts = append(loadOpts, config.WithRegion(opts.Region))
-	}
-	if opts.BaseCredentials != nil {
-		loadOpts = append(loadOpts, config.WithCredentialsProvider(opts.BaseCredentials))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	cfg, err := awsconfig.Load(ctx, awsconfig.Options{Region: opts.Region, Credentials: opts.BaseCredentials, Logger: SDKLogger(log)})
 	if err != nil {
 		return nil, fmt.Errorf("sts: loading the AWS SDK configuration (environment, shared config files) failed: %w; fix the AWS_* environment or ~/.aws files", err)
 	}

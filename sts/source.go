@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/sirupsen/logrus"
 
 	"github.com/kube2ra/kube2ra/arn"
+	"github.com/kube2ra/kube2ra/awsconfig"
 	"github.com/kube2ra/kube2ra/credentials"
 )
 
@@ -83,13 +83,9 @@ func NewSource(ctx context.Context, cfg Config, deps Deps) (*Source, error) {
 		l.SetLevel(logrus.PanicLevel)
 		log = l
 	}
-	opts := []func(*config.LoadOptions) error{config.WithLogger(credentials.SDKLogger(log))}
-	if cfg.MetadataURL != "" {
-		// The node's own credentials come from the same metadata service
-		// kube2ra passes allowed paths to.
-		opts = append(opts, config.WithEC2IMDSEndpoint(cfg.MetadataURL))
-	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	// The node's own credentials come from the same metadata service
+	// kube2ra passes allowed paths to (EC2IMDSEndpoint).
+	awsCfg, err := awsconfig.Load(ctx, awsconfig.Options{Logger: credentials.SDKLogger(log), EC2IMDSEndpoint: cfg.MetadataURL})
 	if err != nil {
 		return nil, fmt.Errorf("sts: loading the AWS configuration (AWS_* environment, ~/.aws files): %w", err)
 	}

@@ -49,14 +49,26 @@ func TestAgentLinksOnlyTheKubernetesClientItUses(t *testing.T) {
 	}
 }
 
-// TestAgentLinksOneHTTP2 fails when a change makes the agent link the
-// client of golang.org/x/net/http2 again (client-go's rest.HTTPClientFor
-// and transport.New do, through apimachinery's SetTransportDefaults): the
-// standard library's own HTTP/2 serves the API server (kubeapi's
-// httpClientFor), and the second one was about 0.64 MB of every agent.
-// The package is still imported (apimachinery's util/net); what is
-// checked is the code the linker keeps.
-func TestAgentLinksOneHTTP2(t *testing.T) {
+// unlinkedSymbols are functions the agent's binary must not contain,
+// with the way back they show: each package is still imported (by
+// client-go's rest and by the AWS SDK's config), so what is checked is
+// the code the linker keeps.
+var unlinkedSymbols = map[string]string{
+	// A second HTTP/2 client, beside the standard library's (0.64 MB).
+	"golang.org/x/net/http2.(*Transport).RoundTrip": "build the API server's client with kubeapi's httpClientFor, not rest.HTTPClientFor or rest.RESTClientFor",
+	// The SDK's SSO, SSO-OIDC and console-login clients (0.8 MB).
+	"github.com/aws/aws-sdk-go-v2/config.LoadDefaultConfig":                   "load the AWS configuration with awsconfig.Load",
+	"github.com/aws/aws-sdk-go-v2/service/sso.(*Client).GetRoleCredentials":   "load the AWS configuration with awsconfig.Load",
+	"github.com/aws/aws-sdk-go-v2/service/ssooidc.(*Client).CreateToken":      "load the AWS configuration with awsconfig.Load",
+	"github.com/aws/aws-sdk-go-v2/service/signin.(*Client).CreateOAuth2Token": "load the AWS configuration with awsconfig.Load",
+}
+
+// TestAgentLinksNoCodeItNeverRuns fails when a change links again code
+// that was removed from every node's memory (docs/performance.md): the
+// agent's binary is resident page for page. It also checks that the
+// symbols it looks for exist where they should (the standard library's
+// HTTP/2 client), so a renamed symbol cannot make it pass unseen.
+func TestAgentLinksNoCodeItNeverRuns(t *testing.T) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("the go command is needed to build the agent: %v", err)
@@ -71,12 +83,15 @@ func TestAgentLinksOneHTTP2(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go tool nm: %v\n%s", err, out)
 	}
-	for _, sym := range []string{"golang.org/x/net/http2.(*Transport).RoundTrip", "golang.org/x/net/http2.ConfigureTransports"} {
-		if strings.Contains(string(out), " "+sym+"\n") {
-			t.Errorf("the agent links %s: build the API server's client with kubeapi's httpClientFor, not rest.HTTPClientFor or rest.RESTClientFor", sym)
+	syms := string(out)
+	for sym, fix := range unlinkedSymbols {
+		if strings.Contains(syms, " "+sym+"\n") {
+			t.Errorf("the agent links %s: %s", sym, fix)
 		}
 	}
-	if !strings.Contains(string(out), " net/http.(*http2Transport).RoundTrip\n") {
-		t.Error("the agent does not link the standard library's HTTP/2 client; is the API server's client still HTTP/2?")
+	for _, sym := range []string{"net/http.(*http2Transport).RoundTrip", "github.com/kube2ra/kube2ra/awsconfig.Load"} {
+		if !strings.Contains(syms, " "+sym+"\n") {
+			t.Errorf("the agent does not link %s: has the API client or the AWS configuration moved?", sym)
+		}
 	}
 }
