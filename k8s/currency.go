@@ -150,6 +150,11 @@ type streamTracker struct {
 	store func() []any
 	// onChange reports the new state to metrics; may be nil.
 	onChange func(current bool)
+	// changed runs after each transition is visible to isCurrent; the pod
+	// tracker's wakes the lookups waiting for an unknown IP, which may now
+	// be answered (a pod known by its sandbox is only given an address
+	// while the watch is current). May be nil.
+	changed func()
 	// current is read on every lookup without the lock.
 	current atomic.Bool
 
@@ -344,6 +349,9 @@ func (t *streamTracker) setLocked(current bool, reason string) {
 		log.WithField("reason", reason).Warn("watch is not current; verifying every answer with the API server until it catches up")
 	}
 	t.current.Store(current)
+	if t.changed != nil {
+		t.changed()
+	}
 }
 
 // transientBackoff is the retry schedule for an unreachable API server.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -135,5 +136,33 @@ func TestFindPodWokenByANewSandbox(t *testing.T) {
 	sandboxes.add(sandboxOf(fresh, "10.0.0.9"))
 	if r := receive(t, res); r.err != nil || r.pod.Name != "fresh" {
 		t.Fatalf("FindPod = %+v, %v; want pod fresh", r.pod, r.err)
+	}
+}
+
+// TestFindPodAnsweredWhenTheWatchBecomesCurrent: a pod known only by its
+// sandbox is given its address only while the pod watch is current; a
+// lookup that arrived before (an agent just started, its snapshot not yet
+// checked) is answered when the watch becomes current, not after its
+// timeout. It waited for the timeout before, and with the fake clock of
+// TestFindPodByItsSandbox hung forever when the lookup came first.
+func TestFindPodAnsweredWhenTheWatchBecomesCurrent(t *testing.T) {
+	fresh := testPod("fresh", corev1.PodPending)
+	w, _, clk := newTestWatcherWith(t, newFakeSandboxes(sandboxOf(fresh, "10.0.0.9")), true, fresh)
+	for deadline := time.Now().Add(5 * time.Second); !w.podTracker.isCurrent(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the pod watch never became current")
+		}
+	}
+	setCurrent := func(current bool) {
+		w.podTracker.mu.Lock()
+		defer w.podTracker.mu.Unlock()
+		w.podTracker.setLocked(current, "a test says so")
+	}
+	setCurrent(false)
+	res := findAsync(t, w, clk, "10.0.0.9")
+	assertPending(t, res, "while the pod watch is not current")
+	setCurrent(true)
+	if r := receive(t, res); r.err != nil || r.pod == nil || r.pod.Name != "fresh" {
+		t.Fatalf("FindPod = %+v, %v; want pod fresh once the watch is current", r.pod, r.err)
 	}
 }

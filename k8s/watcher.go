@@ -221,6 +221,9 @@ func NewWatcher(client Client, opts WatcherOptions) (*Watcher, error) {
 		},
 		func() []any { return w.pods.GetStore().List() },
 		func(current bool) { metrics.current.WithLabelValues(resourcePods).Set(boolGauge(current)) })
+	// A lookup waiting for an unknown IP may be answered once the watch is
+	// current (by the pod's sandbox record): wake it then, not at its timeout.
+	w.podTracker.changed = w.broadcast
 	w.nsTracker = newStreamTracker(resourceNamespaces, w.log, opts.Clock,
 		func(ctx context.Context) (runtime.Object, error) {
 			return client.ListNamespaces(ctx, metav1.ListOptions{})
