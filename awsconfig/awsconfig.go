@@ -24,6 +24,10 @@
 //     _FULL_URI, as ECS and EKS Pod Identity set them; a full URI over
 //     plain HTTP must be loopback or the ECS or EKS agent's address);
 //  5. the instance's role from the instance metadata service.
+//
+// On an upgrade of aws-sdk-go-v2/config, compare this order with its
+// resolve_credentials.go (resolveCredentialChain, resolveCredsFromProfile):
+// a provider the SDK adds is not here until added.
 package awsconfig
 
 import (

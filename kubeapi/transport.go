@@ -44,6 +44,9 @@ import (
 // certificate is used by new connections only (client-go also closes the
 // old ones); the agent normally authenticates with its ServiceAccount
 // token, which is re-read from its file as before.
+//
+// On an upgrade of client-go, compare with its transport/cache.go
+// (tlsTransportCache.get) and apimachinery's util/net SetTransportDefaults.
 
 // client-go's transport defaults (k8s.io/client-go/transport and
 // k8s.io/apimachinery/pkg/util/net).
