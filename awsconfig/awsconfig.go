@@ -169,7 +169,7 @@ func httpClient(caBundle string) (aws.HTTPClient, error) {
 func chain(cfg *aws.Config, env *config.EnvConfig, shared *config.SharedConfig, imdsEndpoint string) (aws.CredentialsProvider, error) {
 	switch {
 	case env.Credentials.HasKeys():
-		return credentials.StaticCredentialsProvider{Value: env.Credentials, Source: []aws.CredentialSource{aws.CredentialSourceEnvVars}}, nil
+		return envKeys(env), nil
 	case env.WebIdentityTokenFilePath != "":
 		return webIdentity(cfg, env.WebIdentityTokenFilePath, env.RoleARN, env.RoleSessionName)
 	}
@@ -198,10 +198,8 @@ func fromProfile(cfg *aws.Config, env *config.EnvConfig, p *config.SharedConfig,
 		return nil, fmt.Errorf("AWS profile %q uses a console login session, which needs a person to log in; give the agent the instance role, IRSA or Pod Identity, a credential_process, or keys", p.Profile)
 	case p.CredentialProcess != "":
 		provider = processcreds.NewProvider(p.CredentialProcess)
-	case env.ContainerCredentialsRelativePath != "":
-		provider = containerProvider(cfg, containerEndpoint+env.ContainerCredentialsRelativePath, env.ContainerAuthorizationToken)
-	case env.ContainerCredentialsEndpoint != "":
-		provider, err = localContainerProvider(cfg, env.ContainerCredentialsEndpoint, env.ContainerAuthorizationToken)
+	case env.ContainerCredentialsRelativePath != "" || env.ContainerCredentialsEndpoint != "":
+		provider, err = fromContainer(cfg, env)
 	default:
 		provider = instanceRole(cfg, imdsEndpoint)
 	}
@@ -220,17 +218,28 @@ func fromCredentialSource(cfg *aws.Config, env *config.EnvConfig, p *config.Shar
 	case "Ec2InstanceMetadata":
 		return instanceRole(cfg, imdsEndpoint), nil
 	case "Environment":
-		return credentials.StaticCredentialsProvider{Value: env.Credentials, Source: []aws.CredentialSource{aws.CredentialSourceEnvVars}}, nil
+		return envKeys(env), nil
 	case "EcsContainer":
-		if env.ContainerCredentialsRelativePath != "" {
-			return containerProvider(cfg, containerEndpoint+env.ContainerCredentialsRelativePath, env.ContainerAuthorizationToken), nil
-		}
-		if env.ContainerCredentialsEndpoint != "" {
-			return localContainerProvider(cfg, env.ContainerCredentialsEndpoint, env.ContainerAuthorizationToken)
+		if env.ContainerCredentialsRelativePath != "" || env.ContainerCredentialsEndpoint != "" {
+			return fromContainer(cfg, env)
 		}
 		return nil, fmt.Errorf("AWS profile %q has credential_source EcsContainer, but neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set", p.Profile)
 	}
 	return nil, fmt.Errorf("AWS profile %q has credential_source %q; it must be EcsContainer, Ec2InstanceMetadata or Environment", p.Profile, p.CredentialSource)
+}
+
+// envKeys are the keys in the environment (AWS_ACCESS_KEY_ID...).
+func envKeys(env *config.EnvConfig) aws.CredentialsProvider {
+	return credentials.StaticCredentialsProvider{Value: env.Credentials, Source: []aws.CredentialSource{aws.CredentialSourceEnvVars}}
+}
+
+// fromContainer is the container endpoint the environment names: the ECS
+// agent's relative URI first, else a full URI (see localContainerProvider).
+func fromContainer(cfg *aws.Config, env *config.EnvConfig) (aws.CredentialsProvider, error) {
+	if env.ContainerCredentialsRelativePath != "" {
+		return containerProvider(cfg, containerEndpoint+env.ContainerCredentialsRelativePath, env.ContainerAuthorizationToken), nil
+	}
+	return localContainerProvider(cfg, env.ContainerCredentialsEndpoint, env.ContainerAuthorizationToken)
 }
 
 // webIdentity assumes roleARN with the token in file (re-read on each call).
@@ -324,16 +333,13 @@ func localContainerProvider(cfg *aws.Config, endpoint, token string) (aws.Creden
 // containerAgents are the ECS and EKS Pod Identity agents' addresses.
 var containerAgents = []net.IP{net.ParseIP("169.254.170.2"), net.ParseIP("169.254.170.23"), net.ParseIP("fd00:ec2::23")}
 
-// lookupHost resolves a host name; tests replace it.
-var lookupHost = net.LookupHost
-
 // allowedContainerHost reports whether every address of host is loopback
 // or a container agent's.
 func allowedContainerHost(host string) (bool, error) {
 	addrs := []string{host}
 	if net.ParseIP(host) == nil {
 		var err error
-		if addrs, err = lookupHost(host); err != nil {
+		if addrs, err = net.LookupHost(host); err != nil {
 			return false, err
 		}
 	}
