@@ -87,7 +87,10 @@ func (a *Agent) Start() error {
 		return errors.New("harness: agent already running")
 	}
 	cmd := exec.Command(a.Binary, a.Args...)
-	cmd.Env = append(os.Environ(), a.Env...)
+	// What the DaemonSet gives it, not the developer's shell: no AWS_*
+	// setting of the machine running the tests (an AWS_CA_BUNDLE there put
+	// the host's whole CA bundle in the bench agent's heap).
+	cmd.Env = append(CleanEnviron(), a.Env...)
 	var w io.Writer = a.log
 	if a.mirror != nil {
 		w = io.MultiWriter(a.log, a.mirror)
