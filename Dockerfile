@@ -1,5 +1,6 @@
 # kube2ra node agent image: a static Go binary on Debian slim with both
-# iptables backends (iptables-nft and iptables-legacy), and nothing else.
+# iptables backends (iptables-nft and iptables-legacy) and Debian's CA bundle
+# (the agent verifies AWS's TLS certificates with it), and nothing else.
 #
 #   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
 #                --build-arg COMMIT=$(git rev-parse HEAD) -t kube2ra:dev .
@@ -24,6 +25,14 @@ ARG BUILDPLATFORM
 ARG TARGETPLATFORM
 
 FROM --platform=$BUILDPLATFORM ${GO_IMAGE} AS build
+# Debian's CA bundle, which the runtime stage copies: the agent verifies
+# AWS's endpoints with it (Go reads /etc/ssl/certs/ca-certificates.crt).
+# The golang image has it; a minimal Debian base gets it from the mirror. The
+# bundle is the same file on every architecture, so it comes from this stage,
+# and the runtime image gets no openssl with it.
+RUN [ -s /etc/ssl/certs/ca-certificates.crt ] \
+ || { apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+      && rm -rf /var/lib/apt/lists/*; }
 WORKDIR /src
 # Modules first, so source edits do not invalidate the download layer.
 COPY go.mod go.sum ./
@@ -49,6 +58,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/*
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/kube2ra /kube2ra
 # The chained CNI plugin: the agent copies it into the host's CNI bin
 # directory, where the container runtime runs it (on the host, with the

@@ -54,6 +54,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go/logging"
+
+	"github.com/kube2ra/kube2ra/trustroots"
 )
 
 // Options are what the caller decides; everything else comes from the
@@ -367,4 +369,18 @@ func firstOf(values ...string) string {
 		}
 	}
 	return ""
+}
+
+// CheckTrust returns an error naming the fix when cfg's HTTP client would
+// verify endpoint, an HTTPS URL, with the system's certificate authorities
+// and the system has none (see package trustroots). A CA bundle from
+// AWS_CA_BUNDLE or the profile's ca_bundle is its own trust: Load refused
+// one without a certificate.
+func CheckTrust(cfg aws.Config, what, endpoint string) error {
+	if c, ok := cfg.HTTPClient.(*awshttp.BuildableClient); ok {
+		if tr := c.GetTransport(); tr.TLSClientConfig != nil && tr.TLSClientConfig.RootCAs != nil {
+			return nil
+		}
+	}
+	return trustroots.Check(what, endpoint)
 }

@@ -134,6 +134,17 @@ func NewSTSSource(ctx context.Context, opts STSOptions) (*STSSource, error) {
 			}
 		})
 	})
+	if opts.HTTPClient == nil {
+		// The regional endpoints are HTTPS; --sts-endpoint, AWS_ENDPOINT_URL(_STS)
+		// or the profile may name another, which the client has resolved.
+		endpoint := "https://sts." + cfg.Region + ".amazonaws.com"
+		if base := client.Options().BaseEndpoint; base != nil && *base != "" {
+			endpoint = *base
+		}
+		if err := awsconfig.CheckTrust(cfg, "the STS endpoint (--sts-endpoint, else the region's)", endpoint); err != nil {
+			return nil, fmt.Errorf("sts: %w", err)
+		}
+	}
 	clk := opts.Clock
 	if clk == nil {
 		clk = clock.RealClock{}

@@ -2,9 +2,20 @@ package credentials
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"fmt"
+	"math/big"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -260,4 +271,99 @@ func TestSTSSDKLogsGoThroughLogrus(t *testing.T) {
 	if line["level"] != "warning" || line["msg"] != "retrying AssumeRole" || line["component"] != "aws-sdk" {
 		t.Errorf("SDK warning logged as %v", line)
 	}
+}
+
+// stsTrustChildEnv makes this test binary, run again, build an STS source
+// and print whether it could: the system trust store is read once per
+// process, so an empty one needs a process of its own.
+const stsTrustChildEnv = "KUBE2RA_TEST_STS_TRUST_ENDPOINT"
+
+// stsTrustChild is TestMain's child mode; it reports whether it ran.
+func stsTrustChild() bool {
+	endpoint, ok := os.LookupEnv(stsTrustChildEnv)
+	if !ok {
+		return false
+	}
+	_, err := NewSTSSource(context.Background(), STSOptions{
+		Region:          "eu-west-1",
+		Endpoint:        endpoint,
+		BaseCredentials: awscreds.NewStaticCredentialsProvider(nodeKeyID, nodeSecretKey, ""),
+	})
+	if err != nil {
+		fmt.Print("ERROR " + err.Error())
+	} else {
+		fmt.Print("OK")
+	}
+	return true
+}
+
+// With no CA certificate on the system, an STS source that would verify
+// HTTPS is refused when it is built, saying so; a CA bundle of its own or a
+// plain HTTP endpoint needs none.
+func TestSTSSourceRefusesHTTPSWithNoCertificateAuthority(t *testing.T) {
+	dir := t.TempDir() // empty: the system store
+	bundle := filepath.Join(t.TempDir(), "bundle.pem")
+	if err := os.WriteFile(bundle, testCABundle(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(endpoint string, env ...string) string {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append([]string{
+			stsTrustChildEnv + "=" + endpoint, "HOME=" + dir,
+			"SSL_CERT_FILE=" + filepath.Join(dir, "none.pem"), "SSL_CERT_DIR=" + dir,
+			"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+		}, env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("child: %v: %s", err, out)
+		}
+		return string(out)
+	}
+	got := run("")
+	for _, want := range []string{"ERROR sts: the STS endpoint", "https://sts.eu-west-1.amazonaws.com", "trusts no certificate authority", "AWS_CA_BUNDLE"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the regional endpoint: %q lacks %q", got, want)
+		}
+	}
+	if got := run("https://sts.example.test"); !strings.Contains(got, "ERROR sts: the STS endpoint (--sts-endpoint, else the region's) https://sts.example.test") {
+		t.Errorf("--sts-endpoint over HTTPS: %q", got)
+	}
+	if got := run("", "AWS_ENDPOINT_URL_STS=https://sts.env.test"); !strings.Contains(got, "https://sts.env.test is HTTPS") {
+		t.Errorf("AWS_ENDPOINT_URL_STS over HTTPS: %q", got)
+	}
+	if got := run("", "AWS_CA_BUNDLE="+bundle); got != "OK" {
+		t.Errorf("with AWS_CA_BUNDLE: %q, want OK", got)
+	}
+	if got := run("http://127.0.0.1:1"); got != "OK" {
+		t.Errorf("--sts-endpoint over plain HTTP: %q, want OK", got)
+	}
+	if got := run("", "AWS_ENDPOINT_URL_STS=http://127.0.0.1:1"); got != "OK" {
+		t.Errorf("AWS_ENDPOINT_URL_STS over plain HTTP: %q, want OK", got)
+	}
+}
+
+func TestMain(m *testing.M) {
+	if stsTrustChild() {
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// testCABundle is a PEM bundle of one fresh self-signed CA.
+func testCABundle(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sts test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kube2ra/kube2ra/credentials"
+	"github.com/kube2ra/kube2ra/trustroots"
 )
 
 const (
@@ -132,6 +133,10 @@ func NewClient(keys KeyPairProvider, opts ClientOptions) (*Client, error) {
 		return nil, errors.New("no signing region for Roles Anywhere; it comes from the trust anchor ARN")
 	}
 	if opts.HTTPClient == nil {
+		// The default client verifies the endpoint with the system's CAs.
+		if err := trustroots.Check("the Roles Anywhere endpoint (--ra-endpoint, else the trust anchor's region)", opts.Endpoint); err != nil {
+			return nil, err
+		}
 		opts.HTTPClient = NewHTTPClient()
 	}
 	if opts.AttemptTimeout <= 0 {

@@ -1113,7 +1113,7 @@ func explainSource(r *report, cfg *Config, problem func(label, format string, ar
 			err = src.Ready()
 		}
 		if err != nil {
-			problem("source", "the node's certificate and key are not usable: %v", err)
+			problem("source", "the Roles Anywhere source is not usable: %v", err)
 			return
 		}
 		r.line("source", "the node's certificate and key load and can sign (region %s)", src.Region())

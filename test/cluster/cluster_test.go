@@ -97,6 +97,18 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("images ready after %s", time.Since(w.start).Round(time.Second))
+	t.Run("ImageTrustsAWS", func(t *testing.T) {
+		// The fakes here are trusted through SSL_CERT_FILE; AWS itself only
+		// through the image's own bundle, where Go looks first.
+		bundle, err := ImageFile(w.images["kube2ra"].Archive, "/etc/ssl/certs/ca-certificates.crt")
+		if err != nil {
+			t.Fatalf("no CA bundle, so no call to AWS could be verified: %v", err)
+		}
+		if missing := MissingAWSRoots(bundle); len(missing) > 0 {
+			t.Fatalf("the image's CA bundle lacks %v, which AWS's endpoints chain to", missing)
+		}
+		fmt.Printf("CLUSTER image_ca_bundle_bytes %d\n", len(bundle))
+	})
 	// The node gets the sandbox and client images by import; the agent's
 	// image it pulls from the registry, as a user's node does.
 	nodeImages := map[string]Image{"pause": w.images["pause"], "client": w.images["client"]}
