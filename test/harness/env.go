@@ -2,6 +2,8 @@ package harness
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -209,12 +212,17 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := e.startSTS(); err != nil {
 		return nil, err
 	}
+	// trustEnv makes the agent trust HTTPS fakes.
+	var trustEnv []string
 	switch e.Flavour {
 	case RolesAnywhere:
 		if e.PKI, err = NewPKI(e.Dir, NodeName); err != nil {
 			return nil, err
 		}
-		e.RA, err = fakera.Start(fakera.Options{
+		// Over HTTPS, as AWS: the agent verifies it with the system's CAs
+		// plus its certificate (trustEnv), so it holds the trust store a
+		// node's agent holds after its first call.
+		e.RA, err = fakera.StartTLS(fakera.Options{
 			TrustAnchors: []fakera.TrustAnchor{{ARN: TrustAnchorARN, CAs: []*x509Cert{e.PKI.CA}}},
 			Profiles:     []fakera.Profile{{ARN: ProfileARN, RoleARNs: RoleARNs(roles), AcceptRoleSessionName: true, DurationSeconds: 3600}},
 			OnIssue: func(i fakera.Issued) {
@@ -225,6 +233,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 			return nil, err
 		}
 		e.closers = append(e.closers, e.RA.Close)
+		if trustEnv, err = trustOnTopOfTheSystem(e.Dir, e.RA.Certificate()); err != nil {
+			return nil, err
+		}
 		args = append(args,
 			"--ra-trust-anchor-arn", TrustAnchorARN,
 			"--ra-profile-arn", ProfileARN,
@@ -260,7 +271,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	default:
 		return nil, fmt.Errorf("harness: unknown flavour %q", e.Flavour)
 	}
-	agentEnv := append(cleanAgentEnv(e.Dir), opts.AgentEnv...)
+	agentEnv := append(append(cleanAgentEnv(e.Dir), trustEnv...), opts.AgentEnv...)
 	if opts.IPv6 {
 		if err := e.Node.EnableIPv6(); err != nil {
 			return nil, err
@@ -349,6 +360,23 @@ func (e *Env) agentIdentity(ctx context.Context, valuesFile string) (string, err
 // agent sees only what the test gives it.
 func cleanAgentEnv(dir string) []string {
 	return []string{"HOME=" + dir, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+}
+
+// trustOnTopOfTheSystem writes cert into its own directory under dir and
+// returns the environment in which Go trusts it besides the system's CAs
+// (the bundle file it reads anyway, and its usual directories).
+func trustOnTopOfTheSystem(dir string, cert *x509.Certificate) ([]string, error) {
+	if cert == nil {
+		return nil, errors.New("harness: the fake endpoint is not HTTPS")
+	}
+	caDir := filepath.Join(dir, "fake-aws-ca")
+	if err := os.MkdirAll(caDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(caDir, "fake-aws.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+		return nil, err
+	}
+	return []string{"SSL_CERT_DIR=/etc/ssl/certs:/etc/pki/tls/certs:" + caDir}, nil
 }
 
 // CleanEnviron is os.Environ without any AWS_* variable.

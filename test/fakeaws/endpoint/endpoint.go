@@ -7,6 +7,7 @@ package endpoint
 
 import (
 	"context"
+	"crypto/x509"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -64,6 +65,17 @@ func (e *Endpoint) URL() string {
 		return ""
 	}
 	return e.test.URL
+}
+
+// Certificate is StartTLS's serving certificate, which a client must trust;
+// nil for a server that is not HTTPS.
+func (e *Endpoint) Certificate() *x509.Certificate {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.test == nil || e.test.TLS == nil {
+		return nil
+	}
+	return e.test.Certificate()
 }
 
 // Client is an HTTP client for the server started by Start or StartTLS (it
