@@ -181,7 +181,7 @@ type ownerDecision interface {
 // runAgent builds the agent, starts it, waits for a signal or a failed
 // listener and shuts it down.
 func runAgent(ctx context.Context, cfg *Config, log *logrus.Logger) error {
-	log.WithField("gogc", setGCDefault()).Debug("garbage collection target")
+	log.WithFields(logrus.Fields{"gogc": setGCDefault(), "gomaxprocs": setMaxProcsDefault()}).Debug("Go runtime settings")
 	a, err := buildAgent(ctx, cfg, log)
 	if err != nil {
 		return err
