@@ -135,9 +135,13 @@ func NewSTSSource(ctx context.Context, opts STSOptions) (*STSSource, error) {
 		})
 	})
 	if opts.HTTPClient == nil {
-		// The regional endpoints are HTTPS; --sts-endpoint, AWS_ENDPOINT_URL(_STS)
-		// or the profile may name another, which the client has resolved.
+		// The region's endpoint (HTTPS in every partition), unless
+		// --sts-endpoint, AWS_ENDPOINT_URL(_STS) or the profile names
+		// another, which the client has resolved.
 		endpoint := "https://sts." + cfg.Region + ".amazonaws.com"
+		if ep, err := sts.NewDefaultEndpointResolverV2().ResolveEndpoint(ctx, sts.EndpointParameters{Region: aws.String(cfg.Region)}); err == nil {
+			endpoint = ep.URI.String()
+		}
 		if base := client.Options().BaseEndpoint; base != nil && *base != "" {
 			endpoint = *base
 		}

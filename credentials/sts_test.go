@@ -284,8 +284,12 @@ func stsTrustChild() bool {
 	if !ok {
 		return false
 	}
+	region := os.Getenv("AWS_REGION") // --region
+	if region == "" {
+		region = "eu-west-1"
+	}
 	_, err := NewSTSSource(context.Background(), STSOptions{
-		Region:          "eu-west-1",
+		Region:          region,
 		Endpoint:        endpoint,
 		BaseCredentials: awscreds.NewStaticCredentialsProvider(nodeKeyID, nodeSecretKey, ""),
 	})
@@ -324,6 +328,9 @@ func TestSTSSourceRefusesHTTPSWithNoCertificateAuthority(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("the regional endpoint: %q lacks %q", got, want)
 		}
+	}
+	if got := run("", "AWS_REGION=cn-north-1"); !strings.Contains(got, "https://sts.cn-north-1.amazonaws.com.cn is HTTPS") {
+		t.Errorf("a China region names its own endpoint: %q", got)
 	}
 	if got := run("https://sts.example.test"); !strings.Contains(got, "ERROR sts: the STS endpoint (--sts-endpoint, else the region's) https://sts.example.test") {
 		t.Errorf("--sts-endpoint over HTTPS: %q", got)
