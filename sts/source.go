@@ -137,7 +137,8 @@ func (s *Source) Check(ctx context.Context) error {
 		Logger:          s.log,
 	})
 	if err != nil {
-		return fmt.Errorf("sts: %w", err)
+		// Its errors say "sts:" already.
+		return err
 	}
 	s.assumer.Store(assumer)
 	return nil

@@ -108,6 +108,17 @@ func TestCheckSaysWhatIsMissing(t *testing.T) {
 			t.Errorf("Check = %v, want an error naming --region", err)
 		}
 	})
+	t.Run("the STS client's own refusal, said once", func(t *testing.T) {
+		imds, fake := node(t)
+		src, err := NewSource(ctx, Config{Endpoint: fake.URL(), MetadataURL: imds.URL(), SessionDuration: time.Second}, Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = src.Check(ctx)
+		if err == nil || !strings.HasPrefix(err.Error(), "sts: session duration") || !strings.Contains(err.Error(), "--iam-role-session-ttl") {
+			t.Errorf("Check = %v, want one \"sts:\" and the flag to set", err)
+		}
+	})
 	t.Run("node credentials unreachable", func(t *testing.T) {
 		isolate(t)
 		src, err := NewSource(ctx, Config{Region: region, MetadataURL: "http://127.0.0.1:9"}, Deps{CheckTimeout: 3 * time.Second})
