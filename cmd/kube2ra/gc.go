@@ -41,11 +41,11 @@ const nodeAgentMaxProcs = 2
 // or a lower CPU limit); it returns the number in force.
 func setMaxProcsDefault() int {
 	current := runtime.GOMAXPROCS(0)
-	if n := maxProcsDefault(os.Getenv("GOMAXPROCS") != "", current); n != current {
+	n := maxProcsDefault(os.Getenv("GOMAXPROCS") != "", current)
+	if n != current {
 		runtime.GOMAXPROCS(n)
-		return n
 	}
-	return current
+	return n
 }
 
 // maxProcsDefault is setMaxProcsDefault's choice for the runtime's current
