@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 )
 
 // Check returns nil when endpoint is not HTTPS, or when the system trust
@@ -47,9 +48,14 @@ func where() string {
 	if f := os.Getenv("SSL_CERT_FILE"); f != "" {
 		file = "SSL_CERT_FILE=" + f
 	}
-	dirs := "the directories /etc/ssl/certs and /etc/pki/tls/certs"
+	dirs := "the directories " + strings.ReplaceAll(DefaultCertDirs, ":", " and ")
 	if d := os.Getenv("SSL_CERT_DIR"); d != "" {
 		dirs = "SSL_CERT_DIR=" + d
 	}
 	return file + "; " + dirs
 }
+
+// DefaultCertDirs are the directories Go reads on Linux when SSL_CERT_DIR
+// is not set, as SSL_CERT_DIR writes them: one that adds a directory keeps
+// these first.
+const DefaultCertDirs = "/etc/ssl/certs:/etc/pki/tls/certs"

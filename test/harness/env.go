@@ -31,6 +31,7 @@ import (
 	"github.com/kube2ra/kube2ra/test/fakeaws/fakera"
 	"github.com/kube2ra/kube2ra/test/fakeaws/fakests"
 	"github.com/kube2ra/kube2ra/test/simnode"
+	"github.com/kube2ra/kube2ra/trustroots"
 )
 
 // Flavour is how the node gets credentials.
@@ -376,7 +377,7 @@ func trustOnTopOfTheSystem(dir string, cert *x509.Certificate) ([]string, error)
 	if err := os.WriteFile(filepath.Join(caDir, "fake-aws.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
 		return nil, err
 	}
-	return []string{"SSL_CERT_DIR=/etc/ssl/certs:/etc/pki/tls/certs:" + caDir}, nil
+	return []string{"SSL_CERT_DIR=" + trustroots.DefaultCertDirs + ":" + caDir}, nil
 }
 
 // CleanEnviron is os.Environ without any AWS_* variable.
