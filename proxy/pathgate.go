@@ -76,9 +76,11 @@ func (c canonicalPath) underAPI() bool {
 func (c canonicalPath) rel() string { return strings.Join(c.segs, "/") }
 
 // pathByte says which bytes may appear in a canonical IMDS path: letters,
-// digits, "-", "_", ".", ":" (MAC addresses) and "/". Everything else,
-// notably "%", "\", ";", "?", "#", spaces, controls and non-ASCII, is
-// refused, so there is never an encoded or alternative spelling of a path.
+// digits, "-", "_", ".", ":" (MAC addresses), "+", "=", ",", "@" (IAM role
+// names use them, and SDKs put the role name in the path as it is) and "/".
+// None of those has another spelling or a meaning in a path. Everything
+// else, notably "%", "\", ";", "?", "#", spaces, controls and non-ASCII,
+// is refused, so there is never an encoded or alternative spelling of a path.
 var pathByte = func() (t [256]bool) {
 	for c := 'a'; c <= 'z'; c++ {
 		t[c] = true
@@ -89,7 +91,7 @@ var pathByte = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
-	for _, c := range "-_.:/" {
+	for _, c := range "-_.:+=,@/" {
 		t[c] = true
 	}
 	return t

@@ -22,6 +22,7 @@ func TestCheckPath(t *testing.T) {
 		{"dated version", "/2021-07-15/meta-data/instance-id", 0, "/2021-07-15/meta-data/instance-id", []string{"meta-data", "instance-id"}},
 		{"credential listing with slash", "/latest/meta-data/iam/security-credentials/", 0, "/latest/meta-data/iam/security-credentials", []string{"meta-data", "iam", "security-credentials"}},
 		{"mac address segment", "/latest/meta-data/network/interfaces/macs/0e:49:61:0f:c3:11/subnet-id", 0, "/latest/meta-data/network/interfaces/macs/0e:49:61:0f:c3:11/subnet-id", []string{"meta-data", "network", "interfaces", "macs", "0e:49:61:0f:c3:11", "subnet-id"}},
+		{"a role name with every IAM punctuation", "/latest/meta-data/iam/security-credentials/app+prod@team=a,b_c-d.e", 0, "/latest/meta-data/iam/security-credentials/app+prod@team=a,b_c-d.e", []string{"meta-data", "iam", "security-credentials", "app+prod@team=a,b_c-d.e"}},
 		{"mixed case passes the gate (routes decide)", "/latest/Meta-Data/iam", 0, "/latest/Meta-Data/iam", []string{"Meta-Data", "iam"}},
 
 		{"empty target", "", http.StatusBadRequest, "", nil},
@@ -42,7 +43,7 @@ func TestCheckPath(t *testing.T) {
 		{"DEL", "/latest/meta-data/iam\x7f", http.StatusBadRequest, "", nil},
 		{"non-ASCII", "/latest/meta-data/ïam/info", http.StatusBadRequest, "", nil},
 		{"tilde", "/latest/meta-data/~iam", http.StatusBadRequest, "", nil},
-		{"plus", "/latest/meta-data/iam+", http.StatusBadRequest, "", nil},
+		{"plus is a role name's byte, not another spelling (routes decide)", "/latest/meta-data/iam+", 0, "/latest/meta-data/iam+", []string{"meta-data", "iam+"}},
 
 		{"double slash at start", "//latest/meta-data/iam/security-credentials/", http.StatusNotFound, "", nil},
 		{"double slash inside", "/latest//meta-data/iam/security-credentials/", http.StatusNotFound, "", nil},

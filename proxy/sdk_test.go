@@ -193,6 +193,28 @@ func TestGoSDKCredentialsAndRegion(t *testing.T) {
 	}
 }
 
+// TestGoSDKRoleNamesWithIAMPunctuation: IAM role names may carry "+", "=",
+// ",", "@", ".", "_" and "-", and SDKs put the name in the document's
+// path as the listing gave it; the path gate lets each through (it once
+// answered 400 to "+=,@").
+func TestGoSDKRoleNamesWithIAMPunctuation(t *testing.T) {
+	for _, name := range []string{"app+prod", "svc@team", "a=b", "x,y", "path.role_with-all+=,@"} {
+		t.Run(name, func(t *testing.T) {
+			e, client, _ := goSDKClientFor(t, imdsModes[0])
+			e.roles.set(k8s.Role{ARN: "arn:aws:iam::" + testAccountID + ":role/" + name, Name: name, AccountID: testAccountID}, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			got, err := ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = client }).Retrieve(ctx)
+			if err != nil {
+				t.Fatalf("Retrieve for role %q: %v", name, err)
+			}
+			if got.AccessKeyID != e.creds.creds.AccessKeyID {
+				t.Errorf("credentials %s, want the getter's %s", got.AccessKeyID, e.creds.creds.AccessKeyID)
+			}
+		})
+	}
+}
+
 // aws-sdk-go-v2's ec2rolecreds (v1.20.15 here) and botocore (1.43) still
 // read security-credentials/ only; Java v2, Ruby and PHP read
 // security-credentials-extended/ first, for AccountId, and fall back on a
