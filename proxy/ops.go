@@ -28,6 +28,11 @@ type OpsOptions struct {
 	// the loopback-only pages (see loopbackOnly) can be reached from the
 	// node. Ignored with Listener.
 	Addr string
+	// AlsoHosts are more addresses bound on Addr's port: the node's IPv6
+	// address on an IPv6-first dual-stack node, where the kubelet probes
+	// a host-network pod (and Prometheus scrapes it) at that address while
+	// Addr is the node's IPv4 one. Ignored with Listener.
+	AlsoHosts []string
 	// Listener, when set, is served instead of binding Addr.
 	Listener net.Listener
 	// Gatherer is what /metrics exposes; nil serves an empty registry.
@@ -145,7 +150,7 @@ func NewOpsServer(opts OpsOptions) (*OpsServer, error) {
 			},
 			shutdownTimeout: opts.ShutdownTimeout,
 			ln:              opts.Listener,
-			alsoHosts:       loopbackAlso(opts.Addr),
+			alsoHosts:       append(loopbackAlso(opts.Addr), opts.AlsoHosts...),
 		},
 	}, nil
 }

@@ -195,6 +195,32 @@ func TestOpsAlsoListensOnLoopback(t *testing.T) {
 	}
 }
 
+// TestOpsListensOnItsAlsoHosts: AlsoHosts (the primary IPv6 address of an
+// IPv6-first node, where the kubelet probes) answer on the ops port too.
+func TestOpsListensOnItsAlsoHosts(t *testing.T) {
+	o, err := NewOpsServer(OpsOptions{Addr: "127.0.0.2:0", AlsoHosts: []string{"::1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Serve(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	_, port, _ := net.SplitHostPort(o.Addr().String())
+	for _, host := range []string{"127.0.0.2", "::1"} {
+		url := "http://" + net.JoinHostPort(host, port) + "/healthz"
+		if status, body, _ := httpGet(t, url, nil); status != http.StatusOK || body != "ok" {
+			t.Errorf("%s = %d %q, want 200 ok", url, status, body)
+		}
+	}
+}
+
 // TestNotReadyIsLoggedWhenTheReasonsChange: probes polling an unready
 // agent get a "not ready" line when the reasons change and once per
 // notReadyRepeat while they stay, not one per probe; after a success the

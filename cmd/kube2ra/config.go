@@ -181,6 +181,10 @@ type Config struct {
 type parsedConfig struct {
 	// hostIP and hostIPv6 are --host-ip and --host-ipv6 (zero without --ipv6).
 	hostIP, hostIPv6 netip.Addr
+	// hostIPv6First is the IPv6 address --host-ip gave on an IPv6-first
+	// dual-stack node, which Validate replaced with the IPv4 address of
+	// --host-ips; zero otherwise.
+	hostIPv6First netip.Addr
 	// interfaces is --host-interface (nil with --iptables=false).
 	interfaces []iptables.InterfaceSpec
 	// iptablesMode is --iptables-mode.
@@ -409,6 +413,17 @@ func (c *Config) Validate() error {
 		bad("--host-ip %q is not a usable IP address: give the node's own IP, e.g. 10.0.1.23", c.HostIP)
 	} else {
 		p.hostIP = ip
+		if ip.Is6() && !ip.Is4In6() {
+			// An IPv6-first dual-stack node: status.hostIP is its IPv6
+			// address, but pods reach 169.254.169.254 over IPv4, so the
+			// redirect and the listener need the node's IPv4 address.
+			if v4, ok := firstIPv4(strings.Split(c.HostIPs, ",")); ok {
+				p.hostIPv6First = ip
+				c.HostIP, p.hostIP = v4.String(), v4
+			} else {
+				bad("--host-ip %s is IPv6 and --host-ips (HOST_IPS) has no IPv4 address: pods reach 169.254.169.254 over IPv4 and are redirected to the node's IPv4 address; set --host-ip to it (the chart gives HOST_IPS, the downward API's status.hostIPs, on Kubernetes 1.29 and later; IPv6-only nodes are not supported)", c.HostIP)
+			}
+		}
 	}
 	for name, port := range map[string]int{"--app-port": c.AppPort, "--metrics-port": c.MetricsPort} {
 		if port < 1 || port > 65535 {

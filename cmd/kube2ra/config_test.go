@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -111,6 +112,49 @@ func TestValidateNamesTheProblem(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("want error containing %q, got %v", tc.want, err)
+			}
+		})
+	}
+}
+
+// TestIPv6FirstNodeServesOnItsIPv4Address: on an IPv6-first dual-stack
+// node the downward API's status.hostIP (HOST_IP) is the IPv6 address; the
+// IPv4 redirect of 169.254.169.254 needs the IPv4 one, taken from
+// HOST_IPS, and with none the error names the fix.
+func TestIPv6FirstNodeServesOnItsIPv4Address(t *testing.T) {
+	cases := []struct {
+		name, hostIP, hostIPs string
+		want, wantFirst       string // wantFirst: the IPv6 address replaced
+		wantErr               string
+	}{
+		{name: "IPv4-first: kept", hostIP: "10.0.0.5", hostIPs: "10.0.0.5,fd00:10::5", want: "10.0.0.5"},
+		{name: "IPv6-first: the IPv4 of HOST_IPS", hostIP: "fd00:10::5", hostIPs: "fd00:10::5, 10.0.0.5", want: "10.0.0.5", wantFirst: "fd00:10::5"},
+		{name: "IPv4-mapped: the IPv4 address itself", hostIP: "::ffff:10.0.0.5", want: "::ffff:10.0.0.5"},
+		{name: "link-local IPv4 is no node address", hostIP: "fd00:10::5", hostIPs: "fd00:10::5,169.254.3.3", wantErr: "set --host-ip to it"},
+		{name: "no HOST_IPS (Kubernetes before 1.29)", hostIP: "fd00:10::5", wantErr: "--host-ip fd00:10::5 is IPv6 and --host-ips (HOST_IPS) has no IPv4 address"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validSTS()
+			c.HostIP, c.HostIPs = tc.hostIP, tc.hostIPs
+			err := c.Validate()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("want an error containing %q, got %v", tc.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.HostIP != tc.want || c.parsed.hostIP.String() != netip.MustParseAddr(tc.want).String() {
+				t.Errorf("HostIP = %q (parsed %s), want %q", c.HostIP, c.parsed.hostIP, tc.want)
+			}
+			if got := c.parsed.hostIPv6First; (tc.wantFirst == "" && got.IsValid()) || (tc.wantFirst != "" && got.String() != tc.wantFirst) {
+				t.Errorf("hostIPv6First = %s, want %q", got, tc.wantFirst)
+			}
+			if rc := nodeRulesConfig(c); rc.HostIP != c.parsed.hostIP {
+				t.Errorf("the redirect targets %s, want %s", rc.HostIP, c.parsed.hostIP)
 			}
 		})
 	}

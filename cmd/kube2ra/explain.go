@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/netip"
 	neturl "net/url"
 	"os"
 	"regexp"
@@ -55,8 +56,8 @@ const (
 	// noDaemonSet turns reading the DaemonSet off.
 	noDaemonSet = "none"
 	// placeholderHostIP stands in for --host-ip while a pod has no host
-	// IP yet: the address decides nothing about the pod's role, and
-	// Validate wants one.
+	// IP yet, or only an IPv6 one: the address decides nothing about the
+	// pod's role, and Validate wants an IPv4 one.
 	placeholderHostIP = "127.0.0.1"
 )
 
@@ -573,7 +574,9 @@ func explainPod(ctx context.Context, kube k8s.Client, o explainOptions, out io.W
 	if cfg.Node == "" {
 		cfg.Node = "(unscheduled)"
 	}
-	if cfg.HostIP == "" {
+	if ip, err := netip.ParseAddr(cfg.HostIP); err != nil || (ip.Is6() && !ip.Is4In6()) {
+		// Unscheduled, or an IPv6-first node, whose IPv4 address (the one
+		// the agent serves on) the pod's status does not give.
 		cfg.HostIP = placeholderHostIP
 	}
 	unchecked, err := validateForExplain(cfg)

@@ -53,6 +53,29 @@ func firstIPv6(addrs []string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// opsIPv6FirstHosts is where the ops port listens beside --host-ip and
+// loopback: on an IPv6-first dual-stack node, the node's primary (IPv6)
+// address too, since the kubelet probes a host-network pod at its pod IP,
+// which is that address. Nothing elsewhere.
+func opsIPv6FirstHosts(cfg *Config) []string {
+	if v6 := cfg.parsed.hostIPv6First; v6.IsValid() {
+		return []string{v6.String()}
+	}
+	return nil
+}
+
+// firstIPv4 is the first IPv4 address among addrs that can receive DNATed
+// pod traffic (global unicast: not loopback, link-local or unspecified).
+func firstIPv4(addrs []string) (netip.Addr, bool) {
+	for _, s := range addrs {
+		ip, err := netip.ParseAddr(strings.TrimSpace(s))
+		if ip = ip.Unmap(); err == nil && ip.Is4() && ip.IsGlobalUnicast() {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
 // wantIPv6Guard reports whether the IPv6 guard goes in without --ipv6:
 // whenever the kernel has IPv6, so pods' requests for fd00:ec2::254 are
 // refused rather than reach the metadata service, also when the node

@@ -90,6 +90,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		log.Warn(w)
 	}
 	cfg.logKube2iamNotices(log)
+	if v6 := cfg.parsed.hostIPv6First; v6.IsValid() {
+		log.WithField("host_ip", cfg.HostIP).Infof("the node's primary address %s is IPv6 (an IPv6-first dual-stack node): the IPv4 metadata redirect uses its IPv4 address from --host-ips", v6)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -369,6 +372,7 @@ func buildAgent(ctx context.Context, cfg *Config, log *logrus.Logger) (_ *agent,
 	}
 	a.ops, err = proxy.NewOpsServer(proxy.OpsOptions{
 		Addr:       net.JoinHostPort(cfg.HostIP, strconv.Itoa(cfg.MetricsPort)),
+		AlsoHosts:  opsIPv6FirstHosts(cfg),
 		Gatherer:   reg,
 		Ready:      a.ready,
 		Debug:      cfg.Debug,

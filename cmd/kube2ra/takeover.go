@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/kube2ra/kube2ra/handover"
@@ -42,7 +43,8 @@ func (a *agent) servers() []listening {
 	cfg := a.cfg
 	out := []listening{{what: fmt.Sprintf("the metadata port %s:%d (--host-ip, --app-port)", cfg.HostIP, cfg.AppPort), srv: a.server}}
 	if !cfg.sharesMetadataPort() {
-		out = append(out, listening{what: fmt.Sprintf("the ops port %s:%d and 127.0.0.1:%d (--host-ip, --metrics-port)", cfg.HostIP, cfg.MetricsPort, cfg.MetricsPort), srv: a.ops})
+		hosts := append([]string{cfg.HostIP, "127.0.0.1"}, opsIPv6FirstHosts(cfg)...)
+		out = append(out, listening{what: fmt.Sprintf("the ops port %d on %s (--host-ip, --metrics-port)", cfg.MetricsPort, strings.Join(hosts, ", ")), srv: a.ops})
 	}
 	return out
 }
