@@ -17,13 +17,17 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
+// startOps serves an ops server until the test ends, on opts.Addr (and its
+// AlsoHosts) when given, else on a loopback listener; it returns its URL.
 func startOps(t *testing.T, opts OpsOptions) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if opts.Addr == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Listener = ln
 	}
-	opts.Listener = ln
 	o, err := NewOpsServer(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -198,21 +202,7 @@ func TestOpsAlsoListensOnLoopback(t *testing.T) {
 // TestOpsListensOnItsAlsoHosts: AlsoHosts (the primary IPv6 address of an
 // IPv6-first node, where the kubelet probes) answer on the ops port too.
 func TestOpsListensOnItsAlsoHosts(t *testing.T) {
-	o, err := NewOpsServer(OpsOptions{Addr: "127.0.0.2:0", AlsoHosts: []string{"::1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := o.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- o.Serve(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	_, port, _ := net.SplitHostPort(o.Addr().String())
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(startOps(t, OpsOptions{Addr: "127.0.0.2:0", AlsoHosts: []string{"::1"}}), "http://"))
 	for _, host := range []string{"127.0.0.2", "::1"} {
 		url := "http://" + net.JoinHostPort(host, port) + "/healthz"
 		if status, body, _ := httpGet(t, url, nil); status != http.StatusOK || body != "ok" {
