@@ -120,8 +120,9 @@ func TestDaemonSetKeepsItsSecurityPromises(t *testing.T) {
 			ds := agentDaemonSet(t, renderObjects(t, set))
 			spec := ds.Spec.Template.Spec
 
-			if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
-				t.Errorf("hostNetwork %v, dnsPolicy %q: want hostNetwork with ClusterFirstWithHostNet", spec.HostNetwork, spec.DNSPolicy)
+			// The node's resolver: the agent's AWS calls must not wait on cluster DNS.
+			if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSDefault {
+				t.Errorf("hostNetwork %v, dnsPolicy %q: want hostNetwork with Default", spec.HostNetwork, spec.DNSPolicy)
 			}
 			if spec.PriorityClassName != "system-node-critical" {
 				t.Errorf("priorityClassName %q, want system-node-critical", spec.PriorityClassName)
@@ -373,4 +374,27 @@ func setsValue(t *testing.T, set valueSet, key string) bool {
 		t.Fatal(err)
 	}
 	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `:`).Match(b)
+}
+
+// TestHostIPsOnlyWhereTheAPIServerHasIt: status.hostIPs is a pod field from
+// Kubernetes 1.29; an older API server refuses the whole DaemonSet, so the
+// chart sets HOST_IPS only where it exists (the agent reads the Node object
+// otherwise).
+func TestHostIPsOnlyWhereTheAPIServerHasIt(t *testing.T) {
+	for version, want := range map[string]bool{"v1.27.16": false, "v1.28.15-eks-7f9249a": false, "v1.29.0": true, chart.KubeVersion: true} {
+		objects, err := chart.Objects(render(t, valueSet{name: "defaults"}, "--kube-version", version))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds := agentDaemonSet(t, objects)
+		got := false
+		for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
+			if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.hostIPs" {
+				got = e.Name == "HOST_IPS"
+			}
+		}
+		if got != want {
+			t.Errorf("Kubernetes %s: HOST_IPS from status.hostIPs rendered = %v, want %v", version, got, want)
+		}
+	}
 }

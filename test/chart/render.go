@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -149,6 +150,11 @@ func ValuesFile(name string) (string, error) {
 	return path, nil
 }
 
+// KubeVersion is the Kubernetes version Render renders for unless told
+// otherwise: the one the tests' API server and kubelet run
+// (hack/build-kube.sh's KUBE_VERSION).
+const KubeVersion = "v1.36.3"
+
 // Render runs `helm template` for release ReleaseName in Namespace with the
 // values file (none when empty) and any further helm arguments (e.g.
 // "--set", "k=v"), and returns the manifest. A helm failure (schema or
@@ -165,6 +171,11 @@ func Render(ctx context.Context, valuesFile string, helmArgs ...string) ([]byte,
 	args := []string{"template", ReleaseName, dir, "--namespace", Namespace}
 	if valuesFile != "" {
 		args = append(args, "--values", valuesFile)
+	}
+	if !slices.Contains(helmArgs, "--kube-version") {
+		// Offline, helm assumes Kubernetes 1.20; the chart renders for
+		// the version it meets (status.hostIPs from 1.29).
+		args = append(args, "--kube-version", KubeVersion)
 	}
 	args = append(args, helmArgs...)
 
