@@ -151,11 +151,12 @@ func (in *Inherited) Close() {
 	}
 }
 
-// RemoveStale removes dir's handover socket when no agent listens on it
-// (what an agent killed without closing leaves; `kube2ra cleanup`). It
-// returns whether it removed one. A socket an agent listens on stays, so
-// that agent's successor still finds it; the connection made to find out
-// ends before its hello, and that agent serves on.
+// RemoveStale removes dir's handover socket and saved state when no agent
+// listens on the socket (what an agent killed without closing leaves;
+// `kube2ra cleanup`). It returns whether it removed a socket. A socket an
+// agent listens on stays, and so does the state, so that agent's successor
+// still finds them; the connection made to find out ends before its hello,
+// and that agent serves on.
 func RemoveStale(ctx context.Context, dir string) (removed bool, err error) {
 	path := SocketPath(dir)
 	var d net.Dialer
@@ -165,12 +166,12 @@ func RemoveStale(ctx context.Context, dir string) (removed bool, err error) {
 		_ = c.Close()
 		return false, nil
 	case errors.Is(err, syscall.ENOENT):
-		return false, nil
+		return false, RemoveState(dir)
 	case !errors.Is(err, syscall.ECONNREFUSED):
 		return false, fmt.Errorf("could not tell whether an agent listens on the handover socket %s, so it was left in place: %w (remove it by hand once no kube2ra agent runs on this node)", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, fmt.Errorf("removing the stale handover socket %s: %w (run kube2ra cleanup as root, or remove the file by hand)", path, err)
 	}
-	return true, nil
+	return true, RemoveState(dir)
 }

@@ -2,6 +2,7 @@ package handover
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -515,11 +517,17 @@ func TestRemoveStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = offer.Serve(ctx) }()
+	if err := SaveState(dir, []byte("key")); err != nil {
+		t.Fatal(err)
+	}
 	if removed, err := RemoveStale(ctx, dir); removed || err != nil {
 		t.Fatalf("RemoveStale with a serving agent: %v %v", removed, err)
 	}
 	if _, err := os.Stat(offer.Path()); err != nil {
 		t.Fatalf("the serving agent's socket is gone: %v", err)
+	}
+	if _, err := os.Stat(StatePath(dir)); err != nil {
+		t.Fatalf("the serving agent's saved state is gone: %v", err)
 	}
 	if _, ok := offer.Successor(); ok {
 		t.Error("RemoveStale's probe counted as a successor")
@@ -530,5 +538,47 @@ func TestRemoveStale(t *testing.T) {
 	}
 	if _, err := os.Stat(offer.Path()); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("stale socket still there: %v", err)
+	}
+	if _, err := os.Stat(StatePath(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the stale agent's saved state is still there: %v", err)
+	}
+}
+
+// TestSavedStateRoundTrip: the state one agent saves is what the next
+// loads; none is nil, not an error; the file is 0600 and the directory
+// 0700; a file too large to be kube2ra's is refused, not truncated.
+func TestSavedStateRoundTrip(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "kube2ra")
+	if got, err := LoadState(dir); got != nil || err != nil {
+		t.Fatalf("LoadState before the directory exists = %q, %v; want nil, nil", got, err)
+	}
+	for _, state := range [][]byte{[]byte("first key"), []byte("second key, longer")} {
+		if err := SaveState(dir, state); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := LoadState(dir); err != nil || !bytes.Equal(got, state) {
+			t.Fatalf("LoadState = %q, %v; want %q", got, err, state)
+		}
+	}
+	if st, err := os.Stat(StatePath(dir)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("state file: %v, %v; want mode 0600", st, err)
+	}
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("state directory: %v, %v; want mode 0700", st, err)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(dir, "."+StateName+"-*")); len(leftovers) != 0 {
+		t.Fatalf("temporary files left: %v", leftovers)
+	}
+	if err := os.WriteFile(StatePath(dir), bytes.Repeat([]byte{1}, maxStateBytes+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoadState(dir); err == nil || !strings.Contains(err.Error(), "not kube2ra's") {
+		t.Fatalf("LoadState of an oversized file = %d bytes, %v; want an error", len(got), err)
+	}
+	if err := RemoveState(dir); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoadState(dir); got != nil || err != nil {
+		t.Fatalf("LoadState after RemoveState = %q, %v", got, err)
 	}
 }

@@ -48,9 +48,12 @@ var tokenEncoding = base64.RawURLEncoding.Strict()
 
 // tokenMinter mints and checks IMDSv2 session tokens. A token is
 // base64url(version | expiry | caller IP | HMAC-SHA256(key, the rest)); the
-// key is random per process, so a restart invalidates every token and SDKs
-// fetch a new one after their 401; a successor taking the sockets over
-// adopts it (Server.AdoptTokenKey), so the tokens pods hold stay valid.
+// key is random per process unless the agent adopts another
+// (Server.AdoptTokenKey): a successor taking the sockets over adopts its
+// predecessor's, and an agent started with a handover directory the one
+// the last agent saved there, so the tokens pods hold stay valid, as on
+// EC2 where a token lives its TTL. Without either, a restart invalidates
+// every token and SDKs get 401 (most fetch a new one).
 type tokenMinter struct {
 	// key is the HMAC key, generated at start; exported only to a successor.
 	key []byte

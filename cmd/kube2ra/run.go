@@ -396,6 +396,9 @@ func (a *agent) start(ctx context.Context) error {
 	// 1. Listen: health and metrics answer from now on, readiness says why
 	// not yet. With an agent serving this node already (an upgrade), nothing
 	// is bound: its sockets are taken over at step 5, once this one is warm.
+	if cfg.HandoverDir != "" {
+		a.restoreTokenKey()
+	}
 	claim, err := a.claimHandover(ctx)
 	if err != nil {
 		return err

@@ -121,6 +121,8 @@ func (a *agent) takeOver(ctx context.Context, claim *handover.Claim, takeNode fu
 		// The tokens pods hold were minted with the predecessor's key.
 		if err := a.server.AdoptTokenKey(in.State); err != nil {
 			log.WithError(err).Warn("handover: the predecessor's IMDSv2 token key is unusable: pods' tokens get 401 once, and SDKs fetch new ones")
+		} else {
+			a.saveTokenKey()
 		}
 	}
 	err = a.listen(in.Listen)
@@ -147,6 +149,32 @@ func (a *agent) takeOver(ctx context.Context, claim *handover.Claim, takeNode fu
 	}
 	log.Info("handover: serving the predecessor's sockets")
 	return nil
+}
+
+// restoreTokenKey mints IMDSv2 tokens with the key the last agent on this
+// node saved in the handover directory, so the tokens pods hold stay valid
+// when that agent stopped without a handover (a crash, an OOM kill, a
+// deleted pod); without one it saves this agent's key. Call it before
+// serving.
+func (a *agent) restoreTokenKey() {
+	saved, err := handover.LoadState(a.cfg.HandoverDir)
+	if err == nil && saved != nil {
+		if err = a.server.AdoptTokenKey(saved); err == nil {
+			a.log.Info("the IMDSv2 token key the last agent on this node saved is restored: the tokens pods hold stay valid")
+			return
+		}
+	}
+	if err != nil {
+		a.log.WithError(err).Warn("the IMDSv2 token key the last agent saved is unusable: pods' tokens get 401 once, and SDKs fetch new ones")
+	}
+	a.saveTokenKey()
+}
+
+// saveTokenKey keeps the IMDSv2 token key in force for the next agent.
+func (a *agent) saveTokenKey() {
+	if err := handover.SaveState(a.cfg.HandoverDir, a.server.TokenKey()); err != nil {
+		a.log.WithError(err).Warn("the IMDSv2 token key could not be saved for the next agent: after a restart without a handover, pods' tokens get 401 once")
+	}
 }
 
 // offerHandover opens the handover socket for the next agent.

@@ -171,6 +171,7 @@ func TestFlavours(t *testing.T) {
 			t.Run("DefaultRoleAndRegexpPolicies", func(t *testing.T) { testDefaultRoleAndRegexp(t, env) })
 			t.Run("IMDSv2Required", func(t *testing.T) { testIMDSv2Required(t, env) })
 			t.Run("AgentRestartUnderLoadFailsClosed", func(t *testing.T) { testAgentRestart(t, env) })
+			t.Run("TokensSurviveAKilledAgent", func(t *testing.T) { testTokensSurviveAKill(t, env) })
 			t.Run("HandoverUnderLoadLosesNoRequest", func(t *testing.T) { testHandoverUnderLoad(t, env) })
 			t.Run("HandoverToAnotherPortLosesNoRequest", func(t *testing.T) { testHandoverToAnotherPort(t, env) })
 			t.Run("FlushedNatTableIsRestored", func(t *testing.T) { testFlushRestored(t, env) })
@@ -572,6 +573,56 @@ func testIMDSv2Required(t *testing.T, env *harness.Env) {
 	}
 	if string(out) != "401" {
 		t.Fatalf("pod b with pod a's token: status %s, want 401", out)
+	}
+}
+
+// testTokensSurviveAKill: an IMDSv2 token a pod holds stays valid when its
+// agent is SIGKILLed and started again with the same --handover-dir (no
+// handover: the key comes from the state file), as on EC2, where a token
+// lives its TTL. The Rust SDK keeps a token for its whole 6 hours and
+// retries a 401 with it; a new key would leave it without metadata.
+func testTokensSurviveAKill(t *testing.T, env *harness.Env) {
+	dir := t.TempDir()
+	restartAgent(t, env, "--handover-dir", dir)
+	t.Cleanup(func() { restartAgent(t, env) })
+	mustNamespace(t, env, "keepkey", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "keepkey", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	ctx := ctxT(t)
+	tok, err := p.Net.Command(ctx, "curl", "-sS", "-f", "--max-time", "2", "-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 21600", "http://169.254.169.254/latest/api/token").Output()
+	if err != nil || len(tok) == 0 {
+		t.Fatalf("token PUT: %v", err)
+	}
+	get := func() string {
+		t.Helper()
+		out, err := p.Net.Command(ctx, "curl", "-sS", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}", "-H", "X-aws-ec2-metadata-token: "+string(tok), "http://169.254.169.254"+credsPath).Output()
+		if err != nil {
+			t.Fatalf("GET with the token: %v", err)
+		}
+		return string(out)
+	}
+	if code := get(); code != "200" {
+		t.Fatalf("GET with a fresh token: %s, want 200", code)
+	}
+	st, err := os.Stat(handover.StatePath(dir))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the saved token key: %v, mode %v; want a 0600 file", err, st)
+	}
+	if err := env.Agent.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Agent.Start(); err != nil { // the same arguments, --handover-dir among them
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := env.Agent.WaitReady(wctx); err != nil {
+		t.Fatal(err)
+	}
+	if code := get(); code != "200" {
+		t.Fatalf("GET with the token after the agent was killed and started again: %s, want 200", code)
+	}
+	if !strings.Contains(env.Agent.Log(), "token key the last agent on this node saved is restored") {
+		t.Errorf("the restarted agent did not say it restored the token key")
 	}
 }
 
