@@ -134,39 +134,39 @@ func sameCredentials(cached, asked credentials.Credentials) bool {
 		(asked.LastUpdated.IsZero() || cached.LastUpdated.Equal(asked.LastUpdated))
 }
 
-// imdsCredentials is the IMDS credential document, fields in IMDS's order.
-type imdsCredentials struct {
-	Code            string `json:"Code"`
-	LastUpdated     string `json:"LastUpdated"`
-	Type            string `json:"Type"`
-	AccessKeyID     string `json:"AccessKeyId"`
-	SecretAccessKey string `json:"SecretAccessKey"`
-	Token           string `json:"Token"`
-	Expiration      string `json:"Expiration"`
-	// AccountID is only in the extended document (security-credentials-extended).
-	AccountID string `json:"AccountId,omitempty"`
-}
-
 // encodeCredentials renders creds as IMDS does under security-credentials/.
 func encodeCredentials(creds credentials.Credentials) ([]byte, error) {
 	return encodeIMDSCredentials(creds, "")
 }
 
 // encodeIMDSCredentials renders creds as IMDS does, with AccountId when
-// accountID is set (the extended document).
+// accountID is set (the extended document): IMDS's fields in IMDS's order
+// and layout, one per line as `  "Name" : "value"`, so scripts written
+// against EC2 (`grep AccessKeyId | cut -d'"' -f4`) read it too.
 func encodeIMDSCredentials(creds credentials.Credentials, accountID string) ([]byte, error) {
-	body, err := json.Marshal(imdsCredentials{
-		Code:            "Success",
-		LastUpdated:     creds.LastUpdated.UTC().Format(imdsTimeLayout),
-		Type:            "AWS-HMAC",
-		AccessKeyID:     creds.AccessKeyID,
-		SecretAccessKey: creds.SecretAccessKey,
-		Token:           creds.SessionToken,
-		Expiration:      creds.Expiration.UTC().Format(imdsTimeLayout),
-		AccountID:       accountID,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("encoding the credential document failed: %w", err)
+	fields := [][2]string{
+		{"Code", "Success"},
+		{"LastUpdated", creds.LastUpdated.UTC().Format(imdsTimeLayout)},
+		{"Type", "AWS-HMAC"},
+		{"AccessKeyId", creds.AccessKeyID},
+		{"SecretAccessKey", creds.SecretAccessKey},
+		{"Token", creds.SessionToken},
+		{"Expiration", creds.Expiration.UTC().Format(imdsTimeLayout)},
 	}
-	return body, nil
+	if accountID != "" {
+		fields = append(fields, [2]string{"AccountId", accountID})
+	}
+	body := append(make([]byte, 0, 256+len(creds.SessionToken)), "{\n"...)
+	for i, f := range fields {
+		value, err := json.Marshal(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("encoding the credential document's %s failed: %w", f[0], err)
+		}
+		body = append(append(append(append(body, `  "`...), f[0]...), `" : `...), value...)
+		if i < len(fields)-1 {
+			body = append(body, ',')
+		}
+		body = append(body, '\n')
+	}
+	return append(body, '}'), nil
 }

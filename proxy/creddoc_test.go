@@ -109,6 +109,18 @@ func TestRefusalsAreLoggedEveryTime(t *testing.T) {
 	}
 }
 
+// imdsCredentials is the IMDS credential document, decoded.
+type imdsCredentials struct {
+	Code            string `json:"Code"`
+	LastUpdated     string `json:"LastUpdated"`
+	Type            string `json:"Type"`
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	Token           string `json:"Token"`
+	Expiration      string `json:"Expiration"`
+	AccountID       string `json:"AccountId,omitempty"`
+}
+
 func TestCredentialDocuments(t *testing.T) {
 	clk := clocktesting.NewFakePassiveClock(time.Now())
 	d := newCredentialDocs(clk)

@@ -28,13 +28,23 @@ func TestCredentialDocumentIsExactlyIMDSFormat(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("status %d, body %q", status, body)
 	}
-	want := fmt.Sprintf(`{"Code":"Success","LastUpdated":"%s","Type":"AWS-HMAC","AccessKeyId":"%s","SecretAccessKey":"%s","Token":"%s","Expiration":"%s"}`,
+	// EC2's own layout (AWS's documented example, and what curl shows on
+	// an instance): a field a line, "Name" : "value".
+	want := fmt.Sprintf("{\n  \"Code\" : \"Success\",\n  \"LastUpdated\" : \"%s\",\n  \"Type\" : \"AWS-HMAC\",\n  \"AccessKeyId\" : \"%s\",\n  \"SecretAccessKey\" : \"%s\",\n  \"Token\" : \"%s\",\n  \"Expiration\" : \"%s\"\n}",
 		c.LastUpdated.Format("2006-01-02T15:04:05Z"), c.AccessKeyID, c.SecretAccessKey, c.SessionToken, c.Expiration.Format("2006-01-02T15:04:05Z"))
 	if body != want {
 		t.Errorf("body\n got %s\nwant %s", body, want)
 	}
 	if ct := hdr.Get("Content-Type"); ct != "text/plain" {
 		t.Errorf("Content-Type %q, want text/plain as IMDS", ct)
+	}
+	// What scripts written against EC2 do: grep AccessKeyId | cut -d'"' -f4.
+	for _, line := range strings.Split(body, "\n") {
+		if strings.Contains(line, "AccessKeyId") {
+			if f := strings.Split(line, `"`); len(f) < 4 || f[3] != c.AccessKeyID {
+				t.Errorf("cut -d'\"' -f4 of the AccessKeyId line %q is not the key ID %s", line, c.AccessKeyID)
+			}
+		}
 	}
 }
 
@@ -48,7 +58,7 @@ func TestExtendedCredentialDocumentIsExactlyIMDSFormat(t *testing.T) {
 		if status != http.StatusOK {
 			t.Fatalf("%s: status %d, body %q", path, status, body)
 		}
-		want := fmt.Sprintf(`{"Code":"Success","LastUpdated":"%s","Type":"AWS-HMAC","AccessKeyId":"%s","SecretAccessKey":"%s","Token":"%s","Expiration":"%s","AccountId":"%s"}`,
+		want := fmt.Sprintf("{\n  \"Code\" : \"Success\",\n  \"LastUpdated\" : \"%s\",\n  \"Type\" : \"AWS-HMAC\",\n  \"AccessKeyId\" : \"%s\",\n  \"SecretAccessKey\" : \"%s\",\n  \"Token\" : \"%s\",\n  \"Expiration\" : \"%s\",\n  \"AccountId\" : \"%s\"\n}",
 			c.LastUpdated.Format("2006-01-02T15:04:05Z"), c.AccessKeyID, c.SecretAccessKey, c.SessionToken, c.Expiration.Format("2006-01-02T15:04:05Z"), testAccountID)
 		if body != want {
 			t.Errorf("%s: body\n got %s\nwant %s", path, body, want)

@@ -36,8 +36,12 @@ type FirstRequestResult struct {
 	Statuses map[int]int `json:"statuses"`
 }
 
-// credentialsPrefix starts every IMDS credential document kube2ra serves.
-var credentialsPrefix = []byte(`{"Code":"Success"`)
+// CredentialsPrefix starts every IMDS credential document kube2ra serves
+// (EC2's layout: a field a line).
+const CredentialsPrefix = "{\n  \"Code\" : \"Success\""
+
+// credentialsPrefix is CredentialsPrefix as bytes.
+var credentialsPrefix = []byte(CredentialsPrefix)
 
 // errNoCredentials is a 200 without a credential document.
 var errNoCredentials = errors.New("answered 200 without a credential document")

@@ -33,7 +33,7 @@ type LoadOptions struct {
 	// Timeout bounds one request.
 	Timeout time.Duration `json:"timeout"`
 	// Expect, when set, must be a prefix of every 200 body (a sanity check
-	// that the right thing answered, e.g. `{"Code":"Success"` ).
+	// that the right thing answered, e.g. CredentialsPrefix).
 	Expect string `json:"expect"`
 	// AuthorizationFiles, when set, maps a pod IP to its ServiceAccount
 	// token file: every connection sends the token of the address it

@@ -14,7 +14,7 @@ import (
 
 const testCredPath = "/latest/meta-data/iam/security-credentials/app"
 
-var testCredBody = []byte(`{"Code":"Success","LastUpdated":"2026-01-01T00:00:00Z","Type":"AWS-HMAC"}`)
+var testCredBody = []byte(CredentialsPrefix + ",\n  \"LastUpdated\" : \"2026-01-01T00:00:00Z\",\n  \"Type\" : \"AWS-HMAC\"\n}")
 
 func startBaseline(t *testing.T) string {
 	t.Helper()
@@ -32,7 +32,7 @@ func TestLoadOverTokensCountsOnlyTheWindowAndSeesNoErrors(t *testing.T) {
 	res, err := RunLoad(context.Background(), LoadOptions{
 		Addr: addr, Path: testCredPath, Conns: 3, Token: true,
 		Start: time.Now().Add(50 * time.Millisecond), Warmup: 50 * time.Millisecond, Duration: 200 * time.Millisecond,
-		Expect: `{"Code":"Success"`,
+		Expect: CredentialsPrefix,
 	})
 	if err != nil {
 		t.Fatal(err)

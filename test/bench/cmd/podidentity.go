@@ -75,7 +75,7 @@ func (s *suite) podIdentityRoute(ctx context.Context) error {
 	}
 	door := s.loadOptions(podIdentityPath, `{"AccessKeyId":`)
 	door.Addr, door.Token, door.AuthorizationFiles = podIdentityAddr, false, files
-	metadata := s.loadOptions(credPathPrefix+loadRole, `{"Code":"Success"`)
+	metadata := s.loadOptions(credPathPrefix+loadRole, bench.CredentialsPrefix)
 
 	var a, m, b []stats
 	var rpsRatios, p99Ratios, vsCred []float64

@@ -81,7 +81,7 @@ func (s *suite) credRoute(ctx context.Context) error {
 		Body:     ref.Body,
 		Hardened: s.cfg.hardenedBaseline,
 	}
-	opts := s.loadOptions(path, `{"Code":"Success"`)
+	opts := s.loadOptions(path, bench.CredentialsPrefix)
 
 	var a, b []stats
 	var rpsRatios, p99Ratios, rssLoad []float64

@@ -46,7 +46,7 @@ func (s *suite) upstreamSessions(ctx context.Context) error {
 	err = parallel(ctx, n, n, func(i int) error {
 		o := bench.LoadOptions{
 			Addr: metadataAddr, Path: credPathPrefix + roles[i], Conns: 1, Token: true,
-			Duration: s.cfg.sessionLoad, RatePerConn: s.cfg.sessionRate, Timeout: 5 * time.Second, Expect: `{"Code":"Success"`,
+			Duration: s.cfg.sessionLoad, RatePerConn: s.cfg.sessionRate, Timeout: 5 * time.Second, Expect: bench.CredentialsPrefix,
 		}
 		r, err := s.runLoad(ctx, nets[i:i+1], o)
 		results[i] = r
