@@ -85,11 +85,17 @@ type containerCredentials struct {
 	Expiration      string `json:"Expiration"`
 }
 
-// endpointError is the error body aws-sdk-go-v2's endpointcreds client
-// decodes (it reads it only with Content-Type application/json).
+// endpointError is the error body the SDKs' container-credentials clients
+// decode: aws-sdk-go-v2's endpointcreds and Java v2 read "code" and
+// "message" (Go only with Content-Type application/json), the JavaScript
+// SDK v3's fromHttp "Code" and "Message"; both spellings carry the same
+// values (the EKS agent answers text/plain, which none of them reads).
 type endpointError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// CodeJS and MessageJS repeat Code and Message for the JavaScript SDK.
+	CodeJS    string `json:"Code"`
+	MessageJS string `json:"Message"`
 }
 
 // servePodIdentity answers GET /v1/credentials: the caller is the pod its
@@ -276,7 +282,7 @@ func (s *Server) refusePodIdentity(w http.ResponseWriter, info *requestInfo, sta
 	info.reason, info.err = result, err
 	s.metrics.denials.WithLabelValues(result).Inc()
 	s.metrics.countPodIdentity(result)
-	body, mErr := json.Marshal(endpointError{Code: code, Message: message})
+	body, mErr := json.Marshal(endpointError{Code: code, Message: message, CodeJS: code, MessageJS: message})
 	if mErr != nil {
 		writeStatus(w, http.StatusInternalServerError)
 		return

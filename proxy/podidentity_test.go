@@ -471,9 +471,11 @@ func TestPodIdentityRefusals(t *testing.T) {
 			if status != tt.status {
 				t.Fatalf("status %d, want %d: %s", status, tt.status, body)
 			}
-			var doc endpointError
-			if h.Get("Content-Type") != "application/json" || json.Unmarshal(body, &doc) != nil || doc.Code != tt.code || doc.Message == "" {
-				t.Fatalf("body %q (%s), want JSON with code %s and a message", body, h.Get("Content-Type"), tt.code)
+			// Exact keys: Go and Java read code/message, JavaScript Code/Message.
+			var doc map[string]string
+			if h.Get("Content-Type") != "application/json" || json.Unmarshal(body, &doc) != nil || doc["code"] != tt.code || doc["Code"] != tt.code ||
+				doc["message"] == "" || doc["Message"] != doc["message"] {
+				t.Fatalf("body %q (%s), want JSON with code and Code %s, and the same message as message and Message", body, h.Get("Content-Type"), tt.code)
 			}
 			if strings.Contains(string(body), "secret policy") || strings.Contains(string(body), "rate exceeded") {
 				t.Errorf("the body carries AWS's message: %s", body)
