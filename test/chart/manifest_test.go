@@ -398,3 +398,27 @@ func TestHostIPsOnlyWhereTheAPIServerHasIt(t *testing.T) {
 		}
 	}
 }
+
+// TestSELinuxOptionsReachTheAgentContainer: seLinuxOptions (spc_t on
+// SELinux-enforcing nodes) lands in the agent container's securityContext,
+// and nothing is set by default.
+func TestSELinuxOptionsReachTheAgentContainer(t *testing.T) {
+	for args, want := range map[string]string{"": "", "seLinuxOptions.type=spc_t": "spc_t"} {
+		var helmArgs []string
+		if args != "" {
+			helmArgs = []string{"--set", args}
+		}
+		objects, err := chart.Objects(render(t, valueSet{name: "defaults"}, helmArgs...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := agentDaemonSet(t, objects).Spec.Template.Spec.Containers[0].SecurityContext
+		got := ""
+		if sc != nil && sc.SELinuxOptions != nil {
+			got = sc.SELinuxOptions.Type
+		}
+		if got != want {
+			t.Errorf("--set %q: SELinux type %q, want %q", args, got, want)
+		}
+	}
+}
