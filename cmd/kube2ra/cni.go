@@ -35,6 +35,15 @@ func cniEntry(cfg *Config, backend iptables.Mode) plugin.Config {
 		if cfg.PodIdentity {
 			redirect(iptables.PodIdentityIPv6)
 		}
+	} else if wantIPv6Guard(cfg) {
+		// IPv6 off on a kernel with IPv6: the pod is refused the IPv6
+		// addresses, as the host's guard refuses them, also where the
+		// host's netfilter is skipped (eBPF dataplanes).
+		refuse := func(a netip.Addr) { e.Refuse = append(e.Refuse, netip.AddrPortFrom(a, metadataPort)) }
+		refuse(iptables.MetadataIPv6)
+		if cfg.PodIdentity {
+			refuse(iptables.PodIdentityIPv6)
+		}
 	}
 	return e
 }

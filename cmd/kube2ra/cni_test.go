@@ -17,16 +17,24 @@ import (
 )
 
 // TestCNIEntryFollowsTheDoors proves the plugin's entry redirects exactly
-// the addresses the host rules redirect, to the agent's address and port.
+// the addresses the host rules redirect, to the agent's address and port,
+// and refuses what the host's IPv6 guard refuses when IPv6 is off (on a
+// kernel with IPv6, as the agent decides it).
 func TestCNIEntryFollowsTheDoors(t *testing.T) {
+	refuse := func(addrs string) string {
+		if !iptables.KernelHasIPv6() {
+			return ""
+		}
+		return `,"refuse":[` + addrs + `]`
+	}
 	cases := []struct {
 		name        string
 		podIdentity bool
 		ipv6        bool
 		want        string
 	}{
-		{"IMDS only", false, false, `{"type":"kube2ra-cni","nodeIP":"10.0.0.5","port":8181,"redirect":["169.254.169.254:80"],"iptablesBackend":"legacy"}`},
-		{"token door", true, false, `{"type":"kube2ra-cni","nodeIP":"10.0.0.5","port":8181,"redirect":["169.254.169.254:80","169.254.170.23:80"],"iptablesBackend":"legacy"}`},
+		{"IMDS only", false, false, `{"type":"kube2ra-cni","nodeIP":"10.0.0.5","port":8181,"redirect":["169.254.169.254:80"]` + refuse(`"[fd00:ec2::254]:80"`) + `,"iptablesBackend":"legacy"}`},
+		{"token door", true, false, `{"type":"kube2ra-cni","nodeIP":"10.0.0.5","port":8181,"redirect":["169.254.169.254:80","169.254.170.23:80"]` + refuse(`"[fd00:ec2::254]:80","[fd00:ec2::23]:80"`) + `,"iptablesBackend":"legacy"}`},
 		{"IPv6", false, true, `{"type":"kube2ra-cni","nodeIP":"10.0.0.5","nodeIPv6":"fd00::5","port":8181,"redirect":["169.254.169.254:80","[fd00:ec2::254]:80"],"iptablesBackend":"legacy"}`},
 		{"token door and IPv6", true, true, `{"type":"kube2ra-cni","nodeIP":"10.0.0.5","nodeIPv6":"fd00::5","port":8181,"redirect":["169.254.169.254:80","169.254.170.23:80","[fd00:ec2::254]:80","[fd00:ec2::23]:80"],"iptablesBackend":"legacy"}`},
 	}

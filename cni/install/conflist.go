@@ -152,7 +152,8 @@ func (c *conflist) hasExactly(want plugin.Config) bool {
 // sameConfig compares two entries field by field.
 func sameConfig(a, b plugin.Config) bool {
 	return a.Type == b.Type && a.NodeIP == b.NodeIP && a.NodeIPv6 == b.NodeIPv6 &&
-		a.Port == b.Port && slices.Equal(a.Redirect, b.Redirect) && a.IPTablesBackend == b.IPTablesBackend
+		a.Port == b.Port && slices.Equal(a.Redirect, b.Redirect) && slices.Equal(a.Refuse, b.Refuse) &&
+		a.IPTablesBackend == b.IPTablesBackend
 }
 
 // onlyConfigKeys reports whether an entry holds nothing but the keys
@@ -165,7 +166,7 @@ func onlyConfigKeys(raw json.RawMessage) bool {
 	want, _ := json.Marshal(plugin.Config{})
 	var known map[string]json.RawMessage
 	_ = json.Unmarshal(want, &known)
-	known["nodeIPv6"] = nil
+	known["nodeIPv6"], known["refuse"] = nil, nil
 	for k := range keys {
 		if _, ok := known[k]; !ok {
 			return false

@@ -186,3 +186,31 @@ func TestRemoveGolden(t *testing.T) {
 		})
 	}
 }
+
+// TestEnsureRewritesAnEntryWhoseRefusalsChanged: an entry written without
+// the IPv6 refusals (an older agent's) is rewritten with them, and the
+// rewritten entry, "refuse" key and all, is then left alone.
+func TestEnsureRewritesAnEntryWhoseRefusalsChanged(t *testing.T) {
+	cases, _ := filepath.Glob("testdata/golden/*")
+	if len(cases) == 0 {
+		t.Fatal("no golden cases")
+	}
+	i, opts := testInstaller(t, filepath.Join(cases[0], "in"))
+	if _, err := i.Ensure(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	opts.Entry.Refuse = []netip.AddrPort{netip.MustParseAddrPort("[fd00:ec2::254]:80")}
+	next, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := next.Ensure(context.Background()); err != nil || !r.EntryWritten {
+		t.Fatalf("Ensure with refusals added = %+v, %v: want the entry rewritten", r, err)
+	}
+	if st, err := Inspect(opts.BinDir, opts.ConfDir, &opts.Entry); err != nil || !st.Installed() || st.Problem() != "" {
+		t.Fatalf("after the rewrite Inspect = %+v, %v", st, err)
+	}
+	if r, err := next.Ensure(context.Background()); err != nil || r.EntryWritten {
+		t.Fatalf("a second Ensure = %+v, %v: want nothing written", r, err)
+	}
+}
