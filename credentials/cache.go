@@ -738,7 +738,7 @@ func (c *CredentialCache) dueLocked(e *entry, now time.Time, evict *[]*entry) (t
 		}
 		return evictAt, true
 	}
-	due, ok := e.nextAttempt()
+	due, ok := e.nextAttempt(now)
 	if !ok {
 		return time.Time{}, false
 	}
@@ -754,13 +754,19 @@ func (c *CredentialCache) dueLocked(e *entry, now time.Time, evict *[]*entry) (t
 }
 
 // nextAttempt is when the refresher should call upstream for a tracked
-// entry; false when it should not (the pod is denied or its request is
-// invalid: only a Get retries those, after backoff).
-func (e *entry) nextAttempt() (time.Time, bool) {
-	if !e.hasCreds {
+// entry; false when it should not: the pod is denied or its request is
+// invalid and nothing servable is held (only a Get retries those, after
+// backoff). Credentials still servable are refreshed after a denial too,
+// in case it is undone before they run out; once they have, a role whose
+// trust policy stopped trusting the node is not asked every 30 s for as
+// long as the pod lives.
+func (e *entry) nextAttempt(now time.Time) (time.Time, bool) {
+	if !e.hasCreds || !now.Before(e.servableUntil) {
 		if k := KindOf(e.err); e.err != nil && (k == KindDenied || k == KindInvalid) {
 			return time.Time{}, false
 		}
+	}
+	if !e.hasCreds {
 		return e.retryAt, true
 	}
 	if e.retryAt.After(e.refreshAt) {

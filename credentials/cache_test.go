@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/kube2ra/kube2ra/test/fakeaws/fakests"
 )
 
 func podReq(role, namespace, pod string) Request {
@@ -307,6 +309,37 @@ func TestCacheRemembersDenials(t *testing.T) {
 		env.clock.Step(time.Minute)
 	}
 	consistently(t, "no background retries of a denial", 100*time.Millisecond, func() bool { return env.calls() == 3 })
+}
+
+// TestCacheStopsRefreshingARoleThatBecameDenied: a tracked pod whose role
+// stops trusting the node is refreshed (and refused) while its credentials
+// are still servable, then no more in the background once they are not.
+// It once kept asking every 30 s for as long as the pod lived.
+func TestCacheStopsRefreshingARoleThatBecameDenied(t *testing.T) {
+	env := newCacheEnv(t, nil)
+	env.run(t)
+	req := podReq(appRoleARN, "ns", "pod")
+	env.cache.Track("uid", req)
+	eventually(t, "prefetched", func() bool { return env.cached(req) })
+	creds := get(t, env.cache, req)
+	if err := env.fake.AddRole(fakests.Role{ARN: appRoleARN, Trust: []string{"arn:aws:iam::111122223333:user/someone-else"}}); err != nil {
+		t.Fatal(err)
+	}
+	env.clock.Step(3 * time.Minute) // the refresh time of a 15-minute session
+	eventually(t, "the refresh was refused", func() bool { return env.cache.Stats().RefreshFailures >= 1 })
+	if got := get(t, env.cache, req); got.AccessKeyID != creds.AccessKeyID {
+		t.Fatalf("served %s after the refused refresh, want the servable %s", got.AccessKeyID, creds.AccessKeyID)
+	}
+	env.clock.SetTime(creds.Expiration.Add(-DefaultMinTTL))
+	time.Sleep(50 * time.Millisecond) // the refresher's last look while servable
+	calls := env.calls()
+	for range 10 {
+		env.clock.Step(time.Minute)
+	}
+	consistently(t, "no background calls for a denied role once nothing is servable", 200*time.Millisecond, func() bool { return env.calls() == calls })
+	if _, err := env.cache.Get(context.Background(), req); KindOf(err) != KindDenied {
+		t.Fatalf("a Get after expiry: %v, want denied", err)
+	}
 }
 
 func TestCachePrefetchMakesTheFirstGetAHit(t *testing.T) {
