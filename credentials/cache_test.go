@@ -203,13 +203,20 @@ func TestCacheRefreshesOnlyTrackedKeysAheadOfExpiry(t *testing.T) {
 	}
 }
 
-func TestCacheServesCachedCredentialsWhileUpstreamIsDown(t *testing.T) {
+// runningWithATrackedPod is a running cache with one tracked pod of
+// appRoleARN, its credentials prefetched: the request and them.
+func runningWithATrackedPod(t *testing.T) (*cacheEnv, Request, Credentials) {
+	t.Helper()
 	env := newCacheEnv(t, nil)
 	env.run(t)
 	req := podReq(appRoleARN, "ns", "pod")
 	env.cache.Track("uid", req)
 	eventually(t, "prefetched", func() bool { return env.cached(req) })
-	old := get(t, env.cache, req)
+	return env, req, get(t, env.cache, req)
+}
+
+func TestCacheServesCachedCredentialsWhileUpstreamIsDown(t *testing.T) {
+	env, req, old := runningWithATrackedPod(t)
 	if got := gaugeValue(t, env.reg, "kube2ra_credential_stale_entries"); got != 0 {
 		t.Errorf("kube2ra_credential_stale_entries %v with fresh credentials, want 0", got)
 	}
@@ -316,12 +323,7 @@ func TestCacheRemembersDenials(t *testing.T) {
 // are still servable, then no more in the background once they are not.
 // It once kept asking every 30 s for as long as the pod lived.
 func TestCacheStopsRefreshingARoleThatBecameDenied(t *testing.T) {
-	env := newCacheEnv(t, nil)
-	env.run(t)
-	req := podReq(appRoleARN, "ns", "pod")
-	env.cache.Track("uid", req)
-	eventually(t, "prefetched", func() bool { return env.cached(req) })
-	creds := get(t, env.cache, req)
+	env, req, creds := runningWithATrackedPod(t)
 	if err := env.fake.AddRole(fakests.Role{ARN: appRoleARN, Trust: []string{"arn:aws:iam::111122223333:user/someone-else"}}); err != nil {
 		t.Fatal(err)
 	}
