@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -80,9 +82,18 @@ type STSSource struct {
 	clock clock.PassiveClock
 	// log receives debug lines.
 	log logrus.FieldLogger
+	// oneHour holds the roles that refused duration as over their
+	// MaxSessionDuration (IAM's default is 1 hour) or over role chaining's
+	// hour: they are asked for 1 hour, which every role grants.
+	oneHour sync.Map
 }
 
 var _ Source = (*STSSource)(nil)
+
+// durationOverRoleMax is how STS starts the refusal of a DurationSeconds
+// over the role's MaxSessionDuration, or over the 1 hour of role chaining
+// (code ValidationError).
+const durationOverRoleMax = "DurationSeconds exceeds the"
 
 // NewSTSSource loads the SDK configuration (default chain unless
 // BaseCredentials is given) and builds the STS client. It makes no call.
@@ -205,6 +216,9 @@ func (s *STSSource) assume(ctx context.Context, a assumeInput, optFns ...func(*s
 	if a.sessionName == "" {
 		return Credentials{}, &Error{Kind: KindInvalid, Source: STSSourceName, RoleARN: a.roleARN, Hop: a.hop, Message: "a role session name is required by sts:AssumeRole; derive one with SessionName(namespace, pod)"}
 	}
+	if _, capped := s.oneHour.Load(a.roleARN); capped {
+		a.duration = min(a.duration, time.Hour)
+	}
 	in := &sts.AssumeRoleInput{
 		RoleArn:         aws.String(a.roleARN),
 		RoleSessionName: aws.String(a.sessionName),
@@ -223,6 +237,18 @@ func (s *STSSource) assume(ctx context.Context, a assumeInput, optFns ...func(*s
 		}
 	}
 	out, err := s.client.AssumeRole(ctx, in, optFns...)
+	if err != nil && a.duration > time.Hour {
+		if e := stsError(a.roleARN, err); e.Kind == KindInvalid && strings.Contains(e.Message, durationOverRoleMax) {
+			// The role allows less than --iam-role-session-ttl: 1 hour
+			// from now on, which is every role's minimum maximum.
+			if _, known := s.oneHour.LoadOrStore(a.roleARN, true); !known {
+				s.log.WithFields(logrus.Fields{"role": a.roleARN, "requested": a.duration}).
+					Warn("the role's MaxSessionDuration is shorter than --iam-role-session-ttl: its sessions are asked for 1h; raise the role's maximum session duration in IAM to get longer ones")
+			}
+			in.DurationSeconds = aws.Int32(int32(time.Hour / time.Second))
+			out, err = s.client.AssumeRole(ctx, in, optFns...)
+		}
+	}
 	if err != nil {
 		e := stsError(a.roleARN, err)
 		e.Hop = a.hop

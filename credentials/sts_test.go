@@ -20,6 +20,8 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
 	"github.com/sirupsen/logrus"
+
+	"github.com/kube2ra/kube2ra/test/fakeaws/fakests"
 )
 
 func TestSTSSourceAssumesTheRequestedRole(t *testing.T) {
@@ -59,6 +61,38 @@ func TestSTSSourceAssumesTheRequestedRole(t *testing.T) {
 	}
 }
 
+// TestSTSSourceFallsBackToOneHourForARoleWithAShorterMaximum: with a 6 h
+// --iam-role-session-ttl, a role left at IAM's default MaxSessionDuration
+// (1 h) refuses the call (ValidationError); the source asks again for 1 h,
+// which every role grants, and asks that role for 1 h from then on. A role
+// allowing 12 h still gets 6 h. Before, every pod of such a role got no
+// credentials.
+func TestSTSSourceFallsBackToOneHourForARoleWithAShorterMaximum(t *testing.T) {
+	env := newSTSEnv(t, func(o *STSOptions) { o.Duration = 6 * time.Hour })
+	const longRoleARN = "arn:aws:iam::123456789012:role/long-sessions"
+	if err := env.fake.AddRole(fakests.Role{ARN: longRoleARN, Trust: []string{nodeARN}, MaxSessionDuration: 12 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	req := Request{RoleARN: appRoleARN, SessionName: SessionName("ns", "pod")}
+	creds, err := env.source.Fetch(context.Background(), req)
+	if err != nil {
+		t.Fatalf("a 6 h session of a role allowing 1 h: %v, want 1 h credentials", err)
+	}
+	if want := env.clock.Now().Add(time.Hour); !creds.Expiration.Equal(want) {
+		t.Errorf("expiration %s, want %s (1 h)", creds.Expiration, want)
+	}
+	if got := env.fake.Calls("AssumeRole"); got != 2 {
+		t.Errorf("%d AssumeRole calls for the first fetch, want 2 (refused, then 1 h)", got)
+	}
+	if _, err := env.source.Fetch(context.Background(), req); err != nil || env.fake.Calls("AssumeRole") != 3 {
+		t.Errorf("the second fetch: %v after %d calls in all, want one more call asking 1 h straight away", err, env.fake.Calls("AssumeRole"))
+	}
+	long, err := env.source.Fetch(context.Background(), Request{RoleARN: longRoleARN, SessionName: SessionName("ns", "pod")})
+	if err != nil || !long.Expiration.Equal(env.clock.Now().Add(6*time.Hour)) {
+		t.Errorf("a role allowing 12 h: %v, expiration %s, want 6 h", err, long.Expiration)
+	}
+}
+
 func TestSTSSourcePassesTheExternalID(t *testing.T) {
 	env := newSTSEnv(t)
 	creds, err := env.source.Fetch(context.Background(), Request{RoleARN: extRoleARN, ExternalID: extRoleID, SessionName: "ns.pod"})
@@ -93,8 +127,6 @@ func TestSTSSourceMapsErrorsToKinds(t *testing.T) {
 			wantKind: KindDenied, wantCode: "AccessDenied", wantCalls: 1},
 		{name: "an invalid session name is invalid", req: Request{RoleARN: appRoleARN, SessionName: "ns pod"},
 			wantKind: KindInvalid, wantCode: "ValidationError", wantInMsg: "roleSessionName", wantCalls: 1},
-		{name: "a duration over the role's maximum is invalid", req: Request{RoleARN: appRoleARN, SessionName: "ns.pod"}, duration: 2 * time.Hour,
-			wantKind: KindInvalid, wantCode: "ValidationError", wantInMsg: "MaxSessionDuration", wantCalls: 1},
 		{name: "throttling is throttled and not retried by the SDK", req: Request{RoleARN: appRoleARN, SessionName: "ns.pod"},
 			setup:    func(e *stsEnv) { e.fake.SetThrottle(true) },
 			wantKind: KindThrottled, wantCode: "Throttling", wantInMsg: "Rate exceeded", wantCalls: 1},
