@@ -97,6 +97,9 @@ func (l *readinessLog) succeeded() {
 	l.mu.Unlock()
 }
 
+// HealthzPath is the liveness route: the process serves.
+const HealthzPath = "/healthz"
+
 // OpsServer serves /healthz, /readyz, /metrics and (with Debug) /debug/store.
 // Every pod can reach the host IP it listens on, so what tells about other
 // pods (/debug/*, the details of /readyz) is answered only on a connection
@@ -222,7 +225,7 @@ func loopbackOnly(h http.HandlerFunc) http.HandlerFunc {
 func newOpsHandler(opts OpsOptions) http.Handler {
 	m := http.NewServeMux()
 	notReady := &readinessLog{log: opts.Logger, clock: opts.Clock}
-	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	m.HandleFunc("GET "+HealthzPath, func(w http.ResponseWriter, _ *http.Request) {
 		writeText(w, http.StatusOK, "ok")
 	})
 	m.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {

@@ -34,6 +34,9 @@ type SharedPort struct {
 	// MetadataAddrs are the addresses the DNAT redirects to the port
 	// (169.254.169.254, fd00:ec2::254, 169.254.170.23, fd00:ec2::23).
 	MetadataAddrs []netip.Addr
+	// Only, when set, is the one ops path shared (kube2iam's /healthz on its
+	// app port, where kube2iam's chart probes); empty shares every route.
+	Only string
 	// originalDst reads a connection's pre-DNAT destination; nil reads conntrack.
 	originalDst func(net.Conn) (netip.Addr, error)
 }
@@ -66,7 +69,7 @@ func (s *Server) ShareWith(p SharedPort) error {
 	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		return context.WithValue(ctx, connKey{}, c)
 	}
-	srv.Handler = sharedHandler{metadata: srv.Handler, ops: mux, lookup: lookup, metadataAddrs: metadata}
+	srv.Handler = sharedHandler{metadata: srv.Handler, ops: mux, only: p.Only, lookup: lookup, metadataAddrs: metadata}
 	return nil
 }
 
@@ -77,6 +80,8 @@ type sharedHandler struct {
 	metadata http.Handler
 	// ops is the ops server's mux.
 	ops *http.ServeMux
+	// only, when set, is the one ops path shared.
+	only string
 	// lookup reads a connection's pre-DNAT destination.
 	lookup func(net.Conn) (netip.Addr, error)
 	// metadataAddrs are the DNATed addresses, unmapped.
@@ -84,6 +89,15 @@ type sharedHandler struct {
 }
 
 func (h sharedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.only != "" {
+		// One path: a comparison, not a route lookup, on every metadata request.
+		if r.RequestURI == h.only && h.direct(r) {
+			h.ops.ServeHTTP(w, r)
+			return
+		}
+		h.metadata.ServeHTTP(w, r)
+		return
+	}
 	if _, pattern := h.ops.Handler(r); pattern != "" && h.direct(r) {
 		h.ops.ServeHTTP(w, r)
 		return

@@ -82,6 +82,48 @@ func TestSharedPortKeepsPodsOffTheOpsRoutes(t *testing.T) {
 	}
 }
 
+// TestSharedHealthzOnlyOnTheMetadataPort: with separate ports, the
+// metadata port answers /healthz alone to direct connections (a kubelet
+// probe from kube2iam's chart, which aims both probes at the app port), as
+// kube2iam did; the other ops routes stay off it, and through the DNAT
+// /healthz is IMDS's 404.
+func TestSharedHealthzOnlyOnTheMetadataPort(t *testing.T) {
+	direct := func(c net.Conn) (netip.Addr, error) {
+		return netip.MustParseAddrPort(c.LocalAddr().String()).Addr(), nil
+	}
+	dnat := func(net.Conn) (netip.Addr, error) { return testMetadataAddrs[0], nil }
+	for name, tc := range map[string]struct {
+		dst     func(net.Conn) (netip.Addr, error)
+		healthz int
+	}{"direct": {direct, 200}, "DNATed": {dnat, 404}} {
+		t.Run(name, func(t *testing.T) {
+			ops, err := NewOpsServer(OpsOptions{Addr: "127.0.0.1:0"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(Options{HostIP: "127.0.0.1", MetadataAddr: MetadataAddrNone, Region: "eu-west-1", IMDSv2Required: false}, &fakePods{}, &fakeRoles{}, &fakeCreds{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.ShareWith(SharedPort{Ops: ops, MetadataAddrs: testMetadataAddrs, Only: HealthzPath, originalDst: tc.dst}); err != nil {
+				t.Fatal(err)
+			}
+			url := "http://" + serveInTest(t, s).String()
+			if status, body, _ := httpGet(t, url+HealthzPath, nil); status != tc.healthz {
+				t.Errorf("%s: %d %q, want %d", HealthzPath, status, body, tc.healthz)
+			}
+			for _, path := range []string{"/metrics", "/readyz"} {
+				if status, _, _ := httpGet(t, url+path, nil); status != 404 {
+					t.Errorf("%s: %d, want 404 (only %s is shared)", path, status, HealthzPath)
+				}
+			}
+			if status, body, _ := httpGet(t, url+"/latest/meta-data/placement/region", nil); status != 200 || body != "eu-west-1" {
+				t.Errorf("metadata: %d %q, want 200 eu-west-1", status, body)
+			}
+		})
+	}
+}
+
 func TestShareWithRefusesWhatCannotKeepPodsOut(t *testing.T) {
 	s, err := New(Options{HostIP: "127.0.0.1", MetadataAddr: MetadataAddrNone, Region: "eu-west-1"}, &fakePods{}, &fakeRoles{}, &fakeCreds{})
 	if err != nil {

@@ -216,13 +216,17 @@ func (c *Config) logKube2iamNotices(log logrus.FieldLogger) {
 func (c *Config) sharesMetadataPort() bool { return c.MetricsPort == c.AppPort }
 
 // shareMetadataPort puts the ops routes on the metadata port when the ports
-// are one; pods reaching it through any of the DNATed addresses never get them.
+// are one, and else /healthz alone, as kube2iam answered it on its app
+// port whatever its --metrics-port (kube2iam's chart aims both probes
+// there); pods reaching the port through any of the DNATed addresses never
+// get them.
 func (a *agent) shareMetadataPort() error {
-	if !a.cfg.sharesMetadataPort() {
-		return nil
-	}
-	return a.server.ShareWith(proxy.SharedPort{
+	p := proxy.SharedPort{
 		Ops:           a.ops,
 		MetadataAddrs: []netip.Addr{iptables.MetadataIPv4, iptables.MetadataIPv6, iptables.PodIdentityIPv4, iptables.PodIdentityIPv6},
-	})
+	}
+	if !a.cfg.sharesMetadataPort() {
+		p.Only = proxy.HealthzPath
+	}
+	return a.server.ShareWith(p)
 }
