@@ -8,9 +8,10 @@ import (
 
 // DefaultAllowPaths are the metadata paths a pod may read from the upstream:
 // what SDKs and common tools ask for (region and zone, instance ID and type,
-// local addresses, network layout, partition and domain, spot and maintenance
-// notices) and nothing that identifies or authenticates the node to a third
-// party. Not here, on purpose: user-data (often holds secrets),
+// local and public addresses, network layout, block devices (the EBS CSI
+// node driver), security groups, partition and domain, spot, Auto Scaling
+// and maintenance notices) and nothing that identifies or authenticates the
+// node to a third party. Not here, on purpose: user-data (often holds secrets),
 // identity-credentials/* (the node's own credentials), the signed identity
 // documents pkcs7/signature/rsa2048 (let a pod impersonate the node to
 // services that trust them), public-keys, tags (may hold secrets).
@@ -20,12 +21,21 @@ import (
 // and everything below it.
 var DefaultAllowPaths = []string{
 	"meta-data/ami-id",
+	"meta-data/ami-launch-index",
+	"meta-data/autoscaling/**",
+	"meta-data/block-device-mapping/**",
 	"meta-data/hostname",
 	"meta-data/instance-id",
+	"meta-data/instance-life-cycle",
 	"meta-data/instance-type",
+	"meta-data/ipv6",
 	"meta-data/local-hostname",
 	"meta-data/local-ipv4",
 	"meta-data/mac",
+	"meta-data/public-hostname",
+	"meta-data/public-ipv4",
+	"meta-data/reservation-id",
+	"meta-data/security-groups",
 	"meta-data/placement/**",
 	"meta-data/network/**",
 	"meta-data/services/**",

@@ -86,7 +86,7 @@ func TestCheckPath(t *testing.T) {
 }
 
 func TestAllowlist(t *testing.T) {
-	a, err := newAllowlist(append(append([]string{}, DefaultAllowPaths...), "/latest/meta-data/tags/instance/Name", "meta-data/block-device-mapping/*"))
+	a, err := newAllowlist(append(append([]string{}, DefaultAllowPaths...), "/latest/meta-data/tags/instance/Name", "meta-data/elastic-gpus/*"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,14 +101,16 @@ func TestAllowlist(t *testing.T) {
 		{"meta-data/network/interfaces/macs/0e:49:61:0f:c3:11/vpc-id", true, false},
 		{"dynamic/instance-identity/document", true, false},
 		{"meta-data/tags/instance/Name", true, false},
+		{"meta-data/elastic-gpus/root", true, false},
 		{"meta-data/block-device-mapping/root", true, false},
 		{"meta-data", false, true},
 		{"dynamic", false, true},
 		{"dynamic/instance-identity", false, true},
 		{"meta-data/tags", false, true},
 		{"meta-data/tags/instance", false, true},
-		{"meta-data/block-device-mapping", false, true},
-		{"meta-data/block-device-mapping/root/x", false, false},
+		{"meta-data/elastic-gpus", false, true},
+		{"meta-data/elastic-gpus/root/x", false, false},
+		{"meta-data/block-device-mapping/ebs1/x", true, false},
 		{"meta-data/tags/instance/Secret", false, false},
 		{"dynamic/instance-identity/pkcs7", false, false},
 		{"dynamic/instance-identity/signature", false, false},
