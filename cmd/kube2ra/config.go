@@ -399,6 +399,10 @@ func (c *Config) resolvedMetadataAddr() string {
 }
 
 // Validate checks every setting and names each problem with the accepted form.
+// maxPodLookupTimeout bounds --pod-lookup-timeout: a request waits no
+// longer for its pod to appear.
+const maxPodLookupTimeout = 30 * time.Second
+
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -553,8 +557,15 @@ func (c *Config) Validate() error {
 	if err := proxy.ValidateAllowPaths(c.MetadataAllowPaths); err != nil {
 		bad("--metadata-allow-path: %v", err)
 	}
-	if c.PodLookupTimeout <= 0 || c.PodLookupTimeout > 30*time.Second {
-		bad("--pod-lookup-timeout %s is out of range: use more than 0 and at most 30s", c.PodLookupTimeout)
+	if v := c.kube2iam["backoff-max-elapsed-time"]; v != nil && v.given && c.PodLookupTimeout == NewConfig().PodLookupTimeout {
+		// kube2iam's bound on waiting for an unknown pod IP (its default
+		// 2s, often raised against first-request 404s) is this one.
+		if d, err := time.ParseDuration(v.raw); err == nil && d > 0 {
+			c.PodLookupTimeout = min(d, maxPodLookupTimeout)
+		}
+	}
+	if c.PodLookupTimeout <= 0 || c.PodLookupTimeout > maxPodLookupTimeout {
+		bad("--pod-lookup-timeout %s is out of range: use more than 0 and at most %s", c.PodLookupTimeout, maxPodLookupTimeout)
 	}
 	if c.CNIResultsDir != "" && !filepath.IsAbs(c.CNIResultsDir) {
 		bad("--cni-results-dir %q is not an absolute path: give the runtime's result cache as mounted into the agent, e.g. %s, or \"\" to go without", c.CNIResultsDir, cniresults.DefaultDir)

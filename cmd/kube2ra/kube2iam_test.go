@@ -70,6 +70,7 @@ func TestKube2iamDaemonSetArgsRunUnchanged(t *testing.T) {
 		"--host-interface=cali+", "--node=ip-10-0-1-23.eu-west-1.compute.internal", "--host-ip=10.0.1.23", "--iptables=true",
 		"--app-port=8181", "--metrics-port=8181", "--default-role=kube2iam-default", "--iam-role-session-ttl=30m0s",
 		"--namespace-restrictions=true", "--log-format=json", "log level debug", `base role ARN "arn:aws:iam::123456789012:role/"`,
+		"--pod-lookup-timeout=5s", // kube2iam's --backoff-max-elapsed-time=5s
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("effective configuration lacks %q:\n%s", want, out.String())
@@ -80,7 +81,7 @@ func TestKube2iamDaemonSetArgsRunUnchanged(t *testing.T) {
 		"--api-server is kube2iam's and is ignored: kube2ra reaches the API server with its pod's in-cluster configuration",
 		"--api-token is kube2iam's and is ignored",
 		"--insecure is kube2iam's and is ignored: kube2ra always verifies the API server's TLS certificate",
-		"--backoff-max-elapsed-time is kube2iam's and is ignored: kube2ra waits for an unknown pod IP by watching",
+		"--backoff-max-elapsed-time is kube2iam's and is mapped: read as --pod-lookup-timeout",
 		"--resolve-duplicate-cache-ips is kube2iam's and is ignored: kube2ra never serves an IP claimed by two live pods",
 		"--use-regional-sts-endpoint is kube2iam's and is ignored: kube2ra always calls the regional STS endpoint",
 		"--iam-role-error-ttl is kube2iam's and is ignored",
@@ -104,6 +105,31 @@ func TestKube2iamDaemonSetArgsRunUnchanged(t *testing.T) {
 	for _, n := range cfg.Kube2iamNotices() {
 		if loud := strings.HasPrefix(n.text, "--insecure"); n.loud != loud {
 			t.Errorf("notice %q: loud %v, want %v", n.text, n.loud, loud)
+		}
+	}
+}
+
+// TestBackoffMaxElapsedTimeIsThePodLookupTimeout: kube2iam's bound on
+// waiting for an unknown pod IP becomes --pod-lookup-timeout, capped at
+// its 30s, unless --pod-lookup-timeout is given.
+func TestBackoffMaxElapsedTimeIsThePodLookupTimeout(t *testing.T) {
+	for args, want := range map[string]string{
+		"":                               "1s",
+		"--backoff-max-elapsed-time=5s":  "5s",
+		"--backoff-max-elapsed-time=10m": "30s",
+		"--backoff-max-elapsed-time=5s --pod-lookup-timeout=3s": "3s",
+	} {
+		c := validSTS()
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		c.BindFlags(fs)
+		if err := fs.Parse(strings.Fields(args)); err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		if got := c.PodLookupTimeout.String(); got != want {
+			t.Errorf("%q: --pod-lookup-timeout %s, want %s", args, got, want)
 		}
 	}
 }
