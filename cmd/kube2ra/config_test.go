@@ -165,11 +165,7 @@ func TestIPv6FirstNodeServesOnItsIPv4Address(t *testing.T) {
 func TestSessionTagsFlagKeepsItsBooleanSpelling(t *testing.T) {
 	for args, want := range map[string]string{"": "off", "--session-tags": "true", "--session-tags=false": "false", "--session-tags=eks": "eks"} {
 		c := NewConfig()
-		fs := flag.NewFlagSet("run", flag.ContinueOnError)
-		c.BindFlags(fs)
-		if err := fs.Parse(strings.Fields(args)); err != nil {
-			t.Fatalf("%q: %v", args, err)
-		}
+		parseRunFlags(t, c, args)
 		if c.SessionTags != want {
 			t.Errorf("%q: SessionTags = %q, want %q", args, c.SessionTags, want)
 		}
@@ -209,6 +205,17 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	}
 }
 
+// parseRunFlags binds c to run's flags and parses args (space separated).
+func parseRunFlags(t *testing.T, c *Config, args string) *flag.FlagSet {
+	t.Helper()
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	c.BindFlags(fs)
+	if err := fs.Parse(strings.Fields(args)); err != nil {
+		t.Fatalf("%q: %v", args, err)
+	}
+	return fs
+}
+
 func TestEnvironmentFillsUnsetFlagsOnly(t *testing.T) {
 	env := map[string]string{
 		"KUBE2RA_APP_PORT":            "9000",
@@ -219,11 +226,7 @@ func TestEnvironmentFillsUnsetFlagsOnly(t *testing.T) {
 		"KUBE2RA_METADATA_ALLOW_PATH": "meta-data/tags/instance/**",
 	}
 	c := NewConfig()
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	c.BindFlags(fs)
-	if err := fs.Parse([]string{"--default-role=from-flag"}); err != nil {
-		t.Fatal(err)
-	}
+	fs := parseRunFlags(t, c, "--default-role=from-flag")
 	if err := applyEnv(fs, func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}

@@ -120,11 +120,7 @@ func TestBackoffMaxElapsedTimeIsThePodLookupTimeout(t *testing.T) {
 		"--backoff-max-elapsed-time=5s --pod-lookup-timeout=3s": "3s",
 	} {
 		c := validSTS()
-		fs := flag.NewFlagSet("run", flag.ContinueOnError)
-		c.BindFlags(fs)
-		if err := fs.Parse(strings.Fields(args)); err != nil {
-			t.Fatalf("%q: %v", args, err)
-		}
+		parseRunFlags(t, c, args)
 		if err := c.Validate(); err != nil {
 			t.Fatalf("%q: %v", args, err)
 		}
@@ -254,11 +250,7 @@ func TestAutoDiscoverDefaultRoleNeverServesTheNodesRole(t *testing.T) {
 		t.Errorf("no warning naming the flag and the reason:\n%s", all)
 	}
 	cfg := NewConfig()
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	cfg.BindFlags(fs)
-	if err := fs.Parse([]string{"--node=n", "--host-ip=10.0.0.1", "--auto-discover-default-role"}); err != nil {
-		t.Fatal(err)
-	}
+	parseRunFlags(t, cfg, "--node=n --host-ip=10.0.0.1 --auto-discover-default-role")
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
