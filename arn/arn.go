@@ -40,7 +40,8 @@ func KnownPartition(p string) bool {
 	return false
 }
 
-// DNSSuffix is the endpoint domain of a partition.
+// DNSSuffix is the endpoint domain of a partition (the AWS SDKs'
+// partitions.json): one for every partition KnownPartition accepts.
 func DNSSuffix(partition string) string {
 	switch partition {
 	case "aws-cn":
@@ -49,6 +50,12 @@ func DNSSuffix(partition string) string {
 		return "c2s.ic.gov"
 	case "aws-iso-b":
 		return "sc2s.sgov.gov"
+	case "aws-iso-e":
+		return "cloud.adc-e.uk"
+	case "aws-iso-f":
+		return "csp.hci.ic.gov"
+	case "aws-eusc":
+		return "amazonaws.eu"
 	default:
 		return "amazonaws.com"
 	}

@@ -491,6 +491,11 @@ func TestSourceDerivesNameRegionEndpointAndBaseRoleARN(t *testing.T) {
 		{"aws", "us-east-1", true, "https://rolesanywhere-fips.us-east-1.amazonaws.com"},
 		{"aws-us-gov", "us-gov-west-1", true, "https://rolesanywhere-fips.us-gov-west-1.amazonaws.com"},
 		{"aws-cn", "cn-north-1", false, "https://rolesanywhere.cn-north-1.amazonaws.com.cn"},
+		{"aws-iso", "us-iso-east-1", false, "https://rolesanywhere.us-iso-east-1.c2s.ic.gov"},
+		{"aws-iso-b", "us-isob-east-1", false, "https://rolesanywhere.us-isob-east-1.sc2s.sgov.gov"},
+		{"aws-iso-e", "eu-isoe-west-1", false, "https://rolesanywhere.eu-isoe-west-1.cloud.adc-e.uk"},
+		{"aws-iso-f", "us-isof-south-1", false, "https://rolesanywhere.us-isof-south-1.csp.hci.ic.gov"},
+		{"aws-eusc", "eusc-de-east-1", false, "https://rolesanywhere.eusc-de-east-1.amazonaws.eu"},
 	} {
 		if got := EndpointFor(tc.partition, tc.region, tc.fips); got != tc.want {
 			t.Errorf("EndpointFor(%s, %s, %t) = %s, want %s", tc.partition, tc.region, tc.fips, got, tc.want)
