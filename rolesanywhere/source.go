@@ -83,6 +83,11 @@ func (c Config) Validate() error {
 	if ta.Region != "" && p.Region != "" && (ta.Region != p.Region || ta.Partition != p.Partition) {
 		errs = append(errs, fmt.Errorf("--ra-profile-arn is in %s/%s but --ra-trust-anchor-arn is in %s/%s; both must be in the same partition and region", p.Partition, p.Region, ta.Partition, ta.Region))
 	}
+	if c.Region != "" && ta.Region != "" && c.Region != ta.Region {
+		// Trust anchors are regional: CreateSession signed for, or sent
+		// to, another region finds no trust anchor, for every call.
+		errs = append(errs, fmt.Errorf("--region %s is not the trust anchor's region %s: Roles Anywhere serves a trust anchor only in its own region, and pods are told this region too; leave --region empty (chart rolesAnywhere.region) or set it to %s", c.Region, ta.Region, ta.Region))
+	}
 	if c.Certificate == "" {
 		errs = append(errs, errors.New("--ra-certificate is required with Roles Anywhere"))
 	}

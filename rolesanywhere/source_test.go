@@ -452,6 +452,8 @@ func TestConfigValidate(t *testing.T) {
 		{"trust anchor is a profile", func(c *Config) { c.TrustAnchorARN = testProfile }, "--ra-trust-anchor-arn"},
 		{"profile missing", func(c *Config) { c.ProfileARN = "" }, "--ra-profile-arn"},
 		{"regions differ", func(c *Config) { c.ProfileARN = strings.Replace(testProfile, "eu-west-1", "us-east-1", 1) }, "same partition and region"},
+		{"--region is the trust anchor's", func(c *Config) { c.Region = "eu-west-1" }, ""},
+		{"--region is another", func(c *Config) { c.Region = "us-east-1" }, "--region us-east-1 is not the trust anchor's region eu-west-1"},
 		{"certificate missing", func(c *Config) { c.Certificate = "" }, "--ra-certificate"},
 		{"key missing", func(c *Config) { c.PrivateKey = "" }, "--ra-private-key"},
 	} {
