@@ -135,18 +135,22 @@ func (c *conflist) place() entryPlace {
 	return p
 }
 
-// hasExactly reports whether the list ends with exactly one kube2ra entry
-// equal to want and holds no other.
+// hasExactly reports whether the list holds exactly one kube2ra entry,
+// equal to want, chained after the primary plugin. It need not be last:
+// another chained plugin that keeps itself last (linkerd-cni re-appends its
+// entry whenever the file changes) would otherwise trade places with it for
+// ever, rewriting the file each time.
 func (c *conflist) hasExactly(want plugin.Config) bool {
 	p := c.place()
-	if len(p.positions) != 1 || p.positions[0] != p.total-1 {
+	if len(p.positions) != 1 || p.positions[0] == 0 {
 		return false
 	}
+	raw := c.plugins[p.positions[0]]
 	var got plugin.Config
-	if err := json.Unmarshal(c.plugins[p.total-1], &got); err != nil {
+	if err := json.Unmarshal(raw, &got); err != nil {
 		return false
 	}
-	return sameConfig(got, want) && onlyConfigKeys(c.plugins[p.total-1])
+	return sameConfig(got, want) && onlyConfigKeys(raw)
 }
 
 // sameConfig compares two entries field by field.
@@ -178,11 +182,16 @@ func onlyConfigKeys(raw json.RawMessage) bool {
 // withEntry drops every kube2ra entry and appends want last: a chained
 // plugin after the primary one, which has set up the pod's interface.
 func (c *conflist) withEntry(want plugin.Config) error {
-	c.withoutEntry()
 	raw, err := json.Marshal(want)
 	if err != nil {
 		return fmt.Errorf("encoding the kube2ra-cni entry: %w", err)
 	}
+	if p := c.place(); len(p.positions) == 1 && p.positions[0] > 0 {
+		// One entry after the primary: updated where it is (see hasExactly).
+		c.plugins[p.positions[0]] = raw
+		return nil
+	}
+	c.withoutEntry()
 	c.plugins = append(c.plugins, raw)
 	return nil
 }

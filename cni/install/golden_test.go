@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"net/netip"
 	"os"
@@ -212,5 +213,33 @@ func TestEnsureRewritesAnEntryWhoseRefusalsChanged(t *testing.T) {
 	}
 	if r, err := next.Ensure(context.Background()); err != nil || r.EntryWritten {
 		t.Fatalf("a second Ensure = %+v, %v: want nothing written", r, err)
+	}
+}
+
+// TestEnsureLeavesAnEntryAnotherChainedPluginFollows: a current entry
+// after the primary plugin stays where it is when another chained plugin
+// comes after it (linkerd-cni re-appends itself last whenever the file
+// changes: moving kube2ra's entry back to the end each time would trade
+// places with it for ever).
+func TestEnsureLeavesAnEntryAnotherChainedPluginFollows(t *testing.T) {
+	i, opts := testInstaller(t, "")
+	entry, err := json.Marshal(opts.Entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := `{"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [{"type": "calico"}, ` + string(entry) + `, {"type": "linkerd-cni"}]}`
+	path := filepath.Join(opts.ConfDir, "10-calico.conflist")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := i.Ensure(context.Background())
+	if err != nil || r.EntryWritten {
+		t.Fatalf("Ensure = %+v, %v: want nothing written", r, err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != conf {
+		t.Fatalf("the configuration changed:\n%s", got)
+	}
+	if st, err := Inspect(opts.BinDir, opts.ConfDir, &opts.Entry); err != nil || !st.Installed() || st.Problem() != "" {
+		t.Fatalf("Inspect = %+v (%s), %v: want installed", st, st.Problem(), err)
 	}
 }

@@ -25,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		installed: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kube2ra_cni_plugin_installed",
-			Help: "1 when the kube2ra-cni binary is in the CNI bin directory and its entry is last in the primary conflist at the last check, else 0.",
+			Help: "1 when the kube2ra-cni binary is in the CNI bin directory and its one entry follows the primary plugin in the primary conflist at the last check, else 0.",
 		}),
 		reinserts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kube2ra_cni_reinserts_total",

@@ -25,14 +25,15 @@ type Status struct {
 	Entries int
 	// Plugins is the list's length.
 	Plugins int
-	// Current is true when the one entry is last and as the agent writes it.
+	// Current is true when the one entry follows the primary plugin and is
+	// as the agent writes it.
 	Current bool
 }
 
 // Installed is true when the runtime will call the plugin as configured
 // for every new pod sandbox.
 func (s Status) Installed() bool {
-	return s.BinaryPresent && s.Current && s.Entries == 1 && s.Position == s.Plugins-1
+	return s.BinaryPresent && s.Current && s.Entries == 1 && s.Position > 0
 }
 
 // Problem says what is missing and what puts it back, "" when installed.
@@ -48,8 +49,8 @@ func (s Status) Problem() string {
 		p = append(p, fmt.Sprintf("%s has no kube2ra-cni entry", s.Conflist))
 	case s.Entries > 1:
 		p = append(p, fmt.Sprintf("%s has %d kube2ra-cni entries", s.Conflist, s.Entries))
-	case s.Position != s.Plugins-1:
-		p = append(p, fmt.Sprintf("the kube2ra-cni entry in %s is plugin %d of %d, not the last", s.Conflist, s.Position+1, s.Plugins))
+	case s.Position == 0:
+		p = append(p, fmt.Sprintf("the kube2ra-cni entry in %s is its first plugin, before the primary one", s.Conflist))
 	case !s.Current:
 		p = append(p, fmt.Sprintf("the kube2ra-cni entry in %s differs from the agent's settings", s.Conflist))
 	}
