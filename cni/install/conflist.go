@@ -53,6 +53,28 @@ type conflist struct {
 	plugins []json.RawMessage
 }
 
+// speaksVersion reports whether kube2ra-cni can run in the list: its
+// cniVersion (or one of the 1.1.0 spec's cniVersions, whichever the
+// runtime picks) is one the plugin supports. A list of 0.2.0, or with none
+// (read as 0.1.0), would fail every ADD and every DEL of the node with
+// "incompatible CNI versions": pods could neither start nor be removed.
+func (c *conflist) speaksVersion() (string, bool) {
+	var v string
+	_ = json.Unmarshal(c.keys["cniVersion"], &v)
+	var vs []string
+	_ = json.Unmarshal(c.keys["cniVersions"], &vs)
+	supported := plugin.Versions().SupportedVersions()
+	for _, x := range append([]string{v}, vs...) {
+		if slices.Contains(supported, x) {
+			return v, true
+		}
+	}
+	if v == "" {
+		v = "(none, read as 0.1.0)"
+	}
+	return v, false
+}
+
 // parseConfig reads a .conflist, or a single-plugin .conf/.json turned into
 // a list of one (as libcni.ConfListFromConf does), so either can be chained.
 func parseConfig(path string, data []byte) (*conflist, error) {

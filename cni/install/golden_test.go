@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/kube2ra/kube2ra/cni/plugin"
@@ -241,5 +242,44 @@ func TestEnsureLeavesAnEntryAnotherChainedPluginFollows(t *testing.T) {
 	}
 	if st, err := Inspect(opts.BinDir, opts.ConfDir, &opts.Entry); err != nil || !st.Installed() || st.Problem() != "" {
 		t.Fatalf("Inspect = %+v (%s), %v: want installed", st, st.Problem(), err)
+	}
+}
+
+// TestEnsureRefusesAListOfAnOldCNIVersion: a primary list of a CNI version
+// kube2ra-cni does not speak (0.2.0, or none: 0.1.0) is left as it is with
+// an error naming the version, since the entry would make the runtime
+// refuse every ADD and DEL of the node; the 1.1.0 spec's cniVersions is
+// enough on its own.
+func TestEnsureRefusesAListOfAnOldCNIVersion(t *testing.T) {
+	for name, tc := range map[string]struct {
+		version string
+		refused bool
+	}{
+		"0.2.0":                  {`"cniVersion": "0.2.0", `, true},
+		"none":                   {``, true},
+		"0.3.1":                  {`"cniVersion": "0.3.1", `, false},
+		"cniVersions 1.1.0 only": {`"cniVersions": ["1.0.0", "1.1.0"], `, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			i, opts := testInstaller(t, "")
+			conf := `{` + tc.version + `"name": "k8s-pod-network", "plugins": [{"type": "calico"}]}`
+			path := filepath.Join(opts.ConfDir, "10-calico.conflist")
+			if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r, err := i.Ensure(context.Background())
+			if !tc.refused {
+				if err != nil || !r.EntryWritten {
+					t.Fatalf("Ensure = %+v, %v: want the entry written", r, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "cniVersion") || r.EntryWritten {
+				t.Fatalf("Ensure = %+v, %v: want an error naming the cniVersion and nothing written", r, err)
+			}
+			if got, _ := os.ReadFile(path); string(got) != conf {
+				t.Fatalf("the configuration changed:\n%s", got)
+			}
+		})
 	}
 }

@@ -15,9 +15,10 @@ import (
 )
 
 // lockWait bounds the wait for the host's xtables lock (iptables -w): the
-// agent and the kubelet hold it briefly; a runtime's ADD has a longer
-// timeout than this.
-const lockWait = 10 * time.Second
+// agent and the kubelet hold it briefly, but kube-proxy's or Calico's
+// restores on a large iptables-legacy node can hold it for seconds; a
+// runtime's ADD (the kubelet's 2-minute request timeout) waits longer.
+const lockWait = 20 * time.Second
 
 // commandTimeout bounds one iptables command, lock wait included:
 // iptables-nft can hang on a broken nf_tables setup.
