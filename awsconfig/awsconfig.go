@@ -166,6 +166,19 @@ func httpClient(caBundle string) (aws.HTTPClient, error) {
 	}), nil
 }
 
+// MetadataHTTPClient is cfg's HTTP client for the instance metadata
+// service: the same, but never through a proxy. HTTP_PROXY and
+// HTTPS_PROXY are for AWS's endpoints; the link-local metadata service
+// must be asked directly (through a proxy it fails, or answers with the
+// proxy host's identity), whatever NO_PROXY says.
+func MetadataHTTPClient(cfg aws.Config) aws.HTTPClient {
+	c, ok := cfg.HTTPClient.(*awshttp.BuildableClient)
+	if !ok {
+		c = awshttp.NewBuildableClient()
+	}
+	return c.WithTransportOptions(func(tr *http.Transport) { tr.Proxy = nil })
+}
+
 // chain is the SDK's default credential chain without SSO and console
 // login (see the package comment).
 func chain(cfg *aws.Config, env *config.EnvConfig, shared *config.SharedConfig, imdsEndpoint string) (aws.CredentialsProvider, error) {
@@ -276,6 +289,7 @@ func assumeRole(cfg *aws.Config, base aws.CredentialsProvider, p *config.SharedC
 // service.
 func instanceRole(cfg *aws.Config, endpoint string) aws.CredentialsProvider {
 	client := imds.NewFromConfig(*cfg, func(o *imds.Options) {
+		o.HTTPClient = MetadataHTTPClient(*cfg)
 		if endpoint != "" {
 			o.Endpoint = endpoint
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/pem"
 	"fmt"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -266,5 +267,41 @@ func TestCABundle(t *testing.T) {
 	t.Setenv("AWS_CA_BUNDLE", filepath.Join(dir, "missing.pem"))
 	if _, err := Load(context.Background(), Options{}); err == nil || !strings.Contains(err.Error(), "missing.pem") {
 		t.Fatalf("a missing bundle: %v", err)
+	}
+}
+
+// TestMetadataClientNeverGoesThroughAProxy: the SDK's client follows
+// HTTP_PROXY/HTTPS_PROXY (AWS's endpoints behind a corporate proxy), the
+// metadata service's never does (link-local: through a proxy it fails or
+// answers as the proxy's host), and keeps AWS_CA_BUNDLE's trust; the
+// SDK's own client is left as it was.
+func TestMetadataClientNeverGoesThroughAProxy(t *testing.T) {
+	dir := isolate(t)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(srv.Close)
+	bundle := filepath.Join(dir, "ca.pem")
+	write(t, bundle, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})))
+	for _, withBundle := range []bool{false, true} {
+		if withBundle {
+			t.Setenv("AWS_CA_BUNDLE", bundle)
+		}
+		cfg, err := Load(context.Background(), Options{Region: region})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sdk := cfg.HTTPClient.(*awshttp.BuildableClient).GetTransport()
+		if sdk.Proxy == nil {
+			t.Fatal("the SDK's client no longer follows the environment's proxy: this test proves nothing")
+		}
+		md := MetadataHTTPClient(cfg).(*awshttp.BuildableClient).GetTransport()
+		if md.Proxy != nil {
+			t.Errorf("bundle %v: the metadata client has a proxy function", withBundle)
+		}
+		if cfg.HTTPClient.(*awshttp.BuildableClient).GetTransport().Proxy == nil {
+			t.Errorf("bundle %v: making the metadata client took the SDK client's proxy away", withBundle)
+		}
+		if hasRoots := md.TLSClientConfig != nil && md.TLSClientConfig.RootCAs != nil; hasRoots != withBundle {
+			t.Errorf("bundle %v: the metadata client's own CA pool: %v", withBundle, hasRoots)
+		}
 	}
 }

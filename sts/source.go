@@ -94,7 +94,9 @@ func NewSource(ctx context.Context, cfg Config, deps Deps) (*Source, error) {
 		s.checkTimeout = DefaultCheckTimeout
 	}
 	if cfg.MetadataURL != "" {
-		s.imds = imds.NewFromConfig(awsCfg, func(o *imds.Options) { o.Endpoint = cfg.MetadataURL })
+		s.imds = imds.NewFromConfig(awsCfg, func(o *imds.Options) {
+			o.Endpoint, o.HTTPClient = cfg.MetadataURL, awsconfig.MetadataHTTPClient(awsCfg)
+		})
 	}
 	if s.region == "" {
 		s.region = awsCfg.Region
