@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"net/netip"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
@@ -73,4 +74,34 @@ func (w *Watcher) sandboxPod(c SandboxClaim) *Pod {
 	pod := podFromObject(p)
 	pod.IPs = c.IPs
 	return pod
+}
+
+// terminatingOwner is the pod being deleted that still holds ip, for an
+// address no live pod holds in the API: the node's only sandbox record of
+// the address names that pod (same UID, on this node, not finished), and
+// its status in the API has the address too. The runtime deletes a
+// sandbox's record when it tears the sandbox's network down, after the
+// pod's containers have stopped, and only then can the address go to
+// another pod, whose own sandbox is recorded before its containers start;
+// so while that one record stands, a request from the address is the
+// terminating pod's (a preStop hook's aws call, an SDK refresh while
+// draining). Any second record, or none, leaves the address nobody's.
+func (w *Watcher) terminatingOwner(ip netip.Addr) *Pod {
+	if w.opts.Sandboxes == nil {
+		return nil
+	}
+	claims := w.opts.Sandboxes.Claims(ip)
+	if len(claims) != 1 {
+		return nil
+	}
+	c := claims[0]
+	obj, ok, err := w.pods.GetStore().GetByKey(cache.NewObjectName(c.Namespace, c.Name).String())
+	if err != nil || !ok {
+		return nil
+	}
+	p, ok := obj.(*objects.Pod)
+	if !ok || p.UID != c.UID || p.Spec.NodeName != w.opts.NodeName || !indexable(p) || p.DeletionTimestamp == nil || !slices.Contains(podIPs(p), normalizeIP(ip)) {
+		return nil
+	}
+	return podFromObject(p)
 }

@@ -124,6 +124,68 @@ func TestFindPodByItsSandbox(t *testing.T) {
 	}
 }
 
+// TestFindPodServesATerminatingPodWhileItsSandboxHoldsTheAddress: a pod
+// being deleted keeps its address, and its credentials, while the node's
+// only record of the address is its own sandbox (a preStop hook's aws call,
+// an SDK refresh while draining); any doubt (no record, a second record,
+// another UID, an address the API does not give it) leaves it nobody's.
+func TestFindPodServesATerminatingPodWhileItsSandboxHoldsTheAddress(t *testing.T) {
+	draining := terminating(testPod("draining", corev1.PodRunning, "10.0.0.9"))
+	earlier := sandboxOf(draining, "10.0.0.9")
+	earlier.UID = "uid-an-earlier-pod-of-that-name"
+	moved := terminating(testPod("draining", corev1.PodRunning, "10.0.0.8"))
+	newcomer := testPod("newcomer", corev1.PodPending)
+	tests := []struct {
+		name   string
+		pods   []*corev1.Pod
+		claims []SandboxClaim
+		want   string // pod name found; "" for ErrPodNotFound after the timeout
+	}{
+		{name: "its sandbox is the address's one record: served",
+			pods: []*corev1.Pod{draining}, claims: []SandboxClaim{sandboxOf(draining, "10.0.0.9")}, want: "draining"},
+		{name: "its sandbox is gone (no record): the address may be another's",
+			pods: []*corev1.Pod{draining}},
+		{name: "a new pod's sandbox has the address too: the newcomer's, never the old pod's",
+			pods: []*corev1.Pod{draining, newcomer}, claims: []SandboxClaim{sandboxOf(draining, "10.0.0.9"), sandboxOf(newcomer, "10.0.0.9")}, want: "newcomer"},
+		{name: "a record of a pod the cache does not hold has the address too",
+			pods: []*corev1.Pod{draining}, claims: []SandboxClaim{sandboxOf(draining, "10.0.0.9"), sandboxOf(testPod("unknown", corev1.PodPending), "10.0.0.9")}},
+		{name: "the only record is the newcomer's: the newcomer is found",
+			pods: []*corev1.Pod{draining, newcomer}, claims: []SandboxClaim{sandboxOf(newcomer, "10.0.0.9")}, want: "newcomer"},
+		{name: "a record of an earlier pod of that name (another UID)",
+			pods: []*corev1.Pod{draining}, claims: []SandboxClaim{earlier}},
+		{name: "the API gives the pod another address",
+			pods: []*corev1.Pod{moved}, claims: []SandboxClaim{sandboxOf(moved, "10.0.0.9")}},
+		{name: "a live pod with the address in the API wins",
+			pods: []*corev1.Pod{draining, testPod("live", corev1.PodRunning, "10.0.0.9")}, claims: []SandboxClaim{sandboxOf(draining, "10.0.0.9")}, want: "live"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, _, clk := newTestWatcherWith(t, newFakeSandboxes(tt.claims...), true, tt.pods...)
+			if tt.want != "" {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // an answer is at once
+				defer cancel()
+				p, err := w.FindPod(ctx, netip.MustParseAddr("10.0.0.9"))
+				if err != nil || p.Name != tt.want {
+					t.Fatalf("FindPod = %+v, %v; want pod %s at once", p, err, tt.want)
+				}
+				return
+			}
+			res := findAsync(t, w, clk, "10.0.0.9")
+			clk.Step(testLookupTimeout)
+			if r := receive(t, res); !errors.Is(r.err, ErrPodNotFound) {
+				t.Fatalf("FindPod = %+v, %v; want ErrPodNotFound", r.pod, r.err)
+			}
+		})
+	}
+	// Without the runtime's records a terminating pod is never served.
+	w, _, clk := newTestWatcherWith(t, nil, true, draining)
+	res := findAsync(t, w, clk, "10.0.0.9")
+	clk.Step(testLookupTimeout)
+	if r := receive(t, res); !errors.Is(r.err, ErrPodNotFound) {
+		t.Fatalf("without records: FindPod = %+v, %v; want ErrPodNotFound", r.pod, r.err)
+	}
+}
+
 // TestFindPodWokenByANewSandbox: a lookup waiting for an unknown address
 // answers when the runtime records the pod's sandbox, without waiting for
 // the API or the timeout.

@@ -452,6 +452,10 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 				w.log.WithField("pod", p.Key()).WithField("ip", ip).Debug("pod known by its sandbox's network before the API has its IP")
 				return p, nil
 			}
+			if p := w.terminatingOwner(ip); p != nil {
+				w.log.WithField("pod", p.Key()).WithField("ip", ip).Debug("terminating pod served: its sandbox still holds the address")
+				return p, nil
+			}
 		}
 		switch own {
 		case ownerOne:

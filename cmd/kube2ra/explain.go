@@ -758,8 +758,8 @@ func explainIPs(r *report, w *k8s.Watcher, pod *k8s.Pod) {
 			"run it without hostNetwork (or, with --pod-identity, use the token door, which knows a pod by its ServiceAccount token)")
 		return
 	case pod.Terminating:
-		r.line("IP", "the pod is being deleted: a terminating pod never owns its IP (the address may already be a new pod's)")
-		r.deny("the pod is terminating, so the agent no longer serves its IP", "none needed: its SDK keeps the credentials it holds until they expire; a replacement pod gets its own")
+		r.line("IP", "the pod is being deleted: it owns its IP only while the node's runtime still records its sandbox with it (until its containers stop and its network is torn down; after that the address may be a new pod's), which explain cannot see from here")
+		r.deny("the pod is terminating: the agent serves it only while its sandbox holds the address (with the chart's --cni-results-dir), and never after", "none needed: its SDK keeps the credentials it holds until they expire; a replacement pod gets its own")
 		return
 	case len(pod.IPs) == 0:
 		r.line("IP", "the pod has no IP yet")
@@ -862,7 +862,7 @@ func explainTokenSource(r *report, cfg *Config, w *k8s.Watcher, pod *k8s.Pod) bo
 		r.line("token from", "the node's own addresses only (%s, loopback included): the pod shares the node's network, so its token from any pod's address is refused (%s)", node, refused)
 		return true
 	case pod.Terminating:
-		r.line("token from", "no address: a terminating pod owns none (it may already be a new pod's), so its token is refused from everywhere (%s)", refused)
+		r.line("token from", "its IP only while its sandbox still holds it (the agent reads the runtime's records; explain cannot), then no address: it may be a new pod's (%s)", refused)
 		return false
 	case len(pod.IPs) == 0:
 		r.line("token from", "no address yet: the agent does not know the pod's IP, so its token is answered 503 (retry) until it does")

@@ -247,7 +247,7 @@ func TestExplainPod(t *testing.T) {
 				"token from:  not 10.1.0.5: several live pods claim it (shop/stale, shop/web-1), so the token is refused from it (403 AccessDeniedException, source_mismatch)",
 				"verdict:     denied",
 			}},
-		{name: "with --pod-identity a terminating pod's token is refused from every address",
+		{name: "with --pod-identity a terminating pod's token counts only while its sandbox holds its IP",
 			objs: []runtime.Object{shop, func() *corev1.Pod {
 				p := testPod("shop", "web-1", "10.1.0.5", nil)
 				p.DeletionTimestamp = &metav1.Time{Time: time.Now()}
@@ -256,7 +256,7 @@ func TestExplainPod(t *testing.T) {
 			}(), webAccount()},
 			args:     []string{"-n", "shop", "web-1", tBaseArg, "--pod-identity"},
 			wantCode: exitDenied,
-			want:     []string{"token from:  no address: a terminating pod owns none", "verdict:     denied"},
+			want:     []string{"token from:  its IP only while its sandbox still holds it", "verdict:     denied"},
 		},
 		{name: "with --pod-identity a pod whose ServiceAccount the cache lacks gets no answer on the token door",
 			objs:     []runtime.Object{shop, testPod("shop", "web-1", "10.1.0.5", role("web"))},
