@@ -21,11 +21,12 @@ const (
 	ReasonNodeCertificateExpired     = "NodeCertificateExpired"
 	ReasonNodeCertificateNotYetValid = "NodeCertificateNotYetValid"
 	ReasonTargetRoleInvalid          = "TargetRoleInvalid"
+	ReasonUpstreamRequestInvalid     = "UpstreamRequestInvalid"
 )
 
 // ActionableReasons are every reason ActionableFailure returns, for metrics
 // present at zero from the start.
-var ActionableReasons = []string{ReasonUpstreamAccessDenied, ReasonUpstreamThrottled, ReasonNodeCertificateExpired, ReasonNodeCertificateNotYetValid, ReasonTargetRoleInvalid}
+var ActionableReasons = []string{ReasonUpstreamAccessDenied, ReasonUpstreamThrottled, ReasonNodeCertificateExpired, ReasonNodeCertificateNotYetValid, ReasonTargetRoleInvalid, ReasonUpstreamRequestInvalid}
 
 // Failure is an upstream failure told to the owner of the pod that asked:
 // a reason and what to do. The message carries the AWS error code but not
@@ -70,6 +71,11 @@ func ActionableFailure(err error) (Failure, bool) {
 		// in another partition, no --cluster-name for its external ID, a
 		// session policy AWS would not take. The message says which.
 		return Failure{ReasonTargetRoleInvalid, "credentials for " + e.RoleARN + " (" + string(e.Hop) + ") cannot be requested: " + codeOr(e.Code, "invalid") + ": " + invalidDetail(e)}, true
+	case e.Kind == KindInvalid && e.Code != "":
+		// AWS refused a one-role request as invalid: nothing retries it
+		// into working, and without an Event its pods just get no
+		// credentials.
+		return Failure{ReasonUpstreamRequestInvalid, "AWS refused the credential request for " + e.RoleARN + " as invalid (" + e.Code + "): RegionDisabledException means STS is not activated for the account in this region (IAM, Account settings); PackedPolicyTooLarge, that the session tags and policy are too large (shorter names, or --session-tags off); ValidationError, a value AWS does not take (the pod's external ID annotation, the session name); the agent's log has AWS's message"}, true
 	case e.Kind == KindThrottled && e.Code != "":
 		return Failure{ReasonUpstreamThrottled, "AWS throttled the credential call for " + e.RoleARN + " (" + e.Code + "): the account's quota for the region is used up; raise it, lengthen sessions, or share sessions per node (--session-name=node); see README, Capacity"}, true
 	}

@@ -43,6 +43,8 @@ func TestActionableFailure(t *testing.T) {
 		{"the local rate limit is not AWS's", &Error{Kind: KindThrottled, Source: "rolesanywhere", RoleARN: role, Message: "the upstream call rate limit (--upstream-qps, --upstream-burst)"}, "", nil},
 		{"an outage passes by itself", &Error{Kind: KindUnavailable, Source: STSSourceName, RoleARN: role, Code: "ServiceUnavailable"}, "", nil},
 		{"the pod's own invalid request", &Error{Kind: KindInvalid, Source: "rolesanywhere", RoleARN: role}, "", nil},
+		{"a one-role request AWS refused as invalid", &Error{Kind: KindInvalid, Source: STSSourceName, RoleARN: role, Code: "RegionDisabledException", Message: "STS is not activated in this region for account:111122223333"},
+			ReasonUpstreamRequestInvalid, []string{role, "RegionDisabledException", "not activated"}},
 		{"not an *Error", errors.New("boom"), "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
