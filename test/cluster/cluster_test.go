@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"k8s.io/apimachinery/pkg/types"
 	"math"
 	"os"
 	"os/exec"
@@ -148,6 +149,7 @@ func TestCluster(t *testing.T) {
 		w.t = t
 		w.install(ctx, "sts")
 		w.credentials(ctx, "sts")
+		w.terminatingPod(ctx)
 		w.coldStart(ctx)
 		w.ipReuse(ctx)
 		w.upgrade(ctx, "")
@@ -639,6 +641,58 @@ func (w *world) credentials(ctx context.Context, flavour string) {
 		t.Error(err)
 	}
 	w.deletePod(ctx, appNS, name)
+}
+
+// terminatingPod: a pod being deleted still gets its role while its
+// sandbox stands, as kube2iam served it until its containers exited. Its
+// container fetches nothing until SIGTERM, then runs the AWS CLI (a new
+// process: a fresh fetch from 169.254.169.254, as a preStop hook's would)
+// and writes the ARN STS saw; a finalizer keeps the pod object so the
+// test can read that after the container exits.
+func (w *world) terminatingPod(ctx context.Context) {
+	t := w.t
+	const name, finalizer = "draining", "kube2ra.test/hold"
+	pod := w.clientPod(name, allowedRole)
+	pod.Finalizers = []string{finalizer}
+	pod.Spec.TerminationGracePeriodSeconds = int64Ptr(60)
+	cli := pod.Spec.Containers[1]
+	cli.Command = []string{"sh", "-c", `trap 'aws sts get-caller-identity --endpoint-url "$STS" --query Arn --output text >/dev/termination-log 2>&1; exit $?' TERM; while :; do sleep 0.2; done`}
+	pod.Spec.Containers = []corev1.Container{cli}
+	if _, err := w.kube.CoreV1().Pods(appNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		// Let the pod go whatever happened.
+		patch := []byte(`{"metadata":{"finalizers":null}}`)
+		if _, err := w.kube.CoreV1().Pods(appNS).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Error(err)
+		}
+	}()
+	if err := waitFor(ctx, "pod "+name+" running", 2*time.Minute, nil, func() error {
+		p, err := w.kube.CoreV1().Pods(appNS).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Running == nil {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the shell has set its trap
+	if err := w.kube.CoreV1().Pods(appNS).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	msgs, codes, err := w.waitPodDone(ctx, appNS, name, 2*time.Minute)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, podLogs(appNS, name, 20))
+	}
+	ok := codes["cli"] == 0 && strings.Contains(msgs["cli"], ":assumed-role/"+allowedRole+"/")
+	if !ok {
+		t.Errorf("the AWS CLI run at SIGTERM in a terminating pod (exit %d): %q, want the ARN of %s: a pod being deleted gets its role while its sandbox stands", codes["cli"], msgs["cli"], allowedRole)
+	}
+	figure("terminating_pod_served", ok)
 }
 
 // uninstall is scenario 7: after helm uninstall no kube2ra rule is left in
