@@ -178,7 +178,7 @@ func (i *Installer) ensure() (Result, error) {
 	target := strings.TrimSuffix(primary, filepath.Ext(primary)) + ".conflist"
 	r.Conflist = target
 	if v, ok := list.speaksVersion(); !ok {
-		return r, fmt.Errorf("not chaining kube2ra-cni into %s: its cniVersion %s is older than the plugin speaks (%s), and the runtime would refuse every pod sandbox with the entry in it; the host rules still cover the node's pods. Upgrade the primary CNI (its configuration to cniVersion 0.3.0 or later)", primary, v, strings.Join(plugin.Versions().SupportedVersions(), ", "))
+		return r, fmt.Errorf("not chaining kube2ra-cni into %s: its cniVersion %s is not one the plugin speaks (%s), and the runtime would refuse every pod sandbox with the entry in it; the host rules still cover the node's pods. Give the primary CNI a configuration of one of those versions", primary, v, strings.Join(plugin.Versions().SupportedVersions(), ", "))
 	}
 	if target == primary && list.hasExactly(i.opts.Entry) {
 		i.placed = true
