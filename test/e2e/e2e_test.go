@@ -1098,6 +1098,31 @@ func grepLines(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
+// TestIPv6FirstNode: on a dual-stack node whose primary address is IPv6
+// (status.hostIP, so the chart's --host-ip, is the IPv6 one), the agent
+// serves the IPv4 metadata address on the node's IPv4 address from
+// HOST_IPS, and answers its probes on the IPv6 address too, where the
+// kubelet asks a host-network pod. It once refused to start.
+func TestIPv6FirstNode(t *testing.T) {
+	env := startEnvWith(t, harness.Options{Flavour: harness.RolesAnywhere, Roles: allRoles, IPv6: true,
+		AgentArgs: []string{"--host-ip", simnode.HostIPv6}})
+	if !strings.Contains(env.Agent.Log(), "is IPv6 (an IPv6-first dual-stack node)") {
+		t.Errorf("the agent did not say it serves on the IPv4 address of HOST_IPS")
+	}
+	mustNamespace(t, env, "v6first", `["web"]`)
+	p := mustPod(t, env, harness.PodSpec{Namespace: "v6first", Name: "web", Annotations: roleAnnotation(roleWeb)})
+	creds, err := env.GoSDK(ctxT(t), p)
+	if err != nil {
+		t.Fatalf("aws-sdk-go-v2 over 169.254.169.254: %v", err)
+	}
+	assertIssuedFor(t, env, "aws-sdk-go-v2 (IPv4, IPv6-first node)", creds, roleWeb, "")
+	// The kubelet probes a host-network pod at its pod IP: the node's IPv6.
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(env.Agent.MetricsURL, "http://"))
+	if code, body, err := p.PodGetAt(ctxT(t), "http://"+net.JoinHostPort(simnode.HostIPv6, port), "/healthz", false); err != nil || code != 200 || body != "ok" {
+		t.Fatalf("/healthz on the node's IPv6 address: %d %q %v, want 200 ok", code, body, err)
+	}
+}
+
 // TestIPv6GuardWithoutIPv6: with --ipv6 off on a node that has no IPv6
 // address when the agent starts, IPv6 that arrives later (an address on
 // the uplink, dual-stack pods) is guarded from the first pod on, without
