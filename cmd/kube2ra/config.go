@@ -171,6 +171,10 @@ type Config struct {
 
 	// kube2iam holds kube2iam's flags that kube2ra has none of its own for, by name (kube2iam.go).
 	kube2iam map[string]*kube2iamValue
+	// explicit names the flags given on the command line or through the
+	// environment (nil when unknown), for notices about defaults that
+	// differ from kube2iam's.
+	explicit map[string]bool
 
 	// parsed holds what Validate parsed, so run never parses a string twice.
 	parsed parsedConfig

@@ -191,7 +191,27 @@ func (c *Config) Kube2iamNotices() []kube2iamNotice {
 		text := fmt.Sprintf("--%s is kube2iam's and is %s: %s", f.name, f.handling, f.note)
 		out = append(out, kube2iamNotice{loud: f.loud && v.raw != "false", text: text})
 	}
+	if len(out) == 0 || c.explicit == nil {
+		return out
+	}
+	// A kube2iam DaemonSet's arguments: say which defaults changed under
+	// them, unless they set the flag themselves.
+	for _, d := range kube2iamChangedDefaults {
+		if !c.explicit[d.flag] {
+			out = append(out, kube2iamNotice{text: "--" + d.flag + " is not set and kube2ra's default differs from kube2iam's: " + d.note})
+		}
+	}
 	return out
+}
+
+// kube2iamChangedDefaults are kube2ra's defaults a kube2iam DaemonSet would
+// meet without setting them (README, "What else differs").
+var kube2iamChangedDefaults = []struct{ flag, note string }{
+	{"namespace-restrictions", "kube2ra enforces iam.amazonaws.com/allowed-roles (true; kube2iam false), so a namespace without it allows no role; annotate the namespaces, or pass --namespace-restrictions=false to keep kube2iam's behaviour"},
+	{"imdsv2-required", "IMDSv1 reads (no token) get 401 and an IMDSv1Refused Event (true; kube2iam answered them); pass --imdsv2-required=false to answer them"},
+	{"metadata-allow-path", "only an allowlist of metadata paths goes to the real service (kube2iam passed every path but the credentials); add the ones your pods read"},
+	{"iptables", "kube2ra installs the DNAT rule itself (true; kube2iam false)"},
+	{"host-interface", "cni0 (kube2iam docker0); name your CNI's pod interfaces, e.g. cali+ or !eth0"},
 }
 
 // writeKube2iamNotices prints the notices for `run --dry-run`.

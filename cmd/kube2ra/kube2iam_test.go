@@ -87,9 +87,18 @@ func TestKube2iamDaemonSetArgsRunUnchanged(t *testing.T) {
 		"--iam-role-error-ttl is kube2iam's and is ignored",
 		"--cache-resync-period is kube2iam's and is ignored",
 		"--verbose is kube2iam's and is mapped: read as --log-level=debug",
+		// Defaults that changed under kube2iam's arguments, unset there.
+		"--imdsv2-required is not set and kube2ra's default differs from kube2iam's: IMDSv1 reads (no token) get 401",
+		"--metadata-allow-path is not set and kube2ra's default differs from kube2iam's: only an allowlist",
 	} {
 		if strings.Count(warnings, want) != 1 {
 			t.Errorf("want the warning %q once, stderr:\n%s", want, warnings)
+		}
+	}
+	// kube2iam's chart sets these itself: nothing to say.
+	for _, flag := range []string{"--namespace-restrictions", "--iptables", "--host-interface"} {
+		if strings.Contains(warnings, flag+" is not set") {
+			t.Errorf("a notice about %s, which the DaemonSet sets:\n%s", flag, warnings)
 		}
 	}
 	if strings.Contains(out.String()+warnings, "k2i-test-token-do-not-print") {

@@ -66,6 +66,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
 	}
+	cfg.explicit = givenFlags(fs)
 	if cfg.kube2iam["version"].on() {
 		return versionCommand(nil, stdout, stderr)
 	}
