@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -258,4 +259,26 @@ func parsePrivateKey(data, password []byte, havePassword bool) (crypto.Signer, e
 		}
 		return signer, nil
 	}
+}
+
+// ChainWarnings names what in the pair's intermediates would make Roles
+// Anywhere refuse the certificate as untrusted, which AWS says only as
+// "Untrusted certificate" at the first call: intermediates none of which
+// signed the certificate (the leaf's issuer is missing, unless the trust
+// anchor's CA signed it directly), and intermediates outside their
+// validity at now. They are warnings, not refusals: a trust anchor may
+// hold the leaf's issuer itself, and an extra expired certificate off the
+// path does no harm.
+func (p *KeyPair) ChainWarnings(now time.Time) []string {
+	var out []string
+	if len(p.Intermediates) > 0 && !slices.ContainsFunc(p.Intermediates, func(c *x509.Certificate) bool { return p.Leaf.CheckSignatureFrom(c) == nil }) {
+		out = append(out, fmt.Sprintf("no intermediate certificate (--ra-intermediates, or after the certificate in --ra-certificate) signed the certificate, whose issuer is %q: unless the trust anchor's CA signed it directly, Roles Anywhere refuses it as untrusted; add the issuing CA's certificate", p.Leaf.Issuer.String()))
+	}
+	for _, c := range p.Intermediates {
+		if now.After(c.NotAfter) || now.Before(c.NotBefore) {
+			out = append(out, fmt.Sprintf("intermediate certificate %q (serial %s) is valid only from %s to %s: Roles Anywhere refuses a chain through it; replace it with the CA's current certificate",
+				c.Subject.String(), c.SerialNumber, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339)))
+		}
+	}
+	return out
 }

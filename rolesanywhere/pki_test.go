@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -242,4 +243,41 @@ func writeFile(t testing.TB, dir, name string, data []byte) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestChainWarningsNameWhatAWSWouldRefuse: intermediates none of which
+// signed the certificate, and intermediates outside their validity, are
+// named (AWS would answer only "Untrusted certificate"); a good chain and a
+// certificate the root signed directly give none.
+func TestChainWarningsNameWhatAWSWouldRefuse(t *testing.T) {
+	now := time.Now()
+	root := newRootCA(t, now)
+	inter, other := root.intermediate(t, now), root.intermediate(t, now)
+	viaInter := inter.leaf(t, testKeys.fresh(t, p256), now, leafOpts{})
+	direct := root.leaf(t, testKeys.fresh(t, p256), now, leafOpts{})
+	for _, tc := range []struct {
+		name  string
+		pair  *KeyPair
+		at    time.Time
+		wants []string
+	}{
+		{"a good chain", &KeyPair{Leaf: viaInter, Intermediates: []*x509.Certificate{inter.cert}}, now, nil},
+		{"signed by the root, no intermediates", &KeyPair{Leaf: direct}, now, nil},
+		{"the issuer missing from the intermediates", &KeyPair{Leaf: viaInter, Intermediates: []*x509.Certificate{other.cert}}, now,
+			[]string{"no intermediate certificate", "test intermediate", "add the issuing CA's certificate"}},
+		{"an expired intermediate", &KeyPair{Leaf: viaInter, Intermediates: []*x509.Certificate{inter.cert}}, now.Add(6 * 365 * 24 * time.Hour),
+			[]string{"is valid only from", "replace it"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := strings.Join(tc.pair.ChainWarnings(tc.at), "\n")
+			if len(tc.wants) == 0 && got != "" {
+				t.Fatalf("warnings %q, want none", got)
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(got, w) {
+					t.Errorf("warnings %q lack %q", got, w)
+				}
+			}
+		})
+	}
 }

@@ -166,6 +166,7 @@ func NewKeyPairWatcher(files KeyFiles, opts WatcherOptions) (*KeyPairWatcher, er
 	w.loaded = mat
 	w.current.Store(pair)
 	w.logger.WithFields(pairFields(pair)).Info("Loaded Roles Anywhere certificate")
+	w.warnChain(pair)
 	w.observeExpiry(pair)
 	return w, nil
 }
@@ -228,7 +229,16 @@ func (w *KeyPairWatcher) Check() (swapped bool, err error) {
 		w.metrics.reloads.WithLabelValues("loaded").Inc()
 	}
 	w.logger.WithFields(pairFields(pair)).WithField("previousSerial", old.Serial()).Info("Loaded rotated Roles Anywhere certificate")
+	w.warnChain(pair)
 	return true, nil
+}
+
+// warnChain logs what in a newly loaded pair's intermediates AWS would
+// refuse (KeyPair.ChainWarnings).
+func (w *KeyPairWatcher) warnChain(pair *KeyPair) {
+	for _, msg := range pair.ChainWarnings(w.clock.Now()) {
+		w.logger.WithFields(pairFields(pair)).Warn(msg)
+	}
 }
 
 // load reads the files twice and parses them only when both reads agree,
