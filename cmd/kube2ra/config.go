@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -729,6 +730,26 @@ func (c *Config) LifetimeWarnings() []string {
 	d := c.sessionDuration()
 	if span := d - minTTL; span > 0 && span < d/2 {
 		out = append(out, fmt.Sprintf("sessions of %s are served for only %s each (none is served with less than --credential-min-ttl %s left, which the SDKs need), so each pod's role is refreshed upstream about every %s; set %s to %s or more to halve the upstream calls", d, span, minTTL, span, c.sessionDurationFlag(), 2*minTTL))
+	}
+	return out
+}
+
+// EndpointWarnings are the start-up warnings about AWS endpoints given as
+// plain http:// on a host other than loopback: the signed request (with
+// the node certificate, for Roles Anywhere) and the credentials in its
+// answer cross the network unencrypted, and a signed request can be
+// replayed for minutes. Test fakes on loopback are left alone.
+func (c *Config) EndpointWarnings() []string {
+	var out []string
+	for _, e := range []struct{ flag, url string }{{"--sts-endpoint", c.STSEndpoint}, {"--ra-endpoint", c.RAEndpoint}} {
+		u, err := url.Parse(e.url)
+		if err != nil || u.Scheme != "http" {
+			continue
+		}
+		if ip, err := netip.ParseAddr(u.Hostname()); (err == nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %s is plain http: the signed requests and the credentials AWS answers with cross the network unencrypted, and a captured request can be replayed for minutes; use https://", e.flag, e.url))
 	}
 	return out
 }

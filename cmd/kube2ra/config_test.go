@@ -372,3 +372,30 @@ func TestDryRunValidatesLikeRun(t *testing.T) {
 		t.Fatalf("want one line naming --base-role-arn, got:\n%s", errOut.String())
 	}
 }
+
+// TestEndpointWarnings: an AWS endpoint over plain http on a non-loopback
+// host is warned about at start; https, and loopback test fakes, are not.
+func TestEndpointWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		sts, ra string
+		want    []string
+	}{
+		{sts: "https://sts.eu-west-1.amazonaws.com", ra: "https://rolesanywhere.eu-west-1.amazonaws.com"},
+		{sts: "http://127.0.0.1:8443", ra: "http://localhost:9000"},
+		{sts: "http://10.0.0.7:8080", want: []string{"--sts-endpoint http://10.0.0.7:8080 is plain http"}},
+		{ra: "http://ra-proxy.internal", want: []string{"--ra-endpoint http://ra-proxy.internal is plain http"}},
+	} {
+		c := validSTS()
+		c.STSEndpoint, c.RAEndpoint = tc.sts, tc.ra
+		got := c.EndpointWarnings()
+		if len(got) != len(tc.want) {
+			t.Errorf("%q %q: warnings %q, want %d", tc.sts, tc.ra, got, len(tc.want))
+			continue
+		}
+		for i, w := range tc.want {
+			if !strings.Contains(got[i], w) {
+				t.Errorf("warning %q lacks %q", got[i], w)
+			}
+		}
+	}
+}

@@ -87,7 +87,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log.WithField("version", version).WithField("commit", commit).Infof("kube2ra starting: %s", cfg)
-	for _, w := range cfg.LifetimeWarnings() {
+	for _, w := range append(cfg.LifetimeWarnings(), cfg.EndpointWarnings()...) {
 		log.Warn(w)
 	}
 	cfg.logKube2iamNotices(log)
