@@ -156,6 +156,11 @@ type entry struct {
 	err error
 	// retryAt is when the next upstream call may be made after a failure.
 	retryAt time.Time
+	// bgRetryAt is when the refresher retries a tracked entry's failure: a
+	// little before retryAt, each entry by its own share (refreshJitter of
+	// the backoff), so pods refused together (a throttled account) do not
+	// all call again in the same instant. Zero: retryAt.
+	bgRetryAt time.Time
 	// failures counts consecutive failures, for the backoff.
 	failures int
 	// users is how many tracked pods use the entry.
@@ -552,14 +557,16 @@ func (c *CredentialCache) runFlight(e *entry, f *flight, kind flightKind) {
 		e.creds, e.hasCreds = creds, true
 		e.servableUntil = creds.Expiration.Add(-c.minTTL)
 		e.refreshAt = c.refreshTime(now, creds.Expiration)
-		e.err, e.failures, e.retryAt = nil, 0, time.Time{}
+		e.err, e.failures, e.retryAt, e.bgRetryAt = nil, 0, time.Time{}, time.Time{}
 	case errors.Is(err, errLocalThrottle):
 		// No call was made: nothing to remember, but the refresher waits a little.
-		e.retryAt = now.Add(c.backoffMin)
+		e.retryAt, e.bgRetryAt = now.Add(c.backoffMin), time.Time{}
 	default:
 		e.failures++
 		e.err = err
-		e.retryAt = now.Add(c.backoff(e.failures))
+		b := c.backoff(e.failures)
+		e.retryAt = now.Add(b)
+		e.bgRetryAt = e.retryAt.Add(-time.Duration(rand.Float64() * c.refreshJitter * float64(b)))
 		if kind == flightRefresh {
 			c.metrics.refreshFailures.Inc()
 		}
@@ -766,11 +773,15 @@ func (e *entry) nextAttempt(now time.Time) (time.Time, bool) {
 			return time.Time{}, false
 		}
 	}
-	if !e.hasCreds {
-		return e.retryAt, true
+	retry := e.retryAt
+	if !e.bgRetryAt.IsZero() {
+		retry = e.bgRetryAt
 	}
-	if e.retryAt.After(e.refreshAt) {
-		return e.retryAt, true
+	if !e.hasCreds {
+		return retry, true
+	}
+	if retry.After(e.refreshAt) {
+		return retry, true
 	}
 	return e.refreshAt, true
 }

@@ -344,6 +344,37 @@ func TestCacheStopsRefreshingARoleThatBecameDenied(t *testing.T) {
 	}
 }
 
+// TestCacheSpreadsTheRetriesOfPodsRefusedTogether: pods throttled in the
+// same instant are retried by the refresher each a little earlier than the
+// backoff, by its own share (up to the refresh jitter), not all at once;
+// a Get still waits the whole backoff.
+func TestCacheSpreadsTheRetriesOfPodsRefusedTogether(t *testing.T) {
+	env := newCacheEnv(t, nil)
+	env.fake.SetThrottle(true)
+	env.run(t)
+	const pods = 30
+	for i := range pods {
+		env.cache.Track(fmt.Sprintf("uid-%d", i), podReq(appRoleARN, "ns", fmt.Sprintf("pod-%d", i)))
+	}
+	eventually(t, "every prefetch was refused", func() bool { return env.calls() == pods && env.cache.Fetching() == 0 })
+	c := env.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	distinct := map[time.Time]bool{}
+	for _, bucket := range c.entries {
+		for _, e := range bucket {
+			b := c.backoff(e.failures)
+			if e.bgRetryAt.After(e.retryAt) || e.bgRetryAt.Before(e.retryAt.Add(-time.Duration(c.refreshJitter*float64(b)))) {
+				t.Errorf("background retry at %s, want within %s before the backoff's end %s", e.bgRetryAt, time.Duration(c.refreshJitter*float64(b)), e.retryAt)
+			}
+			distinct[e.bgRetryAt] = true
+		}
+	}
+	if len(distinct) < pods/2 {
+		t.Errorf("%d pods refused together retry at %d distinct times, want them spread", pods, len(distinct))
+	}
+}
+
 func TestCachePrefetchMakesTheFirstGetAHit(t *testing.T) {
 	env := newCacheEnv(t, nil)
 	req := podReq(appRoleARN, "ns", "new-pod")
