@@ -41,67 +41,56 @@ type SandboxIPs interface {
 // naming a live pod makes the address nobody's. Once the kubelet reports a
 // pod's addresses the API decides alone. A record can delay an answer (the
 // lookup then waits for the API, as without records) but never widen one.
+//
+// A pod being deleted keeps ip while the node's only record of the address
+// is its own sandbox's and its status in the API has the address too. The
+// runtime deletes a sandbox's record when it tears the sandbox's network
+// down, after the pod's containers have stopped, and only then can the
+// address go to another pod, whose own sandbox is recorded before its
+// containers start; so while that one record stands, a request from the
+// address is the terminating pod's (a preStop hook's aws call, an SDK
+// refresh while draining). Any second record, or none, leaves the address
+// nobody's.
 func (w *Watcher) sandboxOwner(ip netip.Addr) *Pod {
 	if w.opts.Sandboxes == nil {
 		return nil
 	}
+	claims := w.opts.Sandboxes.Claims(ip)
 	var owner *Pod
-	for _, c := range w.opts.Sandboxes.Claims(ip) {
-		p := w.sandboxPod(c)
-		if p == nil {
-			continue
+	var draining *objects.Pod // the one record's pod, when it is being deleted
+	for _, c := range claims {
+		p := w.claimedPod(c)
+		switch {
+		case p == nil:
+		case p.DeletionTimestamp != nil:
+			if len(claims) == 1 && slices.Contains(podIPs(p), normalizeIP(ip)) {
+				draining = p
+			}
+		case len(podIPs(p)) == 0:
+			if owner != nil {
+				return nil
+			}
+			owner = podFromObject(p)
+			owner.IPs = c.IPs
 		}
-		if owner != nil {
-			return nil
-		}
-		owner = p
+	}
+	if owner == nil && draining != nil {
+		return podFromObject(draining)
 	}
 	return owner
 }
 
-// sandboxPod is the pod a record names when it is in the cache on this
-// node with the record's UID, live, not host-network, and has no
-// addresses in its status; nil otherwise.
-func (w *Watcher) sandboxPod(c SandboxClaim) *Pod {
+// claimedPod is the pod a record names when it is in the cache on this
+// node with the record's UID and not host-network or finished; nil
+// otherwise.
+func (w *Watcher) claimedPod(c SandboxClaim) *objects.Pod {
 	obj, ok, err := w.pods.GetStore().GetByKey(cache.NewObjectName(c.Namespace, c.Name).String())
 	if err != nil || !ok {
 		return nil
 	}
 	p, ok := obj.(*objects.Pod)
-	if !ok || p.UID != c.UID || p.Spec.NodeName != w.opts.NodeName || !indexable(p) || p.DeletionTimestamp != nil || len(podIPs(p)) > 0 {
+	if !ok || p.UID != c.UID || p.Spec.NodeName != w.opts.NodeName || !indexable(p) {
 		return nil
 	}
-	pod := podFromObject(p)
-	pod.IPs = c.IPs
-	return pod
-}
-
-// terminatingOwner is the pod being deleted that still holds ip, for an
-// address no live pod holds in the API: the node's only sandbox record of
-// the address names that pod (same UID, on this node, not finished), and
-// its status in the API has the address too. The runtime deletes a
-// sandbox's record when it tears the sandbox's network down, after the
-// pod's containers have stopped, and only then can the address go to
-// another pod, whose own sandbox is recorded before its containers start;
-// so while that one record stands, a request from the address is the
-// terminating pod's (a preStop hook's aws call, an SDK refresh while
-// draining). Any second record, or none, leaves the address nobody's.
-func (w *Watcher) terminatingOwner(ip netip.Addr) *Pod {
-	if w.opts.Sandboxes == nil {
-		return nil
-	}
-	claims := w.opts.Sandboxes.Claims(ip)
-	if len(claims) != 1 {
-		return nil
-	}
-	c := claims[0]
-	obj, ok, err := w.pods.GetStore().GetByKey(cache.NewObjectName(c.Namespace, c.Name).String())
-	if err != nil || !ok {
-		return nil
-	}
-	p, ok := obj.(*objects.Pod)
-	if !ok || p.UID != c.UID || p.Spec.NodeName != w.opts.NodeName || !indexable(p) || p.DeletionTimestamp == nil || !slices.Contains(podIPs(p), normalizeIP(ip)) {
-		return nil
-	}
-	return podFromObject(p)
+	return p
 }

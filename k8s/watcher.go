@@ -449,11 +449,11 @@ func (w *Watcher) FindPod(ctx context.Context, ip netip.Addr) (*Pod, error) {
 		pod, own := w.lookup(key)
 		if own == ownerNone && w.podTracker.isCurrent() {
 			if p := w.sandboxOwner(ip); p != nil {
-				w.log.WithField("pod", p.Key()).WithField("ip", ip).Debug("pod known by its sandbox's network before the API has its IP")
-				return p, nil
-			}
-			if p := w.terminatingOwner(ip); p != nil {
-				w.log.WithField("pod", p.Key()).WithField("ip", ip).Debug("terminating pod served: its sandbox still holds the address")
+				msg := "pod known by its sandbox's network before the API has its IP"
+				if p.Terminating {
+					msg = "terminating pod served: its sandbox still holds the address"
+				}
+				w.log.WithField("pod", p.Key()).WithField("ip", ip).Debug(msg)
 				return p, nil
 			}
 		}
