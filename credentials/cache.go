@@ -159,7 +159,7 @@ type entry struct {
 	// bgRetryAt is when the refresher retries a tracked entry's failure: a
 	// little before retryAt, each entry by its own share (refreshJitter of
 	// the backoff), so pods refused together (a throttled account) do not
-	// all call again in the same instant. Zero: retryAt.
+	// all call again in the same instant. Set with retryAt.
 	bgRetryAt time.Time
 	// failures counts consecutive failures, for the backoff.
 	failures int
@@ -560,7 +560,8 @@ func (c *CredentialCache) runFlight(e *entry, f *flight, kind flightKind) {
 		e.err, e.failures, e.retryAt, e.bgRetryAt = nil, 0, time.Time{}, time.Time{}
 	case errors.Is(err, errLocalThrottle):
 		// No call was made: nothing to remember, but the refresher waits a little.
-		e.retryAt, e.bgRetryAt = now.Add(c.backoffMin), time.Time{}
+		e.retryAt = now.Add(c.backoffMin)
+		e.bgRetryAt = e.retryAt
 	default:
 		e.failures++
 		e.err = err
@@ -773,15 +774,8 @@ func (e *entry) nextAttempt(now time.Time) (time.Time, bool) {
 			return time.Time{}, false
 		}
 	}
-	retry := e.retryAt
-	if !e.bgRetryAt.IsZero() {
-		retry = e.bgRetryAt
-	}
-	if !e.hasCreds {
-		return retry, true
-	}
-	if retry.After(e.refreshAt) {
-		return retry, true
+	if !e.hasCreds || e.bgRetryAt.After(e.refreshAt) {
+		return e.bgRetryAt, true
 	}
 	return e.refreshAt, true
 }
