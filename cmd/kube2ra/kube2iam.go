@@ -93,7 +93,7 @@ func kube2iamFlags() []kube2iamFlag {
 		{name: "backoff-max-interval", handling: kube2iamIgnored, kind: kube2iamDuration,
 			note: backoffHow},
 		{name: "backoff-max-elapsed-time", handling: kube2iamMapped, kind: kube2iamDuration,
-			note: "read as --pod-lookup-timeout (at most 30s) unless that is set: both bound how long a request from an unknown pod IP waits for the pod (kube2ra watches rather than polls)"},
+			note: "read as --pod-lookup-timeout (at most " + maxPodLookupTimeout.String() + ") unless that is set: both bound how long a request from an unknown pod IP waits for the pod (kube2ra watches rather than polls)"},
 		{name: "log-format", handling: kube2iamSame},
 		{name: "log-level", handling: kube2iamSame},
 		{name: "use-regional-sts-endpoint", handling: kube2iamIgnored, kind: kube2iamBool,
