@@ -24,6 +24,9 @@ type httpListener struct {
 	alsoHosts []string
 	// srv is the configured HTTP server.
 	srv *http.Server
+	// front accepts the connections: srv itself, or a lane that hands srv
+	// what it does not answer (see package fastlane).
+	front frontServer
 	// shutdownTimeout bounds a graceful shutdown when Serve's context ends.
 	shutdownTimeout time.Duration
 
@@ -38,6 +41,23 @@ type httpListener struct {
 	conns atomic.Int64
 	// handedOff is set once drain closed the listeners for a successor.
 	handedOff atomic.Bool
+}
+
+// frontServer is what accepts a server's connections: an *http.Server or
+// a *fastlane.Server in front of one.
+type frontServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+	SetKeepAlivesEnabled(bool)
+}
+
+// accepter is front, or srv when there is no lane.
+func (h *httpListener) accepter() frontServer {
+	if h.front != nil {
+		return h.front
+	}
+	return h.srv
 }
 
 // ListenFunc opens a listener, as net.Listen does.
@@ -127,13 +147,13 @@ func (h *httpListener) drain(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		// Closes the connections idle now; busy ones close after their answer.
-		h.srv.SetKeepAlivesEnabled(false)
+		h.accepter().SetKeepAlivesEnabled(false)
 		if h.conns.Load() <= 0 {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			_ = h.srv.Close()
+			_ = h.accepter().Close()
 			return fmt.Errorf("%s: draining after the handover did not finish in time; %d connections were closed: %w", h.name, h.conns.Load(), ctx.Err())
 		case <-tick.C:
 		}
@@ -152,7 +172,7 @@ func (h *httpListener) serve(ctx context.Context) error {
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() {
-			if err := h.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) && !h.handedOff.Load() {
+			if err := h.accepter().Serve(ln); !errors.Is(err, http.ErrServerClosed) && !h.handedOff.Load() {
 				errc <- fmt.Errorf("%s: serving on %s failed: %w", h.name, ln.Addr(), err)
 				return
 			}
@@ -164,7 +184,7 @@ func (h *httpListener) serve(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		_ = h.srv.Close()
+		_ = h.accepter().Close()
 		return err
 	case <-ctx.Done():
 	}
@@ -182,9 +202,9 @@ func (h *httpListener) serve(ctx context.Context) error {
 // shutdown stops accepting, waits for open requests until ctx ends, then
 // closes the rest.
 func (h *httpListener) shutdown(ctx context.Context) error {
-	err := h.srv.Shutdown(ctx)
+	err := h.accepter().Shutdown(ctx)
 	if err != nil {
-		_ = h.srv.Close()
+		_ = h.accepter().Close()
 		return fmt.Errorf("%s: graceful shutdown did not finish in time; open connections were closed: %w", h.name, err)
 	}
 	return nil

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/kube2ra/kube2ra/fastlane"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
@@ -327,11 +328,28 @@ func New(opts Options, pods PodFinder, roles RoleResolver, creds CredentialGette
 		addr:            net.JoinHostPort(opts.HostIP, strconv.Itoa(opts.AppPort)),
 		alsoHosts:       ipv6Hosts(opts),
 		srv:             srv,
+		front:           &fastlane.Server{HTTP: srv, Takes: laneTakes},
 		shutdownTimeout: opts.ShutdownTimeout,
 		ln:              opts.Listener,
 	}
 	return s, nil
 }
+
+// laneTakes are the requests the lane answers without net/http: an SDK's
+// token PUT, its credential GETs and the token door's GET. Everything else
+// (pass-through reads, /healthz on a shared port) is net/http's.
+func laneTakes(method string, target []byte) bool {
+	switch method {
+	case http.MethodPut:
+		return string(target) == tokenPath
+	case http.MethodGet:
+		return bytes.HasPrefix(target, laneCredentialsPrefix) || string(target) == PodIdentityPath
+	}
+	return false
+}
+
+// laneCredentialsPrefix starts the credential routes the lane takes.
+var laneCredentialsPrefix = []byte("/latest/meta-data/iam/" + credentialsDir)
 
 // ipv6Hosts are the extra addresses the metadata server binds.
 func ipv6Hosts(opts Options) []string {
