@@ -267,9 +267,22 @@ func rawGet(target string, headers ...string) string {
 	return rawMethod("GET", target, headers...)
 }
 
+// rawMethod builds a raw request. A GET or PUT without a body is sent as an
+// SDK sends it, on a keep-alive connection: the shape the lane (package
+// fastlane) takes when it can. Anything else asks for Connection: close, so
+// net/http does not wait for a body or a HEAD answer's bytes that never come.
 func rawMethod(method, target string, headers ...string) string {
 	var b strings.Builder
-	b.WriteString(method + " " + target + " HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n")
+	b.WriteString(method + " " + target + " HTTP/1.1\r\nHost: 169.254.169.254\r\n")
+	keepAlive := method == "GET" || method == "PUT"
+	for _, h := range headers {
+		if strings.HasPrefix(h, "Content-Length:") && h != "Content-Length: 0" {
+			keepAlive = false
+		}
+	}
+	if !keepAlive {
+		b.WriteString("Connection: close\r\n")
+	}
 	for _, h := range headers {
 		b.WriteString(h + "\r\n")
 	}
