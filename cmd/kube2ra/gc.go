@@ -7,13 +7,14 @@ import (
 )
 
 // nodeAgentGCPercent is the agent's GOGC unless GOGC is set. A node agent
-// keeps a small live heap (informer caches, about 5 MiB) and allocates
-// briefly per request: collecting at 50 % growth instead of Go's 100 %
-// held 2 MiB less resident in every `make bench` run, for the same
-// credential-route throughput and about 2.5 µs more CPU per token-door
-// request (docs/performance.md weighs it). GOGC=200 with GOMEMLIMIT=20MiB
-// is the throughput end of the trade: +0.1 on both doors, 5 MiB more.
-const nodeAgentGCPercent = 50
+// keeps a small live heap (informer caches, about 3 MiB) and, since the
+// lane (package fastlane), allocates about 1 KB a request: collecting at
+// 25 % growth instead of Go's 100 % holds 1–2 MiB less resident under load
+// at a few percent of one CPU on the bench's closed loop (a node's real
+// traffic, a few requests per pod per hour, never notices);
+// docs/performance.md weighs it. Below 25 the resident memory stopped
+// falling (GOGC=10: the same within the runs' noise).
+const nodeAgentGCPercent = 25
 
 // setGCDefault applies nodeAgentGCPercent unless the environment sets
 // GOGC (which the runtime has read already); it returns the percent in force.
