@@ -181,6 +181,16 @@ type Config struct {
 	parsed parsedConfig
 }
 
+// flagGiven reports whether the flag name was given; where the flags given
+// are unknown (a Config built in code), whether its value differs from the
+// default (differs).
+func (c *Config) flagGiven(name string, differs bool) bool {
+	if c.explicit == nil {
+		return differs
+	}
+	return c.explicit[name]
+}
+
 // parsedConfig is the typed form of the settings that have one, each
 // produced by the parser of the package that uses it.
 type parsedConfig struct {
@@ -562,7 +572,7 @@ func (c *Config) Validate() error {
 	if err := proxy.ValidateAllowPaths(c.MetadataAllowPaths); err != nil {
 		bad("--metadata-allow-path: %v", err)
 	}
-	if v := c.kube2iam["backoff-max-elapsed-time"]; v != nil && v.given && c.PodLookupTimeout == NewConfig().PodLookupTimeout {
+	if v := c.kube2iam["backoff-max-elapsed-time"]; v != nil && v.given && !c.flagGiven("pod-lookup-timeout", c.PodLookupTimeout != NewConfig().PodLookupTimeout) {
 		// kube2iam's bound on waiting for an unknown pod IP (its default
 		// 2s, often raised against first-request 404s) is this one.
 		if d, err := time.ParseDuration(v.raw); err == nil && d > 0 {

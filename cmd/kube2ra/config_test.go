@@ -213,6 +213,7 @@ func parseRunFlags(t *testing.T, c *Config, args string) *flag.FlagSet {
 	if err := fs.Parse(strings.Fields(args)); err != nil {
 		t.Fatalf("%q: %v", args, err)
 	}
+	c.explicit = givenFlags(fs)
 	return fs
 }
 

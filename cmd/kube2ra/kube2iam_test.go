@@ -127,6 +127,8 @@ func TestBackoffMaxElapsedTimeIsThePodLookupTimeout(t *testing.T) {
 		"--backoff-max-elapsed-time=5s":  "5s",
 		"--backoff-max-elapsed-time=10m": "30s",
 		"--backoff-max-elapsed-time=5s --pod-lookup-timeout=3s": "3s",
+		// Given, though it is the default: the operator's word wins.
+		"--backoff-max-elapsed-time=5s --pod-lookup-timeout=1s": "1s",
 	} {
 		c := validSTS()
 		parseRunFlags(t, c, args)
@@ -266,8 +268,14 @@ func TestAutoDiscoverDefaultRoleNeverServesTheNodesRole(t *testing.T) {
 	if cfg.DefaultRole != "" {
 		t.Errorf("default role %q, want none: the node's role is never a pod's", cfg.DefaultRole)
 	}
-	notices := cfg.Kube2iamNotices()
-	if len(notices) != 1 || !notices[0].loud {
-		t.Errorf("notices %+v, want one at error level", notices)
+	// The changed defaults of kube2iam's other flags are quiet notices beside it.
+	var loud []kube2iamNotice
+	for _, n := range cfg.Kube2iamNotices() {
+		if n.loud {
+			loud = append(loud, n)
+		}
+	}
+	if len(loud) != 1 || !strings.Contains(loud[0].text, "--auto-discover-default-role") {
+		t.Errorf("notices at error level %+v, want the one for --auto-discover-default-role", loud)
 	}
 }
