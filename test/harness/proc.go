@@ -43,3 +43,37 @@ func ProcMemory(pid int) (rssKiB, hwmKiB int, err error) {
 	}
 	return rssKiB, hwmKiB, nil
 }
+
+// ProcRSSParts reads how a process's resident set splits (RssAnon, RssFile
+// in /proc/<pid>/status, in KiB): its own memory, and the pages of files it
+// maps (mostly its binary, which the page cache shares and can drop).
+func ProcRSSParts(pid int) (anonKiB, fileKiB int, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	found := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		var dst *int
+		switch fields[0] {
+		case "RssAnon:":
+			dst = &anonKiB
+		case "RssFile:":
+			dst = &fileKiB
+		default:
+			continue
+		}
+		if *dst, err = strconv.Atoi(fields[1]); err != nil {
+			return 0, 0, fmt.Errorf("harness: /proc/%d/status line %q: %w", pid, line, err)
+		}
+		found++
+	}
+	if found != 2 {
+		return 0, 0, fmt.Errorf("harness: no RssAnon and RssFile in /proc/%d/status", pid)
+	}
+	return anonKiB, fileKiB, nil
+}

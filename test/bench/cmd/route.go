@@ -85,6 +85,7 @@ func (s *suite) credRoute(ctx context.Context) error {
 
 	var a, b []stats
 	var rpsRatios, p99Ratios, rssLoad []float64
+	var rssLoadMax rssReading
 	for round := 1; round <= s.cfg.rounds; round++ {
 		if !env.Agent.Running() {
 			if err := s.restartAgent(ctx); err != nil {
@@ -106,6 +107,9 @@ func (s *suite) credRoute(ctx context.Context) error {
 			return err
 		}
 		rssLoad = append(rssLoad, loaded.MiB)
+		if loaded.MiB > rssLoadMax.MiB {
+			rssLoadMax = loaded
+		}
 		s.logf("credential route round %d: kube2ra  %8.0f req/s  p50 %6.0f µs  p99 %6.0f µs  server CPU %5.1f µs/req (log reader %4.1f)", round, sa.RPS, sa.P50us, sa.P99us, sa.CPUPerReqUS, sa.HarnessCPUPerReqUS)
 
 		srv, err := s.replaceAgentWithBaseline(ctx, baseline)
@@ -144,7 +148,7 @@ func (s *suite) credRoute(ctx context.Context) error {
 	r.Add("cred_p99_us", bench.Median(pick(a, p99Of)), "us", "median of rounds: "+bench.JoinFloats(pick(a, p99Of)))
 	r.Add("baseline_p99_us", bench.Median(pick(b, p99Of)), "us", "median of rounds: "+bench.JoinFloats(pick(b, p99Of)))
 	r.Add("cred_p99_ratio", bench.Median(p99Ratios), "ratio", "median of pairwise A/B ratios: "+bench.JoinFloats(p99Ratios))
-	r.Add("rss_mib_load", slices.Max(rssLoad), "MiB", fmt.Sprintf("VmRSS at the end of each round's load (the node of the memory phase: its pods and namespaces); highest of %s", bench.JoinFloats(rssLoad)))
+	r.Add("rss_mib_load", slices.Max(rssLoad), "MiB", fmt.Sprintf("VmRSS at the end of each round's load (the node of the memory phase: its pods and namespaces); highest of %s (%s)", bench.JoinFloats(rssLoad), rssLoadMax.parts()))
 	r.Detail("cred_route", map[string]any{"rss_load": rssLoad, "kube2ra": a, "baseline": b, "rps_ratios": rpsRatios, "p99_ratios": p99Ratios, "connections": conns})
 	return nil
 }
