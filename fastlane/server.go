@@ -468,6 +468,10 @@ func (w *response) WriteHeader(code int) {
 // errSent is a write after the answer went out.
 var errSent = errors.New("fastlane: write after the response was flushed")
 
+// errTooLarge is an answer over maxResponseBytes; its connection is closed
+// without it.
+var errTooLarge = fmt.Errorf("fastlane: response over %d bytes, not sent; the connection is closed", maxResponseBytes)
+
 func (w *response) Write(p []byte) (int, error) {
 	if w.sent {
 		return 0, errSent
@@ -475,7 +479,7 @@ func (w *response) Write(p []byte) (int, error) {
 	w.WriteHeader(http.StatusOK)
 	if len(w.body)+len(p) > maxResponseBytes {
 		w.broken = true
-		return 0, fmt.Errorf("fastlane: response over %d bytes", maxResponseBytes)
+		return 0, errTooLarge
 	}
 	w.body = append(w.body, p...)
 	return len(p), nil
@@ -495,7 +499,7 @@ func (w *response) FlushError() error {
 func (w *response) send(closing bool) error {
 	w.sent = true
 	if w.broken {
-		return errSent
+		return errTooLarge
 	}
 	status := w.status
 	if status == 0 {
