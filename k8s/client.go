@@ -24,6 +24,10 @@ type Client interface {
 	WatchNamespaces(ctx context.Context, o metav1.ListOptions) (watch.Interface, error)
 	// GetNamespace is a live check of one namespace.
 	GetNamespace(ctx context.Context, name string) (*objects.Namespace, error)
+	// ListVersions takes the watch-currency snapshot of "pods" or
+	// "namespaces": a consistent list of each object's namespace, name,
+	// uid and resourceVersion only.
+	ListVersions(ctx context.Context, resource, namespace string, o metav1.ListOptions) (*objects.VersionList, error)
 	// ListServiceAccounts and WatchServiceAccounts feed the token door's
 	// ServiceAccount informer (all namespaces).
 	ListServiceAccounts(ctx context.Context, o metav1.ListOptions) (*objects.ServiceAccountList, error)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,18 @@ func TestIntegrationLeanClientMakesEveryCall(t *testing.T) {
 	}
 	if len(pods.Items) != 1 || pods.Items[0].Name != "mine" || pods.Items[0].Status.PodIP != "10.99.0.1" {
 		t.Fatalf("ListPods with field selector %q = %v; want only pod mine with IP 10.99.0.1", onNode.FieldSelector, podNames(pods.Items))
+	}
+	// The currency snapshot: metadata only, the same pods at the same versions.
+	versions, err := c.ListVersions(ctx, "pods", metav1.NamespaceAll, metav1.ListOptions{FieldSelector: onNode.FieldSelector})
+	if err != nil {
+		t.Fatalf("ListVersions(pods): %v", err)
+	}
+	if want := []objects.ObjectVersion{{Namespace: ns, Name: "mine", UID: pods.Items[0].UID, ResourceVersion: pods.Items[0].ResourceVersion}}; !reflect.DeepEqual(versions.Items, want) || versions.ResourceVersion == "" {
+		t.Fatalf("ListVersions(pods) with field selector %q = %+v; want %+v and the list's resourceVersion", onNode.FieldSelector, versions, want)
+	}
+	nsVersions, err := c.ListVersions(ctx, "namespaces", metav1.NamespaceAll, metav1.ListOptions{FieldSelector: "metadata.name=" + ns})
+	if err != nil || len(nsVersions.Items) != 1 || nsVersions.Items[0].Name != ns || nsVersions.Items[0].Namespace != "" || nsVersions.Items[0].UID == "" {
+		t.Fatalf("ListVersions(namespaces) = %+v, %v; want namespace %s alone, cluster scoped", nsVersions, err, ns)
 	}
 	if p, err := c.GetPod(ctx, ns, "theirs"); err != nil || p.Spec.NodeName != other {
 		t.Fatalf("GetPod = %v, %v; want pod theirs on %s", p, err, other)

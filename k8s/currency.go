@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/watchlist"
 	"k8s.io/utils/clock"
+
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // A watch is "current" when kube2ra may answer from its informer cache
@@ -77,25 +79,14 @@ type snapshot struct {
 	objects map[string]objectVersion
 }
 
-// newSnapshot reads a list object into a snapshot.
-func newSnapshot(list runtime.Object) (*snapshot, error) {
-	lm, err := meta.ListAccessor(list)
-	if err != nil {
-		return nil, fmt.Errorf("reading the snapshot list's metadata: %w", err)
+// newSnapshot reads a version list into a snapshot.
+func newSnapshot(list *objects.VersionList) *snapshot {
+	s := &snapshot{resourceVersion: list.ResourceVersion, objects: make(map[string]objectVersion, len(list.Items))}
+	for _, item := range list.Items {
+		key := cache.ObjectName{Namespace: item.Namespace, Name: item.Name}.String()
+		s.objects[key] = objectVersion{uid: item.UID, resourceVersion: item.ResourceVersion}
 	}
-	items, err := meta.ExtractList(list)
-	if err != nil {
-		return nil, fmt.Errorf("reading the snapshot list's items: %w", err)
-	}
-	s := &snapshot{resourceVersion: lm.GetResourceVersion(), objects: make(map[string]objectVersion, len(items))}
-	for _, item := range items {
-		m, err := meta.Accessor(item)
-		if err != nil {
-			return nil, fmt.Errorf("reading a snapshot item: %w", err)
-		}
-		s.objects[storeKey(m)] = objectVersion{uid: m.GetUID(), resourceVersion: m.GetResourceVersion()}
-	}
-	return s, nil
+	return s
 }
 
 // storeKey is the informer store's key of an object.
@@ -145,7 +136,7 @@ type streamTracker struct {
 	// clock times transitions and snapshot retries.
 	clock clock.Clock
 	// list takes a consistent snapshot list (resourceVersion "").
-	list func(ctx context.Context) (runtime.Object, error)
+	list func(ctx context.Context) (*objects.VersionList, error)
 	// store lists the informer's cache.
 	store func() []any
 	// onChange reports the new state to metrics; may be nil.
@@ -191,7 +182,7 @@ func (t *streamTracker) lastCallError() error {
 }
 
 // newStreamTracker starts not current: nothing is known before the first stream.
-func newStreamTracker(resource string, log logrus.FieldLogger, clk clock.Clock, list func(context.Context) (runtime.Object, error), store func() []any, onChange func(bool)) *streamTracker {
+func newStreamTracker(resource string, log logrus.FieldLogger, clk clock.Clock, list func(context.Context) (*objects.VersionList, error), store func() []any, onChange func(bool)) *streamTracker {
 	return &streamTracker{resource: resource, log: log, clock: clk, list: list, store: store, onChange: onChange,
 		since: clk.Now(), reason: "no watch stream has been opened yet"}
 }
@@ -273,11 +264,8 @@ func (t *streamTracker) takeSnapshot(ctx context.Context, gen uint64) {
 		lctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 		list, err := t.list(lctx)
 		cancel()
-		var snap *snapshot
 		if err == nil {
-			snap, err = newSnapshot(list)
-		}
-		if err == nil {
+			snap := newSnapshot(list)
 			t.mu.Lock()
 			if gen == t.gen && t.open {
 				t.pending = snap

@@ -8,13 +8,11 @@ import (
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kube2ra/kube2ra/kubeapi/kubeapitest"
+	"github.com/kube2ra/kube2ra/kubeapi/objects"
 )
 
 // graceTracker is a tracker over an empty store whose snapshot lists are
@@ -25,12 +23,12 @@ func graceTracker(t *testing.T) (tr *streamTracker, clk *clocktesting.FakeClock,
 	log, _ := logtest.NewNullLogger()
 	log.SetLevel(logrus.InfoLevel)
 	lists, hold, release = &atomic.Int64{}, &atomic.Bool{}, make(chan struct{})
-	list := func(context.Context) (runtime.Object, error) {
+	list := func(context.Context) (*objects.VersionList, error) {
 		lists.Add(1)
 		if hold.Load() {
 			<-release
 		}
-		return &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: "5"}}, nil
+		return &objects.VersionList{ResourceVersion: "5"}, nil
 	}
 	tr = newStreamTracker("pods", log, clk, list, func() []any { return nil }, nil)
 	ctx, cancel := context.WithCancel(context.Background())

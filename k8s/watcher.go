@@ -216,8 +216,8 @@ func NewWatcher(client Client, opts WatcherOptions) (*Watcher, error) {
 	nodeSelector := fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
 
 	w.podTracker = newStreamTracker(resourcePods, w.log, opts.Clock,
-		func(ctx context.Context) (runtime.Object, error) {
-			return client.ListPods(ctx, metav1.NamespaceAll, metav1.ListOptions{FieldSelector: nodeSelector})
+		func(ctx context.Context) (*objects.VersionList, error) {
+			return client.ListVersions(ctx, resourcePods, metav1.NamespaceAll, metav1.ListOptions{FieldSelector: nodeSelector})
 		},
 		func() []any { return w.pods.GetStore().List() },
 		func(current bool) { metrics.current.WithLabelValues(resourcePods).Set(boolGauge(current)) })
@@ -225,8 +225,8 @@ func NewWatcher(client Client, opts WatcherOptions) (*Watcher, error) {
 	// current (by the pod's sandbox record): wake it then, not at its timeout.
 	w.podTracker.changed = w.broadcast
 	w.nsTracker = newStreamTracker(resourceNamespaces, w.log, opts.Clock,
-		func(ctx context.Context) (runtime.Object, error) {
-			return client.ListNamespaces(ctx, metav1.ListOptions{})
+		func(ctx context.Context) (*objects.VersionList, error) {
+			return client.ListVersions(ctx, resourceNamespaces, metav1.NamespaceAll, metav1.ListOptions{})
 		},
 		func() []any { return w.namespaces.GetStore().List() },
 		func(current bool) { metrics.current.WithLabelValues(resourceNamespaces).Set(boolGauge(current)) })

@@ -15,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -114,6 +115,41 @@ func (c *Client) WatchNamespaces(ctx context.Context, o metav1.ListOptions) (wat
 // GetNamespace reads one namespace.
 func (c *Client) GetNamespace(ctx context.Context, name string) (*objects.Namespace, error) {
 	return convert[objects.Namespace](c.Clientset.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{}))
+}
+
+// ListVersions lists pods or namespaces whole and keeps what a
+// metadata-only list gives the snapshot.
+func (c *Client) ListVersions(ctx context.Context, resource, namespace string, o metav1.ListOptions) (*objects.VersionList, error) {
+	var list runtime.Object
+	var err error
+	switch resource {
+	case "pods":
+		list, err = c.Clientset.CoreV1().Pods(namespace).List(ctx, o)
+	case "namespaces":
+		list, err = c.Clientset.CoreV1().Namespaces().List(ctx, o)
+	default:
+		return nil, fmt.Errorf("kubeapitest: ListVersions of %q: only pods and namespaces are snapshotted", resource)
+	}
+	if err != nil {
+		return nil, err
+	}
+	lm, err := meta.ListAccessor(list)
+	if err != nil {
+		return nil, err
+	}
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return nil, err
+	}
+	out := &objects.VersionList{ResourceVersion: lm.GetResourceVersion()}
+	for _, item := range items {
+		m, err := meta.Accessor(item)
+		if err != nil {
+			return nil, err
+		}
+		out.Items = append(out.Items, objects.ObjectVersion{Namespace: m.GetNamespace(), Name: m.GetName(), UID: m.GetUID(), ResourceVersion: m.GetResourceVersion()})
+	}
+	return out, nil
 }
 
 // ListServiceAccounts lists ServiceAccounts in all namespaces.
