@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kube2ra/kube2ra/test/bench"
@@ -140,6 +141,12 @@ func (s *suite) saveMemoryBreakdown(ctx context.Context, file string) error {
 		return err
 	}
 	out = append(out, rollup...)
+	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", s.env.Agent.PID()))
+	if err != nil {
+		return err
+	}
+	out = append(out, "\n# resident mappings (smaps: Rss and Anonymous kB, then the mapping)\n"...)
+	out = append(out, residentMappings(smaps)...)
 	out = append(out, "\n# runtime.MemStats\n"...)
 	if i := bytes.Index(body, []byte("# runtime.MemStats")); i >= 0 {
 		out = append(out, body[i:]...)
@@ -197,3 +204,25 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 }
 
 func (c *cappedBuffer) String() string { return string(c.b) }
+
+// residentMappings is one line per mapping of an smaps file that holds
+// resident pages: its Rss and Anonymous kB, then the mapping's header line
+// (address range, permissions and file), so a breakdown can say which of
+// the binary's segments, heap arenas or stacks the memory is in.
+func residentMappings(smaps []byte) []byte {
+	var out []byte
+	var header string
+	var rss int
+	for _, line := range strings.Split(string(smaps), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			header = line
+		case len(f) >= 2 && f[0] == "Rss:":
+			rss, _ = strconv.Atoi(f[1])
+		case len(f) >= 2 && f[0] == "Anonymous:" && rss > 0:
+			out = append(out, fmt.Sprintf("%7d %7s  %s\n", rss, f[1], header)...)
+		}
+	}
+	return out
+}
