@@ -40,8 +40,8 @@ func buildSymbolBinary(dir string) (string, error) {
 }
 
 // profileLoad takes pprof profiles of the agent during one more load of
-// the given kind and after it: CPU over the load, the heap in use and the
-// allocations; each as name-*.pb.gz and `go tool pprof -top` text. With
+// the given kind and after it: CPU over the load, the goroutines in the
+// middle of it, the heap in use and the allocations; each as name-*.pb.gz and `go tool pprof -top` text. With
 // perf installed it then records a perf profile of another such load
 // (user and kernel stacks: where net/http and the kernel spend).
 func (s *suite) profileLoad(ctx context.Context, name string, nets []*simnode.Pod, opts bench.LoadOptions) error {
@@ -52,9 +52,17 @@ func (s *suite) profileLoad(ctx context.Context, name string, nets []*simnode.Po
 		time.Sleep(spawnDelay + opts.Warmup)
 		cpuDone <- s.fetchProfile(ctx, fmt.Sprintf("profile?seconds=%d", max(1, int(window.Seconds()))), name+"-cpu")
 	}()
+	// The goroutines mid-load: each holds a stack, part of the resident memory.
+	goroutinesDone := make(chan error, 1)
+	go func() {
+		time.Sleep(spawnDelay + opts.Warmup + window/2)
+		goroutinesDone <- s.fetchProfile(ctx, "goroutine", name+"-goroutines")
+	}()
 	res, err := s.runLoad(ctx, nets, opts)
-	if cerr := <-cpuDone; cerr != nil && err == nil {
-		err = cerr
+	for _, done := range []chan error{cpuDone, goroutinesDone} {
+		if perr := <-done; perr != nil && err == nil {
+			err = perr
+		}
 	}
 	if err != nil {
 		return err
