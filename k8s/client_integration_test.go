@@ -57,6 +57,11 @@ func TestIntegrationLeanClientMakesEveryCall(t *testing.T) {
 	if want := []objects.ObjectVersion{{Namespace: ns, Name: "mine", UID: pods.Items[0].UID, ResourceVersion: pods.Items[0].ResourceVersion}}; !reflect.DeepEqual(versions.Items, want) || versions.ResourceVersion == "" {
 		t.Fatalf("ListVersions(pods) with field selector %q = %+v; want %+v and the list's resourceVersion", onNode.FieldSelector, versions, want)
 	}
+	// A node without pods: the API server writes the items as null.
+	none, err := c.ListVersions(ctx, "pods", metav1.NamespaceAll, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node+"-empty").String()})
+	if err != nil || len(none.Items) != 0 || none.ResourceVersion == "" {
+		t.Fatalf("ListVersions(pods) of a node without pods = %+v, %v; want no items at a resourceVersion", none, err)
+	}
 	nsVersions, err := c.ListVersions(ctx, "namespaces", metav1.NamespaceAll, metav1.ListOptions{FieldSelector: "metadata.name=" + ns})
 	if err != nil || len(nsVersions.Items) != 1 || nsVersions.Items[0].Name != ns || nsVersions.Items[0].Namespace != "" || nsVersions.Items[0].UID == "" {
 		t.Fatalf("ListVersions(namespaces) = %+v, %v; want namespace %s alone, cluster scoped", nsVersions, err, ns)

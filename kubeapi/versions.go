@@ -107,10 +107,18 @@ func DecodeVersionList(r io.Reader) (*objects.VersionList, error) {
 	return out, nil
 }
 
-// decodeVersionItems reads the items array.
+// decodeVersionItems reads the items array; null is none (the API server
+// writes an empty metadata list's items so).
 func decodeVersionItems(d *json.Decoder) ([]objects.ObjectVersion, error) {
-	if err := expectDelim(d, '['); err != nil {
+	tok, err := d.Token()
+	if err != nil {
 		return nil, fmt.Errorf("items: %w", err)
+	}
+	if tok == nil {
+		return nil, nil
+	}
+	if tok != json.Delim('[') {
+		return nil, fmt.Errorf("items: found %v where [ belongs", tok)
 	}
 	var items []objects.ObjectVersion
 	for d.More() {

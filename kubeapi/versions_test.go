@@ -37,9 +37,12 @@ func TestDecodeVersionListKeepsIdentityAndVersionOnly(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("DecodeVersionList = %+v; want %+v", got, want)
 	}
-	empty, err := kubeapi.DecodeVersionList(strings.NewReader(`{"kind":"PartialObjectMetadataList","metadata":{"resourceVersion":"9"},"items":[]}`))
-	if err != nil || empty.ResourceVersion != "9" || len(empty.Items) != 0 {
-		t.Fatalf("an empty list = %+v, %v; want resourceVersion 9 and no items", empty, err)
+	// The API server writes an empty metadata list's items as null.
+	for _, items := range []string{`[]`, `null`} {
+		empty, err := kubeapi.DecodeVersionList(strings.NewReader(`{"kind":"PartialObjectMetadataList","metadata":{"resourceVersion":"9"},"items":` + items + `}`))
+		if err != nil || empty.ResourceVersion != "9" || len(empty.Items) != 0 {
+			t.Fatalf("an empty list (items %s) = %+v, %v; want resourceVersion 9 and no items", items, empty, err)
+		}
 	}
 }
 
@@ -54,7 +57,8 @@ func TestDecodeVersionListRefusesWhatIsNotAWholeSnapshot(t *testing.T) {
 		{"no resourceVersion", `{"kind":"PartialObjectMetadataList","metadata":{},"items":[]}`, "no resourceVersion"},
 		{"an item without uid", `{"kind":"PartialObjectMetadataList","metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"a","resourceVersion":"1"}}]}`, "item 0 (/a) lacks"},
 		{"an item without resourceVersion", `{"kind":"PartialObjectMetadataList","metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"a","uid":"u"}}]}`, "item 0 (/a) lacks"},
-		{"items not an array", `{"kind":"PartialObjectMetadataList","metadata":{"resourceVersion":"1"},"items":{}}`, "items:"},
+		{"items not an array", `{"kind":"PartialObjectMetadataList","metadata":{"resourceVersion":"1"},"items":{}}`, "items: found { where [ belongs"},
+		{"items a string", `{"kind":"PartialObjectMetadataList","metadata":{"resourceVersion":"1"},"items":"x"}`, "items: found x where [ belongs"},
 		{"an item of the wrong type", `{"kind":"PartialObjectMetadataList","metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":7}}]}`, "item 0"},
 		{"cut off", metadataList[:len(metadataList)/2], "EOF"},
 		{"not an object", `["PartialObjectMetadataList"]`, "where { belongs"},
