@@ -32,14 +32,20 @@ func setGCDefault() int {
 // GOMAXPROCS is set. Go's default is every CPU of the node (the chart sets
 // no CPU limit, which Go 1.25 would follow), and each processor keeps its
 // own cache of heap spans: in `make bench`, GOMAXPROCS=16 held 2.8 MiB more
-// at rest and 4.9 MiB more under load than 2. Two processors serve more
-// than 40,000 cached requests a second, far above a node's traffic; the
-// agent's slow work (AWS calls) waits on the network, not on a processor.
-const nodeAgentMaxProcs = 2
+// at rest and 4.9 MiB more under load than 2, and 1 holds another 1 MiB
+// less under load than 2 (24.1–24.4 MiB against 25.1–25.5, four pairs).
+// One processor serves over 80,000 cached requests a second with the lane
+// (package fastlane), at a lower p99 than two on the bench's two CPUs
+// (0.49–0.62 of the bare server's against 0.70–0.82), and the first
+// requests of 50 starting pods were as fast (`BENCH_ONLY=cold`, three
+// pairs, within the runs' noise); the agent's slow work (AWS calls, the
+// API server) waits on the network, not on a processor, and a goroutine
+// that computes for longer is preempted within 10 ms.
+// docs/performance.md, "Processors", has the runs.
+const nodeAgentMaxProcs = 1
 
 // setMaxProcsDefault lowers GOMAXPROCS to nodeAgentMaxProcs unless the
-// environment sets GOMAXPROCS or the runtime chose fewer already (one CPU,
-// or a lower CPU limit); it returns the number in force.
+// environment sets GOMAXPROCS; it returns the number in force.
 func setMaxProcsDefault() int {
 	current := runtime.GOMAXPROCS(0)
 	n := maxProcsDefault(os.Getenv("GOMAXPROCS") != "", current)

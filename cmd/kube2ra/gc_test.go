@@ -25,14 +25,14 @@ func TestGCDefaultYieldsToGOGC(t *testing.T) {
 }
 
 // TestMaxProcsDefault: the agent runs on at most nodeAgentMaxProcs
-// processors, unless the operator set GOMAXPROCS or the runtime chose fewer.
+// processors, unless the operator set GOMAXPROCS.
 func TestMaxProcsDefault(t *testing.T) {
 	for _, c := range []struct {
 		operator      bool
 		current, want int
 	}{
 		{false, 1, 1},
-		{false, 2, 2},
+		{false, 2, nodeAgentMaxProcs},
 		{false, 16, nodeAgentMaxProcs},
 		{false, 96, nodeAgentMaxProcs},
 		{true, 16, 16},
