@@ -275,11 +275,23 @@ func (t *streamTracker) takeSnapshot(ctx context.Context, gen uint64) {
 			return
 		}
 		t.log.WithError(err).WithField("resource", t.resource).Debug("snapshot list failed; retrying")
+		t.snapshotFailed(gen, err)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.clock.After(backoff.Step()):
 		}
+	}
+}
+
+// snapshotFailed puts a failed snapshot list's error into the reason the
+// cache is not current, which lookups' errors and the readiness check
+// quote: without it they said only that a snapshot was being taken.
+func (t *streamTracker) snapshotFailed(gen uint64, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if gen == t.gen && t.open && !t.current.Load() {
+		t.reason = fmt.Sprintf("a watch stream opened and its snapshot list failed (retrying): %v", err)
 	}
 }
 

@@ -2,6 +2,8 @@ package k8s
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,5 +104,26 @@ func TestLiveChecksUseTheirOwnClient(t *testing.T) {
 	}
 	if w.client != Client(informers) {
 		t.Error("without VerifyClient, live checks do not use the informers' client")
+	}
+}
+
+// TestFailedSnapshotSaysWhyInTheReason: while the snapshot list fails, the
+// reason the cache is not current (quoted by lookups' errors) names the
+// failure, not only that a snapshot is being taken.
+func TestFailedSnapshotSaysWhyInTheReason(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(1700000000, 0))
+	log, _ := logtest.NewNullLogger()
+	list := func(context.Context) (*objects.VersionList, error) {
+		return nil, errors.New(`the answer is of kind "PodList", not PartialObjectMetadataList`)
+	}
+	tr := newStreamTracker("pods", log, clk, list, func() []any { return nil }, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	tr.streamOpened(ctx)
+	waitFor(t, "the reason names the failed snapshot", func() bool {
+		return strings.Contains(tr.notCurrentReason(), `snapshot list failed (retrying): the answer is of kind "PodList"`)
+	})
+	if tr.isCurrent() {
+		t.Fatal("current without a snapshot")
 	}
 }
